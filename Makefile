@@ -1,0 +1,42 @@
+# kubetune — `make demo` and `make test` work on a fresh machine (they install what they need).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Never reach a model hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: install system-deps test test-fast lint crd demo bench clean
+
+install:
+	@bash scripts/bootstrap.sh
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+## test: install everything, lint, then run the whole suite (unit, trainer, operator, e2e, chart)
+test: install system-deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check operator trainer-image tests bench
+
+## crd: regenerate crds/ from the pydantic models
+crd: install
+	$(VENV)/bin/kubetune crd > crds/finetunejobs.kubetune.io.yaml
+
+## demo: install, then fine-tune the real SmolLM2-135M on CPU and show before/after
+demo: install
+	$(VENV)/bin/kubetune run examples/quickstart.yaml
+
+bench: install system-deps
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf runs .pytest_cache

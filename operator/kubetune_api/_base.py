@@ -1,0 +1,24 @@
+"""The base model every spec object derives from: camelCase in YAML, strict keys."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class SpecModel(BaseModel):
+    """Unknown keys are an error; YAML uses camelCase, Python snake_case."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        validate_default=True,
+        use_attribute_docstrings=False,
+        frozen=False,
+    )
+
+    def was_set(self, *names: str) -> bool:
+        """True if any of the fields was given explicitly (not a default)."""
+        return any(n in self.model_fields_set for n in names)

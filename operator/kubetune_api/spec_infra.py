@@ -1,0 +1,163 @@
+"""Where and how it runs: distribution, resources, output, tracking, run policy."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ._base import SpecModel
+from .uris import DNS_LABEL, check_storage_uri
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+
+
+def _dns_label(v: str | None, what: str) -> str | None:
+    if v is not None and (len(v) > 63 or not DNS_LABEL.match(v)):
+        raise ValueError(
+            f"{what} {v!r} is not a DNS label: use at most 63 lowercase letters, digits "
+            "and '-', starting and ending with a letter or digit"
+        )
+    return v
+
+
+class DistributedSpec(SpecModel):
+    nodes: int = Field(default=1, ge=1, le=256, description="Pods (nodes) in the Indexed Job.")
+    processes_per_node: int = Field(
+        default=1, ge=1, le=64, description="torchrun processes per node (usually one per GPU)."
+    )
+    deepspeed: Literal["none", "zero2", "zero3"] = Field(
+        default="none", description="DeepSpeed ZeRO stage, generated from this spec."
+    )
+    cpu_offload: bool = Field(
+        default=False, description="Offload optimizer (ZeRO-2/3) and parameters (ZeRO-3) to CPU."
+    )
+    rendezvous_timeout_seconds: int = Field(
+        default=600, ge=10, le=7200,
+        description="How long ranks wait for each other (start-up and a lost peer).",
+    )
+    master_port: int = Field(default=29500, ge=1024, le=65535, description="Rendezvous port.")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.processes_per_node
+
+    @model_validator(mode="after")
+    def _offload(self) -> DistributedSpec:
+        if self.cpu_offload and self.deepspeed == "none":
+            raise ValueError("`cpuOffload` needs `deepspeed: zero2` or `zero3`")
+        return self
+
+
+class Toleration(SpecModel):
+    key: str | None = Field(default=None, description="Taint key.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Match operator.")
+    value: str | None = Field(default=None, description="Taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect."
+    )
+    toleration_seconds: int | None = Field(default=None, description="For NoExecute taints.")
+
+
+class ResourcesSpec(SpecModel):
+    gpus_per_node: int = Field(default=0, ge=0, le=64, description="nvidia.com/gpu per pod.")
+    gpu_type: str | None = Field(
+        default=None, description="GPU product label value, e.g. NVIDIA-A100-SXM4-80GB."
+    )
+    cpu: str = Field(default="2", description="CPU request per pod (Kubernetes quantity).")
+    memory: str = Field(default="8Gi", description="Memory request and limit per pod.")
+    shm_size: str = Field(default="2Gi", description="Size of the /dev/shm memory volume.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod node selector.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
+    priority_class_name: str | None = Field(default=None, description="Pod priority class.")
+    image: str | None = Field(
+        default=None, description="Trainer image; defaults to the operator's matching version."
+    )
+    service_account_name: str | None = Field(default=None, description="Pod service account.")
+
+    @field_validator("cpu", "memory", "shm_size")
+    @classmethod
+    def _quantity(cls, v: str) -> str:
+        if not _QUANTITY.match(v):
+            raise ValueError(f"{v!r} is not a Kubernetes quantity (e.g. 500m, 4, 16Gi)")
+        return v
+
+    @field_validator("priority_class_name", "service_account_name")
+    @classmethod
+    def _names(cls, v: str | None) -> str | None:
+        return _dns_label(v, "name")
+
+
+class OutputSpec(SpecModel):
+    uri: str = Field(
+        default="./runs",
+        description="Artifact root: s3://bucket/prefix or a local folder. Each job writes "
+        "under <uri>/<namespace>/<name>/.",
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        description="Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, mounted by "
+        "reference (credentials never go in the spec).",
+    )
+    s3_endpoint: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible store (MinIO, Ceph...).",
+        pattern=r"^https?://[^\s]+$",
+    )
+    cleanup_policy: Literal["retain", "delete"] = Field(
+        default="retain", description="What happens to the artifacts when the job is deleted."
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        return check_storage_uri(v, "output.uri")
+
+    @field_validator("credentials_secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        return _dns_label(v, "Secret name")
+
+
+class TrackingSpec(SpecModel):
+    mlflow_uri: str | None = Field(
+        default=None, description="MLflow tracking URI (http(s):// or sqlite:///)."
+    )
+    experiment: str = Field(default="kubetune", min_length=1, description="MLflow experiment.")
+    register_as: str | None = Field(
+        default=None, description="Register the adapter in the MLflow model registry under this name."
+    )
+
+    @model_validator(mode="after")
+    def _register_needs_uri(self) -> TrackingSpec:
+        if self.register_as and not self.mlflow_uri:
+            raise ValueError("`registerAs` needs `mlflowUri`")
+        return self
+
+
+class MetricsSpec(SpecModel):
+    port: int = Field(default=9400, ge=1024, le=65535, description="Trainer /metrics port.")
+    pushgateway_url: str | None = Field(
+        default=None, description="Push final metrics to this Prometheus Pushgateway."
+    )
+
+
+class RunPolicySpec(SpecModel):
+    max_restarts: int = Field(default=3, ge=0, le=100, description="Retries of retryable failures.")
+    backoff_seconds: int = Field(
+        default=30, ge=0, le=3600, description="First retry delay; doubles each restart."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Fail the job after this many seconds in total."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the FineTuneJob this long after it finishes."
+    )
+    suspend: bool = Field(default=False, description="Stop the pods and keep checkpoints.")
+    queue_name: str | None = Field(default=None, description="Kueue LocalQueue for admission.")
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue(cls, v: str | None) -> str | None:
+        return _dns_label(v, "queue name")

@@ -1,0 +1,108 @@
+"""How to train: optimisation, precision, checkpoints, evaluation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ._base import SpecModel
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+class EarlyStopping(SpecModel):
+    patience: int = Field(ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(default=0.0, ge=0, description="Smallest eval-loss drop that counts.")
+
+
+class DPOOptions(SpecModel):
+    beta: float = Field(default=0.1, gt=0, le=10, description="DPO temperature beta.")
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
+        default="sigmoid", description="DPO loss variant."
+    )
+
+
+class RankingOptions(SpecModel):
+    margin: float = Field(default=0.1, ge=0, description="Margin of the pairwise ranking loss.")
+
+
+class GenerationOptions(SpecModel):
+    max_new_tokens: int = Field(default=128, ge=1, le=8192, description="Tokens to generate.")
+    temperature: float = Field(default=0.0, ge=0, le=5, description="0 means greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int = Field(default=0, ge=0, description="Sampling seed.")
+
+
+class EvaluationSpec(SpecModel):
+    enabled: bool = Field(default=True, description="Evaluate base and tuned models after training.")
+    max_samples: int = Field(default=32, ge=1, description="Validation examples used for generation.")
+    generation: GenerationOptions = Field(
+        default_factory=GenerationOptions, description="Decoding settings, recorded with results."
+    )
+
+
+class TrainingSpec(SpecModel):
+    engine: Literal["huggingface", "unsloth"] = Field(
+        default="huggingface",
+        description="Training stack; unsloth needs an NVIDIA GPU and the unsloth package.",
+    )
+    epochs: float = Field(default=1, gt=0, le=1000, description="Passes over the data.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    micro_batch_size: int = Field(default=1, ge=1, le=4096, description="Examples per device step.")
+    gradient_accumulation: int = Field(default=1, ge=1, le=4096, description="Micro batches per step.")
+    learning_rate: float = Field(default=2e-4, gt=0, le=1, description="Peak learning rate.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="Learning-rate schedule."
+    )
+    warmup_steps: int | None = Field(default=None, ge=0, description="Warmup in optimizer steps.")
+    warmup_ratio: float | None = Field(default=None, ge=0, lt=1, description="Warmup share of steps.")
+    weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    optimizer: Literal["adamw_torch", "paged_adamw_8bit", "adamw_8bit", "sgd"] = Field(
+        default="adamw_torch", description="Optimizer; paged/8-bit variants need a CUDA GPU."
+    )
+    seed: int = Field(default=42, ge=0, description="Seed for data order, init and dropout.")
+    precision: Precision = Field(
+        default="auto", description="auto: bf16 where supported, else fp32; fp16 needs a GPU."
+    )
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto turns it on when the memory preflight is above 80%."
+    )
+    logging_steps: int = Field(default=10, ge=1, description="Log metrics every N steps.")
+    eval_steps: int | None = Field(
+        default=None, ge=1, description="Evaluate every N steps (default: each epoch)."
+    )
+    save_steps: int | None = Field(
+        default=None, ge=1, description="Checkpoint every N steps (always at each epoch end)."
+    )
+    keep_last_checkpoints: int = Field(
+        default=2, ge=1, le=100, description="Committed checkpoints kept (plus the best)."
+    )
+    early_stopping: EarlyStopping | None = Field(
+        default=None, description="Stop when eval loss stops improving."
+    )
+    dpo: DPOOptions = Field(default_factory=DPOOptions, description="Options for objective dpo.")
+    ranking: RankingOptions = Field(
+        default_factory=RankingOptions, description="Options for objective ranking."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> TrainingSpec:
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError(
+                "`warmupSteps` and `warmupRatio` are mutually exclusive; keep one of them"
+            )
+        if self.early_stopping is not None and self.eval_steps is None:
+            raise ValueError(
+                "`earlyStopping` needs `evalSteps` (evaluation every N steps) to judge progress"
+            )
+        if self.save_steps and self.eval_steps and self.early_stopping:
+            if self.save_steps % self.eval_steps:
+                raise ValueError(
+                    "with `earlyStopping`, `saveSteps` must be a multiple of `evalSteps` "
+                    "so the best checkpoint is one that was saved"
+                )
+        return self

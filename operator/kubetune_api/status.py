@@ -1,0 +1,62 @@
+"""The FineTuneJob status the operator writes (and the CRD's status schema)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import Field
+
+from ._base import SpecModel
+
+PhaseName = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Condition(SpecModel):
+    type: str = Field(description="Condition type (see kubetune_api.constants.ConditionType).")
+    status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
+    reason: str = Field(description="CamelCase reason (kubetune_api.constants.Reason).")
+    message: str = Field(default="", description="Human-readable detail.")
+    last_transition_time: str = Field(
+        default_factory=now_rfc3339, description="When the status last changed (RFC 3339)."
+    )
+
+
+class Progress(SpecModel):
+    step: int = Field(default=0, ge=0, description="Optimizer steps done.")
+    total_steps: int = Field(default=0, ge=0, description="Optimizer steps planned.")
+    epoch: float = Field(default=0, ge=0, description="Epochs done (fractional).")
+    loss: float | None = Field(default=None, description="Latest training loss.")
+    eval_loss: float | None = Field(default=None, description="Latest validation loss.")
+    tokens_per_second: float | None = Field(default=None, description="Training throughput.")
+    eta_seconds: float | None = Field(default=None, description="Estimated seconds remaining.")
+    display: str = Field(default="", description="step/total (percent), for kubectl get.")
+
+
+class AdapterArtifact(SpecModel):
+    uri: str = Field(description="Where the final adapter is.")
+    sha256: str = Field(default="", description="sha256 of the adapter weights file.")
+    size_bytes: int = Field(default=0, ge=0, description="Size of the adapter weights file.")
+
+
+class FineTuneJobStatus(SpecModel):
+    phase: PhaseName = Field(default="Pending", description="Lifecycle phase.")
+    message: str = Field(default="", description="Latest human-readable summary.")
+    conditions: list[Condition] = Field(default_factory=list, description="Conditions by type.")
+    observed_generation: int = Field(default=0, ge=0, description="Spec generation acted on.")
+    progress: Progress = Field(default_factory=Progress, description="Training progress.")
+    attempt: int = Field(default=0, ge=0, description="Current attempt (1-based once started).")
+    restarts: int = Field(default=0, ge=0, description="Retries counted against maxRestarts.")
+    preemptions: int = Field(default=0, ge=0, description="Preemptions (not counted as restarts).")
+    job_name: str | None = Field(default=None, description="Name of the current Job.")
+    last_checkpoint: str | None = Field(default=None, description="Latest committed checkpoint.")
+    adapter: AdapterArtifact | None = Field(default=None, description="The final adapter.")
+    next_attempt_after: str | None = Field(
+        default=None, description="Backoff: the next attempt starts after this time."
+    )
+    start_time: str | None = Field(default=None, description="When the first attempt started.")
+    completion_time: str | None = Field(default=None, description="When the job finished.")

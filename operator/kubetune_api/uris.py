@@ -1,0 +1,70 @@
+"""URI rules shared by the spec, the trainer's storage layer and the operator."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# Offline models the trainer can build or unpack without a hub (closed set: a spec
+# is untrusted input, so names map to code, never to import paths).
+BUILTIN_MODELS: Final = ("tiny-llama", "smollm2-135m-instruct", "all-minilm-l6-v2")
+
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_S3 = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def scheme_of(uri: str) -> str:
+    """'s3', 'file', 'builtin' or '' (a plain path or hub id)."""
+    if uri.startswith("builtin:"):
+        return "builtin"
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", uri)
+    return m.group(1).lower() if m else ""
+
+
+def check_storage_uri(uri: str, what: str) -> str:
+    """An output/data location: s3://bucket/prefix, file:// or a filesystem path."""
+    scheme = scheme_of(uri)
+    if scheme == "s3":
+        if not _S3.match(uri):
+            raise ValueError(
+                f"{what} {uri!r} is not a valid S3 URI; use s3://<bucket>/<prefix> with a "
+                "lowercase bucket name of 3-63 characters"
+            )
+    elif scheme not in ("", "file"):
+        raise ValueError(
+            f"{what} {uri!r} has unsupported scheme {scheme!r}; "
+            "use s3://bucket/prefix or a local path"
+        )
+    return uri
+
+
+def check_model_uri(uri: str) -> str:
+    scheme = scheme_of(uri)
+    if scheme == "builtin":
+        name = uri.split(":", 1)[1]
+        if name not in BUILTIN_MODELS:
+            raise ValueError(
+                f"unknown built-in model {name!r}; choose one of "
+                + ", ".join("builtin:" + m for m in BUILTIN_MODELS)
+            )
+        return uri
+    if scheme in ("s3", "file"):
+        return check_storage_uri(uri, "model location")
+    if scheme:
+        raise ValueError(
+            f"model location {uri!r} has unsupported scheme {scheme!r}; use a Hugging Face "
+            "id, a local folder, s3://bucket/prefix or builtin:<name>"
+        )
+    if uri.startswith((".", "/", "~")) or _HF_ID.match(uri):
+        return uri
+    raise ValueError(f"{uri!r} is neither a Hugging Face id (org/name) nor a local path")
+
+
+def is_remote(uri: str) -> bool:
+    return scheme_of(uri) == "s3"
+
+
+def run_prefix(output_uri: str, namespace: str, name: str) -> str:
+    """Where one FineTuneJob's artifacts live: <output>/<namespace>/<name>."""
+    return f"{output_uri.rstrip('/')}/{namespace}/{name}"

@@ -1,0 +1,56 @@
+"""The `kubetune` command line.
+
+Each subcommand lives in its own module `kubetune_trainer.commands.<name>` exposing
+`command`, and is imported only when called: `kubetune validate` must not pay for
+importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import click
+
+# name -> one-line help shown in `kubetune --help` (the module holds the rest).
+COMMANDS: dict[str, str] = {
+    "validate": "Check FineTuneJob files against the contract.",
+    "crd": "Print the FineTuneJob CustomResourceDefinition.",
+    "prepare": "Validate and prepare a job's dataset; print counts and fingerprint.",
+    "run": "Run a FineTuneJob locally end to end (prepare, train, evaluate, report).",
+    "train": "Train from a FineTuneJob spec (single process or under torchrun).",
+    "launch": "Start torchrun from the operator's pod environment.",
+    "eval": "Evaluate a base model or adapter on a job's validation data.",
+    "compare": "Compare base vs adapter, or adapter A vs B, side by side.",
+    "adapters": "List and show adapters in the registry.",
+    "export": "Merge an adapter into its base and/or write GGUF.",
+    "serve": "Serve base + adapter over HTTP.",
+}
+_PKG = "kubetune_trainer.commands"
+
+
+def _available(name: str) -> bool:
+    return importlib.util.find_spec(f"{_PKG}.{name}") is not None
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n in COMMANDS if _available(n)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS or not _available(cmd_name):
+            return None
+        module = importlib.import_module(f"{_PKG}.{cmd_name}")
+        cmd: click.Command = module.command
+        cmd.short_help = COMMANDS[cmd_name]
+        return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kubetune")
+def main() -> None:
+    """kubetune: fine-tune LLMs with LoRA/QLoRA/DPO, locally or on Kubernetes."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per `kubetune` subcommand; each exposes a click command named `command`."""

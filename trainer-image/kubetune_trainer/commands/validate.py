@@ -1,0 +1,27 @@
+"""`kubetune validate FILE...`: exit 0 when every FineTuneJob is valid, else 1."""
+
+from __future__ import annotations
+
+import click
+
+from kubetune_api.loader import load_file
+
+
+@click.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+def command(files: tuple[str, ...], quiet: bool) -> None:
+    """Check FineTuneJob FILES; print every error as `file: field.path: message`."""
+    bad = 0
+    for path in files:
+        result = load_file(path)
+        for err in result.errors:
+            click.echo(f"{path}: {err}", err=True)
+        if result.errors:
+            bad += 1
+        elif not quiet:
+            names = ", ".join(j.metadata.name for j in result.jobs)
+            click.echo(f"{path}: ok ({names})")
+    if bad:
+        click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
+        raise SystemExit(1)

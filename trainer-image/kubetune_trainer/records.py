@@ -1,0 +1,63 @@
+"""The record shapes data preparation hands to training (the data <-> engine contract).
+
+Every dataset format is normalised into exactly one of these kinds, chosen by the
+format and the objective; training never sees a raw source row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+RecordKind = Literal["sft", "text", "preference", "ranked", "classification"]
+
+
+class SFTRecord(TypedDict, total=False):
+    prompt: str  # formatted prompt (template applied), loss masked by default
+    completion: str  # the target text the model learns
+    messages: list[dict[str, str]]  # chat formats keep messages; prompt/completion derived
+    meta: dict[str, Any]  # provenance (source line, ids, realized return...) for eval
+
+
+class TextRecord(TypedDict, total=False):
+    text: str  # causal-LM text (papers chunks)
+    meta: dict[str, Any]
+
+
+class PreferenceRecord(TypedDict, total=False):
+    prompt: str
+    chosen: str
+    rejected: str
+    meta: dict[str, Any]
+
+
+class RankedRecord(TypedDict, total=False):
+    prompt: str
+    responses: list[str]  # best first
+    meta: dict[str, Any]
+
+
+class ClassificationRecord(TypedDict, total=False):
+    text: str
+    label: int
+    meta: dict[str, Any]
+
+
+@dataclass
+class PrepStats:
+    read: int = 0
+    kept: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    problems: list[str] = field(default_factory=list)  # "file:line: reason"
+
+
+@dataclass
+class PreparedDataset:
+    kind: RecordKind
+    format: str  # the resolved dataset format (after auto detection)
+    train: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    fingerprint: str  # sha256 of the prepared records, for lineage
+    stats: PrepStats = field(default_factory=PrepStats)
+    label_names: list[str] = field(default_factory=list)  # classification only
