@@ -3,7 +3,18 @@
 Imports neither kopf, kubernetes nor torch: every other component depends on it.
 """
 
-from .constants import API_VERSION, GROUP, KIND, PLURAL, VERSION, ConditionType, Env, ExitCode, Phase, Reason
+from .constants import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    ConditionType,
+    Env,
+    ExitCode,
+    Phase,
+    Reason,
+)
 from .errors import SpecError
 from .loader import InvalidSpecError, load_file, load_job, parse_job, parse_spec
 from .spec import FineTuneJob, FineTuneJobSpec

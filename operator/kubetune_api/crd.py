@@ -110,13 +110,15 @@ def build_crd() -> dict[str, Any]:
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Progress", "type": "string",
-                         "jsonPath": ".status.progress.display"},
+                        {
+                            "name": "Progress",
+                            "type": "string",
+                            "jsonPath": ".status.progress.display",
+                        },
                         {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
-                        {"name": "Nodes", "type": "integer",
-                         "jsonPath": ".spec.distributed.nodes"},
+                        {"name": "Nodes", "type": "integer", "jsonPath": ".spec.distributed.nodes"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],  # fmt: skip
+                    ],
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",

@@ -22,9 +22,7 @@ def _allowed_keys(model: type[BaseModel] | None, loc: tuple[object, ...]) -> lis
     for part in loc[:-1]:
         if current is None or isinstance(part, int):
             continue
-        field = next(
-            (f for n, f in current.model_fields.items() if part in (n, f.alias)), None
-        )
+        field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
         ann = getattr(field, "annotation", None) if field else None
         current = _model_in(ann)
     if current is None:
@@ -48,9 +46,7 @@ def from_validation_error(
     out: list[SpecError] = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
-        path = ".".join(
-            f"[{p}]" if isinstance(p, int) else str(p) for p in loc
-        ).replace(".[", "[")
+        path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
         if prefix:
             path = f"{prefix}.{path}" if path else prefix
         msg = err["msg"]

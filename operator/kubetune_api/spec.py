@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ._base import SpecModel
 from .constants import API_VERSION, KIND
@@ -83,10 +83,13 @@ class FineTuneJobSpec(SpecModel):
             )
         if self.output.credentials_secret and not is_remote(self.output.uri):
             raise ValueError(
-                "spec.output.credentialsSecret only applies to an s3:// output.uri"
+                "spec.output.credentialsSecret: only applies to an s3:// output.uri; "
+                "remove it for a local output"
             )
         if self.output.s3_endpoint and not is_remote(self.output.uri):
-            raise ValueError("spec.output.s3Endpoint only applies to an s3:// output.uri")
+            raise ValueError(
+                "spec.output.s3Endpoint: only applies to an s3:// output.uri; remove it"
+            )
         q = self.quantization
         if dist.deepspeed == "zero3" and q.mode == "4bit":
             compute = q.compute_dtype if q.compute_dtype != "auto" else "bf16"
@@ -101,19 +104,18 @@ class FineTuneJobSpec(SpecModel):
                 "spec.distributed.deepspeed: ZeRO-3 cannot shard 8-bit weights; use zero2 "
                 "or quantization.mode 4bit"
             )
-        if self.training.engine == "unsloth":
-            if dist.world_size > 1 or dist.deepspeed != "none":
-                raise ValueError(
-                    "spec.training.engine: unsloth trains on a single GPU; use engine "
-                    "huggingface for distributed or DeepSpeed runs"
-                )
+        if self.training.engine == "unsloth" and (dist.world_size > 1 or dist.deepspeed != "none"):
+            raise ValueError(
+                "spec.training.engine: unsloth trains on a single GPU; use engine "
+                "huggingface for distributed or DeepSpeed runs"
+            )
         return self
 
 
 class ObjectMeta(SpecModel):
     """The subset of Kubernetes metadata kubetune reads; other keys are kept as-is."""
 
-    model_config = {**SpecModel.model_config, "extra": "allow"}
+    model_config = ConfigDict(**{**SpecModel.model_config, "extra": "allow"})
 
     name: str = Field(description="FineTuneJob name (a DNS-1035 label, at most 40 characters).")
     namespace: str = Field(default="default", description="Namespace.")
@@ -125,9 +127,9 @@ class ObjectMeta(SpecModel):
     def _name(cls, v: str) -> str:
         if len(v) > MAX_NAME_LENGTH or not _NAME.match(v):
             raise ValueError(
-                f"{v!r} is not a valid FineTuneJob name: use at most {MAX_NAME_LENGTH} "
-                "lowercase letters, digits and '-', starting with a letter (child objects "
-                "append an attempt suffix)"
+                f"{v!r} is not a valid FineTuneJob name (a DNS-1035 label): use at most "
+                f"{MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter "
+                "(child objects append an attempt suffix)"
             )
         return v
 

@@ -37,7 +37,9 @@ class ValidationSplit(SpecModel):
 
 class TradingOptions(SpecModel):
     news: str | None = Field(default=None, description="News JSONL (date, ticker, headline...).")
-    window: int = Field(default=20, ge=5, le=500, description="Trading days of history per example.")
+    window: int = Field(
+        default=20, ge=5, le=500, description="Trading days of history per example."
+    )
     horizon: int = Field(default=5, ge=1, le=250, description="Trading days to the realized label.")
     hold_band_pct: float = Field(
         default=1.0, ge=0, description="|forward return| below this percent is labelled hold."

@@ -34,7 +34,9 @@ class DistributedSpec(SpecModel):
         default=False, description="Offload optimizer (ZeRO-2/3) and parameters (ZeRO-3) to CPU."
     )
     rendezvous_timeout_seconds: int = Field(
-        default=600, ge=10, le=7200,
+        default=600,
+        ge=10,
+        le=7200,
         description="How long ranks wait for each other (start-up and a lost peer).",
     )
     master_port: int = Field(default=29500, ge=1024, le=65535, description="Rendezvous port.")
@@ -126,7 +128,8 @@ class TrackingSpec(SpecModel):
     )
     experiment: str = Field(default="kubetune", min_length=1, description="MLflow experiment.")
     register_as: str | None = Field(
-        default=None, description="Register the adapter in the MLflow model registry under this name."
+        default=None,
+        description="Register the adapter in the MLflow model registry under this name.",
     )
 
     @model_validator(mode="after")

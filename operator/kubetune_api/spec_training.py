@@ -35,8 +35,12 @@ class GenerationOptions(SpecModel):
 
 
 class EvaluationSpec(SpecModel):
-    enabled: bool = Field(default=True, description="Evaluate base and tuned models after training.")
-    max_samples: int = Field(default=32, ge=1, description="Validation examples used for generation.")
+    enabled: bool = Field(
+        default=True, description="Evaluate base and tuned models after training."
+    )
+    max_samples: int = Field(
+        default=32, ge=1, description="Validation examples used for generation."
+    )
     generation: GenerationOptions = Field(
         default_factory=GenerationOptions, description="Decoding settings, recorded with results."
     )
@@ -52,13 +56,17 @@ class TrainingSpec(SpecModel):
         default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
     )
     micro_batch_size: int = Field(default=1, ge=1, le=4096, description="Examples per device step.")
-    gradient_accumulation: int = Field(default=1, ge=1, le=4096, description="Micro batches per step.")
+    gradient_accumulation: int = Field(
+        default=1, ge=1, le=4096, description="Micro batches per step."
+    )
     learning_rate: float = Field(default=2e-4, gt=0, le=1, description="Peak learning rate.")
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
         default="cosine", description="Learning-rate schedule."
     )
     warmup_steps: int | None = Field(default=None, ge=0, description="Warmup in optimizer steps.")
-    warmup_ratio: float | None = Field(default=None, ge=0, lt=1, description="Warmup share of steps.")
+    warmup_ratio: float | None = Field(
+        default=None, ge=0, lt=1, description="Warmup share of steps."
+    )
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
     optimizer: Literal["adamw_torch", "paged_adamw_8bit", "adamw_8bit", "sgd"] = Field(
@@ -99,10 +107,14 @@ class TrainingSpec(SpecModel):
             raise ValueError(
                 "`earlyStopping` needs `evalSteps` (evaluation every N steps) to judge progress"
             )
-        if self.save_steps and self.eval_steps and self.early_stopping:
-            if self.save_steps % self.eval_steps:
-                raise ValueError(
-                    "with `earlyStopping`, `saveSteps` must be a multiple of `evalSteps` "
-                    "so the best checkpoint is one that was saved"
-                )
+        if (
+            self.save_steps
+            and self.eval_steps
+            and self.early_stopping
+            and self.save_steps % self.eval_steps
+        ):
+            raise ValueError(
+                "with `earlyStopping`, `saveSteps` must be a multiple of `evalSteps` "
+                "so the best checkpoint is one that was saved"
+            )
         return self

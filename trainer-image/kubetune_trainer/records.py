@@ -47,8 +47,9 @@ class ClassificationRecord(TypedDict, total=False):
 class PrepStats:
     read: int = 0
     kept: int = 0
-    skipped: int = 0
+    skipped: int = 0  # bad rows dropped (policy skip)
     truncated: int = 0
+    filtered: int = 0  # valid rows left out on purpose (rating, quality, no pair)
     problems: list[str] = field(default_factory=list)  # "file:line: reason"
 
 

@@ -1,0 +1,161 @@
+"""Bad FineTuneJobs: each gives one clear message naming the field path and the fix."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from kubetune_api.loader import InvalidSpecError, parse_job
+
+BASE: dict[str, Any] = {
+    "apiVersion": "kubetune.io/v1alpha1",
+    "kind": "FineTuneJob",
+    "metadata": {"name": "ok-job", "namespace": "default"},
+    "spec": {
+        "model": {"base": "meta-llama/Llama-2-7b-hf"},
+        "dataset": {"source": "data/train.jsonl", "format": "qa"},
+    },
+}
+
+_DELETE = object()
+
+
+def mutate(changes: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        node = doc
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is _DELETE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return doc
+
+
+# (id, changes, expected path, words the message must hold)
+CASES: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
+    ("unknown-top-field", {"spec.epochz": 3}, "spec.epochz", ("unknown field", "training")),
+    ("unknown-nested-field", {"spec.training.lr": 0.1}, "spec.training.lr",
+     ("unknown field", "learningRate")),
+    ("wrong-type", {"spec.training.epochs": "three"}, "spec.training.epochs", ("number",)),
+    ("negative-lr", {"spec.training.learningRate": -1e-4}, "spec.training.learningRate",
+     ("greater than 0",)),
+    ("lora-r-zero", {"spec.adapter.r": 0}, "spec.adapter.r", ("greater than or equal to 1",)),
+    ("dropout-1.5", {"spec.adapter.dropout": 1.5}, "spec.adapter.dropout", ("less than 1",)),
+    ("dpo-with-qa", {"spec.objective": "dpo"}, "spec.dataset.format",
+     ("cannot train objective 'dpo'", "preference")),
+    ("ranking-with-qa", {"spec.objective": "ranking"}, "spec.dataset.format", ("ranked",)),
+    ("sft-with-preference", {"spec.dataset.format": "preference"}, "spec.dataset.format",
+     ("cannot train objective 'sft'",)),
+    ("unknown-objective", {"spec.objective": "ppo"}, "spec.objective",
+     ("'sft', 'dpo' or 'ranking'",)),
+    ("nodes-zero", {"spec.distributed.nodes": 0}, "spec.distributed.nodes",
+     ("greater than or equal to 1",)),
+    ("procs-over-gpus", {"spec.distributed.processesPerNode": 4, "spec.resources.gpusPerNode": 2},
+     "spec.distributed.processesPerNode", ("only 2 GPUs", "at most 2")),
+    ("output-unknown-scheme", {"spec.output.uri": "gs://bucket/x"}, "spec.output.uri",
+     ("unsupported scheme 'gs'", "s3://")),
+    ("output-bad-bucket", {"spec.output.uri": "s3://B/x"}, "spec.output.uri", ("bucket",)),
+    ("secret-not-dns", {"spec.output.uri": "s3://bucket/x", "spec.output.credentialsSecret":
+     "My_Secret"}, "spec.output.credentialsSecret", ("DNS label",)),
+    ("secret-with-local-output", {"spec.output.credentialsSecret": "creds"},
+     "spec.output.credentialsSecret", ("s3://",)),
+    ("8bit-with-4bit-opts", {"spec.quantization": {"mode": "8bit", "quantType": "nf4"}},
+     "spec.quantization", ("`quantType`", "4bit")),
+    ("none-with-double-quant", {"spec.quantization": {"doubleQuant": False}},
+     "spec.quantization", ("`doubleQuant`",)),
+    ("bad-quant-mode", {"spec.quantization": {"mode": "2bit"}}, "spec.quantization.mode",
+     ("'none', '8bit' or '4bit'",)),
+    ("warmup-both", {"spec.training.warmupSteps": 10, "spec.training.warmupRatio": 0.1},
+     "spec.training", ("mutually exclusive",)),
+    ("early-stop-no-eval", {"spec.training.earlyStopping": {"patience": 2}},
+     "spec.training", ("evalSteps",)),
+    ("bad-precision", {"spec.training.precision": "int8"}, "spec.training.precision",
+     ("'auto', 'bf16', 'fp16' or 'fp32'",)),
+    ("missing-model", {"spec.model": _DELETE}, "spec.model", ("required",)),
+    ("missing-dataset-source", {"spec.dataset": {"format": "qa"}}, "spec.dataset.source",
+     ("required",)),
+    ("unknown-builtin", {"spec.model.base": "builtin:gpt5"}, "spec.model.base",
+     ("unknown built-in model", "builtin:tiny-llama")),
+    ("model-http-scheme", {"spec.model.base": "http://x/y"}, "spec.model.base",
+     ("unsupported scheme",)),
+    ("cls-without-labels", {"spec.model.task": "sequence_classification"}, "spec.model",
+     ("`num_labels`",)),
+    ("dpo-on-encoder", {"spec.model.task": "sequence_classification", "spec.model.numLabels": 2,
+     "spec.objective": "dpo", "spec.dataset.format": "preference"}, "spec.objective",
+     ("causal_lm",)),
+    ("multinode-local-output", {"spec.distributed.nodes": 2}, "spec.output.uri",
+     ("shared storage", "s3://")),
+    ("zero3-4bit-storage", {"spec.distributed.deepspeed": "zero3",
+     "spec.quantization": {"mode": "4bit"}}, "spec.quantization.quantStorageDtype",
+     ("quantStorageDtype: bf16",)),
+    ("zero3-8bit", {"spec.distributed.deepspeed": "zero3", "spec.quantization": {"mode": "8bit"}},
+     "spec.distributed.deepspeed", ("ZeRO-3",)),
+    ("offload-without-ds", {"spec.distributed.cpuOffload": True}, "spec.distributed",
+     ("`cpuOffload`",)),
+    ("bad-memory-quantity", {"spec.resources.memory": "16 GB"}, "spec.resources.memory",
+     ("Kubernetes quantity",)),
+    ("bad-name", {"metadata.name": "My_Job"}, "metadata.name", ("DNS-1035", "lowercase")),
+    ("name-too-long", {"metadata.name": "a" * 41}, "metadata.name", ("at most 40",)),
+    ("wrong-kind", {"kind": "TrainingJob"}, "kind", ("'FineTuneJob'",)),
+    ("wrong-api-version", {"apiVersion": "kubetune.io/v1"}, "apiVersion",
+     ("kubetune.io/v1alpha1",)),
+    ("bad-format", {"spec.dataset.format": "csv"}, "spec.dataset.format", ("'auto'",)),
+    ("split-fraction-1", {"spec.dataset.validation": {"fraction": 1.0}},
+     "spec.dataset.validation.fraction", ("less than 1",)),
+    ("trading-opts-wrong-format", {"spec.dataset.trading": {"window": 10}}, "spec.dataset",
+     ("dataset.format: trading",)),
+    ("register-without-mlflow", {"spec.tracking": {"registerAs": "x"}}, "spec.tracking",
+     ("mlflowUri",)),
+    ("negative-restarts", {"spec.runPolicy.maxRestarts": -1}, "spec.runPolicy.maxRestarts",
+     ("greater than or equal to 0",)),
+    ("bad-queue", {"spec.runPolicy.queueName": "Team Queue"}, "spec.runPolicy.queueName",
+     ("DNS label",)),
+    ("unsloth-distributed", {"spec.training.engine": "unsloth", "spec.distributed.nodes": 2,
+     "spec.output.uri": "s3://bucket/x"}, "spec.training.engine", ("single GPU",)),
+    ("target-module-bad", {"spec.adapter.targetModules": ["q_proj;rm -rf"]},
+     "spec.adapter.targetModules", ("may hold only",)),
+    ("empty-targets", {"spec.adapter.targetModules": []}, "spec.adapter.targetModules",
+     ("at least 1",)),
+    ("seq-too-short", {"spec.dataset.maxSeqLength": 8}, "spec.dataset.maxSeqLength",
+     ("greater than or equal to 16",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("changes", "path", "words"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])  # fmt: skip
+def test_invalid_spec_names_field_and_fix(
+    changes: dict[str, Any], path: str, words: tuple[str, ...]
+) -> None:
+    with pytest.raises(InvalidSpecError) as info:
+        parse_job(mutate(changes), "job.yaml")
+    errors = info.value.errors
+    assert len(errors) == 1, [str(e) for e in errors]
+    err = errors[0]
+    assert err.path == path, str(err)
+    for word in words:
+        assert word in err.message, str(err)
+    assert "Traceback" not in str(info.value)
+
+
+def test_base_document_is_valid() -> None:
+    job = parse_job(copy.deepcopy(BASE))
+    assert job.spec.adapter.target_modules == ["q_proj", "v_proj"]
+    assert job.spec.quantization.mode == "none"
+    assert job.spec.model.trust_remote_code is False
+
+
+def test_enough_cases() -> None:
+    assert len(CASES) >= 30
+
+
+def test_every_error_is_reported_at_once() -> None:
+    doc = mutate({"spec.training.learningRate": -1, "spec.adapter.r": 0, "spec.bogus": 1})
+    with pytest.raises(InvalidSpecError) as info:
+        parse_job(doc)
+    assert {e.path for e in info.value.errors} == {
+        "spec.training.learningRate", "spec.adapter.r", "spec.bogus"}  # fmt: skip
