@@ -1,0 +1,185 @@
+"""Atomic checkpoints on any Store: files first, MANIFEST.json last (the commit marker).
+
+Layout: `<prefix>/step-000100/<files...>` plus `<prefix>/step-000100/MANIFEST.json`.
+
+A checkpoint is *committed* when its manifest exists and every file it lists exists with
+the listed size; anything else (no manifest, a missing or short file) is *torn* and does
+not exist for resume. `fetch` also checks every sha256, so corruption found only then
+makes `latest_verified` fall back to the previous committed checkpoint.
+
+Distributed runs: only rank 0 may call `commit` and `retain` (the caller decides; other
+ranks must not write). Every rank may call `latest`/`fetch` to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .base import Store, join_key
+from .manifest import MANIFEST, build_manifest, dump_manifest, parse_manifest, verify_dir
+
+log = logging.getLogger(__name__)
+
+_STEP_DIR = re.compile(r"^step-(\d{6,})$")
+
+
+class TornCheckpointError(Exception):
+    """A checkpoint failed verification; `latest_verified` falls back past it."""
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    step: int
+    name: str  # step-000100
+    key: str  # <prefix>/step-000100 (relative to the store root)
+    uri: str  # full URI, for status, logs and MLflow
+    manifest: dict[str, Any] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class TornCheckpoint:
+    step: int
+    name: str
+    uri: str
+    reason: str
+
+
+class CheckpointStore:
+    def __init__(self, store: Store, prefix: str = "checkpoints") -> None:
+        self.store = store
+        self.prefix = prefix.strip("/")
+
+    def _dir_key(self, step: int) -> str:
+        return join_key(self.prefix, step_name(step))
+
+    # -- writing (rank 0 only) -------------------------------------------------------------
+    def commit(self, local_dir: str | Path, step: int) -> str:
+        """Upload every file of `local_dir`, then its manifest; returns the checkpoint URI.
+
+        If this raises, nothing was committed: the files already uploaded form a torn
+        checkpoint that `latest` skips, and the next `commit` of the same step overwrites it.
+        """
+        local = Path(local_dir)
+        manifest = build_manifest(local, step)
+        if not manifest["files"]:
+            raise ValueError(f"checkpoint folder {local} is empty")
+        base = self._dir_key(step)
+        # Re-committing a step (a retry after a failed upload) must not leave a stale
+        # manifest that could vouch for a mix of old and new files while uploading.
+        if self.store.exists(join_key(base, MANIFEST)):
+            self.store.delete_prefix(base + "/")
+        # Largest files first: a failure in the long upload happens before the cheap ones.
+        for name, _meta in sorted(manifest["files"].items(), key=lambda kv: -kv[1]["size"]):
+            self.store.put_file(local / name, join_key(base, name))
+        self.store.put_bytes(join_key(base, MANIFEST), dump_manifest(manifest))
+        return self.store.uri(base)
+
+    def retain(self, keep_last: int, protect: set[int | str] | None = None) -> list[str]:
+        """Delete committed checkpoints older than the newest `keep_last`; returns their URIs.
+
+        `protect` holds steps or names (step-000100) never to delete (e.g. the best by eval
+        loss). Torn checkpoints are left alone: one may be a commit still in progress.
+        """
+        if keep_last < 1:
+            raise ValueError("keep_last must be at least 1")
+        protected = {step_name(p) if isinstance(p, int) else p for p in (protect or set())}
+        committed = self.list_committed()  # oldest first
+        deleted = []
+        for ref in committed[:-keep_last]:
+            if ref.name in protected:
+                continue
+            # Manifest first: from this moment the checkpoint is uncommitted, never half-there.
+            self.store.delete_prefix(join_key(ref.key, MANIFEST))
+            self.store.delete_prefix(ref.key + "/")
+            deleted.append(ref.uri)
+        return deleted
+
+    # -- reading (any rank) ----------------------------------------------------------------
+    def _scan(self) -> tuple[list[CheckpointRef], list[TornCheckpoint]]:
+        sizes = self.store.sizes(self.prefix + "/")
+        by_step: dict[int, dict[str, int]] = {}
+        for key, size in sizes.items():
+            rel = key[len(self.prefix) + 1 :]
+            head, _, rest = rel.partition("/")
+            m = _STEP_DIR.match(head)
+            if m and rest:
+                by_step.setdefault(int(m.group(1)), {})[rest] = size
+        committed, torn = [], []
+        for step in sorted(by_step):
+            files = by_step[step]
+            key = self._dir_key(step)
+            uri = self.store.uri(key)
+            reason, manifest = self._check(key, files)
+            if reason:
+                torn.append(TornCheckpoint(step, step_name(step), uri, reason))
+            else:
+                committed.append(CheckpointRef(step, step_name(step), key, uri, manifest))
+        return committed, torn
+
+    def _check(self, key: str, files: dict[str, int]) -> tuple[str | None, dict[str, Any]]:
+        if MANIFEST not in files:
+            return f"no {MANIFEST} (upload interrupted before the commit)", {}
+        try:
+            data = self.store.get_bytes(join_key(key, MANIFEST))
+            manifest = parse_manifest(data, self.store.uri(join_key(key, MANIFEST)))
+        except (ValueError, FileNotFoundError) as e:
+            return str(e), {}
+        for name, meta in sorted(manifest["files"].items()):
+            if name not in files:
+                return f"{name} listed in the manifest is missing", {}
+            if files[name] != meta["size"]:
+                return f"{name} is {files[name]} bytes, the manifest says {meta['size']}", {}
+        return None, manifest
+
+    def list_committed(self) -> list[CheckpointRef]:
+        """Committed checkpoints, oldest first."""
+        return self._scan()[0]
+
+    def list_torn(self) -> list[TornCheckpoint]:
+        """Checkpoint folders that are not committed (interrupted or damaged), oldest first."""
+        return self._scan()[1]
+
+    def latest(self) -> CheckpointRef | None:
+        """The newest committed checkpoint; torn ones newer than it are skipped with a warning."""
+        committed, torn = self._scan()
+        newest = committed[-1] if committed else None
+        for t in torn:
+            if newest is None or t.step > newest.step:
+                log.warning("skipping torn checkpoint %s: %s", t.uri, t.reason)
+        return newest
+
+    def fetch(self, ref: CheckpointRef, local_dir: str | Path) -> Path:
+        """Download `ref` into `local_dir` and verify every sha256; TornCheckpointError if not."""
+        dest = Path(local_dir)
+        if dest.exists():
+            shutil.rmtree(dest)
+        for name in ref.manifest["files"]:
+            self.store.get_file(join_key(ref.key, name), dest / name)
+        (dest / MANIFEST).write_bytes(dump_manifest(ref.manifest))
+        problems = verify_dir(dest, ref.manifest)
+        if problems:
+            raise TornCheckpointError(f"checkpoint {ref.uri} is damaged: " + "; ".join(problems))
+        return dest
+
+    def latest_verified(self, local_dir: str | Path) -> tuple[CheckpointRef, Path] | None:
+        """Fetch the newest checkpoint that verifies, falling back past damaged ones."""
+        committed, torn = self._scan()
+        newest = committed[-1].step if committed else -1
+        for t in torn:
+            if t.step > newest:
+                log.warning("skipping torn checkpoint %s: %s", t.uri, t.reason)
+        for ref in reversed(committed):
+            try:
+                return ref, self.fetch(ref, local_dir)
+            except TornCheckpointError as e:
+                log.warning("skipping torn checkpoint %s: %s", ref.uri, e)
+        return None

@@ -1,0 +1,74 @@
+"""Bring a remote input (base model, dataset, adapter) to a local folder before use."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from kubetune_trainer.errors import ConfigError
+
+from .base import sha256_file
+from .manifest import MANIFEST, verify_dir
+from .s3 import S3Store, parse_s3_uri
+
+log = logging.getLogger(__name__)
+
+
+def local_path(uri: str) -> Path:
+    """A local path or file:// URI as a Path."""
+    return Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
+
+
+def fetch(uri: str, dest_dir: str | Path, endpoint_url: str | None = None) -> Path:
+    """Download `uri` (one object, or every object under a prefix) into `dest_dir`.
+
+    Returns the local file (single object: `dest_dir/<basename>`) or `dest_dir` (prefix).
+    A local path or file:// URI is returned as is, nothing is copied. Every download is
+    checked against the listed size; when the prefix holds a MANIFEST.json, every file is
+    also checked against its sha256, and files already present and matching are skipped.
+    """
+    if not uri.startswith("s3://"):
+        return local_path(uri)
+    bucket, key = parse_s3_uri(uri)
+    store = S3Store(f"s3://{bucket}", endpoint_url)
+    dest = Path(dest_dir)
+    if key and store.exists(key):
+        target = dest / key.rsplit("/", 1)[-1]
+        store.get_file(key, target)
+        _check_size(target, store.sizes(key)[key], uri)
+        return target
+    listed = store.sizes(key + "/" if key else "")
+    sizes = {k[len(key) + 1 :] if key else k: v for k, v in listed.items()}
+    if not sizes:
+        raise ConfigError(f"nothing found at {uri}: check the bucket, the prefix and the endpoint")
+    manifest = None
+    if MANIFEST in sizes:
+        store.get_file(f"{key}/{MANIFEST}" if key else MANIFEST, dest / MANIFEST)
+        manifest = json.loads((dest / MANIFEST).read_text())
+    for rel, size in sorted(sizes.items()):
+        if rel == MANIFEST or rel.endswith("/"):  # '/'-ending keys are folder markers
+            continue
+        target = dest / rel
+        known = manifest["files"].get(rel) if manifest else None
+        if (
+            known
+            and target.is_file()
+            and target.stat().st_size == size
+            and sha256_file(target) == known["sha256"]
+        ):
+            continue  # already here from an earlier fetch
+        store.get_file(f"{key}/{rel}" if key else rel, target)
+        _check_size(target, size, f"{uri.rstrip('/')}/{rel}")
+    if manifest:
+        problems = verify_dir(dest, manifest)
+        if problems:
+            raise ConfigError(f"{uri} does not match its {MANIFEST}: " + "; ".join(problems))
+    log.info("fetched %d files from %s to %s", len(sizes), uri, dest)
+    return dest
+
+
+def _check_size(path: Path, expected: int, uri: str) -> None:
+    got = path.stat().st_size
+    if got != expected:
+        raise ConfigError(f"download of {uri} is {got} bytes, the store lists {expected}")

@@ -1,0 +1,120 @@
+"""A local folder as a Store: every write is tmp file + fsync + rename (atomic on POSIX)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from kubetune_trainer.errors import ConfigError
+
+from .base import Store
+
+
+def _atomic_write(dest: Path, write: Callable[[BinaryIO], object]) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # The temp file lives in the destination folder so the rename never crosses filesystems.
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_copy(src: str | Path, dest: str | Path) -> Path:
+    dest = Path(dest)
+    with open(src, "rb") as s:
+        _atomic_write(dest, lambda f: shutil.copyfileobj(s, f, 1 << 20))
+    return dest
+
+
+def atomic_write_bytes(dest: str | Path, data: bytes) -> Path:
+    dest = Path(dest)
+    _atomic_write(dest, lambda f: f.write(data))
+    return dest
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.root_uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key.strip("/")).resolve()
+        # Keys come from our own code, but a '..' would silently write outside the run.
+        if path != self.root.resolve() and self.root.resolve() not in path.parents:
+            raise ValueError(f"key {key!r} escapes the store root {self.root}")
+        return path
+
+    def put_file(self, local: str | Path, key: str) -> None:
+        atomic_copy(local, self._path(key))
+
+    def get_file(self, key: str, local: str | Path) -> Path:
+        src = self._path(key)
+        if not src.is_file():
+            raise FileNotFoundError(f"{self.uri(key)} does not exist")
+        return atomic_copy(src, local)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        atomic_write_bytes(self._path(key), data)
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.uri(key)} does not exist")
+        return path.read_bytes()
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        base = self._path(prefix) if prefix.strip("/") else self.root
+        out: dict[str, int] = {}
+        if base.is_file():
+            out[base.relative_to(self.root).as_posix()] = base.stat().st_size
+            return out
+        # A prefix like "checkpoints/step-" is not a folder: walk its parent and filter.
+        walk_from = base if base.is_dir() else base.parent
+        if not walk_from.is_dir():
+            return out
+        want = prefix.strip("/")
+        for path in walk_from.rglob("*"):
+            # Temp files of writes in progress are not objects yet.
+            if not path.is_file() or (path.name.endswith(".tmp") and path.name.startswith(".")):
+                continue
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(want):
+                out[key] = path.stat().st_size
+        return out
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.sizes(prefix)
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+        # Remove the folders left empty, deepest first, never the root itself.
+        dirs = {self._path(k).parent for k in keys}
+        for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+            while d != self.root and d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+                d = d.parent
+        return len(keys)
+
+    def check_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".kubetune-write-probe-{os.getpid()}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(
+                f"output folder {self.root} is not writable ({e.strerror}); "
+                "fix its permissions or point output.uri elsewhere"
+            ) from e
