@@ -1,0 +1,121 @@
+"""Metric values on inputs small enough to check by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from kubetune_trainer.evaluation.domain import (
+    domain_metrics,
+    finance_metrics,
+    parse_recommendation,
+    realized_action,
+    trading_metrics,
+)
+from kubetune_trainer.evaluation.text_metrics import bleu, exact_match, rouge_l
+
+
+def test_rouge_l_is_lcs_f1() -> None:
+    # LCS("the cat sat on the mat", "the cat on the mat") = 5 tokens: P = 5/5, R = 5/6.
+    f1 = 2 * 1.0 * (5 / 6) / (1.0 + 5 / 6)
+    assert rouge_l(["the cat on the mat"], ["the cat sat on the mat"]) == pytest.approx(f1)
+    # Mean over examples: one perfect, one with nothing in common.
+    assert rouge_l(["a b", "x y"], ["a b", "c d"]) == pytest.approx(0.5)
+
+
+def test_bleu_identity_and_brevity() -> None:
+    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100)
+    # 4 of 4 n-gram precisions are 1 but the hypothesis is 4 tokens vs 6: BP = e^(1 - 6/4).
+    got = bleu(["the cat sat on"], ["the cat sat on the mat"])
+    assert got == pytest.approx(100 * math.exp(1 - 6 / 4), rel=1e-6)
+
+
+def test_exact_match_normalizes_case_punctuation_articles() -> None:
+    preds = ["The Eiffel Tower.", "paris", "london"]
+    refs = ["eiffel tower", "Paris!", "Berlin"]
+    assert exact_match(preds, refs) == pytest.approx(2 / 3)
+
+
+def test_parallel_lists_required() -> None:
+    with pytest.raises(ValueError, match="parallel"):
+        rouge_l(["a"], ["a", "b"])
+
+
+GOOD = (
+    "Answer: AAPL trades near <PRICE>.\nRationale: Revenue grew 8 percent in 2023.\n"
+    "Citations: [1] 10-K 2023; [2] Q4 call\nRisk: Not investment advice."
+)
+LEAKY = "Answer: AAPL is at $182.50 now.\nRationale: it rose 3 times.\nCitations:\nRisk:"
+
+
+def test_finance_metrics_by_hand() -> None:
+    records = [
+        # Placeholders required (the reference uses them), context-free prompt.
+        {"prompt": "Price of AAPL?\nTickers: AAPL", "completion": "Answer: <PRICE>"},
+        {"prompt": "Price of AAPL?\nTickers: AAPL", "completion": "Answer: <PRICE>"},
+        # Context given: numbers from the context are supported.
+        {"prompt": "Growth?\nTickers: AAPL\nContext: grew 8 percent in 2023", "completion": "x"},
+    ]
+    outputs = [GOOD, LEAKY, GOOD]
+    m = finance_metrics(outputs, records)
+    assert m["format_compliance"] == pytest.approx(2 / 3)  # LEAKY has empty sections
+    assert m["citation_rate"] == pytest.approx(2 / 3)
+    assert m["risk_note_rate"] == pytest.approx(2 / 3)
+    # Two examples needed placeholders; one leaked $182.50.
+    assert m["placeholder_examples"] == 2
+    assert m["placeholder_compliance"] == pytest.approx(1 / 2)
+    # GOOD quotes 8 and 2023: absent from prompts 1 (unsupported) but present in prompt 3;
+    # LEAKY quotes 182.50 and 3, absent from its prompt.
+    assert m["unsupported_number_rate"] == pytest.approx(2 / 3)
+
+
+def test_context_required_meta_wins_over_reference() -> None:
+    rec = {
+        "prompt": "Q\nTickers: MSFT",
+        "completion": "Answer: fine",
+        "meta": {"context_required": True},
+    }
+    m = finance_metrics([LEAKY], [rec])
+    assert m["placeholder_examples"] == 1 and m["placeholder_compliance"] == 0.0
+
+
+def test_parse_recommendation() -> None:
+    assert parse_recommendation("Recommendation: BUY\nConfidence: 0.8") == ("buy", 0.8)
+    assert parse_recommendation("Action: sell (confidence: 65%)") == ("sell", pytest.approx(0.65))
+    assert parse_recommendation("I would hold for now.") == ("hold", None)
+    assert parse_recommendation("No idea.") == (None, None)
+
+
+def test_realized_action_from_return_and_band() -> None:
+    assert realized_action({"forward_return_pct": 2.5}) == "buy"
+    assert realized_action({"forward_return_pct": -2.5}) == "sell"
+    assert realized_action({"forward_return_pct": 0.4}) == "hold"
+    assert realized_action({"forward_return": 0.03}) == "buy"  # a fraction, not percent
+    assert realized_action({"label": "SELL"}) == "sell"
+    assert realized_action({}) is None
+
+
+def test_trading_metrics_by_hand() -> None:
+    records = [
+        {"meta": {"forward_return_pct": 3.0}},  # buy
+        {"meta": {"forward_return_pct": -3.0}},  # sell
+        {"meta": {"forward_return_pct": 0.1}},  # hold
+        {"meta": {}},  # no realized return: not judged
+    ]
+    outputs = [
+        "Recommendation: BUY\nConfidence: 0.9",  # right, (0.9-1)^2 = 0.01
+        "Recommendation: BUY\nConfidence: 0.6",  # wrong, (0.6-0)^2 = 0.36
+        "gibberish",  # unparsed
+        "Recommendation: SELL\nConfidence: 0.5",  # parsed, no truth
+    ]
+    m = trading_metrics(outputs, records)
+    assert m["recommendation_parse_rate"] == pytest.approx(3 / 4)
+    assert m["direction_examples"] == 2
+    assert m["direction_accuracy"] == pytest.approx(1 / 2)
+    assert m["brier_score"] == pytest.approx((0.01 + 0.36) / 2)
+
+
+def test_domain_dispatch() -> None:
+    assert domain_metrics("qa", ["Paris"], [{"completion": "paris."}]) == {"exact_match": 1.0}
+    assert domain_metrics("papers", ["x"], [{"text": "x"}]) == {}

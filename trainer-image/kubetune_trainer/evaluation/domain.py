@@ -1,0 +1,135 @@
+"""Domain metrics, chosen by the dataset format, computed from generated outputs.
+
+Every function takes the generated outputs and the evaluation records (prompt,
+completion, meta) they answer, and returns a flat {metric: float} dict. Rates are 0..1.
+
+- finance_qa: format compliance, citation rate, risk-note presence, placeholder
+  compliance and the rate of answers quoting numbers absent from the prompt/context.
+- trading: recommendation parse rate, direction accuracy against the realized return in
+  the record's meta, and the Brier score of the stated confidence.
+- qa: exact match (with ROUGE-L added by the runner for every format).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from kubetune_trainer.data.formats.finance import PLACEHOLDERS, parse_finance_answer
+
+from .text_metrics import exact_match
+
+Record = dict[str, Any]
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_CITE_MARK = re.compile(r"\[\d+\]")
+_ACTION = re.compile(r"\b(?:recommendation|action|signal)\s*:\s*(buy|sell|hold)\b", re.I)
+_BARE_ACTION = re.compile(r"\b(buy|sell|hold)\b", re.I)
+_CONFIDENCE = re.compile(r"\bconfidence\s*:\s*(\d+(?:\.\d+)?)\s*(%?)", re.I)
+
+
+def _rate(hits: int, total: int) -> float:
+    return hits / total if total else 0.0
+
+
+def _numbers(text: str) -> set[str]:
+    """Numbers as written, commas dropped so 1,200 matches 1200; citation marks ignored."""
+    return {n.replace(",", "") for n in _NUMBER.findall(_CITE_MARK.sub(" ", text))}
+
+
+def needs_placeholders(record: Record) -> bool:
+    """Did the example require placeholders (live data asked for, no context given)?"""
+    meta = record.get("meta") or {}
+    if "context_required" in meta:
+        return bool(meta["context_required"]) and "Context:" not in record.get("prompt", "")
+    # Without the flag, the reference itself tells: it uses placeholders only when required.
+    return any(p in record.get("completion", "") for p in PLACEHOLDERS)
+
+
+def finance_metrics(outputs: list[str], records: list[Record]) -> dict[str, float]:
+    parsed = [parse_finance_answer(o) for o in outputs]
+    n = len(outputs)
+    required = [i for i, r in enumerate(records) if needs_placeholders(r)]
+    unsupported = 0
+    for out, p, rec in zip(outputs, parsed, records, strict=True):
+        # Only the claims count: citations may legitimately carry years and section numbers.
+        claims = f"{p['answer']} {p['rationale']}" if p["sections"] else out
+        if _numbers(claims) - _numbers(rec.get("prompt", "")):
+            unsupported += 1
+    return {
+        "format_compliance": _rate(sum(p["complete"] for p in parsed), n),
+        "citation_rate": _rate(sum(bool(p["citations"]) for p in parsed), n),
+        "risk_note_rate": _rate(sum(bool(p["risk"]) for p in parsed), n),
+        # Among examples that required placeholders: no raw price/change/timestamp leaked.
+        "placeholder_compliance": _rate(
+            sum(not parsed[i]["raw_values"] for i in required), len(required)
+        ),
+        "placeholder_examples": float(len(required)),
+        "unsupported_number_rate": _rate(unsupported, n),
+    }
+
+
+def parse_recommendation(text: str) -> tuple[str | None, float | None]:
+    """(buy|sell|hold or None, confidence in 0..1 or None) from a trading answer."""
+    m = _ACTION.search(text) or _BARE_ACTION.search(text)
+    action = m.group(1).lower() if m else None
+    confidence = None
+    c = _CONFIDENCE.search(text)
+    if c:
+        value = float(c.group(1))
+        value = value / 100 if c.group(2) or value > 1 else value
+        confidence = value if 0 <= value <= 1 else None
+    return action, confidence
+
+
+def realized_action(meta: dict[str, Any], hold_band_pct: float = 1.0) -> str | None:
+    """What the market did over the horizon, from the record's meta (label or return %)."""
+    label = meta.get("label") or meta.get("realized_label")
+    if isinstance(label, str) and label.lower() in ("buy", "sell", "hold"):
+        return label.lower()
+    for key in ("realized_return_pct", "forward_return_pct", "realized_return", "forward_return"):
+        if isinstance(meta.get(key), (int, float)):
+            ret = float(meta[key]) * (1 if key.endswith("_pct") else 100)
+            if abs(ret) < hold_band_pct:
+                return "hold"
+            return "buy" if ret > 0 else "sell"
+    return None
+
+
+def trading_metrics(
+    outputs: list[str], records: list[Record], hold_band_pct: float = 1.0
+) -> dict[str, float]:
+    parsed = [parse_recommendation(o) for o in outputs]
+    truth = [realized_action(r.get("meta") or {}, hold_band_pct) for r in records]
+    judged = [
+        (a, c, t)
+        for (a, c), t in zip(parsed, truth, strict=True)
+        if a is not None and t is not None
+    ]
+    scored = [(c, float(a == t)) for a, c, t in judged if c is not None]
+    return {
+        "recommendation_parse_rate": _rate(sum(a is not None for a, _ in parsed), len(outputs)),
+        "direction_accuracy": _rate(sum(a == t for a, _, t in judged), len(judged)),
+        "direction_examples": float(len(judged)),
+        # Brier: mean (confidence - was it right)^2 — 0 is perfect, 0.25 is a coin's 0.5.
+        "brier_score": sum((c - hit) ** 2 for c, hit in scored) / len(scored) if scored else 0.0,
+        "confidence_examples": float(len(scored)),
+    }
+
+
+def qa_metrics(outputs: list[str], records: list[Record]) -> dict[str, float]:
+    refs = [r.get("completion", "") for r in records]
+    return {"exact_match": exact_match(outputs, refs)}
+
+
+DOMAIN_METRICS: dict[str, Callable[[list[str], list[Record]], dict[str, float]]] = {
+    "finance_qa": finance_metrics,
+    "trading": trading_metrics,
+    "qa": qa_metrics,
+}
+
+
+def domain_metrics(fmt: str, outputs: list[str], records: list[Record]) -> dict[str, float]:
+    """The metrics of one dataset format ({} for formats without domain metrics)."""
+    fn = DOMAIN_METRICS.get(fmt)
+    return fn(outputs, records) if fn else {}
