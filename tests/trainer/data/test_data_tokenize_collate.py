@@ -1,0 +1,144 @@
+"""Templates, labels, truncation, padding and packing (with a real no-leakage check)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from kubetune_api.spec_data import DatasetSpec
+from kubetune_trainer.data.collate import (
+    PackedCollator,
+    PaddingCollator,
+    pack_position_ids,
+    pack_wrapped,
+    resolve_packing,
+)
+from kubetune_trainer.data.templates import PREAMBLE, render, render_prompt
+from kubetune_trainer.data.tokenize import (
+    IGNORE,
+    TokenizedSet,
+    tokenize_classification,
+    tokenize_sft,
+    tokenize_text,
+)
+
+REC = {"prompt": "What lowers LDL?", "completion": "Statins and diet."}
+
+
+def spec(**kw: Any) -> DatasetSpec:
+    return DatasetSpec(source="x.jsonl", **kw)
+
+
+def test_alpaca_layout_is_the_documented_one(tokenizer: Any) -> None:
+    msgs = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}]
+    prompt, completion = render(msgs, tokenizer, "auto")  # no chat template -> alpaca
+    assert prompt == f"{PREAMBLE}\n\n### Instruction:\nQ1\n\n### Response:\n"
+    assert completion == "A1"
+    assert render(msgs, tokenizer, "plain") == ("Q1\n", "A1")
+
+
+def test_chat_template_used_when_present(chat_tokenizer: Any) -> None:
+    assert render_prompt("Hi", chat_tokenizer, system_prompt="Be brief.") == (
+        "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\n"
+    )
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    assert render(msgs, chat_tokenizer, "auto")[1] == "Yo</s>\n"
+
+
+def test_completion_only_labels_and_eos(tokenizer: Any) -> None:
+    out = tokenize_sft([REC], tokenizer, spec(template="plain"))
+    ids, labels = out.input_ids[0], out.labels[0]
+    n_prompt = len(tokenizer("What lowers LDL?\n")["input_ids"])
+    assert labels[:n_prompt] == [IGNORE] * n_prompt
+    assert labels[n_prompt:] == ids[n_prompt:]
+    assert ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids[n_prompt:], skip_special_tokens=True) == "Statins and diet."
+    full = tokenize_sft([REC], tokenizer, spec(template="plain", completion_only_loss=False))
+    assert full.labels[0] == full.input_ids[0]
+
+
+def test_truncation_keeps_the_answer_and_is_counted(tokenizer: Any) -> None:
+    long = {"prompt": "blood pressure " * 40 + "What lowers LDL?", "completion": "Statins."}
+    out = tokenize_sft([long, REC], tokenizer, spec(template="plain", max_seq_length=32))
+    assert out.truncated == 1
+    assert len(out.input_ids[0]) == 32
+    assert tokenizer.decode(out.input_ids[0]).endswith("LDL?\nStatins.</s>")
+    assert out.lengths[1] == len(out.input_ids[1]) < 32
+
+
+def test_text_and_classification(tokenizer: Any) -> None:
+    txt = tokenize_text([{"text": "genome " * 50}], tokenizer, spec(max_seq_length=16))
+    assert txt.truncated == 1 and len(txt.input_ids[0]) == 16
+    assert txt.labels[0] == txt.input_ids[0]
+    cls = tokenize_classification([{"text": "BRCA1", "label": 1}], tokenizer, spec())
+    assert cls[0]["labels"] == 1
+
+
+def test_padding_collator_pads_to_multiple_of_8() -> None:
+    batch = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5] * 9,
+             "labels": [5] * 9}]  # fmt: skip
+    out = PaddingCollator(pad_token_id=0)(batch)
+    assert out["input_ids"].shape == (2, 16)
+    assert out["attention_mask"][0].tolist() == [1, 1, 1] + [0] * 13
+    assert out["labels"][0].tolist() == [-100, 6, 7] + [-100] * 13
+    cls = PaddingCollator(pad_token_id=0)([{"input_ids": [1], "labels": 2}])
+    assert cls["labels"].tolist() == [2]
+
+
+def test_packing_rows_positions_and_boundaries() -> None:
+    data = TokenizedSet([[1] * 5, [2] * 3, [3] * 6, [4] * 2], [[1] * 5, [2] * 3, [3] * 6, [4] * 2])
+    rows = pack_position_ids(data, max_len=8)
+    packed = sorted(t for r in rows for t in r["input_ids"])
+    assert packed == sorted(t for ex in data.input_ids for t in ex)
+    assert all(len(r["input_ids"]) <= 8 for r in rows) and len(rows) == 2
+    assert rows[0]["position_ids"] == [0, 1, 2, 3, 4, 5, 0, 1]  # 6 then 2
+    assert rows[0]["labels"] == [IGNORE, 3, 3, 3, 3, 3, IGNORE, 4]
+    batch = PackedCollator(pad_token_id=0, max_length=8)(rows)
+    assert batch["input_ids"].shape == (2, 8) and "attention_mask" not in batch
+    assert batch["position_ids"][1].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    wrapped = pack_wrapped(data, max_len=8)
+    assert [len(r["input_ids"]) for r in wrapped] == [8, 8]
+    assert "attention_mask" in PackedCollator(0, 8, cross_attention=True)(wrapped)
+    assert resolve_packing("auto", "causal_lm", "sft") == "position_ids"
+    assert resolve_packing("auto", "sequence_classification", "classification") == "none"
+
+
+@pytest.fixture(scope="module")
+def tiny_llama() -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=600, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=256)  # fmt: skip
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_position_id_packing_does_not_leak_attention(tokenizer: Any, tiny_llama: Any) -> None:
+    recs = [
+        REC,
+        {"prompt": "Name a gene.", "completion": "BRCA1"},
+        {"prompt": "Should I hold?", "completion": "Hold at <PRICE>."},
+    ]
+    data = tokenize_sft(recs, tokenizer, spec(template="plain", max_seq_length=128))
+    rows = pack_position_ids(data, max_len=128)
+    assert len(rows) == 1  # all three share one row
+    batch = PackedCollator(tokenizer.pad_token_id, 128)(rows)
+    with torch.no_grad():
+        packed = tiny_llama(**{k: v for k, v in batch.items() if k != "labels"},
+                            use_cache=False).logits[0]  # fmt: skip
+        starts = [i for i, p in enumerate(batch["position_ids"][0].tolist()) if p == 0]
+        for ids in data.input_ids:
+            start = next(s for s in starts if batch["input_ids"][0, s : s + len(ids)].tolist()
+                         == ids)  # fmt: skip
+            alone = tiny_llama(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+            torch.testing.assert_close(packed[start : start + len(ids)], alone, atol=1e-5,
+                                       rtol=0)  # fmt: skip
+        # Control: the same row attended across examples (wrapped) does change logits.
+        crossed = tiny_llama(input_ids=batch["input_ids"], use_cache=False).logits[0]
+        last = max(starts[:3])
+        n = next(len(i) for i in data.input_ids
+                 if batch["input_ids"][0, last : last + len(i)].tolist() == i)  # fmt: skip
+        assert (crossed[last : last + n] - packed[last : last + n]).abs().max() > 1e-3

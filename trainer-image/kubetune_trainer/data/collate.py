@@ -1,0 +1,130 @@
+"""Batching: dynamic padding, and packing short examples into fixed rows.
+
+Packing modes (dataset.packing):
+
+- `none`: `PaddingCollator` pads each batch to its longest example, rounded up to a
+  multiple of 8, with attention_mask and labels -100 on padding.
+- `position_ids`: `pack_position_ids` puts whole examples into rows of maxSeqLength (first
+  fit, longest first, deterministic). Each row keeps shape (batch, max_len); position ids
+  restart at 0 for every example and the first label of every example is -100, so no token
+  learns to predict across a boundary. `PackedCollator` leaves attention_mask out on
+  purpose: transformers then builds a block-diagonal mask from the restarting position ids,
+  so attention never crosses examples. The model must run with use_cache=False.
+- `wrapped`: `pack_wrapped` concatenates every example and cuts the stream into
+  max_len rows; attention crosses examples (pretraining style). Only when asked for.
+- `auto`: position_ids for causal-LM SFT/text, none otherwise (see `resolve_packing`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .tokenize import IGNORE, TokenizedSet
+
+
+def resolve_packing(packing: str, task: str, kind: str) -> str:
+    if packing != "auto":
+        return packing
+    return "position_ids" if task == "causal_lm" and kind in ("sft", "text") else "none"
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple if multiple > 1 else n
+
+
+@dataclass
+class PaddingCollator:
+    """Pad to the batch's longest example (multiple of 8); right padding."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int = 8
+    max_length: int | None = None
+
+    def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(ex["input_ids"]) for ex in batch)
+        width = _round_up(longest, self.pad_to_multiple_of)
+        if self.max_length:
+            width = min(width, max(self.max_length, longest))
+        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        per_token = not isinstance(batch[0]["labels"], int)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long) if per_token else None
+        for i, ex in enumerate(batch):
+            n = len(ex["input_ids"])
+            ids[i, :n] = torch.tensor(ex["input_ids"])
+            mask[i, :n] = 1
+            if labels is not None:
+                labels[i, :n] = torch.tensor(ex["labels"])
+        out = {"input_ids": ids, "attention_mask": mask}
+        out["labels"] = (
+            labels if labels is not None else torch.tensor([ex["labels"] for ex in batch])
+        )
+        return out
+
+
+def pack_position_ids(data: TokenizedSet, max_len: int) -> list[dict[str, list[int]]]:
+    """Whole examples into rows of at most max_len tokens (first fit decreasing)."""
+    order = sorted(range(len(data)), key=lambda i: (-len(data.input_ids[i]), i))
+    rows: list[dict[str, list[int]]] = []
+    free: list[int] = []
+    for i in order:
+        ids, labels = data.input_ids[i][:max_len], list(data.labels[i][:max_len])
+        labels[0] = IGNORE  # never predict across a boundary
+        slot = next((r for r, room in enumerate(free) if room >= len(ids)), None)
+        if slot is None:
+            rows.append({"input_ids": [], "labels": [], "position_ids": []})
+            free.append(max_len)
+            slot = len(rows) - 1
+        row = rows[slot]
+        row["input_ids"] += ids
+        row["labels"] += labels
+        row["position_ids"] += list(range(len(ids)))
+        free[slot] -= len(ids)
+    return rows
+
+
+def pack_wrapped(data: TokenizedSet, max_len: int) -> list[dict[str, list[int]]]:
+    """Concatenate everything and cut into max_len rows (attention crosses examples)."""
+    ids = [t for ex in data.input_ids for t in ex]
+    labels = [t for ex in data.labels for t in ex]
+    return [
+        {"input_ids": ids[s : s + max_len], "labels": labels[s : s + max_len],
+         "position_ids": list(range(min(max_len, len(ids) - s)))}
+        for s in range(0, len(ids), max_len)
+    ]  # fmt: skip
+
+
+@dataclass
+class PackedCollator:
+    """Stack packed rows into (batch, max_len); padding gets its own position run, label -100.
+
+    With `cross_attention=False` (position_ids packing) no attention_mask is returned, so
+    the model derives per-example blocks from position_ids; with True (wrapped) a plain
+    attention mask is returned.
+    """
+
+    pad_token_id: int
+    max_length: int
+    cross_attention: bool = False
+
+    def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        n, width = len(batch), self.max_length
+        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((n, width), IGNORE, dtype=torch.long)
+        pos = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, row in enumerate(batch):
+            k = len(row["input_ids"])
+            ids[i, :k] = torch.tensor(row["input_ids"])
+            labels[i, :k] = torch.tensor(row["labels"])
+            pos[i, :k] = torch.tensor(row["position_ids"])
+            pos[i, k:] = torch.arange(width - k)
+            mask[i, :k] = 1
+        out = {"input_ids": ids, "labels": labels, "position_ids": pos}
+        if self.cross_attention:
+            out["attention_mask"] = mask
+        return out

@@ -1,0 +1,72 @@
+"""rated, preference and ranked rows.
+
+- preference: {prompt, chosen, rejected} -> preference records (dpo).
+- ranked:     {prompt, responses: [best, ..., worst]} (at least 2, distinct) -> ranked records.
+- rated:      {prompt, output, rating}. For sft, rows rated at or above `rated.minRating`
+  become SFT records. For dpo, rows are grouped by prompt and every pair of outputs whose
+  ratings differ by at least `rated.pairMargin` becomes (chosen=higher, rejected=lower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import combinations
+
+from kubetune_api.spec_data import RatedOptions
+
+from ..report import RowError
+from ..sources import Row
+from .base import Context, Record, each_row, number, sft, str_list, text
+
+
+def preference_row(d: Record, row: Row) -> list[Record]:
+    prompt, chosen, rejected = text(d, "prompt"), text(d, "chosen"), text(d, "rejected")
+    if chosen == rejected:
+        raise RowError("`chosen` and `rejected` are identical")
+    return [{"prompt": prompt, "chosen": chosen, "rejected": rejected, "meta": {"group": prompt}}]
+
+
+def ranked_row(d: Record, row: Row) -> list[Record]:
+    prompt = text(d, "prompt")
+    responses = str_list(d, "responses", min_len=2)
+    if len(set(responses)) != len(responses):
+        raise RowError("field `responses` has duplicates; list distinct responses best first")
+    return [{"prompt": prompt, "responses": responses, "meta": {"group": prompt}}]
+
+
+def _rated(d: Record, row: Row) -> list[Record]:
+    rating = number(d, "rating")
+    return [{"prompt": text(d, "prompt"), "output": text(d, "output"), "rating": rating}]
+
+
+def rated_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
+    opts = ctx.dataset.rated or RatedOptions()
+    rated = each_row(rows, ctx, _rated)
+    if ctx.kind == "sft":
+        for r in rated:
+            if r["rating"] >= opts.min_rating:
+                meta = {**r["meta"], "rating": r["rating"], "group": r["prompt"]}
+                yield {**sft(r["prompt"], r["output"]), "meta": meta}
+            else:
+                ctx.report.stats.filtered += 1
+        return
+    by_prompt: dict[str, list[Record]] = {}
+    for r in rated:
+        by_prompt.setdefault(r["prompt"], []).append(r)
+    for prompt, outs in by_prompt.items():
+        best: dict[str, Record] = {}
+        for r in outs:  # the same output rated twice: keep its best rating
+            if r["output"] not in best or r["rating"] > best[r["output"]]["rating"]:
+                best[r["output"]] = r
+        ranked = sorted(best.values(), key=lambda r: -r["rating"])
+        pairs = 0
+        for hi, lo in combinations(ranked, 2):
+            if hi["rating"] - lo["rating"] >= opts.pair_margin:
+                pairs += 1
+                yield {
+                    "prompt": prompt, "chosen": hi["output"], "rejected": lo["output"],
+                    "meta": {"source": hi["meta"]["source"], "group": prompt,
+                             "ratings": [hi["rating"], lo["rating"]]},
+                }  # fmt: skip
+        if not pairs:
+            ctx.report.stats.filtered += len(outs)
