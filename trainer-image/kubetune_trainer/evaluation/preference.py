@@ -1,0 +1,96 @@
+"""Log-likelihoods of responses, and the preference/ranking accuracies built on them.
+
+Used by the DPO/ranking evaluation and by the ranking recipe's loss: a response's score is
+the sum (or per-token mean, "length-normalized") of log p(response token | prompt, earlier
+response tokens) under the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Record = dict[str, Any]
+
+
+def encode_pairs(tokenizer: Any, prompt: str, responses: list[str]) -> list[tuple[list[int], int]]:
+    """(prompt + response + EOS token ids, number of prompt tokens) per response."""
+    special = not bool(getattr(tokenizer, "chat_template", None))
+    p = list(tokenizer(prompt, add_special_tokens=special)["input_ids"])
+    out = []
+    for r in responses:
+        c = list(tokenizer(r, add_special_tokens=False)["input_ids"])
+        if tokenizer.eos_token_id is not None:
+            c.append(tokenizer.eos_token_id)
+        out.append((p + c, len(p)))
+    return out
+
+
+def response_logprobs(
+    model: Any, batch: list[tuple[list[int], int]], pad_id: int, normalize: bool = True
+) -> Any:
+    """A 1-D tensor: the (mean per token if normalize, else summed) response log-prob.
+
+    Differentiable: the ranking recipe back-propagates through it.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+    target = torch.zeros((len(batch), width), dtype=torch.bool, device=device)
+    for i, (ids, n_prompt) in enumerate(batch):
+        input_ids[i, : len(ids)] = torch.tensor(ids, device=device)
+        mask[i, : len(ids)] = 1
+        target[i, n_prompt : len(ids)] = True
+    logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    tok_logp = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    tmask = target[:, 1:].float()
+    total = (tok_logp * tmask).sum(-1)
+    return total / tmask.sum(-1).clamp(min=1) if normalize else total
+
+
+def _scores(
+    lm_model: Any, tokenizer: Any, prompt: str, responses: list[str], normalize: bool
+) -> list[float]:
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with torch.no_grad():
+        s = response_logprobs(lm_model, encode_pairs(tokenizer, prompt, responses), pad, normalize)
+    return [float(x) for x in s]
+
+
+def preference_accuracy(
+    model: Any, tokenizer: Any, records: list[Record], prompts: list[str] | None = None
+) -> dict[str, float]:
+    """Share of pairs where log p(chosen) > log p(rejected) (summed, as DPO's implicit reward),
+    and the mean margin between them."""
+    hits, margins = 0, []
+    for i, r in enumerate(records):
+        prompt = prompts[i] if prompts else r["prompt"]
+        chosen, rejected = _scores(model, tokenizer, prompt, [r["chosen"], r["rejected"]], False)
+        hits += chosen > rejected
+        margins.append(chosen - rejected)
+    n = len(records)
+    return {
+        "preference_accuracy": hits / n if n else 0.0,
+        "logp_margin": sum(margins) / n if n else 0.0,
+    }
+
+
+def ordering_accuracy(
+    model: Any, tokenizer: Any, records: list[Record], prompts: list[str] | None = None
+) -> dict[str, float]:
+    """Share of response pairs (i better than j) the model scores in the human order, using
+    the length-normalized log-likelihood the ranking objective trains."""
+    hits = pairs = 0
+    for i, r in enumerate(records):
+        prompt = prompts[i] if prompts else r["prompt"]
+        s = _scores(model, tokenizer, prompt, list(r["responses"]), True)
+        for a in range(len(s)):
+            for b in range(a + 1, len(s)):
+                pairs += 1
+                hits += s[a] > s[b]
+    return {"ordering_accuracy": hits / pairs if pairs else 0.0, "ordered_pairs": float(pairs)}
