@@ -1,0 +1,147 @@
+{{/*
+Chart name, cut to 63 characters (the DNS label limit Kubernetes puts on names and label values).
+*/}}
+{{- define "kubetune.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: release-chart, or just the release name when it already contains the chart name.
+*/}}
+{{- define "kubetune.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart label value: name-version.
+*/}}
+{{- define "kubetune.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every object of the release, without a component.
+*/}}
+{{- define "kubetune.commonLabels" -}}
+helm.sh/chart: {{ include "kubetune.chart" . }}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubetune
+{{- end }}
+
+{{/*
+Labels of the operator's objects.
+*/}}
+{{- define "kubetune.labels" -}}
+{{ include "kubetune.commonLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+Selector labels: immutable on a Deployment, so they never include the version.
+*/}}
+{{- define "kubetune.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+ServiceAccount the operator runs as.
+*/}}
+{{- define "kubetune.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubetune.fullname" .) .Values.serviceAccount.name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Operator image: a digest wins over a tag; the tag defaults to appVersion.
+*/}}
+{{- define "kubetune.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Default trainer image, handed to the operator (KUBETUNE_TRAINER_IMAGE).
+*/}}
+{{- define "kubetune.trainerImage" -}}
+{{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) }}
+{{- end }}
+
+{{/*
+Namespaces served in namespaced mode (a list, rendered as JSON): the release namespace by default.
+*/}}
+{{- define "kubetune.watchNamespaces" -}}
+{{- if .Values.watch.namespaces }}
+{{- .Values.watch.namespaces | uniq | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+The API calls the operator makes inside a namespace it serves, rule by rule. It must match
+operator/kubetune_operator/rbac.py (tests/chart/test_rbac.py checks both directions):
+no wildcards, no Secrets (pods reference them by name; the operator never reads them).
+*/}}
+{{- define "kubetune.namespacedRules" -}}
+# The FineTuneJobs themselves: watch them, and patch them for kopf's progress annotations.
+- apiGroups: ["kubetune.io"]
+  resources: ["finetunejobs"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["kubetune.io"]
+  resources: ["finetunejobs/status"]
+  verbs: ["get", "patch", "update"]
+# Children carry ownerReferences with blockOwnerDeletion, which needs update on finalizers.
+- apiGroups: ["kubetune.io"]
+  resources: ["finetunejobs/finalizers"]
+  verbs: ["update"]
+# The Indexed Job of each attempt: created, suspended/resumed, deleted before a retry.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Pods are only read: exit codes, OOMKilled, termination messages, restarts.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# The headless rendezvous Service and the ConfigMap with the resolved spec.
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Events on every phase transition (kopf posts core/v1 Events).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+fullname-suffix for secondary objects, with fullname cut so the whole stays within 63 characters.
+Usage: include "kubetune.nameWith" (list . "metrics")
+*/}}
+{{- define "kubetune.nameWith" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $base := include "kubetune.fullname" $ctx | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s-%s" $base $suffix }}
+{{- end }}
