@@ -78,7 +78,8 @@ def before_after_text(cmp: dict[str, Any], n_examples: int = 2, width: int = 48)
     """Plain text for a terminal: the compliance/overlap metrics, then answers side by side."""
     la, lb = cmp["labels"]
     keys = [k for k in ("format_compliance", "citation_rate", "risk_note_rate",
-                        "placeholder_compliance", "exact_match", "rouge_l", "loss")
+                        "placeholder_compliance", "exact_match", "rouge_l", "loss",
+                        "preference_accuracy", "ordering_accuracy", "perplexity")
             if k in cmp["a"]["metrics"]]  # fmt: skip
     lines = [f"{'metric':<24}{la:>12}{lb:>12}"]
     for k in keys:
