@@ -1,0 +1,1 @@
+"""Run orchestration: setup, training with checkpoint/resume/preemption, adapter, report."""

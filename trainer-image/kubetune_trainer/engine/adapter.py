@@ -1,0 +1,94 @@
+"""Save the trained adapter (never base weights) with its tokenizer and a model card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+@dataclass
+class SavedAdapter:
+    local_dir: Path
+    uri: str
+    sha256: str  # of adapter_model.safetensors
+    size: int  # bytes of adapter_model.safetensors
+    files: dict[str, int]  # every file -> size
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri, "sha256": self.sha256, "size": self.size, "files": self.files}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_card(job: Any, base_display: str, results: dict[str, Any]) -> str:
+    s = job.spec
+    a = s.adapter
+    lines = [
+        "---",
+        f"base_model: {base_display}",
+        "library_name: peft",
+        "tags: [kubetune, lora" + (", qlora" if s.quantization.mode != "none" else "") + "]",
+        "---",
+        f"# {job.metadata.namespace}/{job.metadata.name}",
+        "",
+        f"A LoRA adapter for `{base_display}` trained by kubetune (objective "
+        f"`{s.objective}`). It holds only the adapter weights: load the base model, then "
+        "`PeftModel.from_pretrained(base, this_folder)`.",
+        "",
+        "## Training",
+        f"- LoRA r={a.r}, alpha={a.alpha}, dropout={a.dropout}, targets "
+        f"{', '.join(a.target_modules)}",
+        f"- quantization: {s.quantization.mode}; precision {results.get('precision')}",
+        f"- data: `{s.dataset.source}` (fingerprint {results.get('data_fingerprint')})",
+        f"- steps {results.get('steps')}, learning rate {s.training.learning_rate}, "
+        f"micro batch {s.training.micro_batch_size} x accumulation "
+        f"{s.training.gradient_accumulation}, seed {s.training.seed}",
+        "",
+        "## Results",
+        f"- eval loss: base {_f(results.get('base_eval_loss'))} -> tuned "
+        f"{_f(results.get('tuned_eval_loss'))}",
+        f"- final train loss {_f(results.get('final_train_loss'))}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _f(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def save_adapter(model: Any, tokenizer: Any, out: Path, card: str) -> dict[str, int]:
+    """Write adapter + tokenizer + README.md into `out`; returns file -> size."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "README.md").write_text(card, encoding="utf-8")
+    files = {
+        p.relative_to(out).as_posix(): p.stat().st_size
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
+    if ADAPTER_WEIGHTS not in files:
+        raise RuntimeError(f"peft wrote no {ADAPTER_WEIGHTS} in {out}")
+    return files
+
+
+def upload_adapter(store: Any, local: Path, files: dict[str, int]) -> SavedAdapter:
+    """Upload every adapter file, the weights' hash in adapter.json last (the commit mark)."""
+    for name in files:
+        store.put_file(local / name, f"adapter/{name}")
+    weights = local / ADAPTER_WEIGHTS
+    digest = _sha256(weights)
+    meta = {"sha256": digest, "size": files[ADAPTER_WEIGHTS], "files": files}
+    store.put_bytes("adapter/adapter.json", json.dumps(meta, indent=2).encode())
+    return SavedAdapter(local, store.uri("adapter"), digest, files[ADAPTER_WEIGHTS], files)

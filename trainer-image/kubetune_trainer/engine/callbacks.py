@@ -1,0 +1,191 @@
+"""Trainer callbacks: commit checkpoints to the store, stop cleanly on SIGTERM, report rows.
+
+Only the world process zero writes (checkpoints, metrics); every rank sees the same
+stop/save decisions because the Trainer broadcasts `control` through its own loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from transformers import TrainerCallback
+
+from kubetune_trainer.sinks import LogRow
+
+from .sinks import SinkFanout
+
+log = logging.getLogger(__name__)
+STATE_FILE = "kubetune_state.json"  # what the engine adds to each checkpoint
+
+
+class Preemption:
+    """SIGTERM -> a flag; the training loop saves a checkpoint and stops at the next step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.requested:
+            log.warning("SIGTERM received: saving a checkpoint, then exiting with code 76")
+        self.requested = True
+
+
+class PreemptionCallback(TrainerCallback):
+    def __init__(self, preemption: Preemption) -> None:
+        self.preemption = preemption
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if self.preemption.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class EpochSaveCallback(TrainerCallback):
+    """With step-based saving, also checkpoint at the end of every epoch (once per step)."""
+
+    def __init__(self) -> None:
+        self.saved_step = -1
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        self.saved_step = state.global_step
+        return control
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if state.global_step != self.saved_step:
+            control.should_save = True
+        return control
+
+
+class CommitCallback(TrainerCallback):
+    """Upload each checkpoint the Trainer saved locally, MANIFEST.json last.
+
+    The Trainer stages `checkpoint-<step>/` in its output_dir; this adds the engine's
+    state (data position, base eval loss, data fingerprint) and commits the folder to
+    `<run>/checkpoints/step-<step>/`, then keeps the newest N plus the best.
+    """
+
+    def __init__(
+        self,
+        ckpts: Any,
+        staging: Path,
+        keep_last: int,
+        sinks: SinkFanout,
+        extra_state: dict[str, Any],
+        after: Callable[[], None] | None = None,
+    ) -> None:
+        self.after = after  # e.g. upload metrics.jsonl so a resumed run keeps its history
+        self.ckpts = ckpts
+        self.staging = staging
+        self.keep_last = keep_last
+        self.sinks = sinks
+        self.extra_state = extra_state
+        self.last_uri: str | None = None
+        self.last_step: int | None = None
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if not state.is_world_process_zero:
+            return control
+        t0 = time.monotonic()
+        folder = self.staging / f"checkpoint-{state.global_step}"
+        examples = (
+            state.global_step
+            * args.per_device_train_batch_size
+            * (args.gradient_accumulation_steps * args.world_size)
+        )
+        position = {
+            "global_step": state.global_step,
+            "epoch": state.epoch,
+            "examples_seen": examples,
+        }
+        (folder / STATE_FILE).write_text(
+            json.dumps({**self.extra_state, "data_position": position}, indent=2)
+        )
+        uri = self.ckpts.commit(folder, state.global_step)
+        protect: set[int | str] = {state.global_step}
+        if state.best_model_checkpoint:
+            best = Path(state.best_model_checkpoint).name.removeprefix("checkpoint-")
+            if best.isdigit():
+                protect.add(int(best))
+        for gone in self.ckpts.retain(self.keep_last, protect=protect):
+            log.info("removed old checkpoint %s", gone)
+        self.last_uri, self.last_step = uri, state.global_step
+        self.sinks.on_checkpoint(uri, state.global_step, time.monotonic() - t0)
+        if self.after is not None:
+            self.after()
+        return control
+
+
+class LogCallback(TrainerCallback):
+    """Trainer logs -> LogRow (loss, lr, grad norm, real tokens/s, memory, ETA) -> sinks."""
+
+    def __init__(self, sinks: SinkFanout) -> None:
+        self.sinks = sinks
+        self.history: list[dict[str, Any]] = []
+        self._t0 = self._tokens0 = self._step0 = None  # type: Any
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        self._t0, self._tokens0 = time.monotonic(), state.num_input_tokens_seen
+        self._step0 = state.global_step
+        self._last = (self._t0, self._tokens0)
+        return control
+
+    def _memory(self) -> dict[str, int]:
+        mem = {"rss": psutil.Process().memory_info().rss}
+        if torch.cuda.is_available():
+            mem["gpu_allocated"] = torch.cuda.memory_allocated()
+            mem["gpu_peak"] = torch.cuda.max_memory_allocated()
+        return mem
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
+        logs = dict(logs or {})
+        if not state.is_world_process_zero or not ({"loss", "eval_loss"} & logs.keys()):
+            return control
+        now, tokens = time.monotonic(), state.num_input_tokens_seen
+        row = LogRow(
+            step=state.global_step, total_steps=state.max_steps, epoch=float(state.epoch or 0.0)
+        )
+        if "loss" in logs:
+            row.loss = float(logs["loss"])
+            row.learning_rate = _num(logs.get("learning_rate"))
+            row.grad_norm = _num(logs.get("grad_norm"))
+            last_t, last_tok = self._last
+            if now > last_t and tokens > last_tok:
+                row.tokens_per_second = (tokens - last_tok) / (now - last_t)
+            self._last = (now, tokens)
+            done = state.global_step - (self._step0 or 0)
+            if done > 0 and self._t0 is not None:
+                row.eta_seconds = (now - self._t0) / done * (state.max_steps - state.global_step)
+        if "eval_loss" in logs:
+            row.eval_loss = float(logs["eval_loss"])
+            row.extra["eval_perplexity"] = _ppl(row.eval_loss)
+        row.memory_bytes = self._memory()
+        self.history.append(row.as_dict())
+        self.sinks.on_log(row)
+        return control
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(loss) if loss < 50 else float("inf")

@@ -1,0 +1,343 @@
+"""One FineTuneJob run: setup -> resume -> base eval -> train -> eval -> adapter -> report.
+
+Reads top to bottom. Rank 0 alone writes to the store (checkpoints, adapter, report);
+every rank trains. The Trainer's output_dir is a local staging folder: each saved
+checkpoint is committed to `<run>/checkpoints/step-N/` by CommitCallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers.trainer_callback import PrinterCallback
+
+from kubetune_api.constants import Env
+from kubetune_api.spec import FineTuneJob
+from kubetune_api.uris import run_prefix
+from kubetune_trainer.errors import PreemptedError
+from kubetune_trainer.modeling.cache import cache_root
+from kubetune_trainer.records import PreparedDataset
+from kubetune_trainer.sinks import RunInfo
+
+from . import resume as resume_mod
+from .adapter import SavedAdapter, model_card, save_adapter, upload_adapter
+from .args import training_kwargs
+from .callbacks import (
+    CommitCallback,
+    EpochSaveCallback,
+    LogCallback,
+    Preemption,
+    PreemptionCallback,
+)
+from .report import write_report
+from .setup import load_all, offline_env
+from .sinks import SinkFanout, sinks_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """What the failure summary reports: where the run was when it stopped."""
+
+    phase: str = "setup"
+    step: int | None = None
+    loss: float | None = None
+    checkpoint: str | None = None
+    store: Any = None
+    rank: int = 0
+
+
+@dataclass
+class RunResult:
+    run_uri: str
+    adapter: SavedAdapter | None
+    report_uri: str | None
+    base_eval_loss: float | None
+    tuned_eval_loss: float | None
+    steps: int
+    final_train_loss: float | None
+    resumed_from: str | None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def output_root(job: FineTuneJob, override: str | None = None) -> str:
+    return override or os.environ.get(Env.OUTPUT_URI) or job.spec.output.uri
+
+
+def run_job(
+    job: FineTuneJob,
+    *,
+    output: str | None = None,
+    resume: bool = True,
+    prepared: PreparedDataset | None = None,
+    progress: Progress | None = None,
+    say: Callable[[str], None] = print,
+) -> RunResult:
+    from kubetune_trainer.recipes import load_recipe
+    from kubetune_trainer.recipes.base import RecipeContext
+    from kubetune_trainer.storage import open_store
+    from kubetune_trainer.storage.checkpoints import CheckpointStore
+
+    p = progress or Progress()
+    spec, meta = job.spec, job.metadata
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    p.rank = rank
+    preemption = Preemption()
+    preemption.install()  # from here SIGTERM means "stop cleanly", even during setup
+    started = time.monotonic()
+    offline_env(job)
+    say(
+        f"kubetune: {meta.namespace}/{meta.name}, objective {spec.objective}, resolved spec:\n"
+        + yaml.safe_dump(job.to_manifest()["spec"], sort_keys=False).rstrip()
+    )
+    recipe = load_recipe(spec.objective)  # a missing recipe fails before any loading
+
+    # The store first: an unwritable output must fail before hours of training.
+    prefix = run_prefix(output_root(job, output), meta.namespace, meta.name)
+    store = open_store(prefix, endpoint_url=spec.output.s3_endpoint)
+    if rank == 0:
+        store.check_writable()
+    p.store = store
+    ckpts = CheckpointStore(store)
+    staging = _staging_dir(job, world)
+    try:
+        loaded = load_all(job, prepared, say)
+        prep = loaded.prepared
+        _stop_if_preempted(preemption, p)
+
+        p.phase = "resume"
+        found = resume_mod.find(ckpts, staging, rank) if resume else None
+        if not resume and rank == 0 and ckpts.list_committed():
+            # --no-resume starts over: old checkpoints would be resumed by a later attempt.
+            say(f"--no-resume: removing earlier checkpoints under {store.uri('checkpoints')}")
+            store.delete_prefix("checkpoints/")
+        prior = resume_mod.engine_state(found[1]) if found else {}
+        if found:
+            say(f"resuming from {found[0].uri} (step {found[0].step})")
+        report_dir = staging / "report"
+        if rank == 0:
+            resume_mod.restore_metrics(store, report_dir, found[0].step if found else 0)
+
+        run = RunInfo(
+            meta.namespace,
+            meta.name,
+            int(os.environ.get(Env.ATTEMPT, "1")),
+            prefix,
+            rank,
+            world,
+            found[0].uri if found else None,
+        )
+        sinks = SinkFanout(sinks_for(job, run, report_dir) if rank == 0 else [])
+        params = {
+            "spec": job.to_manifest()["spec"],
+            "precision": loaded.precision,
+            "data_fingerprint": prep.fingerprint,
+            "trainable_params": loaded.trainable,
+            "total_params": loaded.total,
+        }
+        sinks.on_start(run, params)
+        extra_state = {
+            "data_fingerprint": prep.fingerprint,
+            "attempt": run.attempt,
+            "base_eval_loss": prior.get("base_eval_loss"),
+        }
+        logs = LogCallback(sinks)
+        commit = CommitCallback(
+            ckpts,
+            staging,
+            spec.training.keep_last_checkpoints,
+            sinks,
+            extra_state,
+            after=lambda: resume_mod.upload_metrics(store, report_dir),
+        )
+        kwargs = training_kwargs(
+            job, staging, loaded.precision, loaded.system.device == "cuda", bool(prep.validation)
+        )
+        callbacks: list[Any] = [logs, commit, PreemptionCallback(preemption)]
+        if kwargs["save_strategy"] == "steps":
+            callbacks.append(EpochSaveCallback())
+        if spec.training.early_stopping:
+            from transformers import EarlyStoppingCallback
+
+            es = spec.training.early_stopping
+            callbacks.append(EarlyStoppingCallback(es.patience, es.min_delta))
+        ctx = RecipeContext(
+            job, loaded.model, loaded.tokenizer, prep, kwargs, callbacks, loaded.precision
+        )
+        built = recipe.build_trainer(ctx)
+        trainer = built.trainer
+        trainer.remove_callback(PrinterCallback)  # the console sink prints rows instead
+
+        p.phase = "base-evaluation"
+        base_eval = prior.get("base_eval_loss")
+        if base_eval is None and built.eval_examples:
+            with loaded.model.disable_adapter():  # the frozen base, same data, same code
+                base_eval = trainer.evaluate(metric_key_prefix="base")["base_loss"]
+            say(f"base eval loss (adapter disabled): {base_eval:.4f}")
+        extra_state["base_eval_loss"] = base_eval
+
+        p.phase = "training"
+        t_train = time.monotonic()
+        trainer.train(resume_from_checkpoint=str(found[1]) if found else None)
+        train_seconds = time.monotonic() - t_train
+        p.step, p.checkpoint = trainer.state.global_step, commit.last_uri
+        history = [r for r in trainer.state.log_history if "loss" in r or "eval_loss" in r]
+        train_losses = [r["loss"] for r in history if "loss" in r]
+        p.loss = train_losses[-1] if train_losses else None
+        if preemption.requested:
+            raise PreemptedError(
+                f"SIGTERM at step {trainer.state.global_step}: checkpoint {commit.last_uri} "
+                "committed; the next attempt resumes from it"
+            )
+
+        p.phase = "evaluation"
+        tuned_eval = trainer.evaluate()["eval_loss"] if built.eval_examples else None
+        if tuned_eval is not None:
+            say(f"tuned eval loss: {tuned_eval:.4f}")
+        evaluation = _post_train_evaluation(job, loaded, prep, say) if rank == 0 else None
+
+        p.phase = "saving"
+        results = {
+            "steps": trainer.state.global_step,
+            "epochs_done": round(float(trainer.state.epoch or 0), 3),
+            "base_eval_loss": base_eval,
+            "tuned_eval_loss": tuned_eval,
+            "base_perplexity": _ppl(base_eval),
+            "tuned_perplexity": _ppl(tuned_eval),
+            "final_train_loss": p.loss,
+            "train_examples": built.train_examples,
+            "eval_examples": built.eval_examples,
+            "tokens_per_second": _mean_tps(logs.history),
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "precision": loaded.precision,
+            "data_fingerprint": prep.fingerprint,
+        }
+        saved = report_uri = None
+        report: dict[str, Any] = {}
+        if rank == 0:
+            card = model_card(job, loaded.base.display, results)
+            files = save_adapter(loaded.model, loaded.tokenizer, staging / "adapter", card)
+            saved = upload_adapter(store, staging / "adapter", files)
+            say(f"adapter: {saved.uri} ({saved.size:,} bytes, sha256 {saved.sha256})")
+            report = _report(job, loaded, results, saved, found, train_seconds, evaluation)
+            report["training_seconds"] = round(train_seconds, 2)
+            report["total_seconds"] = round(time.monotonic() - started, 2)
+            for path in write_report(report, history, report_dir):
+                store.put_file(path, f"report/{path.name}")
+            resume_mod.upload_metrics(store, report_dir)
+            report_uri = store.uri("report")
+            sinks.on_end({**results, "adapter_uri": saved.uri}, str(report_dir))
+        p.phase = "done"
+        return RunResult(
+            prefix,
+            saved,
+            report_uri,
+            base_eval,
+            tuned_eval,
+            trainer.state.global_step,
+            p.loss,
+            found[0].uri if found else None,
+            report,
+        )
+    finally:
+        preemption.uninstall()
+        if rank == 0 or world == 1:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging_dir(job: FineTuneJob, world: int) -> Path:
+    root = cache_root() / "staging"
+    root.mkdir(parents=True, exist_ok=True)
+    if world == 1:
+        return Path(tempfile.mkdtemp(prefix=f"{job.metadata.name}-", dir=root))
+    # Ranks of one host share the Trainer's output_dir, so its name must not be random.
+    d = root / f"{job.metadata.namespace}-{job.metadata.name}-{os.environ.get(Env.ATTEMPT, '1')}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _stop_if_preempted(preemption: Preemption, p: Progress) -> None:
+    if preemption.requested:
+        raise PreemptedError(f"SIGTERM during {p.phase}, before training: nothing to save")
+
+
+def _ppl(loss: float | None) -> float | None:
+    import math
+
+    return None if loss is None else (math.exp(loss) if loss < 50 else float("inf"))
+
+
+def _mean_tps(rows: list[dict[str, Any]]) -> float | None:
+    tps = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
+    return sum(tps) / len(tps) if tps else None
+
+
+def _post_train_evaluation(job: FineTuneJob, loaded: Any, prep: Any, say: Any) -> Any:
+    """The evaluation package's generation/format metrics, when it provides the hook."""
+    if not job.spec.evaluation.enabled or not prep.validation:
+        return None
+    try:
+        from kubetune_trainer.evaluation import after_training  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    say("post-training evaluation (generation, format compliance)...")
+    return after_training(job, loaded.model, loaded.tokenizer, prep)
+
+
+def _report(
+    job: FineTuneJob,
+    loaded: Any,
+    results: dict[str, Any],
+    saved: SavedAdapter,
+    found: Any,
+    train_seconds: float,
+    evaluation: Any,
+) -> dict[str, Any]:
+    t, a = job.spec.training, job.spec.adapter
+    return {
+        "status": "succeeded",
+        "job": {"namespace": job.metadata.namespace, "name": job.metadata.name},
+        "base_model": loaded.base.display,
+        "objective": job.spec.objective,
+        "results": results,
+        "hyperparameters": {
+            "lora_r": a.r,
+            "lora_alpha": a.alpha,
+            "lora_dropout": a.dropout,
+            "target_modules": a.target_modules,
+            "quantization": job.spec.quantization.mode,
+            "precision": loaded.precision,
+            "learning_rate": t.learning_rate,
+            "scheduler": t.scheduler,
+            "epochs": t.epochs,
+            "max_steps": t.max_steps,
+            "micro_batch_size": t.micro_batch_size,
+            "gradient_accumulation": t.gradient_accumulation,
+            "seed": t.seed,
+            "max_seq_length": job.spec.dataset.max_seq_length,
+            "gradient_checkpointing": loaded.memory.gradient_checkpointing,
+        },
+        "parameters": {"trainable": loaded.trainable, "total": loaded.total},
+        "system": loaded.system.as_dict(),
+        "system_summary": loaded.system.summary(),
+        "preflight": loaded.memory.as_dict(),
+        "preflight_summary": loaded.memory.table(),
+        "data": {
+            "format": loaded.prepared.format,
+            "kind": loaded.prepared.kind,
+            "fingerprint": loaded.prepared.fingerprint,
+        },
+        "adapter": saved.as_dict(),
+        "resumed_from": found[0].uri if found else None,
+        "evaluation": evaluation,
+    }

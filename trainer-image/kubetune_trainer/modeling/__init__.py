@@ -1,0 +1,2 @@
+"""Model and tokenizer loading: builtin models, GGUF conversion, quantization, LoRA,
+hardware checks and the memory preflight."""

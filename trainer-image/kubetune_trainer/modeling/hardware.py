@@ -1,0 +1,140 @@
+"""What this process runs on: device, memory, precision support, library versions.
+
+Start-up validation that knows the hardware lives here (the spec cannot know it):
+fp16 or paged/8-bit optimizers without CUDA are refused naming the field to change.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+import torch
+
+from kubetune_api.spec import FineTuneJobSpec
+from kubetune_trainer.errors import ConfigError
+
+_LIBS = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "deepspeed")
+
+
+@dataclass
+class SystemReport:
+    device: str  # "cuda" or "cpu"
+    device_name: str
+    device_count: int
+    memory_total_bytes: int  # per GPU, or host RAM
+    memory_available_bytes: int
+    cpu_count: int
+    bf16_supported: bool
+    python: str
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        gib = 1024**3
+        libs = ", ".join(f"{k} {v}" for k, v in self.versions.items())
+        return (
+            f"device: {self.device} x{self.device_count} ({self.device_name}), memory "
+            f"{self.memory_available_bytes / gib:.1f} of {self.memory_total_bytes / gib:.1f} GiB "
+            f"free, {self.cpu_count} CPU cores, bf16 {'yes' if self.bf16_supported else 'no'}; "
+            f"python {self.python}; {libs}"
+        )
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_bf16_supported() -> bool:
+    """bf16 pays off on CPUs with AVX512/AMX; elsewhere it is emulated and slow."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX"):
+        return False
+    try:  # the capability string is a hint; make sure a bf16 matmul really runs
+        a = torch.ones(4, 4, dtype=torch.bfloat16)
+        return bool((a @ a)[0, 0].item() == 4.0)
+    except RuntimeError:
+        return False
+
+
+def system_report() -> SystemReport:
+    vm = psutil.virtual_memory()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = {n: _version(n) for n in _LIBS}
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info(0)
+        return SystemReport(
+            device="cuda",
+            device_name=torch.cuda.get_device_name(0),
+            device_count=torch.cuda.device_count(),
+            memory_total_bytes=total,
+            memory_available_bytes=free,
+            cpu_count=cpus or 1,
+            bf16_supported=torch.cuda.is_bf16_supported(),
+            python=platform.python_version(),
+            versions=versions,
+        )
+    return SystemReport(
+        device="cpu",
+        device_name=platform.processor() or platform.machine(),
+        device_count=1,
+        memory_total_bytes=vm.total,
+        memory_available_bytes=vm.available,
+        cpu_count=cpus or 1,
+        bf16_supported=cpu_bf16_supported(),
+        python=platform.python_version(),
+        versions=versions,
+    )
+
+
+def resolve_precision(spec: FineTuneJobSpec, system: SystemReport) -> str:
+    """'bf16', 'fp16' or 'fp32' for this machine, or ConfigError naming the field."""
+    wanted = spec.training.precision
+    cuda = system.device == "cuda"
+    if wanted == "fp16" and not cuda:
+        raise ConfigError(
+            "spec.training.precision: fp16 needs a CUDA GPU and this machine has none; "
+            "set precision: bf16 or auto (bf16 where supported, else fp32)"
+        )
+    if wanted == "bf16" and not system.bf16_supported:
+        raise ConfigError(
+            f"spec.training.precision: bf16 is not supported on this {system.device} "
+            f"({system.device_name}); set precision: auto or fp32"
+        )
+    if wanted == "auto":
+        return "bf16" if system.bf16_supported else "fp32"
+    return wanted
+
+
+def check_hardware(spec: FineTuneJobSpec, system: SystemReport) -> None:
+    """Refuse settings that cannot work on this machine before any loading starts."""
+    cuda = system.device == "cuda"
+    if spec.training.optimizer in ("paged_adamw_8bit", "adamw_8bit") and not cuda:
+        raise ConfigError(
+            f"spec.training.optimizer: {spec.training.optimizer} needs a CUDA GPU "
+            "(bitsandbytes paged/8-bit optimizers); use adamw_torch on this machine"
+        )
+    if spec.training.engine == "unsloth" and not cuda:
+        raise ConfigError(
+            "spec.training.engine: unsloth needs an NVIDIA GPU; use engine huggingface"
+        )
+    if spec.model.attn_implementation == "flash_attention_2" and not cuda:
+        raise ConfigError(
+            "spec.model.attnImplementation: flash_attention_2 needs a CUDA GPU; use auto or sdpa"
+        )
+    if spec.quantization.compute_dtype == "fp16" and not cuda:
+        raise ConfigError(
+            "spec.quantization.computeDtype: fp16 needs a CUDA GPU; use auto, bf16 or fp32"
+        )
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]

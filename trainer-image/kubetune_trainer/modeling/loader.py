@@ -1,0 +1,200 @@
+"""Base model + tokenizer loading, quantization and LoRA attachment.
+
+Every base becomes a local folder first (builtin, GGUF, s3:// and local paths), so one
+from_pretrained call handles quantization the same way for all of them; a Hugging Face
+id goes straight to from_pretrained (offline unless the environment allows the hub).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kubetune_api.spec import FineTuneJobSpec
+from kubetune_api.uris import scheme_of
+from kubetune_trainer.errors import ConfigError
+
+from . import builtin
+from .cache import cache_root
+from .gguf import convert_gguf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BaseModel:
+    location: str  # local folder or hub id handed to from_pretrained
+    display: str  # what the spec said, recorded in the model card
+    tokenizer_location: str
+    offline: bool
+
+
+def resolve_base(spec: FineTuneJobSpec, train_texts: Iterable[str] = ()) -> BaseModel:
+    """Turn spec.model.base into something from_pretrained can open, fetching if needed."""
+    m = spec.model
+    base, scheme = m.base, scheme_of(m.base)
+    offline = True
+    if scheme == "builtin":
+        name = base.split(":", 1)[1]
+        if name == "tiny-llama":
+            path = builtin.build_tiny_llama(train_texts, spec.training.seed)
+        elif name == "smollm2-135m-instruct":
+            path = builtin.smollm2_dir()
+        else:
+            path = builtin.minilm_dir()
+        location = str(path)
+    elif scheme == "s3":
+        from kubetune_trainer.storage import fetch
+
+        dest = cache_root() / "s3" / hashlib.sha256(base.encode()).hexdigest()[:24]
+        fetch(base, str(dest))
+        location = str(dest)
+    elif scheme == "file" or base.startswith((".", "/", "~")) or Path(base).is_dir():
+        location = str(Path(base.removeprefix("file://")).expanduser())
+        if not Path(location).is_dir():
+            raise ConfigError(f"spec.model.base: local folder {location} does not exist")
+    else:  # a hub id: allowed online only when the environment says so
+        location = base
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") == "1"
+    if m.gguf_file:
+        gguf = Path(location) / m.gguf_file
+        if not gguf.is_file():
+            raise ConfigError(
+                f"spec.model.ggufFile: {m.gguf_file} is not in {location}; "
+                "name a .gguf file inside the base folder"
+            )
+        location = str(convert_gguf(gguf))
+    tok = m.tokenizer or location
+    return BaseModel(location=location, display=base, tokenizer_location=tok, offline=offline)
+
+
+def load_tokenizer(spec: FineTuneJobSpec, base: BaseModel) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(
+        base.tokenizer_location,
+        revision=spec.model.revision,
+        trust_remote_code=spec.model.trust_remote_code,
+    )
+    if tok.pad_token is None:  # Llama-style tokenizers ship without one
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def quantization_config(spec: FineTuneJobSpec, precision: str) -> Any | None:
+    q = spec.quantization
+    if q.mode == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if q.mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = precision if q.compute_dtype == "auto" else q.compute_dtype
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    kwargs: dict[str, Any] = {}
+    if q.quant_storage_dtype and q.quant_storage_dtype != "uint8":
+        kwargs["bnb_4bit_quant_storage"] = dtypes[q.quant_storage_dtype]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=dtypes[compute],
+        **kwargs,
+    )
+
+
+def load_base_model(
+    spec: FineTuneJobSpec, base: BaseModel, precision: str, num_labels: int | None = None
+) -> Any:
+    """The frozen base, quantized as the spec says, on the GPU or the CPU."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    m = spec.model
+    qconf = quantization_config(spec, precision)
+    kwargs: dict[str, Any] = {
+        "revision": m.revision,
+        "trust_remote_code": m.trust_remote_code,
+        # Master weights stay fp32 on the CPU; bf16 is applied by autocast in the Trainer.
+        "dtype": torch.float32
+        if precision == "fp32" or not torch.cuda.is_available()
+        else (torch.bfloat16 if precision == "bf16" else torch.float16),
+    }
+    if m.attn_implementation != "auto":
+        kwargs["attn_implementation"] = m.attn_implementation
+    if qconf is not None:
+        kwargs["quantization_config"] = qconf
+        # bitsandbytes places weights at load time; one process = one device.
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        kwargs["device_map"] = {"": local_rank} if torch.cuda.is_available() else {"": "cpu"}
+    if m.task == "sequence_classification":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base.location, num_labels=num_labels or m.num_labels, **kwargs
+        )
+    elif m.task == "causal_lm":
+        model = AutoModelForCausalLM.from_pretrained(base.location, **kwargs)
+    else:
+        raise ConfigError(
+            f"spec.model.task: {m.task} is not trainable by the sft recipe yet; "
+            "use causal_lm or sequence_classification"
+        )
+    return model
+
+
+def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool) -> Any:
+    """Wrap the base in a LoRA adapter; only adapter (and modules_to_save) params train."""
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    a = spec.adapter
+    if spec.quantization.mode != "none":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing
+        )
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # frozen embeddings: let checkpointed grads flow
+    task_type = (
+        TaskType.SEQ_CLS if spec.model.task == "sequence_classification" else TaskType.CAUSAL_LM
+    )
+    targets: Any = "all-linear" if a.target_modules == ["all-linear"] else a.target_modules
+    config = LoraConfig(
+        r=a.r,
+        lora_alpha=a.alpha,
+        lora_dropout=a.dropout,
+        target_modules=targets,
+        bias=a.bias,
+        modules_to_save=a.modules_to_save or None,
+        task_type=task_type,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        names = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, mod in model.named_modules()
+                if isinstance(mod, torch.nn.Linear)
+            }
+        )
+        raise ConfigError(
+            f"spec.adapter.targetModules: {exc}. Linear modules in this model: {', '.join(names)}"
+        ) from None
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit weights count by their unpacked size."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2  # two 4-bit values per stored byte
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
