@@ -1,0 +1,187 @@
+"""Prometheus metrics of one training run: a `/metrics` endpoint and a final Pushgateway push.
+
+The operator scrapes rank 0's endpoint to keep FineTuneJob status current; Prometheus
+scrapes it for dashboards and alerts. Every series carries `namespace` and `job` (the
+FineTuneJob's name). Prometheus renames a scraped `job` label to `exported_job` unless the
+scrape config says `honor_labels: true` (the chart's ServiceMonitor does).
+
+`METRIC_NAMES` / `METRICS` are the one list of exported names (dashboards and alert rules
+are checked against it); this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, push_to_gateway
+from prometheus_client.exposition import start_http_server
+
+from kubetune_trainer.sinks import LogRow, RunInfo
+
+log = logging.getLogger(__name__)
+
+LABELS: Final = ("namespace", "job")
+# Checkpoint upload durations: seconds for a LoRA adapter, minutes for a full optimizer state.
+CHECKPOINT_BUCKETS: Final = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+LINGER_ENV: Final = "KUBETUNE_METRICS_LINGER_SECONDS"
+ADDR_ENV: Final = "KUBETUNE_METRICS_ADDR"
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str
+    kind: Literal["gauge", "histogram"]
+    help: str
+    labels: tuple[str, ...] = LABELS
+    row_field: str | None = None  # the LogRow field it mirrors
+
+
+METRICS: Final = (
+    MetricDef("kubetune_train_loss", "gauge", "Training loss at the last logging step.",
+              row_field="loss"),
+    MetricDef("kubetune_train_learning_rate", "gauge", "Current learning rate.",
+              row_field="learning_rate"),
+    MetricDef("kubetune_train_grad_norm", "gauge", "Gradient norm before clipping.",
+              row_field="grad_norm"),
+    MetricDef("kubetune_train_tokens_per_second", "gauge",
+              "Real (non-padding) tokens processed per second, all ranks.",
+              row_field="tokens_per_second"),
+    MetricDef("kubetune_train_step", "gauge", "Optimizer steps done.", row_field="step"),
+    MetricDef("kubetune_train_total_steps", "gauge", "Optimizer steps planned.",
+              row_field="total_steps"),
+    MetricDef("kubetune_train_epoch", "gauge", "Fractional epoch.", row_field="epoch"),
+    MetricDef("kubetune_train_eta_seconds", "gauge", "Estimated seconds to the end of training.",
+              row_field="eta_seconds"),
+    MetricDef("kubetune_eval_loss", "gauge", "Loss on the validation split at the last evaluation.",
+              row_field="eval_loss"),
+    MetricDef("kubetune_memory_bytes", "gauge",
+              "Memory in use by kind (rss, gpu_allocated, gpu_reserved...).",
+              labels=(*LABELS, "kind")),
+    MetricDef("kubetune_checkpoint_seconds", "histogram",
+              "Seconds to save and commit one checkpoint (upload included)."),
+)  # fmt: skip
+METRIC_NAMES: Final = tuple(m.name for m in METRICS)
+
+
+def default_bind_address() -> str:
+    """0.0.0.0 inside a pod (the operator and Prometheus scrape the pod IP), else loopback."""
+    if os.environ.get(ADDR_ENV):
+        return os.environ[ADDR_ENV]
+    return "0.0.0.0" if os.environ.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
+
+
+class PrometheusSink:
+    """A Sink that serves the run's metrics on `port` (0 = any free port; see `.port`).
+
+    Only rank 0 should create one (the caller decides). `linger_seconds` keeps the endpoint
+    up after the end so a last scrape sees the final values (default from
+    KUBETUNE_METRICS_LINGER_SECONDS, else 0); `pushgateway_url` also pushes them there.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        addr: str | None = None,
+        pushgateway_url: str | None = None,
+        linger_seconds: float | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)  # never the global registry
+        self.gauges: dict[str, Gauge] = {}
+        for m in METRICS:
+            if m.kind == "gauge":
+                self.gauges[m.name] = Gauge(m.name, m.help, m.labels, registry=self.registry)
+        ckpt = next(m for m in METRICS if m.kind == "histogram")
+        self.checkpoint_seconds = Histogram(
+            ckpt.name,
+            ckpt.help,
+            ckpt.labels,
+            buckets=CHECKPOINT_BUCKETS,
+            registry=self.registry,
+        )
+        self.pushgateway_url = pushgateway_url
+        if linger_seconds is None:
+            linger_seconds = float(os.environ.get(LINGER_ENV, "0") or 0)
+        self.linger_seconds = linger_seconds
+        self.addr = addr or default_bind_address()
+        self._server, self._thread = start_http_server(port, self.addr, registry=self.registry)
+        self.port: int = self._server.server_port
+        self._labels: dict[str, str] = {"namespace": "", "job": ""}
+
+    # -- Sink ------------------------------------------------------------------------------
+    def on_start(self, run: RunInfo, params: dict[str, Any]) -> None:
+        self._labels = {"namespace": run.namespace, "job": run.name}
+
+    def on_log(self, row: LogRow) -> None:
+        for m in METRICS:
+            if m.row_field is None:
+                continue
+            value = getattr(row, m.row_field)
+            if value is not None:
+                self.gauges[m.name].labels(**self._labels).set(float(value))
+        for kind, used in row.memory_bytes.items():
+            self.gauges["kubetune_memory_bytes"].labels(**self._labels, kind=kind).set(used)
+
+    def on_checkpoint(self, uri: str, step: int, seconds: float) -> None:
+        self.checkpoint_seconds.labels(**self._labels).observe(seconds)
+
+    def on_end(self, summary: dict[str, Any], artifacts_dir: str | None) -> None:
+        if self.pushgateway_url:
+            self.push()
+        if self.linger_seconds > 0:
+            log.info("metrics stay up on port %d for %.0f s", self.port, self.linger_seconds)
+            time.sleep(self.linger_seconds)
+        self.close()
+
+    # -- the rest --------------------------------------------------------------------------
+    def push(self) -> None:
+        """Push the current values to the Pushgateway; a failure only warns.
+
+        The grouping key's `job` is the FineTuneJob's name, the same value as our `job`
+        label, so the Pushgateway accepts the series unchanged.
+        """
+        assert self.pushgateway_url
+        try:
+            push_to_gateway(
+                self.pushgateway_url,
+                job=self._labels["job"] or "kubetune",
+                grouping_key={"namespace": self._labels["namespace"]},
+                registry=self.registry,
+                timeout=10,
+            )
+        except OSError as e:
+            log.warning("push to the Pushgateway %s failed: %s", self.pushgateway_url, e)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None  # type: ignore[assignment]
+
+
+def sink_for(job: Any, run: RunInfo) -> PrometheusSink | None:
+    """The engine's hook: rank 0 serves /metrics on spec.metrics.port.
+
+    KUBETUNE_METRICS_PORT overrides the port (0 = any free port). Outside a pod a busy
+    port (another local run) falls back to a free one with a warning: in a pod the port is
+    the pod's own, so the operator's scrape address stays right.
+    """
+    if run.rank != 0:
+        return None
+    from kubetune_api.constants import Env
+
+    spec = job.spec.metrics
+    port = int(os.environ.get(Env.METRICS_PORT) or spec.port)
+    try:
+        sink = PrometheusSink(port, pushgateway_url=spec.pushgateway_url)
+    except OSError as e:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            raise
+        sink = PrometheusSink(0, pushgateway_url=spec.pushgateway_url)
+        log.warning("metrics port %d is busy (%s): serving /metrics on port %d", port, e, sink.port)
+    log.info("Prometheus metrics on http://%s:%d/metrics", sink.addr, sink.port)
+    return sink
