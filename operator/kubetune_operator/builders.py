@@ -1,0 +1,269 @@
+"""Pure builders: a FineTuneJob (+ metadata) -> the manifests of its children.
+
+No API calls here: every function takes the parsed spec and an `Owner` and returns a
+plain dict, so the manifests are testable without a cluster. Names are deterministic
+(`<name>-a<attempt>` for the per-attempt Job and Service, `<name>-spec` for the
+ConfigMap shared by all attempts) so creating them again is a no-op (409).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune_api import constants as c
+from kubetune_api.spec import FineTuneJob
+
+from . import DEFAULT_IMAGE
+
+CONTAINER_NAME = "trainer"
+SPEC_VOLUME = "spec"
+CACHE_DIR = "/cache"
+MANAGED_BY = "kubetune-operator"
+# Seconds between SIGTERM and SIGKILL: the trainer saves a checkpoint on SIGTERM (preemption)
+# and exits 76; a large adapter + optimizer state to S3 needs more than the 30 s default.
+TERMINATION_GRACE_SECONDS = 120
+# A fixed non-root identity: runAsNonRoot alone fails on images whose USER is a name.
+RUN_AS_USER = 1000
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What the builders need from the FineTuneJob's metadata (ownerReferences, names)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def job_name(name: str, attempt: int) -> str:
+    return f"{name}-a{attempt}"
+
+
+def service_name(name: str, attempt: int) -> str:
+    # One headless Service per attempt: pods of a dying attempt never join the next rendezvous.
+    return job_name(name, attempt)
+
+
+def configmap_name(name: str) -> str:
+    return f"{name}-spec"
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    """Like kopf.adopt(): children are garbage-collected with the FineTuneJob."""
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(owner: Owner, attempt: int | None = None, component: str = "trainer") -> dict[str, str]:
+    out = {
+        c.LABEL_NAME: "kubetune",
+        c.LABEL_INSTANCE: owner.name,
+        c.LABEL_COMPONENT: component,
+        c.LABEL_MANAGED_BY: MANAGED_BY,
+        c.LABEL_JOB: owner.name,
+    }
+    if attempt is not None:
+        out[c.LABEL_ATTEMPT] = str(attempt)
+    return out
+
+
+def selector(owner: Owner, attempt: int) -> dict[str, str]:
+    return {c.LABEL_JOB: owner.name, c.LABEL_ATTEMPT: str(attempt)}
+
+
+def _meta(owner: Owner, name: str, lbls: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": lbls,
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def build_configmap(job: FineTuneJob, owner: Owner) -> dict[str, Any]:
+    """The resolved FineTuneJob (defaults filled in) as JSON, read by the trainer's launcher."""
+    manifest = job.to_manifest()
+    manifest["metadata"] = {"name": owner.name, "namespace": owner.namespace}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(owner, configmap_name(owner.name), labels(owner, component="spec")),
+        "data": {c.SPEC_FILE_NAME: json.dumps(manifest, indent=2, sort_keys=True)},
+    }
+
+
+def build_service(job: FineTuneJob, owner: Owner, attempt: int) -> dict[str, Any]:
+    """Headless Service: stable DNS `<job>-<index>.<service>` for the rendezvous at pod 0."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, service_name(owner.name, attempt), labels(owner, attempt)),
+        "spec": {
+            "clusterIP": "None",
+            # Ranks resolve pod 0 before it is Ready (readiness means nothing to torchrun).
+            "publishNotReadyAddresses": True,
+            "selector": selector(owner, attempt),
+            "ports": [
+                {"name": "rdzv", "port": job.spec.distributed.master_port, "protocol": "TCP"},
+                {"name": "metrics", "port": job.spec.metrics.port, "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def _env(job: FineTuneJob, owner: Owner, attempt: int) -> list[dict[str, Any]]:
+    spec = job.spec
+    jname = job_name(owner.name, attempt)
+    values: list[tuple[str, str]] = [
+        (c.Env.SPEC_FILE, f"{c.SPEC_MOUNT_DIR}/{c.SPEC_FILE_NAME}"),
+        (c.Env.NAMESPACE, owner.namespace),
+        (c.Env.JOB_NAME, owner.name),
+        (c.Env.ATTEMPT, str(attempt)),
+        (c.Env.NNODES, str(spec.distributed.nodes)),
+        (c.Env.NPROC_PER_NODE, str(spec.distributed.processes_per_node)),
+        # Indexed Job pods get the hostname <job>-<index>; with `subdomain` it resolves.
+        (c.Env.MASTER_ADDR, f"{jname}-0.{service_name(owner.name, attempt)}"),
+        (c.Env.MASTER_PORT, str(spec.distributed.master_port)),
+        (c.Env.RDZV_TIMEOUT, str(spec.distributed.rendezvous_timeout_seconds)),
+        (c.Env.METRICS_PORT, str(spec.metrics.port)),
+        (c.Env.TERMINATION_LOG, c.TERMINATION_LOG_PATH),
+        # Read-only root filesystem: every cache goes to the writable emptyDir.
+        ("HOME", "/tmp"),
+        ("XDG_CACHE_HOME", CACHE_DIR),
+        ("HF_HOME", f"{CACHE_DIR}/huggingface"),
+        ("TRITON_CACHE_DIR", f"{CACHE_DIR}/triton"),
+    ]
+    if spec.output.s3_endpoint:
+        values.append((c.Env.S3_ENDPOINT, spec.output.s3_endpoint))
+    return [{"name": k, "value": v} for k, v in values]
+
+
+def _resources(job: FineTuneJob) -> dict[str, Any]:
+    res = job.spec.resources
+    requests: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
+    limits: dict[str, str] = {"memory": res.memory}  # no CPU limit: throttling hurts dataloaders
+    if res.gpus_per_node > 0:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(res.gpus_per_node)
+    return {"requests": requests, "limits": limits}
+
+
+def _container(job: FineTuneJob, owner: Owner, attempt: int, image: str) -> dict[str, Any]:
+    spec = job.spec
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.resources.image or image,
+        "imagePullPolicy": "IfNotPresent",
+        # The launcher builds `torchrun --nnodes ... --node-rank $JOB_COMPLETION_INDEX` from env.
+        "command": ["kubetune", "launch"],
+        "env": _env(job, owner, attempt),
+        "resources": _resources(job),
+        "ports": [
+            {"name": "rdzv", "containerPort": spec.distributed.master_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": spec.metrics.port, "protocol": "TCP"},
+        ],
+        "volumeMounts": [
+            {"name": SPEC_VOLUME, "mountPath": c.SPEC_MOUNT_DIR, "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "cache", "mountPath": CACHE_DIR},
+        ],
+        "terminationMessagePath": c.TERMINATION_LOG_PATH,
+        # The trainer writes a one-line JSON summary; on a crash the log tail is the message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.output.credentials_secret:
+        # By reference only: the Secret's values never pass through the spec or the operator.
+        container["envFrom"] = [{"secretRef": {"name": spec.output.credentials_secret}}]
+    return container
+
+
+def build_pod_template(
+    job: FineTuneJob, owner: Owner, attempt: int, image: str = DEFAULT_IMAGE
+) -> dict[str, Any]:
+    res = job.spec.resources
+    node_selector = dict(res.node_selector)
+    if res.gpu_type:
+        node_selector["nvidia.com/gpu.product"] = res.gpu_type
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # a failed rank fails the attempt; the operator retries
+        "subdomain": service_name(owner.name, attempt),
+        "automountServiceAccountToken": False,  # the trainer never talks to the API
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(job, owner, attempt, image)],
+        "volumes": [
+            {
+                "name": SPEC_VOLUME,
+                "configMap": {"name": configmap_name(owner.name), "defaultMode": 0o444},
+            },
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "cache", "emptyDir": {}},
+        ],
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if res.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in res.tolerations
+        ]
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    if res.service_account_name:
+        pod_spec["serviceAccountName"] = res.service_account_name
+    return {"metadata": {"labels": labels(owner, attempt)}, "spec": pod_spec}
+
+
+def build_job(
+    job: FineTuneJob,
+    owner: Owner,
+    attempt: int,
+    *,
+    image: str = DEFAULT_IMAGE,
+    deadline_remaining: int | None = None,
+) -> dict[str, Any]:
+    """The Indexed Job of one attempt: one pod per node, no Kubernetes-level retries."""
+    nodes = job.spec.distributed.nodes
+    rp = job.spec.run_policy
+    job_labels = labels(owner, attempt)
+    if rp.queue_name:
+        job_labels[c.LABEL_KUEUE_QUEUE] = rp.queue_name
+    spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": nodes,
+        "parallelism": nodes,
+        # The operator owns retries: it classifies the failure, then resumes from a checkpoint.
+        "backoffLimit": 0,
+        # Kueue admits a suspended Job by unsuspending it; without a queue, start at once.
+        "suspend": bool(rp.queue_name),
+        "template": build_pod_template(job, owner, attempt, image),
+    }
+    if deadline_remaining is not None:
+        spec["activeDeadlineSeconds"] = max(1, int(deadline_remaining))
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(owner, job_name(owner.name, attempt), job_labels),
+        "spec": spec,
+    }

@@ -1,0 +1,1 @@
+"""What the kopf handlers in main.py call: one module per concern."""

@@ -1,0 +1,80 @@
+"""Deletion behind our finalizer: the Job and its pods are gone, then artifacts by policy.
+
+S3 cleanup (spec.output.cleanupPolicy: delete) uses the OPERATOR's own credentials
+(its environment / IRSA), never the user's Secret: reading tenants' Secrets would
+need `get secrets` in every namespace. Without boto3 or credentials the artifacts
+are kept and a Warning Event says so (deleting data is never done half-way silently).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import kopf
+
+from kubetune_api import constants as c
+from kubetune_api.uris import is_remote, run_prefix
+
+from ..k8s import CONFIGMAPS, JOBS, PODS, SERVICES, KubeClient
+from .reconcile import ACCEPTED_SPEC
+
+
+async def on_delete(
+    memo: kopf.Memo, body: kopf.Body, namespace: str, name: str, logger: logging.Logger
+) -> None:
+    client: KubeClient = memo.client
+    sel = {c.LABEL_JOB: name}
+    for job in await client.list(JOBS, namespace, sel):
+        await client.delete(JOBS, namespace, job["metadata"]["name"], propagation="Background")
+    # Do not wait for the garbage collector: a finished FineTuneJob must leave no pod behind.
+    await client.delete_collection(PODS, namespace, sel)
+    for svc in await client.list(SERVICES, namespace, sel):
+        await client.delete(SERVICES, namespace, svc["metadata"]["name"])
+    for cm in await client.list(CONFIGMAPS, namespace, sel):
+        await client.delete(CONFIGMAPS, namespace, cm["metadata"]["name"])
+    left = await client.list(PODS, namespace, sel) + await client.list(JOBS, namespace, sel)
+    if left:
+        names = ", ".join(o["metadata"]["name"] for o in left)
+        raise kopf.TemporaryError(f"waiting for {names} to go", delay=2)
+    memo.metrics.set_phase(namespace, name, None)
+    _cleanup_artifacts(body, namespace, name, logger)
+
+
+def _cleanup_artifacts(body: kopf.Body, ns: str, name: str, logger: logging.Logger) -> None:
+    accepted = body.metadata.annotations.get(ACCEPTED_SPEC)
+    spec: dict[str, Any] = json.loads(accepted) if accepted else dict(body.spec)
+    output = spec.get("output") or {}
+    if output.get("cleanupPolicy") != "delete":
+        return
+    uri = str(output.get("uri") or "")
+    if not is_remote(uri):
+        kopf.warn(body, reason="CleanupSkipped",
+                  message=f"cleanupPolicy delete applies to s3:// outputs; {uri} kept")  # fmt: skip
+        return
+    prefix = run_prefix(uri, ns, name) + "/"
+    try:
+        deleted = delete_s3_prefix(prefix, output.get("s3Endpoint"))
+    except Exception as exc:  # boto3/botocore raise many types; never block the deletion
+        kopf.warn(body, reason="CleanupFailed", message=f"artifacts kept at {prefix}: {exc}")
+        logger.warning(f"could not delete {prefix}: {exc}")
+        return
+    kopf.info(body, reason="CleanupDone", message=f"deleted {deleted} objects under {prefix}")
+
+
+def delete_s3_prefix(prefix: str, endpoint: str | None) -> int:
+    """Delete every object under s3://bucket/prefix/ (batches of 1000). Returns the count."""
+    import boto3  # optional dependency of the operator image: imported only when needed
+
+    bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    if s3._request_signer._credentials is None:
+        raise RuntimeError("the operator has no S3 credentials")
+    count = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            count += len(keys)
+    return count

@@ -1,0 +1,168 @@
+"""Follow one FineTuneJob: observe -> decide (pure) -> act through the API module.
+
+Design: one kopf daemon per FineTuneJob runs `follow()`, the only writer of that job's
+status (no races between handlers). It reconciles at once, then sleeps until either
+the reconcile interval passes (progress scraping, deadlines, backoff) or it is poked:
+Job and Pod events (server-side filtered by our managed-by label) and spec updates
+poke it through `memo.pokes`, so reactions do not wait for the interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from kubetune_api import constants as c
+
+from .. import builders as b
+from ..config import OperatorConfig
+from ..decide import Inputs, Plan, decide, spec_annotation
+from ..k8s import CONFIGMAPS, FINETUNEJOBS, JOBS, PODS, SERVICES, ApiError, KubeClient
+from ..metrics import OperatorMetrics
+from ..observe import observe
+from ..progress import RateSample, parse_metrics, to_progress
+from ..status import dump_status, parse_time
+
+ACCEPTED_SPEC = f"{c.ANNOTATION_PREFIX}/accepted-spec"
+STOP = -1.0  # follow() ends: the job is finished and has no TTL left to wait for
+
+
+async def follow(
+    memo: kopf.Memo, namespace: str, name: str, stopped: Any, logger: logging.Logger
+) -> None:
+    config: OperatorConfig = memo.config
+    poke = memo.pokes.setdefault((namespace, name), asyncio.Event())
+    try:
+        while not stopped:
+            poke.clear()
+            try:
+                requeue = await reconcile_once(memo, namespace, name, logger)
+            except ApiError as exc:
+                # Transient API trouble: log and look again later (counted in api_errors).
+                logger.warning(f"reconcile of {namespace}/{name} failed: {exc}")
+                requeue = config.reconcile_interval
+            if requeue == STOP:
+                return
+            wait = (
+                config.reconcile_interval
+                if requeue is None
+                else min(max(requeue, 0.05), config.reconcile_interval)
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(poke.wait(), timeout=wait)
+    finally:
+        memo.pokes.pop((namespace, name), None)
+
+
+async def _observe_attempt(
+    client: KubeClient, namespace: str, name: str, attempt: int
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    job = await client.get(JOBS, namespace, b.job_name(name, attempt))
+    pods = await client.list(PODS, namespace, {c.LABEL_JOB: name, c.LABEL_ATTEMPT: str(attempt)})
+    return job, pods
+
+
+async def reconcile_once(
+    memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger
+) -> float | None:
+    client: KubeClient = memo.client
+    metrics: OperatorMetrics = memo.metrics
+    started = time.monotonic()
+    body = await client.get(FINETUNEJOBS, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return STOP
+    meta = body["metadata"]
+    raw_status = body.get("status") or {}
+    accepted_raw = (meta.get("annotations") or {}).get(ACCEPTED_SPEC)
+    accepted = json.loads(accepted_raw) if accepted_raw else None
+    spec = body.get("spec") or {}
+    obs = progress = None
+    attempt = int(raw_status.get("attempt") or 0)
+    if attempt and raw_status.get("phase") not in c.Phase.FINISHED:
+        job, pods = await _observe_attempt(client, namespace, name, attempt)
+        obs = observe(job, pods)
+        if obs.running and obs.pod0_ip:
+            port = int(((accepted or spec).get("metrics") or {}).get("port", 9400))
+            progress = await _progress(memo, client, namespace, name, attempt, obs.pod0_ip, port)
+    plan = decide(
+        Inputs(
+            name=name, namespace=namespace, generation=int(meta.get("generation") or 1),
+            spec=spec, accepted_spec=accepted, status=raw_status, observation=obs,
+            progress=progress, now=datetime.now(UTC),
+        )
+    )  # fmt: skip
+    await _execute(memo, body, plan, logger)
+    metrics.reconcile_seconds.observe(time.monotonic() - started)
+    metrics.set_phase(namespace, name, plan.status.phase)
+    if plan.delete_self or (plan.finished and plan.requeue_after is None):
+        return STOP
+    return plan.requeue_after
+
+
+async def _progress(
+    memo: kopf.Memo, client: KubeClient, ns: str, name: str, attempt: int, ip: str, port: int
+) -> Any:
+    text = await client.scrape(ip, port)
+    values = parse_metrics(text) if text else {}
+    if not values:
+        return None
+    now = time.monotonic()
+    first = memo.rates.setdefault((ns, name, attempt), RateSample(now, int(values.get("step", 0))))
+    return to_progress(values, now, first)
+
+
+async def _execute(memo: kopf.Memo, body: dict[str, Any], plan: Plan, logger: Any) -> None:
+    client: KubeClient = memo.client
+    config: OperatorConfig = memo.config
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    owner = b.Owner(name=name, namespace=ns, uid=meta["uid"])
+    if plan.accept_spec is not None:
+        # Remember what the job was started with: later immutable edits are rejected.
+        patch = {"metadata": {"annotations": {ACCEPTED_SPEC: spec_annotation(plan.accept_spec)}}}
+        await client.patch(FINETUNEJOBS, ns, name, patch)
+    for attempt in plan.delete_attempts:
+        # Background propagation: the Job goes now, its pods with the garbage collector.
+        await client.delete(JOBS, ns, b.job_name(name, attempt))
+        await client.delete(SERVICES, ns, b.service_name(name, attempt))
+    if plan.ensure_attempt is not None and plan.job is not None:
+        await _ensure_children(client, config, plan, owner)
+    if plan.status_changed:
+        await client.patch(FINETUNEJOBS, ns, name, {"status": dump_status(plan.status)}, "status")
+    for ev in plan.events:
+        kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
+    if plan.counted_restart or any(e.reason == c.Reason.PREEMPTED for e in plan.events):
+        reason = "preempted" if not plan.counted_restart else "retryable"
+        memo.metrics.restarts.labels(ns, name, reason).inc()
+    if plan.finished and plan.events and plan.status.start_time:
+        start = parse_time(plan.status.start_time)
+        if start is not None:
+            elapsed = (datetime.now(UTC) - start).total_seconds()
+            memo.metrics.duration.labels(plan.status.phase).observe(elapsed)
+    if plan.delete_self:
+        logger.info(f"ttlSecondsAfterFinished passed: deleting {ns}/{name}")
+        await client.delete(FINETUNEJOBS, ns, name)
+
+
+async def _ensure_children(
+    client: KubeClient, config: OperatorConfig, plan: Plan, owner: b.Owner
+) -> None:
+    job, attempt, st = plan.job, plan.ensure_attempt, plan.status
+    assert job is not None and attempt is not None
+    remaining = None
+    deadline = job.spec.run_policy.active_deadline_seconds
+    if deadline:
+        start = parse_time(st.start_time) or datetime.now(UTC)
+        remaining = deadline - (datetime.now(UTC) - start).total_seconds()
+    # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
+    await client.create_if_missing(CONFIGMAPS, b.build_configmap(job, owner))
+    await client.create_if_missing(SERVICES, b.build_service(job, owner, attempt))
+    manifest = b.build_job(job, owner, attempt, image=config.image, deadline_remaining=remaining)
+    await client.create_if_missing(JOBS, manifest)

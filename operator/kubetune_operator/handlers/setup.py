@@ -1,0 +1,80 @@
+"""Start-up and clean-up: kopf settings, the API client, operator metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from kubetune_api import constants as c
+
+from ..builders import MANAGED_BY
+from ..config import OperatorConfig
+from ..k8s import KubeClient, login
+from ..metrics import OperatorMetrics
+
+CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger) -> None:
+    config: OperatorConfig = memo.get("config") or OperatorConfig()
+    memo.config = config
+    # Our own finalizer name: `kubectl get -o yaml` tells whose it is, and an uninstalled
+    # kubetune is recognisable (kopf's default marker is shared by every kopf operator).
+    settings.persistence.finalizer = c.FINALIZER
+    # Handler progress and the diff-base live in annotations under our prefix, so the
+    # typed status (the CRD's schema) holds only FineTuneJobStatus fields.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=c.ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # End each watch request server-side every 5 minutes and on the client a bit later:
+    # long-lived streams silently die behind load balancers; a fresh watch resumes from
+    # the last resourceVersion, so nothing is lost.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    # Watch only our own Jobs and Pods, filtered by the API server: never every pod of
+    # the cluster.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
+    # HA: replicas share a KopfPeering named after us; only the highest-priority one acts,
+    # the others stand by (a second active replica would double-create attempts).
+    settings.peering.name = config.peering_name
+    settings.peering.mandatory = False  # without the peering CRD, run alone (with a warning)
+    settings.posting.reporting_component = "kubetune-operator"
+    # A retry of a failed handler (API hiccup) after 10 s instead of kopf's default 60 s.
+    settings.execution.default_backoff = 10
+    memo.metrics = OperatorMetrics()
+    memo.pokes = {}  # (namespace, name) -> asyncio.Event: wakes that job's follow loop
+    memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
+    memo.client = KubeClient(login(), memo.metrics)
+    memo.metrics_server = (
+        memo.metrics.serve(config.metrics_port, config.metrics_addr)
+        if config.metrics_port is not None
+        else None
+    )
+    logger.info("kubetune operator configured (reconcile every %ss)", config.reconcile_interval)
+
+
+async def shutdown(memo: kopf.Memo) -> None:
+    client: KubeClient | None = memo.get("client")
+    if client is not None:
+        await client.close()
+    server: Any = memo.get("metrics_server")
+    if server is not None:
+        # shutdown() blocks until the serving thread notices: do not block the loop.
+        await asyncio.get_running_loop().run_in_executor(None, server.shutdown)
+        server.server_close()
+
+
+def poke(memo: kopf.Memo, namespace: str | None, labels: dict[str, str]) -> None:
+    """A child changed: wake its FineTuneJob's loop now instead of at the next interval."""
+    name = labels.get(c.LABEL_JOB)
+    event = memo.get("pokes", {}).get((namespace, name)) if name else None
+    if event is not None:
+        event.set()

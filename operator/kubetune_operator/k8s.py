@@ -1,0 +1,201 @@
+"""The one module that talks to the Kubernetes API (plus rank 0's /metrics over HTTP).
+
+Client choice: aiohttp directly, with the same credentials kopf logs in with
+(`kopf.ConnectionInfo` from the service account or $KUBECONFIG, read at start-up, not
+at import). It is async like kopf (no thread pool), one session per operator reused by
+every call, and merge-patches are explicit. Every failure is counted in
+kubetune_api_errors_total{verb,code} and raised as ApiError (NotFound/Conflict).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+
+from kubetune_api import constants as c
+
+from .metrics import OperatorMetrics
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str = "") -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+FINETUNEJOBS = Resource(c.GROUP, c.VERSION, c.PLURAL)
+JOBS = Resource("batch", "v1", "jobs")
+PODS = Resource("", "v1", "pods")
+SERVICES = Resource("", "v1", "services")
+CONFIGMAPS = Resource("", "v1", "configmaps")
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if not info.server.startswith("https"):
+        return False
+    if info.insecure:
+        return False
+    ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+    ctx = ssl.create_default_context(
+        cafile=os.fsdecode(info.ca_path) if info.ca_path else None, cadata=ca_data
+    )
+    cert, key = info.certificate_path, info.private_key_path
+    if info.certificate_data and info.private_key_data:
+        # ssl wants files: write the client key to a private temp file for the load only.
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = os.path.join(tmp, "cert"), os.path.join(tmp, "key")
+            for path, data in ((cert, info.certificate_data), (key, info.private_key_data)):
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+                    f.write(data if isinstance(data, bytes) else data.encode())
+            ctx.load_cert_chain(cert, key)
+    elif cert:
+        ctx.load_cert_chain(os.fsdecode(cert), os.fsdecode(key) if key else None)
+    return ctx
+
+
+def login() -> kopf.ConnectionInfo:
+    """In-cluster service account first, else $KUBECONFIG / ~/.kube/config (read now)."""
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+        settings=settings
+    )
+    if info is None:
+        raise kopf.PermanentError("no Kubernetes credentials: neither in-cluster nor kubeconfig")
+    return info
+
+
+class KubeClient:
+    """One aiohttp session for the operator's lifetime; created inside its event loop."""
+
+    def __init__(self, info: kopf.ConnectionInfo, metrics: OperatorMetrics) -> None:
+        self.server = info.server.rstrip("/")
+        self.metrics = metrics
+        headers = {"Accept": "application/json", "User-Agent": "kubetune-operator"}
+        if info.token:
+            headers["Authorization"] = f"Bearer {info.token}"
+        elif info.username and info.password:
+            pair = f"{info.username}:{info.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self.session = aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=20),
+            timeout=aiohttp.ClientTimeout(total=30, connect=5),
+        )
+        # A separate session without credentials: the API token must never reach a pod.
+        self.scrape_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.scrape_session.close()
+
+    async def scrape(self, ip: str, port: int) -> str | None:
+        """Rank 0's Prometheus text, or None if it does not answer (yet): never fatal."""
+        host = f"[{ip}]" if ":" in ip else ip
+        try:
+            async with self.scrape_session.get(f"http://{host}:{port}/metrics") as resp:
+                return await resp.text() if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        verb = method.lower()
+        try:
+            async with self.session.request(
+                method, self.server + path, params=params, json=body,
+                headers={"Content-Type": content_type} if body is not None else None,
+            ) as resp:  # fmt: skip
+                data = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                if resp.status >= 400:
+                    self.metrics.api_errors.labels(verb, str(resp.status)).inc()
+                    msg = (data or {}).get("message") if isinstance(data, dict) else None
+                    cls = {404: NotFound, 409: Conflict}.get(resp.status, ApiError)
+                    raise cls(resp.status, f"{method} {path}: {msg or resp.reason}")
+                return data if isinstance(data, dict) else {}
+        except aiohttp.ClientError as exc:
+            self.metrics.api_errors.labels(verb, "connection").inc()
+            raise ApiError(0, f"{method} {path}: {exc}") from exc
+
+    async def get(self, res: Resource, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", res.path(ns, name))
+        except NotFound:
+            return None
+
+    async def list(self, res: Resource, ns: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        data = await self.request("GET", res.path(ns), params={"labelSelector": sel})
+        return list(data.get("items") or [])
+
+    async def create_if_missing(self, res: Resource, obj: dict[str, Any]) -> bool:
+        """Create; an existing object with that name (409) counts as done. True if created."""
+        ns = obj["metadata"]["namespace"]
+        try:
+            await self.request("POST", res.path(ns), body=obj)
+            return True
+        except Conflict:
+            return False
+
+    async def patch(
+        self, res: Resource, ns: str, name: str, patch: dict[str, Any], sub: str = ""
+    ) -> dict[str, Any]:
+        return await self.request(
+            "PATCH", res.path(ns, name, sub), body=patch,
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    async def delete(
+        self, res: Resource, ns: str, name: str, propagation: str = "Background"
+    ) -> bool:
+        """Delete; children go by the garbage collector. False if it was already gone."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        try:
+            await self.request("DELETE", res.path(ns, name), body=body)
+            return True
+        except NotFound:
+            return False
+
+    async def delete_collection(self, res: Resource, ns: str, selector: dict[str, str]) -> None:
+        sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        await self.request("DELETE", res.path(ns), params={"labelSelector": sel}, body=body)

@@ -1,0 +1,68 @@
+"""The kopf routing table: each handler is one docstring and one call into `handlers`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kubetune_api import constants as c
+
+from .handlers import delete, reconcile, setup
+
+
+@kopf.on.startup()
+def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any
+) -> None:
+    """Finalizer, annotation storage, watch timeouts, peering; API client and metrics."""
+    setup.configure(settings, memo, logger)
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    """Close the API session and stop the metrics server."""
+    await setup.shutdown(memo)
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Log in like the API client: service account, else $KUBECONFIG read now."""
+    from .k8s import login as k8s_login
+
+    return k8s_login()
+
+
+@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=5.0)
+async def follow(
+    memo: kopf.Memo, namespace: str, name: str, stopped: Any, logger: logging.Logger, **_: Any
+) -> None:
+    """Create and follow the job: children, status, progress, retries, TTL."""
+    await reconcile.follow(memo, namespace, name, stopped, logger)
+
+
+@kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
+def spec_changed(memo: kopf.Memo, namespace: str, labels: Any, name: str, **_: Any) -> None:
+    """Wake the job's loop: suspend, run policy or a rejected immutable change."""
+    setup.poke(memo, namespace, {c.LABEL_JOB: name})
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT})
+def job_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
+    """A Job of ours changed: wake its FineTuneJob's loop."""
+    setup.poke(memo, namespace, dict(labels))
+
+
+@kopf.on.event("v1", "pods", labels={c.LABEL_JOB: kopf.PRESENT})
+def pod_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
+    """A pod of ours changed: wake its FineTuneJob's loop."""
+    setup.poke(memo, namespace, dict(labels))
+
+
+@kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL)
+async def on_delete(
+    memo: kopf.Memo, body: kopf.Body, namespace: str, name: str, logger: logging.Logger, **_: Any
+) -> None:
+    """Behind our finalizer: Job and pods gone, then the artifacts' cleanup policy."""
+    await delete.on_delete(memo, body, namespace, name, logger)

@@ -1,0 +1,138 @@
+"""Pure: what happened to one attempt, read from its Job and pods.
+
+The operator classifies failures itself (the Job has backoffLimit 0):
+  * permanent — trainer exit codes 64 (invalid spec), 65 (bad data), 66 or the
+    container reason OOMKilled (out of memory): the FineTuneJob fails at once;
+  * preempted — the pod condition DisruptionTarget (preemption, eviction by the API,
+    taint manager) or exit code 76 (SIGTERM, checkpoint saved): resume, not counted;
+  * retryable — anything else (75, 70, unknown codes, a pod lost with its node,
+    kubelet evictions without DisruptionTarget): resume, counted against maxRestarts.
+When ranks disagree (one OOMs, the others exit 75 because a peer vanished) the most
+specific wins: permanent > preempted > retryable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kubetune_api.constants import ExitCode
+
+FailureKind = Literal["oom", "bad_data", "invalid_spec", "preempted", "retryable", "deadline"]
+_RANK = {"oom": 0, "bad_data": 0, "invalid_spec": 0, "deadline": 0, "preempted": 1, "retryable": 2}
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+@dataclass
+class Failure:
+    kind: FailureKind
+    message: str
+    exit_code: int | None = None
+    pod: str | None = None
+
+
+@dataclass
+class Observation:
+    job_exists: bool = False
+    complete: bool = False
+    queued: bool = False  # the Job is suspended (waiting for Kueue admission)
+    running: bool = False  # rank 0's pod is Running
+    active: int = 0
+    failure: Failure | None = None
+    pod0_ip: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # rank 0's termination message
+
+
+def _cond(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def pod_index(pod: dict[str, Any]) -> str | None:
+    meta = pod.get("metadata") or {}
+    return (meta.get("annotations") or {}).get(INDEX_ANNOTATION) or (meta.get("labels") or {}).get(
+        INDEX_ANNOTATION
+    )
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
+            "terminated"
+        )
+        if term:
+            return term
+    return None
+
+
+def parse_termination_message(text: str | None) -> dict[str, Any]:
+    """The trainer's one-line JSON summary; a crash log tail is kept as the message."""
+    if not text:
+        return {}
+    for line in reversed(text.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return {"message": text.strip()[-500:]}
+
+
+def classify_pod(pod: dict[str, Any]) -> Failure | None:
+    """The failure of one pod, or None if it has not failed."""
+    status = pod.get("status") or {}
+    name = (pod.get("metadata") or {}).get("name")
+    term = _terminated(pod)
+    code = term.get("exitCode") if term else None
+    failed = status.get("phase") == "Failed" or (code not in (None, 0))
+    if not failed:
+        return None
+    summary = parse_termination_message(term.get("message") if term else None)
+    text = str(summary.get("message") or status.get("message") or "")
+    if (term and term.get("reason") == "OOMKilled") or code == ExitCode.OOM:
+        return Failure("oom", text or "container OOMKilled", code, name)
+    if code == ExitCode.BAD_DATA:
+        return Failure("bad_data", text or "the dataset failed validation", code, name)
+    if code == ExitCode.INVALID_SPEC:
+        return Failure("invalid_spec", text or "the trainer rejected the spec", code, name)
+    if _cond(pod, "DisruptionTarget") or code == ExitCode.PREEMPTED:
+        reason = (_cond(pod, "DisruptionTarget") or {}).get("reason") or "SIGTERM"
+        return Failure("preempted", text or f"pod disrupted ({reason})", code, name)
+    if status.get("reason") == "Evicted":
+        return Failure("retryable", status.get("message") or "pod evicted", code, name)
+    return Failure("retryable", text or f"trainer exited with code {code}", code, name)
+
+
+def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observation:
+    obs = Observation(job_exists=job is not None)
+    rank0 = [p for p in pods if pod_index(p) == "0"]
+    if rank0:
+        p0 = rank0[0]
+        st = p0.get("status") or {}
+        obs.running = st.get("phase") == "Running"
+        obs.pod0_ip = st.get("podIP")
+        term = _terminated(p0)
+        if term:
+            obs.summary = parse_termination_message(term.get("message"))
+    failures = [f for f in (classify_pod(p) for p in pods) if f is not None]
+    if failures:
+        obs.failure = min(failures, key=lambda f: _RANK[f.kind])
+    if job is not None:
+        jst = job.get("status") or {}
+        obs.active = int(jst.get("active") or 0)
+        obs.complete = _cond(job, "Complete") is not None
+        obs.queued = bool((job.get("spec") or {}).get("suspend")) and not obs.complete
+        failed = _cond(job, "Failed")
+        if failed and obs.failure is None:
+            if failed.get("reason") == "DeadlineExceeded":
+                obs.failure = Failure("deadline", failed.get("message") or "deadline exceeded")
+            else:
+                msg = failed.get("message") or failed.get("reason") or "the Job failed"
+                obs.failure = Failure("retryable", msg)
+    if obs.complete:
+        obs.failure = None
+    return obs

@@ -1,0 +1,59 @@
+"""Pure: rank 0's Prometheus text -> Progress (step, total, epoch, loss, tokens/s, ETA)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kubetune_api.status import Progress
+
+from .status import progress_display
+
+_NAMES = {
+    "kubetune_train_step": "step",
+    "kubetune_train_total_steps": "total_steps",
+    "kubetune_train_epoch": "epoch",
+    "kubetune_train_loss": "loss",
+    "kubetune_eval_loss": "eval_loss",
+    "kubetune_train_tokens_per_second": "tokens_per_second",
+}
+
+
+@dataclass
+class RateSample:
+    """The first (time, step) seen in this attempt: ETA = remaining steps / observed rate."""
+
+    t: float
+    step: int
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = _NAMES.get(sample.name)
+                if key is not None and sample.value == sample.value:  # skip NaN
+                    values[key] = float(sample.value)
+    except ValueError:
+        return {}
+    return values
+
+
+def to_progress(values: dict[str, float], now: float, first: RateSample | None) -> Progress:
+    step = int(values.get("step", 0))
+    total = int(values.get("total_steps", 0))
+    p = Progress(
+        step=max(step, 0),
+        total_steps=max(total, 0),
+        epoch=max(values.get("epoch", 0.0), 0.0),
+        loss=values.get("loss"),
+        eval_loss=values.get("eval_loss"),
+        tokens_per_second=values.get("tokens_per_second"),
+    )
+    if first is not None and step > first.step and now > first.t and total > step:
+        rate = (step - first.step) / (now - first.t)
+        p.eta_seconds = round((total - step) / rate, 1)
+    p.display = progress_display(p)
+    return p

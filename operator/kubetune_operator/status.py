@@ -1,0 +1,102 @@
+"""Pure: conditions and phase. Old status + a transition -> new status.
+
+Conditions are keyed by type; lastTransitionTime moves only when a condition's
+status flips (Kubernetes convention), so re-writing the same state is a no-op and
+the operator writes status only when something really changed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubetune_api.constants import ConditionType as CT
+from kubetune_api.constants import Phase, Reason
+from kubetune_api.status import Condition, FineTuneJobStatus, Progress
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def load_status(raw: dict[str, Any] | None) -> FineTuneJobStatus:
+    """The stored status, or a fresh one if absent or unreadable (never crash on it)."""
+    try:
+        return FineTuneJobStatus.model_validate(raw or {})
+    except ValueError:
+        return FineTuneJobStatus()
+
+
+def dump_status(status: FineTuneJobStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def get_condition(status: FineTuneJobStatus, ctype: str) -> Condition | None:
+    return next((cnd for cnd in status.conditions if cnd.type == ctype), None)
+
+
+def set_condition(
+    status: FineTuneJobStatus, ctype: str, value: bool, reason: str, message: str, now: datetime
+) -> None:
+    """Add or update one condition in place; keep its transition time if status is unchanged."""
+    new = "True" if value else "False"
+    old = get_condition(status, ctype)
+    if old is None:
+        status.conditions.append(
+            Condition(type=ctype, status=new, reason=reason, message=message,
+                      last_transition_time=rfc3339(now))
+        )  # fmt: skip
+        return
+    if old.status != new:
+        old.last_transition_time = rfc3339(now)
+    old.status, old.reason, old.message = new, reason, message
+
+
+def clear_condition(
+    status: FineTuneJobStatus, ctype: str, reason: str, message: str, now: datetime
+) -> None:
+    """Set a condition to False only if it exists (absent means never happened)."""
+    if get_condition(status, ctype) is not None:
+        set_condition(status, ctype, False, reason, message, now)
+
+
+def set_phase(
+    status: FineTuneJobStatus, phase: str, reason: str, message: str, now: datetime
+) -> None:
+    """Move to a phase and keep the phase-shaped conditions consistent with it."""
+    status.phase = phase  # type: ignore[assignment]
+    status.message = message
+    if phase == Phase.PENDING:
+        set_condition(status, CT.CREATED, True, Reason.JOB_CREATED, message, now)
+        clear_condition(status, CT.RUNNING, reason, message, now)
+    elif phase == Phase.RUNNING:
+        set_condition(status, CT.CREATED, True, Reason.JOB_CREATED, "", now)
+        set_condition(status, CT.RUNNING, True, Reason.PODS_RUNNING, message, now)
+        clear_condition(status, CT.RESTARTING, Reason.PODS_RUNNING, "", now)
+        clear_condition(status, CT.SUSPENDED, Reason.RESUMED, "", now)
+    elif phase == Phase.SUCCEEDED:
+        set_condition(status, CT.SUCCEEDED, True, reason, message, now)
+        clear_condition(status, CT.RUNNING, reason, message, now)
+        clear_condition(status, CT.RESTARTING, reason, "", now)
+    elif phase == Phase.FAILED:
+        set_condition(status, CT.FAILED, True, reason, message, now)
+        clear_condition(status, CT.RUNNING, reason, message, now)
+        clear_condition(status, CT.RESTARTING, reason, "", now)
+    elif phase == Phase.SUSPENDED:
+        set_condition(status, CT.SUSPENDED, True, reason, message, now)
+        clear_condition(status, CT.RUNNING, reason, message, now)
+
+
+def progress_display(p: Progress) -> str:
+    if p.total_steps <= 0:
+        return f"{p.step}/?" if p.step else ""
+    return f"{p.step}/{p.total_steps} ({100 * p.step // p.total_steps}%)"
