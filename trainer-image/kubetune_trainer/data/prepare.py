@@ -25,9 +25,11 @@ from .sources import Row, SourceError, read_rows
 DETECT_ROWS = 20
 
 
-def _rows(uri: str, streaming: bool, cache_dir: str | None) -> Iterator[Row]:
+def _rows(
+    uri: str, streaming: bool, cache_dir: str | None, endpoint: str | None = None
+) -> Iterator[Row]:
     try:
-        yield from read_rows(uri, streaming, cache_dir)
+        yield from read_rows(uri, streaming, cache_dir, endpoint)
     except SourceError as exc:
         raise BadDataError(str(exc), problems=[str(exc)]) from None
 
@@ -47,7 +49,8 @@ def prepare(
 ) -> PreparedDataset:
     """Validate and convert the job's dataset; BadDataError lists bad rows (policy fail)."""
     spec, ds = job.spec, job.spec.dataset
-    rows = _rows(ds.source, ds.streaming, cache_dir)
+    endpoint = spec.output.s3_endpoint  # the job's one S3-compatible store
+    rows = _rows(ds.source, ds.streaming, cache_dir, endpoint)
     head = list(islice(rows, DETECT_ROWS))
     fmt = resolve_format(job, head)
     label_field = bool(ds.papers and ds.papers.label_field)
@@ -63,7 +66,7 @@ def prepare(
     convert = formats.get(fmt)
     records = list(islice(convert(chain(head, rows), ctx), ds.max_examples))
     if ds.validation.source:
-        val_rows = _rows(ds.validation.source, ds.streaming, cache_dir)
+        val_rows = _rows(ds.validation.source, ds.streaming, cache_dir, endpoint)
         validation = list(convert(val_rows, ctx))
         train = records
     elif fmt == "trading":

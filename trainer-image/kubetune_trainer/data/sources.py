@@ -45,13 +45,15 @@ class SourceError(Exception):
     """The source itself cannot be read (missing file, unknown type)."""
 
 
-def localize(uri: str, cache_dir: str | Path | None = None) -> tuple[Path, str]:
+def localize(
+    uri: str, cache_dir: str | Path | None = None, endpoint_url: str | None = None
+) -> tuple[Path, str]:
     """(local path, display name). s3:// objects are fetched through kubetune_trainer.storage."""
     if scheme_of(uri) == "s3":
         from kubetune_trainer.storage import fetch  # lazy: boto3 only when needed
 
         dest = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="kubetune-data-"))
-        return Path(fetch(uri, dest)), uri
+        return Path(fetch(uri, dest, endpoint_url)), uri
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
     if not path.exists():
         raise SourceError(f"{uri}: no such file or folder (paths are relative to {Path.cwd()})")
@@ -69,10 +71,13 @@ def data_files(path: Path, display: str) -> list[tuple[Path, str]]:
 
 
 def read_rows(
-    uri: str, streaming: bool = False, cache_dir: str | Path | None = None
+    uri: str,
+    streaming: bool = False,
+    cache_dir: str | Path | None = None,
+    endpoint_url: str | None = None,
 ) -> Iterator[Row]:
     """Every row of every data file behind `uri`, in order."""
-    path, display = localize(uri, cache_dir)
+    path, display = localize(uri, cache_dir, endpoint_url)
     for file, origin in data_files(path, display):
         yield from read_file(file, origin, streaming)
 
