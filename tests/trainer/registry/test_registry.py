@@ -1,0 +1,127 @@
+"""The adapter registry on a local folder, on S3 (real moto server) and in MLflow."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from kubetune_api.loader import parse_job
+from kubetune_trainer.cli import main
+from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.registry import get, list_adapters, load_index, parse_ref, register_run
+
+
+def _job(output: str, **tracking: Any) -> Any:
+    return parse_job({
+        "apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
+        "metadata": {"name": "fin-qa", "namespace": "team-a"},
+        "spec": {"model": {"base": "builtin:tiny-llama", "revision": "abc123"},
+                 "dataset": {"source": "data/train.jsonl", "format": "finance_qa"},
+                 "training": {"learningRate": 0.001},
+                 "output": {"uri": output}, "tracking": tracking},
+    })  # fmt: skip
+
+
+def _report(loss: float, sha: str = "ab" * 32) -> dict[str, Any]:
+    """The shape the engine's run report has (kubetune_trainer.engine.run._report)."""
+    return {
+        "base_model": "builtin:tiny-llama",
+        "results": {"final_train_loss": loss, "tuned_eval_loss": loss + 0.1, "steps": 30,
+                    "best_checkpoint": None},
+        "adapter": {"uri": "s3://b/runs/team-a/fin-qa/adapter", "sha256": sha, "size": 1234,
+                    "files": {"adapter_model.safetensors": 1234}},
+        "data": {"format": "finance_qa", "kind": "sft", "fingerprint": "f" * 64},
+        "hyperparameters": {"lora_r": 16, "learning_rate": 0.001},
+        "training_seconds": 12.5,
+        "evaluation": {"tuned": {"metrics": {"format_compliance": 0.75}}},
+    }  # fmt: skip
+
+
+def test_versions_count_up_and_records_hold_lineage(tmp_path: Path) -> None:
+    out = str(tmp_path / "runs")
+    job = _job(out)
+    r1 = register_run(job, _report(1.5), run_uri=f"{out}/team-a/fin-qa")
+    r2 = register_run(job, _report(0.9, "cd" * 32))
+    assert (r1["name"], r1["version"], r2["version"]) == ("fin-qa", 1, 2)
+    assert (tmp_path / "runs/registry/fin-qa/v1.json").is_file()
+    rec = get(out, "fin-qa:1")
+    assert rec == r1
+    assert rec["base_model"] == "builtin:tiny-llama" and rec["base_revision"] == "abc123"
+    assert rec["adapter_sha256"] == "ab" * 32 and rec["adapter_size"] == 1234
+    assert rec["dataset_uri"] == "data/train.jsonl" and rec["dataset_fingerprint"] == "f" * 64
+    assert rec["final_loss"] == 1.5 and rec["training_seconds"] == 12.5
+    assert rec["metrics"]["tuned_eval_loss"] == pytest.approx(1.6)
+    assert rec["metrics"]["eval/format_compliance"] == 0.75
+    assert rec["spec"]["training"]["learningRate"] == 0.001
+    assert rec["hyperparameters"]["lora_r"] == 16
+    assert datetime.fromisoformat(rec["created_at"]).tzinfo == UTC
+    assert get(out, "fin-qa")["version"] == 2  # latest
+    index = json.loads((tmp_path / "runs/registry/index.json").read_text())
+    assert index == {"fin-qa": {"latest": 2, "versions": [1, 2]}}
+
+
+def test_index_rebuilt_from_version_files(tmp_path: Path) -> None:
+    out = str(tmp_path / "runs")
+    register_run(_job(out), _report(1.0))
+    (tmp_path / "runs/registry/index.json").unlink()
+    assert load_index(out) == {"fin-qa": {"latest": 1, "versions": [1]}}
+    assert [r["name"] for r in list_adapters(out)] == ["fin-qa"]
+
+
+def test_bad_refs() -> None:
+    assert parse_ref("a-b_c.d") == ("a-b_c.d", None)
+    assert parse_ref("x:v3") == ("x", 3)
+    for bad in ("x:0", "x:latest", "../etc", ""):
+        with pytest.raises(ConfigError):
+            parse_ref(bad)
+
+
+def test_cli_list_and_show(tmp_path: Path) -> None:
+    out = str(tmp_path / "runs")
+    job = _job(out, mlflowUri="sqlite:///unused.db")  # registerAs unset: no MLflow call
+    register_run(job, _report(1.25))
+    register_run(job, _report(0.5))
+    runner = CliRunner()
+    res = runner.invoke(main, ["adapters", "list", "--output", out])
+    assert res.exit_code == 0, res.output
+    row = res.output.splitlines()[1].split()
+    assert row[:3] == ["fin-qa", "v2", "2"] and "0.5000" in row
+    res = runner.invoke(main, ["adapters", "show", "fin-qa:1", "--output", out])
+    assert res.exit_code == 0 and json.loads(res.output)["final_loss"] == 1.25
+    res = runner.invoke(main, ["adapters", "show", "fin-qa:7", "--output", out])
+    assert res.exit_code == 1 and "versions: 1, 2" in res.output
+    empty = runner.invoke(main, ["adapters", "list", "--output", str(tmp_path / "none")])
+    assert "no adapters registered" in empty.output
+
+
+@pytest.mark.services
+def test_registry_on_s3(s3_server: Any) -> None:
+    out = "s3://kubetune-test/runs"
+    register_run(_job(out), _report(1.0))
+    register_run(_job(out), _report(0.8))
+    keys = sorted(o["Key"] for o in s3_server.client().list_objects_v2(
+        Bucket="kubetune-test", Prefix="runs/registry/")["Contents"])  # fmt: skip
+    assert keys == ["runs/registry/fin-qa/v1.json", "runs/registry/fin-qa/v2.json",
+                    "runs/registry/index.json"]  # fmt: skip
+    assert get(out, "fin-qa")["final_loss"] == 0.8
+
+
+@pytest.mark.services
+def test_mlflow_model_registry(tmp_path: Path, mlflow_server: Any) -> None:
+    from mlflow.tracking import MlflowClient
+
+    job = _job(str(tmp_path / "runs"), mlflowUri=mlflow_server.uri, registerAs="fin-qa-adapter")
+    r1 = register_run(job, _report(1.0))
+    r2 = register_run(job, _report(0.7, "cd" * 32))
+    assert r1["name"] == "fin-qa-adapter" and r2["version"] == 2
+    assert r2["mlflow"]["version"] == r1["mlflow"]["version"] + 1
+    mv = MlflowClient(mlflow_server.uri).get_model_version(
+        "fin-qa-adapter", str(r2["mlflow"]["version"])
+    )
+    assert mv.source == "s3://b/runs/team-a/fin-qa/adapter"
+    assert mv.tags["adapter_sha256"] == "cd" * 32

@@ -1,0 +1,220 @@
+"""The adapter registry: one JSON record per trained adapter version, beside the outputs.
+
+Layout under the output root (a local folder or s3://, through the storage interface)::
+
+    <output>/registry/<name>/v<N>.json    one record per version (the source of truth)
+    <output>/registry/index.json          {name: {latest, versions: [N...]}} for listing
+
+Versions count up per name from 1. Every object is written whole (local: tmp + rename;
+S3: a single PUT), so a reader sees a complete record or none. The index is derived
+from the version files and rewritten after each registration; `list_adapters` rebuilds
+it from the version files when it is missing or stale. Two jobs registering the same
+name at the same instant may race for a version number: the later write wins that
+number (S3 has no compare-and-swap through this interface); names are usually per job.
+
+When spec.tracking.registerAs is set, the version is also registered in MLflow's model
+registry (source = the adapter URI) and the MLflow version is kept in the record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from kubetune_api.spec import FineTuneJob
+from kubetune_trainer.errors import ConfigError
+
+REGISTRY_PREFIX = "registry"
+INDEX = "index.json"
+_VERSION_FILE = re.compile(r"^v(\d+)\.json$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+Record = dict[str, Any]
+
+
+def open_registry(output_uri: str, endpoint_url: str | None = None) -> Any:
+    """The Store rooted at <output>/registry."""
+    from kubetune_trainer.storage import open_store
+
+    return open_store(f"{output_uri.rstrip('/')}/{REGISTRY_PREFIX}", endpoint_url=endpoint_url)
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """'name' -> (name, None: latest); 'name:3' or 'name:v3' -> (name, 3)."""
+    name, sep, ver = ref.partition(":")
+    check_name(name)
+    if not sep:
+        return name, None
+    digits = ver.removeprefix("v")
+    if not digits.isdigit() or int(digits) < 1:
+        raise ConfigError(f"{ref!r}: the version after ':' must be a number from 1, e.g. {name}:2")
+    return name, int(digits)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"{name!r} is not a registry name: use letters, digits, '.', '_' and '-' "
+            "(at most 128 characters, starting with a letter or digit)"
+        )
+    return name
+
+
+def versions(store: Any, name: str) -> list[int]:
+    found = []
+    for key in store.list(f"{name}/"):
+        m = _VERSION_FILE.match(key.rsplit("/", 1)[-1])
+        if m and key.count("/") == 1:
+            found.append(int(m.group(1)))
+    return sorted(found)
+
+
+def build_record(job: FineTuneJob, report: dict[str, Any], run_uri: str | None = None) -> Record:
+    """The registry record of one successful run, from the engine's report."""
+    spec = job.spec
+    results = report.get("results") or {}
+    adapter = report.get("adapter") or {}
+    evaluation = report.get("evaluation") or {}
+    metrics = {k: v for k, v in results.items() if isinstance(v, (int, float)) and v is not None}
+    tuned = evaluation.get("tuned") if isinstance(evaluation, dict) else None
+    if isinstance(tuned, dict):
+        metrics.update({f"eval/{k}": v for k, v in tuned.get("metrics", {}).items()})
+    return {
+        "base_model": report.get("base_model", spec.model.base),
+        "base_revision": spec.model.revision,
+        "adapter_uri": adapter.get("uri"),
+        "adapter_sha256": adapter.get("sha256"),
+        "adapter_size": adapter.get("size"),
+        "dataset_uri": spec.dataset.source,
+        "dataset_format": (report.get("data") or {}).get("format", spec.dataset.format),
+        "dataset_fingerprint": (report.get("data") or {}).get("fingerprint")
+        or results.get("data_fingerprint"),
+        "objective": spec.objective,
+        "job": {"namespace": job.metadata.namespace, "name": job.metadata.name},
+        "run_uri": run_uri,
+        "spec": job.to_manifest()["spec"],
+        "metrics": metrics,
+        "final_loss": results.get("final_train_loss"),
+        "training_seconds": report.get("training_seconds"),
+        "hyperparameters": report.get("hyperparameters", {}),
+    }
+
+
+def register(
+    output_uri: str,
+    name: str,
+    record: Record,
+    endpoint_url: str | None = None,
+    now: datetime | None = None,
+) -> Record:
+    """Store `record` as the next version of `name`; returns it with name/version/created_at."""
+    check_name(name)
+    store = open_registry(output_uri, endpoint_url)
+    version = (versions(store, name) or [0])[-1] + 1
+    full = {
+        "name": name,
+        "version": version,
+        "created_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        **record,
+    }
+    store.put_bytes(f"{name}/v{version}.json", _dump(full))
+    _write_index(store)
+    return full
+
+
+def register_run(
+    job: FineTuneJob,
+    report: dict[str, Any],
+    run_uri: str | None = None,
+    output_uri: str | None = None,
+) -> Record:
+    """Everything after a successful run: the registry record, and MLflow when configured.
+
+    Name: spec.tracking.registerAs, else the job's name.
+    """
+    spec = job.spec
+    name = spec.tracking.register_as or job.metadata.name
+    record = build_record(job, report, run_uri)
+    if spec.tracking.register_as and spec.tracking.mlflow_uri:
+        record["mlflow"] = register_mlflow(
+            spec.tracking.mlflow_uri, name, record, (report.get("tracking") or {}).get("run_id")
+        )
+    return register(output_uri or spec.output.uri, name, record, spec.output.s3_endpoint)
+
+
+def register_mlflow(tracking_uri: str, name: str, record: Record, run_id: str | None) -> Record:
+    """A new model version in MLflow's registry whose source is the adapter URI."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        client.create_registered_model(name, description="LoRA adapters trained by kubetune")
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    tags = {
+        "base_model": str(record.get("base_model")),
+        "adapter_sha256": str(record.get("adapter_sha256")),
+        "dataset_fingerprint": str(record.get("dataset_fingerprint")),
+        "objective": str(record.get("objective")),
+    }
+    mv = client.create_model_version(
+        name, source=str(record["adapter_uri"]), run_id=run_id, tags=tags
+    )
+    return {"tracking_uri": tracking_uri, "name": name, "version": int(mv.version)}
+
+
+def _dump(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+
+
+def _build_index(store: Any) -> dict[str, Any]:
+    names = sorted({k.split("/", 1)[0] for k in store.list("") if "/" in k})
+    index = {}
+    for name in names:
+        vs = versions(store, name)
+        if vs:
+            index[name] = {"latest": vs[-1], "versions": vs}
+    return index
+
+
+def _write_index(store: Any) -> dict[str, Any]:
+    index = _build_index(store)
+    store.put_bytes(INDEX, _dump(index))
+    return index
+
+
+def load_index(output_uri: str, endpoint_url: str | None = None) -> dict[str, Any]:
+    """{name: {latest, versions}}; rebuilt from the version files if missing or stale."""
+    store = open_registry(output_uri, endpoint_url)
+    try:
+        index = json.loads(store.get_bytes(INDEX))
+    except FileNotFoundError:
+        index = None
+    fresh = _build_index(store)
+    return fresh if index != fresh else index
+
+
+def get(output_uri: str, ref: str, endpoint_url: str | None = None) -> Record:
+    """The record of `name` (latest) or `name:N`."""
+    name, version = parse_ref(ref)
+    store = open_registry(output_uri, endpoint_url)
+    known = versions(store, name)
+    if not known:
+        raise ConfigError(f"no adapter named {name!r} in {store.uri()}")
+    version = version or known[-1]
+    if version not in known:
+        raise ConfigError(
+            f"{name} has no version {version} in {store.uri()}; versions: "
+            + ", ".join(map(str, known))
+        )
+    return json.loads(store.get_bytes(f"{name}/v{version}.json"))
+
+
+def list_adapters(output_uri: str, endpoint_url: str | None = None) -> list[Record]:
+    """The latest record of every name, sorted by name."""
+    index = load_index(output_uri, endpoint_url)
+    return [get(output_uri, f"{n}:{e['latest']}", endpoint_url) for n, e in sorted(index.items())]
