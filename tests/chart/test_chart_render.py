@@ -1,0 +1,272 @@
+"""The Helm chart with the real helm: lint, render every scenario, and check what it renders."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from chart_helpers import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    SCENARIOS,
+    Manifests,
+    find,
+    one,
+    run,
+    scenario_id,
+)
+
+from kubetune_api import __version__
+
+Render = Callable[..., Manifests]
+DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+CI = CHART / "ci"
+
+
+def chart_meta() -> dict:
+    return yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+
+def env_of(deployment: dict) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_app_version_is_the_kubetune_version() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert chart_meta()["appVersion"] == __version__ == pyproject["project"]["version"]
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=scenario_id)
+def test_helm_lint_strict(helm: str, values: Path | None) -> None:
+    cmd = [helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE]
+    if values is not None:
+        cmd += ["--values", str(values)]
+    out = run(cmd).stdout
+    assert "0 chart(s) failed" in out
+    assert "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=scenario_id)
+def test_every_scenario_renders_valid_names_and_labels(render: Render, values: Path | None) -> None:
+    manifests = render(values)
+    assert manifests
+    for m in manifests:
+        meta = m["metadata"]
+        where = f"{m['kind']}/{meta['name']}"
+        # Names of every kind here are DNS-1123 labels (<= 63), the CRD's being a subdomain.
+        if m["kind"] != "CustomResourceDefinition":
+            assert len(meta["name"]) <= 63 and DNS_1123.match(meta["name"]), where
+        for key, value in meta.get("labels", {}).items():
+            assert isinstance(value, str) and len(value) <= 63, f"{where}: label {key}={value!r}"
+        assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE, where
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "kubetune", where
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=scenario_id)
+def test_operator_deployment_is_restricted(render: Render, values: Path | None) -> None:
+    deployment = one(render(values), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsNonRoot"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    env = env_of(deployment)
+    assert env["KUBETUNE_OPERATOR_METRICS_PORT"] == str(ports["metrics"])
+    assert env["KUBETUNE_OPERATOR_HEALTH_PORT"] == str(ports["health"])
+    assert pod["serviceAccountName"] == one(render(values), "ServiceAccount")["metadata"]["name"]
+
+
+def test_images_default_to_the_app_version(render: Render) -> None:
+    deployment = one(render(), "Deployment")
+    app_version = chart_meta()["appVersion"]
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"ghcr.io/kubetune/operator:{app_version}"
+    assert env_of(deployment)["KUBETUNE_TRAINER_IMAGE"] == f"ghcr.io/kubetune/trainer:{app_version}"
+
+
+def test_digest_and_trainer_tag_overrides(render: Render) -> None:
+    deployment = one(render(CI / "cluster-wide-values.yaml"), "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "ghcr.io/kubetune/operator@sha256:" + "0" * 64
+    assert env_of(deployment)["KUBETUNE_TRAINER_IMAGE"] == "ghcr.io/kubetune/trainer:0.1.0-cu128"
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_metrics_service_selects_the_operator_and_not_the_test_pod(render: Render) -> None:
+    manifests = render()
+    service = one(manifests, "Service")
+    selector = service["spec"]["selector"]
+    pod_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    test_pod = one(manifests, "Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert not selector.items() <= test_pod["metadata"]["labels"].items()
+    # The test pod fetches exactly this Service's /metrics.
+    script = test_pod["spec"]["containers"][0]["command"][-1]
+    port = service["spec"]["ports"][0]["port"]
+    assert f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}/metrics" in script
+    assert test_pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_cluster_wide_mode(render: Render) -> None:
+    manifests = render()
+    assert len(find(manifests, "ClusterRole")) == 1
+    binding = one(manifests, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": one(manifests, "ServiceAccount")["metadata"]["name"],
+            "namespace": NAMESPACE,
+        }
+    ]
+    assert not find(manifests, "Role") and not find(manifests, "RoleBinding")
+    assert one(manifests, "ClusterKopfPeering")["metadata"]["name"] == "kubetune"
+    env = env_of(one(manifests, "Deployment"))
+    assert env["KUBETUNE_CLUSTER_WIDE"] == "true" and env["KUBETUNE_WATCH_NAMESPACES"] == ""
+
+
+def test_namespaced_mode(render: Render) -> None:
+    manifests = render(CI / "namespaced-values.yaml")
+    assert not find(manifests, "ClusterRole") and not find(manifests, "ClusterRoleBinding")
+    roles = {m["metadata"]["namespace"] for m in find(manifests, "Role")}
+    bindings = find(manifests, "RoleBinding")
+    peerings = {m["metadata"]["namespace"] for m in find(manifests, "KopfPeering")}
+    assert (
+        roles
+        == peerings
+        == {b["metadata"]["namespace"] for b in bindings}
+        == {
+            "team-a",
+            "team-b",
+        }
+    )
+    sa = one(manifests, "ServiceAccount")["metadata"]
+    for b in bindings:
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa["name"], "namespace": NAMESPACE}
+        ]
+        assert b["roleRef"]["kind"] == "Role"
+    env = env_of(one(manifests, "Deployment"))
+    assert env["KUBETUNE_CLUSTER_WIDE"] == "false"
+    assert env["KUBETUNE_WATCH_NAMESPACES"] == "team-a,team-b"
+    # The deliberately long fullnameOverride is cut, suffixes included.
+    assert one(manifests, "Service")["metadata"]["name"].endswith("-metrics")
+    # crds.enabled=false: no FineTuneJob CRD from the templates.
+    assert not find(manifests, "CustomResourceDefinition")
+
+
+def test_namespaced_mode_defaults_to_the_release_namespace(render: Render) -> None:
+    manifests = render(None, "watch.clusterWide=false")
+    assert [r["metadata"]["namespace"] for r in find(manifests, "Role")] == [NAMESPACE]
+
+
+def test_monitoring_objects(render: Render) -> None:
+    manifests = render(CI / "monitoring-values.yaml")
+    service_monitor = one(manifests, "ServiceMonitor")
+    assert service_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert service_monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    assert (
+        service_monitor["spec"]["selector"]["matchLabels"].items()
+        <= one(manifests, "Service")["metadata"]["labels"].items()
+    )
+    pod_monitor = one(manifests, "PodMonitor")
+    assert pod_monitor["spec"]["selector"]["matchExpressions"] == [
+        {"key": "kubetune.io/job", "operator": "Exists"}
+    ]
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+
+    dashboard = one(manifests, "ConfigMap")
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((REPO / "deploy/grafana/kubetune-dashboard.json").read_text())
+    assert json.loads(dashboard["data"]["kubetune-dashboard.json"]) == shipped
+
+    rule = one(manifests, "PrometheusRule")
+    shipped_rules = yaml.safe_load((REPO / "deploy/prometheus/kubetune-rules.yaml").read_text())
+    assert rule["spec"] == shipped_rules
+
+
+def test_monitoring_is_off_by_default(render: Render) -> None:
+    kinds = {m["kind"] for m in render()}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+
+
+def test_crd_template_equals_the_generated_crd(render: Render) -> None:
+    generated = yaml.safe_load((REPO / "crds/finetunejobs.kubetune.io.yaml").read_text())
+    # files/ holds a symlink, so the chart cannot carry a stale copy.
+    link = CHART / "files/finetunejobs.kubetune.io.yaml"
+    assert link.is_symlink()
+    assert link.resolve() == (REPO / "crds/finetunejobs.kubetune.io.yaml").resolve()
+    crd = one(render(), "CustomResourceDefinition")
+    assert crd["spec"] == generated["spec"]
+    assert crd["metadata"]["name"] == generated["metadata"]["name"]
+    assert generated["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    unkept = one(render(None, "crds.keep=false"), "CustomResourceDefinition")
+    assert "annotations" not in unkept["metadata"]
+
+
+def test_kopf_peering_crds_come_from_the_crds_dir(render: Render) -> None:
+    # Helm installs crds/ before the templates that create peering objects of those kinds.
+    names = {
+        m["metadata"]["name"] for m in find(render(None, crds=True), "CustomResourceDefinition")
+    }
+    assert names == {
+        "finetunejobs.kubetune.io",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+    assert not find(render(None, "peering.enabled=false"), "ClusterKopfPeering")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "watch.clusterWide=maybe",
+        "image.pullPolicy=Sometimes",
+        "operator.metricsPort=80",
+        "watch.namespaces[0]=Not_A_Namespace",
+        "unknownKey=1",
+        "metrics.serviceMonitor.interval=soon",
+    ],
+)
+def test_values_schema_rejects_bad_values(helm: str, bad: str) -> None:
+    proc = run([helm, "template", RELEASE, str(CHART), "--set", bad], check=False)
+    assert proc.returncode != 0
+    assert "schema" in proc.stderr.lower(), proc.stderr
+
+
+def _notes(helm: str, *sets: str) -> str:
+    cmd = [helm, "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE]
+    for s in sets:
+        cmd += ["--set", s]
+    out = run(cmd).stdout
+    return out[out.index("NOTES:") :]
+
+
+def test_notes_print_the_next_commands(helm: str) -> None:
+    notes = _notes(helm)
+    assert f"kubectl -n {NAMESPACE} apply -f examples/quickstart.yaml" in notes
+    assert f"kubectl -n {NAMESPACE} get ftj -w" in notes
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{RELEASE}-kubetune-metrics 8080:8080" in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+    namespaced = _notes(helm, "watch.clusterWide=false", "watch.namespaces={ml,research}")
+    assert "kubectl -n ml apply -f examples/quickstart.yaml" in namespaced
+    assert "serves FineTuneJobs in: ml, research" in namespaced
