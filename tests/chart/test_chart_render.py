@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import tomllib
@@ -34,9 +35,16 @@ def chart_meta() -> dict:
     return yaml.safe_load((CHART / "Chart.yaml").read_text())
 
 
-def env_of(deployment: dict) -> dict[str, str]:
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e.get("value") for e in container["env"]}
+def args_of(deployment: dict) -> list[str]:
+    """The `python -m kubetune_operator` flags the chart passes."""
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def operator_options(deployment: dict) -> argparse.Namespace:
+    """The flags as the operator's own parser reads them: the chart speaks its CLI."""
+    from kubetune_operator.__main__ import parse_args
+
+    return parse_args(args_of(deployment))
 
 
 def test_app_version_is_the_kubetune_version() -> None:
@@ -86,9 +94,9 @@ def test_operator_deployment_is_restricted(render: Render, values: Path | None) 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
-    env = env_of(deployment)
-    assert env["KUBETUNE_OPERATOR_METRICS_PORT"] == str(ports["metrics"])
-    assert env["KUBETUNE_OPERATOR_HEALTH_PORT"] == str(ports["health"])
+    options = operator_options(deployment)
+    assert options.metrics_port == ports["metrics"]
+    assert options.liveness_port == ports["health"]
     assert pod["serviceAccountName"] == one(render(values), "ServiceAccount")["metadata"]["name"]
 
 
@@ -97,14 +105,14 @@ def test_images_default_to_the_app_version(render: Render) -> None:
     app_version = chart_meta()["appVersion"]
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"ghcr.io/kubetune/operator:{app_version}"
-    assert env_of(deployment)["KUBETUNE_TRAINER_IMAGE"] == f"ghcr.io/kubetune/trainer:{app_version}"
+    assert operator_options(deployment).image == f"ghcr.io/kubetune/trainer:{app_version}"
 
 
 def test_digest_and_trainer_tag_overrides(render: Render) -> None:
     deployment = one(render(CI / "cluster-wide-values.yaml"), "Deployment")
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "ghcr.io/kubetune/operator@sha256:" + "0" * 64
-    assert env_of(deployment)["KUBETUNE_TRAINER_IMAGE"] == "ghcr.io/kubetune/trainer:0.1.0-cu128"
+    assert operator_options(deployment).image == "ghcr.io/kubetune/trainer:0.1.0-cu128"
     assert deployment["spec"]["replicas"] == 2
 
 
@@ -137,8 +145,9 @@ def test_cluster_wide_mode(render: Render) -> None:
     ]
     assert not find(manifests, "Role") and not find(manifests, "RoleBinding")
     assert one(manifests, "ClusterKopfPeering")["metadata"]["name"] == "kubetune"
-    env = env_of(one(manifests, "Deployment"))
-    assert env["KUBETUNE_CLUSTER_WIDE"] == "true" and env["KUBETUNE_WATCH_NAMESPACES"] == ""
+    options = operator_options(one(manifests, "Deployment"))
+    assert options.all_namespaces and not options.namespace
+    assert options.peering == "kubetune" and not options.standalone
 
 
 def test_namespaced_mode(render: Render) -> None:
@@ -162,9 +171,8 @@ def test_namespaced_mode(render: Render) -> None:
             {"kind": "ServiceAccount", "name": sa["name"], "namespace": NAMESPACE}
         ]
         assert b["roleRef"]["kind"] == "Role"
-    env = env_of(one(manifests, "Deployment"))
-    assert env["KUBETUNE_CLUSTER_WIDE"] == "false"
-    assert env["KUBETUNE_WATCH_NAMESPACES"] == "team-a,team-b"
+    options = operator_options(one(manifests, "Deployment"))
+    assert not options.all_namespaces and options.namespace == ["team-a", "team-b"]
     # The deliberately long fullnameOverride is cut, suffixes included.
     assert one(manifests, "Service")["metadata"]["name"].endswith("-metrics")
     # crds.enabled=false: no FineTuneJob CRD from the templates.
@@ -233,7 +241,9 @@ def test_kopf_peering_crds_come_from_the_crds_dir(render: Render) -> None:
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     }
-    assert not find(render(None, "peering.enabled=false"), "ClusterKopfPeering")
+    standalone = render(None, "peering.enabled=false")
+    assert not find(standalone, "ClusterKopfPeering")
+    assert operator_options(one(standalone, "Deployment")).standalone
 
 
 @pytest.mark.parametrize(

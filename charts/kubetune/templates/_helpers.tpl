@@ -80,7 +80,7 @@ Operator image: a digest wins over a tag; the tag defaults to appVersion.
 {{- end }}
 
 {{/*
-Default trainer image, handed to the operator (KUBETUNE_TRAINER_IMAGE).
+Default trainer image, handed to the operator (`--image`).
 */}}
 {{- define "kubetune.trainerImage" -}}
 {{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) }}
@@ -98,41 +98,56 @@ Namespaces served in namespaced mode (a list, rendered as JSON): the release nam
 {{- end }}
 
 {{/*
-The API calls the operator makes inside a namespace it serves, rule by rule. It must match
-operator/kubetune_operator/rbac.py (tests/chart/test_rbac.py checks both directions):
-no wildcards, no Secrets (pods reference them by name; the operator never reads them).
+The API calls the operator makes inside a namespace it serves, as listed in
+operator/kubetune_operator/rbac.py (NAMESPACED_RULES); tests/chart/test_chart_rbac.py checks
+both directions. No wildcards, no Secrets (pods reference them by name).
 */}}
 {{- define "kubetune.namespacedRules" -}}
-# The FineTuneJobs themselves: watch them, and patch them for kopf's progress annotations.
+# The FineTuneJobs: kopf watches and patches them (finalizer, annotations); the operator
+# deletes one after its TTL.
 - apiGroups: ["kubetune.io"]
   resources: ["finetunejobs"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: ["kubetune.io"]
   resources: ["finetunejobs/status"]
-  verbs: ["get", "patch", "update"]
-# Children carry ownerReferences with blockOwnerDeletion, which needs update on finalizers.
-- apiGroups: ["kubetune.io"]
-  resources: ["finetunejobs/finalizers"]
-  verbs: ["update"]
-# The Indexed Job of each attempt: created, suspended/resumed, deleted before a retry.
+  verbs: ["patch"]
+# The Indexed Job of each attempt, created idempotently, deleted on retry/suspend/deletion.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Pods are only read: exit codes, OOMKilled, termination messages, restarts.
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # The headless rendezvous Service and the ConfigMap with the resolved spec.
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Events on every phase transition (kopf posts core/v1 Events).
+  verbs: ["list", "create", "delete"]
+# Pods are read to classify failures and find rank 0; removed by label with their job.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch", "deletecollection"]
+# kopf posts core/v1 Events on every transition.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
+# kopf peering (HA) in namespaced mode.
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+
+{{/*
+What cluster-wide mode needs on top (rbac.py CLUSTER_RULES).
+*/}}
+{{- define "kubetune.clusterRules" -}}
+# kopf discovers resources through CRDs and namespaces.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+# kopf peering (HA) across the cluster.
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 
 {{/*

@@ -1,0 +1,67 @@
+"""The chart's RBAC grants exactly what operator/kubetune_operator/rbac.py says the operator
+uses: every (apiGroup, resource, verb) there is allowed, and nothing else is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+from chart_helpers import CHART, Manifests, find, one
+
+from kubetune_operator import rbac
+
+Render = Callable[..., Manifests]
+Triple = tuple[str, str, str]
+
+
+def granted(rules: Iterable[dict]) -> set[Triple]:
+    """Expand RBAC PolicyRules into (apiGroup, resource, verb) triples."""
+    out: set[Triple] = set()
+    for rule in rules:
+        assert not rule.get("resourceNames"), "the operator works on objects it creates"
+        assert not rule.get("nonResourceURLs"), "no non-resource URLs"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    out.add((group, resource, verb))
+    return out
+
+
+def needed(rules: Iterable[rbac.Rule]) -> set[Triple]:
+    return {(g, r, v) for g, r, verbs in rules for v in verbs}
+
+
+def test_rbac_py_itself_is_least_privilege() -> None:
+    triples = needed(rbac.all_rules(clusterwide=True))
+    assert triples, "rbac.py lists no rules"
+    assert not {t for t in triples if "*" in t}, "no wildcards"
+    assert not {t for t in triples if t[1] == "secrets"}, "the operator never reads Secrets"
+
+
+def test_cluster_wide_role_matches_rbac_py(render: Render) -> None:
+    manifests = render()
+    role = one(manifests, "ClusterRole")
+    assert granted(role["rules"]) == needed(rbac.all_rules(clusterwide=True))
+    binding = one(manifests, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+
+
+@pytest.mark.parametrize("values", [CHART / "ci/namespaced-values.yaml", None])
+def test_namespaced_roles_match_rbac_py(render: Render, values: Path | None) -> None:
+    manifests = render(values, "watch.clusterWide=false")
+    roles = find(manifests, "Role")
+    assert roles
+    for role in roles:
+        assert granted(role["rules"]) == needed(rbac.all_rules(clusterwide=False))
+    # Namespaced mode grants nothing cluster-wide.
+    assert not find(manifests, "ClusterRole")
+
+
+def test_no_rbac_objects_when_disabled(render: Render) -> None:
+    kinds = {m["kind"] for m in render(None, "rbac.create=false")}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}

@@ -1,0 +1,88 @@
+"""Both Dockerfiles pass hadolint, and say what the design asks of each image."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from chart_helpers import REPO, run
+
+DOCKERFILES = ("Dockerfile.trainer", "Dockerfile.operator")
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_hadolint_clean(hadolint: str, name: str) -> None:
+    proc = run([hadolint, "--no-color", str(REPO / name)], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_would_catch_a_problem(hadolint: str, tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get install curl\n")
+    proc = run([hadolint, "--no-color", str(bad)], check=False)
+    assert proc.returncode != 0 and "DL3007" in proc.stdout
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_pinned_bases_non_root_and_copy_sources_exist(name: str) -> None:
+    steps = instructions(REPO / name)
+    args = dict(a.split("=", 1) for w, a in steps if w == "ARG" and "=" in a)
+    for word, rest in steps:
+        if word == "FROM":
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest.split()[0])
+            assert ":" in image and not image.endswith(":latest"), image
+        if word == "COPY" and "--from=" not in rest:
+            for src in rest.split()[:-1]:
+                assert (REPO / src).exists(), f"{name}: COPY {src} does not exist"
+    users = [a for w, a in steps if w == "USER"]
+    assert users and users[-1].split(":")[0] == "1000", "the last USER must be the non-root 1000"
+
+
+def test_trainer_image() -> None:
+    steps = instructions(REPO / "Dockerfile.trainer")
+    runs = [a for w, a in steps if w == "RUN"]
+    text = " ".join(a for _, a in steps)
+    # torch (CUDA build) first, then DeepSpeed against it, then kubetune[trainer].
+    torch = next(i for i, r in enumerate(runs) if "download.pytorch.org" in r or "TORCH_INDEX" in r)
+    deepspeed = next(i for i, r in enumerate(runs) if "--no-build-isolation deepspeed" in r)
+    extras = next(i for i, r in enumerate(runs) if '".[trainer]"' in r)
+    assert torch < deepspeed < extras
+    assert "cudnn-runtime" in text and "download.pytorch.org/whl/cu" in text
+    assert "HF_HOME=/cache/huggingface" in text and "KUBETUNE_CACHE=/cache/kubetune" in text
+    assert "HF_HUB_OFFLINE=0" in text
+    entrypoint = next(a for w, a in steps if w == "ENTRYPOINT")
+    assert '"kubetune"]' in entrypoint
+
+
+def test_operator_image_has_no_torch() -> None:
+    steps = instructions(REPO / "Dockerfile.operator")
+    text = " ".join(a for _, a in steps)
+    assert '".[operator]"' in text and "[trainer]" not in text and "pytorch" not in text
+    assert next(a for w, a in steps if w == "ENTRYPOINT") == '["python", "-m", "kubetune_operator"]'
+    assert {"8080", "8081"} <= set(next(a for w, a in steps if w == "EXPOSE").split())
+
+
+def test_dockerignore_lets_every_copy_source_in() -> None:
+    patterns = (REPO / ".dockerignore").read_text().splitlines()
+    assert "**" in patterns, "exclude everything, then re-include what the images need"
+    allowed = [p[1:].removesuffix("/**") for p in patterns if p.startswith("!")]
+    for name in DOCKERFILES:
+        for word, rest in instructions(REPO / name):
+            if word == "COPY" and "--from=" not in rest:
+                for src in rest.split()[:-1]:
+                    assert any(src.rstrip("/") == a or src.startswith(a + "/") for a in allowed), (
+                        f"{name}: COPY {src} is excluded by .dockerignore"
+                    )
