@@ -62,7 +62,7 @@ def prepare(
         raise ConfigError(str(exc)) from None
     report = Report(ds.bad_rows, ds.max_errors)
     ctx = Context(ds, spec.objective, spec.model.task, kind, report, tokenizer,
-                  spec.training.seed, cache_dir)  # fmt: skip
+                  spec.training.seed, cache_dir, endpoint)  # fmt: skip
     convert = formats.get(fmt)
     records = list(islice(convert(chain(head, rows), ctx), ds.max_examples))
     if ds.validation.source:

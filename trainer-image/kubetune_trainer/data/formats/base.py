@@ -24,6 +24,7 @@ class Context:
     tokenizer: Any = None  # optional; papers chunk by its tokens when given
     seed: int = 42
     cache_dir: str | None = None
+    endpoint: str | None = None  # S3-compatible endpoint for s3:// side files (news)
 
 
 def rename(data: dict[str, Any], field_map: dict[str, str]) -> dict[str, Any]:

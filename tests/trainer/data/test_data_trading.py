@@ -1,0 +1,139 @@
+"""trading: no look-ahead, realized labels, chronological split, bad rows with lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, write_jsonl
+
+from kubetune_trainer.data import prepare
+from kubetune_trainer.data.formats.trading import parse_recommendation
+
+SAMPLE = REPO / "examples" / "data" / "trading"
+OPTS = {"news": "", "window": 10, "horizon": 5, "holdBandPct": 1.0}
+
+
+def job(make_job: Any, folder: Path, **kw: Any) -> Any:
+    opts = {**OPTS, "news": str(folder / "news.jsonl"), **kw}
+    return make_job(folder / "prices.csv", format="trading", trading=opts,
+                    validation={"fraction": 0.2})  # fmt: skip
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    for name in ("prices.csv", "news.jsonl"):
+        shutil.copy(SAMPLE / name, tmp_path / name)
+    return tmp_path
+
+
+def by_key(data: Any) -> dict[tuple[str, str], dict]:
+    return {(r["meta"]["ticker"], r["meta"]["date"]): r for r in data.train + data.validation}
+
+
+def test_changing_the_future_leaves_inputs_unchanged(sample: Path, make_job: Any) -> None:
+    before = by_key(prepare(job(make_job, sample, window=20)))
+    cut = "2023-06-15"
+    rows = list(csv.DictReader((sample / "prices.csv").open()))
+    for r in rows:  # double every ACME price after the cut (a consistent but different future)
+        if r["ticker"] == "ACME" and r["date"] > cut:
+            for k in ("open", "high", "low", "close"):
+                r[k] = f"{float(r[k]) * 2:.2f}"
+    with (sample / "prices.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    news = (sample / "news.jsonl").read_text()
+    late = {"date": "2023-06-16", "ticker": "ACME", "headline": "Acme leaks future"}
+    (sample / "news.jsonl").write_text(news + json.dumps(late) + "\n")
+    after = by_key(prepare(job(make_job, sample, window=20)))
+    acme = sorted(k for k in before if k[0] == "ACME")
+    assert len(acme) > 200
+    changed_targets = 0
+    for key in acme:
+        if key[1] <= cut:
+            assert after[key]["prompt"] == before[key]["prompt"], key
+            changed_targets += after[key]["completion"] != before[key]["completion"]
+        else:
+            assert after[key]["prompt"] != before[key]["prompt"]
+    assert changed_targets >= 5  # labels of the last days before the cut do see the future
+    assert all(after[k] == before[k] for k in before if k[0] != "ACME")
+
+
+def test_labels_follow_realized_forward_return(sample: Path, make_job: Any) -> None:
+    data = prepare(job(make_job, sample))
+    closes: dict[tuple[str, str], float] = {}
+    for r in csv.DictReader((sample / "prices.csv").open()):
+        closes[(r["ticker"], r["date"])] = float(r["close"])
+    assert len(data.train) > 500 and data.validation
+    for rec in data.train[::37]:
+        m, ans = rec["meta"], parse_recommendation(rec["completion"])
+        assert ans is not None and list(ans) == [
+            "action", "target_price", "horizon_days", "confidence", "rationale"
+        ]  # fmt: skip
+        fwd = closes[(m["ticker"], m["target_date"])] / closes[(m["ticker"], m["date"])] - 1
+        expect = "hold" if abs(fwd * 100) < 1.0 else ("buy" if fwd > 0 else "sell")
+        assert ans["action"] == expect == m["realized_label"]
+        assert ans["target_price"] == closes[(m["ticker"], m["target_date"])]
+        assert 0 <= ans["confidence"] <= 1 and ans["horizon_days"] == 5
+        assert "RSI14" in ans["rationale"]
+
+
+def test_split_is_chronological_and_purged(sample: Path, make_job: Any) -> None:
+    data = prepare(job(make_job, sample))
+    first_val = min(r["meta"]["date"] for r in data.validation)
+    assert all(r["meta"]["target_date"] < first_val for r in data.train)
+    assert parse_recommendation('noise {"x": 1} then {"action": "hold", "confidence": 0.6}') == {
+        "action": "hold", "confidence": 0.6}  # fmt: skip
+
+
+HEAD = "date,ticker,open,high,low,close,volume"
+GOOD = [f"2024-01-{d:02d},ACME,10,11,9,10.5,1000" for d in range(2, 30)]
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("2024-01-31,ACME,10,11,9,abc,1000", "field `close` must be a number, got 'abc'"),
+        ("2024-01-31,ACME,10,9,11,10,1000", "high 9.0 is below low 11.0"),
+        ("2024-01-10,ACME,10,11,9,10.5,1000", "date 2024-01-10 out of order for ACME"),
+        ("2024-01-29,ACME,10,11,9,10.5,1000", "date 2024-01-29 out of order"),
+        ("31/01/2024,ACME,10,11,9,10.5,1000", "field `date` '31/01/2024' is not a date"),
+        ("2024-01-31,ACME,10,11,9,10.5,-5", "volume -5.0 is negative"),
+        ("2024-01-31,ACME,10,11,9,12,1000", "open/close outside the day's range"),
+        ("2024-01-31,ACME,0,11,0,10,1000", "prices must be positive"),
+        ("2024-01-31,ACME,10,11,9", "expected 7 columns, got 5"),
+        ("2024-01-31,,10,11,9,10.5,1000", "field `ticker` is empty"),
+    ],
+)
+def test_bad_price_rows(tmp_path: Path, make_job: Any, row: str, reason: str) -> None:
+    (tmp_path / "prices.csv").write_text("\n".join([HEAD, *GOOD, row]) + "\n")
+    write_jsonl(tmp_path / "news.jsonl", [])
+    data = prepare(make_job(tmp_path / "prices.csv", format="trading", bad_rows="skip",
+                            trading={"window": 5, "horizon": 2}))  # fmt: skip
+    assert len(data.stats.problems) == 1
+    assert data.stats.problems[0].startswith(f"{tmp_path / 'prices.csv'}:30: {reason}")
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ({"date": "2024-01-05", "ticker": "ZZZZ", "headline": "x"}, "unknown ticker 'ZZZZ'"),
+        ({"date": "2024-13-05", "ticker": "ACME", "headline": "x"}, "is not a date"),
+        ({"date": "2024-01-05", "ticker": "ACME", "headline": ""}, "field `headline` is empty"),
+        ({"date": "2024-01-05", "headline": "x"}, "missing field `ticker`"),
+    ],
+)
+def test_bad_news_rows(tmp_path: Path, make_job: Any, item: dict, reason: str) -> None:
+    (tmp_path / "prices.csv").write_text("\n".join([HEAD, *GOOD]) + "\n")
+    ok = {"date": "2024-01-04", "ticker": "acme", "headline": "Acme opens plant"}
+    news = write_jsonl(tmp_path / "news.jsonl", [ok, item])
+    data = prepare(make_job(tmp_path / "prices.csv", format="trading", bad_rows="skip",
+                            trading={"window": 5, "horizon": 2, "news": str(news)}))  # fmt: skip
+    assert data.stats.problems == [f"{news}:2: " + data.stats.problems[0].split(": ", 1)[1]]
+    assert reason in data.stats.problems[0]
+    assert any("Acme opens plant" in r["prompt"] for r in data.train + data.validation)

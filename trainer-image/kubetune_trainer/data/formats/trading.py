@@ -1,0 +1,203 @@
+"""trading: daily prices (CSV) + news (JSONL) -> SFT examples with a JSON recommendation.
+
+Prices: `date,ticker,open,high,low,close,volume` (dates YYYY-MM-DD, increasing per ticker).
+News (dataset.trading.news): `{date, ticker, headline, summary?, source?}`.
+
+One example per ticker and day t that has `window` days of history before it and
+`horizon` days after it. The prompt (input) holds, for the last `window` trading days,
+the date, daily return % and z-scored close, then the indicators of trading_features, then
+the news of that ticker dated inside the window (at most 5, newest last). It reads nothing
+dated after t. The completion is one JSON object, keys in this order:
+
+    {"action": "buy" | "sell" | "hold", "target_price": <close at t + horizon, 2 dp>,
+     "horizon_days": <horizon>, "confidence": <0..1, 2 dp>,
+     "rationale": "<the features and headlines it rests on>"}
+
+Labels come from the realized forward return over the horizon (hold inside
+holdBandPct). `parse_recommendation(text)` reads the layout back for evaluation.
+Splits are chronological (see chronological_split): no shuffling across time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from datetime import date
+from typing import Any
+
+from kubetune_api.spec_data import TradingOptions
+
+from ..report import RowError
+from ..sources import Row, read_rows
+from .base import Context, Record, number, text
+from .trading_features import features, label
+
+MAX_NEWS = 5
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _date(d: Record, key: str = "date") -> str:
+    v = text(d, key)
+    try:
+        if not _DATE.match(v):
+            raise ValueError
+        date.fromisoformat(v)
+    except ValueError:
+        raise RowError(f"field `{key}` {v!r} is not a date (YYYY-MM-DD)") from None
+    return v
+
+
+def price_row(d: Record) -> dict[str, Any]:
+    ticker = text(d, "ticker").upper()
+    day = _date(d)
+    o, h, lo, c = (number(d, k) for k in ("open", "high", "low", "close"))
+    vol = number(d, "volume")
+    if min(o, h, lo, c) <= 0:
+        raise RowError("prices must be positive")
+    if h < lo:
+        raise RowError(f"high {h} is below low {lo}")
+    if not (lo <= o <= h and lo <= c <= h):
+        raise RowError(f"open/close outside the day's range [{lo}, {h}]")
+    if vol < 0:
+        raise RowError(f"volume {vol} is negative")
+    return {"ticker": ticker, "date": day, "close": c, "volume": vol}
+
+
+def _read_prices(rows: Iterable[Row], ctx: Context) -> dict[str, list[dict[str, Any]]]:
+    series: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        ctx.report.stats.read += 1
+        if row.data is None:
+            ctx.report.problem(row.where, row.error or "unreadable row")
+            continue
+        try:
+            p = price_row(row.data)
+            past = series.get(p["ticker"])
+            if past and p["date"] <= past[-1]["date"]:
+                raise RowError(
+                    f"date {p['date']} out of order for {p['ticker']} (previous row: "
+                    f"{past[-1]['date']}); rows of a ticker must have increasing dates"
+                )
+        except RowError as exc:
+            ctx.report.problem(row.where, str(exc))
+            continue
+        p["where"] = row.where
+        series.setdefault(p["ticker"], []).append(p)
+    return series
+
+
+def _read_news(uri: str, tickers: set[str], ctx: Context) -> dict[str, list[dict[str, str]]]:
+    news: dict[str, list[dict[str, str]]] = {}
+    for row in read_rows(uri, ctx.dataset.streaming, ctx.cache_dir, ctx.endpoint):
+        ctx.report.stats.read += 1
+        if row.data is None:
+            ctx.report.problem(row.where, row.error or "unreadable row")
+            continue
+        try:
+            d = row.data
+            ticker = text(d, "ticker").upper()
+            if ticker not in tickers:
+                raise RowError(f"unknown ticker {ticker!r} (not in the price file)")
+            item = {"date": _date(d), "headline": text(d, "headline"),
+                    "source": text(d, "source", required=False)}  # fmt: skip
+        except RowError as exc:
+            ctx.report.problem(row.where, str(exc))
+            continue
+        news.setdefault(ticker, []).append(item)
+    for items in news.values():
+        items.sort(key=lambda n: n["date"])
+    return news
+
+
+def example_prompt(
+    ticker: str, series: list[dict[str, Any]], t: int, opts: TradingOptions,
+    news: list[dict[str, str]],
+) -> tuple[str, Any, list[dict[str, str]]]:  # fmt: skip
+    """The input text for day t (reads series[: t + 1] and news dated inside the window)."""
+    w = opts.window
+    f = features([p["close"] for p in series], [p["volume"] for p in series], t, w)
+    days = series[t - w + 1 : t + 1]
+    start, end = days[0]["date"], days[-1]["date"]
+    seen = [n for n in news if start <= n["date"] <= end][-MAX_NEWS:]
+    table = [
+        f"{p['date']} {r:+.2f} {z:+.2f}"
+        for p, r, z in zip(days, f.returns_pct, f.z_close, strict=True)
+    ]
+    headlines = [
+        f"- {n['date']} {n['headline']}" + (f" ({n['source']})" if n["source"] else "")
+        for n in seen
+    ]
+    lines = [
+        f"Ticker: {ticker}  Date: {end}  Close: {series[t]['close']:.2f}",
+        f"Last {w} trading days (date, return %, z-close):",
+        *table,
+        f"Indicators: volatility {f.volatility_pct:.2f}%/day, RSI14 {f.rsi14:.1f}, "
+        f"close/SMA{w} {f.sma_ratio:.3f}, volume/avg{w} {f.volume_ratio:.2f}, "
+        f"5-day return {f.return_5d_pct:+.2f}%",
+        "News in window:" if seen else "News in window: none",
+        *headlines,
+        f"Recommend for the next {opts.horizon} trading days as JSON: action (buy/sell/hold), "
+        "target_price, horizon_days, confidence, rationale.",
+    ]
+    return "\n".join(lines), f, seen
+
+
+def trading_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
+    opts = ctx.dataset.trading or TradingOptions()
+    series = _read_prices(rows, ctx)
+    news = _read_news(opts.news, set(series), ctx) if opts.news else {}
+    for ticker in sorted(series):
+        s = series[ticker]
+        closes = [p["close"] for p in s]
+        for t in range(opts.window, len(s) - opts.horizon):
+            prompt, f, seen = example_prompt(ticker, s, t, opts, news.get(ticker, []))
+            action, target, conf, fwd = label(
+                closes, t, opts.horizon, opts.hold_band_pct, f.volatility_pct
+            )
+            why = (
+                f"5-day return {f.return_5d_pct:+.1f}%, RSI14 {f.rsi14:.0f}, "
+                f"close/SMA{opts.window} {f.sma_ratio:.3f}, volatility {f.volatility_pct:.2f}%/day"
+            )
+            if seen:
+                why += "; news: " + "; ".join(f"'{n['headline']}'" for n in seen[-2:])
+            answer = {"action": action, "target_price": target, "horizon_days": opts.horizon,
+                      "confidence": conf, "rationale": why}  # fmt: skip
+            yield {
+                "prompt": prompt,
+                "completion": json.dumps(answer, ensure_ascii=False),
+                "messages": [{"role": "user", "content": prompt},
+                             {"role": "assistant", "content": json.dumps(answer)}],
+                "meta": {"source": s[t]["where"], "ticker": ticker,
+                         "date": s[t]["date"], "target_date": s[t + opts.horizon]["date"],
+                         "forward_return_pct": fwd, "realized_label": action},
+            }  # fmt: skip
+
+
+def chronological_split(
+    records: list[Record], fraction: float, horizon: int
+) -> tuple[list[Record], list[Record]]:
+    """The latest `fraction` of dates validate; earlier examples whose label window reaches
+    into the validation period are dropped (purged), so no label leaks across the cut."""
+    if fraction <= 0 or not records:
+        return records, []
+    dates = sorted({r["meta"]["date"] for r in records})
+    cut = dates[min(len(dates) - 1, int(len(dates) * (1 - fraction)))]
+    val = [r for r in records if r["meta"]["date"] >= cut]
+    train = [r for r in records if r["meta"]["target_date"] < cut]
+    return train, val
+
+
+def parse_recommendation(output: str) -> dict[str, Any] | None:
+    """The first JSON object in a generated answer with a valid action, else None."""
+    start = output.find("{")
+    while start != -1:
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(output, start)
+        except json.JSONDecodeError:
+            start = output.find("{", start + 1)
+            continue
+        if isinstance(obj, dict) and obj.get("action") in ("buy", "sell", "hold"):
+            return obj
+        start = output.find("{", start + 1)
+    return None
