@@ -1,0 +1,145 @@
+"""A merged Llama-architecture model folder -> one GGUF file for llama.cpp.
+
+Tensor names come from gguf's own TensorNameMap (the table llama.cpp's converter uses).
+Q and K projection rows are permuted from the Hugging Face rotary layout (halves) to
+llama.cpp's (interleaved pairs), as convert_hf_to_gguf.py does. 1-D tensors (norms)
+stay f32; matrices become f16 or q8_0 (q8_0 needs rows divisible by its 32-value block,
+other rows fall back to f16). The tokenizer is written as a GPT-2 style BPE vocabulary
+(tokens, types, merges, special token ids, chat template).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubetune_trainer.errors import ConfigError
+
+OUT_TYPES = ("f32", "f16", "q8_0")
+SUPPORTED_ARCHS = ("LlamaForCausalLM",)
+
+
+@dataclass
+class GGUFResult:
+    path: str
+    outtype: str
+    tensors: int
+    size: int
+    fallback_f16: list[str]  # tensors written f16 because q8_0 did not fit their shape
+
+
+def _permute(w: Any, n_head: int) -> Any:
+    """HF rotary halves -> llama.cpp interleaved pairs, per head (rows of q_proj/k_proj)."""
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
+
+
+def _vocab(model_dir: Path, n_vocab: int, writer: Any) -> None:
+    import gguf
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    special = set(tok.all_special_ids)
+    added = set(tok.get_added_vocab().values())
+    by_id = {i: t for t, i in tok.get_vocab().items()}
+    tokens: list[str] = []
+    types: list[int] = []
+    for i in range(n_vocab):
+        if i not in by_id:  # embedding rows beyond the tokenizer: padding entries
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        tokens.append(by_id[i])
+        if i in special:
+            types.append(gguf.TokenType.CONTROL)
+        elif i in added:
+            types.append(gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+    writer.add_tokenizer_model("gpt2")
+    # "default": the GPT-2 pre-tokenizer regex; llama.cpp refuses unknown names.
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    # Merges, bos/eos/pad ids and the chat template, read from the tokenizer files.
+    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=n_vocab).add_to_gguf(writer)
+
+
+def write_gguf(model_dir: str | Path, out_file: str | Path, outtype: str = "f16") -> GGUFResult:
+    import gguf
+    import numpy as np
+    from safetensors import safe_open
+
+    if outtype not in OUT_TYPES:
+        raise ConfigError(f"GGUF type {outtype!r}: use one of {', '.join(OUT_TYPES)}")
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    archs = cfg.get("architectures") or []
+    if not any(a in SUPPORTED_ARCHS for a in archs):
+        raise ConfigError(
+            f"{model_dir}: GGUF export supports {', '.join(SUPPORTED_ARCHS)}, not {archs}; "
+            "export with --merge only"
+        )
+    n_layer, n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    n_kv = cfg.get("num_key_value_heads") or n_head
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]  # fmt: skip
+
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(out_file), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer.add_name(model_dir.name)
+    writer.add_context_length(cfg.get("max_position_embeddings", 2048))
+    writer.add_embedding_length(cfg["hidden_size"])
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(cfg["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-6))
+    rope = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    writer.add_rope_freq_base(float(rope))
+    writer.add_vocab_size(cfg["vocab_size"])
+    writer.add_file_type(ftype)
+    _vocab(model_dir, cfg["vocab_size"], writer)
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layer)
+    fallback: list[str] = []
+    count = 0
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"{model_dir}: no *.safetensors weights (export --merge first)")
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                if name is None:
+                    if key.endswith("rotary_emb.inv_freq"):
+                        continue  # recomputed by llama.cpp from rope_freq_base
+                    raise ConfigError(f"{file.name}: no GGUF name for tensor {key!r}")
+                data = f.get_tensor(key).float().numpy()  # bf16 has no numpy dtype
+                if key.endswith("q_proj.weight"):
+                    data = _permute(data, n_head)
+                elif key.endswith("k_proj.weight"):
+                    data = _permute(data, n_kv)
+                if data.ndim == 1 or outtype == "f32":
+                    writer.add_tensor(name, data)
+                elif outtype == "q8_0" and data.shape[-1] % 32 == 0:
+                    q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+                    writer.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+                else:
+                    if outtype == "q8_0":
+                        fallback.append(name)
+                    writer.add_tensor(name, data.astype(np.float16))
+                count += 1
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return GGUFResult(str(out_file), outtype, count, out_file.stat().st_size, fallback)
