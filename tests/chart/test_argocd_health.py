@@ -1,0 +1,156 @@
+"""The Argo CD health check (deploy/argocd/health.lua) run by a real Lua interpreter over
+FineTuneJobs whose status is built with the API's own pydantic models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_helpers import REPO, run
+
+from kubetune_api.constants import ConditionType, Phase, Reason
+from kubetune_api.status import AdapterArtifact, Condition, FineTuneJobStatus, Progress
+
+HEALTH = REPO / "deploy/argocd/health.lua"
+ARGOCD_CM = REPO / "deploy/argocd/argocd-cm.yaml"
+
+
+def lua_literal(value: Any) -> str:
+    """A Python value as a Lua table constructor (what Argo CD hands the script as `obj`)."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON string escapes (\" \\ \n \t) are valid Lua escapes; keep non-ASCII as UTF-8.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "{" + ", ".join(lua_literal(v) for v in value) + "}"
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"[{json.dumps(k)}] = {lua_literal(v)}" for k, v in value.items()) + "}"
+        )
+    raise TypeError(type(value))
+
+
+def health(lua: str, tmp_path: Path, obj: dict[str, Any]) -> tuple[str, str]:
+    script = tmp_path / "run.lua"
+    script.write_text(
+        f"obj = {lua_literal(obj)}\n"
+        f"local hs = dofile({json.dumps(str(HEALTH))})\n"
+        'io.write(hs.status, "\\n", hs.message or "", "\\n")\n'
+    )
+    status, message = run([lua, str(script)]).stdout.split("\n", 1)
+    return status, message.rstrip("\n")
+
+
+def ftj(status: FineTuneJobStatus | None, *, suspend: bool = False, generation: int = 1) -> dict:
+    obj: dict[str, Any] = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "demo", "namespace": "ml", "generation": generation},
+        "spec": {"model": {"name": "tiny"}, "runPolicy": {"suspend": suspend}},
+    }
+    if status is not None:
+        obj["status"] = status.model_dump(by_alias=True, exclude_none=True)
+    return obj
+
+
+def running(**kw: Any) -> FineTuneJobStatus:
+    return FineTuneJobStatus(
+        phase=Phase.RUNNING,
+        observed_generation=1,
+        progress=Progress(step=40, total_steps=100, display="40/100 (40%)"),
+        **kw,
+    )
+
+
+CASES = [
+    ("new", ftj(None), "Progressing", "Waiting for the kubetune operator"),
+    ("new-suspended", ftj(None, suspend=True), "Suspended", "Suspended before it started"),
+    ("pending", ftj(FineTuneJobStatus(observed_generation=1)), "Progressing", "Pending"),
+    ("running", ftj(running()), "Progressing", "Running 40/100 (40%)"),
+    (
+        "succeeded",
+        ftj(
+            FineTuneJobStatus(
+                phase=Phase.SUCCEEDED,
+                observed_generation=1,
+                adapter=AdapterArtifact(uri="s3://bucket/ml/demo/adapter/"),
+            )
+        ),
+        "Healthy",
+        "Adapter at s3://bucket/ml/demo/adapter/",
+    ),
+    (
+        "failed",
+        ftj(
+            FineTuneJobStatus(
+                phase=Phase.FAILED,
+                observed_generation=1,
+                conditions=[
+                    Condition(type=ConditionType.RUNNING, status="False", reason="Stopped"),
+                    Condition(
+                        type=ConditionType.FAILED,
+                        status="True",
+                        reason=Reason.OUT_OF_MEMORY,
+                        message="needs ~21 GiB per GPU; try quantization: 4bit",
+                    ),
+                ],
+            )
+        ),
+        "Degraded",
+        "OutOfMemory: needs ~21 GiB per GPU; try quantization: 4bit",
+    ),
+    (
+        "failed-without-condition",
+        ftj(FineTuneJobStatus(phase=Phase.FAILED, message='bad "data" ✗')),
+        "Degraded",
+        'bad "data" ✗',
+    ),
+    (
+        "suspended-phase",
+        ftj(FineTuneJobStatus(phase=Phase.SUSPENDED, observed_generation=1), suspend=True),
+        "Suspended",
+        "Suspended: pods stopped, checkpoints kept",
+    ),
+    # suspend was just set; the operator has not reacted: still Suspended for Argo CD.
+    (
+        "suspend-requested",
+        ftj(running(), suspend=True),
+        "Suspended",
+        "Suspended: pods stopped, checkpoints kept",
+    ),
+    (
+        "spec-not-observed",
+        ftj(running(), generation=2),
+        "Progressing",
+        "Waiting for the operator to act on generation 2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("obj", "want_status", "want_message"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])  # fmt: skip
+def test_health(lua: str, tmp_path: Path, obj: dict, want_status: str, want_message: str) -> None:
+    assert health(lua, tmp_path, obj) == (want_status, want_message)
+
+
+def test_every_phase_has_a_health(lua: str, tmp_path: Path) -> None:
+    seen = {
+        health(lua, tmp_path, ftj(FineTuneJobStatus(phase=p, observed_generation=1)))[0]
+        for p in Phase.ALL
+    }
+    assert seen == {"Healthy", "Degraded", "Suspended", "Progressing"}
+
+
+def test_argocd_cm_carries_the_same_script() -> None:
+    cm = yaml.safe_load(ARGOCD_CM.read_text())
+    assert cm["kind"] == "ConfigMap" and cm["metadata"]["name"] == "argocd-cm"
+    script = cm["data"]["resource.customizations.health.kubetune.io_FineTuneJob"]
+    assert script == HEALTH.read_text()
