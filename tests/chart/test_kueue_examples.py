@@ -1,0 +1,56 @@
+"""deploy/kueue: the queue objects refer to each other, and the queued FineTuneJob example is
+valid and becomes a suspended Job labelled for its LocalQueue (what the docs promise)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from chart_helpers import REPO, run
+
+from kubetune_api import load_job
+from kubetune_api.constants import LABEL_KUEUE_QUEUE
+from kubetune_operator.builders import Owner, build_job
+
+QUEUES = REPO / "deploy/kueue/queues.yaml"
+QUEUED_JOB = REPO / "deploy/kueue/finetunejob-queued.yaml"
+
+
+def by_kind() -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for doc in yaml.safe_load_all(QUEUES.read_text()):
+        out.setdefault(doc["kind"], []).append(doc)
+    return out
+
+
+def test_queue_objects_refer_to_each_other() -> None:
+    objs = by_kind()
+    assert {d["apiVersion"] for ds in objs.values() for d in ds} == {"kueue.x-k8s.io/v1beta1"}
+    flavors = {f["metadata"]["name"] for f in objs["ResourceFlavor"]}
+    (cluster_queue,) = objs["ClusterQueue"]
+    for group in cluster_queue["spec"]["resourceGroups"]:
+        for flavor in group["flavors"]:
+            assert flavor["name"] in flavors
+            assert {r["name"] for r in flavor["resources"]} == set(group["coveredResources"])
+    (local_queue,) = objs["LocalQueue"]
+    assert local_queue["spec"]["clusterQueue"] == cluster_queue["metadata"]["name"]
+
+
+def test_queued_job_is_created_suspended_with_the_queue_label(
+    kubernetes_validate: str, tmp_path: Path
+) -> None:
+    job = load_job(QUEUED_JOB)
+    (local_queue,) = by_kind()["LocalQueue"]
+    assert job.spec.run_policy.queue_name == local_queue["metadata"]["name"]
+    assert job.metadata.namespace == local_queue["metadata"]["namespace"]
+
+    owner = Owner(name=job.metadata.name, namespace=local_queue["metadata"]["namespace"], uid="u1")
+    batch_job = build_job(job, owner, attempt=1)
+    assert batch_job["spec"]["suspend"] is True
+    assert batch_job["metadata"]["labels"][LABEL_KUEUE_QUEUE] == "ml-team"
+    # Kueue counts parallelism x pod requests against the quota.
+    assert batch_job["spec"]["parallelism"] == job.spec.distributed.nodes == 2
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(batch_job))
+    proc = run([kubernetes_validate, "--strict", str(path)], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
