@@ -1,0 +1,108 @@
+"""Fixtures for the distributed tests: real torchrun processes over gloo on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetune_trainer.distributed.local import free_port
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+
+
+def job_manifest(name: str = "dist", **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": {"base": "builtin:tiny-llama"},
+        "dataset": {"source": "data.jsonl", "format": "instruction"},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": base,
+    }
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+class Procs:
+    """Processes a test started, each in its own process group; all stopped at teardown."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(
+        self, cmd: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None
+    ) -> subprocess.Popen[str]:
+        out = log.open("w")
+        proc = subprocess.Popen(
+            cmd,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            cwd=cwd,
+        )
+        self.started.append(proc)
+        return proc
+
+    def kill_group(self, proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    p = Procs()
+    try:
+        yield p
+    finally:
+        p.stop_all()
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "DS_ACCELERATOR": "cpu",
+            # DeepSpeed compiles its CPU ops once (~30 s); every test and run shares the result.
+            "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache/kubetune/torch_extensions"),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    return env
+
+
+PYTHON = sys.executable

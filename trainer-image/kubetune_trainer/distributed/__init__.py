@@ -1,0 +1,33 @@
+"""Distributed training: the launcher's pod contract, torchrun, DeepSpeed, rank helpers.
+
+`kubetune launch` reads the pod environment (contract.py), builds the torchrun command
+(torchrun.py) and maps the ranks' outcome to one exit code (launcher.py, exitcodes.py).
+Inside a rank, runtime.py says who writes and turns a lost peer into RETRYABLE;
+deepspeed.py generates ZeRO configs. Heavy imports (torch) happen inside functions.
+"""
+
+from .contract import LaunchEnv, LaunchEnvError, read_launch_env
+from .deepspeed import check_deepspeed, deepspeed_config
+from .exitcodes import node_exit_code
+from .local import local_launch
+from .runtime import (
+    barrier,
+    ddp_timeout,
+    is_distributed,
+    is_main_process,
+    is_peer_loss,
+    local_rank,
+    peer_loss_guard,
+    rank,
+    rank_session,
+    shutdown,
+    world_size,
+)
+from .torchrun import direct_command, torchrun_command
+
+__all__ = [
+    "LaunchEnv", "LaunchEnvError", "barrier", "check_deepspeed", "ddp_timeout",
+    "deepspeed_config", "direct_command", "is_distributed", "is_main_process", "is_peer_loss",
+    "local_launch", "local_rank", "node_exit_code", "peer_loss_guard", "rank", "rank_session",
+    "read_launch_env", "shutdown", "torchrun_command", "world_size",
+]  # fmt: skip
