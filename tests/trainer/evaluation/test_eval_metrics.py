@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -80,11 +81,15 @@ def test_context_required_meta_wins_over_reference() -> None:
     assert m["placeholder_examples"] == 1 and m["placeholder_compliance"] == 0.0
 
 
+def _rec(action: str, confidence: object) -> str:
+    return json.dumps({"action": action, "target_price": 1.0, "confidence": confidence})
+
+
 def test_parse_recommendation() -> None:
-    assert parse_recommendation("Recommendation: BUY\nConfidence: 0.8") == ("buy", 0.8)
-    assert parse_recommendation("Action: sell (confidence: 65%)") == ("sell", pytest.approx(0.65))
-    assert parse_recommendation("I would hold for now.") == ("hold", None)
-    assert parse_recommendation("No idea.") == (None, None)
+    assert parse_recommendation("Sure. " + _rec("buy", 0.8)) == ("buy", 0.8)
+    assert parse_recommendation(_rec("sell", 1.5)) == ("sell", None)  # not a probability
+    assert parse_recommendation(_rec("short", 0.5)) == (None, None)  # not an action
+    assert parse_recommendation("I would hold for now.") == (None, None)  # not the layout
 
 
 def test_realized_action_from_return_and_band() -> None:
@@ -92,7 +97,7 @@ def test_realized_action_from_return_and_band() -> None:
     assert realized_action({"forward_return_pct": -2.5}) == "sell"
     assert realized_action({"forward_return_pct": 0.4}) == "hold"
     assert realized_action({"forward_return": 0.03}) == "buy"  # a fraction, not percent
-    assert realized_action({"label": "SELL"}) == "sell"
+    assert realized_action({"realized_label": "sell", "forward_return_pct": 9.0}) == "sell"
     assert realized_action({}) is None
 
 
@@ -104,10 +109,10 @@ def test_trading_metrics_by_hand() -> None:
         {"meta": {}},  # no realized return: not judged
     ]
     outputs = [
-        "Recommendation: BUY\nConfidence: 0.9",  # right, (0.9-1)^2 = 0.01
-        "Recommendation: BUY\nConfidence: 0.6",  # wrong, (0.6-0)^2 = 0.36
+        _rec("buy", 0.9),  # right, (0.9-1)^2 = 0.01
+        _rec("buy", 0.6),  # wrong, (0.6-0)^2 = 0.36
         "gibberish",  # unparsed
-        "Recommendation: SELL\nConfidence: 0.5",  # parsed, no truth
+        _rec("sell", 0.5),  # parsed, no truth
     ]
     m = trading_metrics(outputs, records)
     assert m["recommendation_parse_rate"] == pytest.approx(3 / 4)

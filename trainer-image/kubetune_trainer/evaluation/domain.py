@@ -5,8 +5,8 @@ completion, meta) they answer, and returns a flat {metric: float} dict. Rates ar
 
 - finance_qa: format compliance, citation rate, risk-note presence, placeholder
   compliance and the rate of answers quoting numbers absent from the prompt/context.
-- trading: recommendation parse rate, direction accuracy against the realized return in
-  the record's meta, and the Brier score of the stated confidence.
+- trading: parse rate of the JSON recommendation, direction accuracy against the realized
+  label/return in the record's meta, and the Brier score of the stated confidence.
 - qa: exact match (with ROUGE-L added by the runner for every format).
 """
 
@@ -17,15 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from kubetune_trainer.data.formats.finance import PLACEHOLDERS, parse_finance_answer
+from kubetune_trainer.data.formats.trading import parse_recommendation as parse_trading_json
 
 from .text_metrics import exact_match
 
 Record = dict[str, Any]
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _CITE_MARK = re.compile(r"\[\d+\]")
-_ACTION = re.compile(r"\b(?:recommendation|action|signal)\s*:\s*(buy|sell|hold)\b", re.I)
-_BARE_ACTION = re.compile(r"\b(buy|sell|hold)\b", re.I)
-_CONFIDENCE = re.compile(r"\bconfidence\s*:\s*(\d+(?:\.\d+)?)\s*(%?)", re.I)
 
 
 def _rate(hits: int, total: int) -> float:
@@ -70,16 +68,17 @@ def finance_metrics(outputs: list[str], records: list[Record]) -> dict[str, floa
 
 
 def parse_recommendation(text: str) -> tuple[str | None, float | None]:
-    """(buy|sell|hold or None, confidence in 0..1 or None) from a trading answer."""
-    m = _ACTION.search(text) or _BARE_ACTION.search(text)
-    action = m.group(1).lower() if m else None
-    confidence = None
-    c = _CONFIDENCE.search(text)
-    if c:
-        value = float(c.group(1))
-        value = value / 100 if c.group(2) or value > 1 else value
-        confidence = value if 0 <= value <= 1 else None
-    return action, confidence
+    """(buy|sell|hold or None, confidence in 0..1 or None) from a trading answer.
+
+    The trained layout is one JSON object (data/formats/trading.py); text that does not
+    hold such an object counts as unparsed, so the parse rate measures format learning.
+    """
+    obj = parse_trading_json(text)
+    if obj is None:
+        return None, None
+    conf = obj.get("confidence")
+    ok = isinstance(conf, (int, float)) and not isinstance(conf, bool) and 0 <= conf <= 1
+    return obj["action"], float(conf) if ok else None
 
 
 def realized_action(meta: dict[str, Any], hold_band_pct: float = 1.0) -> str | None:
