@@ -1,0 +1,118 @@
+"""The Prometheus sink scraped by a real Prometheus (PromQL over its HTTP API) and pushed
+to a real Pushgateway, driven by LogRows of a real (tiny) torch training loop."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+
+import psutil
+import pytest
+import torch
+
+from kubetune_trainer.metrics import METRIC_NAMES, METRICS, PrometheusSink
+from kubetune_trainer.sinks import LogRow, RunInfo
+
+pytestmark = pytest.mark.services
+SEL = '{namespace="team-a",job="tiny"}'
+
+
+def tiny_loop(steps: int) -> list[LogRow]:
+    """A real optimisation (linear regression, SGD): decreasing losses, real grad norms."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    y = x @ torch.randn(8, 1)
+    model = torch.nn.Linear(8, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rows = []
+    for step in range(1, steps + 1):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        grad = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)
+        opt.step()
+        rows.append(
+            LogRow(
+                step=step,
+                total_steps=steps,
+                epoch=step / steps,
+                loss=loss.item(),
+                learning_rate=0.1,
+                grad_norm=grad.item(),
+                tokens_per_second=1000.0 + step,
+                eval_loss=loss.item() * 1.1 if step == steps else None,
+                eta_seconds=float(steps - step),
+                memory_bytes={"rss": psutil.Process(os.getpid()).memory_info().rss},
+            )
+        )
+    return rows
+
+
+def value(result: list[dict]) -> float:
+    assert len(result) == 1, result
+    return float(result[0]["value"][1])
+
+
+def test_metric_table_matches_design_names() -> None:
+    design = {
+        "kubetune_train_loss", "kubetune_train_learning_rate", "kubetune_train_grad_norm",
+        "kubetune_train_tokens_per_second", "kubetune_train_step", "kubetune_train_total_steps",
+        "kubetune_train_epoch", "kubetune_eval_loss", "kubetune_memory_bytes",
+        "kubetune_checkpoint_seconds",
+    }  # fmt: skip
+    assert design <= set(METRIC_NAMES)
+    assert {m.name: m.kind for m in METRICS}["kubetune_checkpoint_seconds"] == "histogram"
+    sink = PrometheusSink(0, addr="127.0.0.1")
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/metrics").read().decode()
+    finally:
+        sink.close()
+    for name in METRIC_NAMES:
+        assert f"# TYPE {name} " in text
+
+
+def test_prometheus_scrapes_the_sink_and_the_pushgateway(
+    prometheus_server, pushgateway_server
+) -> None:
+    rows = tiny_loop(4)
+    assert rows[-1].loss < rows[0].loss
+    sink = PrometheusSink(0, addr="127.0.0.1", pushgateway_url=pushgateway_server.url)
+    targets = [f"127.0.0.1:{sink.port}", pushgateway_server.address]
+    with prometheus_server(targets) as prom:
+        sink.on_start(RunInfo("team-a", "tiny", 1, "s3://b/runs/team-a/tiny"), {})
+        for row in rows:
+            sink.on_log(row)
+            # Hold each step until Prometheus has scraped it: every step becomes a sample.
+            prom.wait_for(f"kubetune_train_step{SEL} == {row.step}", timeout=60)
+        sink.on_checkpoint("s3://b/runs/team-a/tiny/checkpoints/step-000002", 2, 0.7)
+        sink.on_checkpoint("s3://b/runs/team-a/tiny/checkpoints/step-000004", 4, 3.0)
+        prom.wait_for(f"kubetune_checkpoint_seconds_count{SEL} == 2", timeout=60)
+
+        own = f'{{namespace="team-a",job="tiny",instance="127.0.0.1:{sink.port}"}}'
+        assert value(prom.query(f"kubetune_train_loss{own}")) == pytest.approx(rows[-1].loss)
+        assert value(prom.query(f"max_over_time(kubetune_train_loss{own}[10m])")) == (
+            pytest.approx(rows[0].loss)
+        )
+        assert value(prom.query(f"kubetune_train_total_steps{own}")) == 4
+        assert value(prom.query(f"kubetune_train_epoch{own}")) == 1.0
+        assert value(prom.query(f"kubetune_eval_loss{own}")) == pytest.approx(rows[-1].eval_loss)
+        assert value(prom.query(f"kubetune_train_grad_norm{own}")) == pytest.approx(
+            rows[-1].grad_norm
+        )
+        assert value(prom.query(f"kubetune_train_tokens_per_second{own}")) == 1004.0
+        assert value(prom.query('kubetune_memory_bytes{job="tiny",kind="rss"}')) > 1e6
+        # One checkpoint took <= 1 s, the other between 2.5 and 5 s.
+        le1 = 'kubetune_checkpoint_seconds_bucket{job="tiny",le="1.0"}'
+        assert value(prom.query(le1)) == 1
+        assert value(prom.query(f"kubetune_checkpoint_seconds_sum{own}")) == pytest.approx(3.7)
+        # honor_labels kept our `job` label; nothing was renamed to exported_job.
+        assert prom.query('{exported_job!=""}') == []
+
+        sink.on_end({"steps": 4}, None)  # pushes the final values, then closes the endpoint
+        # The Pushgateway exposes instance="" and honor_labels keeps it: the series from the
+        # push is the one without an instance (the sink's own carries its address).
+        pushed = 'kubetune_train_step{job="tiny",namespace="team-a",instance=""}'
+        assert value(prom.wait_for(pushed, timeout=60)) == 4
+        assert 'kubetune_train_step{instance="",job="tiny",namespace="team-a"} 4' in (
+            pushgateway_server.metrics_text()
+        )
