@@ -175,3 +175,17 @@ def test_dashboard_shows_what_operators_need() -> None:
     board = json.loads(DASHBOARD.read_text())
     assert board["uid"] == "kubetune-jobs"
     assert {v["name"] for v in board["templating"]["list"]} == {"datasource", "namespace", "job"}
+
+
+def test_runbook_links_point_at_sections_of_the_operations_guide() -> None:
+    doc = (REPO / "docs/operations.md").read_text()
+    # GitHub's anchor for a heading: lower case, spaces to '-', punctuation dropped.
+    anchors = {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", doc, flags=re.M)
+    }
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        url = rule["annotations"]["runbook_url"]
+        assert url.split("#")[0].endswith("docs/operations.md"), url
+        assert url.split("#")[1] in anchors, f"{rule['alert']}: no section #{url.split('#')[1]}"
