@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[3]
+if str(REPO) not in sys.path:  # a bare `pytest` does not put the root on sys.path
+    sys.path.insert(0, str(REPO))
+
+from tests.fixtures.plugin import S3_BUCKET, s3_server  # noqa: E402, F401 - found by name
+
 CORPUS = """The patient asked about blood pressure and the doctor answered with care.
 Answer: Hold the shares. Rationale: revenue grew while margins held. Citations: [1] 10-K.
 Risk: prices move. BRCA1 TP53 p.Val600Glu rs429358 ACGTTGCA genome sequencing variants.

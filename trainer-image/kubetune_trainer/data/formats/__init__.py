@@ -66,8 +66,8 @@ def detect(rows: list[Row], field_map: dict[str, str], where: str) -> str:
                 f"{row.where}: cannot tell the format: keys {seen} fit {' and '.join(found)}; "
                 f"set dataset.format (keys per format: {_keys_help()})"
             )
-        votes.update(found or ["?"])
-    if not votes or votes.most_common(1)[0][0] == "?":
+        votes.update(found)  # rows that fit nothing become bad rows later, if a format wins
+    if not votes:
         raise FormatError(
             f"{where}: unknown data format (keys {seen}); set dataset.format or map your "
             f"fields with dataset.fieldMap. Formats and the keys each needs: {_keys_help()}"

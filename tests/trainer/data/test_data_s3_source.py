@@ -1,0 +1,31 @@
+"""A dataset on S3 (a real moto server): fetched through kubetune_trainer.storage, then read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, S3_BUCKET
+
+from kubetune_trainer.data import prepare
+from kubetune_trainer.errors import BadDataError
+
+pytestmark = pytest.mark.services
+
+
+def test_s3_source_matches_local(s3_server: Any, make_job: Any, tmp_path: Path) -> None:
+    local = REPO / "examples" / "data" / "medical_qa" / "train.jsonl"
+    s3 = s3_server.client()
+    s3.upload_file(str(local), S3_BUCKET, "data/medical/train.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q?", "answer": "a"}\n{"question": "x"}\n')
+    s3.upload_file(str(bad), S3_BUCKET, "data/bad.jsonl")
+    uri = f"s3://{S3_BUCKET}/data/medical/train.jsonl"
+    remote = prepare(make_job(uri), cache_dir=str(tmp_path / "cache"))
+    here = prepare(make_job(local))
+    assert [r["prompt"] for r in remote.train] == [r["prompt"] for r in here.train]
+    assert remote.train[0]["meta"]["source"].startswith(uri + ":")  # not the cache path
+    assert remote.stats.read == 60
+    with pytest.raises(BadDataError, match=rf"s3://{S3_BUCKET}/data/bad.jsonl:2: missing field"):
+        prepare(make_job(f"s3://{S3_BUCKET}/data/bad.jsonl"), cache_dir=str(tmp_path / "c2"))
