@@ -1,0 +1,109 @@
+"""Preemption and resume: SIGTERM to a real `kubetune train` leaves a verified checkpoint
+and exit code 76; the resumed run skips a torn checkpoint and reproduces the
+uninterrupted loss curve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import BASE_SPEC, write_jsonl
+
+from kubetune_api.constants import ExitCode
+from kubetune_api.loader import load_job
+from kubetune_trainer.engine.main import execute
+from kubetune_trainer.storage import open_store
+from kubetune_trainer.storage.checkpoints import CheckpointStore
+
+KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
+
+
+def _job_file(tmp: Path, out: Path, name: str = "pre") -> Path:
+    spec = json.loads(json.dumps(BASE_SPEC))
+    spec["dataset"]["source"] = str(write_jsonl(tmp / "data.jsonl", 80))
+    spec["dataset"]["validation"] = {"fraction": 0.2}
+    spec["training"].update(maxSteps=30, saveSteps=5, keepLastCheckpoints=2)
+    spec["output"] = {"uri": str(out)}
+    doc = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": "test"},
+        "spec": spec,
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    rows = [
+        json.loads(x)
+        for x in (run_dir / "report" / "metrics.jsonl").read_text().split("\n")
+        if x.strip()
+    ]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoint_then_resume_matches_uninterrupted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    job_file = _job_file(tmp_path, out)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [KUBETUNE, "train", "--spec", str(job_file)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # signal right after the first committed checkpoint
+        lines.append(line)
+        if "checkpoint step 5 committed" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == ExitCode.PREEMPTED == 76, "".join(lines[-30:])
+
+    run_dir = out / "test" / "pre"
+    ckpts = CheckpointStore(open_store(str(run_dir)))
+    latest = ckpts.latest()
+    assert latest is not None and 5 < latest.step < 30  # saved at the step SIGTERM hit
+    assert ckpts.fetch(latest, tmp_path / "verify").is_dir()  # every sha256 matches
+    summary = json.loads((tmp_path / "termination-log").read_text())
+    assert summary["exit_code"] == 76 and summary["phase"] == "training"
+    assert summary["checkpoint"] == latest.uri and summary["step"] == latest.step
+    assert not (run_dir / "adapter").exists()
+
+    # A newer checkpoint whose upload never finished (no manifest) must be skipped.
+    torn = run_dir / "checkpoints" / "step-000999"
+    shutil.copytree(run_dir / "checkpoints" / latest.name, torn)
+    (torn / "MANIFEST.json").unlink()
+
+    job = load_job(job_file)
+    with caplog.at_level(logging.WARNING):
+        code, resumed = execute(job, say=lambda s: None)
+    assert code == 0 and resumed is not None
+    assert resumed.resumed_from == latest.uri
+    assert "skipping torn checkpoint" in caplog.text and "step-000999" in caplog.text
+    assert resumed.steps == 30
+
+    ref_job = load_job(_job_file(tmp_path, tmp_path / "ref", "pre"))
+    code, ref = execute(ref_job, say=lambda s: None)
+    assert code == 0
+    got, want = _losses(run_dir), _losses(tmp_path / "ref" / "test" / "pre")
+    assert sorted(got) == sorted(want) == list(range(1, 31))
+    for step in want:
+        assert got[step] == pytest.approx(want[step], abs=1e-5), step
+    assert resumed.tuned_eval_loss == pytest.approx(ref.tuned_eval_loss, abs=1e-5)
