@@ -63,10 +63,17 @@ def test_rendered_manifests_validate(
     assert passed == expected, out
 
 
-def test_generated_crd_validates(kubernetes_validate: str) -> None:
-    proc = validate(kubernetes_validate, REPO / "crds/finetunejobs.kubetune.io.yaml", None)
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("crds/finetunejobs.kubetune.io.yaml", "customresourcedefinition/finetunejobs.kubetune.io"),
+        ("deploy/argocd/argocd-cm.yaml", "configmap/argocd-cm"),
+    ],
+)
+def test_shipped_manifests_validate(kubernetes_validate: str, path: str, resource: str) -> None:
+    proc = validate(kubernetes_validate, REPO / path, None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "passed for resource customresourcedefinition/finetunejobs.kubetune.io" in proc.stdout
+    assert f"passed for resource {resource} " in proc.stdout
 
 
 def test_validator_is_not_a_rubber_stamp(

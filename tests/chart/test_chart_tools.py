@@ -1,0 +1,46 @@
+"""How the deployment checks treat their tools: skip locally when one is missing, fail in CI;
+and the packaged chart is self-contained (files/ symlinks resolved into the archive)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from chart_helpers import CHART, REPO, find_tool, run
+
+
+def test_missing_tool_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="install it with"):
+        find_tool("kubetune-no-such-tool")
+
+
+@pytest.mark.parametrize("ci", ["true", "1"])
+def test_missing_tool_fails_in_ci(monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match="kubetune-no-such-tool is not installed"):
+        find_tool("kubetune-no-such-tool")
+
+
+def test_packaged_chart_carries_the_linked_files(helm: str, tmp_path: Path) -> None:
+    run([helm, "package", str(CHART), "--destination", str(tmp_path)])
+    (archive,) = tmp_path.glob("kubetune-*.tgz")
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        for name, source in [
+            ("finetunejobs.kubetune.io.yaml", "crds/finetunejobs.kubetune.io.yaml"),
+            ("kubetune-dashboard.json", "deploy/grafana/kubetune-dashboard.json"),
+            ("kubetune-rules.yaml", "deploy/prometheus/kubetune-rules.yaml"),
+        ]:
+            member = members[f"kubetune/files/{name}"]
+            assert member.isfile(), f"{name} is packaged as a link, not its contents"
+            assert tar.extractfile(member).read() == (REPO / source).read_bytes()
+        # The packaged chart still renders on its own, far from the repository.
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    out = run([helm, "template", "kt", str(tmp_path / "unpacked/kubetune"),
+               "--set", "grafanaDashboard.enabled=true"]).stdout  # fmt: skip
+    (dashboard,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "ConfigMap"]
+    assert json.loads(dashboard["data"]["kubetune-dashboard.json"])["uid"] == "kubetune-jobs"
