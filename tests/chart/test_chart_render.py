@@ -280,3 +280,33 @@ def test_notes_print_the_next_commands(helm: str) -> None:
     namespaced = _notes(helm, "watch.clusterWide=false", "watch.namespaces={ml,research}")
     assert "kubectl -n ml apply -f examples/quickstart.yaml" in namespaced
     assert "serves FineTuneJobs in: ml, research" in namespaced
+
+
+def test_every_value_is_documented_in_one_style() -> None:
+    """Each value in values.yaml has a `# --` comment above it. A documented mapping (e.g.
+    `resources`) documents its whole default; an undocumented one is a section whose keys
+    carry their own comments."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    top_level = set()
+    covered_below: int | None = None  # indent of a documented mapping being skipped
+    for i, line in enumerate(lines):
+        key = re.match(r"^( *)([A-Za-z]\w*):(.*)$", line)
+        if not key:
+            continue
+        indent, name, rest = len(key.group(1)), key.group(2), key.group(3)
+        if covered_below is not None and indent > covered_below:
+            continue
+        covered_below = None
+        if indent == 0:
+            top_level.add(name)
+        j = i - 1  # a comment may span lines: find its first one
+        while j >= 0 and lines[j].lstrip().startswith("#") and "# --" not in lines[j]:
+            j -= 1
+        documented = j >= 0 and lines[j].lstrip().startswith("# --") and j < i
+        is_section = rest.strip() == ""
+        if documented and is_section:
+            covered_below = indent
+        assert documented or is_section, f"values.yaml: {name!r} (line {i + 1}) is undocumented"
+    # Every top-level value is known to the schema (which rejects unknown keys).
+    assert top_level <= set(schema["properties"]), sorted(top_level - set(schema["properties"]))
