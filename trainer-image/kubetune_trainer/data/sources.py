@@ -6,7 +6,7 @@ Readers never hold more than one row (plus a small buffer) in memory:
 - CSV: the csv module over the open file, i.e. in small buffered chunks; a header row
   names the fields.
 - JSON: either one list of objects or one object. With `streaming: true` a list is decoded
-  element by element from 64 KiB chunks (no extra package); without it the whole text is
+  element by element from 16 KiB chunks (no extra package); without it the whole text is
   read first (faster, but holds the file in memory). A single object is always read whole.
 
 Every row carries `origin` (the URI or path as the user wrote it, plus the file inside a
@@ -26,7 +26,7 @@ from typing import Any
 from kubetune_api.uris import scheme_of
 
 SUFFIXES = (".jsonl", ".json", ".csv")
-_CHUNK = 64 * 1024
+_CHUNK = 16 * 1024
 
 
 @dataclass
