@@ -48,6 +48,8 @@ def test_finance_sample_is_consistent_and_learnable(make_job: Any) -> None:
     needs = [r for r in data.train if "Context:" not in r["prompt"]
              and "<" in r["completion"]]  # fmt: skip
     assert len(needs) > 60
+    # Paraphrases ("Briefly, ...") share their answer and stay on one side of the split.
+    assert not {r["completion"] for r in data.train} & {r["completion"] for r in data.validation}
 
 
 @pytest.mark.parametrize("folder", ["finance_qa", "preference", "trading", "papers"])

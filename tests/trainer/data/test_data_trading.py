@@ -137,3 +137,12 @@ def test_bad_news_rows(tmp_path: Path, make_job: Any, item: dict, reason: str) -
     assert data.stats.problems == [f"{news}:2: " + data.stats.problems[0].split(": ", 1)[1]]
     assert reason in data.stats.problems[0]
     assert any("Acme opens plant" in r["prompt"] for r in data.train + data.validation)
+
+
+def test_field_map_and_auto_detection(tmp_path: Path, make_job: Any) -> None:
+    rows = [line.replace(",ACME,", ",acme,") for line in GOOD]
+    (tmp_path / "p.csv").write_text("\n".join(["Day,Symbol,open,high,low,close,volume", *rows]))
+    data = prepare(make_job(tmp_path / "p.csv", field_map={"date": "Day", "ticker": "Symbol"},
+                            trading={"window": 5, "horizon": 2}))  # fmt: skip
+    assert data.format == "trading" and data.stats.problems == []
+    assert {r["meta"]["ticker"] for r in data.train} == {"ACME"}

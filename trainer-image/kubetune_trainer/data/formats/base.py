@@ -53,7 +53,10 @@ def each_row(
             ctx.report.problem(row.where, str(exc))
             continue
         for rec in out:
-            rec.setdefault("meta", {}).setdefault("source", row.where)
+            meta = rec.setdefault("meta", {})
+            meta.setdefault("source", row.where)
+            if "completion" in rec:  # paraphrased questions with one answer split together
+                meta.setdefault("group", rec["completion"])
         yield from out
 
 

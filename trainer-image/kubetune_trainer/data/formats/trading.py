@@ -30,7 +30,7 @@ from kubetune_api.spec_data import TradingOptions
 
 from ..report import RowError
 from ..sources import Row, read_rows
-from .base import Context, Record, number, text
+from .base import Context, Record, number, rename, text
 from .trading_features import features, label
 
 MAX_NEWS = 5
@@ -72,7 +72,7 @@ def _read_prices(rows: Iterable[Row], ctx: Context) -> dict[str, list[dict[str, 
             ctx.report.problem(row.where, row.error or "unreadable row")
             continue
         try:
-            p = price_row(row.data)
+            p = price_row(rename(row.data, ctx.dataset.field_map))
             past = series.get(p["ticker"])
             if past and p["date"] <= past[-1]["date"]:
                 raise RowError(
