@@ -13,7 +13,7 @@ from .handlers import delete, reconcile, setup
 
 
 @kopf.on.startup()
-def configure(
+async def configure(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any
 ) -> None:
     """Finalizer, annotation storage, watch timeouts, peering; API client and metrics."""
@@ -27,7 +27,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
+async def login(**_: Any) -> kopf.ConnectionInfo:
     """Log in like the API client: service account, else $KUBECONFIG read now."""
     from .k8s import login as k8s_login
 
@@ -43,19 +43,19 @@ async def follow(
 
 
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
-def spec_changed(memo: kopf.Memo, namespace: str, labels: Any, name: str, **_: Any) -> None:
+async def spec_changed(memo: kopf.Memo, namespace: str, labels: Any, name: str, **_: Any) -> None:
     """Wake the job's loop: suspend, run policy or a rejected immutable change."""
     setup.poke(memo, namespace, {c.LABEL_JOB: name})
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT})
-def job_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
+async def job_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
     """A Job of ours changed: wake its FineTuneJob's loop."""
     setup.poke(memo, namespace, dict(labels))
 
 
 @kopf.on.event("v1", "pods", labels={c.LABEL_JOB: kopf.PRESENT})
-def pod_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
+async def pod_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
     """A pod of ours changed: wake its FineTuneJob's loop."""
     setup.poke(memo, namespace, dict(labels))
 
