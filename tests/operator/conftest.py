@@ -27,8 +27,13 @@ def cluster(tmp_path: Path) -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def operator(cluster: EmulatorServer) -> Iterator[EmulatorServer]:
-    with run_operator(cluster, namespaces=[NS], config=OperatorConfig(
-        reconcile_interval=0.5, metrics_port=None, image="registry.test/trainer:1")):  # fmt: skip
+    with run_operator(
+        cluster,
+        namespaces=[NS],
+        config=OperatorConfig(
+            reconcile_interval=0.5, metrics_port=None, image="registry.test/trainer:1"
+        ),
+    ):
         yield cluster
 
 

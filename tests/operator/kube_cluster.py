@@ -90,13 +90,27 @@ class EmulatorServer:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("the emulator did not start")
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
-            "contexts": [{"name": "emulator", "context": {
-                "cluster": "emulator", "user": "emulator", "namespace": "default"}}],
-        }))  # fmt: skip
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "emulator",
+                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+                    "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
+                    "contexts": [
+                        {
+                            "name": "emulator",
+                            "context": {
+                                "cluster": "emulator",
+                                "user": "emulator",
+                                "namespace": "default",
+                            },
+                        }
+                    ],
+                }
+            )
+        )
         self.http = httpx.Client(base_url=self.url, timeout=10)
         return self
 
@@ -154,8 +168,11 @@ class EmulatorServer:
         return list(self.emu._requests)
 
     def events(self, ns: str, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.list("v1/events", ns)
-                if (e.get("involvedObject") or {}).get("name") == name]  # fmt: skip
+        return [
+            e
+            for e in self.list("v1/events", ns)
+            if (e.get("involvedObject") or {}).get("name") == name
+        ]
 
 
 def _json(obj: Any) -> bytes:
@@ -183,10 +200,16 @@ def run_operator(
 
     def target() -> None:
         try:
-            asyncio.run(kopf.operator(
-                namespaces=namespaces or [], clusterwide=not namespaces, standalone=True,
-                stop_flag=stop, ready_flag=ready, memo=kopf.Memo(config=config),
-            ))  # fmt: skip
+            asyncio.run(
+                kopf.operator(
+                    namespaces=namespaces or [],
+                    clusterwide=not namespaces,
+                    standalone=True,
+                    stop_flag=stop,
+                    ready_flag=ready,
+                    memo=kopf.Memo(config=config),
+                )
+            )
         except BaseException as exc:  # surfaced to the test at exit
             errors.append(exc)
 

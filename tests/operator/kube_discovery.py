@@ -52,7 +52,7 @@ BUILTIN_KINDS = (
         namespaced=False,
         subresources=ST,
         shortnames=("crd",),
-    ),  # fmt: skip
+    ),
 )
 
 
@@ -63,14 +63,19 @@ def kinds_from_crd(crd: Obj) -> list[KindInfo]:
     for v in spec.get("versions") or []:
         if not v.get("served", True):
             continue
-        out.append(KindInfo(
-            group=spec["group"], version=v["name"], plural=names["plural"], kind=names["kind"],
-            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            subresources=frozenset((v.get("subresources") or {}).keys()),
-            shortnames=tuple(names.get("shortNames") or ()),
-            categories=tuple(names.get("categories") or ()),
-            printer_columns=tuple(v.get("additionalPrinterColumns") or ()),
-        ))  # fmt: skip
+        out.append(
+            KindInfo(
+                group=spec["group"],
+                version=v["name"],
+                plural=names["plural"],
+                kind=names["kind"],
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                subresources=frozenset((v.get("subresources") or {}).keys()),
+                shortnames=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                printer_columns=tuple(v.get("additionalPrinterColumns") or ()),
+            )
+        )
     return out
 
 
@@ -78,17 +83,33 @@ def kinds_from_crd(crd: Obj) -> list[KindInfo]:
 def _resource_list(kinds: list[KindInfo], group_version: str) -> Obj:
     resources = []
     for k in kinds:
-        resources.append({
-            "name": k.plural, "singularName": k.kind.lower(), "namespaced": k.namespaced,
-            "kind": k.kind, "verbs": VERBS, "shortNames": list(k.shortnames),
-            "categories": list(k.categories),
-        })  # fmt: skip
+        resources.append(
+            {
+                "name": k.plural,
+                "singularName": k.kind.lower(),
+                "namespaced": k.namespaced,
+                "kind": k.kind,
+                "verbs": VERBS,
+                "shortNames": list(k.shortnames),
+                "categories": list(k.categories),
+            }
+        )
         for sub in sorted(k.subresources):
-            resources.append({"name": f"{k.plural}/{sub}", "singularName": "",
-                              "namespaced": k.namespaced, "kind": k.kind,
-                              "verbs": ["get", "patch", "update"]})  # fmt: skip
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": resources}  # fmt: skip
+            resources.append(
+                {
+                    "name": f"{k.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": k.namespaced,
+                    "kind": k.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }
 
 
 def _group(name: str, versions: list[str]) -> Obj:
@@ -106,13 +127,21 @@ def serve_discovery(emu: Any, req: Any) -> Obj | None:
         if k.group and k.version not in groups.setdefault(k.group, []):
             groups[k.group].append(k.version)
     if path == "/api":
-        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-            {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}  # fmt: skip
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}
+            ],
+        }
     if path == "/api/v1":
         return _resource_list([k for k in kinds if not k.group], "v1")
     if path == "/apis":
-        return {"kind": "APIGroupList", "apiVersion": "v1",
-                "groups": [_group(g, vs) for g, vs in sorted(groups.items())]}  # fmt: skip
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [_group(g, vs) for g, vs in sorted(groups.items())],
+        }
     m = re.fullmatch(r"/apis/([^/]+)(?:/([^/]+))?", path)
     if m:
         group, version = m.group(1), m.group(2)
@@ -223,11 +252,25 @@ def table(info: KindInfo, items: list[Obj], rv: int, include: str) -> Obj:
     cols = list(info.printer_columns) or [
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     ]
-    defs = [{"name": "Name", "type": "string", "format": "name", "priority": 0,
-             "description": "Name must be unique within a namespace."}]  # fmt: skip
-    defs += [{"name": c["name"], "type": c.get("type", "string"), "format": c.get("format", ""),
-              "description": c.get("description", ""), "priority": c.get("priority", 0)}
-             for c in cols]  # fmt: skip
+    defs = [
+        {
+            "name": "Name",
+            "type": "string",
+            "format": "name",
+            "priority": 0,
+            "description": "Name must be unique within a namespace.",
+        }
+    ]
+    defs += [
+        {
+            "name": c["name"],
+            "type": c.get("type", "string"),
+            "format": c.get("format", ""),
+            "description": c.get("description", ""),
+            "priority": c.get("priority", 0),
+        }
+        for c in cols
+    ]
     rows = []
     for obj in items:
         cells: list[Any] = [obj["metadata"]["name"]]
@@ -240,8 +283,16 @@ def table(info: KindInfo, items: list[Obj], rv: int, include: str) -> Obj:
         if include == "Object":
             row["object"] = obj
         elif include != "None":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": obj["metadata"]}  # fmt: skip
+            row["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj["metadata"],
+            }
         rows.append(row)
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
-            "metadata": {"resourceVersion": str(rv)}, "columnDefinitions": defs, "rows": rows}  # fmt: skip
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": str(rv)},
+        "columnDefinitions": defs,
+        "rows": rows,
+    }

@@ -66,8 +66,15 @@ class ApiStatus(Exception):
         self.code, self.reason, self.message = code, reason, message
 
     def body(self) -> Obj:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "code": self.code, "reason": self.reason, "message": self.message}  # fmt: skip
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "code": self.code,
+            "reason": self.reason,
+            "message": self.message,
+        }
 
 
 def now_rfc3339() -> str:
@@ -94,6 +101,12 @@ class Watcher:
     labels: str
     fields: str
     queue: asyncio.Queue[Obj | None] = field(default_factory=asyncio.Queue)
+
+    def wants(self, obj: Obj) -> bool:
+        ns = obj["metadata"].get("namespace")
+        return (self.namespace is None or self.namespace == ns) and (
+            disc.match_labels(obj, self.labels) and disc.match_fields(obj, self.fields)
+        )
 
 
 class Emulator(kmock.KubernetesEmulator):
@@ -156,8 +169,10 @@ class Emulator(kmock.KubernetesEmulator):
         if method == "POST" and name is None:
             return aiohttp.web.json_response(self.create(req.resource, ns, req.data), status=201)
         if method == "DELETE" and name is None:
-            deleted = [self.delete(req.resource, ns, o["metadata"]["name"], req.data)
-                       for o in self._select(req.resource, ns, req.params)]  # fmt: skip
+            deleted = [
+                self.delete(req.resource, ns, o["metadata"]["name"], req.data)
+                for o in self._select(req.resource, ns, req.params)
+            ]
             return aiohttp.web.json_response(self._list(info, deleted))
         if method == "DELETE":
             return aiohttp.web.json_response(self.delete(req.resource, ns, name, req.data))
@@ -201,8 +216,12 @@ class Emulator(kmock.KubernetesEmulator):
         return out
 
     def _list(self, info: disc.KindInfo, items: list[Obj]) -> Obj:
-        return {"kind": f"{info.kind}List", "apiVersion": info.api_version,
-                "metadata": {"resourceVersion": str(self.rv)}, "items": items}  # fmt: skip
+        return {
+            "kind": f"{info.kind}List",
+            "apiVersion": info.api_version,
+            "metadata": {"resourceVersion": str(self.rv)},
+            "items": items,
+        }
 
     def _bump(self, obj: Obj) -> None:
         self.rv += 1
@@ -212,11 +231,9 @@ class Emulator(kmock.KubernetesEmulator):
         event = {"type": etype, "object": copy.deepcopy(obj)}
         self.log.append((self.rv, res, event))
         del self.log[:-LOG_SIZE]
-        meta = obj["metadata"]
         for w in list(self.watchers):
-            if w.res == res and (w.namespace is None or w.namespace == meta.get("namespace")):
-                if disc.match_labels(obj, w.labels) and disc.match_fields(obj, w.fields):
-                    w.queue.put_nowait(event)
+            if w.res == res and w.wants(obj):
+                w.queue.put_nowait(event)
 
     def create(self, res: kmock.resource, ns: str | None, body: Any) -> Obj:
         info = self.kind_of(res)
@@ -264,8 +281,15 @@ class Emulator(kmock.KubernetesEmulator):
                 if "status" in old:
                     new["status"] = copy.deepcopy(old["status"])
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
-        for k in ("uid", "name", "namespace", "creationTimestamp", "generation",
-                  "deletionTimestamp", "deletionGracePeriodSeconds"):  # fmt: skip
+        for k in (
+            "uid",
+            "name",
+            "namespace",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
             if k in old_meta:
                 meta[k] = old_meta[k]
             else:
@@ -290,8 +314,12 @@ class Emulator(kmock.KubernetesEmulator):
         old = self._get(res, ns, name)
         want = (body.get("metadata") or {}).get("resourceVersion")
         if want and want != old["metadata"]["resourceVersion"]:
-            raise ApiStatus(409, "Conflict", "the object has been modified; please apply "
-                            "your changes to the latest version and try again")  # fmt: skip
+            raise ApiStatus(
+                409,
+                "Conflict",
+                "the object has been modified; please apply "
+                "your changes to the latest version and try again",
+            )
         return self._store(res, old, copy.deepcopy(body), sub)
 
     def patch(
@@ -353,17 +381,17 @@ class Emulator(kmock.KubernetesEmulator):
         if since and since != "0":
             start = int(since)
             if self.log and start < self.log[0][0] - 1 and start < self.rv:
-                w.queue.put_nowait({"type": "ERROR", "object": ApiStatus(
-                    410, "Expired", f"too old resource version: {start}").body()})  # fmt: skip
+                w.queue.put_nowait(
+                    {
+                        "type": "ERROR",
+                        "object": ApiStatus(
+                            410, "Expired", f"too old resource version: {start}"
+                        ).body(),
+                    }
+                )
             for rv, r, event in self.log:
-                if rv > start and r == res:
-                    o = event["object"]
-                    if (
-                        (ns is None or o["metadata"].get("namespace") == ns)
-                        and disc.match_labels(o, w.labels)
-                        and disc.match_fields(o, w.fields)
-                    ):
-                        w.queue.put_nowait(copy.deepcopy(event))
+                if rv > start and r == res and w.wants(event["object"]):
+                    w.queue.put_nowait(copy.deepcopy(event))
         else:
             for o in self._select(res, ns, params):
                 w.queue.put_nowait({"type": "ADDED", "object": o})
@@ -411,7 +439,12 @@ def parse_path(path: str) -> tuple[kmock.resource | None, str | None, str | None
         ns, rest = rest[1], rest[2:]
     plural = rest[0] if rest else None
     name = rest[1] if len(rest) > 1 else None
-    return kmock.resource(group=group, version=version, plural=plural), ns, name, "/".join(rest[2:]) or None
+    return (
+        kmock.resource(group=group, version=version, plural=plural),
+        ns,
+        name,
+        "/".join(rest[2:]) or None,
+    )
 
 
 async def parse_request(raw: aiohttp.web.BaseRequest, rid: int) -> kmock.Request:
@@ -423,10 +456,21 @@ async def parse_request(raw: aiohttp.web.BaseRequest, rid: int) -> kmock.Request
         data = None
     res, ns, name, sub = parse_path(raw.path)
     return kmock.Request(
-        id=rid, raw_request=raw, url=raw.url, method=raw.method, params=dict(raw.query),
-        headers=dict(raw.headers), cookies=dict(raw.cookies), data=data, body=body, text=text,
-        resource=res, namespace=ns, name=name, subresource=sub,
-    )  # fmt: skip
+        id=rid,
+        raw_request=raw,
+        url=raw.url,
+        method=raw.method,
+        params=dict(raw.query),
+        headers=dict(raw.headers),
+        cookies=dict(raw.cookies),
+        data=data,
+        body=body,
+        text=text,
+        resource=res,
+        namespace=ns,
+        name=name,
+        subresource=sub,
+    )
 
 
 def resource_key(path: str) -> kmock.resource:
