@@ -78,20 +78,26 @@ CASES: list[tuple[str, str, dict[str, Any], Any, str]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("fmt", "objective", "good", "row", "reason"), CASES)
+@pytest.mark.parametrize(
+    ("n", "fmt", "objective", "good", "row", "reason"),
+    [(i, *case) for i, case in enumerate(CASES)],
+)
 def test_bad_row_reported_with_line_and_reason(
-    tmp_path: Path, make_job: Any, fmt: str, objective: str, good: dict, row: Any, reason: str
-) -> None:
-    # Good rows around the bad one, and a blank line, so the line number is non-trivial.
-    path = write_jsonl(tmp_path / "d.jsonl", [good, good, "", row, good, good])
-    path.write_text(path.read_text().replace("\n\n", "\n   \n"))
-    job = make_job(path, format=fmt, bad_rows="skip", _objective=objective)
-    if fmt == "rated":  # make the good rows pair up with something
-        write_jsonl(path, [good, {**good, "output": "no", "rating": 1}, "", row, good, good])
-    data = prepare(job)
-    assert data.stats.problems == [f"{path}:4: " + data.stats.problems[0].split(": ", 1)[1]]
-    assert reason in data.stats.problems[0]
-    assert data.stats.skipped == 1 and data.stats.read == 5
+    tmp_path: Path, make_job: Any, n: int, fmt: str, objective: str, good: dict, row: Any,
+    reason: str,
+) -> None:  # fmt: skip
+    # A varying number of good rows and a blank line before the bad one, good rows after.
+    before = [good] * (1 + n % 4)
+    if fmt == "rated":  # something for the good row to pair with
+        before = [good, {**good, "output": "no", "rating": 1}] * (1 + n % 2)
+    path = write_jsonl(tmp_path / "d.jsonl", [*before, "   ", row, good, good])
+    line = len(before) + 2
+    data = prepare(make_job(path, format=fmt, bad_rows="skip", _objective=objective))
+    assert len(data.stats.problems) == 1
+    where, _, why = data.stats.problems[0].partition(": ")
+    assert where == f"{path}:{line}"
+    assert reason in why
+    assert data.stats.skipped == 1 and data.stats.read == len(before) + 3
 
 
 def test_classification_bad_label(tmp_path: Path, make_job: Any) -> None:

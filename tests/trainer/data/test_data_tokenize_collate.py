@@ -45,6 +45,8 @@ def test_chat_template_used_when_present(chat_tokenizer: Any) -> None:
     )
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
     assert render(msgs, chat_tokenizer, "auto")[1] == "Yo</s>\n"
+    ids = tokenize_sft([REC], chat_tokenizer, spec())
+    assert chat_tokenizer.decode(ids.input_ids[0]).endswith("<|assistant|>\nStatins and diet.</s>")
 
 
 def test_completion_only_labels_and_eos(tokenizer: Any) -> None:

@@ -1,7 +1,8 @@
 """Records -> token ids and labels.
 
 - SFT: the template (see templates.py) gives prompt and completion text. Prompt tokens get
-  label -100 when dataset.completionOnlyLoss is true; the completion ends with EOS. When an
+  label -100 when dataset.completionOnlyLoss is true; the completion ends with exactly one
+  EOS (not added again when the chat template already closes the turn with it). When an
   example is longer than maxSeqLength the prompt loses tokens from its START (the question
   nearest the answer is kept), down to at most half the budget, then the completion is cut
   at its END; such examples are counted as truncated.
@@ -57,6 +58,9 @@ def tokenize_sft(
         prompt, completion = render(
             messages_of(rec, dataset.system_prompt), tokenizer, dataset.template
         )
+        eos_text = tokenizer.eos_token
+        if eos_text and completion.rstrip().endswith(eos_text):
+            completion = completion.rstrip()  # the template closed the turn with EOS already
         # A chat template writes its own BOS; other layouts let the tokenizer add it.
         p = _ids(tokenizer, prompt, special=not chat)
         c = _ids(tokenizer, completion, special=False)
