@@ -209,6 +209,8 @@ def decide(inp: Inputs) -> Plan:
     plan.job = job
     if job is not None:
         _run(inp, job, st, plan)
+    if plan.finished:
+        _ttl(inp, st, plan)
     plan.status_changed = dump_status(st) != before
     return plan
 
@@ -267,6 +269,7 @@ def _run(inp: Inputs, job: FineTuneJob, st: FineTuneJobStatus, plan: Plan) -> No
         return
     if obs.failure is not None:
         _apply_summary(st, obs.summary)
+        _apply_summary(st, obs.failure.summary)  # e.g. the failing rank's last checkpoint
         _on_failure(inp, job, st, plan, obs.failure)
         return
     if obs.queued:

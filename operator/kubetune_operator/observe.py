@@ -30,6 +30,7 @@ class Failure:
     message: str
     exit_code: int | None = None
     pod: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # the pod's termination message
 
 
 @dataclass
@@ -93,18 +94,21 @@ def classify_pod(pod: dict[str, Any]) -> Failure | None:
         return None
     summary = parse_termination_message(term.get("message") if term else None)
     text = str(summary.get("message") or status.get("message") or "")
+    kind: FailureKind
     if (term and term.get("reason") == "OOMKilled") or code == ExitCode.OOM:
-        return Failure("oom", text or "container OOMKilled", code, name)
-    if code == ExitCode.BAD_DATA:
-        return Failure("bad_data", text or "the dataset failed validation", code, name)
-    if code == ExitCode.INVALID_SPEC:
-        return Failure("invalid_spec", text or "the trainer rejected the spec", code, name)
-    if _cond(pod, "DisruptionTarget") or code == ExitCode.PREEMPTED:
+        kind, text = "oom", text or "container OOMKilled"
+    elif code == ExitCode.BAD_DATA:
+        kind, text = "bad_data", text or "the dataset failed validation"
+    elif code == ExitCode.INVALID_SPEC:
+        kind, text = "invalid_spec", text or "the trainer rejected the spec"
+    elif _cond(pod, "DisruptionTarget") or code == ExitCode.PREEMPTED:
         reason = (_cond(pod, "DisruptionTarget") or {}).get("reason") or "SIGTERM"
-        return Failure("preempted", text or f"pod disrupted ({reason})", code, name)
-    if status.get("reason") == "Evicted":
-        return Failure("retryable", status.get("message") or "pod evicted", code, name)
-    return Failure("retryable", text or f"trainer exited with code {code}", code, name)
+        kind, text = "preempted", text or f"pod disrupted ({reason})"
+    elif status.get("reason") == "Evicted":
+        kind, text = "retryable", status.get("message") or "pod evicted"
+    else:
+        kind, text = "retryable", text or f"trainer exited with code {code}"
+    return Failure(kind, text, code, name, summary)
 
 
 def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observation:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,8 @@ from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, parse_time
 
 ACCEPTED_SPEC = f"{c.ANNOTATION_PREFIX}/accepted-spec"
-STOP = -1.0  # follow() ends: the job is finished and has no TTL left to wait for
+STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
+IDLE = math.inf  # nothing to wait for (finished, no TTL): sleep until poked (a spec change)
 
 
 async def follow(
@@ -50,11 +52,12 @@ async def follow(
                 requeue = config.reconcile_interval
             if requeue == STOP:
                 return
-            wait = (
-                config.reconcile_interval
-                if requeue is None
-                else min(max(requeue, 0.05), config.reconcile_interval)
-            )
+            if requeue is None:
+                wait: float | None = config.reconcile_interval
+            elif requeue == IDLE:
+                wait = None
+            else:
+                wait = min(max(requeue, 0.05), config.reconcile_interval)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(poke.wait(), timeout=wait)
     finally:
@@ -101,8 +104,10 @@ async def reconcile_once(
     await _execute(memo, body, plan, logger)
     metrics.reconcile_seconds.observe(time.monotonic() - started)
     metrics.set_phase(namespace, name, plan.status.phase)
-    if plan.delete_self or (plan.finished and plan.requeue_after is None):
+    if plan.delete_self:
         return STOP
+    if plan.finished and plan.requeue_after is None:
+        return IDLE
     return plan.requeue_after
 
 

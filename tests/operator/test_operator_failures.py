@@ -1,0 +1,174 @@
+"""Failures, run policy and deletion, through the real operator against the emulator."""
+
+from __future__ import annotations
+
+from conftest import NS, load_ftj
+from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
+from kube_cluster import FTJ, EmulatorServer, wait_for
+from test_operator_lifecycle import cond, posts, status
+
+from kubetune_api.constants import ExitCode
+
+JOBS = "batch/v1/jobs"
+
+
+def start(cluster: EmulatorServer, **overrides: object) -> list[dict]:
+    """Create the FineTuneJob, wait for attempt 1's Job, play its pods into Running."""
+    cluster.create(FTJ, load_ftj(**overrides))
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="attempt 1's Job")
+    pods = create_pods(cluster, NS, "llama-lora-a1")
+    for pod in pods:
+        set_running(cluster, NS, pod, "127.0.0.1")
+    wait_for(lambda: status(cluster).get("phase") == "Running", what="Running")
+    return pods
+
+
+def phase_is(cluster: EmulatorServer, phase: str) -> dict | None:
+    st = status(cluster)
+    return st if st.get("phase") == phase else None
+
+
+def test_retryable_exit_starts_attempt_2_which_resumes(operator):
+    cluster = operator
+    pods = start(cluster)
+    # Rank 1 loses its peer (exit 75); the checkpoint it reports is kept in status.
+    msg = {"message": "rendezvous lost", "lastCheckpoint": "s3://artifacts/ckpt/step-000040"}
+    set_terminated(cluster, NS, pods[1], ExitCode.RETRYABLE, msg)
+    job2 = wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2's Job")
+    env = job_env(job2)
+    assert env["KUBETUNE_ATTEMPT"] == "2"
+    assert env["KUBETUNE_MASTER_ADDR"] == "llama-lora-a2-0.llama-lora-a2"
+    st = status(cluster)
+    assert (st["attempt"], st["restarts"], st["preemptions"]) == (2, 1, 0)
+    assert st["lastCheckpoint"] == "s3://artifacts/ckpt/step-000040"
+    assert cond(st, "Restarting")["reason"] == "RetryableFailure"
+    assert "restart 1/2" in cond(st, "Restarting")["message"]
+    # The failed attempt is cleaned up (its pods go with it through the GC).
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1") is None, what="attempt 1 deleted")
+    assert cluster.get("v1/services", NS, "llama-lora-a1") is None
+    assert not cluster.list("v1/pods", NS, "kubetune.io/attempt=1")
+    # Attempt 2 runs: Restarting flips back to False.
+    for pod in create_pods(cluster, NS, "llama-lora-a2"):
+        set_running(cluster, NS, pod, "127.0.0.1")
+    st = wait_for(lambda: phase_is(cluster, "Running"), what="attempt 2 Running")
+    assert cond(st, "Restarting")["status"] == "False"
+
+
+def test_preemption_starts_a_new_attempt_without_counting(operator):
+    cluster = operator
+    pods = start(cluster)
+    set_terminated(cluster, NS, pods[0], 137, reason="Error", disruption=True)
+    set_terminated(cluster, NS, pods[1], ExitCode.RETRYABLE)
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2's Job")
+    st = status(cluster)
+    assert (st["attempt"], st["restarts"], st["preemptions"]) == (2, 0, 1)
+    assert cond(st, "Restarting")["reason"] == "Preempted"
+
+
+def test_oom_fails_with_a_memory_recommendation(operator):
+    cluster = operator
+    pods = start(cluster)
+    set_terminated(cluster, NS, pods[0], 137, reason="OOMKilled")
+    st = wait_for(lambda: phase_is(cluster, "Failed"), what="Failed")
+    assert cond(st, "Failed")["reason"] == "OutOfMemory"
+    assert "4bit" in st["message"] and "gradientCheckpointing" in st["message"]
+    assert "microBatchSize" in st["message"]
+    assert cluster.get(JOBS, NS, "llama-lora-a2") is None
+    assert len(posts(cluster, "jobs")) == 1
+
+
+def test_bad_data_fails_with_the_trainers_message(operator):
+    cluster = operator
+    pods = start(cluster)
+    msg = {
+        "phase": "Failed",
+        "exitCode": 65,
+        "message": "dataset: line 17: missing field `messages`; line 42: empty answer",
+    }
+    set_terminated(cluster, NS, pods[0], ExitCode.BAD_DATA, msg)
+    st = wait_for(lambda: phase_is(cluster, "Failed"), what="Failed")
+    assert cond(st, "Failed")["reason"] == "BadData"
+    assert "line 17: missing field `messages`" in st["message"]
+    assert "line 42" in st["message"]
+
+
+def test_max_restarts_exhausted_fails(operator):
+    cluster = operator
+    pods = start(cluster, runPolicy={"maxRestarts": 0, "backoffSeconds": 0})
+    set_terminated(cluster, NS, pods[0], ExitCode.INTERNAL, {"message": "boom"})
+    st = wait_for(lambda: phase_is(cluster, "Failed"), what="Failed")
+    assert cond(st, "Failed")["reason"] == "MaxRestartsExceeded"
+    assert st["restarts"] == 0 and "boom" in st["message"]
+
+
+def test_suspend_stops_pods_and_resume_starts_a_new_attempt(operator):
+    cluster = operator
+    start(cluster)
+    cluster.patch(FTJ, NS, "llama-lora", {"spec": {"runPolicy": {"suspend": True}}})
+    st = wait_for(lambda: phase_is(cluster, "Suspended"), what="Suspended")
+    assert cond(st, "Suspended")["status"] == "True"
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1") is None, what="the Job deleted")
+    assert not cluster.list("v1/pods", NS, "kubetune.io/job=llama-lora")
+    cluster.patch(FTJ, NS, "llama-lora", {"spec": {"runPolicy": {"suspend": False}}})
+    job2 = wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2 on resume")
+    assert job_env(job2)["KUBETUNE_ATTEMPT"] == "2"
+    st = status(cluster)
+    assert cond(st, "Suspended")["status"] == "False" and st["restarts"] == 0
+    assert st["observedGeneration"] == 3
+
+
+def test_immutable_change_is_rejected_and_the_job_keeps_running(operator):
+    cluster = operator
+    start(cluster)
+    before = cluster.get(JOBS, NS, "llama-lora-a1")
+    cluster.patch(
+        FTJ,
+        NS,
+        "llama-lora",
+        {"spec": {"training": {"maxSteps": 5000}, "runPolicy": {"maxRestarts": 7}}},
+    )
+    st = wait_for(lambda: cond(status(cluster), "SpecChangeRejected") and status(cluster))
+    rejected = cond(st, "SpecChangeRejected")
+    assert rejected["status"] == "True" and rejected["reason"] == "ImmutableFieldChanged"
+    assert rejected["message"].startswith("spec.training cannot change")
+    assert st["phase"] == "Running" and st["observedGeneration"] == 2
+    assert cluster.get(JOBS, NS, "llama-lora-a1") == before  # untouched
+    assert len(posts(cluster, "jobs")) == 1
+    # Reverting the immutable field clears the condition.
+    cluster.patch(FTJ, NS, "llama-lora", {"spec": {"training": {"maxSteps": 100}}})
+    wait_for(lambda: cond(status(cluster), "SpecChangeRejected")["status"] == "False")
+
+
+def test_deadline_fails_the_whole_job(operator):
+    cluster = operator
+    cluster.create(FTJ, load_ftj(runPolicy={"activeDeadlineSeconds": 1}))
+    job = wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
+    assert 0 < job["spec"]["activeDeadlineSeconds"] <= 1
+    st = wait_for(lambda: phase_is(cluster, "Failed"), timeout=10, what="DeadlineExceeded")
+    assert cond(st, "Failed")["reason"] == "DeadlineExceeded"
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1") is None, what="the Job deleted")
+
+
+def test_ttl_deletes_the_finished_job(operator):
+    cluster = operator
+    pods = start(cluster, runPolicy={"ttlSecondsAfterFinished": 0})
+    set_terminated(cluster, NS, pods[0], 0, {"message": "done"})
+    set_job_status(
+        cluster, NS, "llama-lora-a1", conditions=[{"type": "Complete", "status": "True"}]
+    )
+    wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="TTL deletion")
+    assert not cluster.list(JOBS, NS) and not cluster.list("v1/pods", NS)
+    assert not cluster.list("v1/configmaps", NS) and not cluster.list("v1/services", NS)
+
+
+def test_delete_runs_the_finalizer_and_leaves_nothing(operator):
+    cluster = operator
+    start(cluster)
+    cluster.delete(FTJ, NS, "llama-lora")
+    wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="the FineTuneJob gone")
+    assert not cluster.list(JOBS, NS) and not cluster.list("v1/pods", NS)
+    assert not cluster.list("v1/configmaps", NS) and not cluster.list("v1/services", NS)
+    # The finalizer deleted the children itself (not only the emulator's GC).
+    deletes = [r.url.path for r in cluster.requests() if r.method.value == "DELETE"]
+    assert f"/apis/batch/v1/namespaces/{NS}/jobs/llama-lora-a1" in deletes
+    assert f"/api/v1/namespaces/{NS}/pods" in deletes  # deletecollection by label
