@@ -27,5 +27,11 @@ def test_s3_source_matches_local(s3_server: Any, make_job: Any, tmp_path: Path) 
     assert [r["prompt"] for r in remote.train] == [r["prompt"] for r in here.train]
     assert remote.train[0]["meta"]["source"].startswith(uri + ":")  # not the cache path
     assert remote.stats.read == 60
+    # Same file name under another prefix as validation: no clash in the fetch cache.
+    val = tmp_path / "train.jsonl"
+    val.write_text('{"question": "Held out?", "answer": "Yes."}\n')
+    s3.upload_file(str(val), S3_BUCKET, "data/val/train.jsonl")
+    both = prepare(make_job(uri, validation={"source": f"s3://{S3_BUCKET}/data/val/train.jsonl"}))
+    assert len(both.train) == 60 and [r["prompt"] for r in both.validation] == ["Held out?"]
     with pytest.raises(BadDataError, match=rf"s3://{S3_BUCKET}/data/bad.jsonl:2: missing field"):
         prepare(make_job(f"s3://{S3_BUCKET}/data/bad.jsonl"), cache_dir=str(tmp_path / "c2"))

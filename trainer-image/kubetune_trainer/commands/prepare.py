@@ -20,7 +20,7 @@ from kubetune_api.constants import ExitCode
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.commands._job import job_from_file
-from kubetune_trainer.errors import BadDataError, ConfigError
+from kubetune_trainer.errors import BadDataError, ConfigError, TrainerError
 from kubetune_trainer.records import PreparedDataset
 
 
@@ -81,6 +81,9 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
     except ConfigError as exc:
         click.echo(f"invalid FineTuneJob: {exc}", err=True)
         raise SystemExit(ExitCode.INVALID_SPEC) from None
+    except TrainerError as exc:  # e.g. storage unreachable (retryable)
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
     folder = Path(out or Path("runs") / job.metadata.namespace / job.metadata.name / "prepared")
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "train.jsonl", data.train)

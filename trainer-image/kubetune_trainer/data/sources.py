@@ -16,6 +16,7 @@ folder) so problem reports and fingerprints do not depend on where s3 objects we
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
@@ -45,14 +46,13 @@ class SourceError(Exception):
     """The source itself cannot be read (missing file, unknown type)."""
 
 
-def localize(
-    uri: str, cache_dir: str | Path | None = None, endpoint_url: str | None = None
-) -> tuple[Path, str]:
-    """(local path, display name). s3:// objects are fetched through kubetune_trainer.storage."""
+def localize(uri: str, cache_dir: str | Path, endpoint_url: str | None = None) -> tuple[Path, str]:
+    """(local path, display name). s3:// objects are fetched through kubetune_trainer.storage
+    into their own folder under `cache_dir` (two sources never overwrite each other)."""
     if scheme_of(uri) == "s3":
         from kubetune_trainer.storage import fetch  # lazy: boto3 only when needed
 
-        dest = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="kubetune-data-"))
+        dest = Path(cache_dir) / hashlib.sha256(uri.encode()).hexdigest()[:16]
         return Path(fetch(uri, dest, endpoint_url)), uri
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
     if not path.exists():
@@ -76,10 +76,15 @@ def read_rows(
     cache_dir: str | Path | None = None,
     endpoint_url: str | None = None,
 ) -> Iterator[Row]:
-    """Every row of every data file behind `uri`, in order."""
-    path, display = localize(uri, cache_dir, endpoint_url)
-    for file, origin in data_files(path, display):
-        yield from read_file(file, origin, streaming)
+    """Every row of every data file behind `uri`, in order.
+
+    Without `cache_dir`, an s3 object is fetched into a temporary folder that is removed
+    once the rows have been read.
+    """
+    with tempfile.TemporaryDirectory(prefix="kubetune-data-") as tmp:
+        path, display = localize(uri, cache_dir or tmp, endpoint_url)
+        for file, origin in data_files(path, display):
+            yield from read_file(file, origin, streaming)
 
 
 def read_file(file: Path, origin: str, streaming: bool = False) -> Iterator[Row]:
