@@ -1,6 +1,6 @@
 """Dataset formats: detection by keys, and which record kind each format makes.
 
-A format turns rows into records: `FORMATS[name](rows, ctx) -> Iterator[record]`.
+A format turns rows into records: `get(name)(rows, ctx) -> Iterator[record]`.
 `classification` is not a spec format: `auto` resolves `{text, label}` rows to it for
 model.task sequence_classification.
 """
@@ -14,7 +14,8 @@ from typing import Any
 from ..sources import Row
 from .base import Context, Record, each_row, rename, text
 
-# Keys that identify a format; any one alternative is enough, the longest match wins.
+# Keys that identify a format; any one alternative is enough. When a row fits several,
+# a format whose matched keys include the other's wins (finance_qa over qa).
 FORMAT_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "chat": (("messages",),),
     "instruction": (("instruction", "output"), ("prompt", "response"), ("prompt", "completion")),
