@@ -230,6 +230,15 @@ class MlflowSink:
                 if isinstance(v, str)]  # fmt: skip
         self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
 
+    def flush(self) -> None:
+        """Wait until every row queued so far was sent (or dropped after a failure)."""
+        if self._worker is not None:
+            self._queue.join()
+
+    def close(self) -> None:
+        """Send what is queued and stop the sender thread, without ending the MLflow run."""
+        self._stop_worker()
+
     def _drain(self) -> None:
         from mlflow.entities import Metric
 
@@ -245,6 +254,9 @@ class MlflowSink:
                 if self._failures == 1 or self._failures % 50 == 0:
                     log.warning("MLflow logging failed (%d so far), continuing: %s",
                                 self._failures, e)  # fmt: skip
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
 
     def _stop_worker(self, timeout: float = 120) -> None:
         if self._worker is not None:
