@@ -22,7 +22,8 @@ every resource request itself:
 * WATCH: from a resourceVersion it replays exactly the later events from an in-memory
   log (410 Gone if too old); without one it sends the current objects as ADDED; the
   snapshot and the subscription happen without yielding to the loop, so nothing is
-  lost or duplicated; `timeoutSeconds` ends the stream;
+  lost or duplicated; `sendInitialEvents=true` ends the initial objects with the
+  `k8s.io/initial-events-end` bookmark; `timeoutSeconds` ends the stream;
 * garbage collection: deleting an object deletes its dependents (ownerReferences by
   uid, any propagation policy except Orphan, immediately and recursively);
 * CRDs: creating a CustomResourceDefinition registers its resource, subresources and
@@ -33,7 +34,7 @@ validation, no defaulting, no immutability checks: the operator's own rejection 
 what is tested), server-side apply, real strategic-merge (lists are replaced), dry
 run, field managers, namespaces lifecycle, owner-aware GC with several owners (any
 deleted owner deletes the dependent), foreground deletion ordering, authentication
-and RBAC, watch bookmarks, pagination (`limit`/`continue` are ignored), Table output
+and RBAC, periodic watch bookmarks, OpenAPI documents, pagination (`limit`/`continue` are ignored), Table output
 for watches, and every controller (Job controller, kubelet, scheduler, Kueue): tests
 play them by writing pods and statuses through the API.
 """
@@ -395,6 +396,22 @@ class Emulator(kmock.KubernetesEmulator):
         else:
             for o in self._select(res, ns, params):
                 w.queue.put_nowait({"type": "ADDED", "object": o})
+        if params.get("sendInitialEvents") == "true":
+            # Streaming lists (kubectl wait/delete, kopf's initial_streaming): a bookmark
+            # marks the end of the initial events.
+            w.queue.put_nowait(
+                {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": info.kind,
+                        "apiVersion": info.api_version,
+                        "metadata": {
+                            "resourceVersion": str(self.rv),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    },
+                }
+            )
         self.watchers.add(w)
         raw = req._raw_request
         resp = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
