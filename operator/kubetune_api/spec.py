@@ -144,5 +144,14 @@ class FineTuneJob(SpecModel):
     status: dict[str, Any] | None = Field(default=None, description="Ignored on input.")
 
     def to_manifest(self) -> dict[str, Any]:
-        """The object as YAML/JSON would hold it (camelCase, defaults resolved)."""
-        return self.model_dump(by_alias=True, exclude_none=True, exclude={"status"}, mode="json")
+        """The object as YAML/JSON would hold it (camelCase, defaults resolved).
+
+        It parses again (the operator's ConfigMap is read back by the trainer): the
+        4-bit-only quantization options are left out unless mode is 4bit.
+        """
+        data = self.model_dump(by_alias=True, exclude_none=True, exclude={"status"}, mode="json")
+        quant = data["spec"].get("quantization") or {}
+        if quant.get("mode") != "4bit":
+            for key in ("quantType", "doubleQuant", "computeDtype", "quantStorageDtype"):
+                quant.pop(key, None)
+        return data
