@@ -1,0 +1,139 @@
+"""Pure decisions: failure classification, backoff, conditions, progress parsing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import load_ftj
+
+from kubetune_operator.decide import Inputs, decide, immutable_changes
+from kubetune_operator.observe import Observation, classify_pod, observe
+from kubetune_operator.progress import RateSample, parse_metrics, to_progress
+
+NOW = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+
+
+def pod(
+    index: int,
+    code: int | None,
+    reason: str | None = None,
+    disrupted: bool = False,
+    message: str | None = None,
+) -> dict:
+    st: dict = {"phase": "Running" if code is None else ("Failed" if code else "Succeeded")}
+    if code is not None:
+        term = {"exitCode": code, "reason": reason or "Error"}
+        if message:
+            term["message"] = message
+        st["containerStatuses"] = [{"state": {"terminated": term}}]
+    if disrupted:
+        st["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "Preempted"}]
+    return {
+        "metadata": {
+            "name": f"p{index}",
+            "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+        },
+        "status": st,
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "disrupted", "kind"),
+    [
+        (66, None, False, "oom"),
+        (137, "OOMKilled", False, "oom"),
+        (65, None, False, "bad_data"),
+        (64, None, False, "invalid_spec"),
+        (76, None, False, "preempted"),
+        (137, None, True, "preempted"),
+        (75, None, False, "retryable"),
+        (70, None, False, "retryable"),
+        (1, None, False, "retryable"),
+    ],
+)
+def test_classify_pod(code, reason, disrupted, kind):
+    assert classify_pod(pod(0, code, reason, disrupted)).kind == kind
+
+
+def test_most_specific_failure_wins_across_ranks():
+    # Rank 1 OOMs, rank 0 loses its peer: the job failed of OOM, not of a lost peer.
+    obs = observe({"spec": {}, "status": {}}, [pod(0, 75), pod(1, 137, "OOMKilled")])
+    assert obs.failure.kind == "oom" and obs.failure.pod == "p1"
+    obs = observe({"spec": {}, "status": {}}, [pod(0, 75), pod(1, 137, disrupted=True)])
+    assert obs.failure.kind == "preempted"
+    assert observe(None, [pod(0, None), pod(1, None)]).failure is None
+
+
+def test_termination_message_json_or_log_tail():
+    obs = observe({"spec": {}, "status": {}}, [pod(0, 65, message='log line\n{"message": "bad"}')])
+    assert obs.failure.message == "bad"
+    obs = observe({"spec": {}, "status": {}}, [pod(0, 1, message="Traceback: boom")])
+    assert "boom" in obs.failure.message
+
+
+def inputs(status: dict | None, obs: Observation | None, **spec_overrides: object) -> Inputs:
+    spec = load_ftj(**spec_overrides)["spec"]
+    return Inputs(
+        name="llama-lora",
+        namespace="team-a",
+        generation=1,
+        spec=spec,
+        accepted_spec=spec if status else None,
+        status=status,
+        observation=obs,
+        progress=None,
+        now=NOW,
+    )
+
+
+def failing(code: int) -> Observation:
+    return observe({"spec": {}, "status": {}}, [pod(0, code)])
+
+
+def test_backoff_doubles_per_restart():
+    running = {"phase": "Running", "attempt": 1, "restarts": 0}
+    plan = decide(inputs(running, failing(75), runPolicy={"backoffSeconds": 30, "maxRestarts": 3}))
+    st = plan.status
+    assert (st.attempt, st.restarts) == (2, 1) and plan.delete_attempts == [1]
+    assert st.next_attempt_after == (NOW + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    running = {"phase": "Running", "attempt": 3, "restarts": 2}
+    plan = decide(inputs(running, failing(75), runPolicy={"backoffSeconds": 30, "maxRestarts": 3}))
+    assert plan.requeue_after == 120  # 30 x 2^2
+    # While backing off nothing is created.
+    waiting = {
+        "phase": "Pending",
+        "attempt": 4,
+        "restarts": 3,
+        "nextAttemptAfter": (NOW + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    plan = decide(inputs(waiting, None, runPolicy={"backoffSeconds": 30, "maxRestarts": 3}))
+    assert plan.ensure_attempt is None and plan.requeue_after == 5
+
+
+def test_status_unchanged_means_no_write():
+    first = decide(inputs(None, None))
+    assert first.status_changed and first.ensure_attempt == 1
+    stored = first.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    again = decide(inputs(stored, Observation(job_exists=True)))
+    assert not again.status_changed and not again.events
+
+
+def test_immutable_changes_list_fields():
+    a = load_ftj()["spec"]
+    b = load_ftj(training={"maxSteps": 1}, runPolicy={"suspend": True})["spec"]
+    assert immutable_changes(a, b) == ["spec.training"]
+
+
+def test_progress_from_prometheus_text():
+    text = (
+        "# TYPE kubetune_train_step gauge\nkubetune_train_step 30\n"
+        "kubetune_train_total_steps 120\nkubetune_train_loss 1.5\nkubetune_eval_loss 1.7\n"
+        "kubetune_train_epoch 0.25\nkubetune_train_tokens_per_second 800\nother_metric 1\n"
+    )
+    values = parse_metrics(text)
+    p = to_progress(values, now=110.0, first=RateSample(t=100.0, step=10))
+    assert (p.step, p.total_steps, p.loss, p.eval_loss) == (30, 120, 1.5, 1.7)
+    assert p.eta_seconds == 45.0  # 90 steps left at 2 steps/s
+    assert p.display == "30/120 (25%)"
+    assert parse_metrics("not prometheus {{{") == {}
