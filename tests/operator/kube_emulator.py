@@ -32,11 +32,12 @@ every resource request itself:
 Still missing (not needed by the operator or these tests): admission (no schema or CEL
 validation, no defaulting, no immutability checks: the operator's own rejection is
 what is tested), server-side apply, real strategic-merge (lists are replaced), dry
-run, field managers, namespaces lifecycle, owner-aware GC with several owners (any
+run, field managers, namespace lifecycle, owner-aware GC with several owners (any
 deleted owner deletes the dependent), foreground deletion ordering, authentication
-and RBAC, periodic watch bookmarks, OpenAPI documents, pagination (`limit`/`continue` are ignored), Table output
-for watches, and every controller (Job controller, kubelet, scheduler, Kueue): tests
-play them by writing pods and statuses through the API.
+and RBAC, periodic watch bookmarks, OpenAPI documents, pagination (`limit` and
+`continue` are ignored), Table output for watches, and every controller (Job
+controller, kubelet, scheduler, Kueue): tests play them by writing pods and statuses
+through the API (job_play.py).
 """
 
 from __future__ import annotations
