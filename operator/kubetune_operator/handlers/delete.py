@@ -68,9 +68,12 @@ def delete_s3_prefix(prefix: str, endpoint: str | None) -> int:
     import boto3  # optional dependency of the operator image: imported only when needed
 
     bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
-    s3 = boto3.client("s3", endpoint_url=endpoint)
-    if s3._request_signer._credentials is None:
+    # A fresh session each time: boto3's default session caches credentials forever,
+    # and rotated ones (IRSA, mounted files) must be picked up.
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
         raise RuntimeError("the operator has no S3 credentials")
+    s3 = session.client("s3", endpoint_url=endpoint)
     count = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
