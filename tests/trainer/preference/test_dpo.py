@@ -49,7 +49,7 @@ def test_dpo_learns_heldout_preferences(tmp_path: Path) -> None:
     assert losses[0] == pytest.approx(math.log(2), abs=1e-3)
     assert losses[-1] < losses[0] - 0.2
     after = _accuracy(load_model(None, res.adapter.uri), prepared.validation)
-    print(f'held-out preference accuracy: base {before:.2f} -> tuned {after:.2f}')
+    print(f"held-out preference accuracy: base {before:.2f} -> tuned {after:.2f}")
     assert after >= 0.9 and after >= before + 0.4, (before, after)
     # Only the trained adapter is saved (no reference copy), with the engine's report.
     adapter = Path(res.adapter.uri)

@@ -12,8 +12,14 @@ from typing import Any
 Record = dict[str, Any]
 
 
-def encode_pairs(tokenizer: Any, prompt: str, responses: list[str]) -> list[tuple[list[int], int]]:
-    """(prompt + response + EOS token ids, number of prompt tokens) per response."""
+def encode_pairs(
+    tokenizer: Any, prompt: str, responses: list[str], max_len: int | None = None
+) -> list[tuple[list[int], int]]:
+    """(prompt + response + EOS token ids, number of prompt tokens) per response.
+
+    Over `max_len`, the prompt loses tokens from its start (down to half the budget),
+    then the response is cut at its end, as SFT tokenization does.
+    """
     special = not bool(getattr(tokenizer, "chat_template", None))
     p = list(tokenizer(prompt, add_special_tokens=special)["input_ids"])
     out = []
@@ -21,7 +27,12 @@ def encode_pairs(tokenizer: Any, prompt: str, responses: list[str]) -> list[tupl
         c = list(tokenizer(r, add_special_tokens=False)["input_ids"])
         if tokenizer.eos_token_id is not None:
             c.append(tokenizer.eos_token_id)
-        out.append((p + c, len(p)))
+        pp = p
+        if max_len is not None and len(p) + len(c) > max_len:
+            keep = max(min(len(p), max_len // 2), max_len - len(c))
+            pp = p[len(p) - keep :]
+            c = c[: max_len - len(pp)]
+        out.append((pp + c, len(pp)))
     return out
 
 
