@@ -107,6 +107,8 @@ class PrometheusSink:
         if linger_seconds is None:
             linger_seconds = float(os.environ.get(LINGER_ENV, "0") or 0)
         self.linger_seconds = linger_seconds
+        self._last_scrape = 0.0
+        self.registry.register(_ScrapeClock(self))
         self.addr = addr or default_bind_address()
         self._server, self._thread = start_http_server(port, self.addr, registry=self.registry)
         self.port: int = self._server.server_port
@@ -133,8 +135,7 @@ class PrometheusSink:
         if self.pushgateway_url:
             self.push()
         if self.linger_seconds > 0:
-            log.info("metrics stay up on port %d for %.0f s", self.port, self.linger_seconds)
-            time.sleep(self.linger_seconds)
+            self.linger(self.linger_seconds)
         self.close()
 
     # -- the rest --------------------------------------------------------------------------
@@ -155,6 +156,20 @@ class PrometheusSink:
             )
         except OSError as e:
             log.warning("push to the Pushgateway %s failed: %s", self.pushgateway_url, e)
+
+    def linger(self, seconds: float) -> bool:
+        """Keep serving until the final values were scraped once, at most `seconds`.
+
+        Returns whether a scrape happened. A short-lived run (a few steps on a laptop or in
+        a test) would otherwise end between two scrapes and never show its last values.
+        """
+        ended = time.time()
+        log.info("metrics stay up on port %d until scraped (at most %.0f s)", self.port, seconds)
+        while time.time() - ended < seconds:
+            if self._last_scrape > ended:
+                return True
+            time.sleep(0.1)
+        return False
 
     def close(self) -> None:
         if self._server is not None:
@@ -185,3 +200,17 @@ def sink_for(job: Any, run: RunInfo) -> PrometheusSink | None:
         log.warning("metrics port %d is busy (%s): serving /metrics on port %d", port, e, sink.port)
     log.info("Prometheus metrics on http://%s:%d/metrics", sink.addr, sink.port)
     return sink
+
+
+class _ScrapeClock:
+    """A collector with no series: notes the time of every scrape (for `linger`)."""
+
+    def __init__(self, sink: PrometheusSink) -> None:
+        self.sink = sink
+
+    def collect(self) -> list[Any]:
+        self.sink._last_scrape = time.time()
+        return []
+
+    def describe(self) -> list[Any]:
+        return []  # registering must not call collect(): that is not a scrape

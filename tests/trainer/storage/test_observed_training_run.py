@@ -1,0 +1,120 @@
+"""A real tiny training run (`kubetune run`, builtin:tiny-llama) writing to S3 (moto),
+tracked in MLflow and scraped by Prometheus while it runs: the three views agree with the
+run's own metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.fixtures.plugin import S3_BUCKET
+from tests.fixtures.servers import MlflowServer, S3Server, free_port
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+STEPS = 8
+SEL = '{namespace="test",job="observed"}'
+
+
+def job_file(tmp_path: Path, metrics_port: int, mlflow_uri: str) -> Path:
+    rnd = random.Random(0)
+    data = tmp_path / "qa.jsonl"
+    with data.open("w") as f:
+        for _ in range(64):  # a learnable pattern: the answer repeats the question's fact
+            color, item = rnd.choice(["red", "blue", "green", "gold"]), rnd.choice(["car", "cup"])
+            q = f"What color is the {item}? It is {color}."
+            f.write(json.dumps({"question": q, "answer": f"The {item} is {color}."}) + "\n")
+    spec = {
+        "model": {"base": "builtin:tiny-llama"},
+        "adapter": {"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]},
+        "dataset": {"source": str(data), "format": "qa", "maxSeqLength": 64},
+        "training": {"maxSteps": STEPS, "microBatchSize": 4, "learningRate": 0.02,
+                     "loggingSteps": 1, "scheduler": "constant", "seed": 7, "saveSteps": 4},
+        "evaluation": {"enabled": False},
+        "output": {"uri": f"s3://{S3_BUCKET}/runs"},
+        "tracking": {"mlflowUri": mlflow_uri, "experiment": "observed"},
+        "metrics": {"port": metrics_port},
+    }  # fmt: skip
+    job = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
+           "metadata": {"name": "observed", "namespace": "test"}, "spec": spec}  # fmt: skip
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def test_prometheus_scrapes_a_real_tiny_training_run(
+    s3_server: S3Server, mlflow_server: MlflowServer, prometheus_server, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KUBETUNE_CACHE": os.environ.get("KUBETUNE_CACHE", str(tmp_path / "cache")),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "KUBETUNE_TERMINATION_LOG": str(tmp_path / "termination-log"),
+        # Keep /metrics up after the end until Prometheus has scraped the final values.
+        "KUBETUNE_METRICS_LINGER_SECONDS": "120",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    }
+    env.pop("KUBETUNE_OUTPUT_URI", None)
+    kubetune = str(Path(sys.executable).parent / "kubetune")
+    with prometheus_server([f"127.0.0.1:{port}"]) as prom:
+        log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            [kubetune, "run", str(job_file(tmp_path, port, mlflow_server.uri))],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            # Polled while the run proceeds; the last step shows up before the process ends.
+            prom.wait_for(f"kubetune_train_step{SEL} == {STEPS}", timeout=600)
+            assert proc.wait(timeout=300) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+        body = s3_server.client().get_object(
+            Bucket=S3_BUCKET, Key="runs/test/observed/report/metrics.jsonl"
+        )["Body"]
+        rows = [json.loads(line) for line in body.read().splitlines()]
+        train = [r for r in rows if "loss" in r]
+        assert [r["step"] for r in train] == list(range(1, STEPS + 1))
+
+        def last(metric: str) -> float:
+            result = prom.query(f"last_over_time({metric}{SEL}[10m])")
+            assert len(result) == 1, (metric, result)
+            return float(result[0]["value"][1])
+
+        assert last("kubetune_train_loss") == pytest.approx(train[-1]["loss"])
+        assert last("kubetune_train_total_steps") == STEPS
+        assert last("kubetune_train_grad_norm") == pytest.approx(train[-1]["grad_norm"])
+        assert last("kubetune_checkpoint_seconds_count") == 2  # steps 4 and 8
+        rss = prom.query('last_over_time(kubetune_memory_bytes{job="observed",kind="rss"}[10m])')
+        assert float(rss[0]["value"][1]) > 1e6
+
+    # The S3 prefix: both checkpoints committed (manifest last), the adapter, the report.
+    keys = {o["Key"] for o in s3_server.client().list_objects_v2(
+        Bucket=S3_BUCKET, Prefix="runs/test/observed/")["Contents"]}  # fmt: skip
+    for step in (4, 8):
+        assert f"runs/test/observed/checkpoints/step-{step:06d}/MANIFEST.json" in keys
+    assert "runs/test/observed/adapter/adapter_model.safetensors" in keys
+    assert "runs/test/observed/report/report.json" in keys
+
+    # The MLflow run: same losses at the same steps, the report as artifacts.
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("observed")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["kubetune.name"] == "observed"
+    assert run.data.params["spec.training.maxSteps"] == str(STEPS)
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(r["step"], r["loss"]) for r in train]
+    names = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/report.json", "report/metrics.jsonl"} <= names
