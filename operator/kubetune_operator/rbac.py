@@ -34,14 +34,33 @@ NAMESPACED_RULES: Final[tuple[Rule, ...]] = (
 )
 
 CLUSTER_RULES: Final[tuple[Rule, ...]] = (
-    # kopf discovers resources through CRDs and namespaces (for namespace globs).
+    # kopf watches CRDs (resource discovery) and namespaces (which of the namespaces it
+    # was given exist) even when started with plain namespace names: always cluster-wide.
     ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
     ("", "namespaces", ("get", "list", "watch")),
-    # kopf peering in cluster-wide mode.
-    ("kopf.dev", "clusterkopfpeerings", ("get", "list", "watch", "patch")),
+)
+
+CLUSTERWIDE_PEERING: Final[Rule] = (
+    "kopf.dev",
+    "clusterkopfpeerings",
+    ("get", "list", "watch", "patch"),
 )
 
 
-def all_rules(clusterwide: bool = True) -> tuple[Rule, ...]:
-    """Cluster-wide mode needs the namespaced rules in a ClusterRole as well."""
-    return NAMESPACED_RULES + CLUSTER_RULES if clusterwide else NAMESPACED_RULES
+def rules(clusterwide: bool) -> dict[str, tuple[Rule, ...]]:
+    """What goes in the ClusterRole and in the (per watched namespace) Role.
+
+    `--all-namespaces`: everything in one ClusterRole (with cluster-wide peering).
+    `--namespace X`: NAMESPACED_RULES in a Role in each X; CLUSTER_RULES in a ClusterRole.
+    """
+    if clusterwide:
+        return {"ClusterRole": (*NAMESPACED_RULES, *CLUSTER_RULES, CLUSTERWIDE_PEERING), "Role": ()}
+    return {"ClusterRole": CLUSTER_RULES, "Role": NAMESPACED_RULES}
+
+
+def allows(group: str, resource: str, verb: str, clusterwide: bool = True) -> bool:
+    return any(
+        g == group and r == resource and verb in verbs
+        for kind in rules(clusterwide).values()
+        for g, r, verbs in kind
+    )

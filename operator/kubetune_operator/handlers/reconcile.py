@@ -10,7 +10,6 @@ poke it through `memo.pokes`, so reactions do not wait for the interval.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -58,10 +57,26 @@ async def follow(
                 wait = None
             else:
                 wait = min(max(requeue, 0.05), config.reconcile_interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(poke.wait(), timeout=wait)
+            await _sleep(poke, stopped, wait)
     finally:
         memo.pokes.pop((namespace, name), None)
+        for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
+            del memo.rates[key]
+
+
+async def _sleep(poke: asyncio.Event, stopped: Any, timeout: float | None) -> None:
+    """Until poked, stopped by kopf (deletion, shutdown) or the timeout: whichever first."""
+
+    async def until_stopped() -> None:
+        await stopped.wait()
+
+    tasks = {asyncio.ensure_future(poke.wait()), asyncio.ensure_future(until_stopped())}
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _observe_attempt(
