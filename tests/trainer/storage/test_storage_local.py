@@ -45,6 +45,10 @@ def test_open_store_local_forms_and_roundtrip(tmp_path: Path) -> None:
     assert store.get_file("adapter/w.bin", tmp_path / "back" / "w.bin").read_bytes() == b"x" * 5000
     assert store.list() == ["adapter/w.bin", "report/report.json"]
     assert store.sizes("adapter/") == {"adapter/w.bin": 5000}
+    store.put_bytes("adapter2/x", b"1")
+    assert store.list("adapter/") == ["adapter/w.bin"], "a folder prefix must not match adapter2/"
+    assert store.list("adapter") == ["adapter/w.bin", "adapter2/x"]
+    store.delete_prefix("adapter2/")
     assert store.exists("adapter/w.bin") and not store.exists("adapter/nope")
     # No temp files left next to the objects by the atomic writes.
     assert sorted(p.name for p in (tmp_path / "run").rglob("*") if p.is_file()) == [

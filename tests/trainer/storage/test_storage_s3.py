@@ -149,3 +149,17 @@ def _one_file(folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "w.bin").write_bytes(b"w" * 100)
     return folder
+
+
+def test_unreachable_endpoint_is_retryable_and_names_it(monkeypatch) -> None:
+    from kubetune_trainer.errors import RetryableError
+    from tests.fixtures.servers import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    store = open_store(f"s3://{S3_BUCKET}/runs", endpoint_url=endpoint, request_attempts=1)
+    with pytest.raises(RetryableError) as err:
+        store.check_writable()
+    assert endpoint in str(err.value) and "s3Endpoint" in str(err.value)

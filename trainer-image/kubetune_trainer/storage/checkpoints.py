@@ -21,7 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from .base import Store, join_key
-from .manifest import MANIFEST, build_manifest, dump_manifest, parse_manifest, verify_dir
+from .manifest import (
+    MANIFEST,
+    build_manifest,
+    dump_manifest,
+    parse_manifest,
+    verify_dir,
+    write_manifest,
+)
+
+__all__ = [
+    "CheckpointRef",
+    "CheckpointStore",
+    "TornCheckpoint",
+    "TornCheckpointError",
+    "step_name",
+    "verify_dir",
+    "write_manifest",
+]
 
 log = logging.getLogger(__name__)
 

@@ -73,16 +73,13 @@ class LocalStore(Store):
         return path.read_bytes()
 
     def sizes(self, prefix: str = "") -> dict[str, int]:
-        base = self._path(prefix) if prefix.strip("/") else self.root
+        # S3 semantics: "adapter" matches adapter/x and adapter2/y; "adapter/" only the folder.
+        want = prefix.lstrip("/")
+        base = self._path(want) if want.strip("/") else self.root
+        walk_from = base if (want.endswith("/") or not want) else base.parent
         out: dict[str, int] = {}
-        if base.is_file():
-            out[base.relative_to(self.root).as_posix()] = base.stat().st_size
-            return out
-        # A prefix like "checkpoints/step-" is not a folder: walk its parent and filter.
-        walk_from = base if base.is_dir() else base.parent
         if not walk_from.is_dir():
             return out
-        want = prefix.strip("/")
         for path in walk_from.rglob("*"):
             # Temp files of writes in progress are not objects yet.
             if not path.is_file() or (path.name.endswith(".tmp") and path.name.startswith(".")):
