@@ -1,0 +1,192 @@
+"""One test's world: a namespace of the shared emulator, its S3 credentials Secret, the
+kubelet stand-in and the real operator process; submit a FineTuneJob YAML and wait on it.
+
+Every wait polls with a deadline and fails with the whole picture (status, events, pods,
+the tail of every container log and of the operator log), never with a bare timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from e2e_kubelet import Kubelet
+from e2e_operator import OperatorProcess
+from kube_cluster import EmulatorServer
+
+from kubetune_api import constants as c
+
+FTJ = "kubetune.io/v1alpha1/finetunejobs"
+JOBS_DIR = Path(__file__).parent / "jobs"
+SECRET_NAME = "s3-credentials"
+CHILD_KINDS = ("batch/v1/jobs", "v1/pods", "v1/services", "v1/configmaps")
+
+
+@dataclass
+class World:
+    cluster: EmulatorServer
+    namespace: str
+    workdir: Path
+    s3: Any  # tests.fixtures.servers.S3Server
+    bucket: str
+    canary: str
+    kubelet: Kubelet
+    operator: OperatorProcess
+    values: dict[str, str] = field(default_factory=dict)  # ${...} in the job YAMLs
+
+    # -- objects ------------------------------------------------------------------------------
+    def create_secret(self) -> None:
+        """The user's S3 Secret: the canary is the secret key (moto accepts any credentials)."""
+        data = {
+            "AWS_ACCESS_KEY_ID": "e2e-access-key",
+            "AWS_SECRET_ACCESS_KEY": self.canary,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": SECRET_NAME, "namespace": self.namespace},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+        self.cluster.create("v1/secrets", secret)
+
+    def load(self, file: str, name: str, **values: Any) -> dict[str, Any]:
+        """tests/e2e/jobs/<file> with ${...} filled in, renamed and put in our namespace."""
+        text = (JOBS_DIR / file).read_text()
+        text = string.Template(text).substitute({**self.values, **values})
+        doc = yaml.safe_load(text)
+        doc["metadata"]["name"] = name
+        doc["metadata"]["namespace"] = self.namespace
+        return doc
+
+    def submit(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self.cluster.create(FTJ, manifest)
+
+    def ftj(self, name: str) -> dict[str, Any] | None:
+        return self.cluster.get(FTJ, self.namespace, name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return (self.ftj(name) or {}).get("status") or {}
+
+    def children(self, name: str) -> dict[str, list[str]]:
+        """Jobs, pods, Services and ConfigMaps labelled as this FineTuneJob's."""
+        sel = f"{c.LABEL_JOB}={name}"
+        return {
+            kind: [o["metadata"]["name"] for o in self.cluster.list(kind, self.namespace, sel)]
+            for kind in CHILD_KINDS
+        }
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return self.cluster.events(self.namespace, name)
+
+    def posts(self, plural: str) -> list[dict[str, Any]]:
+        """Bodies of every create (POST) of `plural` in our namespace, in order."""
+        out = []
+        for req in self.cluster.requests():
+            path = req.url.path
+            if str(req.method.value).upper() == "POST" and path.endswith(
+                f"/namespaces/{self.namespace}/{plural}"
+            ):
+                out.append(req.data or {})
+        return out
+
+    # -- waiting ------------------------------------------------------------------------------
+    def wait(
+        self,
+        name: str,
+        accept: Callable[[dict[str, Any]], Any],
+        timeout: float,
+        what: str,
+    ) -> dict[str, Any]:
+        """Poll the FineTuneJob's status until accept(status) is truthy; returns the status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status(name)
+            if accept(st):
+                return st
+            self.check_harness()
+            time.sleep(0.5)
+        raise AssertionError(
+            f"timed out after {timeout:.0f} s waiting for {what}\n" + self.report(name)
+        )
+
+    def wait_until(self, probe: Callable[[], Any], timeout: float, what: str, name: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = probe()
+            if value:
+                return value
+            self.check_harness()
+            time.sleep(0.2)
+        raise AssertionError(
+            f"timed out after {timeout:.0f} s waiting for {what}\n" + self.report(name)
+        )
+
+    def finished(self, name: str, timeout: float = 480) -> dict[str, Any]:
+        return self.wait(name, lambda s: s.get("phase") in c.Phase.FINISHED, timeout, "the end")
+
+    def succeeded(self, name: str, timeout: float = 480) -> dict[str, Any]:
+        st = self.finished(name, timeout)
+        assert st["phase"] == c.Phase.SUCCEEDED, "the job did not succeed\n" + self.report(name)
+        return st
+
+    def check_harness(self) -> None:
+        if self.kubelet.errors:
+            raise AssertionError("the kubelet stand-in failed:\n" + self.kubelet.errors[-1])
+
+    def report(self, name: str) -> str:
+        """Everything that explains where a job is: for failure messages."""
+        lines = [f"status: {json.dumps(self.status(name), indent=1)}"]
+        lines.append("events: " + "; ".join(
+            f"{e.get('reason')}: {e.get('message')}" for e in self.events(name)))  # fmt: skip
+        for pod in self.kubelet.pods():
+            st = pod.get("status") or {}
+            cs = (st.get("containerStatuses") or [{}])[0].get("state")
+            lines.append(f"pod {pod['metadata']['name']}: {st.get('phase')} {json.dumps(cs)}")
+        for pod_name, log in self.kubelet.logs().items():
+            tail = "\n    ".join(log.splitlines()[-25:])
+            lines.append(f"--- log of {pod_name} (last 25 lines):\n    {tail}")
+        lines.append(f"--- operator log (last 30 lines):\n{self.operator.tail(30)}")
+        return "\n".join(lines)
+
+    # -- S3 -----------------------------------------------------------------------------------
+    def s3_keys(self, prefix: str) -> list[str]:
+        s3 = self.s3.client()
+        keys: list[str] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def run_prefix(self, name: str) -> str:
+        """Where a job of ours writes: <output uri>/<namespace>/<name>/ (see the job YAMLs)."""
+        return f"runs/{self.namespace}/{name}/"
+
+    def committed_steps(self, name: str) -> list[int]:
+        """Steps of the checkpoints whose MANIFEST.json (the commit marker) exists."""
+        prefix = self.run_prefix(name) + "checkpoints/"
+        steps = []
+        for key in self.s3_keys(prefix):
+            rest = key[len(prefix) :]
+            if rest.endswith("/MANIFEST.json") and rest.startswith("step-"):
+                steps.append(int(rest.split("/")[0].removeprefix("step-")))
+        return sorted(steps)
+
+    # -- pods ---------------------------------------------------------------------------------
+    def pods_of(self, name: str, attempt: int) -> list[dict[str, Any]]:
+        return sorted(
+            self.kubelet.pods(f"{name}-a{attempt}"),
+            key=lambda p: p["metadata"]["annotations"].get(
+                "batch.kubernetes.io/job-completion-index", ""
+            ),
+        )
+
+    def log_of(self, pod_name: str) -> str:
+        return self.kubelet.container(pod_name).log()

@@ -1,0 +1,116 @@
+"""Scenarios 1, 10 and 11: a quickstart-style FineTuneJob on one node, end to end.
+
+YAML -> the real operator (its own process) -> ConfigMap/Service/Indexed Job in the API
+emulator -> the kubelet stand-in runs `kubetune launch` -> the trainer reads data from and
+writes artifacts to moto S3, reports to MLflow, serves /metrics -> a real Prometheus
+scrapes the trainer and the operator -> the operator writes status and Events.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from e2e_audit import find_canary
+from e2e_kubelet import free_port
+from e2e_world import World
+
+from kubetune_api import constants as c
+from tests.fixtures.servers import MlflowServer, prometheus_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(900)]
+NAME = "quickstart"
+
+
+def test_quickstart_one_node(world: World, mlflow_server: MlflowServer) -> None:
+    trainer_port = free_port()
+    targets = [f"127.0.0.1:{trainer_port}", f"127.0.0.1:{world.operator.metrics_port}"]
+    with prometheus_server(targets, world.workdir / "prometheus") as prom:
+        job = world.load("quickstart.yaml", NAME, METRICS_PORT=trainer_port)
+        job["spec"]["tracking"] = {"mlflowUri": mlflow_server.uri, "experiment": "e2e-quickstart"}
+        world.submit(job)
+
+        running = world.wait(NAME, lambda s: s.get("phase") == c.Phase.RUNNING, 300, "Running")
+        assert running["attempt"] == 1 and running["jobName"] == f"{NAME}-a1"
+        st = world.succeeded(NAME)
+
+        # Scenario 10: Prometheus scraped the trainer (labels namespace + job) and the operator.
+        sel = f'namespace="{world.namespace}",job="{NAME}"'
+        loss = prom.wait_for(f"last_over_time(kubetune_train_loss{{{sel}}}[1h])", 60)
+        assert 0 < float(loss[0]["value"][1]) < 20
+        steps = prom.wait_for(f"max_over_time(kubetune_train_step{{{sel}}}[1h])", 60)
+        assert float(steps[0]["value"][1]) >= 2
+        prom.wait_for(
+            'kubetune_jobs{phase="Succeeded"}', 60, accept=lambda r: float(r[0]["value"][1]) >= 1
+        )
+        series = prom.query('{__name__=~"kubetune_.+"}')
+
+    # Status: finished with the whole progress, the adapter and no restart.
+    total = 20
+    assert st["progress"]["totalSteps"] == total, st
+    assert st["progress"]["step"] == total, st
+    assert st["restarts"] == 0 and st["attempt"] == 1, st
+    assert st.get("completionTime") and st.get("startTime"), st
+    assert any(x["type"] == c.ConditionType.SUCCEEDED and x["status"] == "True"
+               for x in st["conditions"]), st  # fmt: skip
+
+    # Artifacts in S3, read with boto3: adapter, committed checkpoints, report.
+    prefix = world.run_prefix(NAME)
+    keys = world.s3_keys(prefix)
+    assert prefix + "adapter/adapter_model.safetensors" in keys, keys
+    assert prefix + "adapter/adapter_config.json" in keys, keys
+    assert not [k for k in keys if k.startswith(prefix + "adapter/") and "model.safetensors" in k
+                and "adapter_model" not in k], "the base weights must never be saved"  # fmt: skip
+    committed = world.committed_steps(NAME)
+    assert committed and committed[-1] == total, committed
+    assert len(committed) <= 2, f"keepLastCheckpoints: 2, found {committed}"
+    report = json.loads(
+        world.s3.client()
+        .get_object(Bucket=world.bucket, Key=prefix + "report/report.json")["Body"]
+        .read()
+    )
+    assert report["status"] == "succeeded" and report["results"]["steps"] == total, report
+    assert prefix + "report/metrics.jsonl" in keys, keys
+
+    # The pod: Succeeded with exit code 0 and the trainer's summary as termination message.
+    (pod,) = world.pods_of(NAME, 1)
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert pod["status"]["phase"] == "Succeeded" and term["exitCode"] == 0, pod["status"]
+    assert json.loads(term["message"])["phase"] == "done", term
+
+    # Events on every transition.
+    reasons = [e["reason"] for e in world.events(NAME)]
+    for want in (c.Reason.JOB_CREATED, c.Reason.PODS_RUNNING, c.Reason.COMPLETED):
+        assert want in reasons, reasons
+
+    # MLflow holds the run with its loss curve.
+    runs = _mlflow_runs(mlflow_server.uri, "e2e-quickstart")
+    assert len(runs) == 1 and runs[0]["info"]["status"] == "FINISHED", runs
+    assert any(m["key"] == "train_loss" or "loss" in m["key"] for m in runs[0]["data"]["metrics"])
+
+    # Scenario 11: the S3 secret key never leaves the Secret (checked after everything ran).
+    leaks = find_canary(
+        world.canary,
+        world.cluster,
+        {**world.kubelet.logs(), "operator": world.operator.log()},
+        world.s3,
+        world.bucket,
+        folders=[mlflow_server.root],
+        texts={"prometheus series": json.dumps(series)},
+    )
+    assert not leaks, f"the secret value leaked into: {leaks}"
+
+
+def _mlflow_runs(uri: str, experiment: str) -> list[dict]:
+    import urllib.parse
+    import urllib.request
+
+    q = urllib.parse.urlencode({"experiment_name": experiment})
+    with urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/get-by-name?{q}") as r:
+        exp_id = json.loads(r.read())["experiment"]["experiment_id"]
+    body = json.dumps({"experiment_ids": [exp_id]}).encode()
+    req = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req) as r:
+        return list(json.loads(r.read()).get("runs") or [])
