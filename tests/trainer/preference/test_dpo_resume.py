@@ -1,0 +1,43 @@
+"""DPO checkpoints and resumes like SFT: a run stopped after its step-3 checkpoint and
+resumed to step 6 logs the same losses as an uninterrupted 6-step run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kt_pref_data import SUFFIXES, make_job, prepared_dpo, tiny_base
+
+from kubetune_trainer.engine.main import execute
+
+
+def _losses(run_uri: str) -> dict[int, float]:
+    rows = [
+        json.loads(x) for x in (Path(run_uri) / "report" / "metrics.jsonl").read_text().splitlines()
+    ]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.mark.slow
+def test_dpo_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    base = tiny_base()
+    prepared = prepared_dpo(SUFFIXES[0], SUFFIXES[1], n=16)
+
+    def job(out: str, steps: int):  # type: ignore[no-untyped-def]
+        return make_job(out, "dpo", name="r", model={"base": base},
+                        training={"maxSteps": steps, "saveSteps": 3})  # fmt: skip
+
+    code, ref = execute(job(str(tmp_path / "ref"), 6), prepared=prepared, say=lambda s: None)
+    assert code == 0 and ref is not None and ref.resumed_from is None
+    out = str(tmp_path / "out")
+    code, first = execute(job(out, 3), prepared=prepared, say=lambda s: None)
+    assert code == 0 and first is not None
+    code, resumed = execute(job(out, 6), prepared=prepared, say=lambda s: None)
+    assert code == 0 and resumed is not None
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("step-000003")
+    got, want = _losses(resumed.run_uri), _losses(ref.run_uri)
+    assert sorted(got) == sorted(want) == [1, 2, 3, 4, 5, 6]
+    for step in want:
+        assert got[step] == pytest.approx(want[step], abs=1e-5), step
+    assert resumed.tuned_eval_loss == pytest.approx(ref.tuned_eval_loss, abs=1e-5)
