@@ -185,13 +185,24 @@ def _next_attempt(
 
 
 def _apply_summary(st: FineTuneJobStatus, summary: dict[str, Any]) -> None:
-    if summary.get("lastCheckpoint"):
-        st.last_checkpoint = str(summary["lastCheckpoint"])
+    # The trainer's termination summary (kubetune_trainer.engine.main) writes `checkpoint`
+    # and flat `adapter_uri`/`adapter_sha256`/`adapter_size`; the camelCase status-shaped
+    # keys are accepted too, so either side can move to the other's spelling.
+    checkpoint = summary.get("lastCheckpoint") or summary.get("checkpoint")
+    if checkpoint:
+        st.last_checkpoint = str(checkpoint)
     if isinstance(summary.get("step"), int):
         st.progress.step = summary["step"]
     if isinstance(summary.get("loss"), (int, float)):
         st.progress.loss = float(summary["loss"])
     adapter = summary.get("adapter")
+    if not isinstance(adapter, dict) and summary.get("adapter_uri"):
+        size = summary.get("adapter_size")
+        adapter = {
+            "uri": summary["adapter_uri"],
+            "sha256": str(summary.get("adapter_sha256") or ""),
+            "sizeBytes": size if isinstance(size, int) else 0,
+        }
     if isinstance(adapter, dict) and adapter.get("uri"):
         st.adapter = AdapterArtifact.model_validate(adapter)
 
