@@ -10,6 +10,7 @@ kubetune_api_errors_total{verb,code} and raised as ApiError (NotFound/Conflict).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import ssl
 import tempfile
@@ -145,7 +146,11 @@ class KubeClient:
                 method, self.server + path, params=params, json=body,
                 headers={"Content-Type": content_type} if body is not None else None,
             ) as resp:  # fmt: skip
-                data = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                text = await resp.text()
+                try:
+                    data = json.loads(text) if text else {}
+                except ValueError:  # e.g. an HTML error page from a proxy in between
+                    data = {"message": text[:200]}
                 if resp.status >= 400:
                     self.metrics.api_errors.labels(verb, str(resp.status)).inc()
                     msg = (data or {}).get("message") if isinstance(data, dict) else None
