@@ -43,7 +43,7 @@ async def follow(
 
 
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
-async def spec_changed(memo: kopf.Memo, namespace: str, labels: Any, name: str, **_: Any) -> None:
+async def spec_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
     """Wake the job's loop: suspend, run policy or a rejected immutable change."""
     setup.poke(memo, namespace, {c.LABEL_JOB: name})
 

@@ -229,3 +229,32 @@ def run_operator(
             raise RuntimeError("the operator did not stop")
         if errors:
             raise errors[0]
+
+
+def main() -> None:
+    """Run the emulator alone (with the CRD) for kubectl or the operator by hand:
+
+    .venv/bin/python tests/operator/kube_cluster.py /tmp/emu  # then KUBECONFIG=/tmp/emu/kubeconfig
+    """
+    import argparse
+    import signal
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("workdir", type=Path)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--namespace", action="append", default=["default"])
+    args = p.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmulatorServer(args.workdir, args.port) as cluster:
+        cluster.apply_crd()
+        for ns in args.namespace:
+            cluster.create_namespace(ns)
+        print(f"serving {cluster.url}; KUBECONFIG={cluster.kubeconfig}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+
+
+if __name__ == "__main__":
+    main()

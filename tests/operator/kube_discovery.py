@@ -42,7 +42,9 @@ BUILTIN_KINDS = (
     KindInfo("", "v1", "configmaps", "ConfigMap", shortnames=("cm",)),
     KindInfo("", "v1", "secrets", "Secret"),
     KindInfo("", "v1", "events", "Event", shortnames=("ev",)),
-    KindInfo("", "v1", "namespaces", "Namespace", namespaced=False, subresources=ST),
+    KindInfo(
+        "", "v1", "namespaces", "Namespace", namespaced=False, subresources=ST, shortnames=("ns",)
+    ),
     KindInfo("batch", "v1", "jobs", "Job", subresources=ST),
     KindInfo(
         "apiextensions.k8s.io",

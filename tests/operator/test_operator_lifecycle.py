@@ -217,3 +217,15 @@ def test_operator_metrics_endpoint(cluster):
     assert 'kubetune_jobs{phase="Running"} 0.0' in text
     assert "kubetune_reconcile_seconds_count" in text
     assert "kubetune_api_errors_total" in text
+
+
+def test_all_namespaces_mode_serves_every_namespace(cluster):
+    cluster.create_namespace("team-b")
+    with run_operator(cluster, namespaces=None):  # --all-namespaces
+        for ns in (NS, "team-b"):
+            doc = load_ftj()
+            doc["metadata"]["namespace"] = ns
+            cluster.create(FTJ, doc)
+        for ns in (NS, "team-b"):
+            job = wait_for(lambda ns=ns: cluster.get(JOBS, ns, "llama-lora-a1"), what=ns)
+            assert job_env(job)["KUBETUNE_NAMESPACE"] == ns
