@@ -37,7 +37,10 @@ def command(
     if not path:
         raise click.UsageError(f"give --spec FILE or set {Env.SPEC_FILE}")
     job = job_from_file(path, list(overrides), namespace=os.environ.get(Env.NAMESPACE))
+    from kubetune_trainer.distributed import shutdown, start_parent_watchdog
     from kubetune_trainer.engine.main import execute
 
+    start_parent_watchdog()  # under torchrun: exit 75 if the agent dies
     code, _ = execute(job, output=output, resume=resume)
+    shutdown()  # destroy the process group, or gloo ranks may abort at exit
     raise SystemExit(code)

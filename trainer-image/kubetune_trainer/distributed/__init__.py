@@ -21,13 +21,34 @@ from .runtime import (
     rank,
     rank_session,
     shutdown,
+    start_parent_watchdog,
     world_size,
 )
 from .torchrun import direct_command, torchrun_command
+from .zero3 import adapter_state_dict, zero3_enabled
 
 __all__ = [
-    "LaunchEnv", "LaunchEnvError", "barrier", "check_deepspeed", "ddp_timeout",
-    "deepspeed_config", "direct_command", "is_distributed", "is_main_process", "is_peer_loss",
-    "local_launch", "local_rank", "node_exit_code", "peer_loss_guard", "rank", "rank_session",
-    "read_launch_env", "shutdown", "torchrun_command", "world_size",
-]  # fmt: skip
+    "LaunchEnv",
+    "LaunchEnvError",
+    "adapter_state_dict",
+    "barrier",
+    "check_deepspeed",
+    "ddp_timeout",
+    "deepspeed_config",
+    "direct_command",
+    "is_distributed",
+    "is_main_process",
+    "is_peer_loss",
+    "local_launch",
+    "local_rank",
+    "node_exit_code",
+    "peer_loss_guard",
+    "rank",
+    "rank_session",
+    "read_launch_env",
+    "shutdown",
+    "start_parent_watchdog",
+    "torchrun_command",
+    "world_size",
+    "zero3_enabled",
+]

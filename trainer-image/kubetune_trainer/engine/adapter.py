@@ -67,10 +67,15 @@ def _f(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-def save_adapter(model: Any, tokenizer: Any, out: Path, card: str) -> dict[str, int]:
-    """Write adapter + tokenizer + README.md into `out`; returns file -> size."""
+def save_adapter(
+    model: Any, tokenizer: Any, out: Path, card: str, state_dict: dict[str, Any] | None = None
+) -> dict[str, int]:
+    """Write adapter + tokenizer + README.md into `out`; returns file -> size.
+
+    `state_dict`: adapter weights gathered beforehand (ZeRO-3 keeps only slices per rank).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(out)
     (out / "README.md").write_text(card, encoding="utf-8")
     files = {

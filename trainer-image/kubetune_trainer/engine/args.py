@@ -63,8 +63,12 @@ def training_kwargs(
             load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False
         )
     if s.distributed.world_size > 1:
+        from kubetune_trainer.distributed import ddp_timeout
+
         kw["ddp_find_unused_parameters"] = False
         kw["ddp_backend"] = "nccl" if cuda else "gloo"
+        # A collective waiting on a silent peer fails after this long (exit 75), not never.
+        kw["ddp_timeout"] = ddp_timeout(job)
     if s.distributed.deepspeed != "none":
         from kubetune_trainer.distributed import deepspeed_config  # only DeepSpeed runs pay
 

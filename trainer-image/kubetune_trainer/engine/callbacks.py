@@ -102,6 +102,9 @@ class CommitCallback(TrainerCallback):
         self.last_step: int | None = None
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        from kubetune_trainer.distributed import barrier
+
+        barrier()  # every rank has written its part (RNG state, ZeRO shards) before the commit
         if not state.is_world_process_zero:
             return control
         t0 = time.monotonic()

@@ -31,6 +31,10 @@ def _classify(exc: BaseException) -> tuple[int, str]:
         )
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return ExitCode.RETRYABLE, f"transient failure: {type(exc).__name__}: {exc}"
+    from kubetune_trainer.distributed import is_distributed, is_peer_loss
+
+    if is_distributed() and is_peer_loss(exc):  # gloo/NCCL: a peer died or went silent
+        return ExitCode.RETRYABLE, f"lost a peer: {type(exc).__name__}: {exc}"
     return ExitCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
