@@ -137,3 +137,23 @@ def test_progress_from_prometheus_text():
     assert p.eta_seconds == 45.0  # 90 steps left at 2 steps/s
     assert p.display == "30/120 (25%)"
     assert parse_metrics("not prometheus {{{") == {}
+
+
+def test_success_reads_the_trainers_flat_summary():
+    message = (
+        '{"adapter_uri": "s3://a/team-a/llama-lora/adapter", "adapter_sha256": "ff", '
+        '"adapter_size": 99, "checkpoint": "s3://a/ckpt/step-000100", "loss": 0.5, '
+        '"message": "training finished", "phase": "done", "step": 100}'
+    )
+    done = {"spec": {}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    obs = observe(done, [pod(0, 0, "Completed", message=message)])
+    plan = decide(inputs({"phase": "Running", "attempt": 1}, obs))
+    st = plan.status
+    assert st.phase == "Succeeded" and plan.finished
+    assert (st.adapter.uri, st.adapter.sha256, st.adapter.size_bytes) == (
+        "s3://a/team-a/llama-lora/adapter",
+        "ff",
+        99,
+    )
+    assert st.last_checkpoint == "s3://a/ckpt/step-000100" and st.progress.loss == 0.5
+    assert "training finished" in st.message
