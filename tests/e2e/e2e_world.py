@@ -190,3 +190,18 @@ class World:
 
     def log_of(self, pod_name: str) -> str:
         return self.kubelet.container(pod_name).log()
+
+    def terminated(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """The pod's container `terminated` state (exit code, reason, message)."""
+        state = pod["status"]["containerStatuses"][0]["state"]
+        assert "terminated" in state, f"{pod['metadata']['name']} has not ended: {state}"
+        return dict(state["terminated"])
+
+    # -- secrets ------------------------------------------------------------------------------
+    def assert_no_canary(self, **extra: Any) -> None:
+        """The Secret's value is nowhere: API objects, logs, S3 (see e2e_audit)."""
+        from e2e_audit import find_canary
+
+        logs = {**self.kubelet.logs(), "operator": self.operator.log()}
+        leaks = find_canary(self.canary, self.cluster, logs, self.s3, self.bucket, **extra)
+        assert not leaks, f"the secret value leaked into: {leaks}"
