@@ -12,13 +12,17 @@ it from the version files when it is missing or stale. Two jobs registering the 
 name at the same instant may race for a version number: the later write wins that
 number (S3 has no compare-and-swap through this interface); names are usually per job.
 
-When spec.tracking.registerAs is set, the version is also registered in MLflow's model
-registry (source = the adapter URI) and the MLflow version is kept in the record.
+When spec.tracking.registerAs is set, the record also names the MLflow model version.
+During `kubetune run` the MLflow sink (tracking.py) has already registered the run's
+adapter artifact; that version is found by the run id the sink stored under the run
+prefix (tracking/mlflow-run.json) and reused. Without such a run (registry used on its
+own), a version is created here with the adapter URI as its source.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +36,7 @@ _VERSION_FILE = re.compile(r"^v(\d+)\.json$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 Record = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 def open_registry(output_uri: str, endpoint_url: str | None = None) -> Any:
@@ -138,10 +143,51 @@ def register_run(
     name = spec.tracking.register_as or job.metadata.name
     record = build_record(job, report, run_uri)
     if spec.tracking.register_as and spec.tracking.mlflow_uri:
-        record["mlflow"] = register_mlflow(
-            spec.tracking.mlflow_uri, name, record, (report.get("tracking") or {}).get("run_id")
+        run_id = _mlflow_run_id(run_uri, spec.output.s3_endpoint)
+        record["mlflow"] = existing_mlflow_version(spec.tracking.mlflow_uri, name, run_id) or (
+            register_mlflow(spec.tracking.mlflow_uri, name, record, run_id)
         )
     return register(output_uri or spec.output.uri, name, record, spec.output.s3_endpoint)
+
+
+def record_success(
+    job: FineTuneJob, report: dict[str, Any], run_uri: str, output_uri: str
+) -> Record | None:
+    """What the engine calls after a successful run (rank 0): never fails the run."""
+    try:
+        return register_run(job, report, run_uri, output_uri)
+    except Exception as exc:  # the adapter is saved; a registry problem must not lose it
+        log.warning("adapter registry: could not record %s: %s", job.metadata.name, exc)
+        return None
+
+
+def _mlflow_run_id(run_uri: str | None, endpoint_url: str | None) -> str | None:
+    """The MLflow run id the tracking sink stored under the run prefix, if any."""
+    if not run_uri:
+        return None
+    from kubetune_trainer.storage import open_store
+    from kubetune_trainer.tracking import RUN_ID_FILE
+
+    try:
+        return json.loads(open_store(run_uri, endpoint_url=endpoint_url).get_bytes(RUN_ID_FILE))[
+            "run_id"
+        ]
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def existing_mlflow_version(tracking_uri: str, name: str, run_id: str | None) -> Record | None:
+    """The model version of `name` the tracking sink registered for `run_id` (latest)."""
+    if not run_id:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if not found:
+        return None
+    version = max(int(v.version) for v in found)
+    return {"tracking_uri": tracking_uri, "name": name, "version": version, "run_id": run_id}
 
 
 def register_mlflow(tracking_uri: str, name: str, record: Record, run_id: str | None) -> Record:

@@ -125,3 +125,28 @@ def test_mlflow_model_registry(tmp_path: Path, mlflow_server: Any) -> None:
     )
     assert mv.source == "s3://b/runs/team-a/fin-qa/adapter"
     assert mv.tags["adapter_sha256"] == "cd" * 32
+
+
+@pytest.mark.services
+def test_reuses_the_version_the_tracking_sink_registered(
+    tmp_path: Path, mlflow_server: Any
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server.uri)
+    name = "sink-registered"
+    exp = client.create_experiment("registry-reuse")
+    run_id = client.create_run(exp).info.run_id
+    client.create_registered_model(name)
+    source = f"{client.get_run(run_id).info.artifact_uri}/adapter"  # as the sink does
+    sink_version = client.create_model_version(name, source, run_id=run_id).version
+    # Where the MLflow sink leaves its run id under the run prefix.
+    run_dir = tmp_path / "runs" / "team-a" / "fin-qa"
+    (run_dir / "tracking").mkdir(parents=True)
+    (run_dir / "tracking" / "mlflow-run.json").write_text(json.dumps({"run_id": run_id}))
+
+    job = _job(str(tmp_path / "runs"), mlflowUri=mlflow_server.uri, registerAs=name)
+    rec = register_run(job, _report(0.5), run_uri=str(run_dir))
+    assert rec["mlflow"] == {"tracking_uri": mlflow_server.uri, "name": name,
+                             "version": int(sink_version), "run_id": run_id}  # fmt: skip
+    assert len(client.search_model_versions(f"name='{name}'")) == 1  # no duplicate
