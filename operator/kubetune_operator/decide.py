@@ -222,8 +222,18 @@ def decide(inp: Inputs) -> Plan:
         _run(inp, job, st, plan)
     if plan.finished:
         _ttl(inp, st, plan)
+    elif job is not None:
+        _deadline_wakeup(job, st, plan, inp.now)
     plan.status_changed = dump_status(st) != before
     return plan
+
+
+def _deadline_wakeup(job: FineTuneJob, st: FineTuneJobStatus, plan: Plan, now: datetime) -> None:
+    """Look again right when the whole-job deadline passes (not at the next interval)."""
+    limit, started = job.spec.run_policy.active_deadline_seconds, parse_time(st.start_time)
+    if limit and started:
+        left = max(0.0, limit - (now - started).total_seconds())
+        plan.requeue_after = left if plan.requeue_after is None else min(plan.requeue_after, left)
 
 
 def _run(inp: Inputs, job: FineTuneJob, st: FineTuneJobStatus, plan: Plan) -> None:

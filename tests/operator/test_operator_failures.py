@@ -172,3 +172,17 @@ def test_delete_runs_the_finalizer_and_leaves_nothing(operator):
     deletes = [r.url.path for r in cluster.requests() if r.method.value == "DELETE"]
     assert f"/apis/batch/v1/namespaces/{NS}/jobs/llama-lora-a1" in deletes
     assert f"/api/v1/namespaces/{NS}/pods" in deletes  # deletecollection by label
+
+
+def test_stale_attempt_is_swept_after_a_crash_between_status_and_delete(cluster):
+    from kube_cluster import run_operator
+
+    with run_operator(cluster, [NS]):
+        cluster.create(FTJ, load_ftj())
+        wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="attempt 1")
+    # As if the operator died right after storing attempt 2, before deleting attempt 1.
+    cluster.patch(FTJ, NS, "llama-lora", {"status": {"attempt": 2, "restarts": 1}}, status=True)
+    with run_operator(cluster, [NS]):
+        wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2")
+        wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1") is None, what="attempt 1 swept")
+    assert [j["metadata"]["name"] for j in cluster.list(JOBS, NS)] == ["llama-lora-a2"]

@@ -175,7 +175,7 @@ def test_restarted_operator_does_not_duplicate_the_job(cluster):
     config = OperatorConfig(reconcile_interval=0.5, metrics_port=None)
     with run_operator(cluster, [NS], config):
         cluster.create(FTJ, load_ftj())
-        wait_for(lambda: status(cluster).get("jobName"), what="the first Job")
+        wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the first Job")
     pods = create_pods(cluster, NS, "llama-lora-a1")
     set_running(cluster, NS, pods[0], "127.0.0.1")
     before = len(cluster.requests())

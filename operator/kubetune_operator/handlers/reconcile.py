@@ -148,14 +148,18 @@ async def _execute(memo: kopf.Memo, body: dict[str, Any], plan: Plan, logger: An
         # Remember what the job was started with: later immutable edits are rejected.
         patch = {"metadata": {"annotations": {ACCEPTED_SPEC: spec_annotation(plan.accept_spec)}}}
         await client.patch(FINETUNEJOBS, ns, name, patch)
-    for attempt in plan.delete_attempts:
-        # Background propagation: the Job goes now, its pods with the garbage collector.
-        await client.delete(JOBS, ns, b.job_name(name, attempt))
-        await client.delete(SERVICES, ns, b.service_name(name, attempt))
-    if plan.ensure_attempt is not None and plan.job is not None:
-        await _ensure_children(client, config, plan, owner)
+    # Status first: once the next attempt number is stored, a crash in between cannot
+    # bring the old attempt back; stale attempts are swept before a Job is created.
     if plan.status_changed:
         await client.patch(FINETUNEJOBS, ns, name, {"status": dump_status(plan.status)}, "status")
+    for attempt in plan.delete_attempts:
+        await _delete_attempt(client, ns, name, attempt)
+    if plan.ensure_attempt is not None and plan.job is not None:
+        for job in await client.list(JOBS, ns, {c.LABEL_JOB: name}):
+            other = job["metadata"].get("labels", {}).get(c.LABEL_ATTEMPT)
+            if other != str(plan.ensure_attempt) and other and other.isdigit():
+                await _delete_attempt(client, ns, name, int(other))
+        await _ensure_children(client, config, plan, owner)
     for ev in plan.events:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
     if plan.counted_restart or any(e.reason == c.Reason.PREEMPTED for e in plan.events):
@@ -169,6 +173,12 @@ async def _execute(memo: kopf.Memo, body: dict[str, Any], plan: Plan, logger: An
     if plan.delete_self:
         logger.info(f"ttlSecondsAfterFinished passed: deleting {ns}/{name}")
         await client.delete(FINETUNEJOBS, ns, name)
+
+
+async def _delete_attempt(client: KubeClient, ns: str, name: str, attempt: int) -> None:
+    # Background propagation: the Job goes now, its pods with the garbage collector.
+    await client.delete(JOBS, ns, b.job_name(name, attempt))
+    await client.delete(SERVICES, ns, b.service_name(name, attempt))
 
 
 async def _ensure_children(
