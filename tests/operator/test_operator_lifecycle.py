@@ -229,3 +229,25 @@ def test_all_namespaces_mode_serves_every_namespace(cluster):
         for ns in (NS, "team-b"):
             job = wait_for(lambda ns=ns: cluster.get(JOBS, ns, "llama-lora-a1"), what=ns)
             assert job_env(job)["KUBETUNE_NAMESPACE"] == ns
+
+
+def test_status_is_written_only_when_it_changes(operator):
+    cluster = operator
+    cluster.create(FTJ, load_ftj())
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
+    for pod in create_pods(cluster, NS, "llama-lora-a1"):
+        set_running(cluster, NS, pod, "127.0.0.1")  # nothing serves metrics: no progress
+    wait_for(lambda: status(cluster).get("phase") == "Running", what="Running")
+
+    def count(suffix: str, method: str) -> int:
+        return sum(
+            1
+            for r in cluster.requests()
+            if r.method.value == method and r.url.path.endswith(suffix)
+        )
+
+    writes, reads = count("llama-lora/status", "PATCH"), count("finetunejobs/llama-lora", "GET")
+    # Three more reconciles of an unchanged job...
+    wait_for(lambda: count("finetunejobs/llama-lora", "GET") >= reads + 3, what="3 reconciles")
+    # ...wrote nothing.
+    assert count("llama-lora/status", "PATCH") == writes
