@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from kubetune_trainer.errors import RetryableError
 from kubetune_trainer.sinks import LogRow, RunInfo
 from kubetune_trainer.tracking import MlflowSink, flatten_params
-from tests.fixtures.servers import MlflowServer, free_port
+from tests.fixtures.servers import MlflowServer, TcpProxy, free_port
 
 pytestmark = pytest.mark.services
 
@@ -142,23 +142,28 @@ def test_unreachable_mlflow_fails_before_training() -> None:
 def test_mlflow_outage_mid_run_warns_and_training_goes_on(
     mlflow_server: MlflowServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # The sink reaches the server through a relay; cutting it makes the server unreachable
+    # mid-run (connection refused) while the server and its store stay as they were.
+    proxy = TcpProxy(mlflow_server.port)
     run = RunInfo("team-a", "job2", 1, str(tmp_path / "out"))
-    sink = MlflowSink(mlflow_server.uri, "outage")
+    sink = MlflowSink(f"http://{proxy.address}", "outage")
     sink.on_start(run, {"spec": {"a": 1}})
-    for row in rows(1, 2, 4):
+    for row in rows(1, 2, 6):
         sink.on_log(row)
     sink.flush()  # rows 1-2 reached the server
-    mlflow_server.kill()  # SIGKILL by PID: the tracking server vanishes mid-run
-    try:
-        with caplog.at_level(logging.WARNING):
-            for row in rows(3, 4, 4):
-                sink.on_log(row)  # never raises: the rows are sent from a thread
-            sink.on_end({"steps": 4}, None)
-        assert "MLflow logging failed" in caplog.text
-        assert "MLflow run status failed, continuing" in caplog.text
-    finally:
-        mlflow_server.start()  # same port, same sqlite store (other tests share it)
+    proxy.cut()
+    with caplog.at_level(logging.WARNING):
+        for row in rows(3, 4, 6):
+            sink.on_log(row)  # never raises: the rows are sent from a thread
+        sink.flush()
+    assert "MLflow logging failed" in caplog.text
+    proxy.restore()  # the outage ends: later rows and the end of the run get through
+    for row in rows(5, 6, 6):
+        sink.on_log(row)
+    sink.on_end({"steps": 6}, None)
+    proxy.cut()
+
     client = MlflowClient(mlflow_server.uri)
     history = client.get_metric_history(run.state["mlflow_run_id"], "loss")
-    assert [m.step for m in history] == [1, 2], "rows sent before the outage are kept"
-    assert client.get_run(run.state["mlflow_run_id"]).info.status == "RUNNING"
+    assert [m.step for m in history] == [1, 2, 5, 6], "rows of the outage are dropped, no more"
+    assert client.get_run(run.state["mlflow_run_id"]).info.status == "FINISHED"
