@@ -3,6 +3,7 @@ from ~0 (the order is set against the untrained base) to ~1; the loss is the mar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,6 @@ def test_ranking_learns_heldout_order(tmp_path: Path) -> None:
     assert after >= 0.9, (before, after)
     assert res.report["objective"] == "ranking"
     assert res.tuned_eval_loss < res.base_eval_loss
+    # The engine records the run in the adapter registry under the output root.
+    entry = json.loads((tmp_path / "registry" / "p" / "v1.json").read_text())
+    assert entry["objective"] == "ranking" and entry["adapter_sha256"] == res.adapter.sha256
