@@ -18,3 +18,11 @@ def _offline_env(monkeypatch: pytest.MonkeyPatch, model_cache: Path, tmp_path: P
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(tmp_path / "termination-log"))
     monkeypatch.delenv("KUBETUNE_OUTPUT_URI", raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    """These models are tiny: on a shared 2-core box one thread beats two that fight."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -58,7 +58,7 @@ def test_sigterm_checkpoint_then_resume_matches_uninterrupted(
 ) -> None:
     out = tmp_path / "out"
     job_file = _job_file(tmp_path, out)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [KUBETUNE, "train", "--spec", str(job_file)],
         env=env,

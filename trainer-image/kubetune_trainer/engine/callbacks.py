@@ -53,6 +53,10 @@ class PreemptionCallback(TrainerCallback):
         self.preemption = preemption
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        from kubetune_trainer.distributed import any_rank
+
+        # SIGTERM reaches ranks at slightly different steps; they must stop at the same one.
+        self.preemption.requested = any_rank(self.preemption.requested)
         if self.preemption.requested:
             control.should_save = True
             control.should_training_stop = True

@@ -72,8 +72,9 @@ def markdown(report: dict[str, Any]) -> str:
     if r.get("adapter"):
         a = r["adapter"]
         lines += ["## Adapter", "", f"{a['uri']} (sha256 {a['sha256']}, {a['size']:,} bytes)", ""]
-    if r.get("evaluation"):
-        lines += ["## Evaluation", "", "```json", json.dumps(r["evaluation"], indent=2), "```"]
+    ev = r.get("evaluation") or {}
+    if ev.get("summary"):  # the evaluation package's base-vs-tuned side by side
+        lines += ["## Evaluation (base vs tuned)", "", "```", ev["summary"].rstrip(), "```"]
     if Path(r.get("loss_curve") or "").name:
         lines += ["", "![loss curve](loss_curve.png)", ""]
     return "\n".join(lines)

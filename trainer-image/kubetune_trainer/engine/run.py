@@ -180,10 +180,12 @@ def run_job(
 
         p.phase = "base-evaluation"
         base_eval = prior.get("base_eval_loss")
-        if base_eval is None and built.eval_examples:
-            with loaded.model.disable_adapter():  # the frozen base, same data, same code
-                base_eval = trainer.evaluate(metric_key_prefix="base")["base_loss"]
-            say(f"base eval loss (adapter disabled): {base_eval:.4f}")
+        # An evaluate() before train() marks the model as prepared, and accelerate then
+        # skips the DDP/DeepSpeed wrapper: ranks would train apart. Distributed runs
+        # evaluate the base after training (adapter disabled: the same frozen base).
+        base_first = world == 1 and spec.distributed.deepspeed == "none"
+        if base_first and base_eval is None and built.eval_examples:
+            base_eval = _evaluate_base(trainer, loaded.model, say)
         extra_state["base_eval_loss"] = base_eval
 
         p.phase = "training"
@@ -201,6 +203,8 @@ def run_job(
             )
 
         p.phase = "evaluation"
+        if base_eval is None and built.eval_examples:
+            base_eval = _evaluate_base(trainer, loaded.model, say)
         tuned_eval = trainer.evaluate()["eval_loss"] if built.eval_examples else None
         if tuned_eval is not None:
             say(f"tuned eval loss: {tuned_eval:.4f}")
@@ -218,15 +222,20 @@ def run_job(
             "train_examples": built.train_examples,
             "eval_examples": built.eval_examples,
             "tokens_per_second": _mean_tps(logs.history),
-            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "best_checkpoint": _best_uri(store, trainer.state.best_model_checkpoint),
             "precision": loaded.precision,
             "data_fingerprint": prep.fingerprint,
         }
         saved = report_uri = None
         report: dict[str, Any] = {}
+        from kubetune_trainer.distributed import adapter_state_dict
+
+        gathered = adapter_state_dict(loaded.model)  # ZeRO-3: every rank gathers, rank 0 saves
         if rank == 0:
             card = model_card(job, loaded.base.display, results)
-            files = save_adapter(loaded.model, loaded.tokenizer, staging / "adapter", card)
+            files = save_adapter(
+                loaded.model, loaded.tokenizer, staging / "adapter", card, gathered
+            )
             saved = upload_adapter(store, staging / "adapter", files)
             say(f"adapter: {saved.uri} ({saved.size:,} bytes, sha256 {saved.sha256})")
             report = _report(job, loaded, results, saved, found, train_seconds, evaluation)
@@ -237,6 +246,12 @@ def run_job(
             resume_mod.upload_metrics(store, report_dir)
             report_uri = store.uri("report")
             sinks.on_end({**results, "adapter_uri": saved.uri}, str(report_dir))
+            # After the sinks: the registry record reuses the MLflow version they registered.
+            from kubetune_trainer.registry import record_success
+
+            entry = record_success(job, report, prefix, output_root(job, output))
+            if entry is not None:
+                say(f"registry: {entry['name']} v{entry['version']}")
         p.phase = "done"
         return RunResult(
             prefix,
@@ -264,6 +279,19 @@ def _staging_dir(job: FineTuneJob, world: int) -> Path:
     d = root / f"{job.metadata.namespace}-{job.metadata.name}-{os.environ.get(Env.ATTEMPT, '1')}"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def _best_uri(store: Any, staged: str | None) -> str | None:
+    """The store URI of the Trainer's best checkpoint (it only knows the staging path)."""
+    step = Path(staged).name.removeprefix("checkpoint-") if staged else ""
+    return store.uri(f"checkpoints/step-{int(step):06d}") if step.isdigit() else None
+
+
+def _evaluate_base(trainer: Any, model: Any, say: Callable[[str], None]) -> float:
+    with model.disable_adapter():  # the frozen base, same data, same code
+        loss = float(trainer.evaluate(metric_key_prefix="base")["base_loss"])
+    say(f"base eval loss (adapter disabled): {loss:.4f}")
+    return loss
 
 
 def _stop_if_preempted(preemption: Preemption, p: Progress) -> None:

@@ -54,6 +54,17 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_bf16_supported() -> bool:
     """bf16 pays off on CPUs with AVX512/AMX; elsewhere it is emulated and slow."""
     if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX"):
@@ -84,7 +95,7 @@ def system_report() -> SystemReport:
         )
     return SystemReport(
         device="cpu",
-        device_name=platform.processor() or platform.machine(),
+        device_name=_cpu_name(),
         device_count=1,
         memory_total_bytes=vm.total,
         memory_available_bytes=vm.available,
