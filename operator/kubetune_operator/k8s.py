@@ -98,20 +98,24 @@ def login() -> kopf.ConnectionInfo:
     return info
 
 
+def _authorization(info: kopf.ConnectionInfo) -> str | None:
+    if info.token:
+        return f"Bearer {info.token}"
+    if info.username and info.password:
+        pair = f"{info.username}:{info.password}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+    return None
+
+
 class KubeClient:
     """One aiohttp session for the operator's lifetime; created inside its event loop."""
 
     def __init__(self, info: kopf.ConnectionInfo, metrics: OperatorMetrics) -> None:
         self.server = info.server.rstrip("/")
         self.metrics = metrics
-        headers = {"Accept": "application/json", "User-Agent": "kubetune-operator"}
-        if info.token:
-            headers["Authorization"] = f"Bearer {info.token}"
-        elif info.username and info.password:
-            pair = f"{info.username}:{info.password}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self.auth = _authorization(info)
         self.session = aiohttp.ClientSession(
-            headers=headers,
+            headers={"Accept": "application/json", "User-Agent": "kubetune-operator"},
             connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=20),
             timeout=aiohttp.ClientTimeout(total=30, connect=5),
         )
@@ -140,12 +144,28 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
+        for fresh_login in (False, True):
+            if fresh_login:
+                # Projected service-account tokens rotate: read the token again, once.
+                self.auth = _authorization(login())
+            try:
+                return await self._request(method, path, params, body, content_type)
+            except ApiError as exc:
+                if exc.status != 401 or fresh_login:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _request(
+        self, method: str, path: str, params: Any, body: Any, content_type: str
+    ) -> dict[str, Any]:
         verb = method.lower()
+        headers = {"Authorization": self.auth} if self.auth else {}
+        if body is not None:
+            headers["Content-Type"] = content_type
         try:
             async with self.session.request(
-                method, self.server + path, params=params, json=body,
-                headers={"Content-Type": content_type} if body is not None else None,
-            ) as resp:  # fmt: skip
+                method, self.server + path, params=params, json=body, headers=headers
+            ) as resp:
                 text = await resp.text()
                 try:
                     data = json.loads(text) if text else {}

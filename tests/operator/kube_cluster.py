@@ -72,6 +72,7 @@ class EmulatorServer:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kube-emulator", daemon=True)
         self.http: httpx.Client | None = None
+        self.token = ""
 
     def _run(self) -> None:
         asyncio.run(self._serve())
@@ -90,29 +91,30 @@ class EmulatorServer:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("the emulator did not start")
-        self.kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "emulator",
-                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-                    "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
-                    "contexts": [
-                        {
-                            "name": "emulator",
-                            "context": {
-                                "cluster": "emulator",
-                                "user": "emulator",
-                                "namespace": "default",
-                            },
-                        }
-                    ],
-                }
-            )
-        )
+        self.token = "emulator-token"
         self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.write_kubeconfig(self.token)
         return self
+
+    def write_kubeconfig(self, token: str) -> None:
+        """(Re)write the kubeconfig; a new token rotates credentials (see `emu.tokens`)."""
+        self.token = token
+        if self.http is not None:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "emulator", "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": "emulator", "namespace": "default"},
+                }
+            ],
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
 
     def __exit__(self, *exc: object) -> None:
         if self.http is not None:

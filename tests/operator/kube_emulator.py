@@ -26,6 +26,7 @@ every resource request itself:
   `k8s.io/initial-events-end` bookmark; `timeoutSeconds` ends the stream;
 * garbage collection: deleting an object deletes its dependents (ownerReferences by
   uid, any propagation policy except Orphan, immediately and recursively);
+* bearer-token authentication when `emulator.tokens` is set (401 otherwise);
 * CRDs: creating a CustomResourceDefinition registers its resource, subresources and
   printer columns; discovery and Table output live in kube_discovery.py.
 
@@ -33,8 +34,8 @@ Still missing (not needed by the operator or these tests): admission (no schema 
 validation, no defaulting, no immutability checks: the operator's own rejection is
 what is tested), server-side apply, real strategic-merge (lists are replaced), dry
 run, field managers, namespace lifecycle, owner-aware GC with several owners (any
-deleted owner deletes the dependent), foreground deletion ordering, authentication
-and RBAC, periodic watch bookmarks, OpenAPI documents, pagination (`limit` and
+deleted owner deletes the dependent), foreground deletion ordering, authorization
+(RBAC), periodic watch bookmarks, OpenAPI documents, pagination (`limit` and
 `continue` are ignored), Table output for watches, and every controller (Job
 controller, kubelet, scheduler, Kueue): tests play them by writing pods and statuses
 through the API (job_play.py).
@@ -84,6 +85,8 @@ class Emulator(kmock.KubernetesEmulator):
         self.rv = 0
         self.log: list[tuple[int, kmock.resource, Obj]] = []
         self.watchers: set[Watcher] = set()
+        # None: no authentication; else the bearer tokens accepted (rotate them in tests).
+        self.tokens: set[str] | None = None
         for info in disc.BUILTIN_KINDS:
             self.register(info)
 
@@ -111,6 +114,10 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         try:
+            if self.tokens is not None:
+                auth = request.headers.get("Authorization", "")
+                if auth.removeprefix("Bearer ") not in self.tokens:
+                    raise ApiStatus(401, "Unauthorized", "Unauthorized")
             if request.resource is not None and request.resource.plural:
                 return await self._serve_resource(request)
             payload = disc.serve_discovery(self, request)

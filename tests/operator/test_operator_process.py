@@ -119,3 +119,30 @@ def test_module_entry_point_serves_health_metrics_and_reconciles(cluster: Emulat
     assert code == 0, log.read_text()[-3000:]
     # The follow loops stop on kopf's flag at once: no daemon needed cancelling.
     assert "cancelled" not in log.read_text()
+
+
+def test_rotated_credentials_are_picked_up_without_a_restart(operator):
+    cluster = operator
+    cluster.emu.tokens = {"emulator-token"}  # the emulator now checks bearer tokens
+    cluster.create(FTJ, load_ftj())
+    wait_for(lambda: cluster.get("batch/v1/jobs", NS, "llama-lora-a1"), what="attempt 1")
+    # The token rotates: the old one is refused from now on, the kubeconfig has the new one.
+    cluster.write_kubeconfig("rotated-token")
+    cluster.emu.tokens = {"rotated-token"}
+    rotated_at = len(cluster.requests())
+    cluster.patch(FTJ, NS, "llama-lora", {"spec": {"runPolicy": {"suspend": True}}})
+    wait_for(lambda: status(cluster).get("phase") == "Suspended", what="Suspended")
+    assert cluster.get("batch/v1/jobs", NS, "llama-lora-a1") is None
+    after = cluster.requests()[rotated_at:]
+    ours = [r for r in after if r.headers.get("User-Agent") == "kubetune-operator"]
+    refused = [
+        i for i, r in enumerate(ours) if r.headers["Authorization"] == "Bearer emulator-token"
+    ]
+    assert refused, "the operator never used the old token after the rotation"
+    first = ours[refused[0]]
+    retry = ours[refused[0] + 1]  # the same call again, after reading the new token
+    assert (retry.method, retry.url.path) == (first.method, first.url.path)
+    assert retry.headers["Authorization"] == "Bearer rotated-token"
+    assert all(
+        r.headers["Authorization"] == "Bearer rotated-token" for r in ours[refused[-1] + 1 :]
+    )
