@@ -130,3 +130,17 @@ def test_serve_command_subprocess(tiny_dirs: dict[str, Path], tmp_path: Path) ->
     text = (tmp_path / "serve.log").read_text()
     assert rc in (0, -signal.SIGTERM), text
     assert "Application shutdown complete" in text and "Finished server process" in text
+
+
+def test_merged_model_serves_the_same_answers(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from kubetune_trainer.export.merge import merge_adapter
+
+    merge_adapter(str(tiny_dirs["adapter"]), tmp_path / "merged")
+    answers = []
+    for lm in (load_model(str(tmp_path / "merged")), load_model(None, str(tiny_dirs["adapter"]))):
+        app = create_app(lm, ServeConfig(defaults=GenerationOptions(max_new_tokens=8)))
+        with ServerThread(app, free_port()) as url:
+            r = httpx.post(f"{url}/v1/completions", json={"prompt": "How did NVDA do?"}, timeout=60)
+        assert r.status_code == 200, r.text
+        answers.append(r.json()["output"])
+    assert answers[0] == answers[1] and answers[0]
