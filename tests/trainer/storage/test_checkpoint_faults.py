@@ -143,8 +143,11 @@ def test_torn_and_corrupted_checkpoints_are_skipped_on_resume(
     assert (local / "adapter.bin").read_bytes() == (tmp_path / "c2" / "adapter.bin").read_bytes()
     assert "step-000003" in caplog.text and "adapter.bin: sha256 differs" in caplog.text
 
-    # Retention deletes only committed, unprotected, older checkpoints; torn ones stay.
+    # Retention counts only good checkpoints: the damaged step 3 does not push out step 2,
+    # the one the run resumed from; torn and damaged ones are never deleted.
+    assert ckpts.retain(keep_last=1, protect={1}) == []
+    ckpts.commit(make_ckpt(tmp_path / "c6", {"adapter.bin": 4000, "rng.pth": 50}), 6)
     deleted = ckpts.retain(keep_last=1, protect={1})
     assert deleted == [f"s3://{S3_BUCKET}/{base}/step-000002"]
     dirs = {k.split("/")[0] for k in keys(s3_server, base + "/")}
-    assert dirs == {"step-000001", "step-000003", "step-000004", "step-000005"}
+    assert dirs == {"step-000001", "step-000003", "step-000004", "step-000005", "step-000006"}

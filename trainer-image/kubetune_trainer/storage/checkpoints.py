@@ -74,6 +74,9 @@ class CheckpointStore:
     def __init__(self, store: Store, prefix: str = "checkpoints") -> None:
         self.store = store
         self.prefix = prefix.strip("/")
+        # Steps whose bytes failed sha256 in `fetch`: not counted as committed by `retain`,
+        # so resuming from an older checkpoint never lets retention delete that one.
+        self.damaged: set[int] = set()
 
     def _dir_key(self, step: int) -> str:
         return join_key(self.prefix, step_name(step))
@@ -104,12 +107,13 @@ class CheckpointStore:
         """Delete committed checkpoints older than the newest `keep_last`; returns their URIs.
 
         `protect` holds steps or names (step-000100) never to delete (e.g. the best by eval
-        loss). Torn checkpoints are left alone: one may be a commit still in progress.
+        loss). Torn checkpoints are left alone: one may be a commit still in progress; so are
+        damaged ones found by `fetch` (kept for inspection, never counted as the newest).
         """
         if keep_last < 1:
             raise ValueError("keep_last must be at least 1")
         protected = {step_name(p) if isinstance(p, int) else p for p in (protect or set())}
-        committed = self.list_committed()  # oldest first
+        committed = [r for r in self.list_committed() if r.step not in self.damaged]
         deleted = []
         for ref in committed[:-keep_last]:
             if ref.name in protected:
@@ -184,6 +188,7 @@ class CheckpointStore:
         (dest / MANIFEST).write_bytes(dump_manifest(ref.manifest))
         problems = verify_dir(dest, ref.manifest)
         if problems:
+            self.damaged.add(ref.step)
             raise TornCheckpointError(f"checkpoint {ref.uri} is damaged: " + "; ".join(problems))
         return dest
 
