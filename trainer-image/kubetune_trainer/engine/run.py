@@ -319,7 +319,7 @@ def _post_train_evaluation(job: FineTuneJob, loaded: Any, prep: Any, say: Any) -
     except ImportError:
         return None
     say("post-training evaluation (generation, format compliance)...")
-    return after_training(job, loaded.model, loaded.tokenizer, prep)
+    return after_training(job, loaded.model, loaded.tokenizer, prep, say=say)
 
 
 def _report(
