@@ -188,6 +188,8 @@ def run_operator(
     cluster: EmulatorServer,
     namespaces: list[str] | None = None,
     config: OperatorConfig | None = None,
+    peering: bool = False,
+    priority: int = 0,
 ) -> Iterator[threading.Thread]:
     """The real operator (kopf + our handlers) in a thread with its own loop, logged in
     through the cluster's kubeconfig; stopped cleanly (stop flag) at exit."""
@@ -206,7 +208,8 @@ def run_operator(
                 kopf.operator(
                     namespaces=namespaces or [],
                     clusterwide=not namespaces,
-                    standalone=True,
+                    standalone=not peering,
+                    priority=priority,
                     stop_flag=stop,
                     ready_flag=ready,
                     memo=kopf.Memo(config=config),

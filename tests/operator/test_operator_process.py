@@ -8,6 +8,7 @@ by kubetune_operator.rbac, which the Helm chart is tested against.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -146,3 +147,70 @@ def test_rotated_credentials_are_picked_up_without_a_restart(operator):
     assert all(
         r.headers["Authorization"] == "Bearer rotated-token" for r in ours[refused[-1] + 1 :]
     )
+
+
+def peering_crd() -> dict:
+    """kopf's own KopfPeering CRD (what the chart installs for HA)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "kopfpeerings.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "scope": "Namespaced",
+            "names": {"kind": "KopfPeering", "plural": "kopfpeerings", "singular": "kopfpeering"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_peering_heartbeats_in_the_kubetune_peering_object(cluster):
+    from kube_cluster import run_operator
+
+    cluster.create("apiextensions.k8s.io/v1/customresourcedefinitions", peering_crd())
+    cluster.create("kopf.dev/v1/kopfpeerings", {"metadata": {"name": "kubetune"}}, NS)
+    with run_operator(cluster, [NS], peering=True, priority=10):
+        peering = wait_for(
+            lambda: (cluster.get("kopf.dev/v1/kopfpeerings", NS, "kubetune") or {}).get("status"),
+            what="a peering heartbeat",
+        )
+        (peer,) = peering.values()
+        assert peer["priority"] == 10
+        cluster.create(FTJ, load_ftj())  # the only (so active) replica does the work
+        wait_for(lambda: cluster.get("batch/v1/jobs", NS, "llama-lora-a1"), what="the Job")
+
+
+def test_two_replicas_one_active(cluster, caplog):
+    """HA: the replica with the lower peering priority pauses; one Job is created."""
+    from kube_cluster import run_operator
+
+    caplog.set_level(logging.INFO, logger="kopf")
+    cluster.create("apiextensions.k8s.io/v1/customresourcedefinitions", peering_crd())
+    cluster.create("kopf.dev/v1/kopfpeerings", {"metadata": {"name": "kubetune"}}, NS)
+    with (
+        run_operator(cluster, [NS], peering=True, priority=20),
+        run_operator(cluster, [NS], peering=True, priority=10),
+    ):
+        peers = lambda: (cluster.get("kopf.dev/v1/kopfpeerings", NS, "kubetune") or {}).get(  # noqa: E731
+            "status", {}
+        )
+        wait_for(lambda: len(peers()) == 2, what="two peers")
+        wait_for(lambda: "Pausing operations in favour of" in caplog.text, what="a pause")
+        cluster.create(FTJ, load_ftj())
+        wait_for(lambda: status(cluster).get("jobName"), what="the Job")
+    posts = [
+        r for r in cluster.requests() if r.method.value == "POST" and r.url.path.endswith("/jobs")
+    ]
+    assert len(posts) == 1
