@@ -116,3 +116,28 @@ def test_prometheus_scrapes_the_sink_and_the_pushgateway(
         assert 'kubetune_train_step{instance="",job="tiny",namespace="team-a"} 4' in (
             pushgateway_server.metrics_text()
         )
+
+
+def test_engine_hook_serves_on_the_spec_port_or_a_free_one_when_busy(monkeypatch) -> None:
+    import socket
+
+    from kubetune_api.loader import parse_job
+    from kubetune_trainer.metrics import sink_for
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBETUNE_METRICS_PORT", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        spec = {"model": {"base": "builtin:tiny-llama"}, "dataset": {"source": "d.jsonl"},
+                "metrics": {"port": port}}  # fmt: skip
+        job = parse_job({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
+                         "metadata": {"name": "j", "namespace": "ns"}, "spec": spec})  # fmt: skip
+        run = RunInfo("ns", "j", 1, "/tmp/unused")
+        sink = sink_for(job, run)
+        try:
+            assert sink is not None and sink.port not in (0, port) and sink.addr == "127.0.0.1"
+        finally:
+            sink.close()
+        assert sink_for(job, RunInfo("ns", "j", 1, "/tmp/unused", rank=1)) is None

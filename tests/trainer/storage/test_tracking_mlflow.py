@@ -167,3 +167,24 @@ def test_mlflow_outage_mid_run_warns_and_training_goes_on(
     history = client.get_metric_history(run.state["mlflow_run_id"], "loss")
     assert [m.step for m in history] == [1, 2, 5, 6], "rows of the outage are dropped, no more"
     assert client.get_run(run.state["mlflow_run_id"]).info.status == "FINISHED"
+
+
+def _job(tracking: dict | None):
+    from kubetune_api.loader import parse_job
+
+    spec = {"model": {"base": "builtin:tiny-llama"}, "dataset": {"source": "d.jsonl"}}
+    if tracking:
+        spec["tracking"] = tracking
+    return parse_job({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
+                      "metadata": {"name": "j", "namespace": "ns"}, "spec": spec})  # fmt: skip
+
+
+def test_engine_hook_checks_the_server_before_training() -> None:
+    from kubetune_trainer.tracking import sink_for
+
+    run = RunInfo("ns", "j", 1, "/tmp/unused")
+    assert sink_for(_job(None), run) is None
+    down = _job({"mlflowUri": f"http://127.0.0.1:{free_port()}", "experiment": "e"})
+    with pytest.raises(RetryableError, match="unreachable"):
+        sink_for(down, run)
+    assert sink_for(down, RunInfo("ns", "j", 1, "/tmp/unused", rank=1)) is None

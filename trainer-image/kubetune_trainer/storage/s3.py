@@ -6,7 +6,9 @@ mounted from spec.output.credentialsSecret); the endpoint from an explicit argum
 
 Two layers of retry: botocore retries each request (standard mode, backoff with jitter),
 and `put_file`/`get_file` retry the *whole* transfer, because a multipart upload whose
-connection died mid-way is easier to restart than to resume.
+connection died mid-way is easier to restart than to resume. An upload cut off while the
+server is unreachable cannot be aborted either: give the bucket a lifecycle rule
+`AbortIncompleteMultipartUpload` so such parts do not pile up.
 """
 
 from __future__ import annotations
