@@ -9,20 +9,40 @@ import html
 from typing import Any
 
 
-def show(text: str, page: str | None = None, handle: Any = None) -> Any:
-    """Display (or update in place) plain text + HTML; print the text outside IPython."""
+def _ipython_display() -> Any:
+    """IPython's display function inside an IPython shell (a notebook kernel), else None."""
     try:
         from IPython import get_ipython
         from IPython.display import display
     except ImportError:
-        get_ipython = None  # type: ignore[assignment]
-    if get_ipython is None or get_ipython() is None:
+        return None
+    return display if get_ipython() is not None else None
+
+
+def show(text: str, page: str | None = None, handle: Any = None) -> Any:
+    """Display (or update in place) plain text + HTML; print the text outside IPython."""
+    display = _ipython_display()
+    if display is None:
         print(text)
         return None
     data = {"text/plain": text, "text/html": page or pre(text)}
     if handle is None:
         return display(data, raw=True, display_id=True)
     handle.update(data, raw=True)
+    return handle
+
+
+def show_png(png: bytes, handle: Any = None) -> Any:
+    """Display (or update in place) an image; nothing outside IPython (no screen to draw on)."""
+    display = _ipython_display()
+    if display is None:
+        return None
+    from IPython.display import Image
+
+    img = Image(data=png, format="png")
+    if handle is None:
+        return display(img, display_id=True)
+    handle.update(img)
     return handle
 
 

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from typing import Any
 
-from .display import show
+from .display import show, show_png
 
 
 def loss_png(rows: list[dict[str, Any]], title: str = "loss") -> bytes:
@@ -81,17 +81,8 @@ class LiveProgress:
                 self._draw("loss (metrics.jsonl)" if final else "loss (live)")
 
     def _draw(self, title: str) -> None:
-        try:
-            from IPython.display import Image, display
-        except ImportError:
-            return
-        if not any("loss" in r or "eval_loss" in r for r in self.rows):
-            return
-        img = Image(data=loss_png(self.rows, title), format="png")
-        if self.plot is None:
-            self.plot = display(img, display_id=True)
-        else:
-            self.plot.update(img)
+        if any("loss" in r or "eval_loss" in r for r in self.rows):
+            self.plot = show_png(loss_png(self.rows, title), self.plot)
 
     def finish(self, rows: list[dict[str, Any]]) -> None:
         """The run's complete rows (its metrics.jsonl) replace the sampled ones."""

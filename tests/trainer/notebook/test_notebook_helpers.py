@@ -1,0 +1,125 @@
+"""The notebook helpers' own logic, without a kernel: parameters -> spec, texts, live view."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from kubetune_api.loader import parse_job
+from kubetune_trainer.metrics import PrometheusSink
+from kubetune_trainer.modeling.hardware import SystemReport
+from kubetune_trainer.notebook import environment_text, quantization_for, quantization_spec
+from kubetune_trainer.notebook.live import LiveProgress, MetricsFollower, loss_png
+from kubetune_trainer.sinks import LogRow, RunInfo
+
+GIB = 1024**3
+
+
+def system(device: str) -> SystemReport:
+    return SystemReport(
+        device=device,
+        device_name="NVIDIA L4" if device == "cuda" else "x86_64",
+        device_count=1,
+        memory_total_bytes=22 * GIB,
+        memory_available_bytes=21 * GIB,
+        cpu_count=8,
+        bf16_supported=True,
+        python="3.11.7",
+        versions={"torch": "2.13.0", "peft": "0.21.2"},
+    )
+
+
+def job_with(quantization: dict[str, Any]) -> Any:
+    return parse_job(
+        {
+            "apiVersion": "kubetune.io/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": "q", "namespace": "notebook"},
+            "spec": {
+                "model": {"base": "builtin:tiny-llama"},
+                "quantization": quantization,
+                "dataset": {"source": "train.jsonl"},
+                "output": {"uri": "runs"},
+            },
+        }
+    )
+
+
+def test_auto_quantization_is_qlora_on_a_gpu_and_full_weights_on_a_cpu() -> None:
+    assert quantization_for("auto", system("cuda")) == "4bit"
+    assert quantization_for("auto", system("cpu")) == "none"
+    assert quantization_for("8bit", system("cpu")) == "8bit"
+    with pytest.raises(ValueError, match="QUANTIZATION must be"):
+        quantization_for("int4", system("cuda"))
+
+
+@pytest.mark.parametrize("mode", ["4bit", "8bit", "none"])
+def test_quantization_spec_is_a_valid_spec_for_every_mode(mode: str) -> None:
+    q = job_with(quantization_spec(mode)).spec.quantization
+    assert q.mode == mode
+    if mode == "4bit":
+        assert (q.quant_type, q.double_quant) == ("nf4", True)
+
+
+def test_environment_text_names_the_gpu_and_its_free_memory() -> None:
+    gpu = environment_text(system("cuda"))
+    assert gpu.startswith("GPU: NVIDIA L4 x1, 21.0 of 22.0 GiB GPU memory free")
+    assert "slow" not in gpu and "peft          0.21.2" in gpu
+    cpu = environment_text(system("cpu"))
+    assert cpu.startswith("No GPU") and "slow" in cpu
+
+
+def test_follower_reads_the_trainers_metrics_endpoint_into_the_live_view() -> None:
+    sink = PrometheusSink(0, addr="127.0.0.1")
+    try:
+        sink.on_start(RunInfo("notebook", "medical-qa", 1, "runs/notebook/medical-qa"), {})
+        sink.on_log(LogRow(step=3, total_steps=10, epoch=0.3, loss=1.25, eta_seconds=42.0))
+        progress = LiveProgress()
+        follower = MetricsFollower(sink.port, "medical-qa", progress)
+        row = follower.scrape()
+        assert row == {"step": 3, "total_steps": 10, "epoch": 0.3, "loss": 1.25, "eta_seconds": 42}
+        assert MetricsFollower(sink.port, "another-job", progress).scrape() == {}
+
+        seen = threading.Event()
+        original = progress.update
+
+        def update(row: dict[str, Any], final: bool = False) -> None:
+            original(row, final)
+            if row.get("step") == 4:
+                seen.set()
+
+        progress.update = update  # type: ignore[method-assign]
+        follower.start()
+        sink.on_log(LogRow(step=4, total_steps=10, epoch=0.4, loss=1.0, eval_loss=1.1))
+        assert seen.wait(30), "the follower never saw step 4"
+        follower.stop.set()
+        follower.join()
+        assert [r["step"] for r in progress.rows][-1] == 4
+        assert progress.rows[-1]["eval_loss"] == 1.1
+    finally:
+        sink.close()
+
+
+def test_finish_shows_the_last_train_row_with_the_latest_eval_loss(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    progress = LiveProgress()
+    progress.finish(
+        [
+            {"step": 1, "total_steps": 2, "loss": 2.0},
+            {"step": 1, "total_steps": 2, "eval_loss": 1.9},
+            {"step": 2, "total_steps": 2, "loss": 1.5, "eta_seconds": 0.0},
+        ]
+    )
+    assert (
+        capsys.readouterr().out.splitlines()[-1]
+        == "step 2/2  loss 1.5000  eval loss 1.9000  ETA 0 s"
+    )
+    assert len(progress.rows) == 3
+
+
+def test_loss_png_is_a_png_with_or_without_points() -> None:
+    for rows in ([], [{"step": 1, "loss": 2.0}, {"step": 1, "eval_loss": 1.9}]):
+        assert loss_png(rows).startswith(b"\x89PNG\r\n\x1a\n")
