@@ -100,9 +100,48 @@ def base_env() -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for var in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "KUBETUNE_OUTPUT_URI",
+    ):
         env.pop(var, None)
     return env
 
 
 PYTHON = sys.executable
+KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
+
+
+def operator_env(
+    base: Mapping[str, str],
+    spec_file: Path,
+    nnodes: int,
+    nproc: int,
+    index: int,
+    port: int,
+    timeout: int,
+    **extra: str,
+) -> dict[str, str]:
+    """Exactly what the operator sets in pod `index` (docs/distributed.md), plus extras."""
+    from kubetune_api.constants import Env
+
+    return (
+        dict(base)
+        | {
+            Env.SPEC_FILE: str(spec_file),
+            Env.NAMESPACE: "test",
+            Env.JOB_NAME: "dist",
+            Env.ATTEMPT: "1",
+            Env.NNODES: str(nnodes),
+            Env.NPROC_PER_NODE: str(nproc),
+            Env.NODE_RANK: str(index),
+            Env.MASTER_ADDR: "127.0.0.1",
+            Env.MASTER_PORT: str(port),
+            Env.RDZV_TIMEOUT: str(timeout),
+        }
+        | extra
+    )

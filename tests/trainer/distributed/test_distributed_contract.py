@@ -101,7 +101,7 @@ def test_single_node_needs_no_index_or_master() -> None:
     env = pod_env(**{Env.NNODES: "1", Env.NODE_RANK: "<unset>", Env.MASTER_ADDR: "<unset>"})
     launch = read_launch_env(env, job)
     assert (launch.node_rank, launch.master_addr, launch.world_size) == (0, "127.0.0.1", 2)
-    assert not launch.single_process
+    assert not launch.direct
 
 
 def test_ipv6_master_is_bracketed() -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import HERE, PYTHON, Procs, job_manifest, write_json
+from conftest import HERE, PYTHON, Procs, job_manifest, operator_env, write_json
 
-from kubetune_api.constants import Env, ExitCode
+from kubetune_api.constants import ExitCode
 
 NODE = [PYTHON, str(HERE / "node_program.py")]
 
@@ -26,23 +26,7 @@ def node_env(
     timeout: int = 20,
     **extra: str,
 ) -> dict[str, str]:
-    """What the operator sets in pod `rank` (docs/distributed.md), plus test knobs."""
-    return (
-        base
-        | {
-            Env.SPEC_FILE: str(spec_file),
-            Env.JOB_NAME: "dist",
-            Env.NAMESPACE: "default",
-            Env.ATTEMPT: "1",
-            Env.NNODES: str(nnodes),
-            Env.NPROC_PER_NODE: str(nproc),
-            Env.NODE_RANK: str(rank),
-            Env.MASTER_ADDR: "127.0.0.1",
-            Env.MASTER_PORT: str(port),
-            Env.RDZV_TIMEOUT: str(timeout),
-        }
-        | extra
-    )
+    return operator_env(base, spec_file, nnodes, nproc, rank, port, timeout, **extra)
 
 
 def spec_file(tmp_path: Path, nodes: int, nproc: int, timeout: int = 20) -> Path:

@@ -40,7 +40,7 @@ def command(dry_run: bool) -> None:
     except (LaunchEnvError, InvalidSpecError, OSError) as exc:
         click.echo(f"kubetune launch: {exc}", err=True)
         raise SystemExit(ExitCode.INVALID_SPEC) from None
-    direct = launch.single_process
+    direct = launch.direct
     cmd = direct_command(launch.spec_file) if direct else ["torchrun", *torchrun_args(launch)]
     click.echo(f"kubetune launch: node {launch.node_rank}/{launch.nnodes}: {shlex.join(cmd)}",
                err=True)  # fmt: skip

@@ -31,9 +31,11 @@ def command(job_file: str, overrides: tuple[str, ...], output: str | None, resum
     """Prepare, train, evaluate, save the adapter and the report of JOB_FILE."""
     setup_logging()
     job = job_from_file(job_file, list(overrides))
-    if job.spec.distributed.world_size > 1:
-        # Several processes or simulated nodes: torchrun on this machine, each node started
-        # through `kubetune launch` exactly as in a pod (docs/distributed.md).
+    from kubetune_trainer.distributed.contract import needs_torchrun
+
+    if needs_torchrun(job):
+        # Several processes, simulated nodes or DeepSpeed: torchrun on this machine, each
+        # node started through `kubetune launch` exactly as in a pod (docs/distributed.md).
         from kubetune_trainer.distributed import local_launch
 
         raise SystemExit(local_launch(job_file, overrides, output=output, resume=resume))

@@ -11,6 +11,7 @@ from .deepspeed import check_deepspeed, deepspeed_config
 from .exitcodes import node_exit_code
 from .local import local_launch
 from .runtime import (
+    any_rank,
     barrier,
     ddp_timeout,
     is_distributed,
@@ -31,6 +32,7 @@ __all__ = [
     "LaunchEnv",
     "LaunchEnvError",
     "adapter_state_dict",
+    "any_rank",
     "barrier",
     "check_deepspeed",
     "ddp_timeout",

@@ -35,6 +35,7 @@ class LaunchEnv:
     """What one node needs to join the job's torchrun rendezvous."""
 
     spec_file: str
+    deepspeed: bool  # DeepSpeed needs torchrun's environment even for one process
     nnodes: int
     nproc_per_node: int
     node_rank: int
@@ -48,12 +49,19 @@ class LaunchEnv:
         return self.nnodes * self.nproc_per_node
 
     @property
-    def single_process(self) -> bool:
-        return self.world_size == 1
+    def direct(self) -> bool:
+        """One process without DeepSpeed: `train` can run without torchrun."""
+        return self.world_size == 1 and not self.deepspeed
 
 
 def _spec_of(job: FineTuneJob | FineTuneJobSpec) -> FineTuneJobSpec:
     return job.spec if isinstance(job, FineTuneJob) else job
+
+
+def needs_torchrun(job: FineTuneJob | FineTuneJobSpec) -> bool:
+    """More than one process, or DeepSpeed (which fails on mpi4py without torchrun's env)."""
+    dist = _spec_of(job).distributed
+    return dist.world_size > 1 or dist.deepspeed != "none"
 
 
 def _int(env: Mapping[str, str], name: str, lo: int, hi: int, should: str,
@@ -139,6 +147,7 @@ def read_launch_env(env: Mapping[str, str], job: FineTuneJob | FineTuneJobSpec) 
     )  # fmt: skip
     return LaunchEnv(
         spec_file=spec_file,
+        deepspeed=dist.deepspeed != "none",
         nnodes=nnodes,
         nproc_per_node=nproc,
         node_rank=node_rank,

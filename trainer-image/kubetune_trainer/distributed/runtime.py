@@ -58,6 +58,24 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank if `flag` is true on any rank (a collective: call it everywhere).
+
+    Ranks must take stop/save decisions together: one rank stopping while another steps
+    on would pair mismatched collectives.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def ddp_timeout(job: FineTuneJob | FineTuneJobSpec) -> int:
     """Seconds a collective may wait for a peer (TrainingArguments.ddp_timeout).
 
