@@ -298,6 +298,10 @@ def _run(inp: Inputs, job: FineTuneJob, st: FineTuneJobStatus, plan: Plan) -> No
         msg = f"waiting for admission by Kueue (queue {queue})"
         if st.phase != Phase.PENDING or st.message != msg:
             set_phase(st, Phase.PENDING, Reason.JOB_CREATED, msg, now)
+    elif obs.waiting and not obs.running:
+        msg = f"attempt {st.attempt}: waiting for pods: {obs.waiting}"[:500]
+        if st.message != msg:
+            set_phase(st, Phase.PENDING, Reason.JOB_CREATED, msg, now)
     elif obs.running:
         if inp.progress is not None:
             st.progress = inp.progress

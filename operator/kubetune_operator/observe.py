@@ -42,6 +42,7 @@ class Observation:
     active: int = 0
     failure: Failure | None = None
     pod0_ip: str | None = None
+    waiting: str = ""  # why pods do not run yet (Unschedulable, ImagePullBackOff...)
     summary: dict[str, Any] = field(default_factory=dict)  # rank 0's termination message
 
 
@@ -111,6 +112,19 @@ def classify_pod(pod: dict[str, Any]) -> Failure | None:
     return Failure(kind, text, code, name, summary)
 
 
+def waiting_reason(pod: dict[str, Any]) -> str:
+    """'Unschedulable: 0/3 nodes ...' or 'ImagePullBackOff: ...'; '' if nothing blocks it."""
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"{cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}".strip()
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+            return f"{waiting['reason']}: {waiting.get('message') or ''}".strip(": ")
+    return ""
+
+
 def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observation:
     obs = Observation(job_exists=job is not None)
     rank0 = [p for p in pods if pod_index(p) == "0"]
@@ -122,6 +136,7 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observati
         term = _terminated(p0)
         if term:
             obs.summary = parse_termination_message(term.get("message"))
+    obs.waiting = next((w for w in map(waiting_reason, pods) if w), "")
     failures = [f for f in (classify_pod(p) for p in pods) if f is not None]
     if failures:
         obs.failure = min(failures, key=lambda f: _RANK[f.kind])

@@ -157,3 +157,35 @@ def test_success_reads_the_trainers_flat_summary():
     )
     assert st.last_checkpoint == "s3://a/ckpt/step-000100" and st.progress.loss == 0.5
     assert "training finished" in st.message
+
+
+def test_pending_pods_say_why():
+    unschedulable = {
+        "metadata": {"name": "p0"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                }
+            ],
+        },
+    }
+    obs = observe({"spec": {}, "status": {}}, [unschedulable])
+    plan = decide(inputs({"phase": "Pending", "attempt": 1, "jobName": "llama-lora-a1"}, obs))
+    assert plan.status.phase == "Pending" and plan.status_changed
+    assert "Insufficient nvidia.com/gpu" in plan.status.message
+    pulling = {
+        "metadata": {"name": "p0"},
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}
+            ],
+        },
+    }
+    obs = observe({"spec": {}, "status": {}}, [pulling])
+    assert obs.waiting == "ImagePullBackOff: not found" and obs.failure is None
