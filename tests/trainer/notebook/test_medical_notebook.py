@@ -22,6 +22,8 @@ from nbclient import NotebookClient
 
 from tests.fixtures.servers import S3Server, s3_server
 
+pytestmark = [pytest.mark.slow, pytest.mark.services]  # a Jupyter kernel and moto S3
+
 ROOT = Path(__file__).resolve().parents[3]
 NOTEBOOK = ROOT / "examples" / "notebooks" / "medical_qlora.ipynb"
 DATA = ROOT / "examples" / "data" / "medical_qa" / "train.jsonl"
@@ -211,3 +213,23 @@ def test_compare_cell_shows_base_and_tuned_answers_with_generation_settings(
     known = {json.loads(line)["question"] for line in DATA.read_text().splitlines() if line}
     assert set(questions) <= known
     assert text.count("base answer:") == text.count("tuned answer:") == len(questions)
+
+
+def test_job_cell_prints_a_runnable_job_whose_held_out_split_is_what_compare_shows(
+    run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from kubetune_api.loader import parse_job
+    from kubetune_trainer.data import prepare
+
+    job = parse_job(yaml.safe_load(outputs_text(run["cells"]["job"])), "job cell")
+    assert job.spec.model.base == PARAMS["BASE_MODEL"]
+    assert job.spec.training.max_steps == PARAMS["MAX_STEPS"]
+    monkeypatch.chdir(NOTEBOOK.parent)  # DATA is relative to the notebook, as in the kernel
+    prepared = prepare(job)
+    text = outputs_text(run["cells"]["compare"])
+    questions = re.findall(r"^Q\d+: (.*)$", text, flags=re.M)
+    held_out = [r["prompt"] for r in prepared.validation]
+    assert questions == held_out[: PARAMS["TEST_QUESTIONS"]]
+    assert not set(questions) & {r["prompt"] for r in prepared.train}
