@@ -62,6 +62,7 @@ def test_pod_env_gives_the_full_torchrun_command() -> None:
     assert option(cmd, "--rdzv-backend") == "c10d"
     assert option(cmd, "--rdzv-endpoint") == "llama-med-a2-0.llama-med-a2:29500"
     assert option(cmd, "--max-restarts") == "0"
+    assert int(option(cmd, "--shutdown-timeout")) < 120  # inside the pod's grace period
     conf = dict(kv.split("=") for kv in option(cmd, "--rdzv-conf").split(","))
     assert conf == {
         "timeout": "300",
@@ -134,3 +135,14 @@ def test_bad_variable_is_named_with_the_fix(over: dict[str, str], variable: str,
     assert hint in message
     # A broken pod template will not fix itself on retry: permanent.
     assert err.value.exit_code == ExitCode.INVALID_SPEC
+
+
+def test_torchrun_parses_the_command() -> None:
+    """torchrun's own argument parser reads every option as meant."""
+    from torch.distributed.run import parse_args
+
+    args = parse_args(torchrun_command(pod_env(), JOB)[1:])
+    assert (args.nnodes, args.nproc_per_node, args.max_restarts) == ("2", "2", 0)
+    assert args.rdzv_backend == "c10d" and args.rdzv_endpoint.endswith(":29500")
+    assert args.module and args.training_script == "kubetune_trainer.cli"
+    assert args.training_script_args == ["train", "--spec", "/etc/kubetune/finetunejob.json"]

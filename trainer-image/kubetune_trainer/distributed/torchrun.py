@@ -10,6 +10,9 @@ from kubetune_api.spec import FineTuneJob, FineTuneJobSpec
 from .contract import LaunchEnv, read_launch_env
 
 TRAIN_MODULE = "kubetune_trainer.cli"
+# Seconds torchrun gives ranks to checkpoint after SIGTERM before it SIGKILLs them: inside
+# the pod's terminationGracePeriodSeconds (120, set by the operator) with room to exit.
+SHUTDOWN_TIMEOUT = 90
 
 
 def train_args(spec_file: str) -> list[str]:
@@ -52,6 +55,7 @@ def torchrun_args(launch: LaunchEnv, program: Sequence[str] | None = None) -> li
         # an in-pod restart would race the other nodes and hide the failure.
         "--max-restarts", "0",
         "--monitor-interval", "1",
+        "--shutdown-timeout", str(SHUTDOWN_TIMEOUT),
         *program,
     ]  # fmt: skip
 
