@@ -34,7 +34,8 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
     return k8s_login()
 
 
-@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=5.0)
+# An unexpected error (not an API error, which the loop absorbs) restarts the loop in 10 s.
+@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=5.0, backoff=10)
 async def follow(
     memo: kopf.Memo, namespace: str, name: str, stopped: Any, logger: logging.Logger, **_: Any
 ) -> None:

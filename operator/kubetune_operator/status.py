@@ -100,3 +100,18 @@ def progress_display(p: Progress) -> str:
     if p.total_steps <= 0:
         return f"{p.step}/?" if p.step else ""
     return f"{p.step}/{p.total_steps} ({100 * p.step // p.total_steps}%)"
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 patch turning `old` into `new`: keys that disappeared become null (a plain
+    dump of `new` would leave them behind, e.g. a cleared nextAttemptAfter)."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif value != before:
+            patch[key] = value
+    return patch

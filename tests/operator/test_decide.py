@@ -189,3 +189,16 @@ def test_pending_pods_say_why():
     }
     obs = observe({"spec": {}, "status": {}}, [pulling])
     assert obs.waiting == "ImagePullBackOff: not found" and obs.failure is None
+
+
+def test_status_patch_nulls_what_was_cleared():
+    from kubetune_operator.status import merge_patch
+
+    old = {"phase": "Pending", "nextAttemptAfter": "t", "progress": {"step": 3, "etaSeconds": 9.0}}
+    new = {"phase": "Running", "progress": {"step": 4}}
+    assert merge_patch(old, new) == {
+        "phase": "Running",
+        "nextAttemptAfter": None,
+        "progress": {"step": 4, "etaSeconds": None},
+    }
+    assert merge_patch(new, new) == {}

@@ -186,3 +186,14 @@ def test_stale_attempt_is_swept_after_a_crash_between_status_and_delete(cluster)
         wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2")
         wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1") is None, what="attempt 1 swept")
     assert [j["metadata"]["name"] for j in cluster.list(JOBS, NS)] == ["llama-lora-a2"]
+
+
+def test_backoff_delays_the_next_attempt_then_clears(operator):
+    cluster = operator
+    pods = start(cluster, runPolicy={"backoffSeconds": 1, "maxRestarts": 2})
+    set_terminated(cluster, NS, pods[0], ExitCode.RETRYABLE)
+    st = wait_for(lambda: status(cluster).get("nextAttemptAfter") and status(cluster))
+    assert st["attempt"] == 2 and st["phase"] == "Pending"
+    assert cluster.get(JOBS, NS, "llama-lora-a2") is None  # not before the backoff
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2 after 1 s")
+    wait_for(lambda: "nextAttemptAfter" not in status(cluster), what="the backoff mark cleared")

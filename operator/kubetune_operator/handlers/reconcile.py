@@ -28,7 +28,7 @@ from ..k8s import CONFIGMAPS, FINETUNEJOBS, JOBS, PODS, SERVICES, ApiError, Kube
 from ..metrics import OperatorMetrics
 from ..observe import observe
 from ..progress import RateSample, parse_metrics, to_progress
-from ..status import dump_status, parse_time
+from ..status import dump_status, merge_patch, parse_time
 
 ACCEPTED_SPEC = f"{c.ANNOTATION_PREFIX}/accepted-spec"
 STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
@@ -151,7 +151,8 @@ async def _execute(memo: kopf.Memo, body: dict[str, Any], plan: Plan, logger: An
     # Status first: once the next attempt number is stored, a crash in between cannot
     # bring the old attempt back; stale attempts are swept before a Job is created.
     if plan.status_changed:
-        await client.patch(FINETUNEJOBS, ns, name, {"status": dump_status(plan.status)}, "status")
+        patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
+        await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
     for attempt in plan.delete_attempts:
         await _delete_attempt(client, ns, name, attempt)
     if plan.ensure_attempt is not None and plan.job is not None:
