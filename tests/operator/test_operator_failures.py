@@ -194,6 +194,7 @@ def test_backoff_delays_the_next_attempt_then_clears(operator):
     set_terminated(cluster, NS, pods[0], ExitCode.RETRYABLE)
     st = wait_for(lambda: status(cluster).get("nextAttemptAfter") and status(cluster))
     assert st["attempt"] == 2 and st["phase"] == "Pending"
-    assert cluster.get(JOBS, NS, "llama-lora-a2") is None  # not before the backoff
-    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2 after 1 s")
+    job2 = wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2")
+    # Created no earlier than the backoff allowed (both are whole-second RFC 3339 times).
+    assert job2["metadata"]["creationTimestamp"] >= st["nextAttemptAfter"]
     wait_for(lambda: "nextAttemptAfter" not in status(cluster), what="the backoff mark cleared")
