@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from kt_tiny_lm import finance_doc, finance_job
 
+from kubetune_api.loader import parse_job
 from kubetune_trainer.data.prepare import prepare
 from kubetune_trainer.data.tokenize import tokenize
 from kubetune_trainer.evaluation.generation import format_prompts, generate, validation_loss
@@ -87,3 +88,44 @@ def test_eval_cli_writes_json(tiny_dirs: dict[str, Path], tmp_path: Path) -> Non
     result = json.loads(out.read_text())
     assert result["format"] == "finance_qa" and result["kind"] == "sft"
     assert "perplexity" in res.output and "rouge_l" in res.output
+
+
+def test_preference_and_ranked_results(tiny_dirs: dict[str, Path]) -> None:
+    from kubetune_trainer.data.templates import render_prompt
+    from kubetune_trainer.evaluation.preference import (
+        encode_pairs,
+        ordering_accuracy,
+        preference_accuracy,
+        response_logprobs,
+    )
+
+    lm = load_model(None, str(tiny_dirs["adapter"]))
+    pairs = [{"prompt": f"How did {t} do?", "chosen": f"{t} grew.", "rejected": f"{t} fell a lot."}
+             for t in ("AAPL", "MSFT", "NVDA")]  # fmt: skip
+    ranked = [{"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"], "No idea."]}
+              for p in pairs]  # fmt: skip
+    for objective, fmt, kind, records, key in (
+        ("dpo", "preference", "preference", pairs, "preference_accuracy"),
+        ("ranking", "ranked", "ranked", ranked, "ordering_accuracy"),
+    ):
+        doc = finance_doc(tiny_dirs["data"], str(tiny_dirs["base"]), objective=objective)
+        doc["spec"]["dataset"]["format"] = fmt
+        job = parse_job(doc)
+        res = evaluate(lm, job, kind, fmt, records)
+        rendered = [render_prompt(r["prompt"], lm.tokenizer) for r in records]
+        fn = preference_accuracy if kind == "preference" else ordering_accuracy
+        assert res["metrics"][key] == fn(lm.model, lm.tokenizer, records, rendered)[key]
+        assert res["examples"] == [] and 0 <= res["metrics"][key] <= 1
+    # The accuracy is the share of pairs whose summed log-likelihoods are in order.
+    import torch
+
+    hits = 0
+    for r, prompt in zip(pairs, rendered, strict=True):
+        with torch.no_grad():
+            s = response_logprobs(
+                lm.model, encode_pairs(lm.tokenizer, prompt, [r["chosen"], r["rejected"]]),
+                lm.tokenizer.pad_token_id, normalize=False,
+            )  # fmt: skip
+        hits += bool(s[0] > s[1])
+    got = evaluate(lm, job, "preference", "preference", pairs)
+    assert got["metrics"]["preference_accuracy"] == hits / len(pairs)
