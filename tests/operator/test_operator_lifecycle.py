@@ -251,3 +251,15 @@ def test_status_is_written_only_when_it_changes(operator):
     wait_for(lambda: count("finetunejobs/llama-lora", "GET") >= reads + 3, what="3 reconciles")
     # ...wrote nothing.
     assert count("llama-lora/status", "PATCH") == writes
+
+
+def test_child_events_and_spec_changes_wake_the_loop(cluster):
+    """With a 1-hour interval only pokes can move the job: pod events and spec updates do."""
+    with run_operator(cluster, [NS], OperatorConfig(reconcile_interval=3600, metrics_port=None)):
+        cluster.create(FTJ, load_ftj())
+        wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
+        for pod in create_pods(cluster, NS, "llama-lora-a1"):
+            set_running(cluster, NS, pod, "127.0.0.1")
+        wait_for(lambda: status(cluster).get("phase") == "Running", what="Running (pod events)")
+        cluster.patch(FTJ, NS, "llama-lora", {"spec": {"runPolicy": {"suspend": True}}})
+        wait_for(lambda: status(cluster).get("phase") == "Suspended", what="Suspended (update)")
