@@ -176,7 +176,7 @@ def test_two_nodes_through_kubetune_launch(
     assert sum(log.count("adapter: ") for log in logs) == 1  # global rank 0 only
 
 
-@pytest.mark.parametrize(("stage", "nproc"), [("zero2", 2), ("zero3", 2), ("zero3", 1)])
+@pytest.mark.parametrize(("stage", "nproc"), [("zero2", 2), ("zero3", 2)])
 def test_deepspeed_matches_one_process(
     reference: Path,
     tmp_path: Path,
@@ -244,3 +244,28 @@ def test_killed_node_makes_the_survivor_exit_retryable(
     procs.kill_group(node1)  # the pod is gone: launcher and rank, no goodbye
     # The survivor sees its collective fail (or time out after 15 s) and exits 75.
     assert node0.wait(180) == ExitCode.RETRYABLE, logs[0].read_text()[-3000:]
+    # The rank itself classified it (not only the launcher's mapping of torchrun's result).
+    assert "lost a peer" in logs[0].read_text()
+
+
+def test_kubetune_run_zero3_one_process(
+    reference: Path, tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    """`kubetune run` with DeepSpeed goes through local_launch -> kubetune launch -> torchrun,
+    even for one process (DeepSpeed needs torchrun's environment)."""
+    out = tmp_path / "out"
+    manifest = spec(write_data(tmp_path / "data.jsonl"), "./unused", micro=2, deepspeed="zero3")
+    job = write_json(tmp_path / "job.json", manifest)
+    proc = subprocess.run(
+        [KUBETUNE, "run", str(job), "--output", str(out)],
+        env=base_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "torchrun --nnodes 1 --nproc-per-node 1" in proc.stderr
+    assert_same_curve(losses(out), losses(reference))
+    ref_w, got_w = adapter_weights(reference), adapter_weights(out)
+    assert max((ref_w[k] - got_w[k]).abs().max().item() for k in ref_w) < 1e-4
