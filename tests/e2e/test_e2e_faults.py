@@ -1,0 +1,146 @@
+"""Scenarios 4, 5, 6 and 9: failures injected into a running job.
+
+Each job checkpoints every 5 of 60 steps; the fault lands after the first commit, so
+what the next attempt resumes from is a real checkpoint in S3, not the start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+from e2e_kubelet import free_port
+from e2e_world import FTJ, World
+
+from kubetune_api import constants as c
+
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(900)]
+TOTAL = 60
+RESUMED = re.compile(r"resuming from (s3://\S+) \(step (\d+)\)")
+
+
+def _first_commit(world: World, name: str) -> list[int]:
+    return world.wait_until(
+        lambda: world.committed_steps(name), 360, "the first committed checkpoint", name
+    )
+
+
+def _resumed_from(world: World, name: str, attempt: int) -> tuple[str, int]:
+    (pod,) = world.pods_of(name, attempt)
+    log = world.log_of(pod["metadata"]["name"])
+    m = RESUMED.search(log)
+    assert m, f"attempt {attempt} did not resume:\n{log[-3000:]}"
+    return m.group(1), int(m.group(2))
+
+
+def test_pod_killed_resumes_from_last_checkpoint(world: World) -> None:
+    name = "killed"
+    world.submit(world.load("long-run.yaml", name, METRICS_PORT=free_port()))
+    _first_commit(world, name)
+    (pod,) = world.pods_of(name, 1)
+    world.kubelet.kill(pod["metadata"]["name"])  # SIGKILL to the container: no goodbye
+    seen = world.committed_steps(name)
+
+    st = world.succeeded(name)
+    assert st["restarts"] == 1 and st["preemptions"] == 0 and st["attempt"] == 2, st
+    assert st["progress"]["step"] == TOTAL, st
+
+    (dead,) = world.pods_of(name, 1) or [None]
+    if dead is not None:  # the attempt's Job (and so its pods) may already be collected
+        term = world.terminated(dead)
+        assert dead["status"]["phase"] == "Failed" and term["exitCode"] == 137, term
+    uri, step = _resumed_from(world, name, 2)
+    assert step > 0 and step >= max(seen), (step, seen)
+    assert uri.endswith(f"/checkpoints/step-{step:06d}"), uri
+    events = world.events(name)
+    retry = [e for e in events if e["reason"] == c.Reason.RETRYABLE_FAILURE]
+    assert retry and "exit code 137" in retry[0]["message"], [e["message"] for e in events]
+    # The failed attempt's Job went; one Job per attempt was ever created.
+    assert [j["metadata"]["name"] for j in world.posts("jobs")] == [f"{name}-a1", f"{name}-a2"]
+    assert world.children(name)["batch/v1/jobs"] == [f"{name}-a2"]
+    world.assert_no_canary()
+
+
+def test_preemption_checkpoints_and_is_not_counted(world: World) -> None:
+    name = "preempted"
+    world.submit(world.load("long-run.yaml", name, METRICS_PORT=free_port()))
+    _first_commit(world, name)
+    (pod,) = world.pods_of(name, 1)
+    world.kubelet.preempt(pod["metadata"]["name"])  # DisruptionTarget + SIGTERM
+
+    st = world.succeeded(name)
+    assert st["restarts"] == 0 and st["preemptions"] == 1 and st["attempt"] == 2, st
+    assert st["progress"]["step"] == TOTAL, st
+
+    # Attempt 1 saved a checkpoint on SIGTERM and said which (exit 76, DisruptionTarget)...
+    (old,) = world.pods_of(name, 1) or [None]
+    events = world.events(name)
+    preempted = [e for e in events if e["reason"] == c.Reason.PREEMPTED]
+    assert preempted, [e["reason"] for e in events]
+    assert "exit code 76" in preempted[0]["message"], preempted[0]
+    uri, step = _resumed_from(world, name, 2)
+    if old is not None:
+        term = world.terminated(old)
+        assert term["exitCode"] == c.ExitCode.PREEMPTED, term
+        conds = {x["type"]: x for x in old["status"]["conditions"]}
+        assert conds["DisruptionTarget"]["status"] == "True", conds
+        summary = json.loads(term["message"])
+        # ...and attempt 2 resumed from exactly that checkpoint.
+        assert summary["checkpoint"] == uri and summary["step"] == step, (summary, uri)
+    assert 0 < step < TOTAL, step
+    metrics = world.operator.metrics_text() or ""
+    assert re.search(
+        rf'kubetune_job_restarts_total\{{[^}}]*job="{name}"[^}}]*reason="preempted"[^}}]*\}} 1\.0',
+        metrics,
+    ), metrics
+    world.assert_no_canary()
+
+
+def test_operator_restarted_mid_run(world: World) -> None:
+    name = "operator-restart"
+    world.submit(world.load("long-run.yaml", name, METRICS_PORT=free_port()))
+    before = world.wait(
+        name,
+        lambda s: s.get("phase") == c.Phase.RUNNING and s.get("progress", {}).get("step", 0) > 0,
+        360,
+        "Running with progress",
+    )
+    world.operator.stop()
+    # Training goes on without an operator: wait for a checkpoint past what status showed.
+    step0 = before["progress"]["step"]
+    world.wait_until(
+        lambda: [s for s in world.committed_steps(name) if s > step0], 300, "a later commit", name
+    )
+    assert world.status(name)["progress"]["step"] == step0, "nobody should write status now"
+    world.operator.start()
+
+    st = world.succeeded(name)
+    assert st["progress"]["step"] == TOTAL and st["attempt"] == 1 and st["restarts"] == 0, st
+    # No duplicate children: exactly one Job, Service and ConfigMap were ever created.
+    for plural in ("jobs", "services", "configmaps"):
+        assert len(world.posts(plural)) == 1, (plural, world.posts(plural))
+    assert len(world.pods_of(name, 1)) == 1
+    assert "operator start #2" in world.operator.log()
+    world.assert_no_canary()
+
+
+def test_deleted_mid_run_stops_everything(world: World) -> None:
+    name = "deleted"
+    world.submit(world.load("long-run.yaml", name, METRICS_PORT=free_port(), CLEANUP="delete"))
+    _first_commit(world, name)
+    pids = world.kubelet.live_pids()
+    assert pids, "the trainer should be running"
+    world.cluster.delete(FTJ, world.namespace, name)
+
+    world.wait_until(lambda: world.ftj(name) is None, 300, "the FineTuneJob to go", name)
+    assert world.kubelet.live_pids() == []
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert world.children(name) == {kind: [] for kind in world.children(name)}, world.children(name)
+    assert world.s3_keys(world.run_prefix(name)) == [], "cleanupPolicy: delete"
+    reasons = [e["reason"] for e in world.events(name)]
+    assert "CleanupDone" in reasons, reasons
+    world.assert_no_canary()
