@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,3 +125,31 @@ def test_finish_shows_the_last_train_row_with_the_latest_eval_loss(
 def test_loss_png_is_a_png_with_or_without_points() -> None:
     for rows in ([], [{"step": 1, "loss": 2.0}, {"step": 1, "eval_loss": 1.9}]):
         assert loss_png(rows).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_save_lists_files_with_their_sha256_and_refuses_changed_weights(tmp_path: Path) -> None:
+    import hashlib
+
+    from kubetune_trainer.engine.adapter import SavedAdapter
+    from kubetune_trainer.engine.run import RunResult
+    from kubetune_trainer.notebook import save
+
+    adapter = tmp_path / "notebook" / "medical-qa" / "adapter"
+    adapter.mkdir(parents=True)
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(bytes(range(256)) * 40)
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (adapter / "adapter.json").write_text(json.dumps({"sha256": digest}))
+    files = {"adapter_model.safetensors": 10240, "adapter_config.json": 8}
+    saved = SavedAdapter(adapter, str(adapter), digest, 10240, files)
+    result = RunResult(str(adapter.parent), saved, None, None, None, 1, None, None, {})
+
+    summary = save(result)
+    assert summary.weights_ok() and summary.uploaded_to is None
+    assert ("adapter_model.safetensors", 10240, digest) in summary.files
+    assert ("adapter_config.json", 8, hashlib.sha256(b'{"r": 8}').hexdigest()) in summary.files
+
+    weights.write_bytes(b"\xff" + weights.read_bytes()[1:])  # one byte changed on disk
+    with pytest.raises(RuntimeError, match=r"differ from adapter\.json"):
+        save(result, s3_uri="s3://never-used/kubetune")

@@ -253,10 +253,12 @@ def save(result: Any, s3_uri: str = "", endpoint_url: str | None = None) -> Adap
     ]
     recorded = json.loads((local / "adapter.json").read_text())["sha256"]
     summary = AdapterSummary(result.adapter.uri, local, files, recorded)
-    if s3_uri:
+    if s3_uri and summary.weights_ok():
         summary.uploaded_to = upload(result, summary, s3_uri, endpoint_url)
     table = html_table(["file", "bytes", "sha256"], [[n, f"{b:,}", h] for n, b, h in files])
     show(summary.text(), pre(f"adapter: {summary.uri}") + table + pre(summary.footer()))
+    if not summary.weights_ok():  # stop the notebook: these weights are not the trained ones
+        raise RuntimeError(f"{summary.uri}: adapter weights differ from adapter.json's sha256")
     return summary
 
 
@@ -320,12 +322,15 @@ def compare(result: Any) -> dict[str, Any] | None:
         return None
     base, tuned = evaluation["base"], evaluation["tuned"]
     page = (
-        html_table(["generation parameter", "value"], list(map(list, tuned["generation"].items())))
+        "<p><b>Generation parameters</b> (the same for both models)</p>"
+        + html_table(["parameter", "value"], list(map(list, tuned["generation"].items())))
+        + "<p><b>Metrics on the held-out records</b></p>"
         + html_table(
             ["metric", "base", "tuned"],
             [[k, f"{base['metrics'][k]:.4f}", f"{tuned['metrics'][k]:.4f}"]
              for k in _shared_metrics(evaluation)],
         )
+        + "<p><b>Answers to held-out questions</b></p>"
         + html_table(
             ["question", "reference", "base answer", "tuned answer"],
             [[b["prompt"], b["reference"], b["output"] or "(empty answer)",
