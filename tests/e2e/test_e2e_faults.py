@@ -108,8 +108,9 @@ def test_operator_restarted_mid_run(world: World) -> None:
         "Running with progress",
     )
     world.operator.stop()
-    # Training goes on without an operator: wait for a checkpoint past what status showed.
-    step0 = before["progress"]["step"]
+    # Training goes on without an operator: wait for a checkpoint past what status shows.
+    step0 = world.status(name)["progress"]["step"]
+    assert step0 >= before["progress"]["step"]
     world.wait_until(
         lambda: [s for s in world.committed_steps(name) if s > step0], 300, "a later commit", name
     )

@@ -1,0 +1,127 @@
+"""The kubelet/Job-controller stand-in's own rules (pure functions, no servers): what the
+scenarios rely on when they read pod and Job statuses."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from e2e_pods import (
+    INDEX_KEY,
+    KUBELET_FINALIZER,
+    LocalImage,
+    MissingReference,
+    PodFiles,
+    container_env,
+    fallback_message,
+    job_finished,
+    job_status,
+    pod_for_index,
+    terminated_status,
+)
+
+JOB = {
+    "metadata": {"name": "ft-a1", "namespace": "ns", "uid": "job-uid"},
+    "spec": {
+        "completions": 2,
+        "parallelism": 2,
+        "backoffLimit": 0,
+        "completionMode": "Indexed",
+        "template": {
+            "metadata": {"labels": {"kubetune.io/job": "ft"}},
+            "spec": {
+                "subdomain": "ft-a1",
+                "containers": [
+                    {
+                        "name": "trainer",
+                        "image": "img",
+                        "env": [{"name": "A", "value": "1"}],
+                        "envFrom": [{"secretRef": {"name": "creds"}}],
+                    }
+                ],
+            },
+        },
+    },
+}
+
+
+def _pod(phase: str, index: int) -> dict:
+    pod = pod_for_index(JOB, index)
+    pod["metadata"]["name"] = f"ft-a1-{index}-x"
+    pod["status"] = {"phase": phase}
+    return pod
+
+
+def test_indexed_job_pod_identity() -> None:
+    pod = pod_for_index(JOB, 1)
+    meta, spec = pod["metadata"], pod["spec"]
+    assert meta["labels"][INDEX_KEY] == "1" and meta["annotations"][INDEX_KEY] == "1"
+    assert meta["labels"]["kubetune.io/job"] == "ft" and meta["labels"]["job-name"] == "ft-a1"
+    assert meta["ownerReferences"][0]["uid"] == "job-uid"
+    assert meta["finalizers"] == [KUBELET_FINALIZER]
+    assert spec["hostname"] == "ft-a1-1" and spec["subdomain"] == "ft-a1"
+    env = container_env(pod, spec["containers"][0], LocalImage(Path("/bin"), {}), SECRETS, {})
+    assert env["JOB_COMPLETION_INDEX"] == "1"
+    assert JOB["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "A", "value": "1"}]
+
+
+SECRETS = {"creds": {"data": {"KEY": base64.b64encode(b"s3cr3t").decode()}}}
+
+
+def test_env_order_references_and_missing_secret() -> None:
+    pod = pod_for_index(JOB, 0)
+    container = {
+        "envFrom": [{"secretRef": {"name": "creds"}, "prefix": "X_"}],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "CACHE", "value": "$(HOME)/cache"},
+            {"name": "K", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "KEY"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
+    }
+    image = LocalImage(Path("/bin"), {"HOME": "/home/app", "PATH": "/bin"})
+    env = container_env(pod, container, image, SECRETS, {})
+    assert env["HOME"] == "/tmp" and env["CACHE"] == "/tmp/cache"  # env wins over the image
+    assert env["X_KEY"] == "s3cr3t" and env["K"] == "s3cr3t" and env["NS"] == "ns"
+    with pytest.raises(MissingReference, match="creds"):
+        container_env(pod, container, image, {}, {})
+
+
+def test_mount_remapping_longest_prefix_and_termination_file(tmp_path: Path) -> None:
+    files = PodFiles(tmp_path, {"/cache": tmp_path / "c", "/cache/hf": tmp_path / "hf"})
+    files.termination_path, files.termination_log = "/dev/termination-log", tmp_path / "t"
+    assert files.remap("/cache/kubetune") == str(tmp_path / "c" / "kubetune")
+    assert files.remap("/cache/hf/hub") == str(tmp_path / "hf" / "hub")
+    assert files.remap("/cachet") == "/cachet" and files.remap("/dev/termination-log") == str(
+        tmp_path / "t"
+    )
+
+
+def test_job_status_complete_failed_and_lost_pods() -> None:
+    done = job_status(JOB, [_pod("Succeeded", 0), _pod("Succeeded", 1)], 0, {})
+    assert job_finished({"status": done}) == "Complete" and done["completedIndexes"] == "0,1"
+    running = job_status(JOB, [_pod("Succeeded", 0), _pod("Running", 1)], 0, {})
+    assert job_finished({"status": running}) is None and running["active"] == 1
+    failed = job_status(JOB, [_pod("Failed", 0), _pod("Running", 1)], 0, {})
+    assert job_finished({"status": failed}) == "Failed" and failed["failed"] == 1
+    lost = job_status(JOB, [_pod("Running", 1)], 1, {})  # a pod deleted before it ended
+    assert job_finished({"status": lost}) == "Failed"
+    again = job_status(JOB, [_pod("Failed", 0)], 0, failed)
+    assert again["conditions"] == failed["conditions"], "conditions are written once"
+
+
+def test_termination_message_and_disruption() -> None:
+    log = "\n".join(f"line {i}" for i in range(200))
+    tail = fallback_message(log)
+    assert tail.endswith("line 199") and len(tail.splitlines()) <= 80 and len(tail) <= 2048
+    pod = _pod("Running", 0)
+    st = terminated_status(pod, "t0", "id", 76, "{}", {"type": "DisruptionTarget"})
+    term = st["containerStatuses"][0]["state"]["terminated"]
+    assert st["phase"] == "Failed" and term["exitCode"] == 76 and term["reason"] == "Error"
+    assert {"type": "DisruptionTarget"} in st["conditions"]
+    ok = terminated_status(pod, "t0", "id", 0, "")
+    assert (
+        ok["phase"] == "Succeeded"
+        and "message" not in ok["containerStatuses"][0]["state"]["terminated"]
+    )
