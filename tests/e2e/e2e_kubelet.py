@@ -88,7 +88,6 @@ from kube_cluster import api_path
 
 from kubetune_api.constants import Env
 
-REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # The trainer's bind-address variable (kubetune_trainer.metrics.ADDR_ENV): a pod's server
 # listens on its pod IP, here the loopback address every pod shares.
@@ -150,6 +149,14 @@ class Container:
     disruption_reported: bool = False
     reported: bool = False
     exit_code: int | None = None
+    t_start: float = field(default_factory=time.monotonic)
+    t_end: float | None = None
+
+    def describe(self) -> str:
+        """One line for failure reports: how long it ran and how it ended."""
+        end = self.t_end if self.t_end is not None else time.monotonic()
+        how = "running" if self.exit_code is None else f"exit code {self.exit_code}"
+        return f"{self.pod_name}: pid {self.popen.pid}, {end - self.t_start:.1f} s, {how}"
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -222,6 +229,10 @@ class Kubelet:
         """Every container log so far, by pod name."""
         with self._lock:
             return {c.pod_name: c.log() for c in self.containers.values()}
+
+    def timeline(self) -> list[str]:
+        with self._lock:
+            return [c.describe() for c in self.containers.values()]
 
     def kill(self, pod_name: str, sig: int = signal.SIGKILL) -> None:
         """The container dies at once (signal to its whole process group): exit 128+sig."""
@@ -358,6 +369,7 @@ class Kubelet:
         rc = c.popen.returncode
         code = 128 - rc if rc < 0 else rc  # a signal N shows as exit code 128+N
         c.exit_code = code
+        c.t_end = time.monotonic()
         message = ""
         if c.files.termination_log is not None and c.files.termination_log.exists():
             message = c.files.termination_log.read_text(errors="replace").strip()

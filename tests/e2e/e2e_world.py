@@ -151,6 +151,7 @@ class World:
             st = pod.get("status") or {}
             cs = (st.get("containerStatuses") or [{}])[0].get("state")
             lines.append(f"pod {pod['metadata']['name']}: {st.get('phase')} {json.dumps(cs)}")
+        lines += [f"container {line}" for line in self.kubelet.timeline()]
         for pod_name, log in self.kubelet.logs().items():
             tail = "\n    ".join(log.splitlines()[-25:])
             lines.append(f"--- log of {pod_name} (last 25 lines):\n    {tail}")
