@@ -194,7 +194,15 @@ def test_deepspeed_matches_one_process(
         processesPerNode=nproc,
         deepspeed=stage,
     )
+    # Evaluation on: rank 0 must not generate alone on a ZeRO-3 model (it would hang).
+    manifest["spec"]["evaluation"] = {
+        "enabled": True,
+        "maxSamples": 2,
+        "generation": {"maxNewTokens": 4},
+    }
     wait_ok(launch_nodes(procs, tmp_path, manifest, base_env, port), tmp_path)
+    if stage == "zero3":
+        assert "generation skipped under ZeRO-3" in (tmp_path / "node0.log").read_text()
     assert_same_curve(losses(out), losses(reference))
     ref_w, got_w = adapter_weights(reference), adapter_weights(out)
     assert ref_w.keys() == got_w.keys()

@@ -208,7 +208,15 @@ def run_job(
         tuned_eval = trainer.evaluate()["eval_loss"] if built.eval_examples else None
         if tuned_eval is not None:
             say(f"tuned eval loss: {tuned_eval:.4f}")
-        evaluation = _post_train_evaluation(job, loaded, prep, say) if rank == 0 else None
+        from kubetune_trainer.distributed import zero3_enabled
+
+        evaluation = None
+        if zero3_enabled() and spec.evaluation.enabled:
+            # Generating on rank 0 alone would start ZeRO-3 parameter gathers the other
+            # ranks never join (a hang, or mismatched collectives). Evaluate the adapter.
+            say("post-training generation skipped under ZeRO-3: run `kubetune eval` on the adapter")
+        elif rank == 0:
+            evaluation = _post_train_evaluation(job, loaded, prep, say)
 
         p.phase = "saving"
         results = {
