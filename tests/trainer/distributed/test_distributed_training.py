@@ -84,6 +84,7 @@ def losses(out: Path) -> dict[int, float]:
 def assert_same_curve(got: dict[int, float], ref: dict[int, float]) -> None:
     assert sorted(got) == sorted(ref) == list(range(1, STEPS + 1))
     worst = max(abs(got[s] - ref[s]) for s in ref)
+    print(f"max |loss - reference loss| over {STEPS} steps: {worst:.2e}")
     assert worst < TOLERANCE, f"max |loss difference| {worst:.2e}: {got} vs {ref}"
 
 
