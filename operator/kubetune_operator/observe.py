@@ -31,6 +31,10 @@ class Failure:
     exit_code: int | None = None
     pod: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # the pod's termination message
+    # Exit 76 of a pod that was being deleted without a DisruptionTarget: a controller
+    # stopped it (the Job controller deletes the other pods once one has failed), so it
+    # is a consequence of another pod's failure, never the cause.
+    collateral: bool = False
 
 
 @dataclass
@@ -105,6 +109,9 @@ def classify_pod(pod: dict[str, Any]) -> Failure | None:
     elif _cond(pod, "DisruptionTarget") or code == ExitCode.PREEMPTED:
         reason = (_cond(pod, "DisruptionTarget") or {}).get("reason") or "SIGTERM"
         kind, text = "preempted", text or f"pod disrupted ({reason})"
+        deleting = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+        if deleting and not _cond(pod, "DisruptionTarget"):
+            return Failure(kind, text, code, name, summary, collateral=True)
     elif status.get("reason") == "Evicted":
         kind, text = "retryable", status.get("message") or "pod evicted"
     else:
@@ -139,7 +146,7 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observati
     obs.waiting = next((w for w in map(waiting_reason, pods) if w), "")
     failures = [f for f in (classify_pod(p) for p in pods) if f is not None]
     if failures:
-        obs.failure = min(failures, key=lambda f: _RANK[f.kind])
+        obs.failure = min(failures, key=lambda f: (f.collateral, _RANK[f.kind]))
     if job is not None:
         jst = job.get("status") or {}
         obs.active = int(jst.get("active") or 0)

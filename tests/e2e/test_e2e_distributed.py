@@ -60,6 +60,30 @@ def test_two_nodes_one_process_each(world: World) -> None:
     world.assert_no_canary()
 
 
+def test_two_nodes_lost_node_is_a_counted_restart(world: World) -> None:
+    """A node dies (SIGKILL): the attempt fails as a whole, the next one resumes on two
+    nodes from the last commit, and the loss is counted as a restart, not a preemption —
+    even though the Job controller then stops the surviving pod with SIGTERM."""
+    name = "lost-node"
+    job = world.load("two-nodes.yaml", name, METRICS_PORT=free_port())
+    job["spec"]["training"].update(maxSteps=40, saveSteps=4)
+    job["spec"]["runPolicy"] = {"maxRestarts": 2, "backoffSeconds": 1}
+    world.submit(job)
+    world.wait_until(lambda: world.committed_steps(name), 360, "the first commit", name)
+    _, node1 = world.pods_of(name, 1)
+    world.kubelet.kill(node1["metadata"]["name"])
+
+    st = world.succeeded(name)
+    assert st["restarts"] == 1 and st["preemptions"] == 0 and st["attempt"] == 2, (
+        st,
+        [e["message"] for e in world.events(name)],
+    )
+    assert st["progress"]["step"] == 40, st
+    rank0 = world.pods_of(name, 2)[0]
+    assert "resuming from s3://" in world.log_of(rank0["metadata"]["name"])
+    world.assert_no_canary()
+
+
 def test_dpo_example(world: World) -> None:
     """examples/preference-dpo.yaml with only what a CPU-only box and this cluster need."""
     name = "preference-dpo"

@@ -125,3 +125,30 @@ def test_termination_message_and_disruption() -> None:
         ok["phase"] == "Succeeded"
         and "message" not in ok["containerStatuses"][0]["state"]["terminated"]
     )
+
+
+def test_operator_blames_the_failed_pod_not_the_one_the_job_controller_stopped() -> None:
+    """Statuses exactly as the kubelet stand-in writes them, read by the operator's observe().
+
+    Node 1 dies (137); the Job fails (backoffLimit 0) and the Job controller deletes node 0,
+    whose trainer checkpoints on SIGTERM and exits 76. That 76 is a consequence: the attempt
+    failed (counted), it was not preempted. A real disruption still wins over its peers.
+    """
+    from kubetune_operator.observe import observe
+
+    killed = _pod("Running", 1)
+    killed["status"] = terminated_status(killed, "t0", "id1", 137, "log tail")
+    stopped = _pod("Running", 0)
+    stopped["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    stopped["status"] = terminated_status(stopped, "t0", "id0", 76, '{"message": "SIGTERM"}')
+    job = {"spec": JOB["spec"], "status": job_status(JOB, [killed], 0, {})}
+    failure = observe(job, [stopped, killed]).failure
+    assert failure is not None and failure.kind == "retryable" and failure.exit_code == 137
+
+    preempted = _pod("Running", 1)
+    disruption = {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}
+    preempted["status"] = terminated_status(preempted, "t0", "id1", 76, "", disruption)
+    peer = _pod("Running", 0)
+    peer["status"] = terminated_status(peer, "t0", "id0", 75, '{"message": "lost a peer"}')
+    failure = observe(job, [peer, preempted]).failure
+    assert failure is not None and failure.kind == "preempted"
