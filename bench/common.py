@@ -1,0 +1,165 @@
+"""Shared by every benchmark: paths, machine facts, load average, stats, child processes.
+
+Benchmarks are not tests: nothing here asserts on time. Each benchmark returns a result
+dict (figures, targets, notes) that `report.py` turns into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+PY = sys.executable
+# The operator's KMock emulator lives with its tests; the benchmark reuses it as is.
+OPERATOR_TESTS = ROOT / "tests" / "operator"
+
+# Never reach a model hub, whoever starts us (make bench exports these too).
+for _k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_k, "1")
+
+
+def loadavg() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}/{five:.2f}/{fifteen:.2f}"
+
+
+def machine() -> dict[str, Any]:
+    """lscpu model, cores, RAM and library versions, for the report header."""
+    model = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        m = re.search(r"Model name:\s*(.+)", out)
+        model = m.group(1).strip() if m else model
+        flags = re.search(r"Flags:\s*(.+)", out)
+        isa = [
+            f
+            for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+            if flags and f in flags.group(1).split()
+        ]
+    except (OSError, subprocess.CalledProcessError):
+        isa = []
+    with open("/proc/meminfo") as f:
+        mem_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+    import importlib.metadata as md
+
+    versions = {}
+    for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "kopf", "moto", "boto3"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = "-"
+    return {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "ram_gib": round(mem_kb / 2**20, 1),
+        "isa": isa,
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+    vals = [float(v) for v in values]
+    return {
+        "min": min(vals),
+        "median": statistics.median(vals),
+        "max": max(vals),
+        "n": len(vals),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    with open(f"/proc/{pid or 'self'}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def hwm_bytes(pid: int) -> int:
+    """Peak RSS (VmHWM) of a running process."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class Child:
+    """A worker run in a fresh interpreter: `python bench/<module>.py --worker ...`.
+
+    Fresh processes keep RSS and allocator state of one configuration out of the next;
+    the worker prints one JSON line prefixed RESULT: on stdout.
+    """
+
+    module: str
+    args: list[str]
+    timeout: float = 1800
+
+    def run(self, env: dict[str, str] | None = None) -> dict[str, Any]:
+        cmd = [PY, str(BENCH / f"{self.module}.py"), "--worker", *self.args]
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+        )
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT:")]
+        if proc.returncode != 0 or not lines:
+            tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-30:])
+            raise RuntimeError(f"{' '.join(cmd[1:])} failed ({proc.returncode}):\n{tail}")
+        out = json.loads(lines[-1][len("RESULT:") :])
+        out.setdefault("wall_seconds", round(time.monotonic() - t0, 2))
+        return out
+
+
+def emit(result: dict[str, Any]) -> None:
+    """A worker's answer to its parent (see Child)."""
+    print("RESULT:" + json.dumps(result), flush=True)
+
+
+def save_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_results() -> dict[str, dict[str, Any]]:
+    if not RESULTS.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} load {loadavg()}] {msg}", flush=True)

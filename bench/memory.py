@@ -1,0 +1,214 @@
+"""Quantized memory: weight bytes and peak RSS of LoRA training per quantization mode.
+
+    python bench/memory.py [--quick] [--reps 1]
+
+The model is the real SmolLM2-135M-Instruct through kubetune's `builtin:smollm2-135m-instruct`
+loader (converted once into the kubetune cache); --quick uses the small benchmark Llama.
+Every mode runs in a fresh process, through kubetune's own path (engine.setup.load_all:
+quantization config, device map, prepare_model_for_kbit_training, LoRA; then a few
+training steps of the sft recipe), so peak RSS covers loading and training:
+
+    fp32 | bf16 (precision bf16) | 8bit | nf4 | nf4 + double quant
+
+Weight bytes are what the base model's tensors occupy (parameters + buffers + bitsandbytes
+quantization state: absmax, nested absmax, codebooks, int8 row scales). Bytes per
+*quantized* parameter counts only the layers bitsandbytes replaced (the embedding and
+norms stay in the load dtype); the QLoRA paper's figure is 4.127 bits = 0.516 bytes
+(NF4 + double quantization, blocks of 64 then 256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import Child, emit, loadavg, peak_rss_bytes, rss_bytes, say, stats
+
+MODES: dict[str, dict[str, Any]] = {
+    "fp32": {"training": {"precision": "fp32"}},
+    "bf16": {"training": {"precision": "bf16"}},
+    "8bit": {"quantization": {"mode": "8bit"}},
+    "nf4": {"quantization": {"mode": "4bit", "quantType": "nf4", "doubleQuant": False}},
+    "nf4-dq": {"quantization": {"mode": "4bit", "quantType": "nf4", "doubleQuant": True}},
+}
+
+
+def _tensor_bytes(t: Any) -> int:
+    return int(t.numel() * t.element_size()) if t is not None else 0
+
+
+def weight_bytes(model: Any) -> dict[str, int]:
+    """Bytes of the base model's tensors, and of its quantized layers alone."""
+    total = quant_bytes = quant_params = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            nbytes = _tensor_bytes(t)
+            cls = type(t).__name__
+            if cls == "Params4bit":
+                qs = t.quant_state
+                # Block scales count; the 16- and 256-entry codebooks (64 B / 1 KiB per layer,
+                # whatever its size) do not, as in the QLoRA paper's 4.127 bits.
+                nbytes += _tensor_bytes(qs.absmax)
+                if qs.nested:
+                    nbytes += _tensor_bytes(qs.state2.absmax) + _tensor_bytes(qs.offset)
+                quant_params += t.numel() * 2  # two 4-bit values per byte
+                quant_bytes += nbytes
+            elif cls == "Int8Params":
+                nbytes += _tensor_bytes(getattr(t, "SCB", None))
+                quant_params += t.numel()
+                quant_bytes += nbytes
+            if "lora_" not in _name_of(model, module):
+                total += nbytes
+    return {"weight_bytes": total, "quant_bytes": quant_bytes, "quant_params": quant_params}
+
+
+_NAMES: dict[int, str] = {}
+
+
+def _name_of(model: Any, module: Any) -> str:
+    if not _NAMES:
+        _NAMES.update({id(m): n for n, m in model.named_modules()})
+    return _NAMES.get(id(module), "")
+
+
+def worker(mode: str, quick: bool) -> None:
+    import torch  # noqa: F401  (the runtime floor: torch + transformers imported)
+    import transformers  # noqa: F401
+    from workload import QUICK, build, records
+
+    from kubetune_api.loader import parse_job
+    from kubetune_trainer.engine.args import training_kwargs
+    from kubetune_trainer.engine.setup import load_all
+    from kubetune_trainer.recipes import sft
+    from kubetune_trainer.recipes.base import RecipeContext
+    from kubetune_trainer.records import PreparedDataset
+
+    floor = rss_bytes()
+    base = str(build(QUICK) / "model") if quick else "builtin:smollm2-135m-instruct"
+    rows = records(build(QUICK))[:32]
+    with tempfile.TemporaryDirectory(prefix="kt-mem-") as tmp:
+        spec: dict[str, Any] = {
+            "model": {"base": base},
+            "adapter": {"r": 16, "alpha": 32, "targetModules": ["all-linear"]},
+            "dataset": {
+                "source": "x.jsonl",
+                "format": "qa",
+                "maxSeqLength": 128,
+                "validation": {"fraction": 0},
+            },
+            "training": {"maxSteps": 2, "microBatchSize": 2},
+            "evaluation": {"enabled": False},
+            "output": {"uri": str(Path(tmp) / "out")},
+        }
+        for section, values in MODES[mode].items():
+            spec[section] = {**spec.get(section, {}), **values}
+        job = parse_job(
+            {
+                "apiVersion": "kubetune.io/v1alpha1",
+                "kind": "FineTuneJob",
+                "metadata": {"name": "mem", "namespace": "bench"},
+                "spec": spec,
+            }
+        )
+        prepared = PreparedDataset(
+            kind="sft", format="qa", train=rows, validation=[], fingerprint="sha256:bench"
+        )
+        loaded = load_all(job, prepared, lambda _m: None)
+        after_load = rss_bytes()
+        peak_load = peak_rss_bytes()
+        sizes = weight_bytes(loaded.model.get_base_model())
+        n_params = sum(
+            p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)
+            for n, p in loaded.model.get_base_model().named_parameters()
+            if "lora_" not in n
+        )
+        kwargs = training_kwargs(job, Path(tmp), loaded.precision, False, False)
+        kwargs["save_strategy"] = "no"
+        ctx = RecipeContext(
+            job, loaded.model, loaded.tokenizer, prepared, kwargs, [], loaded.precision
+        )
+        sft.build_trainer(ctx).trainer.train()
+    emit(
+        {
+            "mode": mode,
+            "precision": loaded.precision,
+            "params": n_params,
+            **sizes,
+            "bytes_per_param": sizes["weight_bytes"] / n_params,
+            "bytes_per_quant_param": sizes["quant_bytes"] / sizes["quant_params"]
+            if sizes["quant_params"]
+            else None,
+            "rss_floor": floor,
+            "rss_after_load": after_load,
+            "peak_rss_load": peak_load,
+            "peak_rss": peak_rss_bytes(),
+            "load": loadavg(),
+            "dtypes": sorted({str(p.dtype) for p in loaded.model.parameters()}),
+        }
+    )
+
+
+def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
+    from kubetune_trainer.modeling import builtin
+
+    if not quick:
+        say("memory: converting SmolLM2-135M once (cached afterwards)")
+        builtin.smollm2_dir()
+    reps = reps or 1
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    for rep in range(reps):
+        for mode in MODES:
+            r = Child("memory", [mode] + (["--quick"] if quick else [])).run()
+            runs[mode].append(r)
+            say(
+                f"memory rep {rep + 1}/{reps} {mode}: weights {r['weight_bytes'] / 2**20:.0f} MiB, "
+                f"peak RSS {r['peak_rss'] / 2**20:.0f} MiB"
+            )
+    fp32_peak = min(r["peak_rss"] for r in runs["fp32"])
+    summary = {}
+    for mode, rs in runs.items():
+        r0 = rs[0]
+        summary[mode] = {
+            "weight_bytes": r0["weight_bytes"],
+            "bytes_per_param": r0["bytes_per_param"],
+            "bytes_per_quant_param": r0["bytes_per_quant_param"],
+            "bits_per_quant_param": 8 * r0["bytes_per_quant_param"]
+            if r0["bytes_per_quant_param"]
+            else None,
+            "peak_rss": stats([r["peak_rss"] for r in rs]),
+            "peak_rss_load": stats([r["peak_rss_load"] for r in rs]),
+            "rss_floor": stats([r["rss_floor"] for r in rs]),
+            "peak_vs_fp32": min(r["peak_rss"] for r in rs) / fp32_peak,
+            "above_floor_vs_fp32": min(r["peak_rss"] - r["rss_floor"] for r in rs)
+            / min(r["peak_rss"] - r["rss_floor"] for r in runs["fp32"]),
+        }
+    return {
+        "quick": quick,
+        "model": "llama-quick" if quick else "SmolLM2-135M-Instruct",
+        "runs": runs,
+        "summary": summary,
+        "targets": {"nf4_bytes_per_param": 0.56, "nf4_peak_vs_fp32": 0.35},
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], "--quick" in sys.argv)
+        return
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int)
+    a = p.parse_args()
+    print(json.dumps(run(a.quick, a.reps)["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

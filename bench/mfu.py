@@ -1,0 +1,139 @@
+"""Model FLOP utilisation of kubetune's default pipeline on this CPU.
+
+    python bench/mfu.py [--quick] [--reps 3]
+
+Peak: the best torch matmul rate over square sizes, fp32 and bf16, with torch's default
+thread count (the trainer uses the same). Also the rate at the model's own matmul shapes
+(tokens x hidden @ hidden x hidden / x mlp), which bounds what any trainer can reach.
+
+Achieved model FLOP/s = real tokens/s x FLOPs per token, with the usual accounting:
+- LoRA: 4·N (forward 2·N, backward to the activations 2·N; frozen weights get no
+  gradient) + 6·N_lora, where N counts the weights that enter a matmul (every linear
+  layer and the tied LM head; the embedding lookup is not a matmul);
+- attention: 12·layers·hidden·T per token (PaLM's convention, forward + backward, no
+  causal discount), with T the length of the example the token attends within (packing
+  keeps examples apart), averaged over tokens: T = sum(len^2) / sum(len).
+- full fine-tuning would be 6·N + the same attention term (stated, not run).
+MFU = achieved / peak of the dtype the matmuls run in (bf16 when autocast is on).
+Peak and training runs alternate in fresh processes (peak, train, peak, train, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from common import Child, emit, loadavg, say, stats
+
+
+def _rate(m: int, k: int, n: int, dtype: Any, seconds: float = 1.0) -> float:
+    import torch
+
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    return 2 * m * k * n * count / (time.perf_counter() - t0)
+
+
+def peak_worker(quick: bool) -> None:
+    import torch
+
+    sizes = [1024, 2048] if quick else [1024, 2048, 4096]
+    out: dict[str, Any] = {"threads": torch.get_num_threads(), "load": loadavg()}
+    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        rates = {s: _rate(s, s, s, dt, 0.3 if quick else 1.0) for s in sizes}
+        out[f"{name}_peak"] = max(rates.values())
+        out[f"{name}_by_size"] = {str(k): v for k, v in rates.items()}
+        # The model's shapes: 8 rows x 512 tokens of hidden 512 through q/o and the MLP.
+        out[f"{name}_model_shapes"] = {
+            "4096x512@512x512": _rate(4096, 512, 512, dt, 0.3 if quick else 1.0),
+            "4096x512@512x1408": _rate(4096, 512, 1408, dt, 0.3 if quick else 1.0),
+        }
+    emit(out)
+
+
+def flops_per_token(flops: dict[str, int], lengths: dict[str, Any], lora_params: int) -> float:
+    attn_t = lengths["sum_sq"] / lengths["tokens"]
+    return (
+        4 * flops["matmul_params"]
+        + 6 * lora_params
+        + 12 * flops["layers"] * flops["hidden"] * attn_t
+    )
+
+
+def lora_params(flops: dict[str, int], r: int, targets: list[str]) -> int:
+    d = flops["hidden"]
+    return flops["layers"] * len(targets) * r * 2 * d  # q_proj/v_proj: A (r x d) + B (d x r)
+
+
+def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
+    from throughput import CONFIGS, LORA, _lengths, model_flops
+    from workload import FULL, QUICK, build
+
+    assert "kubetune" in CONFIGS
+    size = QUICK if quick else FULL
+    folder = build(size)
+    reps = reps or (1 if quick else 3)
+    flops = model_flops(folder / "model")
+    lengths = _lengths(folder, size)
+    per_token = flops_per_token(
+        flops, lengths, lora_params(flops, LORA["r"], LORA["targetModules"])
+    )
+    rows = []
+    for rep in range(reps):
+        peak = Child("mfu", ["peak"] + (["--quick"] if quick else [])).run()
+        train = Child("throughput", ["kubetune"] + (["--quick"] if quick else [])).run()
+        achieved = train["tokens_per_second"] * per_token
+        dtype = "bf16" if train["precision"] == "bf16" else "fp32"
+        rows.append(
+            {
+                "peak": peak,
+                "train": train,
+                "achieved_flops": achieved,
+                "dtype": dtype,
+                "mfu": achieved / peak[f"{dtype}_peak"],
+                "mfu_vs_fp32_peak": achieved / peak["fp32_peak"],
+            }
+        )
+        say(
+            f"mfu rep {rep + 1}/{reps}: {achieved / 1e9:.1f} GFLOP/s achieved, peak "
+            f"{peak[f'{dtype}_peak'] / 1e9:.0f} ({dtype}) -> MFU {rows[-1]['mfu']:.1%}"
+        )
+    return {
+        "size": size.name,
+        "quick": quick,
+        "flops": flops,
+        "lengths": lengths,
+        "flops_per_token": per_token,
+        "full_ft_flops_per_token": 6 * flops["matmul_params"]
+        + 12 * flops["layers"] * flops["hidden"] * lengths["sum_sq"] / lengths["tokens"],
+        "rows": rows,
+        "mfu": stats([r["mfu"] for r in rows]),
+        "fp32_peak": stats([r["peak"]["fp32_peak"] for r in rows]),
+        "bf16_peak": stats([r["peak"]["bf16_peak"] for r in rows]),
+        "achieved": stats([r["achieved_flops"] for r in rows]),
+        "target_mfu": 0.5,
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker" and sys.argv[2] == "peak":
+        peak_worker("--quick" in sys.argv)
+        return
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int)
+    a = p.parse_args()
+    res = run(a.quick, a.reps)
+    print(json.dumps({k: res[k] for k in ("mfu", "fp32_peak", "bf16_peak", "achieved")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""BENCHMARKS.md from bench/results/*.json (+ the analysis prose in bench/findings.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from common import BENCH, load_results
+
+MIB = 1 << 20
+
+
+def _fmt(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def _mm(s: dict[str, float], scale: float = 1.0, digits: int = 0) -> str:
+    return f"{_fmt(s['min'] / scale, digits)} / {_fmt(s['median'] / scale, digits)}"
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def throughput(r: dict[str, Any]) -> list[str]:
+    L = r["lengths"]
+    out = [
+        "## 1. Trainer throughput\n",
+        f"Model `{r['size']}` (hidden {r['flops']['hidden']}, {r['flops']['layers']} layers, "
+        f"{r['flops']['matmul_params'] / 1e6:.1f}M matmul parameters incl. the tied LM head), "
+        f"LoRA r={r['lora']['r']} on {', '.join(r['lora']['targetModules'])}, micro batch "
+        f"{r['micro_batch']}, one epoch over {L['examples']} examples, {r['reps']} interleaved "
+        "repetitions, each run in a fresh process.\n",
+        f"Example lengths in tokens after the chat template: min {L['min']}, p10 {L['p10']}, "
+        f"median {L['median']}, mean {L['mean']}, p90 {L['p90']}, p99 {L['p99']}, max "
+        f"{L['max']} ({_fmt(L['tokens'])} real tokens; lognormal target, median 120, "
+        "sigma 0.8, clipped to 16-512).\n",
+        "| configuration | precision | sampling | mean row width | real tokens/s (min / median) "
+        "| × baseline (min / median) | load avg (1/5/15) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in r["runs"].items():
+        s = r["tokens_per_second"][name]
+        ratio = r["ratio_vs_baseline"].get(name)
+        out.append(
+            f"| {name} | {runs[0]['precision']} | {runs[0]['sampling']} | "
+            f"{sum(x['mean_width'] for x in runs) / len(runs):.0f} | {_mm(s, 1, 1)} | "
+            f"{_mm(ratio, 1, 2) if ratio else '1'} | {runs[-1]['load_before']} |"
+        )
+    kt = r["ratio_vs_baseline"].get("kubetune")
+    if kt:
+        out.append(
+            f"\nTarget: kubetune's defaults ≥ {r['target_ratio']}× the baseline — median "
+            f"{kt['median']:.2f}× (min {kt['min']:.2f}×): "
+            f"{_met(kt['median'] >= r['target_ratio'])}."
+        )
+    b = r["boundary"]
+    out.append(
+        "\nAttention across examples (each example's logits alone vs inside a packed row, fp32): "
+        + "; ".join(
+            f"{mode}: {v['examples_in_row']} examples in the row, max |Δlogit| "
+            f"{v['max_abs_logit_diff']:.2e}"
+            for mode, v in b.items()
+        )
+        + ". ~0 means no attention crossed a boundary; `wrapped` is expected to differ.\n"
+    )
+    return out
+
+
+def mfu(r: dict[str, Any]) -> list[str]:
+    row0 = r["rows"][0]
+    peak = row0["peak"]
+    shapes = ", ".join(
+        f"{dt} {k}: {v / 1e9:.0f}"
+        for dt in ("fp32", "bf16")
+        for k, v in peak[f"{dt}_model_shapes"].items()
+    )
+    return [
+        "## 2. Model FLOP utilisation\n",
+        f"Matmul peak (torch, {peak['threads']} threads, best square size), GFLOP/s min / median: "
+        f"fp32 {_mm(r['fp32_peak'], 1e9)}, bf16 {_mm(r['bf16_peak'], 1e9)}. At the model's own "
+        f"shapes (GFLOP/s): {shapes}.\n",
+        f"FLOPs per real token (LoRA 4·N + 6·N_lora + attention 12·layers·hidden·T): "
+        f"{r['flops_per_token'] / 1e6:.1f} MFLOP (full fine-tuning would be "
+        f"{r['full_ft_flops_per_token'] / 1e6:.1f}).\n",
+        "| rep | precision | real tokens/s | achieved GFLOP/s | peak GFLOP/s (same dtype) | MFU "
+        "| MFU vs fp32 peak | load |",
+        "|---|---|---|---|---|---|---|---|",
+        *[
+            f"| {i + 1} | {x['dtype']} | {x['train']['tokens_per_second']:.0f} | "
+            f"{x['achieved_flops'] / 1e9:.1f} | {x['peak'][x['dtype'] + '_peak'] / 1e9:.0f} | "
+            f"{x['mfu']:.1%} | {x['mfu_vs_fp32_peak']:.1%} | {x['train']['load_before']} |"
+            for i, x in enumerate(r["rows"])
+        ],
+        f"\nTarget: MFU ≥ {r['target_mfu']:.0%} — median {r['mfu']['median']:.1%}: "
+        f"{_met(r['mfu']['median'] >= r['target_mfu'])}.\n",
+    ]
+
+
+def memory(r: dict[str, Any]) -> list[str]:
+    out = [
+        "## 3. Quantized memory\n",
+        f"Model: {r['model']}, LoRA r=16 on all linear layers, 2 training steps; each mode in a "
+        "fresh process through kubetune's loader. Peak RSS is the process's ru_maxrss "
+        "(loading + training); the floor is RSS after importing torch + transformers.\n",
+        "| mode | precision | weight MiB | bytes/param (all) | bits per quantized param "
+        "| peak RSS MiB (min / median) | peak during load MiB | floor MiB | peak vs fp32 "
+        "| (peak − floor) vs fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, s in r["summary"].items():
+        run0 = r["runs"][mode][0]
+        bits = f"{s['bits_per_quant_param']:.3f}" if s["bits_per_quant_param"] else "-"
+        out.append(
+            f"| {mode} | {run0['precision']} | {s['weight_bytes'] / MIB:.0f} | "
+            f"{s['bytes_per_param']:.3f} | {bits} | {_mm(s['peak_rss'], MIB)} | "
+            f"{s['peak_rss_load']['min'] / MIB:.0f} | {s['rss_floor']['min'] / MIB:.0f} | "
+            f"{s['peak_vs_fp32']:.0%} | {s['above_floor_vs_fp32']:.0%} |"
+        )
+    t = r["targets"]
+    nf4 = r["summary"].get("nf4-dq", {})
+    if nf4.get("bytes_per_quant_param"):
+        out.append(
+            f"\nTargets: 4-bit weights ≤ {t['nf4_bytes_per_param']} bytes/param — NF4+DQ "
+            f"quantized layers {nf4['bytes_per_quant_param']:.3f} bytes/param "
+            f"({8 * nf4['bytes_per_quant_param']:.3f} bits vs the paper's 4.127): "
+            f"{_met(nf4['bytes_per_quant_param'] <= t['nf4_bytes_per_param'])}; whole model "
+            f"{nf4['bytes_per_param']:.3f} bytes/param (embedding and norms are not quantized). "
+            f"4-bit peak RSS ≤ {t['nf4_peak_vs_fp32']:.0%} of fp32 LoRA — "
+            f"{nf4['peak_vs_fp32']:.0%}: {_met(nf4['peak_vs_fp32'] <= t['nf4_peak_vs_fp32'])} "
+            f"(above the runtime floor: {nf4['above_floor_vs_fp32']:.0%}).\n"
+        )
+    return out
+
+
+def operator(r: dict[str, Any]) -> list[str]:
+    out = [
+        "## 4. Operator scale\n",
+        "FineTuneJobs POSTed at once into the KMock-based API emulator; the operator runs as "
+        "`python -m kubetune_operator --namespace bench --standalone` in its own process.\n",
+        "| FineTuneJobs | POSTs took s | all Jobs after s | jobs/s | operator requests/job "
+        "| writes/job (at last Job) | writes/job (after settle) | operator RSS peak MiB | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in r["rows"]:
+        out.append(
+            f"| {x['jobs']} | {x['create_seconds']:.1f} | {x['all_jobs_seconds']:.1f} | "
+            f"{x['jobs_per_second']:.1f} | {x['requests_per_job']:.1f} | "
+            f"{x['writes_per_job_at_last_job']:.2f} | {x['writes_per_job']:.2f} | "
+            f"{x['rss_hwm'] / MIB:.0f} | {x['load_at_jobs']} |"
+        )
+    last = r["rows"][-1]
+    out.append(
+        "\nRequests per job by kind (largest run, after settle): "
+        + ", ".join(f"{k} {v}" for k, v in last["by_kind_per_job"].items())
+        + ".\n"
+    )
+    t = r["targets"]
+    if last["jobs"] >= 1000:
+        out.append(
+            f"Targets: 1000 jobs < {t['seconds_1000']} s — {last['all_jobs_seconds']:.1f} s: "
+            f"{_met(last['all_jobs_seconds'] < t['seconds_1000'])}; ≤ {t['writes_per_job']} "
+            f"writes/job — {last['writes_per_job']:.2f}: "
+            f"{_met(last['writes_per_job'] <= t['writes_per_job'])}; RSS < {t['rss_mb']} MB — "
+            f"{last['rss_hwm'] / 1e6:.0f} MB: {_met(last['rss_hwm'] / 1e6 < t['rss_mb'])}.\n"
+        )
+    return out
+
+
+def checkpoint(r: dict[str, Any]) -> list[str]:
+    out = [
+        "## 5. Checkpoint I/O\n",
+        f"A {r['bytes'] / MIB:.0f} MiB checkpoint-shaped folder (random bytes), {r['reps']} "
+        "interleaved repetitions. Save = commit (files, then MANIFEST.json with sha256 per "
+        "file); restore = fetch + sha256 verification. S3 = moto_server on 127.0.0.1.\n",
+        "| variant | save MB/s (min / median) | restore MB/s (min / median) | save vs disk copy "
+        "| restore vs disk copy | moto CPU s per save+restore |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, s in r["mb_per_s"].items():
+        v = r["vs_disk_copy"][k]
+        cpu = r["moto_cpu_seconds"].get(k)
+        out.append(
+            f"| {k} | {_mm(s['save'], 1e6)} | {_mm(s['restore'], 1e6)} | {v['save']:.0%} | "
+            f"{v['restore']:.0%} | {cpu['median']:.2f} |"
+            if cpu
+            else f"| {k} | {_mm(s['save'], 1e6)} | {_mm(s['restore'], 1e6)} | "
+            f"{v['save']:.0%} | {v['restore']:.0%} | - |"
+        )
+    d = r["vs_disk_copy"]["s3-default"]
+    out.append(
+        f"\nTarget: S3 ≥ {r['target']:.0%} of the disk copy — save {d['save']:.0%}, restore "
+        f"{d['restore']:.0%}: {_met(min(d.values()) >= r['target'])} (load at the end "
+        f"{r['load']}).\n"
+    )
+    return out
+
+
+SECTIONS = {
+    "throughput": throughput,
+    "mfu": mfu,
+    "memory": memory,
+    "operator": operator,
+    "checkpoint": checkpoint,
+}
+
+
+def write(path: Path, machine: dict[str, Any], quick: bool = False) -> Path:
+    results = load_results()
+    lines = [
+        "# kubetune benchmarks\n",
+        "Written by `python bench/run_all.py` from bench/results/*.json; do not edit by hand "
+        "(the analysis comes from bench/findings.md).\n",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM, "
+        f"ISA {', '.join(machine['isa']) or '-'}; Python {machine['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+        + ". Shared with other work: every figure carries the load average "
+        "(1/5/15 min) it was measured under; ratios come from interleaved runs.\n",
+        "Commands: `python bench/run_all.py` (full), `python bench/run_all.py --quick` "
+        "(smoke test, tiny sizes), `python bench/run_all.py throughput` (one benchmark).\n",
+    ]
+    for name, fn in SECTIONS.items():
+        key = f"{name}.quick" if quick else name
+        r = results.get(key)
+        if r is None:
+            lines.append(f"## {name}\n\nNot measured yet (`python bench/run_all.py {name}`).\n")
+            continue
+        lines.extend(fn(r))
+        lines.append(
+            f"_{name}: {'quick sizes, ' if r.get('quick') else ''}finished "
+            f"{r.get('finished_at', '?')}, took {r.get('seconds', '?')} s._\n"
+        )
+    findings = BENCH / "findings.md"
+    if findings.is_file():
+        lines.append(findings.read_text())
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path

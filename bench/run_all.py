@@ -1,0 +1,82 @@
+"""Run kubetune's benchmarks and write BENCHMARKS.md from what they measured.
+
+    python bench/run_all.py                       # everything, full sizes (see BENCHMARKS.md)
+    python bench/run_all.py --quick               # tiny sizes, a smoke test (~3 minutes)
+    python bench/run_all.py throughput mfu        # chosen benchmarks only
+    python bench/run_all.py --report-only         # rewrite BENCHMARKS.md from bench/results/
+
+Each benchmark saves bench/results/<name>.json (quick runs: <name>.quick.json); the
+report is built from the newest full results (or quick ones with --quick), so a chosen
+benchmark can be re-run without losing the others' figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, machine, save_result, say
+
+NAMES = ("throughput", "mfu", "memory", "operator", "checkpoint")
+
+
+def _run_one(name: str, quick: bool) -> dict:
+    if name == "throughput":
+        import throughput
+
+        return throughput.run(quick)
+    if name == "mfu":
+        import mfu
+
+        return mfu.run(quick)
+    if name == "memory":
+        import memory
+
+        return memory.run(quick)
+    if name == "operator":
+        import operator_scale
+
+        return operator_scale.run(quick)
+    import checkpoint_io
+
+    return checkpoint_io.run(quick)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", choices=[*NAMES, []], help="benchmarks (default: all)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
+    p.add_argument("--report-only", action="store_true")
+    a = p.parse_args()
+    names = a.names or list(NAMES)
+    failed = []
+    if not a.report_only:
+        for name in names:
+            say(f"== {name}{' (quick)' if a.quick else ''}")
+            t0 = time.monotonic()
+            try:
+                result = _run_one(name, a.quick)
+            except Exception:  # one broken benchmark must not hide the others' figures
+                traceback.print_exc()
+                failed.append(name)
+                continue
+            result["seconds"] = round(time.monotonic() - t0, 1)
+            result["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            save_result(f"{name}.quick" if a.quick else name, result)
+            say(f"== {name} done in {result['seconds']:.0f} s")
+    import report
+
+    path = report.write(ROOT / "BENCHMARKS.md", machine(), quick=a.quick)
+    say(f"wrote {path}")
+    if failed:
+        say(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""Trainer throughput: the usual recipe vs kubetune's own pipeline, real tokens per second.
+
+    python bench/throughput.py [--quick] [--reps 3] [--configs baseline,kubetune]
+
+One epoch over the same examples per configuration, each in a fresh process, the
+configurations interleaved (A B C, A B C, ...) so machine load hits them alike:
+
+- baseline: what a user writes from the usual recipe: datasets.map with the tokenizer
+  padding every example to max_length, DataCollatorForLanguageModeling, transformers
+  Trainer + peft LoRA, fp32.
+- kubetune*: kubetune's own code path on a FineTuneJob spec: engine.setup.load_all
+  (hardware, precision, modeling loader, LoRA), engine.args.training_kwargs, and
+  recipes.sft.build_trainer (tokenize, data.collate packing/padding). Variants change
+  only spec fields (packing, precision), so the defaults are compared with alternatives.
+
+Real tokens are counted per batch (input ids that are not padding) by wrapping the data
+collator; time runs from the first step's start to the last step's end, so collation,
+optimizer steps and one-time kernel set-up are all inside it. Checkpointing is off
+(save_strategy no) in both: it is measured by checkpoint_io.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import Child, emit, loadavg, peak_rss_bytes, say, stats
+from workload import FULL, QUICK, Size, build, length_summary, records
+
+# name -> spec overrides on top of the shared spec (None: the usual-recipe baseline)
+CONFIGS: dict[str, dict[str, Any] | None] = {
+    "baseline": None,
+    "kubetune": {},  # kubetune's defaults, whatever they resolve to on this machine
+    "kt-fp32": {"training": {"precision": "fp32"}},
+    "kt-pad-bf16": {"dataset": {"packing": "none"}, "training": {"precision": "bf16"}},
+    "kt-posid-bf16": {"dataset": {"packing": "position_ids"}, "training": {"precision": "bf16"}},
+    "kt-wrapped-bf16": {"dataset": {"packing": "wrapped"}, "training": {"precision": "bf16"}},
+}
+MICRO_BATCH = 8
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "v_proj"]}
+
+
+def job_for(model_dir: Path, size: Size, overrides: dict[str, Any], out: Path) -> Any:
+    from kubetune_api.loader import parse_job
+
+    spec: dict[str, Any] = {
+        "model": {"base": str(model_dir)},
+        "adapter": dict(LORA),
+        "dataset": {
+            "source": "bench.jsonl",
+            "format": "qa",
+            "maxSeqLength": size.max_len,
+            "validation": {"fraction": 0},
+        },
+        "training": {"epochs": 1, "microBatchSize": MICRO_BATCH, "learningRate": 2e-4},
+        "evaluation": {"enabled": False},
+        "output": {"uri": str(out)},
+    }
+    for section, values in overrides.items():
+        spec[section] = {**spec.get(section, {}), **values}
+    return parse_job(
+        {
+            "apiVersion": "kubetune.io/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": "bench", "namespace": "bench"},
+            "spec": spec,
+        }
+    )
+
+
+class Counting:
+    """Wraps a data collator: counts the real (non-pad) input tokens of every batch."""
+
+    def __init__(self, inner: Any, pad_id: int) -> None:
+        self.inner, self.pad_id = inner, pad_id
+        self.tokens: list[int] = []
+        self.shapes: list[tuple[int, int]] = []
+
+    def __call__(self, batch: Any) -> Any:
+        out = self.inner(batch)
+        ids = out["input_ids"]
+        self.tokens.append(int((ids != self.pad_id).sum()))
+        self.shapes.append(tuple(ids.shape))
+        return out
+
+
+def _timer() -> Any:
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.start: float | None = None
+            self.end = 0.0
+            self.steps = 0
+
+        def on_step_begin(self, *a: Any, **k: Any) -> None:
+            if self.start is None:
+                self.start = time.perf_counter()
+
+        def on_step_end(self, *a: Any, **k: Any) -> None:
+            self.end = time.perf_counter()
+            self.steps += 1
+
+    return StepTimer()
+
+
+def _baseline(model_dir: Path, size: Size, timer: Any, staging: Path) -> tuple[Any, Any, str]:
+    """The usual recipe, written as its tutorials write it."""
+    import datasets
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules=LORA["targetModules"],
+            task_type="CAUSAL_LM",
+        ),
+    )
+    rows = records(model_dir.parent)
+
+    def fmt(batch: dict[str, list[str]]) -> dict[str, Any]:
+        texts = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": c}],
+                tokenize=False,
+            )
+            for p, c in zip(batch["prompt"], batch["completion"], strict=True)
+        ]
+        return tok(texts, padding="max_length", truncation=True, max_length=size.max_len)
+
+    ds = datasets.Dataset.from_list(rows).map(
+        fmt, batched=True, remove_columns=["prompt", "completion"]
+    )
+    args = TrainingArguments(
+        output_dir=str(staging),
+        per_device_train_batch_size=MICRO_BATCH,
+        num_train_epochs=1,
+        learning_rate=2e-4,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1000,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=42,
+    )
+    collator = Counting(DataCollatorForLanguageModeling(tok, mlm=False), tok.pad_token_id)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=ds, data_collator=collator, callbacks=[timer]
+    )
+    return trainer, collator, "fp32"
+
+
+def _kubetune(
+    model_dir: Path, size: Size, overrides: dict[str, Any], timer: Any, staging: Path
+) -> tuple[Any, Any, str]:
+    """kubetune's engine + sft recipe on a FineTuneJob (the path `kubetune run` takes)."""
+    from kubetune_trainer.engine.args import training_kwargs
+    from kubetune_trainer.engine.setup import load_all
+    from kubetune_trainer.recipes import sft
+    from kubetune_trainer.recipes.base import RecipeContext
+    from kubetune_trainer.records import PreparedDataset
+
+    job = job_for(model_dir, size, overrides, staging / "out")
+    prepared = PreparedDataset(
+        kind="sft",
+        format="qa",
+        train=records(model_dir.parent),
+        validation=[],
+        fingerprint="sha256:bench",
+    )
+    loaded = load_all(job, prepared, lambda _msg: None)
+    kwargs = training_kwargs(job, staging, loaded.precision, False, False)
+    kwargs["save_strategy"] = "no"  # checkpoint I/O has its own benchmark
+    ctx = RecipeContext(
+        job, loaded.model, loaded.tokenizer, prepared, kwargs, [timer], loaded.precision
+    )
+    trainer = sft.build_trainer(ctx).trainer
+    collator = Counting(trainer.data_collator, loaded.tokenizer.pad_token_id)
+    trainer.data_collator = collator
+    return trainer, collator, loaded.precision
+
+
+def model_flops(model_dir: Path) -> dict[str, int]:
+    """Parameter counts that enter the FLOP formula (see mfu.py)."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    d, L, f, v = c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size
+    kv = d * c.num_key_value_heads // c.num_attention_heads
+    per_layer = d * d * 2 + d * kv * 2 + 3 * d * f  # q,o + k,v + gate,up,down
+    return {
+        "matmul_params": L * per_layer + v * d,
+        "layers": L,
+        "hidden": d,
+        "embedding_params": v * d,
+    }
+
+
+def worker(config: str, quick: bool) -> None:
+    import torch
+
+    size = QUICK if quick else FULL
+    folder = build(size)
+    model_dir = folder / "model"
+    torch.manual_seed(0)
+    timer = _timer()
+    with tempfile.TemporaryDirectory(prefix="kt-bench-") as tmp:
+        overrides = CONFIGS[config]
+        if overrides is None:
+            trainer, collator, precision = _baseline(model_dir, size, timer, Path(tmp))
+        else:
+            trainer, collator, precision = _kubetune(model_dir, size, overrides, timer, Path(tmp))
+        load_before = loadavg()
+        trainer.train()
+    seconds = timer.end - (timer.start or timer.end)
+    tokens = sum(collator.tokens[: timer.steps])
+    widths = [w for _, w in collator.shapes[: timer.steps]]
+    emit(
+        {
+            "config": config,
+            "precision": precision,
+            "steps": timer.steps,
+            "seconds": seconds,
+            "real_tokens": tokens,
+            "tokens_per_second": tokens / seconds,
+            "padded_tokens": sum(b * w for b, w in collator.shapes[: timer.steps]),
+            "mean_width": sum(widths) / max(len(widths), 1),
+            "peak_rss": peak_rss_bytes(),
+            "load_before": load_before,
+            "load_after": loadavg(),
+            "sampling": str(trainer.args.train_sampling_strategy),
+            "torch_threads": torch.get_num_threads(),
+        }
+    )
+
+
+def boundary_check(quick: bool) -> dict[str, Any]:
+    """Does packing let attention cross examples? Logits of each example alone vs inside a
+    packed row built by kubetune's pack_position_ids + PackedCollator (fp32, eval mode)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kubetune_api.spec_data import DatasetSpec
+    from kubetune_trainer.data.collate import PackedCollator, pack_position_ids, pack_wrapped
+    from kubetune_trainer.data.tokenize import tokenize_sft
+
+    size = QUICK if quick else FULL
+    model_dir = build(size) / "model"
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model.config.use_cache = False
+    ds = DatasetSpec(source="x.jsonl", format="qa", max_seq_length=size.max_len)
+    data = tokenize_sft(records(model_dir.parent)[:24], tok, ds)
+    out: dict[str, Any] = {}
+    for mode, pack in (("position_ids", pack_position_ids), ("wrapped", pack_wrapped)):
+        rows = pack(data, size.max_len)
+        batch = PackedCollator(tok.pad_token_id, size.max_len, mode == "wrapped")(rows[:1])
+        with torch.no_grad():
+            packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+            pos, worst = batch["position_ids"][0], 0.0
+            ids = batch["input_ids"][0]
+            n_real = len(rows[0]["input_ids"])
+            starts = [i for i in range(n_real) if pos[i] == 0] + [n_real]
+            for s, e in itertools.pairwise(starts):
+                alone = model(input_ids=ids[s:e][None]).logits[0]
+                worst = max(worst, float((alone - packed[s:e]).abs().max()))
+        out[mode] = {"examples_in_row": len(starts) - 1, "max_abs_logit_diff": worst}
+    return out
+
+
+def run(quick: bool = False, reps: int | None = None, configs: list[str] | None = None) -> dict:
+    size = QUICK if quick else FULL
+    folder = build(size)
+    reps = reps or (1 if quick else 3)
+    configs = configs or (["baseline", "kubetune"] if quick else list(CONFIGS))
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+    for rep in range(reps):
+        for c in configs:  # interleaved: every configuration sees the same load drift
+            r = Child("throughput", [c] + (["--quick"] if quick else [])).run()
+            say(
+                f"throughput rep {rep + 1}/{reps} {c}: {r['tokens_per_second']:.0f} tok/s "
+                f"({r['precision']}, {r['steps']} steps, width {r['mean_width']:.0f})"
+            )
+            runs[c].append(r)
+    from kubetune_trainer.data.tokenize import tokenize_sft  # noqa: F401  (import check)
+
+    lengths = _lengths(folder, size)
+    summary = {c: stats([r["tokens_per_second"] for r in rs]) for c, rs in runs.items()}
+    ratios = {}
+    if "baseline" in runs:
+        for c in configs:
+            if c != "baseline":
+                per_rep = [
+                    k["tokens_per_second"] / b["tokens_per_second"]
+                    for k, b in zip(runs[c], runs["baseline"], strict=True)
+                ]
+                ratios[c] = stats(per_rep)
+    return {
+        "size": size.name,
+        "quick": quick,
+        "reps": reps,
+        "micro_batch": MICRO_BATCH,
+        "lora": LORA,
+        "lengths": lengths,
+        "runs": runs,
+        "tokens_per_second": summary,
+        "ratio_vs_baseline": ratios,
+        "boundary": boundary_check(quick),
+        "flops": model_flops(folder / "model"),
+        "target_ratio": 2.5,
+    }
+
+
+def _lengths(folder: Path, size: Size) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from kubetune_api.spec_data import DatasetSpec
+    from kubetune_trainer.data.tokenize import tokenize_sft
+
+    tok = AutoTokenizer.from_pretrained(folder / "model")
+    ds = DatasetSpec(source="x.jsonl", format="qa", max_seq_length=size.max_len)
+    data = tokenize_sft(records(folder), tok, ds)
+    out = length_summary(data.lengths)
+    out["sum_sq"] = sum(n * n for n in data.lengths)
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], "--quick" in sys.argv)
+        return
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int)
+    p.add_argument("--configs")
+    a = p.parse_args()
+    res = run(a.quick, a.reps, a.configs.split(",") if a.configs else None)
+    print(
+        json.dumps(
+            {k: res[k] for k in ("tokens_per_second", "ratio_vs_baseline", "boundary", "lengths")},
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
