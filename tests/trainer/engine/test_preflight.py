@@ -87,3 +87,15 @@ def test_gpu_only_settings_refused_on_cpu(tmp_path: Path, training: dict, field:
     assert summary["exit_code"] == 64 and field in summary["message"]
     assert summary["phase"] == "setup"
     assert not (tmp_path / "test" / "t" / "checkpoints").exists()
+
+
+def test_bad_data_exits_65_before_loading_a_model(tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"question": "ok?", "answer": "yes"}\n{"question": "no answer"}\nnot json\n')
+    job = make_job(tmp_path, dataset={"source": str(data)})
+    code, res = execute(job, say=lambda s: None)
+    assert code == ExitCode.BAD_DATA == 65 and res is None
+    summary = json.loads((tmp_path / "termination-log").read_text())
+    assert summary["exit_code"] == 65 and "bad.jsonl:2" in summary["message"]
+    out = tmp_path / "test"
+    assert not [p for p in out.rglob("*") if p.is_file()]  # nothing written to the output
