@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,9 @@ class Preemption:
         self._previous: Any = None
 
     def install(self) -> None:
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        # Signal handlers belong to the main thread (a notebook may run us in another).
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def uninstall(self) -> None:
         if self._previous is not None:
