@@ -129,3 +129,24 @@ def test_preference_and_ranked_results(tiny_dirs: dict[str, Path]) -> None:
         hits += bool(s[0] > s[1])
     got = evaluate(lm, job, "preference", "preference", pairs)
     assert got["metrics"]["preference_accuracy"] == hits / len(pairs)
+
+
+def test_papers_are_scored_by_heldout_perplexity(tiny_dirs: dict[str, Path]) -> None:
+    import torch
+
+    doc = finance_doc(tiny_dirs["data"], str(tiny_dirs["base"]))
+    doc["spec"]["dataset"]["format"] = "papers"
+    job = parse_job(doc)
+    lm = load_model(str(tiny_dirs["base"]))
+    records = [{"text": "AAPL revenue grew five percent."}, {"text": "MSFT trades at <PRICE>."}]
+    res = evaluate(lm, job, "text", "papers", records)
+    assert set(res["metrics"]) == {"loss", "perplexity", "loss_tokens"}  # no generation
+    ids = [lm.tokenizer(r["text"])["input_ids"] + [lm.tokenizer.eos_token_id] for r in records]
+    with torch.no_grad():
+        nll = [
+            float(lm.model(input_ids=torch.tensor([x]), labels=torch.tensor([x])).loss) for x in ids
+        ]
+    n = [len(x) - 1 for x in ids]  # predicted tokens per text
+    mean = sum(a * b for a, b in zip(nll, n, strict=True)) / sum(n)
+    assert res["metrics"]["loss"] == pytest.approx(mean, rel=1e-5)
+    assert res["metrics"]["perplexity"] == pytest.approx(math.exp(mean), rel=1e-5)

@@ -138,6 +138,7 @@ def test_gguf_reads_back(tiny_dirs: dict[str, Path], tmp_path: Path, outtype: st
     tok = AutoTokenizer.from_pretrained(str(merged))
     tokens = field("tokenizer.ggml.tokens")
     assert field("tokenizer.ggml.model") == "gpt2" and len(tokens) == v
+    assert field("tokenizer.ggml.pre") == "gpt-2"  # byte-level BPE with the GPT-2 regex
     assert tokens[tok.eos_token_id] == tok.eos_token
     assert field("tokenizer.ggml.eos_token_id") == tok.eos_token_id
     assert len(field("tokenizer.ggml.merges")) > 0

@@ -39,6 +39,24 @@ def _permute(w: Any, n_head: int) -> Any:
     )
 
 
+def pre_tokenizer_name(model_dir: Path) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokenizer (it refuses names it does not know).
+
+    A plain byte-level BPE with the GPT-2 split regex is "gpt-2" (SmolLM2 and the tiny
+    built-in models); anything else gets "default", llama.cpp's generic split, which may
+    tokenize some strings differently: check generations after loading such a file.
+    """
+    path = model_dir / "tokenizer.json"
+    pre = (
+        json.loads(path.read_text(encoding="utf-8")).get("pre_tokenizer")
+        if path.is_file()
+        else None
+    )
+    if isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    return "default"
+
+
 def _vocab(model_dir: Path, n_vocab: int, writer: Any) -> None:
     import gguf
     from transformers import AutoTokenizer
@@ -62,8 +80,7 @@ def _vocab(model_dir: Path, n_vocab: int, writer: Any) -> None:
         else:
             types.append(gguf.TokenType.NORMAL)
     writer.add_tokenizer_model("gpt2")
-    # "default": the GPT-2 pre-tokenizer regex; llama.cpp refuses unknown names.
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre_tokenizer_name(model_dir))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     # Merges, bos/eos/pad ids and the chat template, read from the tokenizer files.
