@@ -86,10 +86,13 @@ def port() -> int:
 
 
 @pytest.fixture(scope="session")
-def base_env() -> dict[str, str]:
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
+            # One model cache for the session: tiny-llama is built once per node.
+            "KUBETUNE_CACHE": str(tmp_path_factory.mktemp("kubetune-cache")),
+            "KUBETUNE_TERMINATION_LOG": str(tmp_path_factory.mktemp("term") / "termination-log"),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1",

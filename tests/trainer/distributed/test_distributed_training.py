@@ -103,21 +103,25 @@ def launch_nodes(
     output: Path | None = None,
     tag: str = "node",
 ) -> list[subprocess.Popen[str]]:
-    """`kubetune launch` once per node, with the operator's pod environment."""
+    """`kubetune launch` once per node, with the operator's pod environment.
+
+    Each simulated node gets its own cache (and so its own checkpoint staging folder), as
+    separate pods would: files one node writes are not visible to the other.
+    """
     dist = manifest["spec"]["distributed"]
     nnodes, nproc = dist.get("nodes", 1), dist.get("processesPerNode", 1)
     spec_file = write_json(tmp / f"{tag}-job.json", manifest)
     extra = {Env.OUTPUT_URI: str(output)} if output else {}
-    return [
-        procs.start(
-            [KUBETUNE, "launch"],
-            operator_env(
-                env, spec_file, nnodes, nproc, i, port, dist["rendezvousTimeoutSeconds"], **extra
-            ),
-            tmp / f"{tag}{i}.log",
+    nodes = []
+    for i in range(nnodes):
+        node_extra = dict(extra)
+        if nnodes > 1:
+            node_extra["KUBETUNE_CACHE"] = f"{env['KUBETUNE_CACHE']}-node{i}"
+        node_env = operator_env(
+            env, spec_file, nnodes, nproc, i, port, dist["rendezvousTimeoutSeconds"], **node_extra
         )
-        for i in range(nnodes)
-    ]
+        nodes.append(procs.start([KUBETUNE, "launch"], node_env, tmp / f"{tag}{i}.log"))
+    return nodes
 
 
 def wait_ok(nodes: list[subprocess.Popen[str]], tmp: Path, tag: str = "node") -> None:
@@ -175,6 +179,36 @@ def test_two_nodes_through_kubetune_launch(
     assert "--node-rank 0" in logs[0] and "is_host=true" in logs[0]
     assert "--node-rank 1" in logs[1] and "is_host=false" in logs[1]
     assert sum(log.count("adapter: ") for log in logs) == 1  # global rank 0 only
+    # Both ranks' RNG states are committed although each node staged only its own.
+    step6 = run_dir(out) / "checkpoints" / "step-000006"
+    assert sorted(p.name for p in step6.glob("rng_state_*.pth")) == [
+        "rng_state_0.pth",
+        "rng_state_1.pth",
+    ]
+
+
+def test_two_nodes_zero2_commit_every_shard_and_resume(
+    tmp_path: Path, procs: Procs, port: int, base_env: dict[str, str]
+) -> None:
+    """ZeRO-2 over 2 nodes: each node's optimizer shard reaches the commit; a resumed
+    attempt loads both (DeepSpeed fails if its shard is missing)."""
+    out = tmp_path / "out"
+    manifest = spec(
+        write_data(tmp_path / "data.jsonl"), "s3://kubetune-test/runs", nodes=2, deepspeed="zero2"
+    )
+    wait_ok(launch_nodes(procs, tmp_path, manifest, base_env, port, output=out), tmp_path)
+    step6 = run_dir(out) / "checkpoints" / "step-000006"
+    shards = sorted(p.name for p in step6.glob("global_step6/zero_pp_rank_*_optim_states.pt"))
+    assert shards == [
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
+    manifest["spec"]["training"]["maxSteps"] = STEPS + 2
+    again = launch_nodes(procs, tmp_path, manifest, base_env, port, output=out, tag="again")
+    wait_ok(again, tmp_path, tag="again")
+    logs = "".join((tmp_path / f"again{i}.log").read_text() for i in range(2))
+    assert "resuming from" in logs
+    assert sorted(losses(out))[-2:] == [STEPS + 1, STEPS + 2]
 
 
 @pytest.mark.parametrize(("stage", "nproc"), [("zero2", 2), ("zero3", 2)])

@@ -10,6 +10,7 @@ from .contract import LaunchEnv, LaunchEnvError, read_launch_env
 from .deepspeed import check_deepspeed, deepspeed_config
 from .exitcodes import node_exit_code
 from .local import local_launch
+from .node_files import collect_node_files
 from .runtime import (
     any_rank,
     barrier,
@@ -35,6 +36,7 @@ __all__ = [
     "any_rank",
     "barrier",
     "check_deepspeed",
+    "collect_node_files",
     "ddp_timeout",
     "deepspeed_config",
     "direct_command",

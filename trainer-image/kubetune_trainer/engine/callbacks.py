@@ -109,13 +109,14 @@ class CommitCallback(TrainerCallback):
         self.last_step: int | None = None
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-        from kubetune_trainer.distributed import barrier
+        from kubetune_trainer.distributed import barrier, collect_node_files
 
         barrier()  # every rank has written its part (RNG state, ZeRO shards) before the commit
+        folder = self.staging / f"checkpoint-{state.global_step}"
+        collect_node_files(folder)  # other nodes' RNG states and ZeRO shards -> rank 0's folder
         if not state.is_world_process_zero:
             return control
         t0 = time.monotonic()
-        folder = self.staging / f"checkpoint-{state.global_step}"
         examples = (
             state.global_step
             * args.per_device_train_batch_size
