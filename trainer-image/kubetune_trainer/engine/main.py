@@ -12,7 +12,8 @@ from kubetune_api.constants import ExitCode
 from kubetune_api.spec import FineTuneJob
 from kubetune_trainer.errors import TrainerError
 
-from .run import Progress, RunResult, run_job
+from .progress import Progress
+from .run import RunResult, run_job
 from .termination import write_summary
 
 log = logging.getLogger(__name__)

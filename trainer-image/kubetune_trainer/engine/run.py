@@ -38,23 +38,12 @@ from .callbacks import (
     Preemption,
     PreemptionCallback,
 )
+from .progress import Progress, ProgressCallback
 from .report import write_report
 from .setup import load_all, offline_env
 from .sinks import SinkFanout, sinks_for
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Progress:
-    """What the failure summary reports: where the run was when it stopped."""
-
-    phase: str = "setup"
-    step: int | None = None
-    loss: float | None = None
-    checkpoint: str | None = None
-    store: Any = None
-    rank: int = 0
 
 
 @dataclass
@@ -164,6 +153,7 @@ def run_job(
             job, staging, loaded.precision, loaded.system.device == "cuda", bool(prep.validation)
         )
         callbacks: list[Any] = [logs, commit, PreemptionCallback(preemption)]
+        callbacks.append(ProgressCallback(p, commit))  # after commit: sees its last URI
         if kwargs["save_strategy"] == "steps":
             callbacks.append(EpochSaveCallback())
         if spec.training.early_stopping:
