@@ -308,8 +308,10 @@ class Kubelet:
         if uid not in self._jobs_seen or meta.get("deletionTimestamp"):
             return
         mine = [p for p in pods if _owner_uid(p) == uid]
+        # A pod deleted before it ended is counted once, as lost, whatever status it ends with.
+        counted = [p for p in mine if p["metadata"]["uid"] not in self._counted_lost]
         old = job.get("status") or {}
-        new = job_status(job, mine, self._lost.get(uid, 0), old)
+        new = job_status(job, counted, self._lost.get(uid, 0), old)
         if new != old:
             self._patch("batch/v1/jobs", meta["name"], {"status": new}, status=True)
         if job_finished({"status": new}) == "Failed":

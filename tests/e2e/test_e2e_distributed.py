@@ -66,7 +66,8 @@ def test_two_nodes_lost_node_is_a_counted_restart(world: World) -> None:
     even though the Job controller then stops the surviving pod with SIGTERM."""
     name = "lost-node"
     job = world.load("two-nodes.yaml", name, METRICS_PORT=free_port())
-    job["spec"]["training"].update(maxSteps=40, saveSteps=4)
+    job["spec"]["dataset"]["maxExamples"] = 96  # longer epochs: fewer epoch-end commits
+    job["spec"]["training"].update(maxSteps=40, saveSteps=10)
     job["spec"]["runPolicy"] = {"maxRestarts": 2, "backoffSeconds": 1}
     world.submit(job)
     world.wait_until(lambda: world.committed_steps(name), 360, "the first commit", name)

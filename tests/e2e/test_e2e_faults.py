@@ -1,6 +1,6 @@
 """Scenarios 4, 5, 6 and 9: failures injected into a running job.
 
-Each job checkpoints every 5 of 60 steps; the fault lands after the first commit, so
+Each job checkpoints every 10 of 40 steps; the fault lands after the first commit, so
 what the next attempt resumes from is a real checkpoint in S3, not the start.
 """
 
@@ -17,7 +17,7 @@ from e2e_world import FTJ, World
 from kubetune_api import constants as c
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(900)]
-TOTAL = 60
+TOTAL = 40
 RESUMED = re.compile(r"resuming from (s3://\S+) \(step (\d+)\)")
 
 
