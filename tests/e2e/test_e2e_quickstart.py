@@ -12,7 +12,7 @@ import json
 
 import pytest
 from e2e_kubelet import free_port
-from e2e_world import World
+from e2e_world import FTJ, World
 
 from kubetune_api import constants as c
 from tests.fixtures.servers import MlflowServer, prometheus_server
@@ -89,6 +89,12 @@ def test_quickstart_one_node(world: World, mlflow_server: MlflowServer) -> None:
     runs = _mlflow_runs(mlflow_server.uri, "e2e-quickstart")
     assert len(runs) == 1 and runs[0]["info"]["status"] == "FINISHED", runs
     assert any(m["key"] == "train_loss" or "loss" in m["key"] for m in runs[0]["data"]["metrics"])
+
+    # Deleting the finished job removes its children and keeps the artifacts (retain).
+    world.cluster.delete(FTJ, world.namespace, NAME)
+    world.wait_until(lambda: world.ftj(NAME) is None, 120, "the FineTuneJob to go", NAME)
+    assert world.children(NAME) == {kind: [] for kind in world.children(NAME)}
+    assert world.s3_keys(prefix) == keys, "cleanupPolicy retain (the default) keeps artifacts"
 
     # Scenario 11: the S3 secret key never leaves the Secret (checked after everything ran).
     world.assert_no_canary(
