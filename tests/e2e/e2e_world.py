@@ -8,6 +8,7 @@ the tail of every container log and of the operator log), never with a bare time
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import string
 import time
@@ -159,12 +160,20 @@ class World:
         return "\n".join(lines)
 
     # -- S3 -----------------------------------------------------------------------------------
+    @functools.cached_property
+    def s3_client(self) -> Any:
+        """One boto3 client for the test (creating one per poll costs more than the poll)."""
+        return self.s3.client()
+
     def s3_keys(self, prefix: str) -> list[str]:
-        s3 = self.s3.client()
+        s3 = self.s3_client
         keys: list[str] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             keys += [o["Key"] for o in page.get("Contents", [])]
         return sorted(keys)
+
+    def s3_json(self, key: str) -> Any:
+        return json.loads(self.s3_client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def run_prefix(self, name: str) -> str:
         """Where a job of ours writes: <output uri>/<namespace>/<name>/ (see the job YAMLs)."""

@@ -51,11 +51,7 @@ def test_two_nodes_one_process_each(world: World) -> None:
     assert not [k for k in keys if "rank1" in k or "rank-1" in k or "rng_state_1" in k], keys
     for step in world.committed_steps(name):
         ckpt = f"{prefix}checkpoints/step-{step:06d}/"
-        manifest = json.loads(
-            world.s3.client()
-            .get_object(Bucket=world.bucket, Key=ckpt + "MANIFEST.json")["Body"]
-            .read()
-        )
+        manifest = world.s3_json(ckpt + "MANIFEST.json")
         assert "rng_state_1.pth" not in json.dumps(manifest), manifest
     world.assert_no_canary()
 
@@ -111,11 +107,7 @@ def test_dpo_example(world: World) -> None:
     prefix = world.run_prefix(name)
     keys = world.s3_keys(prefix)
     assert prefix + "adapter/adapter_model.safetensors" in keys, keys
-    report = json.loads(
-        world.s3.client()
-        .get_object(Bucket=world.bucket, Key=prefix + "report/report.json")["Body"]
-        .read()
-    )
+    report = world.s3_json(prefix + "report/report.json")
     assert report["objective"] == "dpo" and report["results"]["steps"] == 6, report
     (pod,) = world.pods_of(name, 1)
     assert "objective dpo" in world.log_of(pod["metadata"]["name"])

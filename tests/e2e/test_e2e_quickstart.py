@@ -66,11 +66,7 @@ def test_quickstart_one_node(world: World, mlflow_server: MlflowServer) -> None:
     committed = world.committed_steps(NAME)
     assert committed and committed[-1] == total, committed
     assert len(committed) <= 2, f"keepLastCheckpoints: 2, found {committed}"
-    report = json.loads(
-        world.s3.client()
-        .get_object(Bucket=world.bucket, Key=prefix + "report/report.json")["Body"]
-        .read()
-    )
+    report = world.s3_json(prefix + "report/report.json")
     assert report["status"] == "succeeded" and report["results"]["steps"] == total, report
     assert prefix + "report/metrics.jsonl" in keys, keys
 

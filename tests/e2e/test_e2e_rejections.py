@@ -45,7 +45,7 @@ def test_bad_rows_fail_with_line_numbers(world: World) -> None:
     lines = FINANCE.read_text().splitlines()[:40]
     lines[2] = '{"question": "What did JPM do?", "answer": '  # line 3: cut-off JSON
     lines[6] = json.dumps({"question": "Where is the answer?", "rationale": "none"})  # line 7
-    world.s3.client().put_object(
+    world.s3_client.put_object(
         Bucket=world.bucket, Key="data/finance_bad.jsonl", Body="\n".join(lines) + "\n"
     )
     world.submit(world.load("bad-rows.yaml", name, METRICS_PORT=free_port()))
