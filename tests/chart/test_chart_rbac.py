@@ -32,8 +32,12 @@ def needed(rules: Iterable[rbac.Rule]) -> set[Triple]:
     return {(g, r, v) for g, r, verbs in rules for v in verbs}
 
 
+def rbac_rules(clusterwide: bool, kind: str) -> tuple[rbac.Rule, ...]:
+    return rbac.rules(clusterwide)[kind]
+
+
 def test_rbac_py_itself_is_least_privilege() -> None:
-    triples = needed(rbac.all_rules(clusterwide=True))
+    triples = needed(rbac_rules(True, "ClusterRole"))
     assert triples, "rbac.py lists no rules"
     assert not {t for t in triples if "*" in t}, "no wildcards"
     assert not {t for t in triples if t[1] == "secrets"}, "the operator never reads Secrets"
@@ -42,7 +46,8 @@ def test_rbac_py_itself_is_least_privilege() -> None:
 def test_cluster_wide_role_matches_rbac_py(render: Render) -> None:
     manifests = render()
     role = one(manifests, "ClusterRole")
-    assert granted(role["rules"]) == needed(rbac.all_rules(clusterwide=True))
+    assert granted(role["rules"]) == needed(rbac_rules(True, "ClusterRole"))
+    assert not rbac_rules(True, "Role") and not find(manifests, "Role")
     binding = one(manifests, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -57,9 +62,12 @@ def test_namespaced_roles_match_rbac_py(render: Render, values: Path | None) -> 
     roles = find(manifests, "Role")
     assert roles
     for role in roles:
-        assert granted(role["rules"]) == needed(rbac.all_rules(clusterwide=False))
-    # Namespaced mode grants nothing cluster-wide.
-    assert not find(manifests, "ClusterRole")
+        assert granted(role["rules"]) == needed(rbac_rules(False, "Role"))
+    # Cluster-wide, namespaced mode grants only kopf's read-only discovery.
+    cluster = one(manifests, "ClusterRole")
+    assert granted(cluster["rules"]) == needed(rbac_rules(False, "ClusterRole"))
+    assert {verb for _, _, verb in granted(cluster["rules"])} == {"get", "list", "watch"}
+    assert one(manifests, "ClusterRoleBinding")["roleRef"]["name"] == cluster["metadata"]["name"]
 
 
 def test_no_rbac_objects_when_disabled(render: Render) -> None:

@@ -152,7 +152,10 @@ def test_cluster_wide_mode(render: Render) -> None:
 
 def test_namespaced_mode(render: Render) -> None:
     manifests = render(CI / "namespaced-values.yaml")
-    assert not find(manifests, "ClusterRole") and not find(manifests, "ClusterRoleBinding")
+    # Cluster-wide only kopf's read-only discovery (CRDs, namespaces); all writes are in Roles.
+    (cluster_role,) = find(manifests, "ClusterRole")
+    assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in cluster_role["rules"])
+    assert len(find(manifests, "ClusterRoleBinding")) == 1
     roles = {m["metadata"]["namespace"] for m in find(manifests, "Role")}
     bindings = find(manifests, "RoleBinding")
     peerings = {m["metadata"]["namespace"] for m in find(manifests, "KopfPeering")}

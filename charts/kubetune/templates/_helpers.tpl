@@ -134,17 +134,22 @@ both directions. No wildcards, no Secrets (pods reference them by name).
 {{- end }}
 
 {{/*
-What cluster-wide mode needs on top (rbac.py CLUSTER_RULES).
+What kopf needs cluster-wide in every mode (rbac.py CLUSTER_RULES): it discovers resources
+through CRDs and checks the namespaces it serves, even when given plain namespace names.
 */}}
-{{- define "kubetune.clusterRules" -}}
-# kopf discovers resources through CRDs and namespaces.
+{{- define "kubetune.discoveryRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
-# kopf peering (HA) across the cluster.
+{{- end }}
+
+{{/*
+kopf peering (HA) across the cluster, cluster-wide mode only (rbac.py CLUSTERWIDE_PEERING).
+*/}}
+{{- define "kubetune.clusterPeeringRules" -}}
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
