@@ -45,9 +45,11 @@ def list_cmd(output: str, s3_endpoint: str | None, as_json: bool) -> None:
     click.echo(f"{'NAME':<24}{'LATEST':>7}{'VERSIONS':>9}  {'BASE':<28}{'FINAL LOSS':>11}  CREATED")
     for r in records:
         loss = r.get("final_loss")
+        base = str(r.get("base_model"))
+        base = base if len(base) <= 27 else "…" + base[-26:]  # keep the distinctive end
         click.echo(
             f"{r['name']:<24}{'v' + str(r['version']):>7}{len(index[r['name']]['versions']):>9}  "
-            f"{str(r.get('base_model'))[-28:]:<28}"
+            f"{base:<28}"
             f"{(f'{loss:.4f}' if isinstance(loss, (int, float)) else '-'):>11}  {r['created_at']}"
         )
 
