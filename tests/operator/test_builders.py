@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import load_ftj
+from op_support import load_ftj
 
 from kubetune_api import constants as c
 from kubetune_api.loader import parse_job

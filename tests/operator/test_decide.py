@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import load_ftj
+from op_support import load_ftj
 
 from kubetune_operator.decide import Inputs, decide, immutable_changes
 from kubetune_operator.observe import Observation, classify_pod, observe

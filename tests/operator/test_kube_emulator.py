@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import load_ftj
 from kube_cluster import FTJ, EmulatorServer, api_path
+from op_support import load_ftj
 
 CM = "v1/configmaps"
 

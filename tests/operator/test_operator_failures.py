@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import NS, load_ftj
 from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
 from kube_cluster import FTJ, EmulatorServer, wait_for
+from op_support import NS, load_ftj
 from test_operator_lifecycle import cond, posts, status
 
 from kubetune_api.constants import ExitCode

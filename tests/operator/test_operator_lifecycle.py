@@ -15,9 +15,9 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from conftest import NS, load_ftj
 from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
 from kube_cluster import FTJ, EmulatorServer, run_operator, wait_for
+from op_support import NS, load_ftj
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from kubetune_api import constants as c

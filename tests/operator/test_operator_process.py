@@ -16,9 +16,9 @@ import subprocess
 import sys
 
 import httpx
-from conftest import NS, load_ftj
 from job_play import create_pods, set_running, set_terminated
 from kube_cluster import FTJ, EmulatorServer, wait_for
+from op_support import NS, load_ftj
 from test_operator_lifecycle import status
 
 from kubetune_operator import rbac

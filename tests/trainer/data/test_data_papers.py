@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from data_support import REPO
 
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.formats.papers_text import clean, sections

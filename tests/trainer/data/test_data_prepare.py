@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from data_support import write_jsonl
 
 from kubetune_trainer.data import format_finance_answer, parse_finance_answer, prepare
 from kubetune_trainer.errors import BadDataError, ConfigError

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 from click.testing import CliRunner
-from conftest import job_dict, write_jsonl
+from data_support import job_dict, write_jsonl
 
 from kubetune_trainer.cli import main
 

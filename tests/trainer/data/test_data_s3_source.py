@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, S3_BUCKET
+from data_support import REPO, S3_BUCKET
 
 from kubetune_trainer.data import prepare
 from kubetune_trainer.errors import BadDataError

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from data_support import REPO
 
 from kubetune_trainer.data import parse_finance_answer, prepare
 

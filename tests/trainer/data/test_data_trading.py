@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, write_jsonl
+from data_support import REPO, write_jsonl
 
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.formats.trading import parse_recommendation

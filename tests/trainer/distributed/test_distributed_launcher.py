@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import HERE, PYTHON, Procs, job_manifest, operator_env, write_json
+from dist_support import HERE, PYTHON, Procs, job_manifest, operator_env, write_json
 
 from kubetune_api.constants import ExitCode
 

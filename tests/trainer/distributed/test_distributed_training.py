@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KUBETUNE, Procs, job_manifest, operator_env, write_json
+from dist_support import KUBETUNE, Procs, job_manifest, operator_env, write_json
 
 from kubetune_api.constants import Env, ExitCode
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HERE, Procs
+from dist_support import HERE, Procs
 
 from kubetune_api.constants import ExitCode
 
