@@ -41,18 +41,26 @@ def test_two_nodes_one_process_each(world: World) -> None:
         endpoints.add(line.split("--rdzv-endpoint ")[1].split()[0])
     assert len(endpoints) == 1 and next(iter(endpoints)).startswith("127.0.0.1:"), endpoints
 
-    # S3 holds one set of artifacts, written by rank 0 alone.
+    # S3 holds one set of artifacts, written by rank 0 alone: one adapter, one report, and
+    # each checkpoint exactly the files its manifest lists (node 1's RNG state reaches rank
+    # 0 over the process group and is committed by it: no file of node 1's own upload).
     prefix = world.run_prefix(name)
     keys = world.s3_keys(prefix)
     tops = {k[len(prefix) :].split("/")[0] for k in keys}
     assert tops <= {"adapter", "checkpoints", "report", "registry"}, tops
     weights = [k for k in keys if k.startswith(prefix + "adapter/") and ".safetensors" in k]
     assert weights == [prefix + "adapter/adapter_model.safetensors"], keys
-    assert not [k for k in keys if "rank1" in k or "rank-1" in k or "rng_state_1" in k], keys
-    for step in world.committed_steps(name):
+    assert [k for k in keys if k.endswith("report.json")] == [prefix + "report/report.json"]
+    committed = world.committed_steps(name)
+    assert committed, keys
+    for step in committed:
         ckpt = f"{prefix}checkpoints/step-{step:06d}/"
-        manifest = world.s3_json(ckpt + "MANIFEST.json")
-        assert "rng_state_1.pth" not in json.dumps(manifest), manifest
+        listed = set(world.s3_json(ckpt + "MANIFEST.json")["files"])
+        stored = {k[len(ckpt) :] for k in keys if k.startswith(ckpt)} - {"MANIFEST.json"}
+        assert stored == listed, (step, sorted(stored ^ listed))
+    # Only rank 0 committed, uploaded and reported; node 1 trained and said nothing of it.
+    assert "committed to s3://" in logs[0] and "adapter: s3://" in logs[0], logs[0][-3000:]
+    assert "committed to s3://" not in logs[1] and "adapter: s3://" not in logs[1], logs[1][-3000:]
     world.assert_no_canary()
 
 
