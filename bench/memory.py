@@ -34,7 +34,14 @@ MODES: dict[str, dict[str, Any]] = {
     "8bit": {"quantization": {"mode": "8bit"}},
     "nf4": {"quantization": {"mode": "4bit", "quantType": "nf4", "doubleQuant": False}},
     "nf4-dq": {"quantization": {"mode": "4bit", "quantType": "nf4", "doubleQuant": True}},
+    # Activations, not weights, dominate a 135M model's peak: the same with checkpointing.
+    "nf4-dq-gc": {
+        "quantization": {"mode": "4bit", "quantType": "nf4", "doubleQuant": True},
+        "training": {"gradientCheckpointing": "on"},
+    },
+    "fp32-gc": {"training": {"precision": "fp32", "gradientCheckpointing": "on"}},
 }
+QUICK_MODES = ["fp32", "8bit", "nf4-dq"]
 
 
 def _tensor_bytes(t: Any) -> int:
@@ -156,16 +163,23 @@ def worker(mode: str, quick: bool) -> None:
     )
 
 
-def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
+def run(
+    quick: bool = False, reps: int | None = None, modes: list[str] | None = None
+) -> dict[str, Any]:
+    """All modes; with `modes`, only those, merged into the saved results of the others."""
     from kubetune_trainer.modeling import builtin
 
     if not quick:
         say("memory: converting SmolLM2-135M once (cached afterwards)")
         builtin.smollm2_dir()
     reps = reps or 1
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    from common import load_results
+
+    saved = load_results().get("memory.quick" if quick else "memory", {}) if modes else {}
+    modes = modes or (QUICK_MODES if quick else list(MODES))
+    runs: dict[str, list[dict[str, Any]]] = {**saved.get("runs", {}), **{m: [] for m in modes}}
     for rep in range(reps):
-        for mode in MODES:
+        for mode in modes:
             r = Child("memory", [mode] + (["--quick"] if quick else [])).run()
             runs[mode].append(r)
             say(
@@ -206,8 +220,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int)
+    p.add_argument("--modes", help="comma-separated; merged into bench/results/memory.json")
     a = p.parse_args()
-    print(json.dumps(run(a.quick, a.reps)["summary"], indent=1))
+    res = run(a.quick, a.reps, a.modes.split(",") if a.modes else None)
+    if a.modes:
+        from common import save_result
+
+        save_result("memory.quick" if a.quick else "memory", res)
+    print(json.dumps(res["summary"], indent=1))
 
 
 if __name__ == "__main__":

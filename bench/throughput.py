@@ -37,12 +37,12 @@ from workload import FULL, QUICK, Size, build, length_summary, records
 CONFIGS: dict[str, dict[str, Any] | None] = {
     "baseline": None,
     "kubetune": {},  # kubetune's defaults, whatever they resolve to on this machine
-    "kt-fp32": {"training": {"precision": "fp32"}},
-    "kt-pad-bf16": {"dataset": {"packing": "none"}, "training": {"precision": "bf16"}},
     "kt-posid-bf16": {"dataset": {"packing": "position_ids"}, "training": {"precision": "bf16"}},
-    "kt-wrapped-bf16": {"dataset": {"packing": "wrapped"}, "training": {"precision": "bf16"}},
+    "kt-pad-fp32": {"dataset": {"packing": "none"}, "training": {"precision": "fp32"}},
+    "kt-wrapped-fp32": {"dataset": {"packing": "wrapped"}, "training": {"precision": "fp32"}},
 }
-MICRO_BATCH = 8
+FULL_CONFIGS = ["baseline", "kubetune", "kt-posid-bf16", "kt-pad-fp32"]
+MICRO_BATCH = 4
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "v_proj"]}
 
 
@@ -238,6 +238,7 @@ def worker(config: str, quick: bool) -> None:
     emit(
         {
             "config": config,
+            "size": size.name,
             "precision": precision,
             "steps": timer.steps,
             "seconds": seconds,
@@ -274,25 +275,30 @@ def boundary_check(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for mode, pack in (("position_ids", pack_position_ids), ("wrapped", pack_wrapped)):
         rows = pack(data, size.max_len)
-        batch = PackedCollator(tok.pad_token_id, size.max_len, mode == "wrapped")(rows[:1])
+        if mode == "position_ids":  # the row holding the most examples
+            row = max(rows, key=lambda r: r["position_ids"].count(0))
+            n_real = len(row["input_ids"])
+            starts = [i for i in range(n_real) if row["position_ids"][i] == 0]
+        else:  # the stream is the examples in order: boundaries from their lengths
+            row, n_real = rows[0], len(rows[0]["input_ids"])
+            starts = [s for s in itertools.accumulate([0, *data.lengths]) if s < n_real]
+        batch = PackedCollator(tok.pad_token_id, size.max_len, mode == "wrapped")([row])
+        worst = 0.0
         with torch.no_grad():
             packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
-            pos, worst = batch["position_ids"][0], 0.0
             ids = batch["input_ids"][0]
-            n_real = len(rows[0]["input_ids"])
-            starts = [i for i in range(n_real) if pos[i] == 0] + [n_real]
-            for s, e in itertools.pairwise(starts):
+            for s, e in itertools.pairwise([*starts, n_real]):
                 alone = model(input_ids=ids[s:e][None]).logits[0]
                 worst = max(worst, float((alone - packed[s:e]).abs().max()))
-        out[mode] = {"examples_in_row": len(starts) - 1, "max_abs_logit_diff": worst}
+        out[mode] = {"examples_in_row": len(starts), "max_abs_logit_diff": worst}
     return out
 
 
 def run(quick: bool = False, reps: int | None = None, configs: list[str] | None = None) -> dict:
     size = QUICK if quick else FULL
     folder = build(size)
-    reps = reps or (1 if quick else 3)
-    configs = configs or (["baseline", "kubetune"] if quick else list(CONFIGS))
+    reps = reps or (1 if quick else 2)
+    configs = configs or (["baseline", "kubetune"] if quick else FULL_CONFIGS)
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     for rep in range(reps):
         for c in configs:  # interleaved: every configuration sees the same load drift
@@ -346,6 +352,15 @@ def _lengths(folder: Path, size: Size) -> dict[str, Any]:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--boundary-only":  # refresh saved results
+        from common import load_results, save_result
+
+        name = "throughput.quick" if "--quick" in sys.argv else "throughput"
+        saved = load_results()[name]
+        saved["boundary"] = boundary_check("--quick" in sys.argv)
+        save_result(name, saved)
+        print(json.dumps(saved["boundary"]))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(sys.argv[2], "--quick" in sys.argv)
         return

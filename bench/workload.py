@@ -47,7 +47,7 @@ class Size:
     min_len: int = 16
 
 
-FULL = Size("llama30m", 512, 8, 8, 1408, 8192, 256)
+FULL = Size("llama30m-64", 512, 8, 8, 1408, 8192, 64)
 QUICK = Size("llama-quick", 128, 2, 4, 256, 2048, 48, max_len=256, median_len=60)
 
 
