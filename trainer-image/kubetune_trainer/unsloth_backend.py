@@ -90,14 +90,21 @@ def peft_kwargs(job: FineTuneJob) -> dict[str, Any]:
     }
 
 
-def load_model(job: FineTuneJob) -> tuple[Any, Any]:  # pragma: no cover - needs a CUDA GPU
-    """Load base + LoRA through Unsloth; returns (peft model, tokenizer)."""
+def load_model(
+    job: FineTuneJob, location: str | None = None
+) -> tuple[Any, Any]:  # pragma: no cover - needs a CUDA GPU
+    """Load base + LoRA through Unsloth; returns (peft model, tokenizer).
+
+    `location` is the local folder the engine resolved the base to (s3://, builtin:).
+    """
     import torch
 
     preflight(job, cuda_available=torch.cuda.is_available(), importable=unsloth_importable())
     from unsloth import FastLanguageModel
 
     kwargs = load_kwargs(job)
+    if location:
+        kwargs["model_name"] = location
     if kwargs["dtype"] is not None:
         kwargs["dtype"] = getattr(torch, kwargs["dtype"])
     model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)

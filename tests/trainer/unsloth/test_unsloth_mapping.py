@@ -74,3 +74,34 @@ def test_preflight_refuses_fp4_even_on_a_gpu() -> None:
 def test_preflight_passes_when_runnable_and_ignores_default_engine() -> None:
     preflight(job(), cuda_available=True, importable=True)
     preflight(job(training={"engine": "huggingface"}), cuda_available=False, importable=False)
+
+
+def test_kubetune_run_refuses_unsloth_on_this_cpu(tmp_path: Any) -> None:
+    """Through the real CLI: exit 64 with the option and the fallback, before any loading."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[3]
+    doc = copy.deepcopy(DOC)
+    doc["spec"]["model"] = {"base": "builtin:tiny-llama"}
+    doc["spec"]["quantization"] = {"mode": "4bit"}
+    doc["spec"]["dataset"] = {
+        "source": str(root / "examples/data/finance_qa/train.jsonl"),
+        "format": "finance_qa",
+    }
+    doc["spec"]["output"] = {"uri": str(tmp_path / "runs")}
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubetune_trainer.cli", "run", str(job_file)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 64, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "spec.training.engine: unsloth cannot run here" in out
+    assert "engine: huggingface" in out
+    assert "Traceback" not in out
+    assert not list((tmp_path / "runs").rglob("adapter_model.safetensors"))

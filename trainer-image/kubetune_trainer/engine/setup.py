@@ -13,6 +13,7 @@ from typing import Any
 
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import scheme_of
+from kubetune_trainer import unsloth_backend
 from kubetune_trainer.modeling import hardware, loader, preflight
 from kubetune_trainer.records import PreparedDataset
 
@@ -65,6 +66,12 @@ def load_all(job: FineTuneJob, prepared: PreparedDataset | None, say: Any) -> Lo
             "large ones)"
         )
     hardware.check_hardware(spec, system)
+    if spec.training.engine == "unsloth":
+        unsloth_backend.preflight(
+            job,
+            cuda_available=system.device == "cuda",
+            importable=unsloth_backend.unsloth_importable(),
+        )
     precision = hardware.resolve_precision(spec, system)
     # 2. data: a built-in tokenizer is trained on it, and bad rows must fail early
     if prepared is None:
@@ -91,9 +98,12 @@ def load_all(job: FineTuneJob, prepared: PreparedDataset | None, say: Any) -> Lo
         say(note)
     # 5. tokenizer and model; the seed fixes LoRA's initial weights
     set_seed(spec.training.seed)
-    tokenizer = loader.load_tokenizer(spec, base)
-    model = loader.load_base_model(spec, base, precision, spec.model.num_labels)
-    model = loader.attach_lora(spec, model, memory.gradient_checkpointing)
+    if spec.training.engine == "unsloth":  # pragma: no cover - CUDA only, preflight above
+        model, tokenizer = unsloth_backend.load_model(job, base.location)
+    else:
+        tokenizer = loader.load_tokenizer(spec, base)
+        model = loader.load_base_model(spec, base, precision, spec.model.num_labels)
+        model = loader.attach_lora(spec, model, memory.gradient_checkpointing)
     trainable, total = loader.parameter_counts(model)
     say(
         f"model: {base.display} ({type(model.get_base_model()).__name__}), quantization "

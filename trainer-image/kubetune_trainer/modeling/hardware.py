@@ -153,10 +153,7 @@ def check_hardware(spec: FineTuneJobSpec, system: SystemReport) -> None:
             f"spec.training.optimizer: {spec.training.optimizer} needs a CUDA GPU "
             "(bitsandbytes paged/8-bit optimizers); use adamw_torch on this machine"
         )
-    if spec.training.engine == "unsloth" and not cuda:
-        raise ConfigError(
-            "spec.training.engine: unsloth needs an NVIDIA GPU; use engine huggingface"
-        )
+    # training.engine unsloth: checked in full (GPU, package, options) by unsloth_backend.
     if spec.model.attn_implementation == "flash_attention_2" and not cuda:
         raise ConfigError(
             "spec.model.attnImplementation: flash_attention_2 needs a CUDA GPU; use auto or sdpa"
