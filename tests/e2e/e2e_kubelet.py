@@ -396,7 +396,12 @@ class Kubelet:
             self._patch("v1/pods", meta["name"], {"status": status}, status=True)
             return
         hosts = _pod_dns_names(pods, self.namespace)
-        env = {k: hosts.get(v, files.remap(v)) for k, v in env.items()}
+        # Only the pod's own values are container paths; the image's local ENV (PATH,
+        # VIRTUAL_ENV) is already a host path, which a clone under /tmp would see remapped.
+        env = {
+            k: v if self.image.env.get(k) == v else hosts.get(v, files.remap(v))
+            for k, v in env.items()
+        }
         job_uid = _owner_uid(pod)
         if Env.MASTER_PORT in env and job_uid in self._rdzv_ports:
             env[Env.MASTER_PORT] = str(self._rdzv_ports[job_uid])
