@@ -15,10 +15,4 @@ class SpecModel(BaseModel):
         validate_by_name=True,
         validate_by_alias=True,
         validate_default=True,
-        use_attribute_docstrings=False,
-        frozen=False,
     )
-
-    def was_set(self, *names: str) -> bool:
-        """True if any of the fields was given explicitly (not a default)."""
-        return any(n in self.model_fields_set for n in names)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ._base import SpecModel
+from .constants import DEFAULT_MASTER_PORT, DEFAULT_METRICS_PORT
 from .uris import DNS_LABEL, check_storage_uri
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
@@ -39,7 +40,9 @@ class DistributedSpec(SpecModel):
         le=7200,
         description="How long ranks wait for each other (start-up and a lost peer).",
     )
-    master_port: int = Field(default=29500, ge=1024, le=65535, description="Rendezvous port.")
+    master_port: int = Field(
+        default=DEFAULT_MASTER_PORT, ge=1024, le=65535, description="Rendezvous port."
+    )
 
     @property
     def world_size(self) -> int:
@@ -140,7 +143,9 @@ class TrackingSpec(SpecModel):
 
 
 class MetricsSpec(SpecModel):
-    port: int = Field(default=9400, ge=1024, le=65535, description="Trainer /metrics port.")
+    port: int = Field(
+        default=DEFAULT_METRICS_PORT, ge=1024, le=65535, description="Trainer /metrics port."
+    )
     pushgateway_url: str | None = Field(
         default=None, description="Push final metrics to this Prometheus Pushgateway."
     )
