@@ -23,6 +23,9 @@ from kubetune_api.constants import Env, ExitCode
 
 pytestmark = pytest.mark.slow
 STEPS = 6
+# The SIGTERM test needs steps left when the signal lands: a tiny step takes ~40 ms and the
+# signal travels test -> launcher -> torchrun -> ranks, so 6 steps can all finish first.
+LONG_STEPS = 24
 TOLERANCE = 1e-4
 COLORS = ["red", "blue", "green", "black", "white", "gold", "pink", "gray"]
 ITEMS = ["apple", "car", "sky", "coat", "door", "ring", "cup", "lamp"]
@@ -82,9 +85,10 @@ def losses(out: Path) -> dict[int, float]:
 
 
 def assert_same_curve(got: dict[int, float], ref: dict[int, float]) -> None:
-    assert sorted(got) == sorted(ref) == list(range(1, STEPS + 1))
+    steps = max(ref)
+    assert sorted(got) == sorted(ref) == list(range(1, steps + 1))
     worst = max(abs(got[s] - ref[s]) for s in ref)
-    print(f"max |loss - reference loss| over {STEPS} steps: {worst:.2e}")
+    print(f"max |loss - reference loss| over {steps} steps: {worst:.2e}")
     assert worst < TOLERANCE, f"max |loss difference| {worst:.2e}: {got} vs {ref}"
 
 
@@ -248,11 +252,16 @@ def test_deepspeed_matches_one_process(
 
 
 def test_sigterm_then_resume_in_two_processes(
-    reference: Path, tmp_path: Path, procs: Procs, port: int, base_env: dict[str, str]
+    tmp_path: Path, procs: Procs, port: int, base_env: dict[str, str]
 ) -> None:
+    # Over 24 steps at this learning rate, 1- vs 2-process rounding grows past the tolerance
+    # (the DDP test covers that match over 6); resume is judged against 2 uninterrupted ranks.
+    reference = tmp_path / "reference"
+    manifest = spec(write_data(tmp_path / "data.jsonl"), str(reference), processesPerNode=2)
+    manifest["spec"]["training"] |= {"saveSteps": 2, "maxSteps": LONG_STEPS}
+    wait_ok(launch_nodes(procs, tmp_path, manifest, base_env, port, tag="ref"), tmp_path, "ref")
     out = tmp_path / "out"
-    manifest = spec(write_data(tmp_path / "data.jsonl"), str(out), processesPerNode=2)
-    manifest["spec"]["training"]["saveSteps"] = 2
+    manifest["spec"]["output"]["uri"] = str(out)
     (node,) = launch_nodes(procs, tmp_path, manifest, base_env, port, tag="first")
     log = tmp_path / "first0.log"
     deadline = time.monotonic() + 300
@@ -263,7 +272,9 @@ def test_sigterm_then_resume_in_two_processes(
     assert node.wait(300) == ExitCode.PREEMPTED, log.read_text()[-3000:]
     first = losses(out)
     stopped = max(first)
-    assert 2 <= stopped < STEPS
+    assert 2 <= stopped < LONG_STEPS
+    # Both ranks stopped at the same step, and that step's checkpoint is committed.
+    assert (run_dir(out) / "checkpoints" / f"step-{stopped:06d}" / "MANIFEST.json").is_file()
     # Attempt 2: same job, resumes from the newest committed checkpoint.
     (again,) = launch_nodes(procs, tmp_path, manifest, base_env, port, tag="second")
     wait_ok([again], tmp_path, tag="second")

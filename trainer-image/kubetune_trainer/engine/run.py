@@ -187,8 +187,10 @@ def run_job(
         train_losses = [r["loss"] for r in history if "loss" in r]
         p.loss = train_losses[-1] if train_losses else None
         if preemption.requested:
+            # Only the writer rank knows the URI; the others name who committed it.
+            where = commit.last_uri or "written by rank 0"
             raise PreemptedError(
-                f"SIGTERM at step {trainer.state.global_step}: checkpoint {commit.last_uri} "
+                f"SIGTERM at step {trainer.state.global_step}: checkpoint {where} "
                 "committed; the next attempt resumes from it"
             )
 
