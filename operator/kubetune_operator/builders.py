@@ -21,6 +21,8 @@ CONTAINER_NAME = "trainer"
 SPEC_VOLUME = "spec"
 CACHE_DIR = "/cache"
 MANAGED_BY = "kubetune-operator"
+# On our ConfigMap: the spec as written when the job was accepted (immutable fields).
+ACCEPTED_SPEC = f"{c.ANNOTATION_PREFIX}/accepted-spec"
 # Seconds between SIGTERM and SIGKILL: the trainer saves a checkpoint on SIGTERM (preemption)
 # and exits 76; a large adapter + optimizer state to S3 needs more than the 30 s default.
 TERMINATION_GRACE_SECONDS = 120
@@ -88,16 +90,34 @@ def _meta(owner: Owner, name: str, lbls: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def build_configmap(job: FineTuneJob, owner: Owner) -> dict[str, Any]:
-    """The resolved FineTuneJob (defaults filled in) as JSON, read by the trainer's launcher."""
+def build_configmap(job: FineTuneJob, owner: Owner, accepted: dict[str, Any]) -> dict[str, Any]:
+    """The resolved FineTuneJob (defaults filled in) as JSON, read by the trainer's launcher.
+
+    The spec as the user wrote it when the job was accepted rides along as an annotation:
+    later edits are compared with it, and keeping it here costs no extra API write.
+    """
     manifest = job.to_manifest()
     manifest["metadata"] = {"name": owner.name, "namespace": owner.namespace}
+    meta = _meta(owner, configmap_name(owner.name), labels(owner, component="spec"))
+    compact = json.dumps(accepted, sort_keys=True, separators=(",", ":"))
+    meta["annotations"] = {ACCEPTED_SPEC: compact}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(owner, configmap_name(owner.name), labels(owner, component="spec")),
+        "metadata": meta,
         "data": {c.SPEC_FILE_NAME: json.dumps(manifest, indent=2, sort_keys=True)},
     }
+
+
+def accepted_spec(configmap: dict[str, Any] | None, owner_uid: str) -> dict[str, Any] | None:
+    """The accepted spec kept on our ConfigMap; None if there is none for this very object."""
+    if configmap is None:
+        return None
+    meta = configmap.get("metadata") or {}
+    if owner_uid not in {o.get("uid") for o in meta.get("ownerReferences") or []}:
+        return None  # left by an earlier FineTuneJob of the same name
+    raw = (meta.get("annotations") or {}).get(ACCEPTED_SPEC)
+    return json.loads(raw) if raw else None
 
 
 def build_service(job: FineTuneJob, owner: Owner, attempt: int) -> dict[str, Any]:

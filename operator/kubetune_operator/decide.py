@@ -8,7 +8,6 @@ attempt's children if missing -> read the attempt's outcome -> new status. The c
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -309,7 +308,3 @@ def _run(inp: Inputs, job: FineTuneJob, st: FineTuneJobStatus, plan: Plan) -> No
             msg = f"attempt {st.attempt}: {job.spec.distributed.nodes} node(s) running"
             set_phase(st, Phase.RUNNING, Reason.PODS_RUNNING, msg, now)
             plan.events.append(Event("Normal", Reason.PODS_RUNNING, msg))
-
-
-def spec_annotation(spec: dict[str, Any]) -> str:
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"))

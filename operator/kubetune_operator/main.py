@@ -43,10 +43,12 @@ async def follow(
     await reconcile.follow(memo, namespace, name, stopped, logger)
 
 
-@kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
-async def spec_changed(memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
-    """Wake the job's loop: suspend, run policy or a rejected immutable change."""
-    setup.poke(memo, namespace, {c.LABEL_JOB: name})
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+async def spec_changed(
+    memo: kopf.Memo, namespace: str, name: str, body: kopf.Body, **_: Any
+) -> None:
+    """Wake the job's loop on a new spec generation: suspend, run policy, a rejected edit."""
+    setup.spec_event(memo, namespace, name, body)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT})

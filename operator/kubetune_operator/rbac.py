@@ -15,15 +15,16 @@ from kubetune_api.constants import GROUP, PLURAL
 Rule = tuple[str, str, tuple[str, ...]]
 
 NAMESPACED_RULES: Final[tuple[Rule, ...]] = (
-    # The custom resource: kopf lists/watches/patches it (finalizer, annotations); we GET it
-    # fresh in each reconcile, annotate the accepted spec and DELETE it after its TTL.
+    # The custom resource: kopf lists/watches/patches it (finalizer, deletion progress); we
+    # GET it fresh in each reconcile and DELETE it after its TTL.
     (GROUP, PLURAL, ("get", "list", "watch", "patch", "delete")),
     # Status subresource: merge-patched by the follow loop (kopf patches it too).
     (GROUP, f"{PLURAL}/status", ("patch",)),
     # Children, created idempotently and deleted on retry/suspend/deletion.
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ("", "services", ("list", "create", "delete")),
-    ("", "configmaps", ("list", "create", "delete")),
+    # The ConfigMap also carries the accepted spec (read back with GET).
+    ("", "configmaps", ("get", "list", "create", "delete")),
     # Pods: watched (server-side label selector) and listed to classify failures and find
     # rank 0; deleted by label when a FineTuneJob is deleted.
     ("", "pods", ("list", "watch", "deletecollection")),

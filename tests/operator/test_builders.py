@@ -123,7 +123,8 @@ def test_service_and_configmap():
     assert svc["metadata"]["name"] == "llama-lora-a2"
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"]
     assert svc["spec"]["selector"] == {c.LABEL_JOB: "llama-lora", c.LABEL_ATTEMPT: "2"}
-    cm = b.build_configmap(ftj, OWNER)
+    written = load_ftj()["spec"]
+    cm = b.build_configmap(ftj, OWNER, written)
     data = json.loads(cm["data"][c.SPEC_FILE_NAME])
     assert data["metadata"] == {"name": "llama-lora", "namespace": "team-a"}
     # Defaults are resolved, so the trainer reads exactly what the operator validated.
@@ -131,6 +132,10 @@ def test_service_and_configmap():
         data["spec"]["adapter"]["r"] == 16 and data["spec"]["output"]["cleanupPolicy"] == "retain"
     )
     assert parse_job(data).spec == ftj.spec
+    # The accepted spec is the one as written (no defaults), and only for its own owner.
+    assert b.accepted_spec(cm, OWNER.uid) == written != data["spec"]
+    assert b.accepted_spec(cm, "uid-of-an-earlier-job") is None
+    assert b.accepted_spec(None, OWNER.uid) is None
 
 
 def test_builders_are_pure():

@@ -253,6 +253,29 @@ def test_status_is_written_only_when_it_changes(operator):
     assert count("llama-lora/status", "PATCH") == writes
 
 
+def test_six_writes_take_a_job_to_its_pods(operator):
+    """Finalizer, status, ConfigMap, Service, Job, Event: nothing else is written per job
+    (no kopf diff-base; the accepted spec rides on the ConfigMap we create anyway)."""
+    cluster = operator
+    cluster.create(FTJ, load_ftj())
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
+    wait_for(lambda: cluster.events(NS, "llama-lora"), what="the Event")
+    writes = [
+        f"{r.method.value} {r.url.path}"
+        for r in cluster.requests()
+        if r.method.value in ("POST", "PATCH", "PUT", "DELETE")
+        and f"/namespaces/{NS}/" in r.url.path  # not the fixture's CRD and namespace
+        and not r.url.path.endswith("/finetunejobs")  # the user's own create
+        and "kopfpeerings" not in r.url.path
+    ]
+    assert len(writes) == 6, writes
+    ftj = cluster.get(FTJ, NS, "llama-lora")
+    assert not any("last-handled" in k for k in ftj["metadata"].get("annotations") or {})
+    cm = cluster.get("v1/configmaps", NS, "llama-lora-spec")
+    accepted = json.loads(cm["metadata"]["annotations"][f"{c.ANNOTATION_PREFIX}/accepted-spec"])
+    assert accepted == load_ftj()["spec"]
+
+
 def test_child_events_and_spec_changes_wake_the_loop(cluster):
     """With a 1-hour interval only pokes can move the job: pod events and spec updates do."""
     with run_operator(cluster, [NS], OperatorConfig(reconcile_interval=3600, metrics_port=None)):

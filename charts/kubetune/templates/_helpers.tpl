@@ -103,8 +103,8 @@ operator/kubetune_operator/rbac.py (NAMESPACED_RULES); tests/chart/test_chart_rb
 both directions. No wildcards, no Secrets (pods reference them by name).
 */}}
 {{- define "kubetune.namespacedRules" -}}
-# The FineTuneJobs: kopf watches and patches them (finalizer, annotations); the operator
-# deletes one after its TTL.
+# The FineTuneJobs: kopf watches and patches them (finalizer, deletion progress); the
+# operator deletes one after its TTL.
 - apiGroups: ["kubetune.io"]
   resources: ["finetunejobs"]
   verbs: ["get", "list", "watch", "patch", "delete"]
@@ -115,10 +115,14 @@ both directions. No wildcards, no Secrets (pods reference them by name).
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# The headless rendezvous Service and the ConfigMap with the resolved spec.
+# The headless rendezvous Service.
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["services"]
   verbs: ["list", "create", "delete"]
+# The ConfigMap with the resolved spec; it also keeps the accepted spec (read with get).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "create", "delete"]
 # Pods are read to classify failures and find rank 0; removed by label with their job.
 - apiGroups: [""]
   resources: ["pods"]

@@ -8,7 +8,6 @@ are kept and a Warning Event says so (deleting data is never done half-way silen
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -18,7 +17,7 @@ from kubetune_api import constants as c
 from kubetune_api.uris import is_remote, run_prefix
 
 from ..k8s import CONFIGMAPS, JOBS, PODS, SERVICES, KubeClient
-from .reconcile import ACCEPTED_SPEC
+from .reconcile import accepted_spec
 
 
 async def on_delete(
@@ -26,6 +25,9 @@ async def on_delete(
 ) -> None:
     client: KubeClient = memo.client
     sel = {c.LABEL_JOB: name}
+    # Read before the ConfigMap goes: cleanup follows the policy the job was accepted with.
+    accepted = await accepted_spec(memo, client, namespace, name, body.metadata.uid or "")
+    spec: dict[str, Any] = accepted if accepted is not None else dict(body.spec)
     for job in await client.list(JOBS, namespace, sel):
         await client.delete(JOBS, namespace, job["metadata"]["name"], propagation="Background")
     # Do not wait for the garbage collector: a finished FineTuneJob must leave no pod behind.
@@ -39,12 +41,12 @@ async def on_delete(
         names = ", ".join(o["metadata"]["name"] for o in left)
         raise kopf.TemporaryError(f"waiting for {names} to go", delay=2)
     memo.metrics.set_phase(namespace, name, None)
-    _cleanup_artifacts(body, namespace, name, logger)
+    _cleanup_artifacts(body, spec, namespace, name, logger)
 
 
-def _cleanup_artifacts(body: kopf.Body, ns: str, name: str, logger: logging.Logger) -> None:
-    accepted = body.metadata.annotations.get(ACCEPTED_SPEC)
-    spec: dict[str, Any] = json.loads(accepted) if accepted else dict(body.spec)
+def _cleanup_artifacts(
+    body: kopf.Body, spec: dict[str, Any], ns: str, name: str, logger: logging.Logger
+) -> None:
     output = spec.get("output") or {}
     if output.get("cleanupPolicy") != "delete":
         return

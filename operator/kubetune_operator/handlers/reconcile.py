@@ -10,7 +10,6 @@ poke it through `memo.pokes`, so reactions do not wait for the interval.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -23,14 +22,13 @@ from kubetune_api import constants as c
 
 from .. import builders as b
 from ..config import OperatorConfig
-from ..decide import Inputs, Plan, decide, spec_annotation
+from ..decide import Inputs, Plan, decide
 from ..k8s import CONFIGMAPS, FINETUNEJOBS, JOBS, PODS, SERVICES, ApiError, KubeClient
 from ..metrics import OperatorMetrics
 from ..observe import observe
 from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, merge_patch, parse_time
 
-ACCEPTED_SPEC = f"{c.ANNOTATION_PREFIX}/accepted-spec"
 STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
 IDLE = math.inf  # nothing to wait for (finished, no TTL): sleep until poked (a spec change)
 
@@ -60,6 +58,7 @@ async def follow(
             await _sleep(poke, stopped, wait)
     finally:
         memo.pokes.pop((namespace, name), None)
+        memo.accepted.pop((namespace, name), None)
         for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
             del memo.rates[key]
 
@@ -98,8 +97,7 @@ async def reconcile_once(
         return STOP
     meta = body["metadata"]
     raw_status = body.get("status") or {}
-    accepted_raw = (meta.get("annotations") or {}).get(ACCEPTED_SPEC)
-    accepted = json.loads(accepted_raw) if accepted_raw else None
+    accepted = await accepted_spec(memo, client, namespace, name, meta["uid"])
     spec = body.get("spec") or {}
     obs = progress = None
     attempt = int(raw_status.get("attempt") or 0)
@@ -116,7 +114,7 @@ async def reconcile_once(
             progress=progress, now=datetime.now(UTC),
         )
     )  # fmt: skip
-    await _execute(memo, body, plan, logger)
+    await _execute(memo, body, plan, accepted, logger)
     metrics.reconcile_seconds.observe(time.monotonic() - started)
     metrics.set_phase(namespace, name, plan.status.phase)
     if plan.delete_self:
@@ -124,6 +122,19 @@ async def reconcile_once(
     if plan.finished and plan.requeue_after is None:
         return IDLE
     return plan.requeue_after
+
+
+async def accepted_spec(
+    memo: kopf.Memo, client: KubeClient, ns: str, name: str, uid: str
+) -> dict[str, Any] | None:
+    """The spec the job was accepted with, from its ConfigMap (read once, then remembered)."""
+    known = memo.accepted.get((ns, name))
+    if known is not None and known[0] == uid:
+        return known[1]
+    spec = b.accepted_spec(await client.get(CONFIGMAPS, ns, b.configmap_name(name)), uid)
+    if spec is not None:
+        memo.accepted[(ns, name)] = (uid, spec)
+    return spec
 
 
 async def _progress(
@@ -138,16 +149,20 @@ async def _progress(
     return to_progress(values, now, first)
 
 
-async def _execute(memo: kopf.Memo, body: dict[str, Any], plan: Plan, logger: Any) -> None:
+async def _execute(
+    memo: kopf.Memo,
+    body: dict[str, Any],
+    plan: Plan,
+    accepted: dict[str, Any] | None,
+    logger: Any,
+) -> None:
     client: KubeClient = memo.client
     config: OperatorConfig = memo.config
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     owner = b.Owner(name=name, namespace=ns, uid=meta["uid"])
-    if plan.accept_spec is not None:
-        # Remember what the job was started with: later immutable edits are rejected.
-        patch = {"metadata": {"annotations": {ACCEPTED_SPEC: spec_annotation(plan.accept_spec)}}}
-        await client.patch(FINETUNEJOBS, ns, name, patch)
+    # Until its ConfigMap exists a job has no accepted spec; decide() accepts the current one.
+    accepted = plan.accept_spec if plan.accept_spec is not None else accepted
     # Status first: once the next attempt number is stored, a crash in between cannot
     # bring the old attempt back; stale attempts are swept before a Job is created.
     if plan.status_changed:
@@ -160,7 +175,9 @@ async def _execute(memo: kopf.Memo, body: dict[str, Any], plan: Plan, logger: An
             other = job["metadata"].get("labels", {}).get(c.LABEL_ATTEMPT)
             if other != str(plan.ensure_attempt) and other and other.isdigit():
                 await _delete_attempt(client, ns, name, int(other))
-        await _ensure_children(client, config, plan, owner)
+        assert accepted is not None  # a job to start was parsed from an accepted spec
+        await _ensure_children(client, config, plan, owner, accepted)
+        memo.accepted[(ns, name)] = (owner.uid, accepted)
     for ev in plan.events:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
     if plan.counted_restart or any(e.reason == c.Reason.PREEMPTED for e in plan.events):
@@ -183,7 +200,11 @@ async def _delete_attempt(client: KubeClient, ns: str, name: str, attempt: int) 
 
 
 async def _ensure_children(
-    client: KubeClient, config: OperatorConfig, plan: Plan, owner: b.Owner
+    client: KubeClient,
+    config: OperatorConfig,
+    plan: Plan,
+    owner: b.Owner,
+    accepted: dict[str, Any],
 ) -> None:
     job, attempt, st = plan.job, plan.ensure_attempt, plan.status
     assert job is not None and attempt is not None
@@ -193,7 +214,7 @@ async def _ensure_children(
         start = parse_time(st.start_time) or datetime.now(UTC)
         remaining = deadline - (datetime.now(UTC) - start).total_seconds()
     # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
-    await client.create_if_missing(CONFIGMAPS, b.build_configmap(job, owner))
+    await client.create_if_missing(CONFIGMAPS, b.build_configmap(job, owner, accepted))
     await client.create_if_missing(SERVICES, b.build_service(job, owner, attempt))
     manifest = b.build_job(job, owner, attempt, image=config.image, deadline_remaining=remaining)
     await client.create_if_missing(JOBS, manifest)

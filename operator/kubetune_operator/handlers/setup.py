@@ -24,14 +24,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     # Our own finalizer name: `kubectl get -o yaml` tells whose it is, and an uninstalled
     # kubetune is recognisable (kopf's default marker is shared by every kopf operator).
     settings.persistence.finalizer = c.FINALIZER
-    # Handler progress and the diff-base live in annotations under our prefix, so the
-    # typed status (the CRD's schema) holds only FineTuneJobStatus fields.
+    # Handler progress (of the deletion handler) lives in annotations under our prefix, so
+    # the typed status (the CRD's schema) holds only FineTuneJobStatus fields.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=c.ANNOTATION_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # End each watch request server-side every 5 minutes and on the client a bit later:
     # long-lived streams silently die behind load balancers; a fresh watch resumes from
     # the last resourceVersion, so nothing is lost.
@@ -51,6 +49,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.execution.default_backoff = 10
     memo.metrics = OperatorMetrics()
     memo.pokes = {}  # (namespace, name) -> asyncio.Event: wakes that job's follow loop
+    memo.accepted = {}  # (namespace, name) -> (uid, accepted spec): read once per job
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
     memo.client = KubeClient(login(), memo.metrics)
     memo.metrics_server = (
@@ -70,6 +69,24 @@ async def shutdown(memo: kopf.Memo) -> None:
         # shutdown() blocks until the serving thread notices: do not block the loop.
         await asyncio.get_running_loop().run_in_executor(None, server.shutdown)
         server.server_close()
+
+
+def spec_event(memo: kopf.Memo, namespace: str | None, name: str, body: kopf.Body) -> None:
+    """Wake the loop when the spec moved past what it last acted on (not on our own writes)."""
+    observed = int((body.status or {}).get("observedGeneration") or 0)
+    if int(body.metadata.get("generation") or 0) > observed:
+        poke(memo, namespace, {c.LABEL_JOB: name})
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: we have no on.create/on.update handlers to feed, and storing it would
+    cost every FineTuneJob one more PATCH. Spec changes wake the loop via `spec_event`."""
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
 
 
 def poke(memo: kopf.Memo, namespace: str | None, labels: dict[str, str]) -> None:
