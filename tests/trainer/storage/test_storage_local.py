@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from kubetune_trainer.storage import (
     verify_dir,
     write_manifest,
 )
+from kubetune_trainer.storage.base import HashingReader, IntegrityError
 from kubetune_trainer.storage.checkpoints import CheckpointStore
 
 
@@ -40,9 +44,12 @@ def test_open_store_local_forms_and_roundtrip(tmp_path: Path) -> None:
     store.put_bytes("report/report.json", b'{"ok": true}')
     src = tmp_path / "w.bin"
     src.write_bytes(b"x" * 5000)
-    store.put_file(src, "adapter/w.bin")
+    assert store.put_file(src, "adapter/w.bin") == hashlib.sha256(b"x" * 5000).hexdigest()
     assert store.get_bytes("report/report.json") == b'{"ok": true}'
     assert store.get_file("adapter/w.bin", tmp_path / "back" / "w.bin").read_bytes() == b"x" * 5000
+    with pytest.raises(IntegrityError):  # verified in the copy, before the rename
+        store.get_file("adapter/w.bin", tmp_path / "bad" / "w.bin", "0" * 64)
+    assert not (tmp_path / "bad" / "w.bin").exists()
     assert store.list() == ["adapter/w.bin", "report/report.json"]
     assert store.sizes("adapter/") == {"adapter/w.bin": 5000}
     store.put_bytes("adapter2/x", b"1")
@@ -71,6 +78,25 @@ def test_unwritable_local_output_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="not writable"):
         open_store(str(blocker / "run")).check_writable()
+
+
+def test_hashing_reader_hashes_each_byte_once_in_order() -> None:
+    """Transfer libraries rewind and re-read (retries, checksums): the hash must not care."""
+    data = os.urandom(10_000)
+    f = io.BytesIO(data)
+    r = HashingReader(f, len(data))
+    r.read(4000)
+    r.seek(1000)
+    r.read(5000)  # re-reads 1000..4000, then extends to 6000
+    r.seek(0)
+    r.read(100)
+    r.seek(6000)
+    r.read()
+    assert r.digest() == hashlib.sha256(data).hexdigest()
+    skipped = HashingReader(io.BytesIO(data), len(data))
+    skipped.seek(5000)
+    skipped.read()
+    assert skipped.digest() is None  # not every byte was seen in order: caller re-hashes
 
 
 def test_manifest_detects_missing_short_and_corrupted_files(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.storage import S3Store, delete_run, fetch, open_store, write_manifest
+from kubetune_trainer.storage.base import IntegrityError
 from kubetune_trainer.storage.checkpoints import CheckpointStore
 from tests.fixtures.plugin import S3_BUCKET
 from tests.fixtures.servers import S3Server, s3_server
@@ -27,7 +28,13 @@ def test_s3_store_roundtrip_and_multipart(s3_server: S3Server, tmp_path: Path) -
     store.check_writable()
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(12 * MB))  # 3 parts of 5 MB: a real multipart upload
-    store.put_file(big, "adapter/adapter_model.safetensors")
+    # The sha256 comes from the one read that fed the upload (multipart and single PUT).
+    want = hashlib.sha256(big.read_bytes()).hexdigest()
+    assert store.put_file(big, "adapter/adapter_model.safetensors") == want
+    small = tmp_path / "small.json"
+    small.write_bytes(b'{"a": 1}')
+    assert store.put_file(small, "adapter/small.json") == hashlib.sha256(b'{"a": 1}').hexdigest()
+    store.delete_prefix("adapter/small.json")
     store.put_bytes("report/report.json", b"{}")
 
     s3 = s3_server.client()
@@ -42,8 +49,13 @@ def test_s3_store_roundtrip_and_multipart(s3_server: S3Server, tmp_path: Path) -
         "runs/team-a/job1/report/report.json",
     ], "the preflight probe must not be left behind"
 
-    back = store.get_file("adapter/adapter_model.safetensors", tmp_path / "back.bin")
-    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
+    back = store.get_file("adapter/adapter_model.safetensors", tmp_path / "back.bin", want)
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == want
+    # Checked while it arrives: a wrong hash leaves the destination as it was.
+    with pytest.raises(IntegrityError, match="sha256 differs"):
+        store.get_file("adapter/adapter_model.safetensors", back, "0" * 64)
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == want
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     assert store.list() == ["adapter/adapter_model.safetensors", "report/report.json"]
     assert store.exists("report/report.json") and not store.exists("report/nope")
     with pytest.raises(FileNotFoundError):

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .base import Store, join_key
+from .base import IntegrityError, Store, join_key
 from .manifest import (
     MANIFEST,
-    build_manifest,
     dump_manifest,
+    folder_files,
+    new_manifest,
     parse_manifest,
     verify_dir,
     write_manifest,
@@ -89,17 +90,21 @@ class CheckpointStore:
         checkpoint that `latest` skips, and the next `commit` of the same step overwrites it.
         """
         local = Path(local_dir)
-        manifest = build_manifest(local, step)
-        if not manifest["files"]:
+        paths = folder_files(local)
+        if not paths:
             raise ValueError(f"checkpoint folder {local} is empty")
         base = self._dir_key(step)
         # Re-committing a step (a retry after a failed upload) must not leave a stale
         # manifest that could vouch for a mix of old and new files while uploading.
         if self.store.exists(join_key(base, MANIFEST)):
             self.store.delete_prefix(base + "/")
+        files = {}
         # Largest files first: a failure in the long upload happens before the cheap ones.
-        for name, _meta in sorted(manifest["files"].items(), key=lambda kv: -kv[1]["size"]):
-            self.store.put_file(local / name, join_key(base, name))
+        for name, path in sorted(paths.items(), key=lambda kv: -kv[1].stat().st_size):
+            size = path.stat().st_size
+            # The store hashes what it sends: each file is read once, not twice.
+            files[name] = {"size": size, "sha256": self.store.put_file(path, join_key(base, name))}
+        manifest = new_manifest(dict(sorted(files.items())), step)
         self.store.put_bytes(join_key(base, MANIFEST), dump_manifest(manifest))
         return self.store.uri(base)
 
@@ -183,10 +188,14 @@ class CheckpointStore:
         dest = Path(local_dir)
         if dest.exists():
             shutil.rmtree(dest)
-        for name in ref.manifest["files"]:
-            self.store.get_file(join_key(ref.key, name), dest / name)
+        problems = []
+        for name, meta in ref.manifest["files"].items():
+            # Verified while downloading; a damaged file never lands in `dest`.
+            try:
+                self.store.get_file(join_key(ref.key, name), dest / name, meta["sha256"])
+            except IntegrityError:
+                problems.append(f"{name}: sha256 differs from the manifest")
         (dest / MANIFEST).write_bytes(dump_manifest(ref.manifest))
-        problems = verify_dir(dest, ref.manifest)
         if problems:
             self.damaged.add(ref.step)
             raise TornCheckpointError(f"checkpoint {ref.uri} is damaged: " + "; ".join(problems))

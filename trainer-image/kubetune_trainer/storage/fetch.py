@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kubetune_trainer.errors import ConfigError
 
-from .base import sha256_file
+from .base import IntegrityError, sha256_file
 from .manifest import MANIFEST, verify_dir
 from .s3 import S3Store, parse_s3_uri
 
@@ -58,10 +58,16 @@ def fetch(uri: str, dest_dir: str | Path, endpoint_url: str | None = None) -> Pa
             and sha256_file(target) == known["sha256"]
         ):
             continue  # already here from an earlier fetch
-        store.get_file(f"{key}/{rel}" if key else rel, target)
+        expected = known["sha256"] if known else None
+        try:  # with a manifest, checked while downloading
+            store.get_file(f"{key}/{rel}" if key else rel, target, expected)
+        except IntegrityError:
+            raise ConfigError(
+                f"{uri} does not match its {MANIFEST}: {rel}: sha256 differs from the manifest"
+            ) from None
         _check_size(target, size, f"{uri.rstrip('/')}/{rel}")
     if manifest:
-        problems = verify_dir(dest, manifest)
+        problems = verify_dir(dest, manifest, hashes=False)  # listed but absent, sizes
         if problems:
             raise ConfigError(f"{uri} does not match its {MANIFEST}: " + "; ".join(problems))
     log.info("fetched %d files from %s to %s", len(sizes), uri, dest)

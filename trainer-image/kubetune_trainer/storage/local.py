@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from kubetune_trainer.errors import ConfigError
 
-from .base import Store
+from .base import HashingWriter, Store, check_sha256
 
 
 def _atomic_write(dest: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -29,11 +29,23 @@ def _atomic_write(dest: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
-def atomic_copy(src: str | Path, dest: str | Path) -> Path:
+def atomic_copy(src: str | Path, dest: str | Path, sha256: str | None = None) -> str:
+    """Copy through a temp file; returns the sha256 of the bytes copied (one pass).
+
+    With `sha256`, a mismatch raises IntegrityError before the rename: `dest` is untouched."""
     dest = Path(dest)
-    with open(src, "rb") as s:
-        _atomic_write(dest, lambda f: shutil.copyfileobj(s, f, 1 << 20))
-    return dest
+    digest = ""
+
+    def copy(f: BinaryIO) -> None:
+        nonlocal digest
+        out = HashingWriter(f)
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, out, 1 << 20)
+        digest = out.hexdigest()
+        check_sha256(digest, sha256, str(src))
+
+    _atomic_write(dest, copy)
+    return digest
 
 
 def atomic_write_bytes(dest: str | Path, data: bytes) -> Path:
@@ -54,14 +66,15 @@ class LocalStore(Store):
             raise ValueError(f"key {key!r} escapes the store root {self.root}")
         return path
 
-    def put_file(self, local: str | Path, key: str) -> None:
-        atomic_copy(local, self._path(key))
+    def put_file(self, local: str | Path, key: str) -> str:
+        return atomic_copy(local, self._path(key))
 
-    def get_file(self, key: str, local: str | Path) -> Path:
+    def get_file(self, key: str, local: str | Path, sha256: str | None = None) -> Path:
         src = self._path(key)
         if not src.is_file():
             raise FileNotFoundError(f"{self.uri(key)} does not exist")
-        return atomic_copy(src, local)
+        atomic_copy(src, local, sha256)
+        return Path(local)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         atomic_write_bytes(self._path(key), data)

@@ -18,14 +18,27 @@ MANIFEST = "MANIFEST.json"
 FORMAT = "kubetune-manifest/v1"
 
 
-def build_manifest(folder: str | Path, step: int | None = None) -> dict[str, Any]:
-    """Describe every file under `folder` (recursively, '/'-separated relative names)."""
+def folder_files(folder: str | Path) -> dict[str, Path]:
+    """Every file under `folder` but the manifest, by '/'-separated relative name."""
     root = Path(folder)
-    files = {
-        p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    return {
+        p.relative_to(root).as_posix(): p
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
+
+
+def build_manifest(folder: str | Path, step: int | None = None) -> dict[str, Any]:
+    """Describe every file under `folder` (recursively, '/'-separated relative names)."""
+    files = {
+        name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
+        for name, p in folder_files(folder).items()
+    }
+    return new_manifest(files, step)
+
+
+def new_manifest(files: dict[str, dict[str, Any]], step: int | None = None) -> dict[str, Any]:
+    """A manifest of `files` ({name: {size, sha256}})."""
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -64,11 +77,14 @@ def write_manifest(folder: str | Path, step: int | None = None) -> dict[str, Any
     return manifest
 
 
-def verify_dir(folder: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
+def verify_dir(
+    folder: str | Path, manifest: dict[str, Any] | None = None, hashes: bool = True
+) -> list[str]:
     """Problems found comparing `folder` with its manifest (empty list = intact).
 
     Uses `folder`/MANIFEST.json unless a manifest is given. Extra files not in the
     manifest are allowed (a caller may have added, say, a README next to the weights).
+    `hashes=False` checks presence and sizes only (the bytes were verified on arrival).
     """
     root = Path(folder)
     if manifest is None:
@@ -86,6 +102,6 @@ def verify_dir(folder: str | Path, manifest: dict[str, Any] | None = None) -> li
             problems.append(f"{name}: missing")
         elif p.stat().st_size != meta["size"]:
             problems.append(f"{name}: {p.stat().st_size} bytes, manifest says {meta['size']}")
-        elif sha256_file(p) != meta["sha256"]:
+        elif hashes and sha256_file(p) != meta["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest")
     return problems

@@ -35,7 +35,7 @@ from botocore.exceptions import (
 
 from kubetune_trainer.errors import ConfigError, RetryableError
 
-from .base import Store, join_key
+from .base import HashingReader, HashingWriter, Store, check_sha256, join_key, sha256_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +102,9 @@ class S3Store(Store):
             multipart_chunksize=multipart_chunksize,
             max_concurrency=max_concurrency,
         )
+        # put_file streams from a file object (to hash in the same read), which s3transfer
+        # buffers part by part in memory: keep that to what the workers can take at once.
+        self.transfer.max_in_memory_upload_chunks = max_concurrency + 1
         self.transfer_attempts = transfer_attempts
         self.backoff_seconds = backoff_seconds
 
@@ -163,31 +166,39 @@ class S3Store(Store):
         )
 
     # -- Store -----------------------------------------------------------------------------
-    def put_file(self, local: str | Path, key: str) -> None:
-        self._retry(
-            f"upload of {self.uri(key)}",
-            lambda: self.client.upload_file(
-                str(local), self.bucket, self._key(key), Config=self.transfer
-            ),
-        )
+    def put_file(self, local: str | Path, key: str) -> str:
+        def upload() -> str:
+            # One read of the file feeds both the upload and the manifest's sha256.
+            with open(local, "rb") as f:
+                reader = HashingReader(f, os.fstat(f.fileno()).st_size)
+                self.client.upload_fileobj(
+                    reader, self.bucket, self._key(key), Config=self.transfer
+                )
+            return reader.digest() or sha256_file(local)
 
-    def get_file(self, key: str, local: str | Path) -> Path:
+        return self._retry(f"upload of {self.uri(key)}", upload)
+
+    def get_file(self, key: str, local: str | Path, sha256: str | None = None) -> Path:
         dest = Path(local)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
 
-        def download() -> None:
+        def download() -> str:
             try:
-                self.client.download_file(
-                    self.bucket, self._key(key), str(tmp), Config=self.transfer
-                )
+                with open(tmp, "wb") as f:  # a retry starts over: fresh file, fresh hash
+                    out = HashingWriter(f)
+                    self.client.download_fileobj(
+                        self.bucket, self._key(key), out, Config=self.transfer
+                    )
+                return out.hexdigest()
             except ClientError as e:
                 if _code(e) in ("404", "NoSuchKey"):
                     raise FileNotFoundError(f"{self.uri(key)} does not exist") from e
                 raise
 
         try:
-            self._retry(f"download of {self.uri(key)}", download)
+            got = self._retry(f"download of {self.uri(key)}", download)
+            check_sha256(got, sha256, self.uri(key))
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
