@@ -8,6 +8,8 @@ file, one mid-size, a few small ones; random bytes, so nothing compresses) is:
 - copied with shutil.copytree to another folder and back (the disk-copy reference);
 - committed with `CheckpointStore(LocalStore).commit` and restored with `.fetch`
   (kubetune on a local folder: same sha256 manifest work as on S3);
+- uploaded/downloaded with plain boto3 (same TransferConfig, no manifest, no hashing):
+  the ceiling this S3 server sets for any client;
 - committed/fetched with `CheckpointStore(S3Store)` against moto_server on 127.0.0.1
   over HTTP, with kubetune's TransferConfig defaults and alternatives (chunk size,
   concurrency), to see whether tuning helps.
@@ -152,6 +154,13 @@ def run(quick: bool = False, reps: int | None = None, mb: int | None = None) -> 
                 local = CheckpointStore(LocalStore(tmp / f"store-{rep}"))
                 _commit_fetch(local, src, tmp / "restore", rep, record, "kubetune-local")
                 shutil.rmtree(tmp / f"store-{rep}")
+                # Plain boto3, same files and TransferConfig, no manifest and no hashing:
+                # the most this S3 server gives any client here.
+                raw = S3Store(f"s3://bench/raw-{rep}", moto.endpoint)
+                cpu0 = _cpu_seconds(moto.proc.pid)
+                _raw_put_get(raw, src, tmp / "restore", record)
+                server_cpu.setdefault("boto3-raw", []).append(_cpu_seconds(moto.proc.pid) - cpu0)
+                raw.delete_prefix("")
                 # kubetune on S3, transfer settings as shipped and alternatives
                 for name, opts in VARIANTS.items():
                     store = S3Store(f"s3://bench/{name}-{rep}", moto.endpoint, **opts)
@@ -174,9 +183,16 @@ def run(quick: bool = False, reps: int | None = None, mb: int | None = None) -> 
         k: {op: summary[k][op]["median"] / disk[op]["median"] for op in ("save", "restore")}
         for k in summary
     }
+    raw = summary["boto3-raw"]
+    vs_raw = {
+        k: {op: summary[k][op]["median"] / raw[op]["median"] for op in ("save", "restore")}
+        for k in summary
+        if k.startswith("s3-")
+    }
     return {
         "quick": quick,
         "bytes": nbytes,
+        "vs_boto3_raw": vs_raw,
         "reps": reps,
         "mb_per_s": summary,
         "vs_disk_copy": ratios,
@@ -184,6 +200,23 @@ def run(quick: bool = False, reps: int | None = None, mb: int | None = None) -> 
         "load": loadavg(),
         "target": 0.7,
     }
+
+
+def _raw_put_get(store: Any, src: Path, restore: Path, record: Any) -> None:
+    files = sorted(p for p in src.iterdir() if p.is_file())
+    t0 = time.perf_counter()
+    for f in files:
+        store.client.upload_file(
+            str(f), store.bucket, f"{store.prefix}/{f.name}", Config=store.transfer
+        )
+    record("boto3-raw", "save", time.perf_counter() - t0)
+    restore.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for f in files:
+        key = f"{store.prefix}/{f.name}"
+        store.client.download_file(store.bucket, key, str(restore / f.name), Config=store.transfer)
+    record("boto3-raw", "restore", time.perf_counter() - t0)
+    shutil.rmtree(restore)
 
 
 def _commit_fetch(ckpts: Any, src: Path, restore: Path, rep: int, record: Any, name: str) -> None:

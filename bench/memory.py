@@ -42,6 +42,9 @@ MODES: dict[str, dict[str, Any]] = {
     "fp32-gc": {"training": {"precision": "fp32", "gradientCheckpointing": "on"}},
 }
 QUICK_MODES = ["fp32", "8bit", "nf4-dq"]
+# The 1.1B model: bf16 is left out (no faster than fp32 on this CPU, and kubetune keeps fp32
+# master weights on CPUs anyway; see the 135M table).
+LARGE_MODES = ["fp32", "8bit", "nf4", "nf4-dq", "nf4-dq-gc", "fp32-gc"]
 
 
 def _tensor_bytes(t: Any) -> int:
@@ -86,10 +89,10 @@ def _name_of(model: Any, module: Any) -> str:
     return _NAMES.get(id(module), "")
 
 
-def worker(mode: str, quick: bool) -> None:
+def worker(mode: str, quick: bool, large: bool = False) -> None:
     import torch  # noqa: F401  (the runtime floor: torch + transformers imported)
     import transformers  # noqa: F401
-    from workload import QUICK, build, records
+    from workload import LARGE, QUICK, build, records
 
     from kubetune_api.loader import parse_job
     from kubetune_trainer.engine.args import training_kwargs
@@ -99,7 +102,10 @@ def worker(mode: str, quick: bool) -> None:
     from kubetune_trainer.records import PreparedDataset
 
     floor = rss_bytes()
-    base = str(build(QUICK) / "model") if quick else "builtin:smollm2-135m-instruct"
+    if large:
+        base = str(build(LARGE) / "model")
+    else:
+        base = str(build(QUICK) / "model") if quick else "builtin:smollm2-135m-instruct"
     rows = records(build(QUICK))[:32]
     with tempfile.TemporaryDirectory(prefix="kt-mem-") as tmp:
         spec: dict[str, Any] = {
@@ -163,24 +169,41 @@ def worker(mode: str, quick: bool) -> None:
     )
 
 
+def result_name(quick: bool, large: bool) -> str:
+    return ("memory-large" if large else "memory") + (".quick" if quick else "")
+
+
 def run(
-    quick: bool = False, reps: int | None = None, modes: list[str] | None = None
+    quick: bool = False,
+    reps: int | None = None,
+    modes: list[str] | None = None,
+    large: bool = False,
 ) -> dict[str, Any]:
-    """All modes; with `modes`, only those, merged into the saved results of the others."""
+    """All modes; with `modes`, only those, merged into the saved results of the others.
+
+    `large`: the 1.1B-parameter Llama (built once, ~4.4 GB of fp32 shards in bench/.cache)
+    instead of SmolLM2-135M; with `quick` it is still the 1.1B model, in three modes."""
     from kubetune_trainer.modeling import builtin
 
-    if not quick:
+    if large:
+        from workload import LARGE, build
+
+        say("memory: building the 1.1B benchmark Llama once (cached afterwards)")
+        build(LARGE)
+    elif not quick:
         say("memory: converting SmolLM2-135M once (cached afterwards)")
         builtin.smollm2_dir()
     reps = reps or 1
     from common import load_results
 
-    saved = load_results().get("memory.quick" if quick else "memory", {}) if modes else {}
-    modes = modes or (QUICK_MODES if quick else list(MODES))
+    saved = load_results().get(result_name(quick, large), {}) if modes else {}
+    default = QUICK_MODES if quick else (LARGE_MODES if large else list(MODES))
+    modes = modes or default
     runs: dict[str, list[dict[str, Any]]] = {**saved.get("runs", {}), **{m: [] for m in modes}}
+    flags = (["--quick"] if quick else []) + (["--large"] if large else [])
     for rep in range(reps):
         for mode in modes:
-            r = Child("memory", [mode] + (["--quick"] if quick else [])).run()
+            r = Child("memory", [mode, *flags]).run()
             runs[mode].append(r)
             say(
                 f"memory rep {rep + 1}/{reps} {mode}: weights {r['weight_bytes'] / 2**20:.0f} MiB, "
@@ -206,7 +229,11 @@ def run(
         }
     return {
         "quick": quick,
-        "model": "llama-quick" if quick else "SmolLM2-135M-Instruct",
+        "model": (
+            "Llama 1.1B (TinyLlama shape, 8k vocabulary, random init)"
+            if large
+            else ("llama-quick" if quick else "SmolLM2-135M-Instruct")
+        ),
         "runs": runs,
         "summary": summary,
         "targets": {"nf4_bytes_per_param": 0.56, "nf4_peak_vs_fp32": 0.35},
@@ -215,18 +242,19 @@ def run(
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], "--quick" in sys.argv)
+        worker(sys.argv[2], "--quick" in sys.argv, "--large" in sys.argv)
         return
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--large", action="store_true", help="the 1.1B model instead of SmolLM2")
     p.add_argument("--reps", type=int)
     p.add_argument("--modes", help="comma-separated; merged into bench/results/memory.json")
     a = p.parse_args()
-    res = run(a.quick, a.reps, a.modes.split(",") if a.modes else None)
+    res = run(a.quick, a.reps, a.modes.split(",") if a.modes else None, a.large)
     if a.modes:
         from common import save_result
 
-        save_result("memory.quick" if a.quick else "memory", res)
+        save_result(result_name(a.quick, a.large), res)
     print(json.dumps(res["summary"], indent=1))
 
 

@@ -106,8 +106,9 @@ def mfu(r: dict[str, Any]) -> list[str]:
 
 
 def memory(r: dict[str, Any]) -> list[str]:
+    large = "1.1B" in r["model"]
     out = [
-        "## 3. Quantized memory\n",
+        "### 3b. Quantized memory, 1.1B model\n" if large else "## 3. Quantized memory\n",
         f"Model: {r['model']}, LoRA r=16 on all linear layers, 2 training steps; each mode in a "
         "fresh process through kubetune's loader. Peak RSS is the process's ru_maxrss "
         "(loading + training); the floor is RSS after importing torch + transformers.\n",
@@ -213,6 +214,13 @@ def checkpoint(r: dict[str, Any]) -> list[str]:
         f"{d['restore']:.0%}: {_met(min(d.values()) >= r['target'])} (load at the end "
         f"{r['load']}).\n"
     )
+    raw = r.get("vs_boto3_raw", {}).get("s3-default")
+    if raw:
+        out.append(
+            f"kubetune's S3 commit/fetch (manifest, sha256 of every byte) against plain boto3 "
+            f"moving the same files to the same server: save {raw['save']:.0%}, restore "
+            f"{raw['restore']:.0%}.\n"
+        )
     return out
 
 
@@ -220,6 +228,7 @@ SECTIONS = {
     "throughput": throughput,
     "mfu": mfu,
     "memory": memory,
+    "memory-large": memory,
     "operator": operator,
     "checkpoint": checkpoint,
 }

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, machine, save_result, say
 
-NAMES = ("throughput", "mfu", "memory", "operator", "checkpoint")
+NAMES = ("throughput", "mfu", "memory", "memory-large", "operator", "checkpoint")
 
 
 def _run_one(name: str, quick: bool) -> dict:
@@ -34,10 +34,10 @@ def _run_one(name: str, quick: bool) -> dict:
         import mfu
 
         return mfu.run(quick)
-    if name == "memory":
+    if name in ("memory", "memory-large"):
         import memory
 
-        return memory.run(quick)
+        return memory.run(quick, large=name == "memory-large")
     if name == "operator":
         import operator_scale
 

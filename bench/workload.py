@@ -49,6 +49,9 @@ class Size:
 
 FULL = Size("llama30m-64", 512, 8, 8, 1408, 8192, 64)
 QUICK = Size("llama-quick", 128, 2, 4, 256, 2048, 48, max_len=256, median_len=60)
+# TinyLlama-1.1B's shape (hidden 2048, 22 layers, MLP 5632) with the 8k vocabulary: a
+# model whose weights, not the runtime, dominate memory, as they do for the users' 7B.
+LARGE = Size("llama1b", 2048, 22, 32, 5632, 8192, 64)
 
 
 def _words(rnd: random.Random, n: int) -> list[str]:
@@ -130,7 +133,8 @@ def build(size: Size) -> Path:
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(model_dir)
+    # Shards of 500 MB: loading (and quantizing) then holds one shard at a time.
+    LlamaForCausalLM(config).save_pretrained(model_dir, max_shard_size="500MB")
     (out / "done.json").write_text(json.dumps(asdict(size)))
     return out
 
