@@ -21,7 +21,7 @@ from kubetune_api.spec import FineTuneJobSpec
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.errors import ConfigError
 
-from . import builtin
+from . import builtin, quantized
 from .cache import cache_root
 from .gguf import convert_gguf
 
@@ -133,18 +133,52 @@ def load_base_model(
         # bitsandbytes places weights at load time; one process = one device.
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         kwargs["device_map"] = {"": local_rank} if torch.cuda.is_available() else {"": "cpu"}
-    if m.task == "sequence_classification":
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base.location, num_labels=num_labels or m.num_labels, **kwargs
-        )
-    elif m.task == "causal_lm":
-        model = AutoModelForCausalLM.from_pretrained(base.location, **kwargs)
-    else:
+    if m.task not in ("sequence_classification", "causal_lm"):
         raise ConfigError(
             f"spec.model.task: {m.task} is not trainable by the sft recipe yet; "
             "use causal_lm or sequence_classification"
         )
+
+    def load(location: str, quantize: bool) -> Any:
+        # A cached quantized copy carries its quantization config in config.json.
+        args = (
+            kwargs if quantize else {k: v for k, v in kwargs.items() if k != "quantization_config"}
+        )
+        if m.task == "sequence_classification":
+            return AutoModelForSequenceClassification.from_pretrained(
+                location, num_labels=num_labels or m.num_labels, **args
+            )
+        return AutoModelForCausalLM.from_pretrained(location, **args)
+
+    if qconf is None:
+        return load(base.location, True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    extra = {"dtype": str(kwargs["dtype"]), "task": m.task, "labels": num_labels, "device": device}
+    key = quantized.cache_key(base.location, qconf, extra)
+    model = quantized.load_or_quantize(key, load, base.location)
+    if device == "cpu":
+        release_checkpoint_maps(model)
     return model
+
+
+def release_checkpoint_maps(model: Any) -> int:
+    """Give the unquantized tensors (embeddings, norms) memory of their own.
+
+    On a CPU, from_pretrained leaves them as views into the memory-mapped checkpoint, and
+    one view keeps its whole shard mapped: every page quantization read stays resident
+    (4.4 GB of file pages under a 0.6 GB 4-bit 1.1B model). Copying the few unquantized
+    tensors lets the maps go. Returns the bytes copied.
+    """
+    copied = 0
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for t in store.values():
+                if t is None or type(t).__name__ in ("Params4bit", "Int8Params"):
+                    continue
+                if t.device.type == "cpu":
+                    t.data = t.data.clone()
+                    copied += t.numel() * t.element_size()
+    return copied
 
 
 def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool) -> Any:
