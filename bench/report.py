@@ -29,8 +29,9 @@ def throughput(r: dict[str, Any]) -> list[str]:
         f"Model `{r['size']}` (hidden {r['flops']['hidden']}, {r['flops']['layers']} layers, "
         f"{r['flops']['matmul_params'] / 1e6:.1f}M matmul parameters incl. the tied LM head), "
         f"LoRA r={r['lora']['r']} on {', '.join(r['lora']['targetModules'])}, micro batch "
-        f"{r['micro_batch']}, one epoch over {L['examples']} examples, {r['reps']} interleaved "
-        "repetitions, each run in a fresh process.\n",
+        f"{r['micro_batch']}, {r.get('steps', 'one epoch of')} steps drawn from a pool of "
+        f"{L['examples']} examples, {r['reps']} interleaved repetitions, each run in a fresh "
+        "process.\n",
         f"Example lengths in tokens after the chat template: min {L['min']}, p10 {L['p10']}, "
         f"median {L['median']}, mean {L['mean']}, p90 {L['p90']}, p99 {L['p99']}, max "
         f"{L['max']} ({_fmt(L['tokens'])} real tokens; lognormal target, median 120, "
@@ -112,16 +113,20 @@ def memory(r: dict[str, Any]) -> list[str]:
         f"Model: {r['model']}, LoRA r=16 on all linear layers, 2 training steps; each mode in a "
         "fresh process through kubetune's loader. Peak RSS is the process's ru_maxrss "
         "(loading + training); the floor is RSS after importing torch + transformers.\n",
-        "| mode | precision | weight MiB | bytes/param (all) | bits per quantized param "
+        "Quantized bases: *cold* = the quantized-base cache was emptied first (the run "
+        "quantizes the checkpoint while loading it); *warm* = a copy quantized by an earlier "
+        "run is read.\n",
+        "| mode | cache | precision | weight MiB | bytes/param (all) | bits per quantized param "
         "| peak RSS MiB (min / median) | peak during load MiB | floor MiB | peak vs fp32 "
         "| (peak − floor) vs fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, s in r["summary"].items():
         run0 = r["runs"][mode][0]
         bits = f"{s['bits_per_quant_param']:.3f}" if s["bits_per_quant_param"] else "-"
+        cache = run0.get("cache", "-") if "bit" in mode or "nf4" in mode else "-"
         out.append(
-            f"| {mode} | {run0['precision']} | {s['weight_bytes'] / MIB:.0f} | "
+            f"| {mode} | {cache} | {run0['precision']} | {s['weight_bytes'] / MIB:.0f} | "
             f"{s['bytes_per_param']:.3f} | {bits} | {_mm(s['peak_rss'], MIB)} | "
             f"{s['peak_rss_load']['min'] / MIB:.0f} | {s['rss_floor']['min'] / MIB:.0f} | "
             f"{s['peak_vs_fp32']:.0%} | {s['above_floor_vs_fp32']:.0%} |"
@@ -135,10 +140,27 @@ def memory(r: dict[str, Any]) -> list[str]:
             f"({8 * nf4['bytes_per_quant_param']:.3f} bits vs the paper's 4.127): "
             f"{_met(nf4['bytes_per_quant_param'] <= t['nf4_bytes_per_param'])}; whole model "
             f"{nf4['bytes_per_param']:.3f} bytes/param (embedding and norms are not quantized). "
-            f"4-bit peak RSS ≤ {t['nf4_peak_vs_fp32']:.0%} of fp32 LoRA — "
-            f"{nf4['peak_vs_fp32']:.0%}: {_met(nf4['peak_vs_fp32'] <= t['nf4_peak_vs_fp32'])} "
-            f"(above the runtime floor: {nf4['above_floor_vs_fp32']:.0%}).\n"
+            f"4-bit peak RSS ≤ {t['nf4_peak_vs_fp32']:.0%} of fp32 LoRA:"
         )
+        summ = r["summary"]
+        for mode, what in (
+            ("nf4-dq-cold", "quantizing while loading"),
+            ("nf4-dq", "cached quantized base"),
+            ("nf4-dq-gc", "cached base + gradient checkpointing (the QLoRA recipe)"),
+        ):
+            if mode in summ:
+                v = summ[mode]["peak_vs_fp32"]
+                gc = summ.get("fp32-gc")
+                vs_gc = (
+                    f"; vs fp32 with checkpointing too: "
+                    f"{summ[mode]['peak_rss']['min'] / gc['peak_rss']['min']:.0%}"
+                    if gc and mode.endswith("-gc")
+                    else ""
+                )
+                out.append(
+                    f"- {mode} ({what}): {v:.0%} — {_met(v <= t['nf4_peak_vs_fp32'])}{vs_gc}"
+                )
+        out.append("")
     return out
 
 

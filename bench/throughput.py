@@ -2,8 +2,9 @@
 
     python bench/throughput.py [--quick] [--reps 3] [--configs baseline,kubetune]
 
-One epoch over the same examples per configuration, each in a fresh process, the
-configurations interleaved (A B C, A B C, ...) so machine load hits them alike:
+The same number of optimizer steps (micro batch 4) over the same example pool per
+configuration, each in a fresh process, the configurations interleaved (A B C, A B C, ...)
+so machine load hits them alike:
 
 - baseline: what a user writes from the usual recipe: datasets.map with the tokenizer
   padding every example to max_length, DataCollatorForLanguageModeling, transformers
@@ -43,6 +44,7 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
 }
 FULL_CONFIGS = ["baseline", "kubetune", "kt-posid-bf16", "kt-pad-fp32"]
 MICRO_BATCH = 4
+STEPS = {True: 6, False: 16}  # quick, full: steps timed per run (after the first began)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "v_proj"]}
 
 
@@ -58,7 +60,11 @@ def job_for(model_dir: Path, size: Size, overrides: dict[str, Any], out: Path) -
             "maxSeqLength": size.max_len,
             "validation": {"fraction": 0},
         },
-        "training": {"epochs": 1, "microBatchSize": MICRO_BATCH, "learningRate": 2e-4},
+        "training": {
+            "maxSteps": STEPS[size.name == QUICK.name],
+            "microBatchSize": MICRO_BATCH,
+            "learningRate": 2e-4,
+        },
         "evaluation": {"enabled": False},
         "output": {"uri": str(out)},
     }
@@ -153,7 +159,7 @@ def _baseline(model_dir: Path, size: Size, timer: Any, staging: Path) -> tuple[A
     args = TrainingArguments(
         output_dir=str(staging),
         per_device_train_batch_size=MICRO_BATCH,
-        num_train_epochs=1,
+        max_steps=STEPS[size.name == QUICK.name],
         learning_rate=2e-4,
         use_cpu=True,
         report_to="none",
@@ -326,6 +332,7 @@ def run(quick: bool = False, reps: int | None = None, configs: list[str] | None 
         "quick": quick,
         "reps": reps,
         "micro_batch": MICRO_BATCH,
+        "steps": STEPS[quick],
         "lora": LORA,
         "lengths": lengths,
         "runs": runs,
