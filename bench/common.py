@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import re
-import resource
 import socket
 import statistics
 import subprocess
@@ -90,8 +89,12 @@ def free_port() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak RSS (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak RSS: VmHWM of its own address space.
+
+    Not ru_maxrss: Linux carries that across execve, so a worker started by a parent that
+    once held 1.7 GB (a model conversion) reported at least 1.7 GB whatever it did.
+    """
+    return hwm_bytes(os.getpid())
 
 
 def rss_bytes(pid: int | None = None) -> int:
