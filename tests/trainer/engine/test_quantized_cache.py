@@ -61,3 +61,24 @@ def test_unquantized_tensors_leave_the_checkpoint_maps(tmp_path: Path) -> None:
     assert model.get_input_embeddings().weight.untyped_storage().resizable()
     norms = [m.weight for n, m in model.named_modules() if n.endswith("norm")]
     assert norms and all(w.untyped_storage().resizable() for w in norms)
+
+
+def test_a_failed_save_keeps_the_loaded_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk while caching must not stop the job: the model in hand is used."""
+    from kubetune_trainer.modeling import quantized
+
+    monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path / "cache"))
+
+    class DiskFull:
+        def save_pretrained(self, folder: Path) -> None:
+            (Path(folder) / "model.safetensors").write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+
+    model = DiskFull()
+    with caplog.at_level(logging.WARNING, logger="kubetune_trainer.modeling.quantized"):
+        got = quantized.load_or_quantize("k1", lambda _loc, _q: model, str(tmp_path))
+    assert got is model and "not cached" in caplog.text
+    assert quantized.cached_path("k1") is None  # no half-written entry is ever used
+    assert not list((tmp_path / "cache" / "quantized").glob("*/model.safetensors"))

@@ -154,7 +154,9 @@ def load_base_model(
         return load(base.location, True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     extra = {"dtype": str(kwargs["dtype"]), "task": m.task, "labels": num_labels, "device": device}
-    key = quantized.cache_key(base.location, qconf, extra)
+    # A non-uint8 4-bit storage dtype exists for ZeRO-3/FSDP sharding: load those fresh.
+    plain_storage = spec.quantization.quant_storage_dtype in (None, "uint8")
+    key = quantized.cache_key(base.location, qconf, extra) if plain_storage else None
     model = quantized.load_or_quantize(key, load, base.location)
     if device == "cpu":
         release_checkpoint_maps(model)

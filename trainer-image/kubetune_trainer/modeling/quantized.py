@@ -63,6 +63,10 @@ def load_or_quantize(
     def save(tmp: Path) -> None:
         model.save_pretrained(tmp)
 
-    entry = cached_dir(KIND, key, save)
+    try:
+        entry = cached_dir(KIND, key, save)
+    except (OSError, RuntimeError, ValueError) as exc:  # a full disk must not stop training
+        log.warning("quantized base not cached (%s); the next load quantizes again", exc)
+        return model
     say(f"quantized base: saved to {entry}; the next load of this base reads it")
     return model
