@@ -77,7 +77,9 @@ class ResourcesSpec(SpecModel):
     tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
     priority_class_name: str | None = Field(default=None, description="Pod priority class.")
     image: str | None = Field(
-        default=None, description="Trainer image; defaults to the operator's matching version."
+        default=None,
+        description="Trainer image; defaults to the operator's matching version. Pods run it "
+        "with args [launch], so its entrypoint must be kubetune's (build FROM the trainer image).",
     )
     service_account_name: str | None = Field(default=None, description="Pod service account.")
 

@@ -182,7 +182,9 @@ def _container(job: FineTuneJob, owner: Owner, attempt: int, image: str) -> dict
         "image": spec.resources.image or image,
         "imagePullPolicy": "IfNotPresent",
         # The launcher builds `torchrun --nnodes ... --node-rank $JOB_COMPLETION_INDEX` from env.
-        "command": ["kubetune", "launch"],
+        # `args`, not `command`: the image's ENTRYPOINT (tini -- kubetune) stays PID 1, reaping
+        # torchrun's workers and forwarding the kubelet's SIGTERM for the checkpoint-and-exit.
+        "args": ["launch"],
         "env": _env(job, owner, attempt),
         "resources": _resources(job),
         "ports": [

@@ -49,7 +49,8 @@ def test_indexed_job_shape():
 def test_container_command_env_and_resources():
     ctr = container(job_for())
     assert ctr["image"] == DEFAULT_IMAGE and ctr["image"].endswith(":0.1.0")
-    assert ctr["command"] == ["kubetune", "launch"]
+    # The image's ENTRYPOINT (tini -- kubetune) must stay PID 1: only args are set.
+    assert "command" not in ctr and ctr["args"] == ["launch"]
     env = {e["name"]: e["value"] for e in ctr["env"]}
     assert env[c.Env.SPEC_FILE] == "/etc/kubetune/finetunejob.json"
     assert env[c.Env.NAMESPACE] == "team-a" and env[c.Env.JOB_NAME] == "llama-lora"
