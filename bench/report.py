@@ -223,12 +223,10 @@ def checkpoint(r: dict[str, Any]) -> list[str]:
     for k, s in r["mb_per_s"].items():
         v = r["vs_disk_copy"][k]
         cpu = r["moto_cpu_seconds"].get(k)
+        cpu_s = f"{cpu['median']:.2f}" if cpu else "-"
         out.append(
             f"| {k} | {_mm(s['save'], 1e6)} | {_mm(s['restore'], 1e6)} | {v['save']:.0%} | "
-            f"{v['restore']:.0%} | {cpu['median']:.2f} |"
-            if cpu
-            else f"| {k} | {_mm(s['save'], 1e6)} | {_mm(s['restore'], 1e6)} | "
-            f"{v['save']:.0%} | {v['restore']:.0%} | - |"
+            f"{v['restore']:.0%} | {cpu_s} |"
         )
     d = r["vs_disk_copy"]["s3-default"]
     out.append(

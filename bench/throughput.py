@@ -44,7 +44,7 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
 }
 FULL_CONFIGS = ["baseline", "kubetune", "kt-posid-bf16", "kt-pad-fp32"]
 MICRO_BATCH = 4
-STEPS = {True: 6, False: 16}  # quick, full: steps timed per run (after the first began)
+STEPS = {QUICK.name: 6, FULL.name: 16}  # steps timed per run (after the first began)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "v_proj"]}
 
 
@@ -61,7 +61,7 @@ def job_for(model_dir: Path, size: Size, overrides: dict[str, Any], out: Path) -
             "validation": {"fraction": 0},
         },
         "training": {
-            "maxSteps": STEPS[size.name == QUICK.name],
+            "maxSteps": STEPS[size.name],
             "microBatchSize": MICRO_BATCH,
             "learningRate": 2e-4,
         },
@@ -159,7 +159,7 @@ def _baseline(model_dir: Path, size: Size, timer: Any, staging: Path) -> tuple[A
     args = TrainingArguments(
         output_dir=str(staging),
         per_device_train_batch_size=MICRO_BATCH,
-        max_steps=STEPS[size.name == QUICK.name],
+        max_steps=STEPS[size.name],
         learning_rate=2e-4,
         use_cpu=True,
         report_to="none",
@@ -332,7 +332,7 @@ def run(quick: bool = False, reps: int | None = None, configs: list[str] | None 
         "quick": quick,
         "reps": reps,
         "micro_batch": MICRO_BATCH,
-        "steps": STEPS[quick],
+        "steps": STEPS[size.name],
         "lora": LORA,
         "lengths": lengths,
         "runs": runs,

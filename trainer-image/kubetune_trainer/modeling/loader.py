@@ -139,11 +139,9 @@ def load_base_model(
             "use causal_lm or sequence_classification"
         )
 
-    def load(location: str, quantize: bool) -> Any:
+    def load(location: str, cached: bool) -> Any:
         # A cached quantized copy carries its quantization config in config.json.
-        args = (
-            kwargs if quantize else {k: v for k, v in kwargs.items() if k != "quantization_config"}
-        )
+        args = {k: v for k, v in kwargs.items() if not (cached and k == "quantization_config")}
         if m.task == "sequence_classification":
             return AutoModelForSequenceClassification.from_pretrained(
                 location, num_labels=num_labels or m.num_labels, **args
@@ -151,7 +149,7 @@ def load_base_model(
         return AutoModelForCausalLM.from_pretrained(location, **args)
 
     if qconf is None:
-        return load(base.location, True)
+        return load(base.location, cached=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     extra = {"dtype": str(kwargs["dtype"]), "task": m.task, "labels": num_labels, "device": device}
     # A non-uint8 4-bit storage dtype exists for ZeRO-3/FSDP sharding: load those fresh.
@@ -163,24 +161,20 @@ def load_base_model(
     return model
 
 
-def release_checkpoint_maps(model: Any) -> int:
+def release_checkpoint_maps(model: Any) -> None:
     """Give the unquantized tensors (embeddings, norms) memory of their own.
 
     On a CPU, from_pretrained leaves them as views into the memory-mapped checkpoint, and
     one view keeps its whole shard mapped: every page quantization read stays resident
     (4.4 GB of file pages under a 0.6 GB 4-bit 1.1B model). Copying the few unquantized
-    tensors lets the maps go. Returns the bytes copied.
+    tensors lets the maps go.
     """
-    copied = 0
     for module in model.modules():
         for store in (module._parameters, module._buffers):
             for t in store.values():
-                if t is None or type(t).__name__ in ("Params4bit", "Int8Params"):
-                    continue
-                if t.device.type == "cpu":
+                quantized_weight = type(t).__name__ in ("Params4bit", "Int8Params")
+                if t is not None and not quantized_weight and t.device.type == "cpu":
                     t.data = t.data.clone()
-                    copied += t.numel() * t.element_size()
-    return copied
 
 
 def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool) -> Any:

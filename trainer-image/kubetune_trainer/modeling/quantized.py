@@ -51,14 +51,14 @@ def load_or_quantize(
     location: str,
     say: Callable[[str], None] = log.info,
 ) -> Any:
-    """load(path, quantize) with `quantize` False for a cached copy; caches a fresh one."""
+    """load(path, cached): the cached copy when there is one, else quantize and cache it."""
     if key is None:
-        return load(location, True)
+        return load(location, False)
     hit = cached_path(key)
     if hit is not None:
         say(f"quantized base: reading the cached copy {hit}")
-        return load(str(hit), False)
-    model = load(location, True)
+        return load(str(hit), True)
+    model = load(location, False)
 
     def save(tmp: Path) -> None:
         model.save_pretrained(tmp)
