@@ -6,7 +6,9 @@ The spec is a FineTuneJob as YAML or the operator's JSON file ($KUBETUNE_SPEC_FI
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 import click
 
@@ -43,4 +45,13 @@ def command(
     start_parent_watchdog()  # under torchrun: exit 75 if the agent dies
     code, _ = execute(job, output=output, resume=resume)
     shutdown()  # destroy the process group, or gloo ranks may abort at exit
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Everything this rank writes is committed by now. Skip interpreter teardown: a
+        # ZeRO-2 rank that had finished its work was seen to die there with SIGABRT
+        # ("terminate called without an active exception", a native thread still
+        # joinable), which torchrun reports as a failure and the operator would retry.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     raise SystemExit(code)
