@@ -17,7 +17,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from kubetune_trainer.distributed import rank_session
+from kubetune_trainer.distributed import exit_rank, rank_session
 from kubetune_trainer.errors import TrainerError
 
 
@@ -54,4 +54,4 @@ def _timeout():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_rank(main())

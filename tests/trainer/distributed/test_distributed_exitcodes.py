@@ -1,6 +1,11 @@
-"""One exit code per node from its ranks' exit codes (what the operator reads)."""
+"""One exit code per node from its ranks' exit codes (what the operator reads), and how a
+rank leaves."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -28,3 +33,27 @@ from kubetune_trainer.distributed import node_exit_code
 )
 def test_most_telling_code_wins(codes: list[int], expected: int) -> None:
     assert node_exit_code(codes) == expected
+
+
+_EXITER = """
+import atexit, logging, sys
+from kubetune_trainer.distributed import exit_rank
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+atexit.register(lambda: print("teardown ran", flush=True))
+print("buffered line")  # no flush: exit_rank must not lose it
+logging.getLogger("t").info("logged line")
+exit_rank(3)
+"""
+
+
+@pytest.mark.parametrize(("world", "teardown"), [("1", True), ("2", False)])
+def test_exit_rank_keeps_output_and_skips_teardown_only_for_ranks(
+    world: str, teardown: bool
+) -> None:
+    env = {**os.environ, "WORLD_SIZE": world}
+    out = subprocess.run(
+        [sys.executable, "-c", _EXITER], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 3
+    assert "buffered line" in out.stdout and "logged line" in out.stderr
+    assert ("teardown ran" in out.stdout) is teardown

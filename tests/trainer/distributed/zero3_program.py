@@ -7,8 +7,6 @@ against the weights it had before partitioning; exit 0 only if they match exactl
 
 from __future__ import annotations
 
-import sys
-
 import deepspeed
 import torch
 import torch.distributed as dist
@@ -16,7 +14,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.integrations import HfDeepSpeedConfig
 
-from kubetune_trainer.distributed import adapter_state_dict, shutdown, zero3_enabled
+from kubetune_trainer.distributed import adapter_state_dict, exit_rank, zero3_enabled
 
 CONFIG = {
     "train_micro_batch_size_per_gpu": 1,
@@ -66,9 +64,8 @@ def main() -> int:
     else:
         code = 0 if gathered == {} else 1
     del engine
-    shutdown()
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_rank(main())

@@ -6,9 +6,7 @@ The spec is a FineTuneJob as YAML or the operator's JSON file ($KUBETUNE_SPEC_FI
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 
 import click
 
@@ -39,19 +37,9 @@ def command(
     if not path:
         raise click.UsageError(f"give --spec FILE or set {Env.SPEC_FILE}")
     job = job_from_file(path, list(overrides), namespace=os.environ.get(Env.NAMESPACE))
-    from kubetune_trainer.distributed import shutdown, start_parent_watchdog
+    from kubetune_trainer.distributed import exit_rank, start_parent_watchdog
     from kubetune_trainer.engine.main import execute
 
     start_parent_watchdog()  # under torchrun: exit 75 if the agent dies
     code, _ = execute(job, output=output, resume=resume)
-    shutdown()  # destroy the process group, or gloo ranks may abort at exit
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Everything this rank writes is committed by now. Skip interpreter teardown: a
-        # ZeRO-2 rank that had finished its work was seen to die there with SIGABRT
-        # ("terminate called without an active exception", a native thread still
-        # joinable), which torchrun reports as a failure and the operator would retry.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    raise SystemExit(code)
+    exit_rank(code)  # destroys the process group; ranks skip interpreter teardown

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
+from typing import NoReturn
 
 from kubetune_api.constants import ExitCode
 from kubetune_api.spec import FineTuneJob, FineTuneJobSpec
@@ -162,6 +164,23 @@ def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """Leave the process with `code` once everything this rank writes is committed.
+
+    A multi-process rank skips interpreter teardown: ranks (ZeRO-2 training, a ZeRO-3
+    gather) that had finished their work were seen to die there with SIGABRT ("terminate
+    called without an active exception", a native thread still joinable), which torchrun
+    reports as a failure and the operator would retry. A single process exits normally.
+    """
+    shutdown()
+    if world_size() > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 @contextlib.contextmanager
