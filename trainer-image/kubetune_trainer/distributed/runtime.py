@@ -157,13 +157,18 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
-    """Destroy the process group: without it 2-process gloo runs sometimes abort at exit."""
+def shutdown() -> bool:
+    """Destroy the process group (without it 2-process gloo runs sometimes abort at exit).
+
+    Returns whether there was one.
+    """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
+    return True
 
 
 def exit_rank(code: int) -> NoReturn:
@@ -172,10 +177,11 @@ def exit_rank(code: int) -> NoReturn:
     A multi-process rank skips interpreter teardown: ranks (ZeRO-2 training, a ZeRO-3
     gather) that had finished their work were seen to die there with SIGABRT ("terminate
     called without an active exception", a native thread still joinable), which torchrun
-    reports as a failure and the operator would retry. A single process exits normally.
+    reports as a failure and the operator would retry. So does a single process that had
+    a process group (DeepSpeed makes one); any other process exits normally.
     """
-    shutdown()
-    if world_size() > 1:
+    had_group = shutdown()
+    if had_group or world_size() > 1:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

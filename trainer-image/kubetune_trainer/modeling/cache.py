@@ -7,7 +7,6 @@ whole entry; it never reads a half-written one.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -20,14 +19,6 @@ def cache_root() -> Path:
         os.path.expanduser("~"), ".cache", "kubetune"
     )
     return Path(root)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cached_dir(kind: str, key: str, build: Callable[[Path], None]) -> Path:

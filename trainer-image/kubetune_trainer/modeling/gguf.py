@@ -11,7 +11,8 @@ import logging
 import time
 from pathlib import Path
 
-from .cache import cached_dir, file_sha256
+from ..storage.base import sha256_file
+from .cache import cached_dir
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def convert_gguf(path: Path) -> Path:
     """Folder with config, safetensors weights and tokenizer converted from a .gguf file."""
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file {path} does not exist")
-    key = file_sha256(path)[:32]
+    key = sha256_file(path)[:32]
     return cached_dir("gguf", key, lambda out: _convert(path, out))
 
 
