@@ -257,6 +257,25 @@ def build_pod_template(
     return {"metadata": {"labels": labels(owner, attempt)}, "spec": pod_spec}
 
 
+# The Job fails on any pod failure either way (backoffLimit 0). These rules only make it say
+# why in its Failed condition (reason PodFailurePolicy), so the operator can still classify
+# the failure once the pod itself is gone (an evicted pod is deleted after it stops).
+# Permanent exit codes come first: they win over a disruption, as in observe.py.
+POD_FAILURE_POLICY: dict[str, Any] = {
+    "rules": [
+        {
+            "action": "FailJob",
+            "onExitCodes": {
+                "containerName": CONTAINER_NAME,
+                "operator": "In",
+                "values": list(c.ExitCode.PERMANENT),
+            },
+        },
+        {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]
+}
+
+
 def build_job(
     job: FineTuneJob,
     owner: Owner,
@@ -280,6 +299,7 @@ def build_job(
         # Kueue admits a suspended Job by unsuspending it; without a queue, start at once.
         "suspend": bool(rp.queue_name),
         "template": build_pod_template(job, owner, attempt, image),
+        "podFailurePolicy": POD_FAILURE_POLICY,
     }
     if deadline_remaining is not None:
         spec["activeDeadlineSeconds"] = max(1, int(deadline_remaining))

@@ -8,12 +8,15 @@ The operator classifies failures itself (the Job has backoffLimit 0):
   * retryable — anything else (75, 70, unknown codes, a pod lost with its node,
     kubelet evictions without DisruptionTarget): resume, counted against maxRestarts.
 When ranks disagree (one OOMs, the others exit 75 because a peer vanished) the most
-specific wins: permanent > preempted > retryable.
+specific wins: permanent > preempted > retryable. When the failed pod is gone (an evicted
+pod is deleted once it stops), the Job's Failed condition says which rule of its
+podFailurePolicy the pod matched (builders.POD_FAILURE_POLICY), and that is read instead.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +25,14 @@ from kubetune_api.constants import ExitCode
 FailureKind = Literal["oom", "bad_data", "invalid_spec", "preempted", "retryable", "deadline"]
 _RANK = {"oom": 0, "bad_data": 0, "invalid_spec": 0, "deadline": 0, "preempted": 1, "retryable": 2}
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+_PERMANENT: dict[int, tuple[FailureKind, str]] = {
+    ExitCode.OOM: ("oom", "the model does not fit in memory"),
+    ExitCode.BAD_DATA: ("bad_data", "the dataset failed validation"),
+    ExitCode.INVALID_SPEC: ("invalid_spec", "the trainer rejected the spec"),
+}
+# The Job controller's Failed-condition messages for a FailJob rule (pkg/controller/job).
+_POLICY_EXIT = re.compile(r"for pod [^/\s]+/(\S+) failed with exit code (-?\d+) matching")
+_POLICY_CONDITION = re.compile(r"^Pod [^/\s]+/(\S+) has condition (\w+) matching")
 
 
 @dataclass
@@ -100,12 +111,11 @@ def classify_pod(pod: dict[str, Any]) -> Failure | None:
     summary = parse_termination_message(term.get("message") if term else None)
     text = str(summary.get("message") or status.get("message") or "")
     kind: FailureKind
-    if (term and term.get("reason") == "OOMKilled") or code == ExitCode.OOM:
+    if term and term.get("reason") == "OOMKilled":
         kind, text = "oom", text or "container OOMKilled"
-    elif code == ExitCode.BAD_DATA:
-        kind, text = "bad_data", text or "the dataset failed validation"
-    elif code == ExitCode.INVALID_SPEC:
-        kind, text = "invalid_spec", text or "the trainer rejected the spec"
+    elif code in _PERMANENT:
+        kind, default = _PERMANENT[code]
+        text = text or default
     elif _cond(pod, "DisruptionTarget") or code == ExitCode.PREEMPTED:
         reason = (_cond(pod, "DisruptionTarget") or {}).get("reason") or "SIGTERM"
         kind, text = "preempted", text or f"pod disrupted ({reason})"
@@ -117,6 +127,20 @@ def classify_pod(pod: dict[str, Any]) -> Failure | None:
     else:
         kind, text = "retryable", text or f"trainer exited with code {code}"
     return Failure(kind, text, code, name, summary)
+
+
+def policy_failure(failed: dict[str, Any]) -> Failure | None:
+    """The pod failure a Job's Failed condition names when a podFailurePolicy rule matched."""
+    if failed.get("reason") != "PodFailurePolicy":
+        return None
+    msg = str(failed.get("message") or "")
+    if m := _POLICY_EXIT.search(msg):
+        code = int(m.group(2))
+        kind: FailureKind = _PERMANENT.get(code, ("retryable", ""))[0]
+        return Failure(kind, msg, code, m.group(1))
+    if (m := _POLICY_CONDITION.search(msg)) and m.group(2) == "DisruptionTarget":
+        return Failure("preempted", msg, None, m.group(1))
+    return None
 
 
 def waiting_reason(pod: dict[str, Any]) -> str:
@@ -153,7 +177,10 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observati
         obs.complete = _cond(job, "Complete") is not None
         obs.queued = bool((job.get("spec") or {}).get("suspend")) and not obs.complete
         failed = _cond(job, "Failed")
-        if failed and obs.failure is None:
+        named = policy_failure(failed) if failed else None
+        if named and (obs.failure is None or obs.failure.collateral):
+            obs.failure = named  # the failed pod is gone; what is left only saw the fallout
+        elif failed and obs.failure is None:
             if failed.get("reason") == "DeadlineExceeded":
                 obs.failure = Failure("deadline", failed.get("message") or "deadline exceeded")
             else:

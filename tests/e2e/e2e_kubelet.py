@@ -24,7 +24,8 @@ an env value `<hostname>.<subdomain>[.<ns>[.svc[.cluster.local]]]` of a pod in t
 namespace becomes its pod IP, 127.0.0.1); terminationGracePeriodSeconds (SIGTERM to the
 main process, SIGKILL to the group after the grace period); Job completions/parallelism
 (all indexes at once), backoffLimit (Failed when exceeded; the remaining pods are
-deleted), suspend (no pods).
+deleted), podFailurePolicy (FailJob/Ignore/Count on exit codes and pod conditions; the
+Failed condition says which rule, as Kubernetes writes it), suspend (no pods).
 
 Mapped for one host: KUBETUNE_MASTER_PORT becomes one free port per Job (every pod of the
 Job uses it), so concurrent jobs never race for the rendezvous port; the metrics server
@@ -38,7 +39,7 @@ Ignored: init and sidecar containers, every container after the first, resources
 (everything is scheduled on one node at once), probes, imagePullPolicy, service links
 (no KUBERNETES_SERVICE_* variables: the trainer never talks to the API), volume `items`
 and `defaultMode`, hostPath/PVC volumes (the pod stays Pending), activeDeadlineSeconds,
-podFailurePolicy, replacement pods (backoffLimit > 0 is counted but no pod is re-created).
+replacement pods (backoffLimit > 0 is counted but no pod is re-created).
 
 Deleting a pod (or its Job: garbage collection) keeps it, with deletionTimestamp, until its
 processes are gone (a finalizer of ours stands in for graceful deletion); `kill()` is a

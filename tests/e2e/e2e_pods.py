@@ -92,12 +92,20 @@ def job_status(job: Obj, pods: list[Obj], lost: int, old: Obj) -> Obj:
     """What the Job controller writes for `pods` (+ `lost`: pods deleted before they ended).
 
     backoffLimit counts failed pods (restartPolicy Never: one failure per pod); a Job
-    whose every index succeeded is Complete; one over backoffLimit is Failed.
+    whose every index succeeded is Complete; one over backoffLimit is Failed. A failed pod
+    matching a podFailurePolicy rule is handled by its action: FailJob fails the Job with
+    reason PodFailurePolicy and the controller's message, Ignore does not count it.
     """
     spec = job["spec"]
     completions = int(spec.get("completions") or 1)
     succeeded = {pod_index(p) for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"}
-    failed = lost + sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
+    verdicts = [
+        policy_match(spec.get("podFailurePolicy"), p)
+        for p in pods
+        if (p.get("status") or {}).get("phase") == "Failed"
+    ]
+    failed = lost + sum(1 for v in verdicts if v is None or v[0] != "Ignore")
+    fail_job = next((v[1] for v in verdicts if v and v[0] == "FailJob"), None)
     active = [p for p in pods if not is_terminal(p) and not p["metadata"].get("deletionTimestamp")]
     ready = sum(1 for p in active if (p.get("status") or {}).get("phase") == "Running")
     st: Obj = {
@@ -120,6 +128,11 @@ def job_status(job: Obj, pods: list[Obj], lost: int, old: Obj) -> Obj:
                 _cond("Complete", "CompletionsReached", msg),
             ]
             st["completionTime"] = t
+        elif fail_job is not None:
+            conditions += [
+                _cond("FailureTarget", "PodFailurePolicy", fail_job),
+                _cond("Failed", "PodFailurePolicy", fail_job),
+            ]
         elif failed > int(spec.get("backoffLimit", 6)):
             msg = "Job has reached the specified backoff limit"
             conditions += [
@@ -133,6 +146,35 @@ def job_status(job: Obj, pods: list[Obj], lost: int, old: Obj) -> Obj:
     if conditions:
         st["conditions"] = conditions
     return st
+
+
+def policy_match(policy: Obj | None, pod: Obj) -> tuple[str, str] | None:
+    """(action, FailJob message) of the first podFailurePolicy rule a failed pod matches.
+
+    Messages as the Job controller writes them (pkg/controller/job/pod_failure_policy.go).
+    """
+    meta, st = pod["metadata"], pod.get("status") or {}
+    where = f"{meta.get('namespace')}/{meta['name']}"
+    for index, rule in enumerate((policy or {}).get("rules") or []):
+        action = rule["action"]
+        if codes := rule.get("onExitCodes"):
+            for cs in st.get("containerStatuses") or []:
+                code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode")
+                if code in (None, 0) or codes.get("containerName") not in (None, cs["name"]):
+                    continue
+                if (code in codes["values"]) == (codes["operator"] == "In"):
+                    return action, (
+                        f"Container {cs['name']} for pod {where} failed with exit code {code} "
+                        f"matching {action} rule at index {index}"
+                    )
+        for pattern in rule.get("onPodConditions") or []:
+            for cond in st.get("conditions") or []:
+                if cond["type"] == pattern["type"] and cond["status"] == pattern["status"]:
+                    return action, (
+                        f"Pod {where} has condition {cond['type']} matching {action} rule at "
+                        f"index {index}"
+                    )
+    return None
 
 
 def job_finished(job: Obj) -> str | None:

@@ -14,6 +14,7 @@ from e2e_pods import (
     MissingReference,
     PodFiles,
     container_env,
+    disruption_condition,
     fallback_message,
     job_finished,
     job_status,
@@ -109,6 +110,41 @@ def test_job_status_complete_failed_and_lost_pods() -> None:
     assert job_finished({"status": lost}) == "Failed"
     again = job_status(JOB, [_pod("Failed", 0)], 0, failed)
     assert again["conditions"] == failed["conditions"], "conditions are written once"
+
+
+@pytest.mark.parametrize(
+    ("code", "disrupted", "kind"),
+    [(76, True, "preempted"), (65, False, "bad_data"), (137, False, None)],
+)
+def test_pod_failure_policy_names_the_cause_the_operator_reads(code, disrupted, kind) -> None:
+    """The operator's rules (builders.POD_FAILURE_POLICY) through this Job controller: the
+    Failed condition alone tells observe() what happened once the pod itself is gone."""
+    from kubetune_operator.builders import POD_FAILURE_POLICY
+    from kubetune_operator.observe import observe
+
+    job = {**JOB, "spec": {**JOB["spec"], "podFailurePolicy": POD_FAILURE_POLICY}}
+    pod = _pod("Running", 0)
+    cond = disruption_condition("EvictionByEvictionAPI", "Eviction API: evicting")
+    pod["status"] = terminated_status(pod, "t0", "id", code, "", cond if disrupted else None)
+    st = job_status(job, [pod, _pod("Running", 1)], 0, {})
+    failed = next(c for c in st["conditions"] if c["type"] == "Failed")
+    if kind is None:  # no rule matches: the default backoffLimit handling
+        assert failed["reason"] == "BackoffLimitExceeded"
+        assert observe({"spec": {}, "status": st}, []).failure.kind == "retryable"
+        return
+    assert failed["reason"] == "PodFailurePolicy" and "ns/ft-a1-0-x" in failed["message"]
+    seen = observe({"spec": {}, "status": st}, []).failure
+    assert (seen.kind, seen.pod) == (kind, "ft-a1-0-x")
+
+
+def test_pod_failure_policy_ignore_does_not_count() -> None:
+    disrupted = [{"type": "DisruptionTarget", "status": "True"}]
+    rules = [{"action": "Ignore", "onPodConditions": disrupted}]
+    job = {**JOB, "spec": {**JOB["spec"], "podFailurePolicy": {"rules": rules}}}
+    pod = _pod("Running", 0)
+    pod["status"] = terminated_status(pod, "t0", "id", 76, "", disruption_condition("X", "y"))
+    st = job_status(job, [pod], 0, {})
+    assert st["failed"] == 0 and job_finished({"status": st}) is None
 
 
 def test_termination_message_and_disruption() -> None:

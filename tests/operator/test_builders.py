@@ -29,7 +29,16 @@ def test_indexed_job_shape():
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
     assert spec["backoffLimit"] == 0 and spec["suspend"] is False
     assert "activeDeadlineSeconds" not in spec
-    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+    # The Failed condition names permanent exit codes first, then a disruption.
+    rules = spec["podFailurePolicy"]["rules"]
+    assert [r["action"] for r in rules] == ["FailJob", "FailJob"]
+    assert rules[0]["onExitCodes"] == {
+        "containerName": container(job)["name"],
+        "operator": "In",
+        "values": [64, 65, 66],
+    }
+    assert rules[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
     assert spec["template"]["spec"]["subdomain"] == "llama-lora-a3"
     ref = job["metadata"]["ownerReferences"][0]
     assert ref == {

@@ -65,6 +65,48 @@ def test_most_specific_failure_wins_across_ranks():
     assert observe(None, [pod(0, None), pod(1, None)]).failure is None
 
 
+def _failed_job(reason: str, message: str) -> dict:
+    cond = {"type": "Failed", "status": "True", "reason": reason, "message": message}
+    return {"spec": {}, "status": {"failed": 1, "conditions": [cond]}}
+
+
+@pytest.mark.parametrize(
+    ("message", "kind", "code"),
+    [
+        # The Job controller's FailJob messages (pkg/controller/job/pod_failure_policy.go).
+        ("Pod ns/ft-a1-0-x7k2p has condition DisruptionTarget matching FailJob rule at index 1",
+         "preempted", None),
+        ("Container trainer for pod ns/ft-a1-0-x7k2p failed with exit code 65 matching FailJob "
+         "rule at index 0", "bad_data", 65),
+        ("Container trainer for pod ns/ft-a1-0-x7k2p failed with exit code 66 matching FailJob "
+         "rule at index 0", "oom", 66),
+    ],
+)  # fmt: skip
+def test_job_condition_names_the_failure_when_the_pod_is_gone(message, kind, code):
+    obs = observe(_failed_job("PodFailurePolicy", message), [])
+    assert (obs.failure.kind, obs.failure.exit_code, obs.failure.pod) == (
+        kind,
+        code,
+        "ft-a1-0-x7k2p",
+    )
+    # What is left of the attempt (a peer the Job controller stopped: exit 76 while being
+    # deleted) only saw the fallout; the Job's condition still names the cause.
+    stopped = pod(1, 76)
+    stopped["metadata"]["deletionTimestamp"] = "2026-11-22T01:00:00Z"
+    obs = observe(_failed_job("PodFailurePolicy", message), [stopped])
+    assert obs.failure.kind == kind and not obs.failure.collateral
+    # A pod that is still there with its own status says more than the condition.
+    obs = observe(_failed_job("PodFailurePolicy", message), [pod(0, 75)])
+    assert obs.failure.kind == "retryable" and obs.failure.pod == "p0"
+
+
+def test_job_failed_without_a_policy_rule_is_retryable_or_deadline():
+    lost = observe(_failed_job("BackoffLimitExceeded", "Job has reached the backoff limit"), [])
+    assert lost.failure.kind == "retryable"
+    late = observe(_failed_job("DeadlineExceeded", "Job was active longer than specified"), [])
+    assert late.failure.kind == "deadline"
+
+
 def test_termination_message_json_or_log_tail():
     obs = observe({"spec": {}, "status": {}}, [pod(0, 65, message='log line\n{"message": "bad"}')])
     assert obs.failure.message == "bad"

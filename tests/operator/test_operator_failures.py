@@ -65,6 +65,27 @@ def test_preemption_starts_a_new_attempt_without_counting(operator):
     assert cond(st, "Restarting")["reason"] == "Preempted"
 
 
+def test_evicted_pod_gone_is_still_a_preemption(operator):
+    # The Eviction API marks the pod DisruptionTarget, the trainer saves and exits, and the
+    # pod is deleted: only the Job's Failed condition (its podFailurePolicy) says why.
+    cluster = operator
+    pods = start(cluster)
+    for pod in pods:
+        cluster.delete("v1/pods", NS, pod["metadata"]["name"])
+    failed = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "PodFailurePolicy",
+        "message": f"Pod {NS}/{pods[0]['metadata']['name']} has condition DisruptionTarget "
+        "matching FailJob rule at index 1",
+    }
+    set_job_status(cluster, NS, "llama-lora-a1", active=0, failed=1, conditions=[failed])
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2's Job")
+    st = status(cluster)
+    assert (st["attempt"], st["restarts"], st["preemptions"]) == (2, 0, 1)
+    assert cond(st, "Restarting")["reason"] == "Preempted"
+
+
 def test_oom_fails_with_a_memory_recommendation(operator):
     cluster = operator
     pods = start(cluster)
