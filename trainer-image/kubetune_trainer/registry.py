@@ -9,8 +9,9 @@ Versions count up per name from 1. Every object is written whole (local: tmp + r
 S3: a single PUT), so a reader sees a complete record or none. The index is derived
 from the version files and rewritten after each registration; `list_adapters` rebuilds
 it from the version files when it is missing or stale. Two jobs registering the same
-name at the same instant may race for a version number: the later write wins that
-number (S3 has no compare-and-swap through this interface); names are usually per job.
+name at the same instant each get their own version number: a version file is created
+only if absent (local: link; S3: conditional PUT, If-None-Match), and the loser of a race
+takes the next number. The index is a cache; a stale one is rebuilt.
 
 When spec.tracking.registerAs is set, the record also names the MLflow model version.
 During `kubetune run` the MLflow sink (tracking.py) has already registered the run's
@@ -118,13 +119,14 @@ def register(
     check_name(name)
     store = open_registry(output_uri, endpoint_url)
     version = (versions(store, name) or [0])[-1] + 1
-    full = {
-        "name": name,
-        "version": version,
-        "created_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
-        **record,
-    }
-    store.put_bytes(f"{name}/v{version}.json", _dump(full))
+    created = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    while True:
+        full = {"name": name, "version": version, "created_at": created, **record}
+        key, data = f"{name}/v{version}.json", _dump(full)
+        # Equal content: our own PUT landed and its response was lost, then retried.
+        if store.create_bytes(key, data) or store.get_bytes(key) == data:
+            break
+        version += 1  # another job took this number meanwhile
     _write_index(store)
     return full
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,14 @@ from click.testing import CliRunner
 from kubetune_api.loader import parse_job
 from kubetune_trainer.cli import main
 from kubetune_trainer.errors import ConfigError
-from kubetune_trainer.registry import get, list_adapters, load_index, parse_ref, register_run
+from kubetune_trainer.registry import (
+    get,
+    list_adapters,
+    load_index,
+    parse_ref,
+    register,
+    register_run,
+)
 
 
 def _job(output: str, **tracking: Any) -> Any:
@@ -63,6 +71,36 @@ def test_versions_count_up_and_records_hold_lineage(tmp_path: Path) -> None:
     assert get(out, "fin-qa")["version"] == 2  # latest
     index = json.loads((tmp_path / "runs/registry/index.json").read_text())
     assert index == {"fin-qa": {"latest": 2, "versions": [1, 2]}}
+
+
+def _register_at_once(out: str, n: int) -> list[dict[str, Any]]:
+    """n jobs register the same name at the same instant (they all see no version yet)."""
+    start, got = threading.Barrier(n), [None] * n
+
+    def one(i: int) -> None:
+        start.wait()
+        got[i] = register(out, "shared", {"final_loss": float(i)})
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return got  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_simultaneous_registrations_each_get_their_own_version(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if where == "s3":
+        request.getfixturevalue("s3_server")  # a real moto server: conditional PUT
+    out = str(tmp_path / "runs") if where == "local" else "s3://kubetune-test/race"
+    got = _register_at_once(out, 6)
+    assert sorted(r["version"] for r in got) == [1, 2, 3, 4, 5, 6]
+    for r in got:  # nobody's record was overwritten by another job's
+        assert get(out, f"shared:{r['version']}")["final_loss"] == r["final_loss"]
+    assert load_index(out)["shared"] == {"latest": 6, "versions": [1, 2, 3, 4, 5, 6]}
 
 
 def test_index_rebuilt_from_version_files(tmp_path: Path) -> None:

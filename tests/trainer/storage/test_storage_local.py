@@ -71,6 +71,14 @@ def test_open_store_local_forms_and_roundtrip(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "adapter").exists()
 
 
+def test_create_bytes_writes_only_a_new_key(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "out"))
+    assert store.create_bytes("registry/a/v1.json", b"first") is True
+    assert store.create_bytes("registry/a/v1.json", b"second") is False
+    assert store.get_bytes("registry/a/v1.json") == b"first"
+    assert store.list("registry/") == ["registry/a/v1.json"]  # no temp file left behind
+
+
 def test_unwritable_local_output_is_a_config_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -63,6 +63,14 @@ def test_s3_store_roundtrip_and_multipart(s3_server: S3Server, tmp_path: Path) -
     assert store.uri("report") == f"s3://{S3_BUCKET}/runs/team-a/job1/report"
 
 
+def test_create_bytes_is_a_conditional_put(s3_server: S3Server) -> None:
+    store = open_store(f"s3://{S3_BUCKET}/runs/cond")
+    assert store.create_bytes("registry/a/v1.json", b"first") is True
+    assert store.create_bytes("registry/a/v1.json", b"second") is False  # 412, not retried
+    got = s3_server.client().get_object(Bucket=S3_BUCKET, Key="runs/cond/registry/a/v1.json")
+    assert got["Body"].read() == b"first"
+
+
 def test_delete_run_touches_only_that_run(s3_server: S3Server) -> None:
     s3 = s3_server.client()
     for key in ("runs/ns/job/a", "runs/ns/job/b/c", "runs/ns/job2/a", "runs/ns/jobx"):

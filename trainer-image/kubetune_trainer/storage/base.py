@@ -117,6 +117,10 @@ class Store(ABC):
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
     @abstractmethod
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Store `data` only if `key` does not exist yet (atomically); False if it did."""
+
+    @abstractmethod
     def get_bytes(self, key: str) -> bytes:
         """The object's content; FileNotFoundError when it does not exist."""
 

@@ -14,7 +14,9 @@ from kubetune_trainer.errors import ConfigError
 from .base import HashingWriter, Store, check_sha256
 
 
-def _atomic_write(dest: Path, write: Callable[[BinaryIO], object]) -> None:
+def _atomic_write(dest: Path, write: Callable[[BinaryIO], object], replace: bool = True) -> bool:
+    """Write through a temp file, then rename; with replace=False link instead, and return
+    False (writing nothing) when `dest` already exists."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     # The temp file lives in the destination folder so the rename never crosses filesystems.
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
@@ -23,7 +25,16 @@ def _atomic_write(dest: Path, write: Callable[[BinaryIO], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        if replace:
+            os.replace(tmp, dest)
+            return True
+        try:
+            os.link(tmp, dest)  # atomic create-if-absent: fails if dest exists
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -78,6 +89,9 @@ class LocalStore(Store):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         atomic_write_bytes(self._path(key), data)
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        return _atomic_write(self._path(key), lambda f: f.write(data), replace=False)
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)

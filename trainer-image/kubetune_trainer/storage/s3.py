@@ -210,6 +210,22 @@ class S3Store(Store):
             lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data),
         )
 
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        # S3 conditional write (If-None-Match: *): 412 if the key exists, 409 if another
+        # conditional write to it is in flight. A store that ignores the header overwrites.
+        def put() -> bool:
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+                )
+            except ClientError as e:
+                if _code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                    return False
+                raise
+            return True
+
+        return self._retry(f"create of {self.uri(key)}", put)
+
     def get_bytes(self, key: str) -> bytes:
         def get() -> bytes:
             try:
