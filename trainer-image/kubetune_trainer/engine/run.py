@@ -40,7 +40,7 @@ from .callbacks import (
 )
 from .progress import Progress, ProgressCallback
 from .report import write_report
-from .setup import load_all, offline_env
+from .setup import Loaded, load_all, offline_env
 from .sinks import SinkFanout, sinks_for
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ def run_job(
     prepared: PreparedDataset | None = None,
     progress: Progress | None = None,
     say: Callable[[str], None] = print,
+    loaded: Loaded | None = None,
 ) -> RunResult:
+    """`loaded`: load_all(job, prepared) already run for this same job; trained, not reloaded."""
     from kubetune_trainer.recipes import load_recipe
     from kubetune_trainer.recipes.base import RecipeContext
     from kubetune_trainer.storage import open_store
@@ -100,7 +102,7 @@ def run_job(
     ckpts = CheckpointStore(store)
     staging = _staging_dir(job, world)
     try:
-        loaded = load_all(job, prepared, say)
+        loaded = loaded or load_all(job, prepared, say)
         prep = loaded.prepared
         _stop_if_preempted(preemption, p)
 
