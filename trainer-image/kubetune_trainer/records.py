@@ -62,3 +62,5 @@ class PreparedDataset:
     fingerprint: str  # sha256 of the prepared records, for lineage
     stats: PrepStats = field(default_factory=PrepStats)
     label_names: list[str] = field(default_factory=list)  # classification only
+    # Papers chunks were sized with the base model's tokenizer (else a chars/token estimate).
+    exact_chunks: bool = False

@@ -84,6 +84,9 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
     except TrainerError as exc:  # e.g. storage unreachable (retryable)
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(exc.exit_code) from None
+    tokenizer, why = _tokenizer(job, data)
+    if tokenizer is not None and data.format == "papers":
+        data = prepare(job, tokenizer)  # chunks sized in the base's tokens, as training does
     folder = Path(out or Path("runs") / job.metadata.namespace / job.metadata.name / "prepared")
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "train.jsonl", data.train)
@@ -95,7 +98,6 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
                f"validation {len(data.validation)})")  # fmt: skip
     for problem in s.problems:
         click.echo(f"  skipped {problem}")
-    tokenizer, why = _tokenizer(job, data)
     max_len = job.spec.dataset.max_seq_length
     if tokenizer is None:
         click.echo(f"truncated: not counted: {why}")

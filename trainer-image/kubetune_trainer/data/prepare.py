@@ -87,7 +87,8 @@ def prepare(
         label_names = assign_labels(train + validation, spec.model.num_labels, ds.source)
     report.stats.kept = len(train) + len(validation)
     fp = fingerprint(kind, fmt, [("train", train), ("validation", validation)])
-    return PreparedDataset(kind, fmt, train, validation, fp, report.stats, label_names)  # type: ignore[arg-type]
+    exact = fmt == "papers" and tokenizer is not None
+    return PreparedDataset(kind, fmt, train, validation, fp, report.stats, label_names, exact)  # type: ignore[arg-type]
 
 
 def group_split(

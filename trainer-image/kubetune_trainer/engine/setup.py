@@ -1,4 +1,4 @@
-"""Start-up, in dependency order: hardware -> data -> base -> preflight -> model + LoRA.
+"""Start-up, in dependency order: hardware -> data -> base + tokenizer -> preflight -> model + LoRA.
 
 Everything here happens before the first training step, so every refusal (bad spec for
 this hardware, bad data, not enough memory) costs seconds and touches no artifact.
@@ -82,8 +82,19 @@ def load_all(job: FineTuneJob, prepared: PreparedDataset | None, say: Any) -> Lo
         f"data: {len(prepared.train)} train / {len(prepared.validation)} validation "
         f"{prepared.kind} records (format {prepared.format}, {prepared.fingerprint[:19]})"
     )
-    # 3. base: fetched/converted/built to a local folder
+    # 3. base: fetched/converted/built to a local folder, and its tokenizer
     base = loader.resolve_base(spec, training_texts(prepared))
+    tokenizer = loader.load_tokenizer(spec, base)
+    if prepared.format == "papers" and not prepared.exact_chunks:
+        # Validation above ran before any model file was read; papers chunks are sized in
+        # tokens, so cut them again with the real tokenizer (the estimate can overshoot).
+        from kubetune_trainer.data import prepare
+
+        prepared = prepare(job, tokenizer)
+        say(
+            f"data: papers re-chunked with the base's tokenizer: {len(prepared.train)} train "
+            f"/ {len(prepared.validation)} validation chunks ({prepared.fingerprint[:19]})"
+        )
     # 4. memory preflight from the config alone
     config = AutoConfig.from_pretrained(
         base.location, revision=spec.model.revision, trust_remote_code=spec.model.trust_remote_code
@@ -101,7 +112,6 @@ def load_all(job: FineTuneJob, prepared: PreparedDataset | None, say: Any) -> Lo
     if spec.training.engine == "unsloth":  # pragma: no cover - CUDA only, preflight above
         model, tokenizer = unsloth_backend.load_model(job, base.location)
     else:
-        tokenizer = loader.load_tokenizer(spec, base)
         model = loader.load_base_model(spec, base, precision, spec.model.num_labels)
         model = loader.attach_lora(spec, model, memory.gradient_checkpointing)
     trainable, total = loader.parameter_counts(model)
