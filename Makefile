@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install system-deps tools test test-fast lint crd demo bench clean
+.PHONY: install system-deps tools test test-fast lint crd docs demo bench clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -34,6 +34,10 @@ lint: install
 ## crd: regenerate crds/ from the pydantic models
 crd: install
 	$(VENV)/bin/kubetune crd > crds/finetunejobs.kubetune.io.yaml
+
+## docs: regenerate docs/reference.md (the FineTuneJob field reference) from the pydantic models
+docs: install
+	$(VENV)/bin/kubetune reference > docs/reference.md
 
 ## demo: install, then fine-tune the real SmolLM2-135M on CPU and show before/after
 demo: install

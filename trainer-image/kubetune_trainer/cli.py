@@ -16,6 +16,7 @@ import click
 COMMANDS: dict[str, str] = {
     "validate": "Check FineTuneJob files against the contract.",
     "crd": "Print the FineTuneJob CustomResourceDefinition.",
+    "reference": "Print the FineTuneJob field reference (Markdown).",
     "prepare": "Validate and prepare a job's dataset; print counts and fingerprint.",
     "run": "Run a FineTuneJob locally end to end (prepare, train, evaluate, report).",
     "train": "Train from a FineTuneJob spec (single process or under torchrun).",
