@@ -101,6 +101,7 @@ def run_job(
     p.store = store
     ckpts = CheckpointStore(store)
     staging = _staging_dir(job, world)
+    sinks = SinkFanout([])
     try:
         loaded = loaded or load_all(job, prepared, say)
         prep = loaded.prepared
@@ -127,6 +128,8 @@ def run_job(
             rank,
             world,
             found[0].uri if found else None,
+            # What sinks keep across attempts (the MLflow run id), from the checkpoint.
+            state=dict(prior.get("sink_state") or {}),
         )
         sinks = SinkFanout(sinks_for(job, run, report_dir) if rank == 0 else [])
         params = {
@@ -141,6 +144,7 @@ def run_job(
             "data_fingerprint": prep.fingerprint,
             "attempt": run.attempt,
             "base_eval_loss": prior.get("base_eval_loss"),
+            "sink_state": run.state,  # filled by on_start; every checkpoint carries it
         }
         logs = LogCallback(sinks)
         commit = CommitCallback(
@@ -267,6 +271,7 @@ def run_job(
             report,
         )
     finally:
+        sinks.close()
         preemption.uninstall()
         if rank == 0 or world == 1:
             shutil.rmtree(staging, ignore_errors=True)

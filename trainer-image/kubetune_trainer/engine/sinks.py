@@ -149,3 +149,13 @@ class SinkFanout:
 
     def on_end(self, summary: dict[str, Any], artifacts_dir: str | None) -> None:
         self._each("on_end", summary, artifacts_dir)
+
+    def close(self) -> None:
+        """Flush what sinks queue in the background; a preempted or failed attempt's last
+        rows would otherwise die with the process (the next attempt resumes after them)."""
+        for i, s in enumerate(self.sinks):
+            if hasattr(s, "close") and i not in self._failed:
+                try:
+                    s.close()
+                except Exception as exc:
+                    log.warning("sink %s.close failed: %s", type(s).__name__, exc)
