@@ -31,7 +31,7 @@ BUCKET = "notebook-artifacts"
 CELL_TIMEOUT = 240  # seconds per cell; generous because the test machine's cores are shared
 PARAMS: dict[str, Any] = {
     "BASE_MODEL": "builtin:tiny-llama",
-    "QUANTIZATION": "none",
+    "QUANTIZATION": "4bit",  # the real QLoRA path: bitsandbytes NF4 also runs on a CPU
     "MAX_STEPS": 6,
     "MICRO_BATCH_SIZE": 4,
     "GRADIENT_ACCUMULATION": 1,
@@ -143,14 +143,32 @@ def test_dataset_cell_shows_counts_and_a_formatted_example(run: dict[str, Any]) 
     assert "<|im_start|>assistant\n" in text
 
 
-def test_model_cell_trainable_count_matches_the_trained_model(run: dict[str, Any]) -> None:
+def test_model_cell_loads_the_base_in_4bit_and_counts_the_trained_parameters(
+    run: dict[str, Any],
+) -> None:
     text = outputs_text(run["cells"]["model"])
-    m = re.search(r"trainable parameters: ([\d,]+) of ([\d,]+)", text)
+    assert re.search(r"^quantization:\s+4bit \(nf4, double quantization on\)$", text, re.M)
+    layers = re.search(r"^quantized Linear layers:\s+(\d+) 4-bit, (\d+) 8-bit", text, re.M)
+    assert layers and int(layers[1]) > 0 and int(layers[2]) == 0, text
+    m = re.search(r"^trainable parameters:\s+([\d,]+) of ([\d,]+)", text, re.M)
     assert m, text
     report = json.loads((run["run_dir"] / "report" / "report.json").read_text())
+    assert report["hyperparameters"]["quantization"] == "4bit"
     assert int(m[1].replace(",", "")) == report["parameters"]["trainable"]
     assert int(m[2].replace(",", "")) == report["parameters"]["total"]
     assert "memory preflight:" in text and "available" in text
+    assert re.search(r"^memory in use:\s+process RSS \d+\.\d\d GiB after the load", text, re.M)
+    assert re.search(r"^model: builtin:tiny-llama ", text, re.M)  # load_all's own load line
+
+
+def test_training_cell_trains_the_model_cell_model_without_loading_again(
+    run: dict[str, Any],
+) -> None:
+    text = outputs_text(run["cells"]["training"])
+    assert re.search(r"^kubetune: notebook/medical-qa, objective sft", text, re.M)  # run_job ran
+    # load_all's lines (the system, the data, the preflight, the load) belong to the model cell.
+    for start in ("model: ", "memory preflight: ", "system: ", "data: "):
+        assert not re.search(rf"^{start}", text, re.M), start
 
 
 def test_training_cell_shows_progress_and_a_loss_plot(run: dict[str, Any]) -> None:

@@ -153,3 +153,76 @@ def test_save_lists_files_with_their_sha256_and_refuses_changed_weights(tmp_path
     weights.write_bytes(b"\xff" + weights.read_bytes()[1:])  # one byte changed on disk
     with pytest.raises(RuntimeError, match=r"differ from adapter\.json"):
         save(result, s3_uri="s3://never-used/kubetune")
+
+
+def model_view(job: Any, prepared: Any = None) -> Any:
+    from kubetune_trainer.engine.setup import Loaded
+    from kubetune_trainer.modeling.loader import BaseModel
+    from kubetune_trainer.modeling.preflight import MemoryEstimate
+    from kubetune_trainer.notebook import ModelView
+
+    memory = MemoryEstimate(
+        params_total=8_030_000_000,
+        params_quantizable=6_980_000_000,
+        params_lora=6_815_744,
+        weights=5 * GIB,
+        adapter_and_optimizer=GIB // 10,
+        activations=2 * GIB,
+        overhead=3 * GIB // 2,
+        available=21 * GIB,
+        gradient_checkpointing=True,
+        notes=["gradient checkpointing turned on"],
+    )
+    base = BaseModel("/cache/llama", "meta-llama/Meta-Llama-3-8B-Instruct", "/cache/llama", True)
+    loaded = Loaded(
+        system("cuda"), "bf16", prepared, base, memory, None, None, 6_815_744, 4_547_415_040
+    )
+    return ModelView(job, loaded, {"4-bit": 224, "8-bit": 0}, ("CUDA allocated", 6 * GIB))
+
+
+def test_model_view_shows_the_loaded_model_and_the_preflight_against_the_device() -> None:
+    view = model_view(job_with(quantization_spec("4bit")))
+    lines = view.text().splitlines()
+    assert lines[:6] == [
+        "base:                    meta-llama/Meta-Llama-3-8B-Instruct",
+        "quantization:            4bit (nf4, double quantization on)",
+        "quantized Linear layers: 224 4-bit, 0 8-bit (bitsandbytes)",
+        "precision:               bf16 on cuda (NVIDIA L4)",
+        "trainable parameters:    6,815,744 of 4,547,415,040 (0.150%)",
+        "memory in use:           CUDA allocated 6.00 GiB after the load",
+    ]
+    assert lines[6].startswith("memory preflight: weights 5.00 GiB") and lines[7].startswith(
+        "gradient checkpointing"
+    )
+    page = view.page()
+    assert "<td style='text-align:left;vertical-align:top'>8.60</td>" in page  # the total
+    assert "41% of available" in page and "free on the cuda" in page
+
+
+def test_train_refuses_a_model_loaded_for_another_job_or_already_trained() -> None:
+    from kubetune_trainer.notebook import DatasetView, check_model_for
+
+    job = job_with(quantization_spec("4bit"))
+    prepared = object()
+    data = DatasetView(prepared, None, None, ("", ""))  # type: ignore[arg-type]
+    view = model_view(job, prepared)
+    check_model_for(job, data, view)  # the job and data it was loaded for: fine
+    with pytest.raises(ValueError, match="another job or data"):
+        check_model_for(job_with(quantization_spec("none")), data, view)
+    with pytest.raises(ValueError, match="another job or data"):
+        check_model_for(job, DatasetView(object(), None, None, ("", "")), view)  # type: ignore[arg-type]
+    view.trained = True
+    with pytest.raises(ValueError, match="trained already"):
+        check_model_for(job, data, view)
+
+
+def test_quantized_linear_counts_counts_bitsandbytes_layers_only() -> None:
+    import bitsandbytes as bnb
+    import torch
+
+    from kubetune_trainer.notebook import quantized_linear_counts
+
+    model = torch.nn.Sequential(bnb.nn.Linear4bit(8, 8), bnb.nn.Linear4bit(8, 8))
+    model.append(torch.nn.Linear(8, 8))
+    assert quantized_linear_counts(model, "4bit") == {"4-bit": 2, "8-bit": 0}
+    assert quantized_linear_counts(model, "none") == {}

@@ -1,9 +1,9 @@
 """Thin helpers behind examples/notebooks/medical_qlora.ipynb: one call per notebook cell.
 
 Each helper calls the functions `kubetune run` calls (hardware.system_report, prepare,
-loader.resolve_base, preflight, engine.run.run_job, the run's adapter record and report)
-and only adds what a notebook needs on top: a display, a live progress bar and a loss
-plot. Nothing here trains, evaluates or saves differently from the CLI.
+loader.resolve_base, engine.setup.load_all, engine.run.run_job, the run's adapter record
+and report) and only adds what a notebook needs on top: a display, a live progress bar and
+a loss plot. Nothing here trains, evaluates or saves differently from the CLI.
 
 Importing this package imports neither torch nor IPython; outside a notebook every display
 falls back to printing its plain text.
@@ -16,13 +16,16 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubetune_api.spec import FineTuneJob
 from kubetune_trainer.records import PreparedDataset
 
 from .display import html_table, pre, show
 from .live import LiveProgress, MetricsFollower, read_metrics
+
+if TYPE_CHECKING:  # engine.setup imports torch: not at import time
+    from kubetune_trainer.engine.setup import Loaded
 
 GIB = 1024**3
 
@@ -122,64 +125,109 @@ def dataset(job: FineTuneJob) -> DatasetView:
 
 # -- model ---------------------------------------------------------------------------------
 @dataclass
-class ModelPlan:
-    base: str
-    quantization: str
-    precision: str
-    device: str
-    trainable: int  # LoRA parameters, counted from the config on the meta device
-    total: int  # base + LoRA parameters
-    memory: Any  # modeling.preflight.MemoryEstimate
+class ModelView:
+    job: FineTuneJob  # the job it was loaded for: train() refuses another one
+    loaded: Loaded  # load_all's result: the very object run_job trains
+    quantized_layers: dict[str, int]  # bitsandbytes Linear layers by kind: {"4-bit": 14, ...}
+    in_use: tuple[str, int]  # ("CUDA allocated" | "process RSS", bytes) after the load
+    trained: bool = False  # set by train(): a model trains once, a rerun loads it afresh
+
+    def summary_rows(self) -> list[list[str]]:
+        ld, q = self.loaded, self.job.spec.quantization
+        share = 100 * ld.trainable / max(ld.total, 1)
+        where, used = self.in_use
+        mode = q.mode
+        if mode == "4bit":
+            mode += f" ({q.quant_type}, double quantization {'on' if q.double_quant else 'off'})"
+        rows = [
+            ["base", ld.base.display],
+            ["quantization", mode],
+            ["precision", f"{ld.precision} on {ld.system.device} ({ld.system.device_name})"],
+            ["trainable parameters", f"{ld.trainable:,} of {ld.total:,} ({share:.3f}%)"],
+            ["memory in use", f"{where} {used / GIB:.2f} GiB after the load"],
+        ]
+        if self.quantized_layers:
+            layers = ", ".join(f"{n} {kind}" for kind, n in self.quantized_layers.items())
+            rows.insert(2, ["quantized Linear layers", f"{layers} (bitsandbytes)"])
+        return rows
+
+    def preflight_rows(self) -> list[list[str]]:
+        m = self.loaded.memory
+        gc = "on" if m.gradient_checkpointing else "off"
+        return [
+            ["weights", _gib(m.weights), f"{m.params_total / 1e6:.1f}M parameters"],
+            ["LoRA + gradients + optimizer", _gib(m.adapter_and_optimizer), ""],
+            ["activations", _gib(m.activations), f"gradient checkpointing {gc}"],
+            ["overhead", _gib(m.overhead), "framework, CUDA context"],
+            ["total estimate", _gib(m.total), f"{m.ratio:.0%} of available"],
+            ["available", _gib(m.available), f"free on the {self.loaded.system.device}"],
+        ]
 
     def text(self) -> str:
-        share = 100 * self.trainable / max(self.total, 1)
+        width = max(len(k) for k, _ in self.summary_rows())
         return "\n".join(
             [
-                f"base {self.base}, quantization {self.quantization}, precision "
-                f"{self.precision} on {self.device}",
-                f"trainable parameters: {self.trainable:,} of {self.total:,} ({share:.3f}%)",
-                f"memory preflight: {self.memory.table()}",
-                *self.memory.notes,
-                "The training cell loads the weights with these settings (the same code as "
-                "`kubetune run`).",
+                *(f"{k + ':':<{width + 1}} {v}" for k, v in self.summary_rows()),
+                f"memory preflight: {self.loaded.memory.table()}",
+                *self.loaded.memory.notes,
             ]
         )
 
+    def page(self) -> str:
+        return (
+            html_table(["", ""], self.summary_rows())
+            + "<p><b>Memory preflight</b> (estimate against the device's available memory)</p>"
+            + html_table(["", "GiB", ""], self.preflight_rows())
+            + "".join(pre(note) for note in self.loaded.memory.notes)
+        )
 
-def model_plan(job: FineTuneJob, data: DatasetView) -> ModelPlan:
-    """Hardware checks, precision and the memory preflight, from the model config alone.
 
-    The start-up checks run_job makes before it loads anything: a setting this machine
-    cannot run, or a model that does not fit, fails here in seconds (OutOfMemoryError
-    carries the preflight's recommendations) instead of after a long download.
+def _gib(n: int) -> str:
+    return f"{n / GIB:.2f}"
+
+
+def quantized_linear_counts(model: Any, mode: str) -> dict[str, int]:
+    """bitsandbytes Linear4bit / Linear8bitLt modules in the model (the frozen base layers)."""
+    if mode == "none":
+        return {}
+    import bitsandbytes as bnb
+
+    kinds = {"4-bit": bnb.nn.Linear4bit, "8-bit": bnb.nn.Linear8bitLt}
+    return {k: sum(isinstance(m, cls) for m in model.modules()) for k, cls in kinds.items()}
+
+
+def memory_in_use(device: str) -> tuple[str, int]:
+    """CUDA memory allocated by tensors on a GPU; the process's resident memory on a CPU."""
+    if device == "cuda":
+        import torch
+
+        return "CUDA allocated", torch.cuda.memory_allocated()
+    import psutil
+
+    return "process RSS", psutil.Process().memory_info().rss
+
+
+def load_model(job: FineTuneJob, data: DatasetView) -> ModelView:
+    """run_job's own start-up, load_all: checks, preflight, then the weights and LoRA.
+
+    The hardware checks and the memory preflight run from the config before any weight is
+    read (a model that does not fit stops here with recommendations); then the base is
+    loaded, quantized when the job says so, and LoRA is attached. train() trains this very
+    object: nothing is loaded twice.
     """
-    from transformers import AutoConfig
+    from kubetune_trainer.engine.setup import load_all, offline_env
 
-    from kubetune_trainer.modeling import hardware, preflight
-
-    spec = job.spec
-    system = hardware.system_report()
-    hardware.check_hardware(spec, system)
-    precision = hardware.resolve_precision(spec, system)
-    config = AutoConfig.from_pretrained(
-        data.base.location,
-        revision=spec.model.revision,
-        trust_remote_code=spec.model.trust_remote_code,
+    offline_env(job)  # as run_job does before it loads
+    loaded = load_all(job, data.prepared, _say)
+    mode = job.spec.quantization.mode
+    view = ModelView(
+        job,
+        loaded,
+        quantized_linear_counts(loaded.model, mode),
+        memory_in_use(loaded.system.device),
     )
-    memory = preflight.preflight(
-        spec, config, precision, system.memory_available_bytes, system.device
-    )
-    plan = ModelPlan(
-        base=data.base.display,
-        quantization=spec.quantization.mode,
-        precision=precision,
-        device=f"{system.device} ({system.device_name})",
-        trainable=memory.params_lora,
-        total=memory.params_total + memory.params_lora,
-        memory=memory,
-    )
-    show(plan.text())
-    return plan
+    show(view.text(), view.page())
+    return view
 
 
 # -- training ------------------------------------------------------------------------------
@@ -189,11 +237,24 @@ def _say(message: str) -> None:
     print(first if first.startswith("kubetune: ") and "resolved spec" in first else message)
 
 
-def train(job: FineTuneJob, data: DatasetView, output: str, resume: bool = True) -> Any:
-    """`kubetune run` in this kernel: run_job with a live bar and plot; returns its RunResult."""
+def check_model_for(job: FineTuneJob, data: DatasetView, model: ModelView) -> None:
+    """ValueError unless `model` was loaded for this job and data, and has not trained yet."""
+    if model.trained:
+        raise ValueError("this model has been trained already: run the model cell again first")
+    if model.job.to_manifest() != job.to_manifest() or model.loaded.prepared is not data.prepared:
+        raise ValueError("the model was loaded for another job or data: run the model cell again")
+
+
+def train(
+    job: FineTuneJob, data: DatasetView, model: ModelView, output: str, resume: bool = True
+) -> Any:
+    """`kubetune run` in this kernel: run_job on the model cell's loaded model, with a live
+    bar and plot; returns its RunResult."""
     from kubetune_api.constants import Env
     from kubetune_trainer.engine.run import run_job
 
+    check_model_for(job, data, model)
+    model.trained = True
     progress = LiveProgress()
     with socket.socket() as s:  # a free port, so the follower knows where /metrics is
         s.bind(("127.0.0.1", 0))
@@ -203,7 +264,14 @@ def train(job: FineTuneJob, data: DatasetView, output: str, resume: bool = True)
     follower = MetricsFollower(port, job.metadata.name, progress)
     follower.start()
     try:
-        result = run_job(job, output=output, resume=resume, prepared=data.prepared, say=_say)
+        result = run_job(
+            job,
+            output=output,
+            resume=resume,
+            prepared=data.prepared,
+            say=_say,
+            loaded=model.loaded,
+        )
     finally:
         follower.stop.set()
         follower.join()
