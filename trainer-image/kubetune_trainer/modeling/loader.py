@@ -53,8 +53,12 @@ def resolve_base(spec: FineTuneJobSpec, train_texts: Iterable[str] = ()) -> Base
     elif scheme == "s3":
         from kubetune_trainer.storage import fetch
 
-        dest = cache_root() / "s3" / hashlib.sha256(base.encode()).hexdigest()[:24]
-        fetch(base, str(dest))
+        # The job's one S3-compatible store (as for the dataset and the output); one
+        # bucket name on two endpoints is two models, so the endpoint is part of the key.
+        endpoint = spec.output.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or ""
+        key = hashlib.sha256(f"{endpoint}|{base}".encode()).hexdigest()[:24]
+        dest = cache_root() / "s3" / key
+        fetch(base, str(dest), spec.output.s3_endpoint)
         location = str(dest)
     elif scheme == "file" or base.startswith((".", "/", "~")) or Path(base).is_dir():
         location = str(Path(base.removeprefix("file://")).expanduser())
