@@ -27,6 +27,7 @@ from kubetune_trainer.engine.main import execute
 from kubetune_trainer.engine.run import run_job
 from kubetune_trainer.engine.setup import training_texts
 from kubetune_trainer.export.gguf_export import write_gguf
+from kubetune_trainer.export.merge import merge_adapter
 from kubetune_trainer.modeling import loader
 from tests.fixtures.servers import S3Server
 
@@ -78,10 +79,15 @@ def test_base_from_an_s3_prefix_trains(
     names = tensor_names(adapter)
     assert names and all("lora_" in n for n in names), names
     cfg = s3.get_object(Bucket=S3_BUCKET, Key=f"{run}/adapter/adapter_config.json")["Body"]
-    assert json.loads(cfg.read())["base_model_name_or_path"] == str(fetched)  # trained on it
+    # It names the bucket, not this machine's fetch cache, so it works elsewhere too.
+    assert json.loads(cfg.read())["base_model_name_or_path"] == base
     card = s3.get_object(Bucket=S3_BUCKET, Key=f"{run}/adapter/README.md")["Body"].read()
     assert card.decode().startswith(f"---\nbase_model: {base}\n")
     assert res.report["base_model"] == base
+    # Export on the adapter in S3 finds the base through that record (no job file needed).
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    merged = merge_adapter(res.adapter.uri, tmp_path / "merged")
+    assert merged.base == base and (tmp_path / "merged" / "model.safetensors").is_file()
 
 
 @pytest.mark.services

@@ -58,15 +58,34 @@ def _f(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
+def portable_base(spec: Any) -> str | None:
+    """The base as another machine finds it: the s3:// prefix, not this one's fetch cache."""
+    from kubetune_api.uris import scheme_of
+
+    m = spec.model
+    return m.base if scheme_of(m.base) == "s3" and not m.gguf_file else None
+
+
 def save_adapter(
-    model: Any, tokenizer: Any, out: Path, card: str, state_dict: dict[str, Any] | None = None
+    model: Any,
+    tokenizer: Any,
+    out: Path,
+    card: str,
+    state_dict: dict[str, Any] | None = None,
+    base_ref: str | None = None,
 ) -> dict[str, int]:
     """Write adapter + tokenizer + README.md into `out`; returns file -> size.
 
     `state_dict`: adapter weights gathered beforehand (ZeRO-3 keeps only slices per rank).
+    `base_ref`: recorded as the adapter's base (peft would record the local folder loaded).
     """
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
+    if base_ref:
+        cfg_file = out / "adapter_config.json"
+        cfg = json.loads(cfg_file.read_text())
+        cfg["base_model_name_or_path"] = base_ref
+        cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True))
     tokenizer.save_pretrained(out)
     (out / "README.md").write_text(card, encoding="utf-8")
     files = {

@@ -29,7 +29,7 @@ from kubetune_trainer.records import PreparedDataset
 from kubetune_trainer.sinks import RunInfo
 
 from . import resume as resume_mod
-from .adapter import SavedAdapter, model_card, save_adapter, upload_adapter
+from .adapter import SavedAdapter, model_card, portable_base, save_adapter, upload_adapter
 from .args import training_kwargs
 from .callbacks import (
     CommitCallback,
@@ -240,8 +240,9 @@ def run_job(
         if rank == 0:
             card = model_card(job, loaded.base.display, results)
             files = save_adapter(
-                loaded.model, loaded.tokenizer, staging / "adapter", card, gathered
-            )
+                loaded.model, loaded.tokenizer, staging / "adapter", card, gathered,
+                base_ref=portable_base(spec),
+            )  # fmt: skip
             saved = upload_adapter(store, staging / "adapter", files)
             say(f"adapter: {saved.uri} ({saved.size:,} bytes, sha256 {saved.sha256})")
             report = _report(job, loaded, results, saved, found, train_seconds, evaluation)
