@@ -23,8 +23,18 @@ def _first_last(losses: dict[int, float], k: int = 4) -> tuple[float, float]:
 @pytest.mark.parametrize("quant", ["none", "4bit", "8bit"])
 def test_training_lowers_loss(tmp_path: Path, quant: str) -> None:
     job = make_job(tmp_path, quantization={"mode": quant})
-    code, res = execute(job, prepared=prepared(), say=lambda s: None)
+    said: list[str] = []
+    code, res = execute(job, prepared=prepared(), say=said.append)
     assert code == 0 and res is not None
+    # The model summary names the shape, the bitsandbytes layers and where LoRA went.
+    (summary,) = [s for s in said if s.startswith("architecture: ")]
+    layers = TINY_LLAMA["num_hidden_layers"]
+    assert summary.startswith(f"architecture: llama: {layers} layers")
+    if quant == "none":
+        assert "Linear" not in summary
+    else:  # every projection of every layer is a bitsandbytes layer
+        assert f"{7 * layers} {'Linear4bit' if quant == '4bit' else 'Linear8bitLt'}" in summary
+    assert f"LoRA on {7 * layers} modules" in summary  # all-linear: q k v o gate up down
     first, last = _first_last(train_losses(Path(res.run_uri)))
     assert last < first - 0.1, (first, last)
     assert res.tuned_eval_loss < res.base_eval_loss - 0.1, (res.base_eval_loss, res.tuned_eval_loss)

@@ -120,4 +120,5 @@ def load_all(job: FineTuneJob, prepared: PreparedDataset | None, say: Any) -> Lo
         f"{spec.quantization.mode}, precision {precision}; trainable {trainable:,} of "
         f"{total:,} parameters ({100 * trainable / max(total, 1):.3f}%)"
     )
+    say(f"architecture: {loader.model_summary(model)}")
     return Loaded(system, precision, prepared, base, memory, tokenizer, model, trainable, total)

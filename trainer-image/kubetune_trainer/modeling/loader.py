@@ -232,3 +232,30 @@ def parameter_counts(model: Any) -> tuple[int, int]:
         if p.requires_grad:
             trainable += n
     return trainable, total
+
+
+def model_summary(model: Any) -> str:
+    """One line on the shape of the model being tuned: architecture, size, LoRA placement."""
+    base = model.get_base_model()
+    cfg = base.config
+    heads, kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None)
+    parts = [
+        f"{cfg.model_type}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+        f"{heads} heads" + (f" ({kv} kv)" if kv and kv != heads else ""),
+        f"vocabulary {cfg.vocab_size:,}",
+    ]
+    kinds: dict[str, int] = {}
+    lora = 0
+    for module in base.modules():
+        name = type(module).__name__
+        # bitsandbytes' own layers, not peft's LoRA wrappers of the same class name
+        if name in ("Linear4bit", "Linear8bitLt") and type(module).__module__.startswith(
+            "bitsandbytes"
+        ):
+            kinds[name] = kinds.get(name, 0) + 1
+        lora += hasattr(module, "lora_A") and bool(getattr(module, "lora_A", None))
+    if kinds:
+        parts.append(", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    targets = sorted(model.peft_config["default"].target_modules or [])
+    parts.append(f"LoRA on {lora} modules ({', '.join(targets)})")
+    return "; ".join(parts)
