@@ -101,6 +101,14 @@ def test_fetch_prefix_verifies_manifest_and_single_object(
     one = fetch(f"s3://{S3_BUCKET}/models/tiny/config.json", tmp_path / "one")
     assert one == tmp_path / "one" / "config.json" and json.loads(one.read_text()) == {"hidden": 8}
 
+    # A re-upload without a file (here: the manifest and a shard): the old copies go too.
+    (got / "sub" / "old-shard.bin").write_bytes(b"stale")
+    s3.delete_object(Bucket=S3_BUCKET, Key="models/tiny/MANIFEST.json")
+    again = fetch(f"s3://{S3_BUCKET}/models/tiny", tmp_path / "dl")
+    left = sorted(p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file())
+    assert left == ["config.json", "sub/weights.bin"]
+    s3.upload_file(str(src / "MANIFEST.json"), S3_BUCKET, "models/tiny/MANIFEST.json")
+
     # Same size, other bytes in the bucket: the manifest's sha256 catches it.
     s3.put_object(Bucket=S3_BUCKET, Key="models/tiny/sub/weights.bin", Body=os.urandom(3000))
     with pytest.raises(ConfigError, match=r"sub/weights.bin: sha256 differs"):

@@ -27,6 +27,7 @@ def fetch(uri: str, dest_dir: str | Path, endpoint_url: str | None = None) -> Pa
     A local path or file:// URI is returned as is, nothing is copied. Every download is
     checked against the listed size; when the prefix holds a MANIFEST.json, every file is
     also checked against its sha256, and files already present and matching are skipped.
+    `dest_dir` belongs to the prefix: files in it that the prefix no longer holds are removed.
     """
     if not uri.startswith("s3://"):
         return local_path(uri)
@@ -66,12 +67,25 @@ def fetch(uri: str, dest_dir: str | Path, endpoint_url: str | None = None) -> Pa
                 f"{uri} does not match its {MANIFEST}: {rel}: sha256 differs from the manifest"
             ) from None
         _check_size(target, size, f"{uri.rstrip('/')}/{rel}")
+    _prune(dest, set(sizes), uri)
     if manifest:
         problems = verify_dir(dest, manifest, hashes=False)  # listed but absent, sizes
         if problems:
             raise ConfigError(f"{uri} does not match its {MANIFEST}: " + "; ".join(problems))
     log.info("fetched %d files from %s to %s", len(sizes), uri, dest)
     return dest
+
+
+def _prune(dest: Path, keep: set[str], uri: str) -> None:
+    """Drop files an earlier fetch left that the prefix no longer holds: a re-uploaded
+    model with other shards must not load beside the old ones."""
+    for path in sorted(dest.rglob("*"), reverse=True):  # files before their folders
+        rel = path.relative_to(dest).as_posix()
+        if path.is_file() and rel not in keep:
+            log.info("removing %s: no longer under %s", path, uri)
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _check_size(path: Path, expected: int, uri: str) -> None:
