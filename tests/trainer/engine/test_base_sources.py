@@ -88,6 +88,17 @@ def test_base_from_an_s3_prefix_trains(
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     merged = merge_adapter(res.adapter.uri, tmp_path / "merged")
     assert merged.base == base and (tmp_path / "merged" / "model.safetensors").is_file()
+    # model.tokenizer may live on S3 too: fetched beside the base, loaded from the copy.
+    tok_files = {f.name for f in src.iterdir() if f.name.startswith(("tokenizer", "special"))}
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    for name in tok_files:
+        (tok_dir / name).write_bytes((src / name).read_bytes())
+    upload_folder(s3, tok_dir, S3_BUCKET, "models/tok")
+    spec2 = job(spec, name="tok", model={"base": base, "tokenizer": f"s3://{S3_BUCKET}/models/tok"})
+    resolved = loader.resolve_base(spec2.spec)
+    assert {f.name for f in Path(resolved.tokenizer_location).iterdir()} == tok_files
+    assert loader.load_tokenizer(spec2.spec, resolved)(TEXT).input_ids
 
 
 @pytest.mark.services

@@ -51,15 +51,7 @@ def resolve_base(spec: FineTuneJobSpec, train_texts: Iterable[str] = ()) -> Base
             path = builtin.minilm_dir()
         location = str(path)
     elif scheme == "s3":
-        from kubetune_trainer.storage import fetch
-
-        # The job's one S3-compatible store (as for the dataset and the output); one
-        # bucket name on two endpoints is two models, so the endpoint is part of the key.
-        endpoint = spec.output.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or ""
-        key = hashlib.sha256(f"{endpoint}|{base}".encode()).hexdigest()[:24]
-        dest = cache_root() / "s3" / key
-        fetch(base, str(dest), spec.output.s3_endpoint)
-        location = str(dest)
+        location = _fetch_s3(spec, base)
     elif scheme == "file" or base.startswith((".", "/", "~")) or Path(base).is_dir():
         location = str(Path(base.removeprefix("file://")).expanduser())
         if not Path(location).is_dir():
@@ -76,7 +68,21 @@ def resolve_base(spec: FineTuneJobSpec, train_texts: Iterable[str] = ()) -> Base
             )
         location = str(convert_gguf(gguf))
     tok = m.tokenizer or location
+    if scheme_of(tok) == "s3":
+        tok = _fetch_s3(spec, tok)
     return BaseModel(location=location, display=base, tokenizer_location=tok, offline=offline)
+
+
+def _fetch_s3(spec: FineTuneJobSpec, uri: str) -> str:
+    """A local copy of an s3:// prefix (base or tokenizer) in the model cache."""
+    from kubetune_trainer.storage import fetch
+
+    # The job's one S3-compatible store (as for the dataset and the output); one
+    # bucket name on two endpoints is two models, so the endpoint is part of the key.
+    endpoint = spec.output.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or ""
+    dest = cache_root() / "s3" / hashlib.sha256(f"{endpoint}|{uri}".encode()).hexdigest()[:24]
+    fetch(uri, str(dest), spec.output.s3_endpoint)
+    return str(dest)
 
 
 def load_tokenizer(spec: FineTuneJobSpec, base: BaseModel) -> Any:
