@@ -211,8 +211,12 @@ def decide(inp: Inputs) -> Plan:
     before = dump_status(st) if inp.status else None
     plan = Plan(status=st)
     if st.phase in Phase.FINISHED and inp.status:
+        # A finished job still acknowledges spec edits (e.g. a ttlSecondsAfterFinished
+        # added afterwards): a stale observedGeneration would wake its loop on every event.
+        st.observed_generation = inp.generation
         _ttl(inp, st, plan)
         plan.finished = True
+        plan.status_changed = dump_status(st) != before
         return plan
     job = _effective(inp, st, plan)
     st.observed_generation = inp.generation

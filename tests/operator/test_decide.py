@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -244,3 +245,26 @@ def test_status_patch_nulls_what_was_cleared():
         "progress": {"step": 4, "etaSeconds": None},
     }
     assert merge_patch(new, new) == {}
+
+
+def test_finished_job_acknowledges_a_later_spec_edit():
+    # Succeeded at generation 1; the user then adds a TTL (generation 2).
+    done = (NOW - timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    finished = {
+        "phase": "Succeeded",
+        "attempt": 1,
+        "observedGeneration": 1,
+        "completionTime": done,
+    }
+    edited = replace(
+        inputs(finished, None, runPolicy={"ttlSecondsAfterFinished": 60}), generation=2
+    )
+    plan = decide(edited)
+    assert plan.finished and plan.status_changed and not plan.delete_self
+    assert plan.status.observed_generation == 2 and plan.status.phase == "Succeeded"
+    assert plan.requeue_after == 50  # the TTL counts from completionTime
+    assert not plan.events and plan.ensure_attempt is None
+    # Once stored, the same generation changes nothing (no write, no event).
+    stored = plan.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    again = decide(replace(edited, status=stored))
+    assert not again.status_changed and again.status.observed_generation == 2
