@@ -78,6 +78,10 @@ def read_documents(path: str | Path) -> list[Any]:
 def load_file(path: str | Path, overrides: list[str] | None = None) -> LoadResult:
     """Every FineTuneJob in a file, or every error with its document number."""
     result = LoadResult(str(path))
+    if Path(path).is_dir():
+        msg = "cannot read file: it is a directory; name the YAML/JSON files in it"
+        result.errors.append(SpecError("", msg))
+        return result
     try:
         docs = read_documents(path)
     except (OSError, UnicodeDecodeError) as exc:

@@ -56,3 +56,16 @@ def test_crd_command_prints_committed_crd() -> None:
     proc = kubetune("crd")
     assert proc.returncode == 0
     assert proc.stdout == (ROOT / "crds" / "finetunejobs.kubetune.io.yaml").read_text()
+
+
+def test_a_directory_is_reported_like_an_unreadable_file(tmp_path: Path) -> None:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    good = ROOT / "examples" / "finance-qa.yaml"
+    proc = kubetune("validate", str(folder), str(good))
+    assert proc.returncode == 1, proc.stderr  # not click's usage error (2)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(f"{folder}: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"{folder}: cannot read"), proc.stderr
+    assert "directory" in lines[0]
+    assert "Usage:" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "1 of 2 file(s) invalid" in proc.stderr

@@ -8,7 +8,9 @@ from kubetune_api.loader import load_file
 
 
 @click.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+# No exists/dir_okay checks here: a missing file or a folder is reported like any unreadable
+# file (`path: cannot read ...`, exit 1), not as a click usage error (exit 2).
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 def command(files: tuple[str, ...], quiet: bool) -> None:
     """Check FineTuneJob FILES; print every error as `file: field.path: message`."""
