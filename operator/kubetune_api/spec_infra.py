@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ._base import SpecModel
 from .constants import DEFAULT_MASTER_PORT, DEFAULT_METRICS_PORT
-from .uris import DNS_LABEL, check_storage_uri
+from .uris import DNS_LABEL, check_mlflow_uri, check_storage_uri
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 
@@ -137,10 +137,18 @@ class TrackingSpec(SpecModel):
         description="Register the adapter in the MLflow model registry under this name.",
     )
 
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _mlflow_uri(cls, v: str | None) -> str | None:
+        return None if v is None else check_mlflow_uri(v)
+
     @model_validator(mode="after")
     def _register_needs_uri(self) -> TrackingSpec:
         if self.register_as and not self.mlflow_uri:
-            raise ValueError("`registerAs` needs `mlflowUri`")
+            raise ValueError(
+                "tracking.registerAs needs tracking.mlflowUri (the registry is MLflow's); "
+                "set tracking.mlflowUri or remove tracking.registerAs"
+            )
         return self
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ._base import SpecModel
-from .uris import BUILTIN_MODELS, check_model_uri
+from .uris import BUILTIN_MODELS, check_model_uri, check_tokenizer_uri
 
 Task = Literal["causal_lm", "sequence_classification", "masked_lm"]
 Bias = Literal["none", "all", "lora_only"]
@@ -29,7 +29,9 @@ class ModelSpec(SpecModel):
         default=None, description="Git revision (branch, tag or commit) of a hub model."
     )
     tokenizer: str | None = Field(
-        default=None, description="Tokenizer location when it differs from the base model."
+        default=None,
+        description="Tokenizer location when it differs from the base model: a Hugging Face "
+        "id, a local folder or an s3:// prefix.",
     )
     gguf_file: str | None = Field(
         default=None,
@@ -59,15 +61,24 @@ class ModelSpec(SpecModel):
     def _base_uri(cls, v: str) -> str:
         return check_model_uri(v)
 
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_uri(cls, v: str | None) -> str | None:
+        return None if v is None else check_tokenizer_uri(v)
+
     @model_validator(mode="after")
     def _task_rules(self) -> ModelSpec:
         if self.task == "sequence_classification" and self.num_labels is None:
             raise ValueError(
-                "`num_labels` is required when `task` is sequence_classification "
-                "(set model.numLabels to the number of classes)"
+                "model.numLabels is required when model.task is sequence_classification; "
+                "set model.numLabels to the number of classes (2 or more)"
             )
         if self.task != "sequence_classification" and self.num_labels is not None:
-            raise ValueError("`num_labels` only applies to task sequence_classification")
+            raise ValueError(
+                f"model.numLabels only applies to model.task sequence_classification (task is "
+                f"{self.task!r}); remove model.numLabels or set model.task: "
+                "sequence_classification"
+            )
         return self
 
 

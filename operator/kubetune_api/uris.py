@@ -40,6 +40,7 @@ def check_storage_uri(uri: str, what: str) -> str:
 
 
 def check_model_uri(uri: str) -> str:
+    """model.base: a hub id, a local folder, s3://bucket/prefix or builtin:<name>."""
     scheme = scheme_of(uri)
     if scheme == "builtin":
         name = uri.split(":", 1)[1]
@@ -59,6 +60,45 @@ def check_model_uri(uri: str) -> str:
     if uri.startswith((".", "/", "~")) or _HF_ID.match(uri):
         return uri
     raise ValueError(f"{uri!r} is neither a Hugging Face id (org/name) nor a local path")
+
+
+def check_tokenizer_uri(uri: str) -> str:
+    """model.tokenizer: a hub id, a local folder or s3://bucket/prefix (fetched like the base).
+
+    No builtin: (a built-in model brings its own tokenizer) and no file:// (a plain path is
+    what the trainer hands to the tokenizer loader).
+    """
+    scheme = scheme_of(uri)
+    if scheme == "s3":
+        return check_storage_uri(uri, "model.tokenizer")
+    if scheme == "builtin":
+        raise ValueError(
+            f"model.tokenizer {uri!r}: a built-in model brings its own tokenizer; "
+            "remove model.tokenizer"
+        )
+    if scheme:
+        raise ValueError(
+            f"model.tokenizer {uri!r} has unsupported scheme {scheme!r}; use a Hugging Face "
+            "id (org/name), a local folder or s3://bucket/prefix"
+        )
+    if uri.startswith((".", "/", "~")) or _HF_ID.match(uri):
+        return uri
+    raise ValueError(
+        f"model.tokenizer {uri!r} is neither a Hugging Face id (org/name) nor a local path"
+    )
+
+
+_MLFLOW = re.compile(r"^(https?://[^\s/]+(/\S*)?|sqlite:///\S+)$")
+
+
+def check_mlflow_uri(uri: str) -> str:
+    """tracking.mlflowUri: an MLflow server (http(s)://) or a SQLite store (sqlite:///)."""
+    if not _MLFLOW.match(uri):
+        raise ValueError(
+            f"tracking.mlflowUri {uri!r} is not an MLflow tracking URI kubetune supports; "
+            "use http(s)://host[:port] (a tracking server) or sqlite:///path/to/mlflow.db"
+        )
+    return uri
 
 
 def is_remote(uri: str) -> bool:
