@@ -4,12 +4,14 @@ and the packaged chart is self-contained (files/ symlinks resolved into the arch
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import CHART, REPO, find_tool, run
+from chart_helpers import CHART, REPO, find_tool, in_ci, run
 
 
 def test_missing_tool_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,6 +25,29 @@ def test_missing_tool_fails_in_ci(monkeypatch: pytest.MonkeyPatch, ci: str) -> N
     monkeypatch.setenv("CI", ci)
     with pytest.raises(pytest.fail.Exception, match="kubetune-no-such-tool is not installed"):
         find_tool("kubetune-no-such-tool")
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "true"), ("1", "1")])
+def test_ci_entry_point_sets_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str | None, seen: str
+) -> None:
+    # .ci/run with a stand-in `make` that records what it was run with.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "make-saw"
+    fake = bin_dir / "make"
+    fake.write_text(f'#!/bin/sh\necho "CI=${{CI-unset}} $*" > {record}\n')
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    if given is not None:
+        env["CI"] = given
+    proc = subprocess.run([str(REPO / ".ci/run")], env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert record.read_text().split() == [f"CI={seen}", "test"]
+    monkeypatch.setenv("CI", seen)
+    assert in_ci(), "make test must run with a CI value that turns missing tools into failures"
 
 
 def test_packaged_chart_carries_the_linked_files(helm: str, tmp_path: Path) -> None:
