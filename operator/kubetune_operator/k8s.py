@@ -3,8 +3,10 @@
 Client choice: aiohttp directly, with the same credentials kopf logs in with
 (`kopf.ConnectionInfo` from the service account or $KUBECONFIG, read at start-up, not
 at import). It is async like kopf (no thread pool), one session per operator reused by
-every call, and merge-patches are explicit. Every failure is counted in
-kubetune_api_errors_total{verb,code} and raised as ApiError (NotFound/Conflict).
+every call, and merge-patches are explicit. Every failure is raised as ApiError
+(NotFound/Conflict) and counted in kubetune_api_errors_total{verb,code}, except the
+answers a call expects: 404 of a GET or DELETE (None/False) and 409 of create-if-missing
+(it exists) are how those calls work, not errors.
 """
 
 from __future__ import annotations
@@ -143,20 +145,28 @@ class KubeClient:
         params: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        expected: tuple[int, ...] = (),
     ) -> dict[str, Any]:
+        """One API call; `expected` error codes are still raised but not counted."""
         for fresh_login in (False, True):
             if fresh_login:
                 # Projected service-account tokens rotate: read the token again, once.
                 self.auth = _authorization(login())
             try:
-                return await self._request(method, path, params, body, content_type)
+                return await self._request(method, path, params, body, content_type, expected)
             except ApiError as exc:
                 if exc.status != 401 or fresh_login:
                     raise
         raise AssertionError("unreachable")
 
     async def _request(
-        self, method: str, path: str, params: Any, body: Any, content_type: str
+        self,
+        method: str,
+        path: str,
+        params: Any,
+        body: Any,
+        content_type: str,
+        expected: tuple[int, ...],
     ) -> dict[str, Any]:
         verb = method.lower()
         headers = {"Authorization": self.auth} if self.auth else {}
@@ -172,7 +182,8 @@ class KubeClient:
                 except ValueError:  # e.g. an HTML error page from a proxy in between
                     data = {"message": text[:200]}
                 if resp.status >= 400:
-                    self.metrics.api_errors.labels(verb, str(resp.status)).inc()
+                    if resp.status not in expected:
+                        self.metrics.api_errors.labels(verb, str(resp.status)).inc()
                     msg = (data or {}).get("message") if isinstance(data, dict) else None
                     cls = {404: NotFound, 409: Conflict}.get(resp.status, ApiError)
                     raise cls(resp.status, f"{method} {path}: {msg or resp.reason}")
@@ -183,7 +194,7 @@ class KubeClient:
 
     async def get(self, res: Resource, ns: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self.request("GET", res.path(ns, name))
+            return await self.request("GET", res.path(ns, name), expected=(404,))
         except NotFound:
             return None
 
@@ -196,7 +207,7 @@ class KubeClient:
         """Create; an existing object with that name (409) counts as done. True if created."""
         ns = obj["metadata"]["namespace"]
         try:
-            await self.request("POST", res.path(ns), body=obj)
+            await self.request("POST", res.path(ns), body=obj, expected=(409,))
             return True
         except Conflict:
             return False
@@ -215,7 +226,7 @@ class KubeClient:
         """Delete; children go by the garbage collector. False if it was already gone."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         try:
-            await self.request("DELETE", res.path(ns, name), body=body)
+            await self.request("DELETE", res.path(ns, name), body=body, expected=(404,))
             return True
         except NotFound:
             return False

@@ -27,6 +27,9 @@ every resource request itself:
 * garbage collection: deleting an object deletes its dependents (ownerReferences by
   uid, any propagation policy except Orphan, immediately and recursively);
 * bearer-token authentication when `emulator.tokens` is set (401 otherwise);
+* injected faults: `emulator.fail("GET", path, 500)` answers the next matching request(s)
+  with that error (an API server having a bad moment); `emulator.statuses[request.id]`
+  is the code each logged request was answered with;
 * CRDs: creating a CustomResourceDefinition registers its resource, subresources and
   printer columns; discovery and Table output live in kube_discovery.py.
 
@@ -61,6 +64,29 @@ Obj = dict[str, Any]
 LOG_SIZE = 20000
 
 
+@dataclass
+class Fault:
+    """The next `times` requests with this method and URL path (from a client whose
+    User-Agent starts with `agent`) are answered with `code` instead of being served."""
+
+    method: str
+    path: str
+    code: int = 500
+    times: int = 1
+    agent: str = ""
+    hits: int = 0
+
+    def take(self, request: kmock.Request) -> bool:
+        if self.hits >= self.times or str(request.method.value).upper() != self.method:
+            return False
+        if request.url.path != self.path:
+            return False
+        if not request.headers.get("User-Agent", "").startswith(self.agent):
+            return False
+        self.hits += 1
+        return True
+
+
 @dataclass(eq=False)  # identity-hashed: watchers live in a set
 class Watcher:
     res: kmock.resource
@@ -87,6 +113,8 @@ class Emulator(kmock.KubernetesEmulator):
         self.watchers: set[Watcher] = set()
         # None: no authentication; else the bearer tokens accepted (rotate them in tests).
         self.tokens: set[str] | None = None
+        self.faults: list[Fault] = []
+        self.statuses: dict[int, int] = {}  # request id -> the HTTP status it was answered
         for info in disc.BUILTIN_KINDS:
             self.register(info)
 
@@ -106,11 +134,21 @@ class Emulator(kmock.KubernetesEmulator):
         request = await parse_request(raw, len(self._requests))
         self._requests.append(request)
         try:
-            return await self._handle(request)
+            resp = await self._handle(request)
         except Exception as exc:  # answer like an API server, and keep serving
-            return aiohttp.web.json_response(
+            resp = aiohttp.web.json_response(
                 ApiStatus(500, "InternalError", repr(exc)).body(), status=500
             )
+        self.statuses[request.id] = resp.status
+        return resp
+
+    def fail(
+        self, method: str, path: str, code: int = 500, times: int = 1, agent: str = ""
+    ) -> Fault:
+        """Answer the next `times` matching requests with `code` (see `Fault`)."""
+        fault = Fault(method.upper(), path, code, times, agent)
+        self.faults.append(fault)
+        return fault
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         try:
@@ -118,6 +156,9 @@ class Emulator(kmock.KubernetesEmulator):
                 auth = request.headers.get("Authorization", "")
                 if auth.removeprefix("Bearer ") not in self.tokens:
                     raise ApiStatus(401, "Unauthorized", "Unauthorized")
+            for fault in self.faults:
+                if fault.take(request):
+                    raise ApiStatus(fault.code, "InternalError", "injected fault")
             if request.resource is not None and request.resource.plural:
                 return await self._serve_resource(request)
             payload = disc.serve_discovery(self, request)

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, EmulatorServer, run_operator, wait_for
+from kube_cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
 from op_support import NS, load_ftj
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune_api import constants as c
 from kubetune_operator.config import OperatorConfig
@@ -197,26 +198,50 @@ def test_kueue_queue_creates_a_suspended_labelled_job(operator):
     assert st["phase"] == "Pending"
 
 
-def test_operator_metrics_endpoint(cluster):
+def metric_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Samples of one metric from Prometheus text: {sorted label pairs: value}."""
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def test_operator_metrics_endpoint_and_api_errors(cluster):
+    """/metrics: jobs by phase, reconciles, and API errors: a 500 is counted; the 404 of a
+    GET and the 409 of create-if-missing are answers those calls expect, not errors."""
     import httpx
 
     port = free_port()
-    with run_operator(
-        cluster,
-        [NS],
-        OperatorConfig(reconcile_interval=0.5, metrics_port=port, metrics_addr="127.0.0.1"),
-    ):
+    config = OperatorConfig(reconcile_interval=0.5, metrics_port=port, metrics_addr="127.0.0.1")
+    with run_operator(cluster, [NS], config):
         cluster.create(FTJ, load_ftj())
-        wait_for(lambda: status(cluster).get("jobName"), what="the Job")
+        wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
 
-        def scrape() -> str:
+        def scrape(want: str) -> str:
             text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-            return text if 'kubetune_jobs{phase="Pending"} 1.0' in text else ""
+            return text if want in text else ""
 
-        text = wait_for(scrape, what="kubetune_jobs")
-    assert 'kubetune_jobs{phase="Running"} 0.0' in text
-    assert "kubetune_reconcile_seconds_count" in text
-    assert "kubetune_api_errors_total" in text
+        text = wait_for(lambda: scrape('kubetune_jobs{phase="Pending"} 1.0'), what="kubetune_jobs")
+        assert 'kubetune_jobs{phase="Running"} 0.0' in text
+        assert "kubetune_reconcile_seconds_count" in text
+        # The API server has a bad moment: the operator's next GET of the job gets a 500.
+        path = api_path(FTJ, NS, "llama-lora")
+        fault = cluster.emu.fail("GET", path, 500, agent="kubetune-operator")
+        wait_for(lambda: fault.hits == 1, what="the injected 500")
+        # A retryable failure: attempt 2 creates the existing ConfigMap again (409).
+        set_terminated(cluster, NS, create_pods(cluster, NS, "llama-lora-a1")[0], 75)
+        wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2")
+        text = wait_for(lambda: scrape("kubetune_api_errors_total{"), what="an API error")
+    answered = {
+        cluster.emu.statuses.get(r.id)
+        for r in cluster.requests()
+        if r.headers.get("User-Agent") == "kubetune-operator"
+    }
+    assert {404, 409, 500} <= answered  # the operator really got all three
+    errors = metric_samples(text, "kubetune_api_errors_total")
+    assert errors == {(("code", "500"), ("verb", "get")): 1.0}, errors
 
 
 def test_all_namespaces_mode_serves_every_namespace(cluster):
