@@ -198,6 +198,22 @@ class World:
             ),
         )
 
+    def pod_history(self, job_name: str) -> list[dict[str, Any]]:
+        """Every version the API stored of the pods of Job `job_name`, oldest first (the
+        emulator's watch history): what a pod showed stays readable after garbage
+        collection deleted it with its Job, which the operator does within a second."""
+        assert self.cluster.emu is not None
+        versions = []
+        for _rv, res, event in list(self.cluster.emu.log):
+            meta = event["object"].get("metadata") or {}
+            if (
+                res.plural == "pods"
+                and meta.get("namespace") == self.namespace
+                and (meta.get("labels") or {}).get("job-name") == job_name
+            ):
+                versions.append(event["object"])
+        return versions
+
     def log_of(self, pod_name: str) -> str:
         return self.kubelet.container(pod_name).log()
 

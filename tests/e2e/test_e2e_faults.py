@@ -35,6 +35,16 @@ def _resumed_from(world: World, name: str, attempt: int) -> tuple[str, int]:
     return m.group(1), int(m.group(2))
 
 
+def _ended(world: World, name: str, attempt: int) -> dict | None:
+    """The first stored version of the attempt's pod whose container shows `terminated`
+    (from the API's history: the pod itself goes with its Job soon after)."""
+    for pod in world.pod_history(f"{name}-a{attempt}"):
+        statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+        if "terminated" in (statuses[0].get("state") or {}):
+            return pod
+    return None
+
+
 def test_pod_killed_resumes_from_last_checkpoint(world: World) -> None:
     name = "killed"
     world.submit(world.load("long-run.yaml", name, METRICS_PORT=free_port()))
@@ -42,15 +52,14 @@ def test_pod_killed_resumes_from_last_checkpoint(world: World) -> None:
     (pod,) = world.pods_of(name, 1)
     world.kubelet.kill(pod["metadata"]["name"])  # SIGKILL to the container: no goodbye
     seen = world.committed_steps(name)
+    dead = world.wait_until(lambda: _ended(world, name, 1), 60, "attempt 1's pod to end", name)
+    term = world.terminated(dead)
+    assert dead["status"]["phase"] == "Failed" and term["exitCode"] == 137, term
 
     st = world.succeeded(name)
     assert st["restarts"] == 1 and st["preemptions"] == 0 and st["attempt"] == 2, st
     assert st["progress"]["step"] == TOTAL, st
 
-    (dead,) = world.pods_of(name, 1) or [None]
-    if dead is not None:  # the attempt's Job (and so its pods) may already be collected
-        term = world.terminated(dead)
-        assert dead["status"]["phase"] == "Failed" and term["exitCode"] == 137, term
     uri, step = _resumed_from(world, name, 2)
     assert step > 0 and step >= max(seen), (step, seen)
     assert uri.endswith(f"/checkpoints/step-{step:06d}"), uri
@@ -66,30 +75,36 @@ def test_pod_killed_resumes_from_last_checkpoint(world: World) -> None:
 def test_preemption_checkpoints_and_is_not_counted(world: World) -> None:
     name = "preempted"
     world.submit(world.load("long-run.yaml", name, METRICS_PORT=free_port()))
-    _first_commit(world, name)
+    before = _first_commit(world, name)
     (pod,) = world.pods_of(name, 1)
     world.kubelet.preempt(pod["metadata"]["name"])  # DisruptionTarget + SIGTERM
+
+    # Attempt 1 saved a checkpoint on SIGTERM and said which: exit 76, DisruptionTarget, and
+    # the checkpoint's URI and step in its termination summary.
+    old = world.wait_until(
+        lambda: _ended(world, name, 1), 180, "attempt 1's pod to end after SIGTERM", name
+    )
+    term = world.terminated(old)
+    assert old["status"]["phase"] == "Failed", old["status"]
+    assert term["exitCode"] == c.ExitCode.PREEMPTED, term
+    conds = {x["type"]: x for x in old["status"]["conditions"]}
+    assert conds["DisruptionTarget"]["status"] == "True", conds
+    summary = json.loads(term["message"])
+    saved_uri, saved_step = summary["checkpoint"], summary["step"]
+    assert saved_uri.endswith(f"/checkpoints/step-{saved_step:06d}"), summary
+    assert saved_step > max(before), f"saved on SIGTERM, after the commits {before}: {summary}"
+    assert 0 < saved_step < TOTAL, summary
 
     st = world.succeeded(name)
     assert st["restarts"] == 0 and st["preemptions"] == 1 and st["attempt"] == 2, st
     assert st["progress"]["step"] == TOTAL, st
 
-    # Attempt 1 saved a checkpoint on SIGTERM and said which (exit 76, DisruptionTarget)...
-    (old,) = world.pods_of(name, 1) or [None]
+    # ...and attempt 2 resumed from exactly that checkpoint.
+    assert _resumed_from(world, name, 2) == (saved_uri, saved_step), summary
     events = world.events(name)
     preempted = [e for e in events if e["reason"] == c.Reason.PREEMPTED]
     assert preempted, [e["reason"] for e in events]
     assert "exit code 76" in preempted[0]["message"], preempted[0]
-    uri, step = _resumed_from(world, name, 2)
-    if old is not None:
-        term = world.terminated(old)
-        assert term["exitCode"] == c.ExitCode.PREEMPTED, term
-        conds = {x["type"]: x for x in old["status"]["conditions"]}
-        assert conds["DisruptionTarget"]["status"] == "True", conds
-        summary = json.loads(term["message"])
-        # ...and attempt 2 resumed from exactly that checkpoint.
-        assert summary["checkpoint"] == uri and summary["step"] == step, (summary, uri)
-    assert 0 < step < TOTAL, step
     metrics = world.operator.metrics_text() or ""
     assert re.search(
         rf'kubetune_job_restarts_total\{{[^}}]*job="{name}"[^}}]*reason="preempted"[^}}]*\}} 1\.0',
