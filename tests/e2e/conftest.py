@@ -2,15 +2,24 @@
 and one canary per session; per test a namespace with its own Secret, kubelet stand-in and
 operator process. MLflow and Prometheus come from tests/fixtures, started where a test
 asks for them.
+
+The time budget: every test has a timeout (its `timeout` marker), and the World's waits
+end a little before it, so a slow test fails with the whole picture. The e2e tests that
+ran must together take at most E2E_BUDGET seconds (setup, call and teardown, servers
+started included); over it, the session fails with each test's duration.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +40,89 @@ from tests.fixtures.servers import S3Server, s3_server  # noqa: E402
 BUCKET = "kubetune-e2e"
 FINANCE = ROOT / "examples" / "data" / "finance_qa" / "train.jsonl"
 RATED = ROOT / "examples" / "data" / "preference" / "rated.jsonl"
+# "Keep the whole e2e suite under 10 minutes on 2 cores" (issue 9). A scenario's timeout is
+# its `timeout` marker (300 s: the slowest takes up to ~240 s on a loaded machine).
+E2E_BUDGET = float(os.environ.get("KUBETUNE_E2E_BUDGET", "600"))
+WAIT_MARGIN = 20.0  # s before the test's timeout at which World's waits give up
+_STARTED = pytest.StashKey[float]()
+
+
+# -- the time budget ------------------------------------------------------------------------
+@dataclass
+class SuiteClock:
+    """Durations of the e2e tests that ran (this conftest's hooks see only tests/e2e)."""
+
+    durations: dict[str, float] = field(default_factory=dict)  # nodeid -> seconds
+    outcomes: dict[str, str] = field(default_factory=dict)
+    first_start: float | None = None
+    last_stop: float | None = None
+
+    def add(self, report: pytest.TestReport) -> None:
+        nodeid = report.nodeid
+        self.durations[nodeid] = self.durations.get(nodeid, 0.0) + report.duration
+        if report.failed or nodeid not in self.outcomes:
+            self.outcomes[nodeid] = report.outcome
+        if self.first_start is None:
+            self.first_start = report.start
+        self.last_stop = report.stop
+
+    @property
+    def total(self) -> float:
+        return sum(self.durations.values())
+
+    def over_budget(self, budget: float) -> str | None:
+        """The failure text when the e2e tests together took more than `budget` seconds."""
+        if self.total <= budget:
+            return None
+        wall = (self.last_stop or 0.0) - (self.first_start or 0.0)
+        lines = [
+            f"the e2e tests took {self.total:.0f} s together, over the budget of {budget:.0f} s"
+            f" (wall clock from the first to the last: {wall:.0f} s); each test:"
+        ]
+        for nodeid, seconds in sorted(self.durations.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {seconds:7.1f} s  {self.outcomes[nodeid]:<7}  {nodeid}")
+        return "\n".join(lines)
+
+
+CLOCK = SuiteClock()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    CLOCK.add(report)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_STARTED] = time.monotonic()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if CLOCK.over_budget(E2E_BUDGET) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not CLOCK.durations:
+        return
+    failure = CLOCK.over_budget(E2E_BUDGET)
+    if failure:
+        terminalreporter.write_sep("=", "FAILED: e2e time budget", red=True, bold=True)
+        terminalreporter.write_line(failure)
+    else:
+        terminalreporter.write_line(
+            f"e2e: {len(CLOCK.durations)} tests took {CLOCK.total:.0f} s together"
+            f" (budget {E2E_BUDGET:.0f} s)"
+        )
+
+
+def _timeout(item: pytest.Item) -> float | None:
+    """The test's pytest-timeout: its `timeout` marker, else the configured default."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and (marker.args or "timeout" in marker.kwargs):
+        value = marker.args[0] if marker.args else marker.kwargs["timeout"]
+    else:
+        value = item.config.getini("timeout")
+    return float(value) if value else None
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +179,10 @@ def world(
             operator=operator,
             values={"BUCKET": BUCKET, "S3_ENDPOINT": e2e_s3.endpoint, "CLEANUP": "retain"},
         )
+        limit = _timeout(request.node)
+        if limit:
+            started = request.node.stash.get(_STARTED, time.monotonic())
+            w.deadline = started + limit - WAIT_MARGIN
         w.create_secret()
         operator.start()
         try:

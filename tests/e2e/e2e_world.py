@@ -41,6 +41,9 @@ class World:
     kubelet: Kubelet
     operator: OperatorProcess
     values: dict[str, str] = field(default_factory=dict)  # ${...} in the job YAMLs
+    # time.monotonic() by which every wait gives up: a little before the test's own timeout,
+    # so a slow test still fails with the picture below, not with pytest-timeout's dump.
+    deadline: float | None = None
 
     # -- objects ------------------------------------------------------------------------------
     def create_secret(self) -> None:
@@ -108,33 +111,44 @@ class World:
         what: str,
     ) -> dict[str, Any]:
         """Poll the FineTuneJob's status until accept(status) is truthy; returns the status."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            st = self.status(name)
-            if accept(st):
-                return st
-            self.check_harness()
-            time.sleep(0.5)
-        raise AssertionError(
-            f"timed out after {timeout:.0f} s waiting for {what}\n" + self.report(name)
-        )
 
-    def wait_until(self, probe: Callable[[], Any], timeout: float, what: str, name: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def probe() -> list[dict[str, Any]] | None:
+            st = self.status(name)
+            return [st] if accept(st) else None  # a list: an accepted {} is still found
+
+        return self.wait_until(probe, timeout, what, name, interval=0.5)[0]
+
+    def wait_until(
+        self,
+        probe: Callable[[], Any],
+        timeout: float,
+        what: str,
+        name: str,
+        interval: float = 0.2,
+    ) -> Any:
+        """Poll probe() until it is truthy, for `timeout` s or until the test's deadline."""
+        start = time.monotonic()
+        end, budget = start + timeout, False
+        if self.deadline is not None and self.deadline < end:
+            end, budget = self.deadline, True
+        while True:
             value = probe()
             if value:
                 return value
             self.check_harness()
-            time.sleep(0.2)
+            if time.monotonic() >= end:
+                break
+            time.sleep(interval)
+        why = " (the test's time budget ran out)" if budget else ""
         raise AssertionError(
-            f"timed out after {timeout:.0f} s waiting for {what}\n" + self.report(name)
+            f"timed out after {time.monotonic() - start:.0f} s waiting for {what}{why}\n"
+            + self.report(name)
         )
 
-    def finished(self, name: str, timeout: float = 480) -> dict[str, Any]:
+    def finished(self, name: str, timeout: float = 240) -> dict[str, Any]:
         return self.wait(name, lambda s: s.get("phase") in c.Phase.FINISHED, timeout, "the end")
 
-    def succeeded(self, name: str, timeout: float = 480) -> dict[str, Any]:
+    def succeeded(self, name: str, timeout: float = 240) -> dict[str, Any]:
         st = self.finished(name, timeout)
         assert st["phase"] == c.Phase.SUCCEEDED, "the job did not succeed\n" + self.report(name)
         return st

@@ -12,7 +12,7 @@ from e2e_world import World
 
 from kubetune_api import constants as c
 
-pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -74,7 +74,7 @@ def test_two_nodes_lost_node_is_a_counted_restart(world: World) -> None:
     job["spec"]["training"].update(maxSteps=40, saveSteps=10)
     job["spec"]["runPolicy"] = {"maxRestarts": 2, "backoffSeconds": 1}
     world.submit(job)
-    world.wait_until(lambda: world.committed_steps(name), 360, "the first commit", name)
+    world.wait_until(lambda: world.committed_steps(name), 180, "the first commit", name)
     _, node1 = world.pods_of(name, 1)
     world.kubelet.kill(node1["metadata"]["name"])
 

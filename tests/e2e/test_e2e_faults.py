@@ -16,14 +16,14 @@ from e2e_world import FTJ, World
 
 from kubetune_api import constants as c
 
-pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 TOTAL = 40
 RESUMED = re.compile(r"resuming from (s3://\S+) \(step (\d+)\)")
 
 
 def _first_commit(world: World, name: str) -> list[int]:
     return world.wait_until(
-        lambda: world.committed_steps(name), 360, "the first committed checkpoint", name
+        lambda: world.committed_steps(name), 180, "the first committed checkpoint", name
     )
 
 
@@ -119,7 +119,7 @@ def test_operator_restarted_mid_run(world: World) -> None:
     before = world.wait(
         name,
         lambda s: s.get("phase") == c.Phase.RUNNING and s.get("progress", {}).get("step", 0) > 0,
-        360,
+        180,
         "Running with progress",
     )
     world.operator.stop()
@@ -128,7 +128,7 @@ def test_operator_restarted_mid_run(world: World) -> None:
     assert step0 >= before["progress"]["step"]
     world.wait_until(
         lambda: [s for s in world.committed_steps(name) if s > step0 or s == TOTAL],
-        300,
+        180,
         "a later commit",
         name,
     )
@@ -153,7 +153,7 @@ def test_deleted_mid_run_stops_everything(world: World) -> None:
     assert pids, "the trainer should be running"
     world.cluster.delete(FTJ, world.namespace, name)
 
-    world.wait_until(lambda: world.ftj(name) is None, 300, "the FineTuneJob to go", name)
+    world.wait_until(lambda: world.ftj(name) is None, 120, "the FineTuneJob to go", name)
     assert world.kubelet.live_pids() == []
     for pid in pids:
         with pytest.raises(ProcessLookupError):

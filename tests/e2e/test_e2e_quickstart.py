@@ -17,7 +17,7 @@ from e2e_world import FTJ, World
 from kubetune_api import constants as c
 from tests.fixtures.servers import MlflowServer, prometheus_server
 
-pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 NAME = "quickstart"
 
 

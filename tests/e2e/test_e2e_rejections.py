@@ -12,7 +12,7 @@ from e2e_world import World
 
 from kubetune_api import constants as c
 
-pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 FINANCE = Path(__file__).resolve().parents[2] / "examples" / "data" / "finance_qa" / "train.jsonl"
 
 
