@@ -67,6 +67,66 @@ def test_trainer_image() -> None:
     assert '"kubetune"]' in entrypoint
 
 
+CACHE_VARS = (
+    "KUBETUNE_CACHE",
+    "HF_HOME",
+    "TORCH_EXTENSIONS_DIR",
+    "TRITON_CACHE_DIR",
+    "MPLCONFIGDIR",
+)
+
+
+def cache_problems(path: Path) -> list[str]:
+    """Why the final stage's cache directories would not be writable by the user it runs as."""
+    steps = instructions(path)
+    final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for w, a in final if w == "ENV")))
+    user_at = max(i for i, (w, _) in enumerate(final) if w == "USER")
+    uid = final[user_at][1].split(":")[0]
+    made: set[str] = set()
+    owned: set[str] = set()
+    for word, rest in final[:user_at]:  # as root: after USER a RUN could not create /cache
+        if word != "RUN":
+            continue
+        for cmd in re.split(r"&&|;|\|\|", rest):
+            argv = cmd.strip(" ()").split()
+            if argv[:1] == ["mkdir"]:
+                made |= {a for a in argv[1:] if not a.startswith("-")}
+            if argv[:1] == ["chown"] and "-R" in argv:
+                owner, *paths = [a for a in argv[1:] if not a.startswith("-")]
+                if owner.split(":")[0] == uid:
+                    owned |= set(paths)
+    problems = []
+    for var in CACHE_VARS:
+        where = env.get(var)
+        if where is None:
+            problems.append(f"{var} is not set")
+            continue
+        inside = {d for d in made | owned if where == d or where.startswith(d.rstrip("/") + "/")}
+        if not inside & made:
+            problems.append(f"no RUN before USER creates {where} ({var})")
+        if not inside & owned:
+            problems.append(f"no RUN before USER chowns {where} ({var}) to UID {uid}")
+    return problems
+
+
+def test_trainer_cache_directory_is_created_and_owned_by_its_user() -> None:
+    assert cache_problems(REPO / "Dockerfile.trainer") == []
+
+
+def test_cache_check_would_catch_a_root_owned_cache(tmp_path: Path) -> None:
+    text = (REPO / "Dockerfile.trainer").read_text()
+    for broken in (
+        text.replace("chown -R 1000:1000 /cache", "chown -R 0:0 /cache"),
+        text.replace(" && chown -R 1000:1000 /cache /workspace", ""),
+        text.replace("mkdir -p /cache /workspace", "mkdir -p /workspace"),
+    ):
+        assert broken != text
+        bad = tmp_path / "Dockerfile"
+        bad.write_text(broken)
+        assert cache_problems(bad), broken
+
+
 def test_operator_image_has_no_torch() -> None:
     steps = instructions(REPO / "Dockerfile.operator")
     text = " ".join(a for _, a in steps)
