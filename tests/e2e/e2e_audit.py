@@ -4,7 +4,9 @@ message, the operator's log, every S3 object (checkpoints, adapter, reports, reg
 any extra folder (the MLflow server's store) or text (Prometheus series).
 
 The Secret itself holds the canary base64-encoded, as Kubernetes stores it; the audit looks
-for the plain value everywhere and for the encoded one everywhere but that Secret's create.
+for the plain value everywhere and for the encoded one everywhere but that Secret's create
+(and the stored Secret). test_e2e_audit.py plants the canary in each place and checks that
+every one is reported, so the scenarios' "no leak" means something.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ def find_canary(
     for req in cluster.requests():
         body = req.body or b""
         where = f"API {req.method.value} {req.url.path}"
-        if plain in body or plain in str(req.url).encode():
+        url = str(req.url).encode()
+        if plain in body or plain in url:
             hits.append(where)
-        if encoded in body and not req.url.path.endswith("/secrets"):
+        if encoded in url or (encoded in body and not req.url.path.endswith("/secrets")):
             hits.append(where + " (base64)")
     for _rv, res, event in list(cluster.emu.log):
         if res.plural == "secrets":
@@ -43,19 +46,23 @@ def find_canary(
         if plain in text or encoded in text:
             hits.append(f"stored {res.plural} {event['object']['metadata'].get('name')}")
     for name, text in logs.items():
-        if canary in text:
+        if _has(text.encode(errors="replace"), plain, encoded):
             hits.append(f"log {name}")
     client = s3.client()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
             data = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            if plain in data or encoded in data:
+            if _has(data, plain, encoded):
                 hits.append(f"s3://{bucket}/{obj['Key']}")
     for folder in folders:
         for path in Path(folder).rglob("*"):
-            if path.is_file() and plain in path.read_bytes():
+            if path.is_file() and _has(path.read_bytes(), plain, encoded):
                 hits.append(str(path))
     for name, text in (texts or {}).items():
-        if canary in text:
+        if _has(text.encode(errors="replace"), plain, encoded):
             hits.append(name)
     return sorted(set(hits))
+
+
+def _has(data: bytes, *needles: bytes) -> bool:
+    return any(n in data for n in needles)
