@@ -230,8 +230,3 @@ class KubeClient:
             return True
         except NotFound:
             return False
-
-    async def delete_collection(self, res: Resource, ns: str, selector: dict[str, str]) -> None:
-        sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
-        await self.request("DELETE", res.path(ns), params={"labelSelector": sel}, body=body)

@@ -2,8 +2,11 @@
 
 The chart's RBAC is tested against this list, so keep it in step with the code:
 `k8s.py` (our calls) and kopf itself (watching, patching, events, peering).
+tests/operator/test_operator_process.py replays a whole lifecycle in both modes and
+checks both directions: every request is allowed, and every rule here is used.
 No access to Secrets: the trainer pods get credentials by reference (envFrom
 secretRef), and S3 cleanup on deletion uses the operator's own credentials.
+Pods are read-only: they go with their Job (garbage collector).
 """
 
 from __future__ import annotations
@@ -14,54 +17,70 @@ from kubetune_api.constants import GROUP, PLURAL
 
 Rule = tuple[str, str, tuple[str, ...]]
 
-NAMESPACED_RULES: Final[tuple[Rule, ...]] = (
+# What the operator does inside each namespace it serves (both modes).
+JOB_RULES: Final[tuple[Rule, ...]] = (
     # The custom resource: kopf lists/watches/patches it (finalizer, deletion progress); we
     # GET it fresh in each reconcile and DELETE it after its TTL.
     (GROUP, PLURAL, ("get", "list", "watch", "patch", "delete")),
-    # Status subresource: merge-patched by the follow loop (kopf patches it too).
+    # Status subresource: merge-patched by the follow loop.
     (GROUP, f"{PLURAL}/status", ("patch",)),
+    # Children carry ownerReferences with blockOwnerDeletion: true. With the admission
+    # plugin OwnerReferencesPermissionEnforcement (on in OpenShift and many hardened
+    # clusters) creating them needs `update` on the owner's finalizers subresource.
+    (GROUP, f"{PLURAL}/finalizers", ("update",)),
     # Children, created idempotently and deleted on retry/suspend/deletion.
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ("", "services", ("list", "create", "delete")),
     # The ConfigMap also carries the accepted spec (read back with GET).
     ("", "configmaps", ("get", "list", "create", "delete")),
-    # Pods: watched (server-side label selector) and listed to classify failures and find
-    # rank 0; deleted by label when a FineTuneJob is deleted.
-    ("", "pods", ("list", "watch", "deletecollection")),
+    # Pods, read-only: watched (server-side label selector) and listed to classify
+    # failures, find rank 0 and wait on deletion until they are gone.
+    ("", "pods", ("list", "watch")),
     # kopf.event/info/warn post core/v1 Events for every transition.
     ("", "events", ("create",)),
-    # kopf peering (HA) in namespaced mode.
-    ("kopf.dev", "kopfpeerings", ("get", "list", "watch", "patch")),
 )
 
-CLUSTER_RULES: Final[tuple[Rule, ...]] = (
-    # kopf watches CRDs (resource discovery) and namespaces (which of the namespaces it
-    # was given exist) even when started with plain namespace names: always cluster-wide.
-    ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
-    ("", "namespaces", ("get", "list", "watch")),
-)
+# kopf peering (HA) of an operator serving a list of namespaces: one KopfPeering in each.
+NAMESPACED_PEERING: Final[Rule] = ("kopf.dev", "kopfpeerings", ("list", "watch", "patch"))
 
-CLUSTERWIDE_PEERING: Final[Rule] = (
-    "kopf.dev",
-    "clusterkopfpeerings",
-    ("get", "list", "watch", "patch"),
+# Namespaced mode's Role in each served namespace.
+NAMESPACED_RULES: Final[tuple[Rule, ...]] = (*JOB_RULES, NAMESPACED_PEERING)
+
+# kopf watches CRDs (resource discovery) in both modes, across the cluster.
+CRD_DISCOVERY: Final[Rule] = (
+    "apiextensions.k8s.io",
+    "customresourcedefinitions",
+    ("list", "watch"),
 )
+# Serving a list of namespaces, kopf also watches namespaces (which of those it was given
+# exist), even plain names; a cluster-wide operator never does.
+NAMESPACE_DISCOVERY: Final[Rule] = ("", "namespaces", ("list", "watch"))
+# Namespaced mode's ClusterRole: read-only discovery.
+CLUSTER_RULES: Final[tuple[Rule, ...]] = (CRD_DISCOVERY, NAMESPACE_DISCOVERY)
+
+# kopf peering of a cluster-wide operator: one ClusterKopfPeering.
+CLUSTERWIDE_PEERING: Final[Rule] = ("kopf.dev", "clusterkopfpeerings", ("list", "watch", "patch"))
 
 
 def rules(clusterwide: bool) -> dict[str, tuple[Rule, ...]]:
     """What goes in the ClusterRole and in the (per watched namespace) Role.
 
-    `--all-namespaces`: everything in one ClusterRole (with cluster-wide peering).
+    `--all-namespaces`: one ClusterRole (CRD discovery, cluster-wide peering only).
     `--namespace X`: NAMESPACED_RULES in a Role in each X; CLUSTER_RULES in a ClusterRole.
     """
     if clusterwide:
-        return {"ClusterRole": (*NAMESPACED_RULES, *CLUSTER_RULES, CLUSTERWIDE_PEERING), "Role": ()}
+        return {"ClusterRole": (*JOB_RULES, CRD_DISCOVERY, CLUSTERWIDE_PEERING), "Role": ()}
     return {"ClusterRole": CLUSTER_RULES, "Role": NAMESPACED_RULES}
 
 
-def allows(group: str, resource: str, verb: str, clusterwide: bool = True) -> bool:
+def allows(
+    group: str, resource: str, verb: str, clusterwide: bool = True, namespaced: bool = True
+) -> bool:
+    """Whether a request is granted; `namespaced`: it names a namespace (a Role can grant
+    it), else it is cluster-scoped or across all namespaces (only the ClusterRole can)."""
+    kinds = ("ClusterRole", "Role") if namespaced else ("ClusterRole",)
     return any(
         g == group and r == resource and verb in verbs
-        for kind in rules(clusterwide).values()
-        for g, r, verbs in kind
+        for kind in kinds
+        for g, r, verbs in rules(clusterwide)[kind]
     )

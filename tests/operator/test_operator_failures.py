@@ -7,6 +7,7 @@ from kube_cluster import FTJ, EmulatorServer, wait_for
 from op_support import NS, load_ftj
 from test_operator_lifecycle import cond, posts, status
 
+from kubetune_api import constants as c
 from kubetune_api.constants import ExitCode
 
 JOBS = "batch/v1/jobs"
@@ -182,17 +183,48 @@ def test_ttl_deletes_the_finished_job(operator):
     assert not cluster.list("v1/configmaps", NS) and not cluster.list("v1/services", NS)
 
 
-def test_delete_runs_the_finalizer_and_leaves_nothing(operator):
+def test_delete_waits_for_the_pods_to_go_with_their_job(operator):
     cluster = operator
-    start(cluster)
+    pods = start(cluster)
+    # One pod takes its time to stop (the kubelet's grace period, played by a finalizer).
+    slow = pods[0]["metadata"]["name"]
+    finalizer = {"metadata": {"finalizers": ["test.kubetune.io/terminating"]}}
+    cluster.patch("v1/pods", NS, slow, finalizer)
     cluster.delete(FTJ, NS, "llama-lora")
+    # The Job goes at once (Background); the garbage collector deletes its pods.
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1") is None, what="the Job deleted")
+    assert (cluster.get("v1/pods", NS, slow) or {})["metadata"].get("deletionTimestamp")
+    # The finalizer waits for it: the handler retries, kopf keeps its progress in the
+    # annotations under our prefix (settings.persistence.progress_storage).
+    ftj = wait_for(
+        lambda: (
+            (f := cluster.get(FTJ, NS, "llama-lora"))
+            and any("retries" in v for v in (f["metadata"].get("annotations") or {}).values())
+            and f
+        ),
+        what="the deletion handler's retry",
+    )
+    assert c.FINALIZER in ftj["metadata"]["finalizers"]
+    kopf_keys = set()
+    for r in cluster.requests():
+        body = r.data if isinstance(r.data, dict) else {}
+        if r.method.value == "PATCH" and r.headers.get("User-Agent", "").startswith("kopf"):
+            kopf_keys |= set((body.get("metadata") or {}).get("annotations") or {})
+    assert kopf_keys and all(k.startswith("kubetune.io/") for k in kopf_keys), kopf_keys
+    # The pod stops: the next retry finds nothing left and releases the FineTuneJob.
+    cluster.patch("v1/pods", NS, slow, {"metadata": {"finalizers": None}})
     wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="the FineTuneJob gone")
     assert not cluster.list(JOBS, NS) and not cluster.list("v1/pods", NS)
     assert not cluster.list("v1/configmaps", NS) and not cluster.list("v1/services", NS)
-    # The finalizer deleted the children itself (not only the emulator's GC).
-    deletes = [r.url.path for r in cluster.requests() if r.method.value == "DELETE"]
+    # The finalizer deleted the Job itself (not only the emulator's GC), never a pod.
+    ours = [r for r in cluster.requests() if r.headers.get("User-Agent") == "kubetune-operator"]
+    deletes = [r.url.path for r in ours if r.method.value == "DELETE"]
     assert f"/apis/batch/v1/namespaces/{NS}/jobs/llama-lora-a1" in deletes
-    assert f"/api/v1/namespaces/{NS}/pods" in deletes  # deletecollection by label
+    assert not [p for p in deletes if "/pods" in p], deletes
+    (job_delete,) = [
+        r for r in ours if r.method.value == "DELETE" and "/jobs/llama-lora-a1" in r.url.path
+    ]
+    assert job_delete.data["propagationPolicy"] == "Background"  # its pods go with it
 
 
 def test_stale_attempt_is_swept_after_a_crash_between_status_and_delete(cluster):

@@ -1,9 +1,11 @@
 """`python -m kubetune_operator` as a real process, and RBAC checked against real traffic.
 
-The RBAC test replays a whole lifecycle (create, run, retryable failure, attempt 2,
-delete) and maps every request the operator made (kopf's and ours, told apart from the
-test's own client by User-Agent) to (apiGroup, resource, verb): each must be allowed
-by kubetune_operator.rbac, which the Helm chart is tested against.
+The RBAC test replays a whole lifecycle (peering, create, run, retryable failure,
+attempt 2, success, TTL deletion through the finalizer) in namespaced and cluster-wide
+mode and maps every request the operator made (kopf's and ours, told apart from the
+test's own client by User-Agent) to what the authorizer checks: each must be allowed by
+kubetune_operator.rbac (which the Helm chart is tested against), and every rule there
+must have been used.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import subprocess
 import sys
 
 import httpx
-from job_play import create_pods, set_running, set_terminated
+import pytest
+from job_play import create_pods, set_job_status, set_running, set_terminated
 from kube_cluster import FTJ, EmulatorServer, wait_for
 from op_support import NS, load_ftj
 from test_operator_lifecycle import status
 
 from kubetune_operator import rbac
+from kubetune_operator.config import OperatorConfig
 
 
 def free_port() -> int:
@@ -32,45 +36,103 @@ def free_port() -> int:
 
 def verb_of(method: str, name: str | None, params: dict) -> str:
     if method == "GET":
-        return "watch" if params.get("watch") == "true" else ("get" if name else "list")
+        return "watch" if params.get("watch") in ("true", "1") else ("get" if name else "list")
     if method == "DELETE":
         return "delete" if name else "deletecollection"
     return {"POST": "create", "PATCH": "patch", "PUT": "update"}[method]
 
 
-def test_rbac_covers_every_request_of_a_lifecycle(operator):
-    cluster = operator
-    cluster.create(FTJ, load_ftj())
+Access = tuple[str, str, str, bool]  # apiGroup, resource, verb, in a namespace
+
+
+def operator_access(cluster: EmulatorServer) -> set[Access]:
+    """What the authorizer is asked for the operator's requests (kopf's and ours; the
+    test's own client is python-httpx), including the admission plugin
+    OwnerReferencesPermissionEnforcement: setting blockOwnerDeletion on a reference
+    needs `update` on the owner's `finalizers` subresource."""
+    kinds = {(i.api_version, i.kind): i for i in cluster.emu.kinds.values()}
+    used: set[Access] = set()
+    for r in cluster.requests():
+        agent = r.headers.get("User-Agent", "")
+        if r.resource is None or not r.resource.plural or agent.startswith("python-httpx"):
+            continue  # discovery (non-resource URLs, granted to everyone) or the test
+        resource = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
+        verb = verb_of(r.method.value, r.name, r.params)
+        used.add((r.resource.group, resource, verb, r.namespace is not None))
+        if agent == "kubetune-operator":  # our client authenticates like kopf does
+            assert r.headers["Authorization"] == "Bearer emulator-token"
+        data = r.data if isinstance(r.data, dict) else {}  # kopf's JSON patches are lists
+        refs = (data.get("metadata") or {}).get("ownerReferences") or []
+        if verb in ("create", "update", "patch"):
+            for ref in refs:
+                if ref.get("blockOwnerDeletion"):
+                    owner = kinds[ref["apiVersion"], ref["kind"]]
+                    used.add((owner.group, f"{owner.plural}/finalizers", "update", True))
+    return used
+
+
+def install_peering(cluster: EmulatorServer, namespaces: list[str] | None) -> None:
+    """kopf's peering CRDs and the peering object(s) the chart creates for the mode."""
+    for clusterwide in (False, True):
+        crd = peering_crd(clusterwide)
+        cluster.create("apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    if namespaces is None:
+        cluster.create("kopf.dev/v1/clusterkopfpeerings", {"metadata": {"name": "kubetune"}})
+    for ns in namespaces or []:
+        cluster.create("kopf.dev/v1/kopfpeerings", {"metadata": {"name": "kubetune"}}, ns)
+
+
+def full_lifecycle(cluster: EmulatorServer) -> None:
+    """Create, run, a retryable failure, attempt 2 (ConfigMap exists: 409), success, TTL:
+    the operator deletes the FineTuneJob, its finalizer removes the children."""
+    cluster.create(FTJ, load_ftj(runPolicy={"ttlSecondsAfterFinished": 0}))
     wait_for(lambda: cluster.get("batch/v1/jobs", NS, "llama-lora-a1"), what="attempt 1")
     pods = create_pods(cluster, NS, "llama-lora-a1")
     set_running(cluster, NS, pods[0], "127.0.0.1")
     wait_for(lambda: status(cluster).get("phase") == "Running")
     set_terminated(cluster, NS, pods[0], 75)
     wait_for(lambda: cluster.get("batch/v1/jobs", NS, "llama-lora-a2"), what="attempt 2")
-    cluster.delete(FTJ, NS, "llama-lora")
-    wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="deletion")
+    pods = create_pods(cluster, NS, "llama-lora-a2")
+    for pod in pods:
+        set_terminated(cluster, NS, pod, 0, {"message": "done"})
+    set_job_status(
+        cluster, NS, "llama-lora-a2", conditions=[{"type": "Complete", "status": "True"}]
+    )
+    wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="the TTL deletion")
 
-    used: set[tuple[str, str, str]] = set()
-    for r in cluster.requests():
-        agent = r.headers.get("User-Agent", "")
-        if r.resource is None or not r.resource.plural or agent.startswith("python-httpx"):
-            continue
-        resource = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
-        used.add((r.resource.group, resource, verb_of(r.method.value, r.name, r.params)))
-        if agent == "kubetune-operator":  # our client authenticates like kopf does
-            assert r.headers["Authorization"] == "Bearer emulator-token"
-    denied = {u for u in used if not rbac.allows(*u, clusterwide=False)}
+
+# Granted but never requested in the lifecycle: none. (Every rule, including peering, the
+# TTL's `finetunejobs delete` and the finalizers `update` checked on blockOwnerDeletion,
+# is exercised above; add an entry here only with a comment saying why it is needed.)
+EXTRAS: set[tuple[str, str, str]] = set()
+
+
+@pytest.mark.parametrize("clusterwide", [False, True], ids=["namespaced", "cluster-wide"])
+def test_rbac_is_exactly_what_a_lifecycle_uses(cluster: EmulatorServer, clusterwide: bool):
+    from kube_cluster import run_operator
+
+    namespaces = None if clusterwide else [NS]
+    install_peering(cluster, namespaces)
+    config = OperatorConfig(reconcile_interval=0.5, metrics_port=None)
+    with run_operator(cluster, namespaces, config, peering=True):
+        full_lifecycle(cluster)
+    used = operator_access(cluster)
+    # 1. Every request is allowed: a namespaced one by the Role or the ClusterRole, a
+    # cluster-scoped (or all-namespaces) one only by the ClusterRole.
+    denied = {u for u in used if not rbac.allows(*u[:3], clusterwide=clusterwide, namespaced=u[3])}
     assert not denied, f"requests not covered by rbac.py: {sorted(denied)}"
-    # And the core of the list is really exercised (no stale rules for our own resources).
-    for rule in [
-        ("batch", "jobs", "create"),
-        ("kubetune.io", "finetunejobs/status", "patch"),
-        ("", "pods", "deletecollection"),
-        ("", "events", "create"),
-        ("", "pods", "watch"),
-        ("", "namespaces", "watch"),
-    ]:
-        assert rule in used, rule
+    # 2. Every granted rule is used: nothing stale, nothing "just in case".
+    granted = {
+        (g, r, v)
+        for kind in rbac.rules(clusterwide).values()
+        for g, r, verbs in kind
+        for v in verbs
+    }
+    unused = granted - {u[:3] for u in used} - EXTRAS
+    assert not unused, f"granted by rbac.py but never used: {sorted(unused)}"
+    # Pods are read-only; the children and the TTL deletion came from the operator itself.
+    assert not {u for u in used if u[1] == "pods" and u[2] not in ("list", "watch")}
+    assert ("kubetune.io", "finetunejobs", "delete", True) in used
 
 
 def test_module_entry_point_serves_health_metrics_and_reconciles(cluster: EmulatorServer):
@@ -149,16 +211,17 @@ def test_rotated_credentials_are_picked_up_without_a_restart(operator):
     )
 
 
-def peering_crd() -> dict:
-    """kopf's own KopfPeering CRD (what the chart installs for HA)."""
+def peering_crd(clusterwide: bool = False) -> dict:
+    """kopf's own KopfPeering (or ClusterKopfPeering) CRD: what the chart installs for HA."""
+    kind = "ClusterKopfPeering" if clusterwide else "KopfPeering"
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "kopfpeerings.kopf.dev"},
+        "metadata": {"name": f"{kind.lower()}s.kopf.dev"},
         "spec": {
             "group": "kopf.dev",
-            "scope": "Namespaced",
-            "names": {"kind": "KopfPeering", "plural": "kopfpeerings", "singular": "kopfpeering"},
+            "scope": "Cluster" if clusterwide else "Namespaced",
+            "names": {"kind": kind, "plural": f"{kind.lower()}s", "singular": kind.lower()},
             "versions": [
                 {
                     "name": "v1",

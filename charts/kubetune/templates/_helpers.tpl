@@ -99,8 +99,10 @@ Namespaces served in namespaced mode (a list, rendered as JSON): the release nam
 
 {{/*
 The API calls the operator makes inside a namespace it serves, as listed in
-operator/kubetune_operator/rbac.py (NAMESPACED_RULES); tests/chart/test_chart_rbac.py checks
-both directions. No wildcards, no Secrets (pods reference them by name).
+operator/kubetune_operator/rbac.py (JOB_RULES, plus NAMESPACED_PEERING in namespaced mode);
+tests/chart/test_chart_rbac.py checks both directions, and tests/operator replays a whole
+lifecycle to check that every rule is used. No wildcards, no Secrets (pods reference them
+by name), pods read-only.
 */}}
 {{- define "kubetune.namespacedRules" -}}
 # The FineTuneJobs: kopf watches and patches them (finalizer, deletion progress); the
@@ -111,6 +113,11 @@ both directions. No wildcards, no Secrets (pods reference them by name).
 - apiGroups: ["kubetune.io"]
   resources: ["finetunejobs/status"]
   verbs: ["patch"]
+# Children are created with blockOwnerDeletion: true, which the admission plugin
+# OwnerReferencesPermissionEnforcement allows only with update on the owner's finalizers.
+- apiGroups: ["kubetune.io"]
+  resources: ["finetunejobs/finalizers"]
+  verbs: ["update"]
 # The Indexed Job of each attempt, created idempotently, deleted on retry/suspend/deletion.
 - apiGroups: ["batch"]
   resources: ["jobs"]
@@ -123,31 +130,37 @@ both directions. No wildcards, no Secrets (pods reference them by name).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "delete"]
-# Pods are read to classify failures and find rank 0; removed by label with their job.
+# Pods, read-only: read to classify failures and find rank 0; they go with their Job and
+# the finalizer waits (listing) until they are gone.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "deletecollection"]
+  verbs: ["list", "watch"]
 # kopf posts core/v1 Events on every transition.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# kopf peering (HA) in namespaced mode.
+{{- if not .Values.watch.clusterWide }}
+# kopf peering (HA) in namespaced mode: the KopfPeering of this namespace.
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- end }}
 
 {{/*
-What kopf needs cluster-wide in every mode (rbac.py CLUSTER_RULES): it discovers resources
-through CRDs and checks the namespaces it serves, even when given plain namespace names.
+What kopf needs cluster-wide (rbac.py CRD_DISCOVERY, NAMESPACE_DISCOVERY): it discovers
+resources through CRDs in both modes; serving a list of namespaces, it also watches which of
+them exist, even when given plain names (a cluster-wide operator never does).
 */}}
 {{- define "kubetune.discoveryRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+{{- if not .Values.watch.clusterWide }}
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+{{- end }}
 {{- end }}
 
 {{/*
@@ -156,7 +169,7 @@ kopf peering (HA) across the cluster, cluster-wide mode only (rbac.py CLUSTERWID
 {{- define "kubetune.clusterPeeringRules" -}}
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
 
 {{/*

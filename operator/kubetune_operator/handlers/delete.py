@@ -1,5 +1,10 @@
 """Deletion behind our finalizer: the Job and its pods are gone, then artifacts by policy.
 
+Pods are never deleted by the operator (its RBAC on pods is read-only): deleting a Job
+with propagationPolicy Background hands its pods to the garbage collector, and the
+handler lists them until they are gone (a pod takes its terminationGracePeriod to stop,
+long enough for the trainer's last checkpoint), retrying every few seconds meanwhile.
+
 S3 cleanup (spec.output.cleanupPolicy: delete) uses the OPERATOR's own credentials
 (its environment / IRSA), never the user's Secret: reading tenants' Secrets would
 need `get secrets` in every namespace. Without boto3 or credentials the artifacts
@@ -19,6 +24,9 @@ from kubetune_api.uris import is_remote, run_prefix
 from ..k8s import CONFIGMAPS, JOBS, PODS, SERVICES, KubeClient
 from .reconcile import accepted_spec
 
+# Seconds between looks at the pods still terminating after their Job was deleted.
+POD_GONE_POLL = 2
+
 
 async def on_delete(
     memo: kopf.Memo, body: kopf.Body, namespace: str, name: str, logger: logging.Logger
@@ -28,18 +36,18 @@ async def on_delete(
     # Read before the ConfigMap goes: cleanup follows the policy the job was accepted with.
     accepted = await accepted_spec(memo, client, namespace, name, body.metadata.uid or "")
     spec: dict[str, Any] = accepted if accepted is not None else dict(body.spec)
+    # The pods go with their Job (garbage collector); the loop below waits for them.
     for job in await client.list(JOBS, namespace, sel):
         await client.delete(JOBS, namespace, job["metadata"]["name"], propagation="Background")
-    # Do not wait for the garbage collector: a finished FineTuneJob must leave no pod behind.
-    await client.delete_collection(PODS, namespace, sel)
     for svc in await client.list(SERVICES, namespace, sel):
         await client.delete(SERVICES, namespace, svc["metadata"]["name"])
     for cm in await client.list(CONFIGMAPS, namespace, sel):
         await client.delete(CONFIGMAPS, namespace, cm["metadata"]["name"])
+    # A deleted FineTuneJob leaves no pod behind: the finalizer stays until they are gone.
     left = await client.list(PODS, namespace, sel) + await client.list(JOBS, namespace, sel)
     if left:
         names = ", ".join(o["metadata"]["name"] for o in left)
-        raise kopf.TemporaryError(f"waiting for {names} to go", delay=2)
+        raise kopf.TemporaryError(f"waiting for {names} to go", delay=POD_GONE_POLL)
     memo.metrics.set_phase(namespace, name, None)
     _cleanup_artifacts(body, spec, namespace, name, logger)
 
