@@ -226,28 +226,55 @@ def test_crd_template_equals_the_generated_crd(render: Render) -> None:
     link = CHART / "files/finetunejobs.kubetune.io.yaml"
     assert link.is_symlink()
     assert link.resolve() == (REPO / "crds/finetunejobs.kubetune.io.yaml").resolve()
-    crd = one(render(), "CustomResourceDefinition")
+    (crd,) = find(render(), "CustomResourceDefinition", "finetunejobs.kubetune.io")
     assert crd["spec"] == generated["spec"]
     assert crd["metadata"]["name"] == generated["metadata"]["name"]
     assert generated["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
     assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    unkept = one(render(None, "crds.keep=false"), "CustomResourceDefinition")
-    assert "annotations" not in unkept["metadata"]
+    unkept = find(render(None, "crds.keep=false"), "CustomResourceDefinition")
+    assert unkept and all("annotations" not in c["metadata"] for c in unkept)
 
 
-def test_kopf_peering_crds_come_from_the_crds_dir(render: Render) -> None:
-    # Helm installs crds/ before the templates that create peering objects of those kinds.
-    names = {
-        m["metadata"]["name"] for m in find(render(None, crds=True), "CustomResourceDefinition")
-    }
-    assert names == {
-        "finetunejobs.kubetune.io",
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    }
+PEERING_CRDS = {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+
+
+def crd_names(manifests: Manifests) -> set[str]:
+    return {m["metadata"]["name"] for m in find(manifests, "CustomResourceDefinition")}
+
+
+def test_every_crd_is_behind_crds_enabled(render: Render) -> None:
+    # No crds/ directory: Helm installs it whatever the values say.
+    assert not (CHART / "crds").exists()
+    assert crd_names(render()) == {"finetunejobs.kubetune.io", *PEERING_CRDS}
+    shipped = yaml.safe_load_all((CHART / "files/kopf-peering-crds.yaml").read_text())
+    for crd in shipped:
+        (rendered,) = find(render(), "CustomResourceDefinition", crd["metadata"]["name"])
+        assert rendered["spec"] == crd["spec"]
+        assert rendered["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert rendered["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kubetune"
+    # --include-crds too: crds.enabled=false leaves every CRD to whoever installs them.
+    for values in (None, CI / "namespaced-values.yaml"):
+        off = render(values, "crds.enabled=false", crds=True)
+        assert not find(off, "CustomResourceDefinition")
+    # Standalone: no peering objects, and no peering CRDs either.
     standalone = render(None, "peering.enabled=false")
+    assert crd_names(standalone) == {"finetunejobs.kubetune.io"}
     assert not find(standalone, "ClusterKopfPeering")
     assert operator_options(one(standalone, "Deployment")).standalone
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=scenario_id)
+def test_peering_objects_are_created_after_their_crds(render: Render, values: Path | None) -> None:
+    # Helm maps every object of a release before creating any: a peering object next to its
+    # CRD must be a hook, created once the release (and so the CRD) is in.
+    manifests = render(values)
+    peerings = find(manifests, "ClusterKopfPeering") + find(manifests, "KopfPeering")
+    assert peerings
+    for p in peerings:
+        assert p["metadata"]["annotations"] == {
+            "helm.sh/hook": "post-install,post-upgrade",
+            "helm.sh/hook-delete-policy": "before-hook-creation",
+        }
 
 
 @pytest.mark.parametrize(
@@ -296,9 +323,16 @@ def test_notes_print_the_next_commands(helm: str, tmp_path: Path) -> None:
     assert f"kubectl -n {NAMESPACE} get ftj -w" in notes
     assert f"kubectl -n {NAMESPACE} port-forward svc/{RELEASE}-kubetune-metrics 8080:8080" in notes
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+    assert "crds.enabled=false" not in notes
     namespaced = _notes(helm, tmp_path, "watch.clusterWide=false", "watch.namespaces={ml,research}")
     assert "kubectl -n ml apply -f examples/quickstart.yaml" in namespaced
     assert "serves FineTuneJobs in: ml, research" in namespaced
+    no_crds = _notes(helm, tmp_path, "crds.enabled=false")
+    assert "kubectl apply -f crds/finetunejobs.kubetune.io.yaml" in no_crds
+    assert "kubectl apply -f charts/kubetune/files/kopf-peering-crds.yaml" in no_crds
+    assert "kopf-peering" not in _notes(
+        helm, tmp_path, "crds.enabled=false", "peering.enabled=false"
+    )
 
 
 def test_every_value_is_documented_in_one_style() -> None:
