@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune_api import constants as c
+from kubetune_api.loader import parse_spec
+from kubetune_operator import builders
 from kubetune_operator.config import OperatorConfig
 
 JOBS = "batch/v1/jobs"
@@ -94,6 +96,35 @@ def test_creates_adopted_children_then_follows_to_success(operator, rank0_metric
     assert json.loads(cm["data"][c.SPEC_FILE_NAME])["spec"]["distributed"]["nodes"] == 2
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"]
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.test/trainer:1"
+    # What the operator stored is exactly what the pure builders make from the same inputs.
+    doc = load_ftj(metrics={"port": port})
+    parsed = parse_spec(doc["spec"], "llama-lora", NS)
+    owner = builders.Owner("llama-lora", NS, ftj["metadata"]["uid"])
+    built = builders.build_job(parsed, owner, 1, image="registry.test/trainer:1")
+    assert job["spec"] == built["spec"]
+    for key in ("name", "labels", "ownerReferences"):
+        assert job["metadata"][key] == built["metadata"][key]
+    assert svc["spec"] == builders.build_service(parsed, owner, 1)["spec"]
+    built_cm = builders.build_configmap(parsed, owner, doc["spec"])
+    assert cm["data"] == built_cm["data"]
+    assert cm["metadata"]["annotations"] == built_cm["metadata"]["annotations"]
+    # ...and that is the pod the issue asks for (details in test_builders.py).
+    pod_spec = job["spec"]["template"]["spec"]
+    (ctr,) = pod_spec["containers"]
+    assert ctr["args"] == ["launch"] and "command" not in ctr  # the image's tini entrypoint
+    env = job_env(job)
+    assert (env["KUBETUNE_NNODES"], env["KUBETUNE_NPROC_PER_NODE"]) == ("2", "2")
+    assert env["KUBETUNE_MASTER_ADDR"] == "llama-lora-a1-0.llama-lora-a1"
+    assert ctr["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert ctr["resources"]["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    assert volumes["spec"]["configMap"]["name"] == "llama-lora-spec"
+    assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["backoffLimit"] == 0
     # Pods start: rank 0 serves metrics -> Running with progress.
     gauges["kubetune_train_total_steps"].set(100)
     gauges["kubetune_train_step"].set(40)
@@ -110,6 +141,7 @@ def test_creates_adopted_children_then_follows_to_success(operator, rank0_metric
     assert st["phase"] == "Running" and cond(st, "Running")["status"] == "True"
     assert st["progress"]["display"] == "40/100 (40%)"
     assert st["progress"]["loss"] == 1.25 and st["progress"]["tokensPerSecond"] == 5000
+    assert st["progress"]["epoch"] == 0.4 and st["progress"]["totalSteps"] == 100
     gauges["kubetune_train_step"].set(60)
     st = wait_for(lambda: (s := status(cluster))["progress"].get("etaSeconds") and s, what="ETA")
     assert st["progress"]["etaSeconds"] > 0
@@ -299,6 +331,29 @@ def test_six_writes_take_a_job_to_its_pods(operator):
     cm = cluster.get("v1/configmaps", NS, "llama-lora-spec")
     accepted = json.loads(cm["metadata"]["annotations"][f"{c.ANNOTATION_PREFIX}/accepted-spec"])
     assert accepted == load_ftj()["spec"]
+
+
+def test_startup_settings_reach_the_wire(operator):
+    """setup.configure(): watch requests end server-side after 5 minutes (timeoutSeconds),
+    our Jobs and Pods are watched with a server-side label selector, our finalizer."""
+    cluster = operator
+    cluster.create(FTJ, load_ftj())
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
+    watches = [
+        r
+        for r in cluster.requests()
+        if r.params.get("watch") == "true" and r.headers.get("User-Agent", "").startswith("kopf")
+    ]
+    by_plural = {r.resource.plural: r for r in watches}
+    assert {"finetunejobs", "jobs", "pods", "namespaces"} <= set(by_plural), set(by_plural)
+    assert {r.params.get("timeoutSeconds") for r in watches} == {"300"}
+    for plural in ("jobs", "pods"):
+        assert by_plural[plural].params["labelSelector"] == (
+            "app.kubernetes.io/managed-by=kubetune-operator"
+        )
+    assert "labelSelector" not in by_plural["finetunejobs"].params
+    finalizers = cluster.get(FTJ, NS, "llama-lora")["metadata"]["finalizers"]
+    assert finalizers == [c.FINALIZER]  # and the progress annotations: test_operator_failures
 
 
 def test_child_events_and_spec_changes_wake_the_loop(cluster):
