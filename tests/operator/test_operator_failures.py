@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
 from kube_cluster import FTJ, EmulatorServer, wait_for
 from op_support import NS, load_ftj
 from test_operator_lifecycle import cond, posts, status
 
 from kubetune_api import constants as c
-from kubetune_api.constants import ExitCode
+from kubetune_api.constants import ExitCode, Reason
 
 JOBS = "batch/v1/jobs"
 
@@ -22,6 +25,16 @@ def start(cluster: EmulatorServer, **overrides: object) -> list[dict]:
         set_running(cluster, NS, pod, "127.0.0.1")
     wait_for(lambda: status(cluster).get("phase") == "Running", what="Running")
     return pods
+
+
+def has_events(cluster: EmulatorServer, *reasons: str) -> set[str]:
+    """Wait until the FineTuneJob has Events with these reasons (kopf posts them async)."""
+    return wait_for(
+        lambda: (
+            (got := {e["reason"] for e in cluster.events(NS, "llama-lora")}) >= set(reasons) and got
+        ),
+        what=f"Events {reasons}",
+    )
 
 
 def phase_is(cluster: EmulatorServer, phase: str) -> dict | None:
@@ -96,6 +109,9 @@ def test_oom_fails_with_a_memory_recommendation(operator):
     assert "4bit" in st["message"] and "gradientCheckpointing" in st["message"]
     assert "microBatchSize" in st["message"]
     assert cluster.get(JOBS, NS, "llama-lora-a2") is None
+    has_events(cluster, Reason.OUT_OF_MEMORY)
+    (ev,) = [e for e in cluster.events(NS, "llama-lora") if e["reason"] == Reason.OUT_OF_MEMORY]
+    assert ev["type"] == "Warning" and "4bit" in ev["message"]
     assert len(posts(cluster, "jobs")) == 1
 
 
@@ -137,6 +153,7 @@ def test_suspend_stops_pods_and_resume_starts_a_new_attempt(operator):
     st = status(cluster)
     assert cond(st, "Suspended")["status"] == "False" and st["restarts"] == 0
     assert st["observedGeneration"] == 3
+    has_events(cluster, Reason.SUSPENDED, Reason.RESUMED)
 
 
 def test_immutable_change_is_rejected_and_the_job_keeps_running(operator):
@@ -156,9 +173,24 @@ def test_immutable_change_is_rejected_and_the_job_keeps_running(operator):
     assert st["phase"] == "Running" and st["observedGeneration"] == 2
     assert cluster.get(JOBS, NS, "llama-lora-a1") == before  # untouched
     assert len(posts(cluster, "jobs")) == 1
+    has_events(cluster, Reason.IMMUTABLE_FIELD)
+    (ev,) = [e for e in cluster.events(NS, "llama-lora") if e["reason"] == Reason.IMMUTABLE_FIELD]
+    assert ev["type"] == "Warning" and ev["message"] == rejected["message"]  # posted once
     # Reverting the immutable field clears the condition.
     cluster.patch(FTJ, NS, "llama-lora", {"spec": {"training": {"maxSteps": 100}}})
     wait_for(lambda: cond(status(cluster), "SpecChangeRejected")["status"] == "False")
+
+
+def test_run_policy_edit_is_honoured_by_the_next_failure(operator):
+    cluster = operator
+    pods = start(cluster)  # maxRestarts: 2
+    cluster.patch(FTJ, NS, "llama-lora", {"spec": {"runPolicy": {"maxRestarts": 5}}})
+    wait_for(lambda: status(cluster).get("observedGeneration") == 2, what="the edit seen")
+    set_terminated(cluster, NS, pods[1], ExitCode.RETRYABLE, {"message": "peer lost"})
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2's Job")
+    st = status(cluster)
+    assert "restart 1/5" in cond(st, "Restarting")["message"]  # the new maximum
+    assert not cond(st, "SpecChangeRejected")  # runPolicy is mutable
 
 
 def test_deadline_fails_the_whole_job(operator):
@@ -181,6 +213,33 @@ def test_ttl_deletes_the_finished_job(operator):
     wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="TTL deletion")
     assert not cluster.list(JOBS, NS) and not cluster.list("v1/pods", NS)
     assert not cluster.list("v1/configmaps", NS) and not cluster.list("v1/services", NS)
+
+
+def test_ttl_added_after_the_job_finished_waits_then_deletes(operator):
+    cluster = operator
+    pods = start(cluster)  # no TTL: a finished job stays
+    for pod in pods:
+        set_terminated(cluster, NS, pod, 0, {"message": "done"})
+    set_job_status(
+        cluster, NS, "llama-lora-a1", conditions=[{"type": "Complete", "status": "True"}]
+    )
+    st = wait_for(lambda: phase_is(cluster, "Succeeded"), what="Succeeded")
+    assert st["observedGeneration"] == 1
+    cluster.patch(FTJ, NS, "llama-lora", {"spec": {"runPolicy": {"ttlSecondsAfterFinished": 2}}})
+    # The finished job acknowledges the edit (observedGeneration) and is still there...
+    st = wait_for(lambda: status(cluster).get("observedGeneration") == 2 and status(cluster))
+    assert st["phase"] == "Succeeded"
+    due = datetime.fromisoformat(st["completionTime"].replace("Z", "+00:00")).timestamp() + 2
+    # ...until the TTL, counted from completionTime, has passed: then the operator deletes it.
+    wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, timeout=10, what="TTL deletion")
+    assert time.time() >= due
+    deletes = [
+        r
+        for r in cluster.requests()
+        if r.method.value == "DELETE" and r.url.path.endswith("/finetunejobs/llama-lora")
+    ]
+    assert [r.headers.get("User-Agent") for r in deletes] == ["kubetune-operator"]
+    assert not cluster.list(JOBS, NS) and not cluster.list("v1/configmaps", NS)
 
 
 def test_delete_waits_for_the_pods_to_go_with_their_job(operator):
