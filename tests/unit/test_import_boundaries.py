@@ -41,6 +41,97 @@ def test_static_imports_respect_layers(package: Path) -> None:
     assert not bad, bad
 
 
+OPERATOR = ROOT / "operator" / "kubetune_operator"
+# The operator's pure layer: spec/observation in, manifests/decisions out. No API client,
+# no kopf, no HTTP: testable without a cluster (tests/operator/test_builders.py, test_decide.py).
+PURE = ("builders", "decide", "observe", "status", "progress")
+PURE_FORBIDDEN_ROOTS = {"kopf", "aiohttp", "kubernetes"}
+PURE_FORBIDDEN_MODULES = {"kubetune_operator.k8s", "kubetune_operator.handlers",
+                          "kubetune_operator.main"}  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(OPERATOR.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, relative imports resolved (`from . import k8s` and
+    `from .k8s import X` both give kubetune_operator.k8s)."""
+    package = (
+        module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    )
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}  # may name a submodule
+    return out
+
+
+def operator_file(module: str) -> Path | None:
+    """The file of one of our modules (kubetune_operator.x.y), None for anything else."""
+    parts = module.split(".")
+    if parts[0] != "kubetune_operator":
+        return None
+    rel = OPERATOR.joinpath(*parts[1:])
+    for candidate in (rel / "__init__.py", rel.parent / f"{rel.name}.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("name", PURE)
+def test_pure_operator_modules_import_no_api_client(name: str) -> None:
+    """Neither the module nor anything of ours it imports (transitively) pulls in kopf,
+    aiohttp or the API module."""
+    seen: dict[str, set[str]] = {}
+    todo = [f"kubetune_operator.{name}"]
+    while todo:
+        mod = todo.pop()
+        path = operator_file(mod)
+        if mod in seen or path is None:
+            continue
+        seen[mod] = imported_modules(path)
+        todo += [m for m in seen[mod] if m.startswith("kubetune_operator")]
+    assert f"kubetune_operator.{name}" in seen
+    bad = {
+        mod: sorted(
+            m for m in imports
+            if m.split(".")[0] in PURE_FORBIDDEN_ROOTS
+            or any(m == f or m.startswith(f + ".") for f in PURE_FORBIDDEN_MODULES)
+        )
+        for mod, imports in seen.items()
+    }  # fmt: skip
+    assert not {k: v for k, v in bad.items() if v}, bad
+
+
+def test_pure_operator_modules_load_without_kopf_or_aiohttp() -> None:
+    mods = ", ".join(f"kubetune_operator.{n}" for n in PURE)
+    code = f"import sys, {mods}; print('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.split())
+    assert not {m.split(".")[0] for m in loaded} & PURE_FORBIDDEN_ROOTS
+    assert not loaded & PURE_FORBIDDEN_MODULES
+
+
+def test_only_the_api_module_imports_aiohttp() -> None:
+    users = {
+        str(f.relative_to(OPERATOR))
+        for f in OPERATOR.rglob("*.py")
+        if "aiohttp" in {m.split(".")[0] for m in imported_modules(f)}
+    }
+    assert users == {"k8s.py"}
+
+
 def _modules_after_import(module: str) -> set[str]:
     code = f"import sys, {module}; print('\\n'.join(sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
