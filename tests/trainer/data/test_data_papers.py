@@ -45,6 +45,29 @@ def test_sections_follow_headings() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "heading", ["## References", "5. References", "REFERENCES", "Bibliography",
+                "6.1 Literature Cited", "References:"],
+)  # fmt: skip
+def test_reference_lists_are_dropped_in_every_heading_style(
+    tmp_path: Path, make_job: Any, heading: str
+) -> None:
+    full = (
+        "## Introduction\nTP53 loss drives the phenotype.\n\n4. Discussion\n"
+        f"BRCA1 carriers differ.\n\n{heading}\n1. Smith J. Cancer genomics. Nature. 2020.\n"
+        "2. Doe A. Variants. Cell. 2019.\n"
+    )
+    assert [name for name, _ in sections(full)] == ["Introduction", "Discussion"]
+    paper = {"title": "T", "abstract": "ACGTTGCA motifs.", "full_text": full, "doi": "10.1/x"}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([paper]))
+    data = prepare(make_job(path, format="papers", validation={"fraction": 0}))
+    texts = [r["text"] for r in data.train]
+    assert [r["meta"]["section"] for r in data.train] == ["Abstract", "Introduction", "Discussion"]
+    assert texts[-1].endswith("Section: Discussion\n\nBRCA1 carriers differ.")
+    assert not any("Smith" in t or "Doe" in t or heading.split()[-1] in t for t in texts)
+
+
 def test_chunks_fit_tokens_and_overlap(make_job: Any, tokenizer: Any) -> None:
     job = make_job(SAMPLE, max_seq_length=96, papers={"chunkOverlap": 16})
     data = prepare(job, tokenizer=tokenizer)

@@ -7,8 +7,11 @@ What `clean` does, in order:
 2. De-hyphenation: `geno-\\nmic` becomes `genomic` only when both sides are lowercase
    letters; `BRCA1-\\nassociated` becomes `BRCA1-associated` (a symbol, a digit or a
    capital on the left means a real compound: the hyphen stays, the break goes).
-3. Reference list: everything from a line reading References / Bibliography / Literature
-   Cited / Works Cited to the end is dropped.
+3. Reference list: everything from a references heading to the end is dropped. A
+   references heading is a line reading References / Bibliography / Literature Cited /
+   Works Cited / Reference List in any case and any heading style the sectioner knows
+   (`## References`, `5. References`, `5.1 References`, `REFERENCES`, `References:`).
+   `sections` stops at that heading too, so a reference list is never a section.
 4. Citations (drop_citations): numeric brackets like [12], [3, 4], [5-7] are removed.
    Brackets with letters ([Ca2+], [BRCA1]) are not citations and stay.
 5. Whitespace: single line breaks inside a paragraph become spaces, runs of spaces
@@ -27,9 +30,10 @@ _HEADINGS = (
     "results", "discussion", "conclusion", "conclusions", "results and discussion",
     "acknowledgements", "acknowledgments", "data availability",
 )  # fmt: skip
+# A references heading in every style heading_of knows: `## X`, `5. X`, `5.1 X`, bare `X`.
 _REFS = re.compile(
-    r"^[ \t]*(?:#+\s*)?(?:\d+\.?\s*)?(references|bibliography|literature cited|works cited)"
-    r"[ \t]*:?[ \t]*$", re.IGNORECASE | re.MULTILINE,
+    r"^[ \t]*(?:#+[ \t]*|\d+(?:\.\d+)*\.?[ \t]*)?(?:references|bibliography|literature[ \t]+cited|"
+    r"works[ \t]+cited|reference[ \t]+list)[ \t]*:?[ \t]*$", re.IGNORECASE | re.MULTILINE,
 )  # fmt: skip
 _CITATION = re.compile(r"[ \t]?\[\d+(?:\s*[,;–-]\s*\d+)*\]")
 _HYPHEN_BREAK = re.compile(r"(?<![A-Za-z0-9])([a-z]+)-[ \t]*\n[ \t]*([a-z]+)")
@@ -85,10 +89,17 @@ def heading_of(line: str) -> str | None:
     return m.group(1).strip() if m and line.lstrip().startswith(("#", *"0123456789")) else None
 
 
+def is_references_heading(line: str) -> bool:
+    return _REFS.fullmatch(line.rstrip("\r\n")) is not None
+
+
 def sections(full_text: str) -> list[tuple[str, str]]:
-    """(heading, raw body) in order; text before the first heading is `Body`."""
+    """(heading, raw body) in order; text before the first heading is `Body`. Reading
+    stops at a references heading: the reference list and what follows are not text."""
     out: list[tuple[str, list[str]]] = [("Body", [])]
     for line in full_text.splitlines():
+        if is_references_heading(line):
+            break
         name = heading_of(line)
         if name is not None:
             out.append((name, []))
