@@ -63,6 +63,20 @@ CASES: list[tuple[str, str, dict[str, Any], Any, str]] = [
     ("finance_qa", "sft", FIN, bad(FIN, rationale="Up +2.3% this week."), "<CHANGE> is required"),
     ("finance_qa", "sft", FIN, bad(FIN, answer="As of 2024-05-01 hold."),
      "raw value '2024-05-01' where <TIMESTAMP> is required"),
+    ("finance_qa", "sft", FIN, bad(FIN, answer="Hold at 182.50."),
+     "field `answer` has raw value '182.50' where <PRICE> is required"),
+    ("finance_qa", "sft", FIN, bad(FIN, rationale="AAPL closed at 182.50 after the call."),
+     "field `rationale` has raw value '182.50' where <PRICE> is required"),
+    ("finance_qa", "sft", FIN, bad(FIN, rationale="Shares rose 2.3 percent this week."),
+     "raw value '2.3 percent' where <CHANGE> is required"),
+    ("finance_qa", "sft", FIN, bad(FIN, rationale="Spreads widened 25 bps on the news."),
+     "raw value '25 bps' where <CHANGE> is required"),
+    ("finance_qa", "sft", FIN, bad(FIN, answer="As of May 1, 2024, hold."),
+     "raw value 'May 1, 2024' where <TIMESTAMP> is required"),
+    ("finance_qa", "sft", FIN, bad(FIN, answer="Quote of 01/05/2024: hold at <PRICE>."),
+     "raw value '01/05/2024' where <TIMESTAMP> is required"),
+    ("finance_qa", "sft", FIN, bad(FIN, rationale="Checked at 2:30 pm, up <CHANGE>."),
+     "raw value '2:30 pm' where <TIMESTAMP> is required"),
     ("finance_qa", "sft", FIN, bad(FIN, tickers=["apple"]), "'apple' is not a ticker"),
     ("finance_qa", "sft", FIN, bad(FIN, tickers=[]), "`tickers` needs at least 1"),
     ("finance_qa", "sft", FIN, bad(FIN, citations="10-K"), "`citations` must be a list"),
@@ -98,6 +112,25 @@ def test_bad_row_reported_with_line_and_reason(
     assert where == f"{path}:{line}"
     assert reason in why
     assert data.stats.skipped == 1 and data.stats.read == len(before) + 3
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tickers": ["BRK.B", "MMM"], "answer": "Hold BRK.B and 3M at <PRICE> each."},
+        {"rationale": "Per the 2023 10-K and the Q3 2024 call, up <CHANGE> since <TIMESTAMP>."},
+        {"answer": "Hold at <PRICE_1.5> until <TIMESTAMP 14:30>.", "citations": ["10-K 2023"]},
+        {"answer": "Buy 1,250 shares in 3 tranches at <PRICE>."},
+        {"answer": "Hold at 182.50.", "context": "AAPL last 182.50 at 2024-05-01 14:30."},
+        {"answer": "It closed at 182.50 on May 1, 2024.", "context_required": False},
+    ],
+)
+def test_finance_rows_that_need_no_placeholder_are_kept(
+    tmp_path: Path, make_job: Any, change: dict
+) -> None:
+    path = write_jsonl(tmp_path / "f.jsonl", [FIN, {**FIN, **change}])
+    data = prepare(make_job(path, format="finance_qa", validation={"fraction": 0}))
+    assert data.stats.problems == [] and len(data.train) == 2
 
 
 def test_classification_bad_label(tmp_path: Path, make_job: Any) -> None:

@@ -7,8 +7,17 @@ Row schema (after field_map):
 
 Placeholders: when `context_required` is true and no `context` is given, the answer depends
 on live data the model cannot know, so answer and rationale must say `<PRICE>`,
-`<CHANGE>` and `<TIMESTAMP>` instead of raw prices ($182.50, 182.50 USD), percentage
-changes (+2.3%) and dates/times (2024-05-01, 14:30). Such rows are reported as bad.
+`<CHANGE>` and `<TIMESTAMP>` instead of raw values. Such rows are reported as bad:
+
+- `<PRICE>`: a currency amount ($182.50, €90, 182.50 USD) or any bare decimal number
+  (`Hold at 182.50.`, `closed at 1,182.5`); integers alone (`1,250 shares`) are not.
+- `<CHANGE>`: a percentage or basis-point move (+2.3%, 2.3 percent, 1.5 pct, 25 bps,
+  25 basis points).
+- `<TIMESTAMP>`: a date or time (2024-05-01, 2024-05-01T14:30, May 1, 2024, 1 May 2024,
+  Sept. 3, 01/05/2024, 1.5.2024, 14:30, 2 pm).
+
+Not flagged: ticker-like tokens (BRK.B, 3M), plain integers such as years in a citation
+(`per the 2023 10-K`, `Q3 2024 call`) and anything inside a placeholder (`<PRICE_2>`).
 
 The target layout (what the model learns and what evaluation parses):
 
@@ -31,22 +40,49 @@ from .base import Record, sft, str_list, text
 
 PLACEHOLDERS = ("<PRICE>", "<CHANGE>", "<TIMESTAMP>")
 _TICKER = re.compile(r"^[A-Z]{1,5}(\.[A-Z])?$")
-# Raw values that must be placeholders: what kind of value, and the pattern that finds it.
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+    r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
+)  # capitalised only: "may" and "march" the verbs are not dates
+_DAY = r"\d{1,2}(?:st|nd|rd|th)?"
+_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"  # 1,182.50 or 182.50 or 182
+# Raw values that must be placeholders, in the order they are looked for: what kind of
+# value, and the pattern that finds it. A span found by an earlier pattern is not matched
+# again (01.05.2024 is a date, not the decimal 01.05). `(?<![\w.])`: not inside a token.
 _RAW = (
-    ("<PRICE>", re.compile(r"[$€£]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*(?:\.\d+)?\s?(?:USD|EUR|GBP)\b")),
-    ("<CHANGE>", re.compile(r"[+\-−]?\d+(?:\.\d+)?\s?%")),
-    ("<TIMESTAMP>", re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2})?|\b\d{1,2}:\d{2}\b")),
+    ("<TIMESTAMP>", re.compile(
+        r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?"      # 2024-05-01[T14:30]
+        rf"|\b{_MONTH}[ \t]+{_DAY}\b(?:,?[ \t]+\d{{4}}\b)?"           # May 1[, 2024]
+        rf"|\b{_DAY}[ \t]+{_MONTH}(?:,?[ \t]+\d{{4}}\b)?"             # 1 May [2024]
+        r"|(?<![\w.])\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(?![\w.])"        # 01/05/2024, 1.5.24
+        r"|\b\d{1,2}(?::\d{2})?[ \t]?(?:[ap]\.m\.|[AaPp][Mm]\b)"        # 2 pm, 9:30 a.m.
+        r"|\b\d{1,2}:\d{2}(?::\d{2})?\b")),                           # 14:30[:05]
+    ("<CHANGE>", re.compile(
+        rf"[+\-−]?(?:{_NUM})[ \t]?"
+        r"(?:%|(?:percent|per[ \t]cent|pct|bps|bp|basis[ \t]points?)\b)")),  # 2.3 percent
+    ("<PRICE>", re.compile(
+        rf"[$€£][ \t]?(?:{_NUM})|\b(?:{_NUM})[ \t]?(?:USD|EUR|GBP)\b"
+        r"|(?<![\w.,])\d{1,3}(?:,\d{3})*\.\d+(?![\w,]|\.\d)"        # bare 182.50, 1,182.5
+        r"|(?<![\w.,])\d+\.\d+(?![\w,]|\.\d)")),                     # bare 1182.50
 )  # fmt: skip
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*(?:[ :=][^<>\n]{0,40})?>")
 _SECTION = re.compile(r"^(Answer|Rationale|Citations|Risk):[ \t]*", re.MULTILINE)
 _CITE = re.compile(r"\[(\d+)\]\s*([^\[]*?)\s*(?=;?\s*\[\d+\]|$)", re.DOTALL)
 
 
 def placeholder_violations(text_: str) -> list[tuple[str, str]]:
-    """(raw value, placeholder it should be) for every raw price/change/timestamp in text."""
-    found: list[tuple[str, str]] = []
+    """(raw value, placeholder it should be) for every raw price/change/timestamp in
+    text, in the order they appear. Text inside placeholders is not looked at."""
+    masked = _PLACEHOLDER.sub(lambda m: " " * len(m.group(0)), text_)
+    found: list[tuple[int, str, str]] = []
+    taken: list[tuple[int, int]] = []
     for placeholder, pattern in _RAW:
-        found += [(m.group(0).strip(), placeholder) for m in pattern.finditer(text_)]
-    return found
+        for m in pattern.finditer(masked):
+            if any(m.start() < end and start < m.end() for start, end in taken):
+                continue
+            taken.append(m.span())
+            found.append((m.start(), m.group(0).strip(), placeholder))
+    return [(value, placeholder) for _, value, placeholder in sorted(found)]
 
 
 def format_finance_answer(answer: str, rationale: str, citations: list[str], risk: str) -> str:
