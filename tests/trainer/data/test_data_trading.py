@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from data_support import REPO, write_jsonl
 
 from kubetune_trainer.data import prepare
-from kubetune_trainer.data.formats.trading import parse_recommendation
+from kubetune_trainer.data.formats.trading import MAX_SUMMARY, parse_recommendation
 
 SAMPLE = REPO / "examples" / "data" / "trading"
 OPTS = {"news": "", "window": 10, "horizon": 5, "holdBandPct": 1.0}
@@ -39,17 +40,20 @@ def test_changing_the_future_leaves_inputs_unchanged(sample: Path, make_job: Any
     before = by_key(prepare(job(make_job, sample, window=20)))
     cut = "2023-06-15"
     rows = list(csv.DictReader((sample / "prices.csv").open()))
-    for r in rows:  # double every ACME price after the cut (a consistent but different future)
+    for r in rows:  # a consistent but different ACME future: prices doubled, volume x5
         if r["ticker"] == "ACME" and r["date"] > cut:
             for k in ("open", "high", "low", "close"):
                 r[k] = f"{float(r[k]) * 2:.2f}"
+            r["volume"] = str(int(float(r["volume"]) * 5))
     with (sample / "prices.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     news = (sample / "news.jsonl").read_text()
-    late = {"date": "2023-06-16", "ticker": "ACME", "headline": "Acme leaks future"}
-    (sample / "news.jsonl").write_text(news + json.dumps(late) + "\n")
+    late = [{"date": day, "ticker": "ACME", "headline": f"Acme leaks future {day}",
+             "summary": "Shares will double.", "source": "Oracle"}
+            for day in ("2023-06-16", "2023-07-03", "2023-09-01")]  # fmt: skip
+    (sample / "news.jsonl").write_text(news + "".join(json.dumps(n) + "\n" for n in late))
     after = by_key(prepare(job(make_job, sample, window=20)))
     acme = sorted(k for k in before if k[0] == "ACME")
     assert len(acme) > 200
@@ -62,6 +66,13 @@ def test_changing_the_future_leaves_inputs_unchanged(sample: Path, make_job: Any
             assert after[key]["prompt"] != before[key]["prompt"]
     assert changed_targets >= 5  # labels of the last days before the cut do see the future
     assert all(after[k] == before[k] for k in before if k[0] != "ACME")
+    # The changed future is visible once it is the past: volume and the late news.
+    first_after = after[min(k for k in acme if k[1] > cut)]["prompt"]
+    assert "Acme leaks future 2023-06-16 (Oracle)\n  Shares will double." in first_after
+    ratio = re.compile(r"volume/avg20 ([\d.]+)")
+    day = min(k for k in acme if k[1] > cut)
+    old_ratio = float(ratio.findall(before[day]["prompt"])[0])
+    assert float(ratio.findall(first_after)[0]) > 2.5 * old_ratio  # 5x volume on that day
 
 
 def test_labels_follow_realized_forward_return(sample: Path, make_job: Any) -> None:
@@ -119,10 +130,37 @@ def test_bad_price_rows(tmp_path: Path, make_job: Any, row: str, reason: str) ->
     assert data.stats.problems[0].startswith(f"{tmp_path / 'prices.csv'}:30: {reason}")
 
 
+def test_news_summaries_appear_under_their_headlines(tmp_path: Path, make_job: Any) -> None:
+    (tmp_path / "prices.csv").write_text("\n".join([HEAD, *GOOD]) + "\n")
+    long = "Revenue   rose on\nstrong demand for the new line. " * 20
+    news = write_jsonl(tmp_path / "news.jsonl", [
+        {"date": "2024-01-04", "ticker": "ACME", "headline": "Acme opens plant",
+         "summary": "The plant adds 300 jobs.", "source": "Wire"},
+        {"date": "2024-01-05", "ticker": "ACME", "headline": "Acme beats", "summary": long},
+        {"date": "2024-01-08", "ticker": "ACME", "headline": "Acme quiet"},
+    ])  # fmt: skip
+    data = prepare(make_job(tmp_path / "prices.csv", format="trading",
+                            trading={"window": 5, "horizon": 2, "news": str(news)}))  # fmt: skip
+    rec = next(r for r in data.train if r["meta"]["date"] == "2024-01-08")
+    lines = rec["prompt"].splitlines()
+    i = lines.index("- 2024-01-04 Acme opens plant (Wire)")
+    assert lines[i + 1] == "  The plant adds 300 jobs."
+    j = lines.index("- 2024-01-05 Acme beats")
+    shown = lines[j + 1]
+    assert shown.startswith("  Revenue rose on strong demand for the new line. Revenue")
+    assert shown.endswith("…") and len(shown) <= 2 + MAX_SUMMARY
+    assert lines[j + 2] == "- 2024-01-08 Acme quiet"  # no summary: no extra line
+    assert lines[j + 3].startswith("Recommend for the next 2 trading days")
+
+
 @pytest.mark.parametrize(
     ("item", "reason"),
     [
         ({"date": "2024-01-05", "ticker": "ZZZZ", "headline": "x"}, "unknown ticker 'ZZZZ'"),
+        (
+            {"date": "2024-01-05", "ticker": "ACME", "headline": "x", "summary": 3},
+            "field `summary` must be a string",
+        ),
         ({"date": "2024-13-05", "ticker": "ACME", "headline": "x"}, "is not a date"),
         ({"date": "2024-01-05", "ticker": "ACME", "headline": ""}, "field `headline` is empty"),
         ({"date": "2024-01-05", "headline": "x"}, "missing field `ticker`"),

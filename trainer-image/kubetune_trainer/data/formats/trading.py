@@ -1,13 +1,16 @@
 """trading: daily prices (CSV) + news (JSONL) -> SFT examples with a JSON recommendation.
 
 Prices: `date,ticker,open,high,low,close,volume` (dates YYYY-MM-DD, increasing per ticker).
-News (dataset.trading.news): `{date, ticker, headline, summary?, source?}`.
+News (dataset.trading.news): `{date, ticker, headline, summary?, source?}` (summary and
+source are optional strings).
 
 One example per ticker and day t that has `window` days of history before it and
 `horizon` days after it. The prompt (input) holds, for the last `window` trading days,
 the date, daily return % and z-scored close, then the indicators of trading_features, then
-the news of that ticker dated inside the window (at most 5, newest last). It reads nothing
-dated after t. The completion is one JSON object, keys in this order:
+the news of that ticker dated inside the window (at most 5, newest last): each headline
+with its source, and its summary on the next line (whitespace collapsed, cut at a word
+boundary to at most 240 characters). It reads nothing dated after t. The completion is
+one JSON object, keys in this order:
 
     {"action": "buy" | "sell" | "hold", "target_price": <close at t + horizon, 2 dp>,
      "horizon_days": <horizon>, "confidence": <0..1, 2 dp>,
@@ -34,6 +37,7 @@ from .base import Context, Record, number, rename, text
 from .trading_features import features, label
 
 MAX_NEWS = 5
+MAX_SUMMARY = 240  # characters of a news summary shown under its headline
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -100,6 +104,7 @@ def _read_news(uri: str, tickers: set[str], ctx: Context) -> dict[str, list[dict
             if ticker not in tickers:
                 raise RowError(f"unknown ticker {ticker!r} (not in the price file)")
             item = {"date": _date(d), "headline": text(d, "headline"),
+                    "summary": shorten(text(d, "summary", required=False)),
                     "source": text(d, "source", required=False)}  # fmt: skip
         except RowError as exc:
             ctx.report.problem(row.where, str(exc))
@@ -108,6 +113,15 @@ def _read_news(uri: str, tickers: set[str], ctx: Context) -> dict[str, list[dict
     for items in news.values():
         items.sort(key=lambda n: n["date"])
     return news
+
+
+def shorten(summary: str, limit: int = MAX_SUMMARY) -> str:
+    """Whitespace collapsed; longer than `limit`: cut at a word boundary and end with `…`."""
+    summary = " ".join(summary.split())
+    if len(summary) <= limit:
+        return summary
+    cut = summary[: limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:.") + "…"
 
 
 def example_prompt(
@@ -124,10 +138,13 @@ def example_prompt(
         f"{p['date']} {r:+.2f} {z:+.2f}"
         for p, r, z in zip(days, f.returns_pct, f.z_close, strict=True)
     ]
-    headlines = [
-        f"- {n['date']} {n['headline']}" + (f" ({n['source']})" if n["source"] else "")
-        for n in seen
-    ]
+    headlines: list[str] = []
+    for n in seen:
+        headlines.append(
+            f"- {n['date']} {n['headline']}" + (f" ({n['source']})" if n["source"] else "")
+        )
+        if n.get("summary"):
+            headlines.append(f"  {n['summary']}")
     lines = [
         f"Ticker: {ticker}  Date: {end}  Close: {series[t]['close']:.2f}",
         f"Last {w} trading days (date, return %, z-close):",
