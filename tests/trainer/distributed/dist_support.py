@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,17 @@ from kubetune_trainer.distributed.local import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+# The real servers (tests.fixtures) are imported from the repo root, which a bare `pytest`
+# does not put on sys.path (`python -m pytest` from the root does).
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# How long a survivor may take, beyond the configured rendezvous/collective timeout, to
+# exit after a peer was killed: its rank notices (at once when the socket closes, else
+# after the timeout), the torchrun agent sees it (1 s monitor interval) and tears down,
+# the launcher maps the codes and the interpreter exits. Measured 2-3 s here; the rest
+# is room for a busy 2-core machine.
+EXIT_MARGIN_SECONDS = 30
 
 
 def job_manifest(name: str = "dist", **spec: Any) -> dict[str, Any]:
@@ -148,3 +160,24 @@ def operator_env(
         }
         | extra
     )
+
+
+def wait_bounded(
+    proc: subprocess.Popen[str], killed_at: float, timeout: int, log: Path
+) -> tuple[int, float]:
+    """Wait for a survivor to exit within `timeout` + EXIT_MARGIN_SECONDS of `killed_at`.
+
+    Returns (exit code, seconds from the kill to the exit); fails the test past the bound.
+    """
+    bound = timeout + EXIT_MARGIN_SECONDS
+    try:
+        code = proc.wait(max(0.0, killed_at + bound - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"survivor still running {bound} s after the peer was killed (timeout {timeout} s "
+            f"+ {EXIT_MARGIN_SECONDS} s margin):\n{log.read_text()[-3000:]}"
+        )
+    elapsed = time.monotonic() - killed_at
+    print(f"survivor exited {code} {elapsed:.1f} s after the kill (bound {bound} s)")
+    assert elapsed <= bound
+    return code, elapsed

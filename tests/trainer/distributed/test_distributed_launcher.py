@@ -9,7 +9,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dist_support import HERE, PYTHON, Procs, job_manifest, operator_env, write_json
+from dist_support import (
+    HERE,
+    PYTHON,
+    Procs,
+    job_manifest,
+    operator_env,
+    wait_bounded,
+    write_json,
+)
 
 from kubetune_api.constants import ExitCode
 
@@ -65,35 +73,49 @@ def test_permanent_code_of_one_rank_is_the_node_code(
 def test_killed_rank_makes_the_node_retryable(
     tmp_path: Path, procs: Procs, port: int, base_env: dict[str, str]
 ) -> None:
+    timeout = 20
     env = node_env(
         base_env,
-        spec_file(tmp_path, 1, 2),
+        spec_file(tmp_path, 1, 2, timeout),
         1,
         2,
         0,
         port,
+        timeout,
         KT_BEHAVIOUR_RANK1="sigkill",
         KT_STEPS="50",
         KT_STEP_SECONDS="0.2",
     )
-    assert procs.start(NODE, env, tmp_path / "node.log").wait(120) == ExitCode.RETRYABLE
+    log = tmp_path / "node.log"
+    node = procs.start(NODE, env, log)
+    # Rank 1 prints this line and SIGKILLs itself right after it.
+    deadline = time.monotonic() + 120
+    while "rank 1 training" not in log.read_text():
+        assert time.monotonic() < deadline and node.poll() in (None, ExitCode.RETRYABLE)
+        time.sleep(0.05)
+    code, _ = wait_bounded(node, time.monotonic(), timeout, log)
+    assert code == ExitCode.RETRYABLE
 
 
 def test_lost_node_makes_the_survivor_exit_retryable(
     tmp_path: Path, procs: Procs, port: int, base_env: dict[str, str]
 ) -> None:
-    spec = spec_file(tmp_path, 2, 1)
+    timeout = 20
+    spec = spec_file(tmp_path, 2, 1, timeout)
     knobs = {"KT_STEPS": "1000", "KT_STEP_SECONDS": "0.1"}
-    node0 = procs.start(NODE, node_env(base_env, spec, 2, 1, 0, port, **knobs), tmp_path / "n0.log")
-    node1 = procs.start(NODE, node_env(base_env, spec, 2, 1, 1, port, **knobs), tmp_path / "n1.log")
+    envs = [node_env(base_env, spec, 2, 1, i, port, timeout, **knobs) for i in (0, 1)]
+    node0 = procs.start(NODE, envs[0], tmp_path / "n0.log")
+    node1 = procs.start(NODE, envs[1], tmp_path / "n1.log")
     # Kill node 1 (its launcher and rank, like a lost pod) once training is under way.
     deadline = time.monotonic() + 120
     while "training" not in (tmp_path / "n1.log").read_text():
         assert time.monotonic() < deadline and node0.poll() is None
         time.sleep(0.2)
     procs.kill_group(node1)
-    # Bounded: the survivor fails on its own (the rendezvous timeout is 20 s).
-    assert node0.wait(120) == ExitCode.RETRYABLE
+    killed_at = time.monotonic()
+    # Bounded: the survivor fails on its own within the timeout + EXIT_MARGIN_SECONDS.
+    code, _ = wait_bounded(node0, killed_at, timeout, tmp_path / "n0.log")
+    assert code == ExitCode.RETRYABLE
     assert "lost a peer" in (tmp_path / "n0.log").read_text()
 
 
