@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,13 @@ def launch_nodes(
     port: int,
     output: Path | None = None,
     tag: str = "node",
+    node_extra: Sequence[Mapping[str, str]] = (),
 ) -> list[subprocess.Popen[str]]:
     """`kubetune launch` once per node, with the operator's pod environment.
 
     Each simulated node gets its own cache (and so its own checkpoint staging folder), as
     separate pods would: files one node writes are not visible to the other.
+    `node_extra[i]` adds variables to node i only (e.g. that pod's credentials).
     """
     dist = manifest["spec"]["distributed"]
     nnodes, nproc = dist.get("nodes", 1), dist.get("processesPerNode", 1)
@@ -125,11 +128,11 @@ def launch_nodes(
     extra = {Env.OUTPUT_URI: str(output)} if output else {}
     nodes = []
     for i in range(nnodes):
-        node_extra = dict(extra)
+        own = dict(extra) | dict(node_extra[i] if i < len(node_extra) else {})
         if nnodes > 1:
-            node_extra["KUBETUNE_CACHE"] = f"{env['KUBETUNE_CACHE']}-node{i}"
+            own["KUBETUNE_CACHE"] = f"{env['KUBETUNE_CACHE']}-node{i}"
         node_env = operator_env(
-            env, spec_file, nnodes, nproc, i, port, dist["rendezvousTimeoutSeconds"], **node_extra
+            env, spec_file, nnodes, nproc, i, port, dist["rendezvousTimeoutSeconds"], **own
         )
         nodes.append(procs.start([KUBETUNE, "launch"], node_env, tmp / f"{tag}{i}.log"))
     return nodes
@@ -196,6 +199,85 @@ def test_two_nodes_through_kubetune_launch(
         "rng_state_0.pth",
         "rng_state_1.pth",
     ]
+
+
+def _iam_key(endpoint: str, user: str, actions: list[str]) -> dict[str, str]:
+    """A moto IAM user allowed only `actions` on S3; its key as environment variables."""
+    import boto3
+
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap",
+    )  # fmt: skip
+    iam.create_user(UserName=user)
+    allow = {"Effect": "Allow", "Action": actions, "Resource": "*"}
+    policy = {"Version": "2012-10-17", "Statement": [allow]}
+    iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+def test_two_nodes_only_rank0_writes_to_s3(
+    tmp_path: Path, procs: Procs, port: int, base_env: dict[str, str]
+) -> None:
+    """2 pods x 1 process on a real, authenticating S3 (moto): pod 1's key may only read.
+
+    A write from rank 1 would be refused (403): it would fail the run, or, where the engine
+    tolerates a failed write (the registry record), still show in the server's log.
+    """
+    import botocore.exceptions
+
+    from tests.fixtures.servers import s3_server
+
+    bucket = "kubetune-test"
+    # The first 6 requests (2 IAM users x 3 calls) are unauthenticated; every later one
+    # is checked against the caller's policy.
+    with s3_server(tmp_path / "moto", env={"INITIAL_NO_AUTH_ACTION_COUNT": "6"}) as s3:
+        writer = _iam_key(s3.endpoint, "rank0", ["s3:*"])
+        reader = _iam_key(s3.endpoint, "rank1", ["s3:GetObject", "s3:ListBucket"])
+
+        def client(key: dict[str, str]) -> Any:
+            return s3.client(
+                aws_access_key_id=key["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=key["AWS_SECRET_ACCESS_KEY"],
+            )
+
+        client(writer).create_bucket(Bucket=bucket)
+        env = base_env | {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+        manifest = spec(write_data(tmp_path / "data.jsonl"), f"s3://{bucket}/runs", nodes=2)
+        nodes = launch_nodes(procs, tmp_path, manifest, env, port, node_extra=[writer, reader])
+        wait_ok(nodes, tmp_path)
+
+        server_log = (tmp_path / "moto" / "moto.log").read_text()
+        denied = [line for line in server_log.splitlines() if '" 403 ' in line]
+        assert denied == [], "a request was refused (rank 1 wrote?):\n" + "\n".join(denied)
+        keys = sorted(
+            o["Key"]
+            for page in client(writer).get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])
+        )
+        run, registry = "runs/test/dist/", "runs/registry/"
+        assert all(k.startswith((run, registry)) for k in keys), keys
+        adapters = [k for k in keys if k.endswith("adapter_model.safetensors")]
+        assert [k for k in adapters if "/checkpoints/" not in k] == [
+            run + "adapter/adapter_model.safetensors"
+        ]
+        assert [k for k in keys if k.endswith("report.json")] == [run + "report/report.json"]
+        assert [k for k in keys if k.startswith(registry)] == [
+            registry + "dist/v1.json",
+            registry + "index.json",
+        ]
+        # Rank 1's RNG state reached the commit through rank 0 (collect_node_files).
+        step6 = run + "checkpoints/step-000006/"
+        assert {step6 + "rng_state_0.pth", step6 + "rng_state_1.pth"} <= set(keys)
+        assert step6 + "MANIFEST.json" in keys
+        # The check above means something: moto does refuse rank 1's key a write.
+        with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+            client(reader).put_object(Bucket=bucket, Key=run + "probe", Body=b"x")
+        assert '" 403 ' in (tmp_path / "moto" / "moto.log").read_text()
 
 
 def test_two_nodes_zero2_commit_every_shard_and_resume(
