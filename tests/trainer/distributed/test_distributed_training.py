@@ -398,13 +398,20 @@ def test_killed_node_makes_the_survivor_exit_retryable(
 @pytest.mark.parametrize(
     ("deepspeed", "nproc"), [("none", 2), ("zero3", 1)], ids=["ddp-2", "zero3-1"]
 )
-def test_kubetune_run_zero3_one_process(
-    reference: Path, tmp_path: Path, base_env: dict[str, str]
+def test_kubetune_run_launches_torchrun_locally(
+    reference: Path, tmp_path: Path, base_env: dict[str, str], deepspeed: str, nproc: int
 ) -> None:
-    """`kubetune run` with DeepSpeed goes through local_launch -> kubetune launch -> torchrun,
-    even for one process (DeepSpeed needs torchrun's environment)."""
+    """`kubetune run` goes through local_launch -> kubetune launch -> torchrun for more than
+    one process, and for DeepSpeed even with one (DeepSpeed needs torchrun's environment).
+    Micro batch 2 // nproc keeps the reference's global batch of 2."""
     out = tmp_path / "out"
-    manifest = spec(write_data(tmp_path / "data.jsonl"), "./unused", micro=2, deepspeed="zero3")
+    manifest = spec(
+        write_data(tmp_path / "data.jsonl"),
+        "./unused",
+        micro=2 // nproc,
+        processesPerNode=nproc,
+        deepspeed=deepspeed,
+    )
     job = write_json(tmp_path / "job.json", manifest)
     proc = subprocess.run(
         [KUBETUNE, "run", str(job), "--output", str(out)],
@@ -415,7 +422,24 @@ def test_kubetune_run_zero3_one_process(
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "torchrun --nnodes 1 --nproc-per-node 1" in proc.stderr
+    assert f"torchrun --nnodes 1 --nproc-per-node {nproc} " in proc.stderr
     assert_same_curve(losses(out), losses(reference))
     ref_w, got_w = adapter_weights(reference), adapter_weights(out)
     assert max((ref_w[k] - got_w[k]).abs().max().item() for k in ref_w) < 1e-4
+    step6 = run_dir(out) / "checkpoints" / "step-000006"
+    if nproc > 1:
+        # Every rank trained: each one's RNG state is in the committed checkpoint.
+        ranks = sorted(p.name for p in step6.glob("rng_state_*.pth"))
+        assert ranks == [f"rng_state_{r}.pth" for r in range(nproc)]
+    if deepspeed == "zero3":
+        # ZeRO-3's own layout: model states per partition (ZeRO-1/2 write
+        # mp_rank_00_model_states.pt; without DeepSpeed there is no global_step6), and the
+        # stage in the config DeepSpeed saved with them. A silent fallback fails here.
+        import torch
+
+        ds = step6 / "global_step6"
+        states = ds / "zero_pp_rank_0_mp_rank_00_model_states.pt"
+        assert states.is_file(), sorted(p.name for p in step6.rglob("*"))
+        assert not (ds / "mp_rank_00_model_states.pt").exists()
+        saved = torch.load(states, map_location="cpu", weights_only=False)
+        assert saved["ds_config"]["zero_optimization"]["stage"] == 3
