@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,25 +118,32 @@ def test_spec_rules_for_quantized_zero3_still_apply() -> None:
         make_job({"deepspeed": "zero3"}, quantization={"mode": "8bit"})
 
 
-def test_config_is_accepted_by_transformers() -> None:
-    """The HF integration parses it and fills every "auto" from TrainingArguments."""
+@pytest.mark.parametrize("offload", [False, True])
+def test_config_is_bound_to_the_engines_training_arguments(tmp_path: Path, offload: bool) -> None:
+    """TrainingArguments built from the engine's own training_kwargs (engine/args.py) fill
+    every "auto" from the spec: micro batch 3, accumulation 4, clipping 0.5, bf16."""
     from transformers import TrainingArguments
-    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
-    cfg = deepspeed_config(
-        make_job({"deepspeed": "zero3", "cpuOffload": True}, {"maxGradNorm": 0.5})
+    from kubetune_trainer.engine.args import training_kwargs
+
+    job = make_job(
+        {"deepspeed": "zero3", "cpuOffload": offload},
+        {"microBatchSize": 3, "gradientAccumulation": 4, "precision": "bf16", "maxGradNorm": 0.5},
     )
-    hf = HfTrainerDeepSpeedConfig(cfg)
-    args = TrainingArguments(
-        output_dir="/tmp/unused",
-        per_device_train_batch_size=3,
-        gradient_accumulation_steps=4,
-        max_grad_norm=0.5,
-        use_cpu=True,
-        report_to=[],
+    # The precision the engine passes is hardware.resolve_precision's: the spec's own
+    # "bf16" wherever bf16 runs (elsewhere it refuses before any arguments are built).
+    kwargs = training_kwargs(
+        job, tmp_path, job.spec.training.precision, cuda=False, has_validation=False
     )
-    hf.trainer_config_process(args)
+    assert kwargs["deepspeed"]["zero_optimization"]["stage"] == 3
+    args = TrainingArguments(**kwargs)  # fills the "auto" values (trainer_config_process)
+    hf = args.hf_deepspeed_config
     assert hf.config["train_micro_batch_size_per_gpu"] == 3
     assert hf.config["gradient_accumulation_steps"] == 4
+    assert hf.config["train_batch_size"] == 3 * 4 * args.world_size
     assert hf.config["gradient_clipping"] == 0.5
-    assert hf.is_zero3() and hf.is_offload()
+    assert hf.config["bf16"]["enabled"] is True
+    assert hf.config["fp16"]["enabled"] is False
+    assert hf.is_zero3() and hf.is_offload() is offload
+    if offload:  # the offloaded optimizer takes the Trainer's hyper-parameters
+        assert hf.config["optimizer"]["params"]["lr"] == job.spec.training.learning_rate
