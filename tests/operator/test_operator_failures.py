@@ -310,3 +310,19 @@ def test_backoff_delays_the_next_attempt_then_clears(operator):
     # Created no earlier than the backoff allowed (both are whole-second RFC 3339 times).
     assert job2["metadata"]["creationTimestamp"] >= st["nextAttemptAfter"]
     wait_for(lambda: "nextAttemptAfter" not in status(cluster), what="the backoff mark cleared")
+
+
+def test_delete_does_not_wait_for_pods_orphaned_by_hand(operator):
+    cluster = operator
+    start(cluster)
+    # A pod with our labels whose Job was deleted with propagation Orphan: no owner, no GC.
+    stray = {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "llama-lora-stray", "namespace": NS,
+                          "labels": {c.LABEL_JOB: "llama-lora"}},
+             "spec": {"containers": [{"name": "trainer", "image": "x"}]}}  # fmt: skip
+    cluster.create("v1/pods", stray, NS)
+    cluster.delete(FTJ, NS, "llama-lora")
+    wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="the FineTuneJob gone")
+    assert cluster.get("v1/pods", NS, "llama-lora-stray") is not None  # pods are read-only
+    ev = {e["reason"]: e for e in cluster.events(NS, "llama-lora")}["OrphanedPods"]
+    assert ev["type"] == "Warning" and "llama-lora-stray" in ev["message"]

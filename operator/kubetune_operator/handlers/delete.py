@@ -44,12 +44,25 @@ async def on_delete(
     for cm in await client.list(CONFIGMAPS, namespace, sel):
         await client.delete(CONFIGMAPS, namespace, cm["metadata"]["name"])
     # A deleted FineTuneJob leaves no pod behind: the finalizer stays until they are gone.
-    left = await client.list(PODS, namespace, sel) + await client.list(JOBS, namespace, sel)
+    # Pods without a Job (someone deleted it with propagation Orphan) have no collector
+    # to wait for and the operator may not delete pods: they are named once and left.
+    pods = await client.list(PODS, namespace, sel)
+    orphans = [p for p in pods if not _owned_by_job(p)]
+    left = [p for p in pods if _owned_by_job(p)] + await client.list(JOBS, namespace, sel)
+    if orphans and not left:
+        names = ", ".join(p["metadata"]["name"] for p in orphans)
+        message = f"pods {names} have no Job (orphaned by hand); delete them yourself"
+        kopf.warn(body, reason="OrphanedPods", message=message)
     if left:
         names = ", ".join(o["metadata"]["name"] for o in left)
         raise kopf.TemporaryError(f"waiting for {names} to go", delay=POD_GONE_POLL)
     memo.metrics.set_phase(namespace, name, None)
     _cleanup_artifacts(body, spec, namespace, name, logger)
+
+
+def _owned_by_job(pod: dict[str, Any]) -> bool:
+    refs = pod["metadata"].get("ownerReferences") or []
+    return any(r.get("kind") == "Job" for r in refs)
 
 
 def _cleanup_artifacts(
