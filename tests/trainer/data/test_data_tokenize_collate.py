@@ -9,10 +9,13 @@ import torch
 
 from kubetune_api.spec_data import DatasetSpec
 from kubetune_trainer.data.collate import (
+    POSITION_ID_PACKING,
     PackedCollator,
+    PackingPlan,
     PaddingCollator,
     pack_position_ids,
     pack_wrapped,
+    plan_packing,
     resolve_packing,
 )
 from kubetune_trainer.data.templates import PREAMBLE, render, render_prompt
@@ -103,44 +106,92 @@ def test_packing_rows_positions_and_boundaries() -> None:
     wrapped = pack_wrapped(data, max_len=8)
     assert [len(r["input_ids"]) for r in wrapped] == [8, 8]
     assert "attention_mask" in PackedCollator(0, 8, cross_attention=True)(wrapped)
-    assert resolve_packing("auto", "causal_lm", "sft") == "position_ids"
-    assert resolve_packing("auto", "sequence_classification", "classification") == "none"
 
 
-@pytest.fixture(scope="module")
-def tiny_llama() -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_decoder(model_type: str) -> Any:
+    """A 2-layer decoder of `model_type`, random weights, built offline from its config."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=600, hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                      max_position_embeddings=256)  # fmt: skip
-    return LlamaForCausalLM(cfg).eval()
+    cfg = AutoConfig.for_model(model_type, vocab_size=600, hidden_size=64,
+                               intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=4,
+                               max_position_embeddings=256)  # fmt: skip
+    return AutoModelForCausalLM.from_config(cfg).eval()
 
 
-def test_position_id_packing_does_not_leak_attention(tokenizer: Any, tiny_llama: Any) -> None:
-    recs = [
-        REC,
-        {"prompt": "Name a gene.", "completion": "BRCA1"},
-        {"prompt": "Should I hold?", "completion": "Hold at <PRICE>."},
-    ]
-    data = tokenize_sft(recs, tokenizer, spec(template="plain", max_seq_length=128))
+PACK_RECS = [
+    REC,
+    {"prompt": "Name a gene.", "completion": "BRCA1"},
+    {"prompt": "Should I hold?", "completion": "Hold at <PRICE>."},
+]
+
+
+@pytest.mark.parametrize("model_type", sorted(POSITION_ID_PACKING))
+def test_position_id_packing_does_not_leak_attention(tokenizer: Any, model_type: str) -> None:
+    model = tiny_decoder(model_type)
+    assert model.config.model_type == model_type
+    assert plan_packing("auto", "causal_lm", "sft", model) == PackingPlan("position_ids")
+    data = tokenize_sft(PACK_RECS, tokenizer, spec(template="plain", max_seq_length=128))
     rows = pack_position_ids(data, max_len=128)
     assert len(rows) == 1  # all three share one row
     batch = PackedCollator(tokenizer.pad_token_id, 128)(rows)
     with torch.no_grad():
-        packed = tiny_llama(**{k: v for k, v in batch.items() if k != "labels"},
-                            use_cache=False).logits[0]  # fmt: skip
+        packed = model(**{k: v for k, v in batch.items() if k != "labels"},
+                       use_cache=False).logits[0]  # fmt: skip
         starts = [i for i, p in enumerate(batch["position_ids"][0].tolist()) if p == 0]
         for ids in data.input_ids:
             start = next(s for s in starts if batch["input_ids"][0, s : s + len(ids)].tolist()
                          == ids)  # fmt: skip
-            alone = tiny_llama(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+            alone = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
             torch.testing.assert_close(packed[start : start + len(ids)], alone, atol=1e-5,
                                        rtol=0)  # fmt: skip
         # Control: the same row attended across examples (wrapped) does change logits.
-        crossed = tiny_llama(input_ids=batch["input_ids"], use_cache=False).logits[0]
+        crossed = model(input_ids=batch["input_ids"], use_cache=False).logits[0]
         last = max(starts[:3])
         n = next(len(i) for i in data.input_ids
                  if batch["input_ids"][0, last : last + len(i)].tolist() == i)  # fmt: skip
         assert (crossed[last : last + n] - packed[last : last + n]).abs().max() > 1e-3
+
+
+def test_packing_falls_back_to_padding_where_position_ids_would_leak() -> None:
+    """The real MiniLM (BERT): restarting position ids do not separate packed examples, so
+    packing would leak; the plan is dynamic padding, and it says so."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from kubetune_trainer.modeling import builtin
+
+    tok = AutoTokenizer.from_pretrained(builtin.minilm_dir())
+    bert = AutoModel.from_pretrained(builtin.minilm_dir()).eval()
+    assert bert.config.model_type == "bert" and "bert" not in POSITION_ID_PACKING
+    for asked in ("auto", "position_ids"):
+        plan = plan_packing(asked, "causal_lm", "text", bert)
+        assert plan.mode == "none"
+        assert f"packing {asked}: model type 'bert' is not known" in plan.note
+        assert "using dynamic padding" in plan.note
+    a, b = (tok(t)["input_ids"] for t in ("BRCA1 loss in breast cancer", "TP53 and apoptosis"))
+    packed = TokenizedSet([a, b], [a, b])
+    batch = PackedCollator(tok.pad_token_id, len(a) + len(b))(pack_position_ids(packed, 64))
+    with torch.no_grad():
+        row = bert(input_ids=batch["input_ids"], position_ids=batch["position_ids"])
+        alone = bert(input_ids=torch.tensor([a])).last_hidden_state[0]
+    start = next(s for s in range(len(b) + 1) if batch["input_ids"][0, s : s + len(a)].tolist()
+                 == a)  # fmt: skip
+    assert batch["position_ids"][0, start].item() == 0
+    leaked = row.last_hidden_state[0, start : start + len(a)] - alone
+    assert leaked.abs().max() > 1e-2  # `a` attended to `b`: packing would leak here
+
+
+def test_packing_plan_by_task_kind_and_model(caplog: Any) -> None:
+    assert plan_packing("auto", "causal_lm", "sft", "llama").mode == "position_ids"
+    assert plan_packing("position_ids", "causal_lm", "text", "mistral").mode == "position_ids"
+    assert plan_packing("auto", "sequence_classification", "classification", "llama") == (
+        PackingPlan("none")
+    )  # nothing to pack for an encoder task, nothing to say
+    assert plan_packing("wrapped", "causal_lm", "text", "gpt2") == PackingPlan("wrapped")
+    assert plan_packing("none", "causal_lm", "sft", "llama") == PackingPlan("none")
+    unknown = plan_packing("auto", "causal_lm", "sft")  # the caller did not say
+    assert unknown.mode == "none" and "an unknown architecture" in unknown.note
+    with caplog.at_level("WARNING", logger="kubetune_trainer.data.collate"):
+        assert resolve_packing("auto", "causal_lm", "sft", "gpt2") == "none"
+    assert "model type 'gpt2' is not known" in caplog.text

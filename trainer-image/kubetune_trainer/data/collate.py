@@ -12,11 +12,22 @@ Packing modes (dataset.packing):
   so attention never crosses examples. The model must run with use_cache=False.
 - `wrapped`: `pack_wrapped` concatenates every example and cuts the stream into
   max_len rows; attention crosses examples (pretraining style). Only when asked for.
-- `auto`: position_ids for causal-LM SFT/text, none otherwise (see `resolve_packing`).
+- `auto`: position_ids for causal-LM SFT/text on an architecture that supports it, none
+  otherwise (see `plan_packing`).
+
+Which architectures support position_ids packing: transformers builds the block mask from
+restarting position ids only in models that pass `position_ids` to its masking utilities
+(`create_causal_mask` finds packed sequences when attention_mask is None), and only for
+standard attention; linear-attention and convolution layers ignore the boundaries (see the
+transformers "Padding-free training" guide). `POSITION_ID_PACKING` lists the model types
+this project uses and tests for no leakage (tests/trainer/data: the same logits packed and
+alone, per model type). Any other architecture, or one not given, falls back to `none`
+(dynamic padding) with a note saying why; `wrapped` is never changed (it is asked for).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +36,53 @@ import torch
 
 from .tokenize import IGNORE, TokenizedSet
 
+log = logging.getLogger(__name__)
 
-def resolve_packing(packing: str, task: str, kind: str) -> str:
-    if packing != "auto":
-        return packing
-    return "position_ids" if task == "causal_lm" and kind in ("sft", "text") else "none"
+# config.model_type values whose transformers implementation derives per-example attention
+# blocks from restarting position ids (Llama 2/3, DeepSeek-R1-Distill-Llama, SmolLM2,
+# Mistral, Qwen2). Each is checked by the no-leakage test.
+POSITION_ID_PACKING = frozenset({"llama", "mistral", "qwen2"})
+
+
+@dataclass(frozen=True)
+class PackingPlan:
+    mode: str  # none | position_ids | wrapped
+    note: str = ""  # why the asked-for packing was not used ("" when it was)
+
+
+def model_type_of(model: Any) -> str | None:
+    """config.model_type of a model (peft-wrapped or not), a config, or a model type name."""
+    if model is None or isinstance(model, str):
+        return model
+    config = getattr(model, "config", model)
+    return getattr(config, "model_type", None)
+
+
+def plan_packing(packing: str, task: str, kind: str, model: Any = None) -> PackingPlan:
+    """The packing to train with, from dataset.packing, the task, the record kind and the
+    model's architecture (`model`: a model, its config or its model_type)."""
+    if packing in ("none", "wrapped"):
+        return PackingPlan(packing)
+    if packing == "auto" and not (task == "causal_lm" and kind in ("sft", "text")):
+        return PackingPlan("none")
+    model_type = model_type_of(model)
+    if model_type in POSITION_ID_PACKING:
+        return PackingPlan("position_ids")
+    arch = f"model type {model_type!r}" if model_type else "an unknown architecture"
+    return PackingPlan(
+        "none",
+        f"packing {packing}: {arch} is not known to keep packed examples apart by position "
+        f"ids (known: {', '.join(sorted(POSITION_ID_PACKING))}); using dynamic padding "
+        "(packing none) so attention never crosses examples",
+    )
+
+
+def resolve_packing(packing: str, task: str, kind: str, model: Any = None) -> str:
+    """plan_packing's mode; a fallback is logged as a warning."""
+    plan = plan_packing(packing, task, kind, model)
+    if plan.note:
+        log.warning(plan.note)
+    return plan.mode
 
 
 def _round_up(n: int, multiple: int) -> int:
