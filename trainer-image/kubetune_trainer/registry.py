@@ -13,11 +13,15 @@ name at the same instant each get their own version number: a version file is cr
 only if absent (local: link; S3: conditional PUT, If-None-Match), and the loser of a race
 takes the next number. The index is a cache; a stale one is rebuilt.
 
-When spec.tracking.registerAs is set, the record also names the MLflow model version.
+When spec.tracking.mlflowUri is set, the adapter is also a model version in MLflow's
+model registry, under the same name (spec.tracking.registerAs, else the job's name).
 During `kubetune run` the MLflow sink (tracking.py) has already registered the run's
 adapter artifact; that version is found by the run id the sink stored under the run
 prefix (tracking/mlflow-run.json) and reused. Without such a run (registry used on its
-own), a version is created here with the adapter URI as its source.
+own), a version is created here with the adapter URI as its source. Either way the
+version carries the record's lineage as tags (LINEAGE_TAGS, plus registry_version), and
+an unreachable or refusing MLflow only costs the MLflow half: the record is still
+stored, its `mlflow` field saying what failed.
 """
 
 from __future__ import annotations
@@ -30,11 +34,16 @@ from typing import Any
 
 from kubetune_api.spec import FineTuneJob
 from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.tracking import redact
 
 REGISTRY_PREFIX = "registry"
 INDEX = "index.json"
 _VERSION_FILE = re.compile(r"^v(\d+)\.json$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# Record fields copied onto the MLflow model version as tags (None values are left out).
+LINEAGE_TAGS = ("adapter_uri", "adapter_sha256", "adapter_size", "base_model", "base_revision",
+                "dataset_uri", "dataset_format", "dataset_fingerprint", "objective")  # fmt: skip
 
 Record = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -89,7 +98,7 @@ def build_record(job: FineTuneJob, report: dict[str, Any], run_uri: str | None =
         metrics.update({f"eval/{k}": v for k, v in tuned.get("metrics", {}).items()})
     return {
         "base_model": report.get("base_model", spec.model.base),
-        "base_revision": spec.model.revision,
+        "base_revision": base_revision(job),
         "adapter_uri": adapter.get("uri"),
         "adapter_sha256": adapter.get("sha256"),
         "adapter_size": adapter.get("size"),
@@ -100,12 +109,61 @@ def build_record(job: FineTuneJob, report: dict[str, Any], run_uri: str | None =
         "objective": spec.objective,
         "job": {"namespace": job.metadata.namespace, "name": job.metadata.name},
         "run_uri": run_uri,
-        "spec": job.to_manifest()["spec"],
+        "spec": _spec_without_secrets(job),
         "metrics": metrics,
         "final_loss": results.get("final_train_loss"),
         "training_seconds": report.get("training_seconds"),
-        "hyperparameters": report.get("hyperparameters", {}),
+        "hyperparameters": {**report.get("hyperparameters", {}), **objective_options(job)},
     }
+
+
+def _spec_without_secrets(job: FineTuneJob) -> dict[str, Any]:
+    """The full spec, with any user:password@ in tracking.mlflowUri masked."""
+    spec = job.to_manifest()["spec"]
+    tracking = spec.get("tracking") or {}
+    if tracking.get("mlflowUri"):
+        tracking["mlflowUri"] = redact(tracking["mlflowUri"])
+    return spec
+
+
+def objective_options(job: FineTuneJob) -> dict[str, Any]:
+    """The objective's own hyperparameters (spec.training.dpo / .ranking), flat."""
+    spec = job.spec
+    if spec.objective == "dpo":
+        from kubetune_trainer.recipes.dpo import ROBUST_LABEL_SMOOTHING
+
+        o = spec.training.dpo
+        out: dict[str, Any] = {"dpo_beta": o.beta, "dpo_loss_type": o.loss_type}
+        if o.loss_type == "robust":  # the flip rate the recipe passes to TRL
+            out["dpo_label_smoothing"] = ROBUST_LABEL_SMOOTHING
+        return out
+    if spec.objective == "ranking":
+        return {"ranking_margin": spec.training.ranking.margin}
+    return {}
+
+
+def base_revision(job: FineTuneJob) -> str | None:
+    """The base's revision: for a hub id, the commit its local hub cache resolves
+    spec.model.revision (default main) to, read offline; else spec.model.revision as given
+    (None for builtin, local and s3:// bases, or a hub base missing from the cache)."""
+    from pathlib import Path
+
+    from kubetune_api.uris import scheme_of
+
+    m = job.spec.model
+    if (m.revision and _COMMIT.match(m.revision)) or scheme_of(m.base) != "":
+        return m.revision
+    if m.base.startswith((".", "/", "~")) or Path(m.base).is_dir():
+        return m.revision  # a local folder has no hub revision
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(m.base, "config.json", revision=m.revision or "main")
+    except Exception:  # not a valid repo id, unreadable cache: nothing to resolve
+        return m.revision
+    if isinstance(found, str) and _COMMIT.match(Path(found).parent.name):
+        return Path(found).parent.name  # .../snapshots/<commit>/config.json
+    return m.revision
 
 
 def register(
@@ -139,17 +197,56 @@ def register_run(
 ) -> Record:
     """Everything after a successful run: the registry record, and MLflow when configured.
 
-    Name: spec.tracking.registerAs, else the job's name.
+    Name: spec.tracking.registerAs, else the job's name (in both registries).
     """
     spec = job.spec
     name = spec.tracking.register_as or job.metadata.name
     record = build_record(job, report, run_uri)
-    if spec.tracking.register_as and spec.tracking.mlflow_uri:
-        run_id = _mlflow_run_id(run_uri, spec.output.s3_endpoint)
-        record["mlflow"] = existing_mlflow_version(spec.tracking.mlflow_uri, name, run_id) or (
-            register_mlflow(spec.tracking.mlflow_uri, name, record, run_id)
-        )
-    return register(output_uri or spec.output.uri, name, record, spec.output.s3_endpoint)
+    uri = spec.tracking.mlflow_uri
+    if uri:
+        record["mlflow"] = _mlflow_version(uri, name, record, run_uri, spec.output.s3_endpoint)
+    full = register(output_uri or spec.output.uri, name, record, spec.output.s3_endpoint)
+    mv = full.get("mlflow") or {}
+    if "version" in mv:
+        try:
+            _tag_version(uri or "", name, mv["version"], {"registry_version": full["version"]})
+        except Exception as exc:
+            log.warning("MLflow: could not tag %s v%s: %s", name, mv["version"], redact(str(exc)))
+    return full
+
+
+def _mlflow_version(
+    uri: str, name: str, record: Record, run_uri: str | None, endpoint_url: str | None
+) -> Record:
+    """The model version of this run (the sink's, else a new one), tagged with the lineage."""
+    try:
+        run_id = _mlflow_run_id(run_uri, endpoint_url)
+        mv = existing_mlflow_version(uri, name, run_id)
+        if mv is not None:  # the sink's version: it knew no lineage but the adapter URI
+            _tag_version(uri, name, mv["version"], lineage_tags(record))
+        else:
+            mv = register_mlflow(uri, name, record, run_id)  # tagged as it is created
+        return {**mv, "tracking_uri": redact(uri)}
+    except Exception as exc:  # the adapter and its record must outlive an MLflow outage
+        error = redact(str(exc))  # MLflow's messages repeat the URI, password included
+        log.warning("MLflow model registry %s: could not register %s: %s", redact(uri), name, error)
+        return {"tracking_uri": redact(uri), "name": name, "error": error[:500]}
+
+
+def lineage_tags(record: Record) -> dict[str, str]:
+    tags = {k: str(record[k]) for k in LINEAGE_TAGS if record.get(k) is not None}
+    job = record.get("job") or {}
+    if job:
+        tags["job"] = f"{job.get('namespace')}/{job.get('name')}"
+    return tags
+
+
+def _tag_version(uri: str, name: str, version: int, tags: dict[str, Any]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
 
 
 def record_success(
@@ -203,14 +300,8 @@ def register_mlflow(tracking_uri: str, name: str, record: Record, run_id: str | 
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
-    tags = {
-        "base_model": str(record.get("base_model")),
-        "adapter_sha256": str(record.get("adapter_sha256")),
-        "dataset_fingerprint": str(record.get("dataset_fingerprint")),
-        "objective": str(record.get("objective")),
-    }
     mv = client.create_model_version(
-        name, source=str(record["adapter_uri"]), run_id=run_id, tags=tags
+        name, source=str(record["adapter_uri"]), run_id=run_id, tags=lineage_tags(record)
     )
     return {"tracking_uri": tracking_uri, "name": name, "version": int(mv.version)}
 

@@ -319,6 +319,9 @@ def _now_ms() -> int:
 def sink_for(job: Any, run: RunInfo) -> MlflowSink | None:
     """The engine's hook: an MlflowSink when spec.tracking.mlflowUri is set (rank 0 only).
 
+    It logs the adapter and registers it as a model version under registerAs, else the
+    job's name: with tracking configured, every adapter is in MLflow's model registry.
+
     Checks the server here, before training starts (the engine's fan-out would only warn).
     """
     tracking = job.spec.tracking
@@ -327,7 +330,8 @@ def sink_for(job: Any, run: RunInfo) -> MlflowSink | None:
     sink = MlflowSink(
         tracking.mlflow_uri,
         tracking.experiment,
-        tracking.register_as,
+        # The registry names the model registerAs, else the job (kubetune_trainer.registry).
+        tracking.register_as or job.metadata.name,
         store_uri=run.output_uri,
         s3_endpoint=job.spec.output.s3_endpoint,
     )
