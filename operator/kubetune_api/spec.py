@@ -104,6 +104,20 @@ class FineTuneJobSpec(SpecModel):
                 "spec.distributed.deepspeed: ZeRO-3 cannot shard 8-bit weights; use zero2 "
                 "or quantization.mode 4bit"
             )
+        opt = self.training.optimizer
+        # DeepSpeed's CPU Adam is the offloaded optimizer: bitsandbytes' 8-bit/paged ones keep
+        # CUDA state it cannot move, and SGD has no DeepSpeed CPU kernel.
+        if dist.cpu_offload and opt != "adamw_torch":  # cpuOffload implies DeepSpeed
+            raise ValueError(
+                f"spec.training.optimizer: {opt!r} cannot run with spec.distributed.cpuOffload: "
+                "the offloaded optimizer is DeepSpeed's CPU Adam; set optimizer: adamw_torch or "
+                "turn cpuOffload off"
+            )
+        if dist.deepspeed == "zero3" and opt in ("paged_adamw_8bit", "adamw_8bit"):
+            raise ValueError(
+                f"spec.training.optimizer: {opt!r} (bitsandbytes) cannot step ZeRO-3's "
+                "partitioned parameters; use adamw_torch, or deepspeed: zero2"
+            )
         if self.training.engine == "unsloth" and (dist.world_size > 1 or dist.deepspeed != "none"):
             raise ValueError(
                 "spec.training.engine: unsloth trains on a single GPU; use engine "

@@ -7,7 +7,7 @@ deepspeed.py generates ZeRO configs. Heavy imports (torch) happen inside functio
 """
 
 from .contract import LaunchEnv, LaunchEnvError, read_launch_env
-from .deepspeed import check_deepspeed, deepspeed_config
+from .deepspeed import deepspeed_config
 from .exitcodes import node_exit_code
 from .local import local_launch
 from .node_files import collect_node_files
@@ -36,7 +36,6 @@ __all__ = [
     "adapter_state_dict",
     "any_rank",
     "barrier",
-    "check_deepspeed",
     "collect_node_files",
     "ddp_timeout",
     "deepspeed_config",

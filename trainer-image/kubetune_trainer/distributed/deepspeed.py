@@ -15,46 +15,17 @@ from kubetune_api.spec import FineTuneJob, FineTuneJobSpec
 from ..errors import ConfigError
 
 STAGES = {"zero2": 2, "zero3": 3}
-# Optimizers DeepSpeed can offload: its CPU Adam is the offloaded optimizer, so the spec
-# must ask for Adam. bitsandbytes' 8-bit/paged optimizers keep CUDA state DeepSpeed cannot
-# move to the CPU, and SGD has no DeepSpeed CPU kernel.
-_OFFLOADABLE_OPTIMIZERS = ("adamw_torch",)
 
 
 def _spec_of(job: FineTuneJob | FineTuneJobSpec) -> FineTuneJobSpec:
     return job.spec if isinstance(job, FineTuneJob) else job
 
 
-def check_deepspeed(job: FineTuneJob | FineTuneJobSpec) -> None:
-    """Reject settings DeepSpeed cannot run together; the message names the field.
-
-    The spec's own validators already reject 4-bit + ZeRO-3 without a matching
-    `quantStorageDtype` and 8-bit + ZeRO-3; these are the rules that depend on how the
-    configuration is generated.
-    """
-    spec = _spec_of(job)
-    dist = spec.distributed
-    if dist.deepspeed == "none":
-        return
-    opt = spec.training.optimizer
-    if dist.cpu_offload and opt not in _OFFLOADABLE_OPTIMIZERS:
-        raise ConfigError(
-            f"spec.training.optimizer: {opt!r} cannot run with spec.distributed.cpuOffload: "
-            "the offloaded optimizer is DeepSpeed's CPU Adam; set optimizer: adamw_torch or "
-            "turn cpuOffload off"
-        )
-    if opt in ("paged_adamw_8bit", "adamw_8bit") and dist.deepspeed == "zero3":
-        raise ConfigError(
-            f"spec.training.optimizer: {opt!r} (bitsandbytes) cannot step ZeRO-3's "
-            "partitioned parameters; use adamw_torch, or deepspeed: zero2"
-        )
-
-
 def deepspeed_config(job: FineTuneJob | FineTuneJobSpec) -> dict[str, Any]:
     """The DeepSpeed config for `TrainingArguments(deepspeed=...)`, from spec.distributed.
 
-    Raises ConfigError for `deepspeed: none` (nothing to configure) and for the rules in
-    check_deepspeed.
+    Raises ConfigError for `deepspeed: none` (nothing to configure). Settings DeepSpeed
+    cannot run together are rejected by the contract (kubetune_api/spec.py) at parse time.
     """
     spec = _spec_of(job)
     dist = spec.distributed
@@ -63,7 +34,6 @@ def deepspeed_config(job: FineTuneJob | FineTuneJobSpec) -> dict[str, Any]:
             "spec.distributed.deepspeed is 'none'; there is no DeepSpeed config to build "
             "(set zero2 or zero3)"
         )
-    check_deepspeed(spec)
     stage = STAGES[dist.deepspeed]
     zero: dict[str, Any] = {
         "stage": stage,
