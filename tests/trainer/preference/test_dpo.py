@@ -1,5 +1,7 @@
 """DPO through the real engine: the reference is the adapter-disabled policy (first loss
-is ln 2), held-out preference accuracy rises, 4-bit bases work, no adapter copy is saved."""
+is ln 2 for sigmoid, 1 for hinge and IPO; no ref_model, no "ref" adapter), held-out
+preference accuracy rises, 4-bit bases train 4-bit layers, no adapter copy is saved; the
+spec's loss variants map onto TRL's DPOConfig."""
 
 from __future__ import annotations
 
@@ -11,9 +13,13 @@ import pytest
 from kt_pref_data import SUFFIXES, make_job, pairs, prepared_dpo, tiny_base
 
 from kubetune_trainer.data.templates import render_prompt
+from kubetune_trainer.engine.args import training_kwargs
 from kubetune_trainer.engine.main import execute
+from kubetune_trainer.engine.setup import load_all
 from kubetune_trainer.evaluation.models import load_model
 from kubetune_trainer.evaluation.preference import preference_accuracy
+from kubetune_trainer.recipes import dpo
+from kubetune_trainer.recipes.base import RecipeContext
 
 
 def _accuracy(lm, records) -> float:  # type: ignore[no-untyped-def]
@@ -64,11 +70,49 @@ def test_dpo_on_4bit_base(tmp_path: Path) -> None:
     good, bad, _ = _oriented(base)
     job = make_job(str(tmp_path), "dpo", model={"base": base}, quantization={"mode": "4bit"},
                    training={"maxSteps": 8, "dpo": {"beta": 0.5, "lossType": "ipo"}})  # fmt: skip
-    code, res = execute(job, prepared=prepared_dpo(good, bad, n=16), say=lambda s: None)
+    said: list[str] = []
+    code, res = execute(job, prepared=prepared_dpo(good, bad, n=16), say=said.append)
     assert code == 0 and res is not None
-    assert res.report["hyperparameters"]["quantization"] == "4bit"
+    # The model that trained holds bitsandbytes 4-bit layers (engine/setup.py's summary).
+    summary = [line for line in said if line.startswith("architecture: ")]
+    assert len(summary) == 1 and "Linear4bit" in summary[0], summary
     losses = [r["loss"] for r in _logged(res.run_uri) if "loss" in r]
     # IPO: (log-ratio margin - 1/(2 beta))^2 = (0 - 1)^2 at the start, then it falls.
     assert losses[0] == pytest.approx(1.0, abs=1e-2)
     assert min(losses[-3:]) < losses[0]
     assert res.adapter.size > 0 and not (Path(res.adapter.uri) / "ref").exists()
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge", "robust"])
+def test_dpo_args_map_every_loss_variant(loss_type: str, tmp_path: Path) -> None:
+    from trl import DPOConfig
+
+    job = make_job(str(tmp_path), "dpo", training={"dpo": {"beta": 0.25, "lossType": loss_type}})
+    kwargs = training_kwargs(job, tmp_path / "staging", "fp32", False, True)
+    args = dpo.dpo_args(RecipeContext(job, None, None, None, kwargs))  # type: ignore[arg-type]
+    assert args["beta"] == 0.25 and args["loss_type"] == [loss_type]
+    assert args["max_length"] == 64 and args["learning_rate"] == 0.01  # engine's keywords kept
+    # A label-flip rate only for robust (elsewhere TRL would read it as conservative DPO).
+    assert ("label_smoothing" in args) == (loss_type == "robust")
+    config = DPOConfig(**args)  # TRL accepts the mapping as it is
+    assert config.loss_type == [loss_type] and config.beta == 0.25
+    assert config.label_smoothing == (dpo.ROBUST_LABEL_SMOOTHING if loss_type == "robust" else 0)
+
+
+def test_dpo_reference_is_the_disabled_adapter_hinge_starts_at_one(tmp_path: Path) -> None:
+    job = make_job(str(tmp_path), "dpo", model={"base": tiny_base()},
+                   training={"maxSteps": 2, "dpo": {"beta": 0.1, "lossType": "hinge"}})  # fmt: skip
+    prepared = prepared_dpo(SUFFIXES[0], SUFFIXES[1], n=8)
+    loaded = load_all(job, prepared, say=lambda s: None)
+    # The trainer as engine/run.py builds it: no reference model, no copy of the adapter.
+    kwargs = training_kwargs(job, tmp_path / "staging", loaded.precision, False, True)
+    ctx = RecipeContext(job, loaded.model, loaded.tokenizer, prepared, kwargs, [], loaded.precision)
+    trainer = dpo.build_trainer(ctx).trainer
+    assert trainer.ref_model is None and trainer.model is loaded.model
+    assert list(trainer.model.peft_config) == ["default"]
+    assert not [n for n, _ in trainer.model.named_parameters() if ".ref." in n]
+    # Policy == reference at step 1 (B = 0): hinge = relu(1 - beta * 0) = 1 (TRL's definition).
+    code, res = execute(job, prepared=prepared, say=lambda s: None, loaded=loaded)
+    assert code == 0 and res is not None
+    losses = [r["loss"] for r in _logged(res.run_uri) if "loss" in r]
+    assert len(losses) == 2 and losses[0] == pytest.approx(1.0, abs=1e-5), losses

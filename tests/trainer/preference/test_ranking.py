@@ -1,5 +1,6 @@
 """Ranking through the real engine: pairwise ordering accuracy on held-out lists rises
-from ~0 (the order is set against the untrained base) to ~1; the loss is the margin loss."""
+from ~0 (the order is set against the untrained base) to ~1; the loss is the margin loss
+over length-normalized log-likelihoods, scored by the evaluation's own function."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from kubetune_trainer.data.templates import render_prompt
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.evaluation.models import load_model
 from kubetune_trainer.evaluation.preference import ordering_accuracy
-from kubetune_trainer.recipes.ranking import pairwise
+from kubetune_trainer.recipes.ranking import RankingCollator, RankingTrainer, pairwise
 
 
 def test_pairwise_margin_loss_by_hand() -> None:
@@ -24,6 +25,43 @@ def test_pairwise_margin_loss_by_hand() -> None:
     # pairs: (0.5-0.2)=.3 -> 0; (0.5-0.4)=.1 -> 0; (0.2-0.4)=-.2 -> .3; (0-0.3)=-.3 -> .4
     assert pairs == 4 and hits == 2
     assert float(loss) == pytest.approx((0 + 0 + 0.3 + 0.4) / 4)
+
+
+def test_score_is_the_mean_token_logprob_of_the_response(tmp_path: Path) -> None:
+    from transformers import TrainingArguments
+
+    from kubetune_trainer.evaluation.preference import encode_pairs, response_logprobs
+
+    lm = load_model(tiny_base())
+    prompt = render_prompt("Tell me about the red car.", lm.tokenizer)
+    seqs = encode_pairs(
+        lm.tokenizer, prompt, ["The red car is fine, thanks for asking", "no idea sorry"]
+    )
+    lengths = [len(ids) - n for ids, n in seqs]
+    assert lengths[0] >= lengths[1] + 3, lengths  # the batch pads the shorter one
+    # By hand, each sequence alone: mean over its response tokens of log p(token | before).
+    want = []
+    for ids, n_prompt in seqs:
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        token_logps = [float(logp[t - 1, ids[t]]) for t in range(n_prompt, len(ids))]
+        want.append(sum(token_logps) / len(token_logps))
+    assert abs(want[0] - want[1]) > 1e-3  # the two scores differ: the check below can fail
+    pad = lm.tokenizer.pad_token_id
+    with torch.no_grad():
+        got = response_logprobs(lm.model, seqs, pad)
+        summed = response_logprobs(lm.model, seqs, pad, normalize=False)
+    assert got.tolist() == pytest.approx(want, abs=1e-5)
+    assert summed.tolist() == pytest.approx([w * n for w, n in zip(want, lengths, strict=True)],
+                                            abs=1e-4)  # fmt: skip
+    # The ranking recipe's loss sees the same scores (its collator, its compute_loss).
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = RankingTrainer(model=lm.model, args=args, margin=5.0)
+    batch = RankingCollator(pad)([{"seqs": seqs}])
+    with torch.no_grad():
+        loss, out = trainer.compute_loss(lm.model, batch, return_outputs=True)
+    assert out["scores"].tolist() == pytest.approx(want, abs=1e-5)
+    assert float(loss) == pytest.approx(5.0 - (want[0] - want[1]), abs=1e-5)
 
 
 def _accuracy(lm, records) -> float:  # type: ignore[no-untyped-def]

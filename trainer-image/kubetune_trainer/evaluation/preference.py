@@ -1,8 +1,10 @@
 """Log-likelihoods of responses, and the preference/ranking accuracies built on them.
 
-Used by the DPO/ranking evaluation and by the ranking recipe's loss: a response's score is
-the sum (or per-token mean, "length-normalized") of log p(response token | prompt, earlier
-response tokens) under the model.
+Used by the DPO/ranking evaluation and by the ranking recipe's loss (its collator pads
+with `pad_batch`, its loss scores with `sequence_logprobs`): a response's score is the sum
+(or per-token mean, "length-normalized") of log p(response token | prompt, earlier
+response tokens) under the model. One implementation, so the ordering accuracy reported
+by `kubetune eval` measures exactly what the ranking objective trains.
 """
 
 from __future__ import annotations
@@ -36,16 +38,14 @@ def encode_pairs(
     return out
 
 
-def response_logprobs(
-    model: Any, batch: list[tuple[list[int], int]], pad_id: int, normalize: bool = True
-) -> Any:
-    """A 1-D tensor: the (mean per token if normalize, else summed) response log-prob.
-
-    Differentiable: the ranking recipe back-propagates through it.
-    """
+def pad_batch(
+    batch: list[tuple[list[int], int]], pad_id: int, device: Any = None
+) -> dict[str, Any]:
+    """Right-padded tensors of (ids, n_prompt) pairs: input_ids, attention_mask and
+    target_mask (True on the response tokens). Right padding keeps positions 0..n-1, as in
+    training. The ranking recipe's collator builds its batches with this too."""
     import torch
 
-    device = next(model.parameters()).device
     width = max(len(ids) for ids, _ in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
@@ -54,12 +54,32 @@ def response_logprobs(
         input_ids[i, : len(ids)] = torch.tensor(ids, device=device)
         mask[i, : len(ids)] = 1
         target[i, n_prompt : len(ids)] = True
-    logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    return {"input_ids": input_ids, "attention_mask": mask, "target_mask": target}
+
+
+def sequence_logprobs(
+    model: Any, input_ids: Any, attention_mask: Any, target_mask: Any, normalize: bool = True
+) -> Any:
+    """Per row: the (mean per target token if normalize, else summed) log p of the tokens
+    where target_mask is True, each given the tokens before it. 1-D, differentiable: the
+    ranking recipe's loss back-propagates through it."""
+    import torch
+
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t + 1
     tok_logp = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    tmask = target[:, 1:].float()
+    tmask = target_mask[:, 1:].float()
     total = (tok_logp * tmask).sum(-1)
     return total / tmask.sum(-1).clamp(min=1) if normalize else total
+
+
+def response_logprobs(
+    model: Any, batch: list[tuple[list[int], int]], pad_id: int, normalize: bool = True
+) -> Any:
+    """A 1-D tensor: the (mean per token if normalize, else summed) response log-prob of
+    every (ids, n_prompt) pair, in one padded forward pass."""
+    device = next(model.parameters()).device
+    return sequence_logprobs(model, **pad_batch(batch, pad_id, device), normalize=normalize)
 
 
 def _scores(

@@ -3,6 +3,8 @@
 - Records: RankedRecord {prompt, responses (best first)}.
 - Score of a response: its length-normalized log-likelihood given the prompt (mean
   log p per response token), so long answers are not penalised for their length alone.
+  Computed by evaluation.preference (pad_batch, sequence_logprobs), the same code that
+  scores `ordering_accuracy` in `kubetune eval`.
 - Loss: for every pair (i ranked above j) in a list, the margin ranking loss
   max(0, margin - (s_i - s_j)), averaged over the pairs of the batch
   (spec.training.ranking.margin). All responses of a list share one forward batch.
@@ -21,7 +23,7 @@ from transformers import Trainer, TrainingArguments
 
 from kubetune_trainer.data.templates import render_prompt
 from kubetune_trainer.errors import BadDataError
-from kubetune_trainer.evaluation.preference import encode_pairs
+from kubetune_trainer.evaluation.preference import encode_pairs, pad_batch, sequence_logprobs
 
 from .base import BuiltTrainer, RecipeContext
 
@@ -51,28 +53,16 @@ class RankingCollator:
         import torch
 
         seqs = [s for f in features for s in f["seqs"]]
-        width = max(len(ids) for ids, _ in seqs)
-        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(seqs), width), dtype=torch.long)
-        target = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for i, (ids, n_prompt) in enumerate(seqs):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            attention[i, : len(ids)] = 1
-            target[i, n_prompt : len(ids)] = True
         sizes = torch.tensor([len(f["seqs"]) for f in features], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention, "target_mask": target,
-                "list_sizes": sizes}  # fmt: skip
+        return {**pad_batch(seqs, self.pad_id), "list_sizes": sizes}
 
 
 def scores(model: Any, inputs: dict[str, Any]) -> Any:
-    """Length-normalized log-likelihood of every response in the batch (1-D, differentiable)."""
-    import torch
-
-    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    tok = logp.gather(-1, inputs["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
-    mask = inputs["target_mask"][:, 1:].float()
-    return (tok * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    """Length-normalized log-likelihood of every response in the batch (1-D, differentiable):
+    the evaluation's `sequence_logprobs`, so training and `ordering_accuracy` agree."""
+    return sequence_logprobs(
+        model, inputs["input_ids"], inputs["attention_mask"], inputs["target_mask"]
+    )
 
 
 def pairwise(s: Any, sizes: Any, margin: float) -> tuple[Any, int, int]:
