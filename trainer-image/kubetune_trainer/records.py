@@ -64,3 +64,19 @@ class PreparedDataset:
     label_names: list[str] = field(default_factory=list)  # classification only
     # Papers chunks were sized with the base model's tokenizer (else a chars/token estimate).
     exact_chunks: bool = False
+
+
+@dataclass
+class PreparedFiles:
+    """What `prepare_to_files` wrote: the splits as JSONL (one record a line, keys sorted)."""
+
+    kind: RecordKind
+    format: str
+    train_path: str
+    validation_path: str
+    train_examples: int
+    validation_examples: int
+    fingerprint: str  # equal to PreparedDataset.fingerprint for the same job and data
+    stats: PrepStats = field(default_factory=PrepStats)
+    label_names: list[str] = field(default_factory=list)
+    exact_chunks: bool = False

@@ -84,7 +84,7 @@ def test_fingerprint_stable_and_sensitive(tmp_path: Path, make_job: Any) -> None
     path = write_jsonl(tmp_path / "qa.jsonl", QA)
     a, b = prepare(make_job(path)), prepare(make_job(path))
     assert a.fingerprint == b.fingerprint and a.fingerprint.startswith("sha256:")
-    assert a.train == b.train and len(a.validation) == 2  # 10% of 20, seeded
+    assert a.train == b.train and a.validation == b.validation and a.validation
     write_jsonl(path, [*QA[:-1], {"question": "Q19?", "answer": "A19!"}])
     assert prepare(make_job(path)).fingerprint != a.fingerprint
     other_seed = prepare(make_job(path, _training={"seed": 7}))

@@ -6,11 +6,17 @@
 Writes train.jsonl and validation.jsonl (default ./runs/<namespace>/<name>/prepared/) and
 prints rows read, kept, skipped, filtered, truncated (when the job's tokenizer loads
 offline) and the fingerprint. Exit 64: invalid spec; 65: bad data (`file:line: reason`).
+
+Records are streamed to the files as they are made (data.prepare.prepare_to_files: one row
+in memory at a time, except trading, whose chronological split needs all examples), and
+the truncation count reads them back line by line, so the input may exceed memory.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -21,44 +27,58 @@ from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.commands._job import job_from_file
 from kubetune_trainer.errors import BadDataError, ConfigError, TrainerError
-from kubetune_trainer.records import PreparedDataset
+from kubetune_trainer.records import PreparedDataset, PreparedFiles
+
+BATCH = 256  # records tokenized at a time when counting truncation
 
 
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    with Path(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)
 
 
-def _tokenizer(job: FineTuneJob, data: PreparedDataset) -> tuple[Any, str]:
+def _train_texts(data: PreparedFiles) -> Iterator[str]:
+    """The text a built-in tokenizer is trained on, as the engine takes it from the records
+    (engine.setup.training_texts), read back from train.jsonl one record at a time."""
+    from kubetune_trainer.engine.setup import training_texts
+
+    for rec in read_jsonl(data.train_path):
+        yield from training_texts(PreparedDataset(data.kind, data.format, [rec], [], ""))
+
+
+def _tokenizer(job: FineTuneJob, data: PreparedFiles) -> tuple[Any, str]:
     """The job's tokenizer when it loads without a network, else (None, why not)."""
     base = job.spec.model.base
     if scheme_of(base) == "s3" and not job.spec.model.tokenizer:
         return None, "the base model is on S3 (not downloaded by prepare)"
     try:
-        from kubetune_trainer.engine.setup import training_texts
         from kubetune_trainer.modeling import loader
 
-        resolved = loader.resolve_base(job.spec, training_texts(data))
+        resolved = loader.resolve_base(job.spec, _train_texts(data))
         return loader.load_tokenizer(job.spec, resolved), ""
     except Exception as exc:  # any failure only costs the truncation count
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return None, f"no tokenizer could be loaded offline for {base} ({reason[:160]})"
 
 
-def count_truncated(data: PreparedDataset, tokenizer: Any, job: FineTuneJob) -> int:
+def count_truncated(
+    kind: str, records: Iterable[dict[str, Any]], tokenizer: Any, job: FineTuneJob
+) -> int:
+    """Examples longer than maxSeqLength, tokenized BATCH records at a time."""
     from kubetune_trainer.data.tokenize import tokenize
 
     ds = job.spec.dataset
-    records = data.train + data.validation
-    if data.kind in ("sft", "text", "classification"):
-        return tokenize(data.kind, records, tokenizer, ds).truncated
-    # preference/ranked: an example counts once if any of its answers is cut
-    n = 0
-    for rec in records:
-        answers = rec.get("responses") or [rec["chosen"], rec["rejected"]]
-        pairs = [{"prompt": rec["prompt"], "completion": a} for a in answers]
-        n += tokenize("sft", pairs, tokenizer, ds).truncated > 0
+    n, it = 0, iter(records)
+    while batch := list(islice(it, BATCH)):
+        if kind in ("sft", "text", "classification"):
+            n += tokenize(kind, batch, tokenizer, ds).truncated
+            continue
+        # preference/ranked: an example counts once if any of its answers is cut
+        for rec in batch:
+            answers = rec.get("responses") or [rec["chosen"], rec["rejected"]]
+            pairs = [{"prompt": rec["prompt"], "completion": a} for a in answers]
+            n += tokenize("sft", pairs, tokenizer, ds).truncated > 0
     return n
 
 
@@ -70,11 +90,12 @@ def count_truncated(data: PreparedDataset, tokenizer: Any, job: FineTuneJob) -> 
               help="Override a spec field, e.g. --set dataset.badRows=skip.")  # fmt: skip
 def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
     """Validate and prepare JOB_FILE's dataset; write train/validation JSONL."""
-    from kubetune_trainer.data import prepare
+    from kubetune_trainer.data.prepare import prepare_to_files
 
     job = job_from_file(job_file, list(overrides))
+    folder = Path(out or Path("runs") / job.metadata.namespace / job.metadata.name / "prepared")
     try:
-        data = prepare(job)
+        data = prepare_to_files(job, folder)
     except BadDataError as exc:
         click.echo(f"bad data: {exc}", err=True)
         raise SystemExit(ExitCode.BAD_DATA) from None
@@ -86,23 +107,21 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
         raise SystemExit(exc.exit_code) from None
     tokenizer, why = _tokenizer(job, data)
     if tokenizer is not None and data.format == "papers":
-        data = prepare(job, tokenizer)  # chunks sized in the base's tokens, as training does
-    folder = Path(out or Path("runs") / job.metadata.namespace / job.metadata.name / "prepared")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "train.jsonl", data.train)
-    write_jsonl(folder / "validation.jsonl", data.validation)
+        # chunks sized in the base's tokens, as training does
+        data = prepare_to_files(job, folder, tokenizer)
     s = data.stats
     click.echo(f"format: {data.format} -> {data.kind} records")
     click.echo(f"read: {s.read} rows; skipped (bad): {s.skipped}; filtered: {s.filtered}")
-    click.echo(f"kept: {s.kept} examples (train {len(data.train)}, "
-               f"validation {len(data.validation)})")  # fmt: skip
+    click.echo(f"kept: {s.kept} examples (train {data.train_examples}, "
+               f"validation {data.validation_examples})")  # fmt: skip
     for problem in s.problems:
         click.echo(f"  skipped {problem}")
     max_len = job.spec.dataset.max_seq_length
     if tokenizer is None:
         click.echo(f"truncated: not counted: {why}")
     else:
-        click.echo(f"truncated: {count_truncated(data, tokenizer, job)} examples longer "
-                   f"than maxSeqLength {max_len}")  # fmt: skip
+        records = (r for p in (data.train_path, data.validation_path) for r in read_jsonl(p))
+        click.echo(f"truncated: {count_truncated(data.kind, records, tokenizer, job)} examples "
+                   f"longer than maxSeqLength {max_len}")  # fmt: skip
     click.echo(f"fingerprint: {data.fingerprint}")
-    click.echo(f"wrote: {folder / 'train.jsonl'}, {folder / 'validation.jsonl'}")
+    click.echo(f"wrote: {data.train_path}, {data.validation_path}")

@@ -1,23 +1,47 @@
-"""FineTuneJob -> PreparedDataset: read, detect, validate, convert, split, fingerprint.
+"""FineTuneJob -> prepared records: in memory (`prepare`) or streamed to JSONL (`prepare_to_files`).
 
 Order: read rows lazily -> detect the format from the first rows (auto) -> rename fields
 (field_map) -> validate and convert each row (bad rows: `file:line: reason`) -> stop at
-maxExamples -> validation split -> classification label ids -> policy check -> fingerprint.
+maxExamples -> validation split -> policy check -> classification label ids -> fingerprint.
+
+Both entry points run the same pipeline; only where a split's records go differs (a list,
+or a JSONL file written record by record while its fingerprint is computed). So the same
+job and data give the same records, splits and fingerprint either way.
+
+Validation split (`validation.fraction`, every format but trading): each record belongs to
+a group (`meta.group`: a paper, a prompt, an answer its paraphrases share; otherwise the
+record itself), and the group's score is sha256(seed, group) read as a number in [0, 1).
+Groups scoring below the fraction validate; the assignment of one record never depends on
+the others, so a stream can be split as it is read. Two corrections for small data, with
+the same result in memory and streamed: when no group validates (and there are at least
+two), the lowest-scoring group does; when every group validates, the highest-scoring one
+trains. `validation.source` replaces the split (all of `source` trains).
+
+Streaming: `prepare_to_files` holds one row and one record at a time, plus what a format
+needs as a whole: trading keeps its price series and examples in memory (its split is
+chronological: the latest dates validate), rated rows for DPO are grouped by prompt in
+memory, and a JSON list is read whole unless dataset.streaming is true. The small-data
+corrections and classification label ids (names are only known at the end) rewrite the
+written files once, reading them back line by line.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from itertools import chain, islice
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, cast
 
 from kubetune_api.spec import FineTuneJob
 from kubetune_trainer.errors import BadDataError, ConfigError
-from kubetune_trainer.records import PreparedDataset
+from kubetune_trainer.records import PreparedDataset, PreparedFiles, PrepStats, RecordKind
 
 from . import formats
-from .fingerprint import fingerprint
+from .fingerprint import SplitHash, canonical, combine
 from .formats.base import Context, Record
 from .report import Report
 from .sources import Row, SourceError, read_rows
@@ -44,10 +68,122 @@ def resolve_format(job: FineTuneJob, head: list[Row]) -> str:
         raise BadDataError(str(exc), problems=[str(exc)]) from None
 
 
-def prepare(
-    job: FineTuneJob, tokenizer: Any = None, cache_dir: str | None = None
-) -> PreparedDataset:
-    """Validate and convert the job's dataset; BadDataError lists bad rows (policy fail)."""
+# --- the split -------------------------------------------------------------------------
+
+
+def group_key(record: Record) -> str:
+    """The split group of a record: meta.group, else the record itself."""
+    group = record.get("meta", {}).get("group")
+    return canonical(group if group is not None else record).decode()
+
+
+def split_score(key: str, seed: int) -> float:
+    """A group's place in [0, 1), fixed by the seed: below the fraction it validates."""
+    digest = hashlib.sha256(f"{seed}\n{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass
+class _Groups:
+    """What the small-data corrections need to know, in constant memory."""
+
+    first: str | None = None
+    several: bool = False
+    lowest_train: tuple[float, str] | None = None
+    highest_validation: tuple[float, str] | None = None
+
+    def see(self, key: str, score: float, validates: bool) -> None:
+        if self.first is None:
+            self.first = key
+        elif key != self.first:
+            self.several = True
+        if validates:
+            if self.highest_validation is None or (score, key) > self.highest_validation:
+                self.highest_validation = (score, key)
+        elif self.lowest_train is None or (score, key) < self.lowest_train:
+            self.lowest_train = (score, key)
+
+    def move(self, n_train: int, n_validation: int, fraction: float) -> tuple[str, bool] | None:
+        """(group key, True: to validation / False: to train), or None."""
+        if not n_train and n_validation and self.highest_validation:
+            return self.highest_validation[1], False
+        if not n_validation and fraction > 0 and self.several and self.lowest_train:
+            return self.lowest_train[1], True
+        return None
+
+
+# --- where records go ------------------------------------------------------------------
+
+
+class _Split(Protocol):
+    hash: SplitHash
+
+    def add(self, record: Record) -> None: ...
+    def __iter__(self) -> Iterator[Record]: ...
+
+
+@dataclass
+class _ListSplit:
+    records: list[Record] = field(default_factory=list)
+    hash: SplitHash = field(default_factory=SplitHash)
+
+    def add(self, record: Record) -> None:
+        self.records.append(record)
+        self.hash.add(record)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+
+def jsonl_line(record: Record) -> str:
+    """How a prepared record is written: one JSON object a line, keys sorted."""
+    return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+class _FileSplit:
+    """Records appended to a JSONL file as they come; read back line by line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hash = SplitHash()
+        self._fh: Any = path.open("w", encoding="utf-8")
+
+    def add(self, record: Record) -> None:
+        self._fh.write(jsonl_line(record))
+        self.hash.add(record)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __iter__(self) -> Iterator[Record]:
+        self.close()
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                yield json.loads(line)
+
+
+# --- the pipeline ----------------------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    kind: RecordKind
+    fmt: str
+    train: Any  # the _Split kind new_split makes
+    validation: Any
+    stats: PrepStats
+    label_names: list[str]
+    fingerprint: str
+    exact: bool
+
+
+def _run(
+    job: FineTuneJob,
+    tokenizer: Any,
+    cache_dir: str | None,
+    new_split: Callable[[str], _Split],
+) -> _Result:
     spec, ds = job.spec, job.spec.dataset
     endpoint = spec.output.s3_endpoint  # the job's one S3-compatible store
     rows = _rows(ds.source, ds.streaming, cache_dir, endpoint)
@@ -55,7 +191,8 @@ def prepare(
     fmt = resolve_format(job, head)
     label_field = bool(ds.papers and ds.papers.label_field)
     try:
-        kind = formats.kind_for(fmt, spec.objective, spec.model.task, label_field)
+        kind = cast(RecordKind, formats.kind_for(fmt, spec.objective, spec.model.task,
+                                                 label_field))  # fmt: skip
     except formats.FormatError as exc:
         if ds.format == "auto":
             raise BadDataError(f"{ds.source}: detected format {fmt}: {exc}") from None
@@ -64,70 +201,159 @@ def prepare(
     ctx = Context(ds, spec.objective, spec.model.task, kind, report, tokenizer,
                   spec.training.seed, cache_dir, endpoint)  # fmt: skip
     convert = formats.get(fmt)
-    records = list(islice(convert(chain(head, rows), ctx), ds.max_examples))
+    records = islice(convert(chain(head, rows), ctx), ds.max_examples)
+    train, validation = new_split("train"), new_split("validation")
+    labels: set[Any] = set()
+
+    def add(split: _Split, rec: Record) -> None:
+        if kind == "classification":
+            labels.add(rec["label"])
+        split.add(rec)
+
+    move: tuple[str, bool] | None = None
+    fraction, seed = ds.validation.fraction, spec.training.seed
     if ds.validation.source:
+        for rec in records:
+            add(train, rec)
         val_rows = _rows(ds.validation.source, ds.streaming, cache_dir, endpoint)
-        validation = list(convert(val_rows, ctx))
-        train = records
+        for rec in convert(val_rows, ctx):
+            add(validation, rec)
     elif fmt == "trading":
         from .formats.trading import chronological_split
 
         horizon = ds.trading.horizon if ds.trading else 5
-        train, validation = chronological_split(records, ds.validation.fraction, horizon)
+        tr, va = chronological_split(list(records), fraction, horizon)
+        for rec in tr:
+            add(train, rec)
+        for rec in va:
+            add(validation, rec)
     else:
-        train, validation = group_split(records, ds.validation.fraction, spec.training.seed)
+        groups = _Groups()
+        for rec in records:
+            key = group_key(rec)
+            score = split_score(key, seed)
+            validates = fraction > 0 and score < fraction
+            add(validation if validates else train, rec)
+            groups.see(key, score, validates)
+        move = groups.move(train.hash.count, validation.hash.count, fraction)
     report.check(ds.source)
-    if not train:
+    if not train.hash.count and (move is None or move[1]):
+        s = report.stats
         raise BadDataError(
-            f"{ds.source}: no training examples left (read {report.stats.read}, bad "
-            f"{report.stats.skipped}, filtered {report.stats.filtered})"
+            f"{ds.source}: no training examples left (read {s.read}, bad {s.skipped}, "
+            f"filtered {s.filtered})"
         )
-    label_names: list[str] = []
+    names: list[str] = []
+    relabel = False
     if kind == "classification":
-        label_names = assign_labels(train + validation, spec.model.num_labels, ds.source)
-    report.stats.kept = len(train) + len(validation)
-    fp = fingerprint(kind, fmt, [("train", train), ("validation", validation)])
+        names, relabel = label_names(labels, spec.model.num_labels, ds.source)
+    if move is not None or relabel:
+        train, validation = _rewrite(train, validation, move, names if relabel else None,
+                                     new_split)  # fmt: skip
+    report.stats.kept = train.hash.count + validation.hash.count
+    fp = combine(kind, fmt, [("train", train.hash), ("validation", validation.hash)])
     exact = fmt == "papers" and tokenizer is not None
-    return PreparedDataset(kind, fmt, train, validation, fp, report.stats, label_names, exact)  # type: ignore[arg-type]
+    return _Result(kind, fmt, train, validation, report.stats, names, fp, exact)
 
 
-def group_split(
-    records: list[Record], fraction: float, seed: int
-) -> tuple[list[Record], list[Record]]:
-    """Seeded split by group (meta.group: a paper, a prompt), so no group straddles both."""
-    if fraction <= 0 or len(records) < 2:
-        return records, []
-    groups: dict[Any, list[int]] = {}
-    for i, rec in enumerate(records):
-        groups.setdefault(rec.get("meta", {}).get("group", f"#{i}"), []).append(i)
-    keys = sorted(groups, key=str)
-    random.Random(seed).shuffle(keys)
-    want = max(1, round(fraction * len(records)))
-    held: set[int] = set()
-    for key in keys:
-        if len(held) >= want or len(held) + len(groups[key]) >= len(records):
-            break
-        held.update(groups[key])
-    train = [r for i, r in enumerate(records) if i not in held]
-    return train, [r for i, r in enumerate(records) if i in held]
+def _rewrite(
+    train: _Split,
+    validation: _Split,
+    move: tuple[str, bool] | None,
+    names: list[str] | None,
+    new_split: Callable[[str], _Split],
+) -> tuple[_Split, _Split]:
+    """Move one group across (appended after the other split's records, in order) and/or
+    turn class names into ids. Reads each split once."""
+    key, to_validation = move if move is not None else (None, False)
+    new_train, new_val = new_split("train"), new_split("validation")
+
+    def fix(rec: Record) -> Record:
+        return with_label_id(rec, names) if names is not None else rec
+
+    if to_validation:
+        for rec in validation:
+            new_val.add(fix(rec))
+        for rec in train:
+            (new_val if group_key(rec) == key else new_train).add(fix(rec))
+    else:
+        for rec in train:
+            new_train.add(fix(rec))
+        for rec in validation:
+            (new_train if key is not None and group_key(rec) == key else new_val).add(fix(rec))
+    return new_train, new_val
 
 
-def assign_labels(records: list[Record], num_labels: int | None, where: str) -> list[str]:
-    """Map class labels to ids: integers stay, names are sorted. Check against numLabels."""
-    raw = [r["label"] for r in records]
-    if all(isinstance(v, int) for v in raw):
+def label_names(
+    labels: Iterable[Any], num_labels: int | None, where: str
+) -> tuple[list[str], bool]:
+    """(class names by id, whether records need their names turned into ids). Integers stay
+    (names "0".."n-1"); names are sorted. Checked against numLabels."""
+    raw = list(labels)
+    relabel = not all(isinstance(v, int) for v in raw)
+    if not relabel:
         if min(raw) < 0:
             raise BadDataError(f"{where}: integer labels must be >= 0, found {min(raw)}")
-        n = max(max(raw) + 1, num_labels or 0)
-        names = [str(i) for i in range(n)]
+        names = [str(i) for i in range(max(max(raw) + 1, num_labels or 0))]
     else:
         names = sorted({str(v) for v in raw})
-        for r in records:
-            r.setdefault("meta", {})["label_name"] = str(r["label"])
-            r["label"] = names.index(str(r["label"]))
     if num_labels is not None and len(names) > num_labels:
         raise BadDataError(
             f"{where}: {len(names)} classes ({', '.join(names[:10])}) but model.numLabels is "
             f"{num_labels}; set model.numLabels: {len(names)}"
         )
-    return names
+    return names, relabel
+
+
+def with_label_id(record: Record, names: list[str]) -> Record:
+    """The record with its class name as an id, the name kept in meta.label_name."""
+    name = str(record["label"])
+    meta = {**record.get("meta", {}), "label_name": name}
+    return {**record, "label": names.index(name), "meta": meta}
+
+
+# --- entry points ----------------------------------------------------------------------
+
+
+def prepare(
+    job: FineTuneJob, tokenizer: Any = None, cache_dir: str | None = None
+) -> PreparedDataset:
+    """Validate and convert the job's dataset; BadDataError lists bad rows (policy fail)."""
+    r = _run(job, tokenizer, cache_dir, lambda name: _ListSplit())
+    return PreparedDataset(r.kind, r.fmt, r.train.records, r.validation.records,
+                           r.fingerprint, r.stats, r.label_names, r.exact)  # fmt: skip
+
+
+def prepare_to_files(
+    job: FineTuneJob,
+    folder: str | Path,
+    tokenizer: Any = None,
+    cache_dir: str | None = None,
+) -> PreparedFiles:
+    """Like `prepare`, but each record is written to folder/train.jsonl or
+    folder/validation.jsonl as it is made (see the module doc for what stays in memory).
+    The files appear only when preparation succeeds; a failure leaves none half-written."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    made: list[_FileSplit] = []
+
+    def new_split(name: str) -> _Split:
+        split = _FileSplit(out / f".{name}.jsonl.{os.getpid()}.{len(made)}.part")
+        made.append(split)
+        return split
+
+    try:
+        r = _run(job, tokenizer, cache_dir, new_split)
+        for split in made:
+            split.close()
+        paths = {}
+        for name, split in (("train", r.train), ("validation", r.validation)):
+            paths[name] = out / f"{name}.jsonl"
+            os.replace(split.path, paths[name])
+    finally:
+        for split in made:
+            split.close()
+            split.path.unlink(missing_ok=True)
+    return PreparedFiles(r.kind, r.fmt, str(paths["train"]), str(paths["validation"]),
+                         r.train.hash.count, r.validation.hash.count, r.fingerprint, r.stats,
+                         r.label_names, r.exact)  # fmt: skip
