@@ -4,9 +4,10 @@ operator process. MLflow and Prometheus come from tests/fixtures, started where 
 asks for them.
 
 The time budget: every test has a timeout (its `timeout` marker), and the World's waits
-end a little before it, so a slow test fails with the whole picture. The e2e tests that
-ran must together take at most E2E_BUDGET seconds (setup, call and teardown, servers
-started included); over it, the session fails with each test's duration.
+end a little before it, so a hung test fails with the whole picture. The suite's total
+(setup, call and teardown, servers started included) is measured and printed against the
+10-minute target, with each test's duration when over it. It is a report, not a
+failure: a speed goal is never a timing assertion (a loaded CI machine is no regression).
 """
 
 from __future__ import annotations
@@ -71,12 +72,12 @@ class SuiteClock:
         return sum(self.durations.values())
 
     def over_budget(self, budget: float) -> str | None:
-        """The failure text when the e2e tests together took more than `budget` seconds."""
+        """The report when the e2e tests together took more than `budget` seconds."""
         if self.total <= budget:
             return None
         wall = (self.last_stop or 0.0) - (self.first_start or 0.0)
         lines = [
-            f"the e2e tests took {self.total:.0f} s together, over the budget of {budget:.0f} s"
+            f"the e2e tests took {self.total:.0f} s together, over the target of {budget:.0f} s"
             f" (wall clock from the first to the last: {wall:.0f} s); each test:"
         ]
         for nodeid, seconds in sorted(self.durations.items(), key=lambda kv: -kv[1]):
@@ -96,22 +97,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_STARTED] = time.monotonic()
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if CLOCK.over_budget(E2E_BUDGET) and exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if not CLOCK.durations:
         return
-    failure = CLOCK.over_budget(E2E_BUDGET)
-    if failure:
-        terminalreporter.write_sep("=", "FAILED: e2e time budget", red=True, bold=True)
-        terminalreporter.write_line(failure)
+    over = CLOCK.over_budget(E2E_BUDGET)
+    if over:
+        terminalreporter.write_sep("=", "e2e over its time target", yellow=True, bold=True)
+        terminalreporter.write_line(over)
     else:
         terminalreporter.write_line(
             f"e2e: {len(CLOCK.durations)} tests took {CLOCK.total:.0f} s together"
-            f" (budget {E2E_BUDGET:.0f} s)"
+            f" (target {E2E_BUDGET:.0f} s)"
         )
 
 
