@@ -41,7 +41,19 @@ def test_html_and_markdown_escape_and_judge() -> None:
     assert "a\\|b<br>c" in md and "&lt;script&gt;" in md
 
 
-def test_compare_cli_base_vs_adapter(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+def _example_rows(page: str) -> int:
+    """Rows of the HTML examples table (the metrics rows start with a metric name)."""
+    return len(re.findall(r"<tr><td>\d+</td><td><pre>", page))
+
+
+def _assert_self_contained(page: str) -> None:
+    """One file: inline CSS only, nothing fetched or run (no src/href, link, script)."""
+    low = page.lower()
+    for needle in ("src=", "href=", "<link", "<script", "@import", "url(", "<iframe", "<img"):
+        assert needle not in low, needle
+
+
+def test_compare_cli_adapter_vs_adapter(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
     from kubetune_trainer.cli import main
 
     spec_file = tmp_path / "job.yaml"
@@ -61,7 +73,44 @@ def test_compare_cli_base_vs_adapter(tiny_dirs: dict[str, Path], tmp_path: Path)
     assert [x["prompt"] for x in a["examples"]] == [x["prompt"] for x in b["examples"]]
     assert a["metrics"]["loss"] != b["metrics"]["loss"]
     page = (out / "comparison.html").read_text()
-    assert page.count("<tr><td>") >= len(a["examples"])
+    assert _example_rows(page) == len(a["examples"]) == 3  # evaluation.maxSamples
+    _assert_self_contained(page)
+
+
+def test_compare_cli_default_is_base_vs_adapter(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    import html
+
+    from kubetune_trainer.cli import main
+
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(json.dumps(finance_doc(tiny_dirs["data"], str(tiny_dirs["base"]))))
+    out = tmp_path / "report"
+    # Sampling (seeded): the untrained base answers with text too, not just an EOS.
+    sampled = "spec.evaluation.generation.temperature=1.0"
+    args = ["compare", str(spec_file), "--b", str(tiny_dirs["adapter"]),
+            "--labels", "base,tuned", "-o", str(out), "--set", sampled]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "| metric | base | tuned | better |" in res.output
+    a = json.loads((out / "result-a.json").read_text())
+    b = json.loads((out / "result-b.json").read_text())
+    # A is the base alone (the one adapter B was trained on), B is base + adapter.
+    assert a["adapter"] is None and a["base"] == b["base"] == str(tiny_dirs["base"])
+    assert b["adapter"] == str(tiny_dirs["adapter"])
+    assert a["metrics"]["loss"] != b["metrics"]["loss"]
+    pairs = [(x["prompt"], x["output"], y["output"])
+             for x, y in zip(a["examples"], b["examples"], strict=True)]  # fmt: skip
+    assert len(pairs) == 3 and any(oa != ob for _, oa, ob in pairs)
+    assert all(oa and ob for _, oa, ob in pairs)  # real text to find in the reports
+    md = (out / "comparison.md").read_text()
+    page = (out / "comparison.html").read_text()
+    for i, (prompt, oa, ob) in enumerate(pairs, start=1):
+        cells = [html.escape(t).replace("|", "\\|").replace("\n", "<br>") for t in (prompt, oa, ob)]
+        assert f"| {i} | " + " | ".join(cells) + " |" in md, (i, cells)
+        row = "".join(f"<td><pre>{html.escape(t)}</pre></td>" for t in (prompt, oa, ob))
+        assert f"<tr><td>{i}</td>{row}</tr>" in page, (i, row)
+    assert _example_rows(page) == len(pairs)
+    _assert_self_contained(page)
 
 
 def test_before_after_for_run(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
