@@ -322,6 +322,10 @@ def _post_train_evaluation(job: FineTuneJob, loaded: Any, prep: Any, say: Any) -
     """The evaluation package's generation/format metrics, when it provides the hook."""
     if not job.spec.evaluation.enabled or not prep.validation:
         return None
+    if job.spec.model.task != "causal_lm":
+        # Generation metrics need a causal LM; an encoder's evaluation is its eval loss.
+        say(f"post-training generation skipped: model.task {job.spec.model.task} (eval loss only)")
+        return None
     try:
         from kubetune_trainer.evaluation import after_training  # type: ignore[attr-defined]
     except ImportError:

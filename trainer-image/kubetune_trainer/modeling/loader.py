@@ -124,7 +124,11 @@ def load_base_model(
     spec: FineTuneJobSpec, base: BaseModel, precision: str, num_labels: int | None = None
 ) -> Any:
     """The frozen base, quantized as the spec says, on the GPU or the CPU."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+    )
 
     m = spec.model
     qconf = quantization_config(spec, precision)
@@ -143,11 +147,6 @@ def load_base_model(
         # bitsandbytes places weights at load time; one process = one device.
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         kwargs["device_map"] = {"": local_rank} if torch.cuda.is_available() else {"": "cpu"}
-    if m.task not in ("sequence_classification", "causal_lm"):
-        raise ConfigError(
-            f"spec.model.task: {m.task} is not trainable by the sft recipe yet; "
-            "use causal_lm or sequence_classification"
-        )
 
     def load(location: str, cached: bool) -> Any:
         # A cached quantized copy carries its quantization config in config.json.
@@ -156,6 +155,10 @@ def load_base_model(
             return AutoModelForSequenceClassification.from_pretrained(
                 location, num_labels=num_labels or m.num_labels, **args
             )
+        if m.task == "masked_lm":
+            # An encoder saved without its MLM head (sentence-transformers) gets a fresh
+            # head: list it in adapter.modulesToSave (e.g. transform) to train it.
+            return AutoModelForMaskedLM.from_pretrained(location, **args)
         return AutoModelForCausalLM.from_pretrained(location, **args)
 
     if qconf is None:
@@ -199,9 +202,11 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # frozen embeddings: let checkpointed grads flow
-    task_type = (
-        TaskType.SEQ_CLS if spec.model.task == "sequence_classification" else TaskType.CAUSAL_LM
-    )
+    # peft has no masked-LM task type: the plain PeftModel passes labels through.
+    task_type = {
+        "sequence_classification": TaskType.SEQ_CLS,
+        "causal_lm": TaskType.CAUSAL_LM,
+    }.get(spec.model.task)
     targets: Any = "all-linear" if a.target_modules == ["all-linear"] else a.target_modules
     config = LoraConfig(
         r=a.r,

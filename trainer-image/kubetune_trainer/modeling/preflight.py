@@ -64,17 +64,24 @@ class MemoryEstimate:
 
 def count_params(config: Any, targets: list[str], task: str) -> tuple[int, int, int, int]:
     """(total, quantizable, lora_per_rank, vocab) from a meta-device model: no memory used."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+    )
 
-    seq_cls = task == "sequence_classification"
-    cls = AutoModelForSequenceClassification if seq_cls else AutoModelForCausalLM
+    cls = {
+        "sequence_classification": AutoModelForSequenceClassification,
+        "masked_lm": AutoModelForMaskedLM,
+    }.get(task, AutoModelForCausalLM)
     with torch.device("meta"):
         model = cls.from_config(config)
     total = sum(p.numel() for p in model.parameters())
     quantizable = lora_per_rank = 0
     all_linear = targets == ["all-linear"]
+    heads = ("lm_head", "classifier", "predictions.decoder")  # output layers stay dense
     for name, mod in model.named_modules():
-        if not isinstance(mod, torch.nn.Linear) or name.endswith(("lm_head", "classifier")):
+        if not isinstance(mod, torch.nn.Linear) or name.endswith(heads):
             continue
         quantizable += mod.weight.numel()
         leaf = name.rsplit(".", 1)[-1]
@@ -121,7 +128,7 @@ def estimate(
         activations = layers * seq * mb * hidden * act_bytes + per_layer + scores
     else:
         activations = layers * per_layer + scores
-    if spec.model.task == "causal_lm":
+    if spec.model.task in ("causal_lm", "masked_lm"):
         activations += 2 * seq * mb * vocab * 4  # fp32 logits and their gradient
     return MemoryEstimate(
         params_total=total,

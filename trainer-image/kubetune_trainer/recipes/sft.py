@@ -1,18 +1,23 @@
 """Supervised fine-tuning: prompt/completion, plain text or classification records.
 
 Causal LMs learn the completion (loss on the answer only unless completionOnlyLoss is
-off); BERT-style encoders learn the label. Tokenization, padding and packing come from
+off); BERT-style encoders learn the label (sequence_classification) or the masked tokens
+of text records (masked_lm: transformers' DataCollatorForLanguageModeling, masks drawn
+from the training seed). Tokenization, padding and packing come from
 kubetune_trainer.data: with packing none, batches are padded dynamically and grouped by
 length; with position_ids packing, examples share rows without attending to each other.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 from transformers import Trainer, TrainingArguments
 
-from kubetune_trainer.errors import BadDataError
+from kubetune_trainer.errors import BadDataError, ConfigError
 
 from .base import BuiltTrainer, RecipeContext
 
@@ -40,6 +45,15 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
     packing = resolve_packing(spec.dataset.packing, spec.model.task, prep.kind)
     max_len = spec.dataset.max_seq_length
     train_ds: Any = train
+    if spec.model.task == "masked_lm":
+        if prep.kind != "text" or packing != "none":
+            raise ConfigError(
+                "spec.model.task masked_lm trains text records (dataset.format papers) with "
+                f"dataset.packing none or auto, not {prep.kind} records with packing {packing}"
+            )
+        mlm = MaskedLMCollator(tok, spec.training.seed)
+        kwargs.setdefault("train_sampling_strategy", "group_by_length")
+        return _build(ctx, kwargs, train, len(train), evals, mlm, mlm, train_tokens)
     if packing == "none":
         collator: Any = PaddingCollator(tok.pad_token_id, max_length=max_len)
         kwargs.setdefault("train_sampling_strategy", "group_by_length")
@@ -51,6 +65,19 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
         ctx.model.config.use_cache = False
     # Evaluation is always per example, padded: eval loss is comparable across packings.
     eval_collator = PaddingCollator(tok.pad_token_id, max_length=max_len)
+    return _build(ctx, kwargs, train_ds, len(train), evals, collator, eval_collator, train_tokens)
+
+
+def _build(
+    ctx: RecipeContext,
+    kwargs: dict[str, Any],
+    train_ds: Any,
+    train_examples: int,
+    evals: Any,
+    collator: Any,
+    eval_collator: Any,
+    train_tokens: int,
+) -> BuiltTrainer:
     trainer = _Trainer(
         eval_collator=eval_collator,
         model=ctx.model,
@@ -58,10 +85,42 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
         train_dataset=train_ds,
         eval_dataset=evals if len(evals) else None,
         data_collator=collator,
-        processing_class=tok,
+        processing_class=ctx.tokenizer,
         callbacks=list(ctx.callbacks),
     )
-    return BuiltTrainer(trainer, len(train), len(evals), train_tokens)
+    return BuiltTrainer(trainer, train_examples, len(evals), train_tokens)
+
+
+class MaskedLMCollator:
+    """transformers' DataCollatorForLanguageModeling (mlm=True, 15% of the tokens, special
+    tokens never masked), with masks seeded by the training seed and the batch itself.
+
+    Each batch draws its masks from a generator seeded with (seed, the batch's token ids):
+    the same run masks the same way, a resumed run masks its remaining batches as the
+    uninterrupted run did (no generator state to carry in the checkpoint), the base and the
+    tuned model are evaluated on identical masks, and an epoch's new batches get new masks.
+    """
+
+    def __init__(self, tokenizer: Any, seed: int, probability: float = 0.15) -> None:
+        from transformers import DataCollatorForLanguageModeling
+
+        if tokenizer.mask_token is None:
+            raise ConfigError(
+                "spec.model.task masked_lm: this tokenizer has no mask token; use a "
+                "BERT-style encoder (or model.task causal_lm)"
+            )
+        self.seed = seed
+        self.inner = DataCollatorForLanguageModeling(
+            tokenizer, mlm=True, mlm_probability=probability, pad_to_multiple_of=8, seed=seed
+        )
+
+    def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        h = hashlib.sha256(str(self.seed).encode())
+        for ex in batch:
+            h.update(b"|" + ",".join(map(str, ex["input_ids"])).encode())
+        self.inner.generator = torch.Generator().manual_seed(int(h.hexdigest()[:15], 16))
+        # The text tokenizer's labels (the ids) are replaced by the collator's masked labels.
+        return self.inner([{"input_ids": ex["input_ids"]} for ex in batch])
 
 
 class _Trainer(Trainer):
