@@ -58,10 +58,12 @@ def training_kwargs(
         kw["save_strategy"], kw["save_steps"] = "steps", save_steps
     else:
         kw["save_strategy"] = "epoch"
+    if has_validation:
+        # The best checkpoint by eval loss is tracked whenever there is an eval loss, so
+        # retention keeps it beside the newest N (CommitCallback protects it).
+        kw.update(metric_for_best_model="eval_loss", greater_is_better=False)
     if t.early_stopping:
-        kw.update(
-            load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False
-        )
+        kw["load_best_model_at_end"] = True
     if s.distributed.world_size > 1:
         from kubetune_trainer.distributed import ddp_timeout
 

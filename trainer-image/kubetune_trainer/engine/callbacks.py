@@ -132,10 +132,9 @@ class CommitCallback(TrainerCallback):
         )
         uri = self.ckpts.commit(folder, state.global_step)
         protect: set[int | str] = {state.global_step}
-        if state.best_model_checkpoint:
-            best = Path(state.best_model_checkpoint).name.removeprefix("checkpoint-")
-            if best.isdigit():
-                protect.add(int(best))
+        best = best_step(state)
+        if best is not None:
+            protect.add(best)
         for gone in self.ckpts.retain(self.keep_last, protect=protect):
             log.info("removed old checkpoint %s", gone)
         self.last_uri, self.last_step = uri, state.global_step
@@ -192,6 +191,20 @@ class LogCallback(TrainerCallback):
         self.history.append(row.as_dict())
         self.sinks.on_log(row)
         return control
+
+
+def best_step(state: Any) -> int | None:
+    """The step of the best checkpoint by eval loss, or None.
+
+    The Trainer records the best eval's step (best_global_step, kept in trainer_state.json
+    across a resume) and, when a checkpoint was saved at that step, its staging folder
+    (best_model_checkpoint, forgotten by a resumed attempt whose staging folder is new).
+    """
+    if state.best_model_checkpoint:
+        name = Path(state.best_model_checkpoint).name.removeprefix("checkpoint-")
+        if name.isdigit():
+            return int(name)
+    return getattr(state, "best_global_step", None) or None
 
 
 def _num(v: Any) -> float | None:

@@ -37,6 +37,7 @@ from .callbacks import (
     LogCallback,
     Preemption,
     PreemptionCallback,
+    best_step,
 )
 from .progress import Progress, ProgressCallback
 from .report import write_report
@@ -228,7 +229,7 @@ def run_job(
             "train_examples": built.train_examples,
             "eval_examples": built.eval_examples,
             "tokens_per_second": _mean_tps(logs.history),
-            "best_checkpoint": _best_uri(store, trainer.state.best_model_checkpoint),
+            "best_checkpoint": _best_uri(ckpts, trainer.state),
             "precision": loaded.precision,
             "data_fingerprint": prep.fingerprint,
         }
@@ -289,10 +290,13 @@ def _staging_dir(job: FineTuneJob, world: int) -> Path:
     return d
 
 
-def _best_uri(store: Any, staged: str | None) -> str | None:
-    """The store URI of the Trainer's best checkpoint (it only knows the staging path)."""
-    step = Path(staged).name.removeprefix("checkpoint-") if staged else ""
-    return store.uri(f"checkpoints/step-{int(step):06d}") if step.isdigit() else None
+def _best_uri(ckpts: Any, state: Any) -> str | None:
+    """The store URI of the best committed checkpoint by eval loss (the Trainer only knows
+    its staging path and step)."""
+    step = best_step(state)
+    if step is None:
+        return None
+    return next((r.uri for r in ckpts.list_committed() if r.step == step), None)
 
 
 def _evaluate_base(trainer: Any, model: Any, say: Callable[[str], None]) -> float:
