@@ -156,6 +156,13 @@ class LogCallback(TrainerCallback):
         self._t0, self._tokens0 = time.monotonic(), state.num_input_tokens_seen
         self._step0 = state.global_step
         self._last = (self._t0, self._tokens0)
+        if state.is_world_process_zero:
+            self.sinks.on_train_begin(state.global_step, state.max_steps)
+        return control
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if state.is_world_process_zero:
+            self.sinks.on_step(state.global_step)
         return control
 
     def _memory(self) -> dict[str, int]:

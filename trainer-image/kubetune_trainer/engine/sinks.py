@@ -58,43 +58,97 @@ def _fmt_row(row: LogRow) -> str:
     return "  ".join(parts)
 
 
-class ConsoleSink:
-    """A tqdm bar with ETA in a terminal; plain log lines otherwise (pods, CI, pipes)."""
+def _postfix(row: LogRow | None, eval_loss: float | None = None) -> str:
+    """The bar's tail: the engine's own ETA, the last train row's loss, lr and tokens/s,
+    and the latest eval loss."""
+    eta = row.eta_seconds if row is not None else None
+    parts = [f"eta {timedelta(seconds=int(eta))}" if eta is not None else "eta ?"]
+    if row is not None and row.loss is not None:
+        parts.append(f"loss {row.loss:.4f}")
+    if eval_loss is not None:
+        parts.append(f"eval_loss {eval_loss:.4f}")
+    if row is None:
+        return ", ".join(parts)
+    if row.learning_rate is not None:
+        parts.append(f"lr {row.learning_rate:.2e}")
+    if row.tokens_per_second is not None:
+        parts.append(f"tokens/s {row.tokens_per_second:,.0f}")
+    return ", ".join(parts)
 
-    def __init__(self, rank: int = 0, stream: Any = None) -> None:
+
+class ConsoleSink:
+    """A tqdm bar in a terminal; plain log lines otherwise (pods, CI, pipes).
+
+    In a terminal the bar starts at train begin (at the resumed step), moves every step and
+    shows the engine's ETA, loss, learning rate and tokens/s; eval rows and checkpoint
+    lines are printed above it (tqdm.write). Elsewhere every row is one plain line.
+    """
+
+    BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| step {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+    def __init__(self, rank: int = 0, stream: Any = None, redraw_seconds: float = 0.2) -> None:
         self.stream = stream or sys.stderr
         self.enabled = rank == 0
+        self.redraw_seconds = redraw_seconds  # the bar redraws at most this often
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.bar: Any = None
+        self._train_row: LogRow | None = None
+        self._eval_loss: float | None = None
 
     def on_start(self, run: RunInfo, params: dict[str, Any]) -> None:
         pass
 
+    def on_train_begin(self, step: int, total_steps: int) -> None:
+        if not (self.enabled and self.tty) or self.bar is not None:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total_steps,
+            initial=step,
+            file=self.stream,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=self.redraw_seconds,
+            bar_format=self.BAR_FORMAT,
+            postfix=_postfix(None),
+        )
+
+    def on_step(self, step: int) -> None:
+        if self.bar is not None and step > self.bar.n:
+            self.bar.update(step - self.bar.n)
+
+    def _write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
     def on_log(self, row: LogRow) -> None:
         if not self.enabled:
             return
-        if self.tty:
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=row.total_steps, file=self.stream, unit="step")
-            self.bar.update(row.step - self.bar.n)
-            post = {"loss": row.loss, "eval": row.eval_loss}
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in post.items() if v is not None})
-        else:
-            print(_fmt_row(row), file=self.stream, flush=True)
+        if self.bar is None:  # no terminal (or no train begin yet): every row as a line
+            self._write(_fmt_row(row))
+            return
+        self.on_step(row.step)
+        if row.loss is not None:
+            self._train_row = row
+        if row.eval_loss is not None:  # an eval row: printed above the bar, kept in its tail
+            self._write(_fmt_row(row))
+            self._eval_loss = row.eval_loss
+        self.bar.set_postfix_str(_postfix(self._train_row, self._eval_loss))
 
     def on_checkpoint(self, uri: str, step: int, seconds: float) -> None:
-        if self.enabled and not self.tty:
-            print(
-                f"checkpoint step {step} committed to {uri} ({seconds:.1f} s)",
-                file=self.stream,
-                flush=True,
-            )
+        if self.enabled:
+            self._write(f"checkpoint step {step} committed to {uri} ({seconds:.1f} s)")
 
     def on_end(self, summary: dict[str, Any], artifacts_dir: str | None) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 # Optional sinks from the storage/metrics helpers: (module, factory) pairs, each factory
@@ -129,8 +183,10 @@ class SinkFanout:
         self.sinks = sinks
         self._failed: set[int] = set()
 
-    def _each(self, method: str, *args: Any) -> None:
+    def _each(self, method: str, *args: Any, optional: bool = False) -> None:
         for i, s in enumerate(self.sinks):
+            if optional and not hasattr(s, method):
+                continue
             try:
                 getattr(s, method)(*args)
             except Exception as exc:  # a dashboard outage must not end a training run
@@ -143,6 +199,14 @@ class SinkFanout:
 
     def on_log(self, row: LogRow) -> None:
         self._each("on_log", row)
+
+    def on_train_begin(self, step: int, total_steps: int) -> None:
+        """Optional hook (the console bar): only sinks that define it are called."""
+        self._each("on_train_begin", step, total_steps, optional=True)
+
+    def on_step(self, step: int) -> None:
+        """Optional hook, every optimizer step (the console bar)."""
+        self._each("on_step", step, optional=True)
 
     def on_checkpoint(self, uri: str, step: int, seconds: float) -> None:
         self._each("on_checkpoint", uri, step, seconds)
