@@ -7,29 +7,53 @@ from pathlib import Path
 from typing import Any
 
 
-def loss_curve(history: list[dict[str, Any]], path: Path) -> bool:
-    """Train and eval loss against step; False when there is nothing to plot."""
-    train = [(r["step"], r["loss"]) for r in history if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in history if "eval_loss" in r]
-    if not train and not evals:
-        return False
-    import matplotlib
+def curve_series(
+    history: list[dict[str, Any]],
+    base_eval_loss: float | None = None,
+    tuned_eval_loss: float | None = None,
+    final_step: int | None = None,
+) -> dict[str, list[tuple[int, float]]]:
+    """The loss curve's data: {"train loss": [(step, loss)...], "eval loss": [...]}.
 
-    matplotlib.use("Agg")  # no display in pods or CI
-    import matplotlib.pyplot as plt
+    The eval series starts at step 0 with the base's eval loss (before the first step the
+    LoRA update is zero: the model is the base) and ends with the tuned eval loss at the
+    final step when no eval was logged there, so a run too short for an interval eval
+    still shows train and eval loss.
+    """
+    train = {int(r["step"]): float(r["loss"]) for r in history if "loss" in r}
+    evals = {int(r["step"]): float(r["eval_loss"]) for r in history if "eval_loss" in r}
+    if base_eval_loss is not None:
+        evals.setdefault(0, float(base_eval_loss))
+    if tuned_eval_loss is not None and final_step is not None:
+        evals.setdefault(final_step, float(tuned_eval_loss))
+    series = {"train loss": sorted(train.items()), "eval loss": sorted(evals.items())}
+    return {k: v for k, v in series.items() if v}
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train loss")
-    if evals:
-        ax.plot(*zip(*evals, strict=True), "o-", label="eval loss")
+
+def curve_figure(series: dict[str, list[tuple[int, float]]]) -> Any:
+    """A matplotlib Figure of `curve_series`, a marker on every point (a one-point series
+    stays visible). No pyplot: no global state, safe in any thread."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.add_subplot()
+    styles = {"train loss": ".-", "eval loss": "o-"}
+    for label, points in series.items():
+        ax.plot(*zip(*points, strict=True), styles.get(label, "o-"), label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if series:
+        ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def loss_curve(series: dict[str, list[tuple[int, float]]], path: Path) -> bool:
+    """Write the loss curve PNG; False when there is nothing to plot."""
+    if not series:
+        return False
+    curve_figure(series).savefig(path)
     return True
 
 
@@ -85,7 +109,11 @@ def write_report(report: dict[str, Any], history: list[dict[str, Any]], out: Pat
     out.mkdir(parents=True, exist_ok=True)
     written = []
     png = out / "loss_curve.png"
-    if loss_curve(history, png):
+    res = report.get("results", {})
+    series = curve_series(
+        history, res.get("base_eval_loss"), res.get("tuned_eval_loss"), res.get("steps")
+    )
+    if loss_curve(series, png):
         report["loss_curve"] = png.name
         written.append(png)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
