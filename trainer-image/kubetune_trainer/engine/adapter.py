@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubetune_trainer.errors import RetryableError
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+RECORD = "adapter.json"  # written last: the adapter's commit mark
 
 
 @dataclass
@@ -17,9 +22,34 @@ class SavedAdapter:
     sha256: str  # of adapter_model.safetensors
     size: int  # bytes of adapter_model.safetensors
     files: dict[str, int]  # every file -> size
+    # (name, bytes, sha256) of every file as read back from the store after the upload
+    stored: list[tuple[str, int, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"uri": self.uri, "sha256": self.sha256, "size": self.size, "files": self.files}
+
+    def table(self) -> str:
+        """One line per stored file: name, size and sha256 (what `kubetune run` prints)."""
+        width = max((len(n) for n, _, _ in self.stored), default=4)
+        return "\n".join(f"  {n:<{width}}  {b:>12,} bytes  sha256 {h}" for n, b, h in self.stored)
+
+
+def read_back(store: Any, prefix: str = "") -> list[tuple[str, int, str]]:
+    """(name, bytes, sha256) of every file under `prefix`, downloaded again from the store.
+
+    What the store holds, not what was sent: the one check `kubetune run` and the
+    notebook's save cell both make on an adapter.
+    """
+    from kubetune_trainer.storage import sha256_file
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="kubetune-readback-") as tmp:
+        for key, size in sorted(store.sizes(prefix).items()):
+            name = key[len(prefix) :]
+            local = store.get_file(key, Path(tmp) / name)
+            out.append((name, size, sha256_file(local)))
+            local.unlink()
+    return out
 
 
 def model_card(job: Any, base_display: str, results: dict[str, Any]) -> str:
@@ -99,10 +129,35 @@ def save_adapter(
 
 
 def upload_adapter(store: Any, local: Path, files: dict[str, int]) -> SavedAdapter:
-    """Upload every adapter file, the weights' hash in adapter.json last (the commit mark)."""
-    # The store hashes what it sends: the weights' sha256 costs no second read.
+    """Upload every adapter file, read each back (size and sha256 against what was sent),
+    then write adapter.json, the weights' hash in it, last (the commit mark).
+
+    A file the store holds differently raises RetryableError before adapter.json exists:
+    the failure cleanup removes the uncommitted adapter and the next attempt uploads again.
+    """
+    # The store hashes what it sends: the local side costs no second read.
     digests = {name: store.put_file(local / name, f"adapter/{name}") for name in files}
+    stored = {n: (b, h) for n, b, h in read_back(store, "adapter/") if n != RECORD}
+    problems = [
+        f"{name}: sent {size:,} bytes sha256 {digests[name]}, stored "
+        + (f"{stored[name][0]:,} bytes sha256 {stored[name][1]}" if name in stored else "nothing")
+        for name, size in files.items()
+        if stored.get(name) != (size, digests[name])
+    ]
+    if problems:
+        raise RetryableError(
+            f"adapter upload to {store.uri('adapter')} did not verify: " + "; ".join(problems)
+        )
     digest = digests[ADAPTER_WEIGHTS]
     meta = {"sha256": digest, "size": files[ADAPTER_WEIGHTS], "files": files}
-    store.put_bytes("adapter/adapter.json", json.dumps(meta, indent=2).encode())
-    return SavedAdapter(local, store.uri("adapter"), digest, files[ADAPTER_WEIGHTS], files)
+    record = json.dumps(meta, indent=2).encode()
+    store.put_bytes(f"adapter/{RECORD}", record)
+    back = store.get_bytes(f"adapter/{RECORD}")
+    if back != record:
+        store.delete_prefix(f"adapter/{RECORD}")  # never leave a commit mark that lies
+        raise RetryableError(f"{store.uri(f'adapter/{RECORD}')} reads back differently")
+    rows = [(n, *stored[n]) for n in sorted(files)]
+    rows.append((RECORD, len(back), hashlib.sha256(back).hexdigest()))
+    saved = SavedAdapter(local, store.uri("adapter"), digest, files[ADAPTER_WEIGHTS], files)
+    saved.stored = rows
+    return saved

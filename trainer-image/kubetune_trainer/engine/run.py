@@ -245,7 +245,10 @@ def run_job(
                 base_ref=portable_base(spec),
             )  # fmt: skip
             saved = upload_adapter(store, staging / "adapter", files)
-            say(f"adapter: {saved.uri} ({saved.size:,} bytes, sha256 {saved.sha256})")
+            say(
+                f"adapter: {saved.uri} ({saved.size:,} bytes, sha256 {saved.sha256}); "
+                f"every file read back from the store and verified:\n{saved.table()}"
+            )
             report = _report(job, loaded, results, saved, found, train_seconds, evaluation)
             report["training_seconds"] = round(train_seconds, 2)
             report["total_seconds"] = round(time.monotonic() - started, 2)

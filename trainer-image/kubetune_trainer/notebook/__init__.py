@@ -288,7 +288,7 @@ def train(
 class AdapterSummary:
     uri: str
     local_dir: Path
-    files: list[tuple[str, int, str]]  # (name, bytes, sha256), read back from disk
+    files: list[tuple[str, int, str]]  # (name, bytes, sha256), read back from the store
     recorded_sha256: str  # what run_job wrote into adapter.json when it saved the weights
     uploaded_to: str | None = None
 
@@ -310,16 +310,17 @@ class AdapterSummary:
 
 
 def save(result: Any, s3_uri: str = "", endpoint_url: str | None = None) -> AdapterSummary:
-    """The saved adapter's files, sizes and sha256 read back from where run_job put them;
-    with an s3:// URI also uploaded in the cluster's layout `<uri>/<namespace>/<name>/`."""
+    """The saved adapter's files, sizes and sha256 read back from where run_job put them
+    (engine.adapter.read_back, the check run_job makes after its upload); with an s3:// URI
+    also uploaded in the cluster's layout `<uri>/<namespace>/<name>/`."""
+    from kubetune_trainer.engine.adapter import RECORD, read_back
     from kubetune_trainer.evaluation.models import localize_dir
-    from kubetune_trainer.storage import sha256_file
+    from kubetune_trainer.storage import open_store
 
-    local = localize_dir(result.adapter.uri)
-    files = [
-        (p.name, p.stat().st_size, sha256_file(p)) for p in sorted(local.iterdir()) if p.is_file()
-    ]
-    recorded = json.loads((local / "adapter.json").read_text())["sha256"]
+    store = open_store(result.adapter.uri)
+    files = read_back(store)
+    recorded = json.loads(store.get_bytes(RECORD))["sha256"]
+    local = localize_dir(result.adapter.uri)  # the files to upload elsewhere
     summary = AdapterSummary(result.adapter.uri, local, files, recorded)
     if s3_uri and summary.weights_ok():
         summary.uploaded_to = upload(result, summary, s3_uri, endpoint_url)
@@ -344,11 +345,9 @@ def upload(
     store = open_store(run_prefix(s3_uri, job["namespace"], job["name"]), endpoint_url)
     store.check_writable()
     files = {n: size for n, size, _ in summary.files if n != "adapter.json"}
-    saved = upload_adapter(store, summary.local_dir, files)
-    listed = store.sizes("adapter/")
-    missing = [n for n, size in files.items() if listed.get(f"adapter/{n}") != size]
-    if missing or saved.sha256 != summary.recorded_sha256:
-        raise RuntimeError(f"upload to {saved.uri} incomplete: {missing or 'sha256 differs'}")
+    saved = upload_adapter(store, summary.local_dir, files)  # reads every file back
+    if saved.sha256 != summary.recorded_sha256:
+        raise RuntimeError(f"upload to {saved.uri}: the weights' sha256 differs")
     return saved.uri
 
 
