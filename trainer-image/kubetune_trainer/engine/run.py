@@ -73,8 +73,10 @@ def run_job(
     progress: Progress | None = None,
     say: Callable[[str], None] = print,
     loaded: Loaded | None = None,
+    extra_callbacks: list[Any] | None = None,
 ) -> RunResult:
-    """`loaded`: load_all(job, prepared) already run for this same job; trained, not reloaded."""
+    """`loaded`: load_all(job, prepared) already run for this same job; trained, not reloaded.
+    `extra_callbacks`: more Trainer callbacks (after the engine's own), e.g. a notebook's."""
     from kubetune_trainer.recipes import load_recipe
     from kubetune_trainer.recipes.base import RecipeContext
     from kubetune_trainer.storage import open_store
@@ -117,6 +119,7 @@ def run_job(
         prior = resume_mod.engine_state(found[1]) if found else {}
         if found:
             say(f"resuming from {found[0].uri} (step {found[0].step})")
+            p.checkpoint = found[0].uri  # a failure before the next commit names this one
         report_dir = staging / "report"
         if rank == 0:
             resume_mod.restore_metrics(store, report_dir, found[0].step if found else 0)
@@ -168,6 +171,7 @@ def run_job(
 
             es = spec.training.early_stopping
             callbacks.append(EarlyStoppingCallback(es.patience, es.min_delta))
+        callbacks.extend(extra_callbacks or [])
         ctx = RecipeContext(
             job, loaded.model, loaded.tokenizer, prep, kwargs, callbacks, loaded.precision
         )
