@@ -53,12 +53,19 @@ def training_texts(prepared: PreparedDataset) -> list[str]:
     return out
 
 
-def load_all(job: FineTuneJob, prepared: PreparedDataset | None, say: Any) -> Loaded:
+def load_all(
+    job: FineTuneJob,
+    prepared: PreparedDataset | None,
+    say: Any,
+    system: hardware.SystemReport | None = None,
+) -> Loaded:
+    """Everything before the first step. `system`: this machine's report, when the caller
+    measured it already (or describes the memory a run may use: the preflight decides on it)."""
     from transformers import AutoConfig, set_seed
 
     spec = job.spec
     # 1. hardware: refuse what cannot run here before reading anything big
-    system = hardware.system_report()
+    system = system or hardware.system_report()
     say(f"system: {system.summary()}")
     if system.device == "cpu":
         say(
