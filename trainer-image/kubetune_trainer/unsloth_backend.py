@@ -48,12 +48,18 @@ def preflight(job: FineTuneJob, *, cuda_available: bool, importable: bool) -> No
         )
 
 
-def load_kwargs(job: FineTuneJob) -> dict[str, Any]:
-    """FastLanguageModel.from_pretrained(**kwargs) for this spec."""
+def load_kwargs(
+    job: FineTuneJob, location: str | None = None, tokenizer_location: str | None = None
+) -> dict[str, Any]:
+    """FastLanguageModel.from_pretrained(**kwargs) for this spec.
+
+    `location` / `tokenizer_location` are where loader.resolve_base put the base and the
+    tokenizer (an s3:// tokenizer is a local copy by then); without them, the spec's own.
+    """
     spec = job.spec
     quant = spec.quantization.mode
     kwargs: dict[str, Any] = {
-        "model_name": spec.model.base,
+        "model_name": location or spec.model.base,
         "max_seq_length": spec.dataset.max_seq_length,
         # None lets Unsloth pick bf16 on Ampere+ and fp16 before: what "auto" means here.
         "dtype": _DTYPES.get(spec.training.precision),
@@ -64,8 +70,9 @@ def load_kwargs(job: FineTuneJob) -> dict[str, Any]:
     }
     if spec.model.revision:
         kwargs["revision"] = spec.model.revision
-    if spec.model.tokenizer:
-        kwargs["tokenizer_name"] = spec.model.tokenizer
+    tokenizer = tokenizer_location or spec.model.tokenizer
+    if tokenizer and tokenizer != kwargs["model_name"]:
+        kwargs["tokenizer_name"] = tokenizer
     return kwargs
 
 
@@ -91,20 +98,19 @@ def peft_kwargs(job: FineTuneJob) -> dict[str, Any]:
 
 
 def load_model(
-    job: FineTuneJob, location: str | None = None
+    job: FineTuneJob, location: str | None = None, tokenizer_location: str | None = None
 ) -> tuple[Any, Any]:  # pragma: no cover - needs a CUDA GPU
     """Load base + LoRA through Unsloth; returns (peft model, tokenizer).
 
-    `location` is the local folder the engine resolved the base to (s3://, builtin:).
+    `location` / `tokenizer_location`: the local folders (or hub ids) the engine resolved
+    the base and the tokenizer to (loader.resolve_base fetches s3://, builds builtin:).
     """
     import torch
 
     preflight(job, cuda_available=torch.cuda.is_available(), importable=unsloth_importable())
     from unsloth import FastLanguageModel
 
-    kwargs = load_kwargs(job)
-    if location:
-        kwargs["model_name"] = location
+    kwargs = load_kwargs(job, location, tokenizer_location)
     if kwargs["dtype"] is not None:
         kwargs["dtype"] = getattr(torch, kwargs["dtype"])
     model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)

@@ -49,6 +49,16 @@ def test_spec_maps_onto_unsloth_parameters() -> None:
     assert peft["modules_to_save"] is None
 
 
+def test_the_resolved_base_and_tokenizer_are_what_unsloth_loads() -> None:
+    # An s3:// tokenizer is a local copy once loader.resolve_base fetched it.
+    j = job(model={"tokenizer": "s3://models/llama3-tokenizer"})
+    kwargs = load_kwargs(j, "/cache/s3/base", "/cache/s3/tokenizer")
+    assert kwargs["model_name"] == "/cache/s3/base"
+    assert kwargs["tokenizer_name"] == "/cache/s3/tokenizer"
+    # No tokenizer of its own: the base's, so Unsloth is not told one.
+    assert "tokenizer_name" not in load_kwargs(job(), "/cache/base", "/cache/base")
+
+
 def test_auto_precision_and_checkpointing_off() -> None:
     j = job(training={"precision": "auto", "gradientCheckpointing": "off"})
     assert load_kwargs(j)["dtype"] is None

@@ -117,7 +117,7 @@ def load_all(
     # 5. tokenizer and model; the seed fixes LoRA's initial weights
     set_seed(spec.training.seed)
     if spec.training.engine == "unsloth":  # pragma: no cover - CUDA only, preflight above
-        model, tokenizer = unsloth_backend.load_model(job, base.location)
+        model, tokenizer = unsloth_backend.load_model(job, base.location, base.tokenizer_location)
     else:
         model = loader.load_base_model(spec, base, precision, spec.model.num_labels)
         model = loader.attach_lora(spec, model, memory.gradient_checkpointing)
