@@ -58,8 +58,8 @@ def test_minilm_sequence_classification_lora(tmp_path: Path) -> None:
     warm = {"red", "gold", "pink"}
     rows = [{"text": f"The {c} item is on the table number {i}.", "label": int(c in warm)}
             for i in range(12) for c in COLORS]  # fmt: skip
-    prep = PreparedDataset("classification", "papers", rows[:80], rows[80:], "sha256:cls",
-                           label_names=["cool", "warm"])  # fmt: skip
+    prep = PreparedDataset("classification", "classification", rows[:80], rows[80:],
+                           "sha256:cls", label_names=["cool", "warm"])  # fmt: skip
     job = make_job(
         tmp_path, name="bert",
         model={"base": "builtin:all-minilm-l6-v2", "task": "sequence_classification",
