@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from kt_tiny_lm import finance_doc, finance_job
+from kt_tiny_lm import TICKERS, finance_doc, finance_job
 
 from kubetune_api.loader import parse_job
 from kubetune_trainer.data.prepare import prepare
 from kubetune_trainer.data.tokenize import tokenize
 from kubetune_trainer.evaluation.generation import format_prompts, generate, validation_loss
 from kubetune_trainer.evaluation.models import load_model
-from kubetune_trainer.evaluation.runner import evaluate
+from kubetune_trainer.evaluation.runner import evaluate, evaluate_job
 
 
 def test_validation_loss_matches_model_loss(tiny_dirs: dict[str, Path]) -> None:
@@ -150,3 +150,44 @@ def test_papers_are_scored_by_heldout_perplexity(tiny_dirs: dict[str, Path]) -> 
     mean = sum(a * b for a, b in zip(nll, n, strict=True)) / sum(n)
     assert res["metrics"]["loss"] == pytest.approx(mean, rel=1e-5)
     assert res["metrics"]["perplexity"] == pytest.approx(math.exp(mean), rel=1e-5)
+
+
+def test_qa_job_scores_exact_match_and_rouge_l(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """A qa-format job end to end (rows -> qa prompts -> generation -> metrics), with
+    references built from the model's own greedy answers so the scores are known."""
+    import re
+
+    asked = [(f"How did {t} do?", f"{t} revenue up {5 + i} percent") for i, t in
+             enumerate(TICKERS[:4])]  # fmt: skip
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    train.write_text("".join(json.dumps({"question": q, "answer": "fine", "context": c}) + "\n"
+                             for q, c in asked))  # fmt: skip
+
+    def qa_job(answers: list[str]):  # type: ignore[no-untyped-def]
+        val.write_text("".join(json.dumps({"question": q, "answer": a, "context": c}) + "\n"
+                               for (q, c), a in zip(asked, answers, strict=True)))  # fmt: skip
+        doc = finance_doc(train, str(tiny_dirs["base"]))
+        doc["spec"]["dataset"].update(format="qa", validation={"source": str(val)})
+        doc["spec"]["evaluation"]["maxSamples"] = 4
+        # Seeded sampling: the tiny model's greedy answer to these prompts is empty.
+        doc["spec"]["evaluation"]["generation"]["temperature"] = 1.0
+        return parse_job(doc)
+
+    lm = load_model(None, str(tiny_dirs["adapter"]))
+    job = qa_job(["unknown"] * 4)
+    data = prepare(job, lm.tokenizer)
+    assert [r["prompt"] for r in data.validation] == [f"{c}\n\nQuestion: {q}" for q, c in asked]
+    outs = generate(lm, format_prompts(data.validation, lm.tokenizer, job.spec.dataset),
+                    job.spec.evaluation.generation)  # fmt: skip
+    words = [re.findall(r"[a-z0-9]+", o.lower()) for o in outs]  # rouge_score's tokens
+    assert all(words) and outs[2].upper().lower() == outs[2].lower(), outs
+    # 1: the answer itself; 2: nothing in common; 3: the answer in capitals with a "!" (the
+    # same after SQuAD normalisation); 4: the answer plus three more words.
+    refs = [outs[0], "zzqx vvqj", outs[2].upper() + "!", outs[3] + " extra words here"]
+    assert not {"zzqx", "vvqj"} & set(words[1]) and not {"extra", "words", "here"} & set(words[3])
+    result = evaluate_job(qa_job(refs), adapter=str(tiny_dirs["adapter"]))
+    assert result["format"] == "qa" and result["examples_generated"] == 4
+    assert [e["output"] for e in result["examples"]] == outs
+    n = len(words[3])  # LCS n: precision 1, recall n / (n + 3)
+    assert result["metrics"]["exact_match"] == pytest.approx(2 / 4)
+    assert result["metrics"]["rouge_l"] == pytest.approx((1 + 0 + 1 + 2 * n / (2 * n + 3)) / 4)

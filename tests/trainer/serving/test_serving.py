@@ -144,3 +144,33 @@ def test_merged_model_serves_the_same_answers(tiny_dirs: dict[str, Path], tmp_pa
         assert r.status_code == 200, r.text
         answers.append(r.json()["output"])
     assert answers[0] == answers[1] and answers[0]
+
+
+def test_qa_requests_use_the_qa_training_layout(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from kubetune_api.loader import parse_job
+    from kubetune_trainer.data.prepare import prepare
+
+    lm = load_model(None, str(tiny_dirs["adapter"]))
+    question, context = "Who reported the growth?", "The AAPL filing reports revenue up 8 percent."
+    # The prompt a qa training example with this question and context gets (data pipeline).
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": question, "answer": "AAPL", "context": context}) + "\n")
+    doc = finance_doc(data, str(tiny_dirs["base"]))
+    doc["spec"]["dataset"].update(format="qa", validation={"source": str(data)})
+    (trained,) = prepare(parse_job(doc), lm.tokenizer).validation
+    app = create_app(lm, ServeConfig(format="qa", defaults=GenerationOptions(max_new_tokens=4)))
+    with ServerThread(app, free_port()) as url, httpx.Client(base_url=url, timeout=60) as client:
+        r = client.post("/v1/completions", json={"question": f" {question} ", "context": context})
+        assert r.status_code == 200, r.text
+        assert r.json()["prompt"] == render_prompt(trained["prompt"], lm.tokenizer)
+        assert r.json()["parsed"] is None  # sections are finance_qa's
+        # Without context: the question alone, as qa_row writes it.
+        r = client.post("/v1/completions", json={"question": question})
+        assert r.json()["prompt"] == render_prompt(question, lm.tokenizer)
+        for body, fragment in (
+            ({"context": context}, "qa requests need `question`"),
+            ({"question": question, "tickers": ["AAPL"]}, "do not apply to a 'qa' model"),
+            ({"prompt": "hi"}, "do not apply to a 'qa' model"),
+        ):
+            r = client.post("/v1/completions", json=body)
+            assert r.status_code == 422 and fragment in r.json()["error"], r.text

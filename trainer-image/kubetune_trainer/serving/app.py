@@ -42,6 +42,7 @@ class ServeConfig:
 def user_message(req: CompletionRequest, fmt: str) -> str:
     """The user turn in the layout the format was trained on (see data/formats)."""
     from kubetune_trainer.data.formats.finance import finance_prompt
+    from kubetune_trainer.data.formats.qa import qa_prompt
 
     if fmt == "finance_qa":
         _only(req, allowed={"question", "tickers", "context"}, fmt=fmt)
@@ -52,7 +53,7 @@ def user_message(req: CompletionRequest, fmt: str) -> str:
         _only(req, allowed={"question", "context"}, fmt=fmt)
         if not req.question:
             raise ApiError(422, "qa requests need `question`")
-        return f"{req.context}\n\nQuestion: {req.question}" if req.context else req.question
+        return qa_prompt(req.question, req.context)
     _only(req, allowed={"prompt"}, fmt=fmt)
     if not req.prompt:
         raise ApiError(422, f"requests to a {fmt!r} model need `prompt`")

@@ -18,11 +18,17 @@ from .base import Record, sft, text
 ROLES = ("system", "user", "assistant")
 
 
+def qa_prompt(question: str, context: str | None = None) -> str:
+    """The user message of a qa example (context, a blank line, then the question); the
+    server builds its qa requests with it, so they read exactly as training examples."""
+    question, context = question.strip(), (context or "").strip()
+    return f"{context}\n\nQuestion: {question}" if context else question
+
+
 def qa_row(d: Record, row: Row) -> list[Record]:
     question, answer = text(d, "question"), text(d, "answer")
     context = text(d, "context", required=False)
-    prompt = f"{context}\n\nQuestion: {question}" if context else question
-    return [sft(prompt, answer)]
+    return [sft(qa_prompt(question, context), answer)]
 
 
 def instruction_row(d: Record, row: Row) -> list[Record]:
