@@ -176,6 +176,9 @@ def test_training_cell_shows_progress_and_a_loss_plot(run: dict[str, Any]) -> No
     text = outputs_text(cell)
     steps = PARAMS["MAX_STEPS"]
     assert f"step {steps}/{steps}" in text  # the bar's final state
+    # The bar and plot were redrawn while the run went on, not only at the end.
+    live = re.search(r"^live view: (\d+) updates followed from the run's /metrics", text, re.M)
+    assert live and int(live[1]) > 0, text
     pngs = [
         base64.b64decode(o.data["image/png"])
         for o in cell.outputs

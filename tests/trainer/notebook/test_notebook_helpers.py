@@ -122,6 +122,15 @@ def test_finish_shows_the_last_train_row_with_the_latest_eval_loss(
     assert len(progress.rows) == 3
 
 
+def test_live_updates_are_counted_apart_from_the_final_redraw() -> None:
+    progress = LiveProgress(plot_every=0)
+    assert progress.live_updates == 0
+    progress.update({"step": 1, "total_steps": 2, "loss": 2.0})
+    progress.update({"step": 2, "total_steps": 2, "loss": 1.5})
+    progress.finish([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}])
+    assert progress.live_updates == 2  # finish() redraws from metrics.jsonl: not live
+
+
 def test_loss_png_is_a_png_with_or_without_points() -> None:
     for rows in ([], [{"step": 1, "loss": 2.0}, {"step": 1, "eval_loss": 1.9}]):
         assert loss_png(rows).startswith(b"\x89PNG\r\n\x1a\n")

@@ -280,6 +280,10 @@ def train(
         else:
             os.environ[Env.METRICS_PORT] = previous
     progress.finish(read_metrics(result.run_uri, job.spec.output.s3_endpoint))
+    print(
+        f"live view: {progress.live_updates} updates followed from the run's /metrics while "
+        "it ran; the final bar and plot are drawn from its metrics.jsonl"
+    )
     return result
 
 

@@ -55,6 +55,7 @@ class LiveProgress:
 
     def __init__(self, plot_every: float = 3.0) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.live_updates = 0  # redraws from rows followed while the run was going
         self.plot_every = plot_every  # seconds between redraws: a PNG costs CPU time
         self._plotted = 0.0
         self._lock = threading.Lock()
@@ -74,6 +75,7 @@ class LiveProgress:
         with self._lock:
             if not final:
                 self.rows.append(row)
+                self.live_updates += 1
             self.bar = show(progress_text(row), self._bar_html(row), self.bar)
             now = time.monotonic()
             if final or now - self._plotted >= self.plot_every:
