@@ -134,7 +134,11 @@ class TrackingSpec(SpecModel):
     experiment: str = Field(default="kubetune", min_length=1, description="MLflow experiment.")
     register_as: str | None = Field(
         default=None,
-        description="Register the adapter in the MLflow model registry under this name.",
+        description=(
+            "Name of the adapter in kubetune's registry (under the output root) and in MLflow's "
+            "model registry (default: the job's name). With tracking.mlflowUri set, every "
+            "successful run adds a model version carrying the run's lineage as tags."
+        ),
     )
 
     @field_validator("mlflow_uri")

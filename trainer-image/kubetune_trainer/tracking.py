@@ -144,7 +144,8 @@ class MlflowSink:
                 experiment_id, tags=tags, run_name=f"{run.namespace}/{run.name}"
             )
             self.run_id = created.info.run_id
-            flat = flatten_params(params)
+            # A URI with user:password@ (the tracking server's own) is logged redacted.
+            flat = {k: redact(v) if "://" in v else v for k, v in flatten_params(params).items()}
             items = [Param(k, v) for k, v in sorted(flat.items())]
             for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
                 self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])

@@ -63,7 +63,8 @@ def test_run_params_metrics_artifacts_registry_and_resume(
     mlflow_server: MlflowServer, tmp_path: Path
 ) -> None:
     spec = {"model": {"base": "builtin:tiny-llama"}, "training": {"learningRate": 0.0002},
-            "data": {"sources": [{"uri": "s3://b/d.jsonl"}]}, "prompt": "p" * 7000}  # fmt: skip
+            "data": {"sources": [{"uri": "s3://b/d.jsonl"}]}, "prompt": "p" * 7000,
+            "tracking": {"mlflowUri": "http://alice:s3cret@mlflow.example:5000"}}  # fmt: skip
     run = RunInfo("team-a", "job1", 1, str(tmp_path / "out" / "team-a" / "job1"))
     sink = MlflowSink(mlflow_server.uri, "kubetune-test", "tiny-adapter", store_uri=run.output_uri)
     sink.on_start(run, {"spec": spec, "precision": "fp32"})
@@ -93,6 +94,8 @@ def test_run_params_metrics_artifacts_registry_and_resume(
     assert got.data.params["spec.data.sources"] == '[{"uri": "s3://b/d.jsonl"}]'
     assert len(got.data.params["spec.prompt"]) == 6000
     assert got.data.params["precision"] == "fp32"
+    assert got.data.params["spec.tracking.mlflowUri"] == "http://***@mlflow.example:5000"
+    assert not any("s3cret" in v for v in got.data.params.values())
     tags = got.data.tags
     assert tags["kubetune.namespace"] == "team-a" and tags["kubetune.name"] == "job1"
     assert tags["kubetune.attempt"] == "2" and tags["kubetune.version"]
