@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from kubetune_trainer.errors import BadDataError, ConfigError
 
@@ -42,7 +43,8 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
     evals = tokenize(prep.kind, prep.validation, tok, spec.dataset)
     train_tokens = sum(train.lengths)
     kwargs: dict[str, Any] = dict(ctx.args_kwargs)
-    packing = resolve_packing(spec.dataset.packing, spec.model.task, prep.kind)
+    # The architecture decides whether packed examples stay apart (data.collate.plan_packing).
+    packing = resolve_packing(spec.dataset.packing, spec.model.task, prep.kind, ctx.model)
     max_len = spec.dataset.max_seq_length
     train_ds: Any = train
     if spec.model.task == "masked_lm":
@@ -123,12 +125,38 @@ class MaskedLMCollator:
         return self.inner([{"input_ids": ex["input_ids"]} for ex in batch])
 
 
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn from (seed, epoch) instead of the global RNG.
+
+    The stock sampler draws from the global torch RNG when an epoch starts, whose state then
+    depends on everything the process did before (a base evaluation, a resume skipping it):
+    a resumed run would see other batches than the uninterrupted one. The Trainer calls
+    set_epoch every epoch, also the resumed one, so the order is the same in both.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed + epoch)
+
+
 class _Trainer(Trainer):
-    """A Trainer whose evaluation batches use their own (padding) collator."""
+    """A Trainer whose evaluation batches use their own (padding) collator, and whose
+    length-grouped training order is seeded (resumable)."""
 
     def __init__(self, *args: Any, eval_collator: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._eval_collator = eval_collator
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return SeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
         train_collator = self.data_collator
