@@ -319,13 +319,20 @@ def _notes(helm: str, tmp: Path, *sets: str) -> str:
 def test_notes_print_the_next_commands(helm: str, tmp_path: Path) -> None:
     notes = _notes(helm, tmp_path)
     assert notes.startswith(f"kubetune {chart_meta()['appVersion']} is installed in namespace")
-    assert f"kubectl -n {NAMESPACE} apply -f examples/quickstart.yaml" in notes
-    assert f"kubectl -n {NAMESPACE} get ftj -w" in notes
+    # A flow that works as printed: the example's own namespace and Secret, applied as is
+    # (kubectl -n X apply of a file naming another namespace is refused).
+    assert "kubectl -n finance create secret generic s3-credentials" in notes
+    assert "  kubectl apply -f examples/finance-qa.yaml\n" in notes
+    assert "kubectl -n finance get ftj -w" in notes
+    example = yaml.safe_load((REPO / "examples" / "finance-qa.yaml").read_text())
+    assert example["metadata"]["namespace"] == "finance"
+    assert example["spec"]["output"]["credentialsSecret"] == "s3-credentials"
+    assert "serves only" not in notes
     assert f"kubectl -n {NAMESPACE} port-forward svc/{RELEASE}-kubetune-metrics 8080:8080" in notes
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
     assert "crds.enabled=false" not in notes
     namespaced = _notes(helm, tmp_path, "watch.clusterWide=false", "watch.namespaces={ml,research}")
-    assert "kubectl -n ml apply -f examples/quickstart.yaml" in namespaced
+    assert "The operator serves only ml, research: add finance to watch.namespaces" in namespaced
     assert "serves FineTuneJobs in: ml, research" in namespaced
     no_crds = _notes(helm, tmp_path, "crds.enabled=false")
     assert "kubectl apply -f crds/finetunejobs.kubetune.io.yaml" in no_crds
