@@ -41,6 +41,33 @@ def test_html_and_markdown_escape_and_judge() -> None:
     assert "a\\|b<br>c" in md and "&lt;script&gt;" in md
 
 
+def test_before_after_text_shows_placeholder_rows_and_answers_side_by_side() -> None:
+    def finance(model: str, use: float, outputs: list[str]) -> dict:
+        metrics = {"format_compliance": use / 2, "citation_rate": 0.25, "risk_note_rate": 1.0,
+                   "placeholder_use_rate": use, "placeholder_compliance": 1.0,
+                   "placeholder_examples": 2.0, "rouge_l": 0.5, "loss": 3 - use}  # fmt: skip
+        examples = [{"prompt": f"q{i}", "reference": "r", "output": o}
+                    for i, o in enumerate(outputs, start=1)]  # fmt: skip
+        return {"model": model, "format": "finance_qa", "generation": {"seed": 0},
+                "metrics": metrics, "examples": examples, "examples_generated": 3}  # fmt: skip
+
+    base = finance("b", 0.25, ["plain", "plain 2", "plain 3"])
+    tuned = finance("t", 0.75, ["Answer: <PRICE>", "Answer: <CHANGE>", "x"])
+    lines = before_after_text(pair_results(base, tuned, ("base", "tuned"))).splitlines()
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[1:8]}
+    assert rows["placeholder_use_rate"] == ["0.250", "0.750"]
+    assert rows["placeholder_compliance"] == ["1.000", "1.000"]
+    assert rows["loss"] == ["2.750", "2.250"]
+    assert lines[8] == (
+        "(placeholder rows: over the 2 of 3 answers that need "
+        "<PRICE>/<CHANGE>/<TIMESTAMP> live values)"
+    )
+    # Two examples, each with the base and tuned answers in two columns.
+    assert [ln for ln in lines if ln.startswith("Example ")] == ["Example 1: q1", "Example 2: q2"]
+    assert f"{'[base]':<48} | [tuned]" in lines
+    assert f"{'plain 2':<48} | Answer: <CHANGE>" in lines
+
+
 def _example_rows(page: str) -> int:
     """Rows of the HTML examples table (the metrics rows start with a metric name)."""
     return len(re.findall(r"<tr><td>\d+</td><td><pre>", page))

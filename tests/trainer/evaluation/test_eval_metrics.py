@@ -47,6 +47,8 @@ GOOD = (
     "Answer: AAPL trades near <PRICE>.\nRationale: Revenue grew 8 percent in 2023.\n"
     "Citations: [1] 10-K 2023; [2] Q4 call\nRisk: Not investment advice."
 )
+# GOOD with no raw value: "8 percent" is a raw <CHANGE> where placeholders are required.
+LIVE = GOOD.replace(" 8 percent", "")
 LEAKY = "Answer: AAPL is at $182.50 now.\nRationale: it rose 3 times.\nCitations:\nRisk:"
 
 
@@ -58,7 +60,7 @@ def test_finance_metrics_by_hand() -> None:
         # Context given: numbers from the context are supported.
         {"prompt": "Growth?\nTickers: AAPL\nContext: grew 8 percent in 2023", "completion": "x"},
     ]
-    outputs = [GOOD, LEAKY, GOOD]
+    outputs = [LIVE, LEAKY, GOOD]
     m = finance_metrics(outputs, records)
     assert m["format_compliance"] == pytest.approx(2 / 3)  # LEAKY has empty sections
     assert m["citation_rate"] == pytest.approx(2 / 3)
@@ -66,8 +68,9 @@ def test_finance_metrics_by_hand() -> None:
     # Two examples needed placeholders; one leaked $182.50.
     assert m["placeholder_examples"] == 2
     assert m["placeholder_compliance"] == pytest.approx(1 / 2)
-    # GOOD quotes 8 and 2023: absent from prompts 1 (unsupported) but present in prompt 3;
-    # LEAKY quotes 182.50 and 3, absent from its prompt.
+    assert m["placeholder_use_rate"] == pytest.approx(1 / 2)  # LIVE says <PRICE>, LEAKY none
+    # LIVE quotes 2023, absent from prompt 1 (unsupported); GOOD quotes 8 and 2023, both in
+    # prompt 3; LEAKY quotes 182.50 and 3, absent from its prompt.
     assert m["unsupported_number_rate"] == pytest.approx(2 / 3)
 
 
@@ -79,6 +82,38 @@ def test_context_required_meta_wins_over_reference() -> None:
     }
     m = finance_metrics([LEAKY], [rec])
     assert m["placeholder_examples"] == 1 and m["placeholder_compliance"] == 0.0
+
+
+def _answer(text: str) -> str:
+    return f"Answer: {text}\nRationale: r\nCitations: [1] c\nRisk: n"
+
+
+def test_placeholder_use_counts_only_required_placeholders() -> None:
+    ask = "Q?\nTickers: KO"
+    records = [
+        {"prompt": ask, "completion": "Answer: KO at <PRICE>."},
+        {"prompt": ask, "completion": "Answer: KO moved <CHANGE> to <PRICE>."},
+        {"prompt": ask, "completion": "Answer: as of <TIMESTAMP>."},
+        {"prompt": ask, "completion": "Answer: KO is a beverage company."},  # none needed
+        {"prompt": ask, "completion": "Answer: fine", "meta": {"context_required": True}},
+    ]
+    outputs = [
+        _answer("KO trades at <PRICE>."),  # the reference's placeholder: used
+        _answer("Not known at <TIMESTAMP>, it was $10.50."),  # another one, and a leak
+        _answer("The data is not available."),  # no number leaked, but no placeholder
+        _answer("KO is at <PRICE>."),  # not required here: not counted at all
+        _answer("KO moved <CHANGE>."),  # meta only: any placeholder is the required kind
+    ]
+    m = finance_metrics(outputs, records)
+    assert m["placeholder_examples"] == 4
+    assert m["placeholder_use_rate"] == pytest.approx(2 / 4)
+    # The old measure passes the placeholder-free answer 3: only answer 2 leaked a value.
+    assert m["placeholder_compliance"] == pytest.approx(3 / 4)
+    # An answer with no placeholder at all scores full compliance but zero use.
+    bare = finance_metrics([_answer("I cannot say.")], records[:1])
+    assert (bare["placeholder_compliance"], bare["placeholder_use_rate"]) == (1.0, 0.0)
+    none_needed = finance_metrics([_answer("x")], records[3:4])
+    assert (none_needed["placeholder_examples"], none_needed["placeholder_use_rate"]) == (0, 0)
 
 
 def _rec(action: str, confidence: object) -> str:

@@ -77,13 +77,21 @@ def _side_by_side(left: str, right: str, width: int) -> list[str]:
 def before_after_text(cmp: dict[str, Any], n_examples: int = 2, width: int = 48) -> str:
     """Plain text for a terminal: the compliance/overlap metrics, then answers side by side."""
     la, lb = cmp["labels"]
+    ma, mb = cmp["a"]["metrics"], cmp["b"]["metrics"]
     keys = [k for k in ("format_compliance", "citation_rate", "risk_note_rate",
-                        "placeholder_compliance", "exact_match", "rouge_l", "loss",
-                        "preference_accuracy", "ordering_accuracy", "perplexity")
-            if k in cmp["a"]["metrics"]]  # fmt: skip
+                        "placeholder_use_rate", "placeholder_compliance", "exact_match",
+                        "rouge_l", "loss", "preference_accuracy", "ordering_accuracy",
+                        "perplexity")
+            if k in ma]  # fmt: skip
     lines = [f"{'metric':<24}{la:>12}{lb:>12}"]
     for k in keys:
-        lines.append(f"{k:<24}{cmp['a']['metrics'][k]:>12.3f}{cmp['b']['metrics'][k]:>12.3f}")
+        lines.append(f"{k:<24}{ma[k]:>12.3f}{mb[k]:>12.3f}")
+    if "placeholder_use_rate" in ma:
+        n = cmp["a"].get("examples_generated", len(cmp["examples"]))
+        lines.append(
+            f"(placeholder rows: over the {ma.get('placeholder_examples', 0):.0f} of {n} "
+            "answers that need <PRICE>/<CHANGE>/<TIMESTAMP> live values)"
+        )
     for i, ex in enumerate(cmp["examples"][:n_examples], start=1):
         lines += ["", f"Example {i}: {ex['prompt']}", "-" * (2 * width + 3)]
         lines += _side_by_side(f"[{la}]\n{ex['a']}", f"[{lb}]\n{ex['b']}", width)

@@ -3,8 +3,9 @@
 Every function takes the generated outputs and the evaluation records (prompt,
 completion, meta) they answer, and returns a flat {metric: float} dict. Rates are 0..1.
 
-- finance_qa: format compliance, citation rate, risk-note presence, placeholder
-  compliance and the rate of answers quoting numbers absent from the prompt/context.
+- finance_qa: format compliance, citation rate, risk-note presence, placeholder use
+  and placeholder compliance, and the rate of answers quoting numbers absent from the
+  prompt/context.
 - trading: parse rate of the JSON recommendation, direction accuracy against the realized
   label/return in the record's meta, and the Brier score of the stated confidence.
 - qa: exact match (with ROUGE-L added by the runner for every format).
@@ -44,10 +45,20 @@ def needs_placeholders(record: Record) -> bool:
     return any(p in record.get("completion", "") for p in PLACEHOLDERS)
 
 
+def required_placeholders(record: Record) -> tuple[str, ...]:
+    """The placeholders an answer to this example should use: those of the reference, or
+    any of them when only the record's meta says live data was required."""
+    if not needs_placeholders(record):
+        return ()
+    used = tuple(p for p in PLACEHOLDERS if p in record.get("completion", ""))
+    return used or PLACEHOLDERS
+
+
 def finance_metrics(outputs: list[str], records: list[Record]) -> dict[str, float]:
     parsed = [parse_finance_answer(o) for o in outputs]
     n = len(outputs)
-    required = [i for i, r in enumerate(records) if needs_placeholders(r)]
+    wanted = [required_placeholders(r) for r in records]
+    required = [i for i, w in enumerate(wanted) if w]
     unsupported = 0
     for out, p, rec in zip(outputs, parsed, records, strict=True):
         # Only the claims count: citations may legitimately carry years and section numbers.
@@ -58,7 +69,14 @@ def finance_metrics(outputs: list[str], records: list[Record]) -> dict[str, floa
         "format_compliance": _rate(sum(p["complete"] for p in parsed), n),
         "citation_rate": _rate(sum(bool(p["citations"]) for p in parsed), n),
         "risk_note_rate": _rate(sum(bool(p["risk"]) for p in parsed), n),
-        # Among examples that required placeholders: no raw price/change/timestamp leaked.
+        # Among examples that required placeholders: the answer says at least one of the
+        # placeholders required there (an answer without any does not count as using one).
+        "placeholder_use_rate": _rate(
+            sum(any(p in parsed[i]["placeholders"] for p in wanted[i]) for i in required),
+            len(required),
+        ),
+        # Among the same examples: no raw price/change/timestamp leaked (an answer with no
+        # number and no placeholder passes this one; placeholder_use_rate tells them apart).
         "placeholder_compliance": _rate(
             sum(not parsed[i]["raw_values"] for i in required), len(required)
         ),
