@@ -57,9 +57,13 @@ def check_model_uri(uri: str) -> str:
             f"model location {uri!r} has unsupported scheme {scheme!r}; use a Hugging Face "
             "id, a local folder, s3://bucket/prefix or builtin:<name>"
         )
+    return _hub_id_or_path(uri, "")
+
+
+def _hub_id_or_path(uri: str, what: str) -> str:
     if uri.startswith((".", "/", "~")) or _HF_ID.match(uri):
         return uri
-    raise ValueError(f"{uri!r} is neither a Hugging Face id (org/name) nor a local path")
+    raise ValueError(f"{what}{uri!r} is neither a Hugging Face id (org/name) nor a local path")
 
 
 def check_tokenizer_uri(uri: str) -> str:
@@ -81,11 +85,7 @@ def check_tokenizer_uri(uri: str) -> str:
             f"model.tokenizer {uri!r} has unsupported scheme {scheme!r}; use a Hugging Face "
             "id (org/name), a local folder or s3://bucket/prefix"
         )
-    if uri.startswith((".", "/", "~")) or _HF_ID.match(uri):
-        return uri
-    raise ValueError(
-        f"model.tokenizer {uri!r} is neither a Hugging Face id (org/name) nor a local path"
-    )
+    return _hub_id_or_path(uri, "model.tokenizer ")
 
 
 _MLFLOW = re.compile(r"^(https?://[^\s/]+(/\S*)?|sqlite:///\S+)$")

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
+from tracked_run_support import tiny_tracked_job
 
 from tests.fixtures.plugin import S3_BUCKET
 from tests.fixtures.servers import MlflowServer, S3Server, free_port
@@ -24,29 +23,10 @@ SEL = '{namespace="test",job="observed"}'
 
 
 def job_file(tmp_path: Path, metrics_port: int, mlflow_uri: str) -> Path:
-    rnd = random.Random(0)
-    data = tmp_path / "qa.jsonl"
-    with data.open("w") as f:
-        for _ in range(64):  # a learnable pattern: the answer repeats the question's fact
-            color, item = rnd.choice(["red", "blue", "green", "gold"]), rnd.choice(["car", "cup"])
-            q = f"What color is the {item}? It is {color}."
-            f.write(json.dumps({"question": q, "answer": f"The {item} is {color}."}) + "\n")
-    spec = {
-        "model": {"base": "builtin:tiny-llama"},
-        "adapter": {"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]},
-        "dataset": {"source": str(data), "format": "qa", "maxSeqLength": 64},
-        "training": {"maxSteps": STEPS, "microBatchSize": 4, "learningRate": 0.02,
-                     "loggingSteps": 1, "scheduler": "constant", "seed": 7, "saveSteps": 4},
-        "evaluation": {"enabled": False},
-        "output": {"uri": f"s3://{S3_BUCKET}/runs"},
-        "tracking": {"mlflowUri": mlflow_uri, "experiment": "observed"},
-        "metrics": {"port": metrics_port},
-    }  # fmt: skip
-    job = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
-           "metadata": {"name": "observed", "namespace": "test"}, "spec": spec}  # fmt: skip
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    return path
+    return tiny_tracked_job(
+        tmp_path, "observed", STEPS, f"s3://{S3_BUCKET}/runs",
+        {"mlflowUri": mlflow_uri, "experiment": "observed"}, metrics={"port": metrics_port},
+    )  # fmt: skip
 
 
 def readme_commands(s3: S3Server, mlflow_uri: str, prom_url: str) -> dict[str, str]:

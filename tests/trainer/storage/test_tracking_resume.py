@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
+from tracked_run_support import tiny_tracked_job
 
 from kubetune_api.constants import ExitCode
 from kubetune_api.loader import load_job
@@ -30,28 +29,8 @@ KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
 
 
 def _job_file(tmp: Path, mlflow_uri: str) -> Path:
-    rnd = random.Random(0)
-    data = tmp / "qa.jsonl"
-    with data.open("w") as f:
-        for _ in range(64):
-            color, item = rnd.choice(["red", "blue", "green", "gold"]), rnd.choice(["car", "cup"])
-            q = f"What color is the {item}? It is {color}."
-            f.write(json.dumps({"question": q, "answer": f"The {item} is {color}."}) + "\n")
-    spec = {
-        "model": {"base": "builtin:tiny-llama"},
-        "adapter": {"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]},
-        "dataset": {"source": str(data), "format": "qa", "maxSeqLength": 64},
-        "training": {"maxSteps": STEPS, "microBatchSize": 4, "learningRate": 0.02,
-                     "loggingSteps": 1, "scheduler": "constant", "seed": 7, "saveSteps": 4},
-        "evaluation": {"enabled": False},
-        "output": {"uri": str(tmp / "out")},
-        "tracking": {"mlflowUri": mlflow_uri, "experiment": "resumed-run"},
-    }  # fmt: skip
-    job = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
-           "metadata": {"name": "resumed", "namespace": "test"}, "spec": spec}  # fmt: skip
-    path = tmp / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    return path
+    tracking = {"mlflowUri": mlflow_uri, "experiment": "resumed-run"}
+    return tiny_tracked_job(tmp, "resumed", STEPS, str(tmp / "out"), tracking)
 
 
 def test_resumed_attempt_continues_the_mlflow_run_named_in_its_checkpoint(
