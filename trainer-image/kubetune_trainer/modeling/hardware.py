@@ -2,6 +2,11 @@
 
 Start-up validation that knows the hardware lives here (the spec cannot know it):
 fp16 or paged/8-bit optimizers without CUDA are refused naming the field to change.
+
+Memory on a CPU is the host's unless the process runs under a cgroup memory limit smaller
+than the host (a Kubernetes pod's resources.limits.memory): then the limit is the total
+and what the cgroup has left is the available memory, so the preflight and its 80% rule
+see the pod's memory, not the node's.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import importlib.metadata
 import os
 import platform
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -19,6 +25,7 @@ from kubetune_api.spec import FineTuneJobSpec
 from kubetune_trainer.errors import ConfigError
 
 _LIBS = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "deepspeed")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @dataclass
@@ -26,7 +33,7 @@ class SystemReport:
     device: str  # "cuda" or "cpu"
     device_name: str
     device_count: int
-    memory_total_bytes: int  # per GPU, or host RAM
+    memory_total_bytes: int  # per GPU, or host RAM (the cgroup limit when smaller)
     memory_available_bytes: int
     cpu_count: int
     bf16_supported: bool
@@ -34,6 +41,9 @@ class SystemReport:
     versions: dict[str, str] = field(default_factory=dict)
     # bf16 matmuls run on AMX tiles (CPU only); without AMX, bf16 works but is not faster.
     cpu_amx: bool = False
+    # Where the memory figures come from: "host", "cgroup v2 memory.max",
+    # "cgroup v1 memory.limit_in_bytes" or "cuda:0".
+    memory_source: str = "host"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,7 +54,8 @@ class SystemReport:
         return (
             f"device: {self.device} x{self.device_count} ({self.device_name}), memory "
             f"{self.memory_available_bytes / gib:.1f} of {self.memory_total_bytes / gib:.1f} GiB "
-            f"free, {self.cpu_count} CPU cores, bf16 {'yes' if self.bf16_supported else 'no'}; "
+            f"free ({self.memory_source}), {self.cpu_count} CPU cores, "
+            f"bf16 {'yes' if self.bf16_supported else 'no'}; "
             f"python {self.python}; {libs}"
         )
 
@@ -93,8 +104,72 @@ def cpu_has_amx() -> bool:
         return False
 
 
-def system_report() -> SystemReport:
+@dataclass(frozen=True)
+class MemoryLimit:
+    total: int  # the limit
+    available: int  # the limit minus the working set
+    source: str
+
+
+def _read_int(path: Path) -> int | None:
+    """A cgroup value file's number; None when missing, unreadable or "max" (no limit)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _stat(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def cgroup_memory(root: str | Path = CGROUP_ROOT) -> MemoryLimit | None:
+    """This container's memory limit, from cgroup v2 (`memory.max`, `memory.current`) or
+    v1 (`memory/memory.limit_in_bytes`, `memory/memory.usage_in_bytes`) under `root`;
+    None without a limit ("max") or without those files.
+
+    Available = limit - working set, the working set being usage minus the inactive page
+    cache (memory.stat inactive_file, v1 total_inactive_file), as the kubelet counts it:
+    the kernel reclaims that cache before the limit OOM-kills the pod.
+    """
+    root = Path(root)
+    if (root / "memory.max").is_file():
+        folder, source = root, "cgroup v2 memory.max"
+        limit, usage = _read_int(root / "memory.max"), _read_int(root / "memory.current")
+        inactive = _stat(root / "memory.stat", "inactive_file")
+    elif (root / "memory" / "memory.limit_in_bytes").is_file():
+        folder, source = root / "memory", "cgroup v1 memory.limit_in_bytes"
+        limit = _read_int(folder / "memory.limit_in_bytes")
+        usage = _read_int(folder / "memory.usage_in_bytes")
+        inactive = _stat(folder / "memory.stat", "total_inactive_file")
+    else:
+        return None
+    if limit is None:
+        return None
+    working = max((usage or 0) - inactive, 0)
+    return MemoryLimit(limit, max(limit - working, 0), source)
+
+
+def host_memory(cgroup_root: str | Path = CGROUP_ROOT) -> tuple[int, int, str]:
+    """(total, available, source) of the memory this process may use on the host: the
+    cgroup's limit when it is smaller than the host's RAM, else the host's."""
     vm = psutil.virtual_memory()
+    limit = cgroup_memory(cgroup_root)
+    if limit is not None and limit.total < vm.total:
+        return limit.total, min(limit.available, vm.available), limit.source
+    return vm.total, vm.available, "host"
+
+
+def system_report(cgroup_root: str | Path = CGROUP_ROOT) -> SystemReport:
+    """This machine; `cgroup_root`: where the cgroup files are read (a test's folder)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     versions = {n: _version(n) for n in _LIBS}
     if torch.cuda.is_available():
@@ -109,18 +184,21 @@ def system_report() -> SystemReport:
             bf16_supported=torch.cuda.is_bf16_supported(),
             python=platform.python_version(),
             versions=versions,
+            memory_source="cuda:0",
         )
+    total, available, source = host_memory(cgroup_root)
     return SystemReport(
         device="cpu",
         device_name=_cpu_name(),
         device_count=1,
-        memory_total_bytes=vm.total,
-        memory_available_bytes=vm.available,
+        memory_total_bytes=total,
+        memory_available_bytes=available,
         cpu_count=cpus or 1,
         bf16_supported=cpu_bf16_supported(),
         python=platform.python_version(),
         versions=versions,
         cpu_amx=cpu_has_amx(),
+        memory_source=source,
     )
 
 
