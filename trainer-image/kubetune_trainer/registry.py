@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubetune_api.spec import FineTuneJob
+from kubetune_trainer.engine.report import objective_options  # one helper, report and record
 from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.tracking import redact
 
@@ -113,6 +114,7 @@ def build_record(job: FineTuneJob, report: dict[str, Any], run_uri: str | None =
         "metrics": metrics,
         "final_loss": results.get("final_train_loss"),
         "training_seconds": report.get("training_seconds"),
+        # A report written before its hyperparameters carried them still gets them here.
         "hyperparameters": {**report.get("hyperparameters", {}), **objective_options(job)},
     }
 
@@ -124,22 +126,6 @@ def _spec_without_secrets(job: FineTuneJob) -> dict[str, Any]:
     if tracking.get("mlflowUri"):
         tracking["mlflowUri"] = redact(tracking["mlflowUri"])
     return spec
-
-
-def objective_options(job: FineTuneJob) -> dict[str, Any]:
-    """The objective's own hyperparameters (spec.training.dpo / .ranking), flat."""
-    spec = job.spec
-    if spec.objective == "dpo":
-        from kubetune_trainer.recipes.dpo import ROBUST_LABEL_SMOOTHING
-
-        o = spec.training.dpo
-        out: dict[str, Any] = {"dpo_beta": o.beta, "dpo_loss_type": o.loss_type}
-        if o.loss_type == "robust":  # the flip rate the recipe passes to TRL
-            out["dpo_label_smoothing"] = ROBUST_LABEL_SMOOTHING
-        return out
-    if spec.objective == "ranking":
-        return {"ranking_margin": spec.training.ranking.margin}
-    return {}
 
 
 def base_revision(job: FineTuneJob) -> str | None:

@@ -40,7 +40,7 @@ from .callbacks import (
     best_step,
 )
 from .progress import Progress, ProgressCallback
-from .report import write_report
+from .report import objective_options, write_report
 from .setup import Loaded, load_all, offline_env
 from .sinks import SinkFanout, sinks_for
 
@@ -377,6 +377,7 @@ def _report(
             "seed": t.seed,
             "max_seq_length": job.spec.dataset.max_seq_length,
             "gradient_checkpointing": loaded.memory.gradient_checkpointing,
+            **objective_options(job),  # dpo_beta, dpo_loss_type, ranking_margin...
         },
         "parameters": {"trainable": loaded.trainable, "total": loaded.total},
         "system": loaded.system.as_dict(),
