@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BASE_SPEC, write_jsonl
+from helpers import BASE_SPEC, make_job, prepared, write_jsonl
 
 from kubetune_api.constants import ExitCode
 from kubetune_api.loader import load_job
@@ -107,3 +107,36 @@ def test_sigterm_checkpoint_then_resume_matches_uninterrupted(
     for step in want:
         assert got[step] == pytest.approx(want[step], abs=1e-5), step
     assert resumed.tuned_eval_loss == pytest.approx(ref.tuned_eval_loss, abs=1e-5)
+
+
+def test_a_finished_run_whose_adapter_was_lost_trains_no_step_more(tmp_path: Path) -> None:
+    # 48 examples unpacked, 4 a batch: 12 steps an epoch, so step 5 ends mid-epoch (a resumed
+    # Trainer would go on to step 6 before noticing it has reached maxSteps).
+    job = make_job(tmp_path / "out", name="done", dataset={"packing": "none"},
+                   training={"maxSteps": 5, "saveSteps": 5})  # fmt: skip
+    code, first = execute(job, prepared=prepared(), say=lambda s: None)
+    assert code == 0 and first is not None and first.steps == 5
+    run_dir = Path(first.run_uri)
+    rows_before = (run_dir / "report" / "metrics.jsonl").read_text().splitlines()
+    # The attempt died after its last commit, before the adapter was saved.
+    shutil.rmtree(run_dir / "adapter")
+
+    said: list[str] = []
+    code, again = execute(job, prepared=prepared(), say=said.append)
+    assert code == 0 and again is not None
+    assert again.resumed_from is not None and again.resumed_from.endswith("step-000005")
+    assert any("already reached" in s and "no training" in s for s in said), said
+    assert again.steps == first.steps == 5
+    assert again.tuned_eval_loss == pytest.approx(first.tuned_eval_loss, abs=1e-6)
+    assert again.base_eval_loss == pytest.approx(first.base_eval_loss, abs=1e-6)
+    assert again.final_train_loss == pytest.approx(first.final_train_loss, abs=1e-6)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-000005"]
+    rows = [json.loads(x) for x in (run_dir / "report" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in rows) == 5
+    assert len(rows) == len(rows_before)  # nothing replayed: the final eval row is there already
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert report["results"]["steps"] == 5 and report["adapter"]["sha256"] == again.adapter.sha256
+    assert again.adapter.sha256 == first.adapter.sha256  # the same weights, saved again
+    # Throughput over every attempt's rows: the first attempt's, as nothing was trained since.
+    tps = again.report["results"]["tokens_per_second"]
+    assert tps is not None and tps == pytest.approx(first.report["results"]["tokens_per_second"])

@@ -66,6 +66,30 @@ class PreemptionCallback(TrainerCallback):
         return control
 
 
+class TrainingDone(Exception):
+    """Raised by SkipIfTrained: the resumed checkpoint is at (or past) the planned last step."""
+
+    def __init__(self, step: int, total: int) -> None:
+        super().__init__(f"checkpoint step {step} >= planned {total} steps")
+        self.step, self.total = step, total
+
+
+class SkipIfTrained(TrainerCallback):
+    """End train() before its first step when the resumed state already reached max_steps.
+
+    The Trainer checks max_steps only after a step, so a run resumed from its final
+    checkpoint (the attempt died after the last commit, before the adapter) would train
+    one step more. At on_train_begin the checkpoint's weights, optimizer and state are
+    loaded and state.max_steps is this run's plan; the engine catches TrainingDone and
+    goes on to evaluation as if train() had returned.
+    """
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise TrainingDone(state.global_step, state.max_steps)
+        return control
+
+
 class EpochSaveCallback(TrainerCallback):
     """With step-based saving, also checkpoint at the end of every epoch (once per step)."""
 
@@ -150,6 +174,9 @@ class LogCallback(TrainerCallback):
     def __init__(self, sinks: SinkFanout) -> None:
         self.sinks = sinks
         self.history: list[dict[str, Any]] = []
+        # An eval row at this step is not sent again (a re-run that skipped training
+        # evaluates the final checkpoint whose eval row the restored metrics already hold).
+        self.mute_eval_at: int | None = None
         self._t0 = self._tokens0 = self._step0 = None  # type: Any
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
@@ -175,6 +202,8 @@ class LogCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
         logs = dict(logs or {})
         if not state.is_world_process_zero or not ({"loss", "eval_loss"} & logs.keys()):
+            return control
+        if "loss" not in logs and state.global_step == self.mute_eval_at:
             return control
         now, tokens = time.monotonic(), state.num_input_tokens_seen
         row = LogRow(

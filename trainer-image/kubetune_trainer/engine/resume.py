@@ -30,18 +30,20 @@ def engine_state(folder: Path) -> dict[str, Any]:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def restore_metrics(store: Any, report_dir: Path, upto_step: int) -> None:
-    """Bring back metrics.jsonl rows up to the resumed step (later ones are replayed)."""
+def restore_metrics(store: Any, report_dir: Path, upto_step: int) -> list[dict[str, Any]]:
+    """Bring back metrics.jsonl rows up to the resumed step (later ones are replayed);
+    returns the rows kept."""
     report_dir.mkdir(parents=True, exist_ok=True)
     if upto_step <= 0:
-        return
+        return []
     try:
         data = store.get_bytes(f"report/{METRICS}").decode()
     except FileNotFoundError:
-        return
-    rows = [line for line in data.splitlines() if line.strip()]
-    kept = [r for r in rows if json.loads(r).get("step", 0) <= upto_step]
-    (report_dir / METRICS).write_text("".join(r + "\n" for r in kept))
+        return []
+    rows = [(line, json.loads(line)) for line in data.splitlines() if line.strip()]
+    kept = [(line, row) for line, row in rows if row.get("step", 0) <= upto_step]
+    (report_dir / METRICS).write_text("".join(line + "\n" for line, _ in kept))
+    return [row for _, row in kept]
 
 
 def upload_metrics(store: Any, report_dir: Path) -> None:

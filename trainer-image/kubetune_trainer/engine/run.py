@@ -37,6 +37,8 @@ from .callbacks import (
     LogCallback,
     Preemption,
     PreemptionCallback,
+    SkipIfTrained,
+    TrainingDone,
     best_step,
 )
 from .progress import Progress, ProgressCallback
@@ -121,8 +123,9 @@ def run_job(
             say(f"resuming from {found[0].uri} (step {found[0].step})")
             p.checkpoint = found[0].uri  # a failure before the next commit names this one
         report_dir = staging / "report"
+        restored: list[dict[str, Any]] = []
         if rank == 0:
-            resume_mod.restore_metrics(store, report_dir, found[0].step if found else 0)
+            restored = resume_mod.restore_metrics(store, report_dir, found[0].step if found else 0)
 
         run = RunInfo(
             meta.namespace,
@@ -162,7 +165,9 @@ def run_job(
         kwargs = training_kwargs(
             job, staging, loaded.precision, loaded.system.device == "cuda", bool(prep.validation)
         )
-        callbacks: list[Any] = [logs, commit, PreemptionCallback(preemption)]
+        # First: a resumed checkpoint already at the planned last step ends train() before
+        # the Trainer takes one more step (it only checks max_steps after a step).
+        callbacks: list[Any] = [SkipIfTrained(), logs, commit, PreemptionCallback(preemption)]
         callbacks.append(ProgressCallback(p, commit))  # after commit: sees its last URI
         if kwargs["save_strategy"] == "steps":
             callbacks.append(EpochSaveCallback())
@@ -191,9 +196,21 @@ def run_job(
 
         p.phase = "training"
         t_train = time.monotonic()
-        trainer.train(resume_from_checkpoint=str(found[1]) if found else None)
+        trained = True
+        try:
+            trainer.train(resume_from_checkpoint=str(found[1]) if found else None)
+        except TrainingDone as done:
+            # The earlier attempt committed its last step and died before the adapter: the
+            # checkpoint's weights and state are loaded; what follows is what it left undone.
+            trained = False
+            trainer.is_in_train = False
+            say(
+                f"checkpoint step {done.step} already reached the planned {done.total} steps: "
+                "no training, going on to evaluation, adapter and report"
+            )
         train_seconds = time.monotonic() - t_train
-        p.step, p.checkpoint = trainer.state.global_step, commit.last_uri
+        p.step = trainer.state.global_step
+        p.checkpoint = commit.last_uri or p.checkpoint
         history = [r for r in trainer.state.log_history if "loss" in r or "eval_loss" in r]
         train_losses = [r["loss"] for r in history if "loss" in r]
         p.loss = train_losses[-1] if train_losses else None
@@ -208,6 +225,8 @@ def run_job(
         p.phase = "evaluation"
         if base_eval is None and built.eval_examples:
             base_eval = _evaluate_base(trainer, loaded.model, say)
+        if not trained and any("eval_loss" in r and r.get("step") == p.step for r in restored):
+            logs.mute_eval_at = p.step  # the restored metrics hold the final eval row already
         tuned_eval = trainer.evaluate()["eval_loss"] if built.eval_examples else None
         if tuned_eval is not None:
             say(f"tuned eval loss: {tuned_eval:.4f}")
@@ -232,7 +251,8 @@ def run_job(
             "final_train_loss": p.loss,
             "train_examples": built.train_examples,
             "eval_examples": built.eval_examples,
-            "tokens_per_second": _mean_tps(logs.history),
+            # Every attempt's rows (metrics.jsonl is restored on resume), not this one's only.
+            "tokens_per_second": _mean_tps(_metrics_rows(report_dir) or logs.history),
             "best_checkpoint": _best_uri(ckpts, trainer.state),
             "precision": loaded.precision,
             "data_fingerprint": prep.fingerprint,
@@ -311,6 +331,15 @@ def _evaluate_base(trainer: Any, model: Any, say: Callable[[str], None]) -> floa
         loss = float(trainer.evaluate(metric_key_prefix="base")["base_loss"])
     say(f"base eval loss (adapter disabled): {loss:.4f}")
     return loss
+
+
+def _metrics_rows(report_dir: Path) -> list[dict[str, Any]]:
+    import json
+
+    f = report_dir / resume_mod.METRICS
+    if not f.is_file():
+        return []
+    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
 
 
 def _stop_if_preempted(preemption: Preemption, p: Progress) -> None:
