@@ -87,3 +87,19 @@ def test_the_bar_hooks_are_optional_for_other_sinks(
     assert caplog.text == "" and not fan._failed  # metrics.jsonl has no bar: not a failure
     assert "step 1/20" in out.getvalue()
     assert jsonl.path.read_text().count("\n") == 1
+
+
+def test_the_objectives_headline_metrics_are_printed_the_rest_only_recorded() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink(0, out)
+    train = row(6, loss=0.6)
+    train.extra = {"rewards/accuracies": 0.75, "rewards/margins": 0.1234, "rewards/chosen": 0.3}
+    evals = row(6, eval_loss=0.5)
+    evals.extra = {"eval_ordering_accuracy": 0.5, "eval_perplexity": 1.6487, "eval_num_tokens": 9}
+    sink.on_log(train)
+    sink.on_log(evals)
+    assert out.getvalue().splitlines() == [
+        "step 6/20  epoch 0.60  loss 0.6000  rewards/accuracies 0.7500  rewards/margins 0.1234",
+        "step 6/20  epoch 0.60  eval_loss 0.5000  eval_ordering_accuracy 0.5000  "
+        "eval_perplexity 1.6487",
+    ]

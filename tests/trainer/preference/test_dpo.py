@@ -44,7 +44,8 @@ def test_dpo_learns_heldout_preferences(tmp_path: Path) -> None:
     base = tiny_base()
     good, bad, before = _oriented(base)
     assert before <= 0.5
-    job = make_job(str(tmp_path), "dpo", model={"base": base},
+    # evaluation on: base and tuned held-out preference accuracy go into the report.
+    job = make_job(str(tmp_path), "dpo", model={"base": base}, evaluation={"enabled": True},
                    training={"maxSteps": 12, "learningRate": 0.02,
                              "dpo": {"beta": 0.1, "lossType": "sigmoid"}})  # fmt: skip
     prepared = prepared_dpo(good, bad, n=24)
@@ -63,6 +64,30 @@ def test_dpo_learns_heldout_preferences(tmp_path: Path) -> None:
     assert not (adapter / "ref").exists()
     assert res.report["objective"] == "dpo"
     assert res.tuned_eval_loss < res.base_eval_loss  # eval: DPO loss on held-out pairs
+
+    # TRL's reward metrics reach metrics.jsonl: every train row and every eval row.
+    train_rows, eval_rows = [r for r in rows if "loss" in r], [r for r in rows if "eval_loss" in r]
+    assert train_rows and eval_rows
+    for r in train_rows:
+        assert 0 <= r["rewards/accuracies"] <= 1 and isinstance(r["rewards/margins"], float)
+    for r in eval_rows:
+        assert 0 <= r["eval_rewards/accuracies"] <= 1 and "eval_rewards/margins" in r
+        assert "eval_perplexity" not in r  # a DPO loss is no language-model loss
+    assert train_rows[0]["rewards/margins"] == 0.0  # policy == reference at the first step
+    assert train_rows[-1]["rewards/margins"] > 0  # then chosen pulls away from rejected
+    # The report: the final values, the held-out accuracy before and after, no perplexity.
+    report = json.loads((Path(res.run_uri) / "report" / "report.json").read_text())
+    results = report["results"]
+    assert results["eval_rewards/accuracies"] == eval_rows[-1]["eval_rewards/accuracies"]
+    assert results["rewards/margins"] == train_rows[-1]["rewards/margins"]
+    assert results["base_preference_accuracy"] == pytest.approx(before)
+    assert results["tuned_preference_accuracy"] == pytest.approx(after)
+    assert results["tuned_preference_accuracy"] > results["base_preference_accuracy"]
+    assert not {"base_perplexity", "tuned_perplexity"} & results.keys()
+    assert report["hyperparameters"]["dpo_beta"] == 0.1
+    assert report["hyperparameters"]["dpo_loss_type"] == "sigmoid"
+    md = (Path(res.run_uri) / "report" / "report.md").read_text()
+    assert "| | eval loss | preference accuracy |" in md and "perplexity" not in md
 
 
 def test_dpo_on_4bit_base(tmp_path: Path) -> None:

@@ -85,6 +85,19 @@ def test_ranking_learns_heldout_order(tmp_path: Path) -> None:
     assert after >= 0.9, (before, after)
     assert res.report["objective"] == "ranking"
     assert res.tuned_eval_loss < res.base_eval_loss
+    # The ordering accuracy is logged with every eval row, and is in the report, base and
+    # tuned; a margin-ranking loss has no perplexity.
+    rows = [json.loads(x) for x in
+            (Path(res.run_uri) / "report" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    evals = [r for r in rows if "eval_loss" in r]
+    assert evals and all(0 <= r["eval_ordering_accuracy"] <= 1 for r in evals)
+    assert not [r for r in rows if "eval_perplexity" in r]
+    results = res.report["results"]
+    assert results["eval_ordering_accuracy"] == evals[-1]["eval_ordering_accuracy"]
+    assert results["base_ordering_accuracy"] == pytest.approx(before)
+    assert results["tuned_ordering_accuracy"] == pytest.approx(after)
+    assert not {"base_perplexity", "tuned_perplexity"} & results.keys()
+    assert res.report["hyperparameters"]["ranking_margin"] == 0.1
     # The engine records the run in the adapter registry under the output root.
     entry = json.loads((tmp_path / "registry" / "p" / "v1.json").read_text())
     assert entry["objective"] == "ranking" and entry["adapter_sha256"] == res.adapter.sha256

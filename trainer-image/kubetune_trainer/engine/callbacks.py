@@ -168,11 +168,32 @@ class CommitCallback(TrainerCallback):
         return control
 
 
-class LogCallback(TrainerCallback):
-    """Trainer logs -> LogRow (loss, lr, grad norm, real tokens/s, memory, ETA) -> sinks."""
+# Trainer speed counters logged with every evaluation: not a measure of the model.
+_EVAL_COUNTERS = frozenset({"eval_loss", "eval_runtime", "eval_samples_per_second",
+                            "eval_steps_per_second", "eval_model_preparation_time"})  # fmt: skip
 
-    def __init__(self, sinks: SinkFanout) -> None:
+
+def objective_metrics(logs: dict[str, Any]) -> dict[str, float]:
+    """The objective's own figures in one Trainer log: numeric `eval_*` keys (ranking's
+    eval_ordering_accuracy, TRL's eval_rewards/accuracies...) and `rewards/*` (TRL DPO's
+    training rewards/accuracies, rewards/margins...), besides loss and timing."""
+    out = {}
+    for k, v in logs.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if (k.startswith("eval_") and k not in _EVAL_COUNTERS) or k.startswith("rewards/"):
+            out[k] = float(v)
+    return out
+
+
+class LogCallback(TrainerCallback):
+    """Trainer logs -> LogRow (loss, lr, grad norm, real tokens/s, memory, ETA, the objective's
+    metrics) -> sinks. `perplexity`: the eval loss is a token-level language-model loss, so
+    exp(eval_loss) is logged as eval_perplexity (not for DPO/ranking/classification)."""
+
+    def __init__(self, sinks: SinkFanout, perplexity: bool = True) -> None:
         self.sinks = sinks
+        self.perplexity = perplexity
         self.history: list[dict[str, Any]] = []
         # An eval row at this step is not sent again (a re-run that skipped training
         # evaluates the final checkpoint whose eval row the restored metrics already hold).
@@ -222,7 +243,9 @@ class LogCallback(TrainerCallback):
                 row.eta_seconds = (now - self._t0) / done * (state.max_steps - state.global_step)
         if "eval_loss" in logs:
             row.eval_loss = float(logs["eval_loss"])
-            row.extra["eval_perplexity"] = _ppl(row.eval_loss)
+            if self.perplexity:
+                row.extra["eval_perplexity"] = _ppl(row.eval_loss)
+        row.extra.update(objective_metrics(logs))
         row.memory_bytes = self._memory()
         self.history.append(row.as_dict())
         self.sinks.on_log(row)

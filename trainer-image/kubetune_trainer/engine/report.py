@@ -84,17 +84,27 @@ def markdown(report: dict[str, Any]) -> str:
     r = report
     res = r.get("results", {})
     hp = r.get("hyperparameters", {})
+    # Perplexity only for language-model losses; the held-out accuracy of preference data.
+    cols = [("eval loss", "eval_loss", ".4f")]
+    if "tuned_perplexity" in res:
+        cols.append(("perplexity", "perplexity", ".2f"))
+    for name in ("preference_accuracy", "ordering_accuracy"):
+        if f"tuned_{name}" in res:
+            cols.append((name.replace("_", " "), name, ".3f"))
+
+    def cells(who: str) -> str:
+        return " | ".join(_f(res.get(f"{who}_{key}"), fmt) for _, key, fmt in cols)
+
     lines = [
         f"# kubetune run {r['job']['namespace']}/{r['job']['name']}",
         "",
         f"Status: **{r['status']}** after {_f(r.get('training_seconds'), '.1f')} s of training "
         f"({res.get('steps')} steps, {res.get('epochs_done')} epochs).",
         "",
-        "| | eval loss | perplexity |",
-        "|---|---|---|",
-        f"| base (adapter off) | {_f(res.get('base_eval_loss'))} | "
-        f"{_f(res.get('base_perplexity'), '.2f')} |",
-        f"| tuned | {_f(res.get('tuned_eval_loss'))} | {_f(res.get('tuned_perplexity'), '.2f')} |",
+        "| | " + " | ".join(title for title, _, _ in cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+        f"| base (adapter off) | {cells('base')} |",
+        f"| tuned | {cells('tuned')} |",
         "",
         f"Final train loss {_f(res.get('final_train_loss'))}; "
         f"tokens/s {_f(res.get('tokens_per_second'), ',.0f')}.",

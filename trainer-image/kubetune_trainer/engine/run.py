@@ -40,6 +40,7 @@ from .callbacks import (
     SkipIfTrained,
     TrainingDone,
     best_step,
+    objective_metrics,
 )
 from .progress import Progress, ProgressCallback
 from .report import objective_options, write_report
@@ -153,7 +154,8 @@ def run_job(
             "base_eval_loss": prior.get("base_eval_loss"),
             "sink_state": run.state,  # filled by on_start; every checkpoint carries it
         }
-        logs = LogCallback(sinks)
+        lm_loss = language_model_loss(job)
+        logs = LogCallback(sinks, perplexity=lm_loss)
         commit = CommitCallback(
             ckpts,
             staging,
@@ -186,13 +188,16 @@ def run_job(
 
         p.phase = "base-evaluation"
         base_eval = prior.get("base_eval_loss")
+        # The base's objective metrics (ranking: base_ordering_accuracy), kept like its loss.
+        base_metrics: dict[str, float] = dict(prior.get("base_metrics") or {})
         # An evaluate() before train() marks the model as prepared, and accelerate then
         # skips the DDP/DeepSpeed wrapper: ranks would train apart. Distributed runs
         # evaluate the base after training (adapter disabled: the same frozen base).
         base_first = world == 1 and spec.distributed.deepspeed == "none"
         if base_first and base_eval is None and built.eval_examples:
-            base_eval = _evaluate_base(trainer, loaded.model, say)
+            base_eval, base_metrics = _evaluate_base(trainer, loaded.model, say)
         extra_state["base_eval_loss"] = base_eval
+        extra_state["base_metrics"] = base_metrics
 
         p.phase = "training"
         t_train = time.monotonic()
@@ -224,7 +229,7 @@ def run_job(
 
         p.phase = "evaluation"
         if base_eval is None and built.eval_examples:
-            base_eval = _evaluate_base(trainer, loaded.model, say)
+            base_eval, base_metrics = _evaluate_base(trainer, loaded.model, say)
         if not trained and any("eval_loss" in r and r.get("step") == p.step for r in restored):
             logs.mute_eval_at = p.step  # the restored metrics hold the final eval row already
         tuned_eval = trainer.evaluate()["eval_loss"] if built.eval_examples else None
@@ -241,22 +246,27 @@ def run_job(
             evaluation = _post_train_evaluation(job, loaded, prep, say)
 
         p.phase = "saving"
-        results = {
+        # Now with the final evaluation's row (its eval_* metrics are the tuned model's).
+        history = [r for r in trainer.state.log_history if "loss" in r or "eval_loss" in r]
+        results: dict[str, Any] = {
             "steps": trainer.state.global_step,
             "epochs_done": round(float(trainer.state.epoch or 0), 3),
             "base_eval_loss": base_eval,
             "tuned_eval_loss": tuned_eval,
-            "base_perplexity": _ppl(base_eval),
-            "tuned_perplexity": _ppl(tuned_eval),
-            "final_train_loss": p.loss,
-            "train_examples": built.train_examples,
-            "eval_examples": built.eval_examples,
-            # Every attempt's rows (metrics.jsonl is restored on resume), not this one's only.
-            "tokens_per_second": _mean_tps(_metrics_rows(report_dir) or logs.history),
-            "best_checkpoint": _best_uri(ckpts, trainer.state),
-            "precision": loaded.precision,
-            "data_fingerprint": prep.fingerprint,
         }
+        if lm_loss:  # exp(loss) is a perplexity only for a token-level language-model loss
+            results.update(base_perplexity=_ppl(base_eval), tuned_perplexity=_ppl(tuned_eval))
+        results.update(
+            final_train_loss=p.loss,
+            train_examples=built.train_examples,
+            eval_examples=built.eval_examples,
+            # Every attempt's rows (metrics.jsonl is restored on resume), not this one's only.
+            tokens_per_second=_mean_tps(_metrics_rows(report_dir) or logs.history),
+            best_checkpoint=_best_uri(ckpts, trainer.state),
+            precision=loaded.precision,
+            data_fingerprint=prep.fingerprint,
+        )
+        results.update(_final_metrics(history, base_metrics, evaluation, prep.kind))
         saved = report_uri = None
         report: dict[str, Any] = {}
         from kubetune_trainer.distributed import adapter_state_dict
@@ -326,11 +336,25 @@ def _best_uri(ckpts: Any, state: Any) -> str | None:
     return next((r.uri for r in ckpts.list_committed() if r.step == step), None)
 
 
-def _evaluate_base(trainer: Any, model: Any, say: Callable[[str], None]) -> float:
+def _evaluate_base(
+    trainer: Any, model: Any, say: Callable[[str], None]
+) -> tuple[float, dict[str, float]]:
+    """(eval loss, the objective's other metrics, e.g. base_ordering_accuracy) of the base."""
     with model.disable_adapter():  # the frozen base, same data, same code
-        loss = float(trainer.evaluate(metric_key_prefix="base")["base_loss"])
+        metrics = trainer.evaluate(metric_key_prefix="base")
+    loss = float(metrics["base_loss"])
     say(f"base eval loss (adapter disabled): {loss:.4f}")
-    return loss
+    # evaluate() names them base_*. TRL's DPO adds eval_rewards/* there too: with the
+    # adapter disabled the policy is its own reference, so those are zero by construction.
+    named = objective_metrics({f"eval_{k[5:]}": v for k, v in metrics.items() if k[:5] == "base_"})
+    return loss, {f"base_{k[5:]}": v for k, v in named.items()}
+
+
+def language_model_loss(job: FineTuneJob) -> bool:
+    """Whether the eval loss is a token-level language-model cross-entropy (SFT of a causal
+    or masked LM), the only loss whose exp() is a perplexity. DPO, ranking and
+    classification losses are not."""
+    return job.spec.objective == "sft" and job.spec.model.task in ("causal_lm", "masked_lm")
 
 
 def _metrics_rows(report_dir: Path) -> list[dict[str, Any]]:
@@ -340,6 +364,35 @@ def _metrics_rows(report_dir: Path) -> list[dict[str, Any]]:
     if not f.is_file():
         return []
     return [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+
+
+# The held-out accuracy of each preference kind, in results as base_<name>/tuned_<name>.
+_HELD_OUT = {"preference": ("preference_accuracy",), "ranked": ("ordering_accuracy",)}
+
+
+def _final_metrics(
+    history: list[dict[str, Any]],
+    base_metrics: dict[str, float],
+    evaluation: Any,
+    kind: str,
+) -> dict[str, float]:
+    """The objective's final figures for results: the last logged value of every eval_*/
+    rewards/* metric (eval_ordering_accuracy, eval_rewards/accuracies...), the base's
+    (base_ordering_accuracy...), and the held-out base and tuned preference/ordering
+    accuracy: the Trainer's own when it measures one (ranking), else the evaluation
+    hook's (DPO)."""
+    out: dict[str, float] = {}
+    for row in history:
+        out.update(objective_metrics(row))
+    out.update(base_metrics)
+    for name in _HELD_OUT.get(kind, ()):
+        base, tuned = base_metrics.get(f"base_{name}"), out.get(f"eval_{name}")
+        if (base is None or tuned is None) and isinstance(evaluation, dict):
+            base = (evaluation.get("base") or {}).get("metrics", {}).get(name)
+            tuned = (evaluation.get("tuned") or {}).get("metrics", {}).get(name)
+        if base is not None and tuned is not None:
+            out[f"base_{name}"], out[f"tuned_{name}"] = base, tuned
+    return out
 
 
 def _stop_if_preempted(preemption: Preemption, p: Progress) -> None:

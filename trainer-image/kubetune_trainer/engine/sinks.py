@@ -39,12 +39,26 @@ class JsonlSink:
         pass
 
 
+# Of a row's extra metrics, the console shows the objective's headline figures (all of
+# them are in metrics.jsonl and MLflow): perplexity, accuracies and reward margins.
+_CONSOLE_EXTRAS = ("perplexity", "accuracy", "accuracies", "margins")
+
+
+def _console_extras(row: LogRow) -> list[str]:
+    return [
+        f"{k} {v:.4f}"
+        for k, v in row.extra.items()
+        if v is not None and k.rsplit("/", 1)[-1].rsplit("_", 1)[-1] in _CONSOLE_EXTRAS
+    ]
+
+
 def _fmt_row(row: LogRow) -> str:
     parts = [f"step {row.step}/{row.total_steps}", f"epoch {row.epoch:.2f}"]
     if row.loss is not None:
         parts.append(f"loss {row.loss:.4f}")
     if row.eval_loss is not None:
         parts.append(f"eval_loss {row.eval_loss:.4f}")
+    parts += _console_extras(row)
     if row.learning_rate is not None:
         parts.append(f"lr {row.learning_rate:.2e}")
     if row.grad_norm is not None:

@@ -105,15 +105,15 @@ class RankingTrainer(Trainer):
         self._eval_pairs += pairs
         return loss.detach(), None, None
 
-    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's loop, plus `<prefix>_ordering_accuracy` in its metrics: evaluate()
+        then logs it in the same row as the eval loss (and returns it)."""
         self._eval_hits = self._eval_pairs = 0
-        metrics = super().evaluate(*args, **kwargs)
-        prefix = kwargs.get("metric_key_prefix", "eval")
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
         if self._eval_pairs:
-            extra = {f"{prefix}_ordering_accuracy": self._eval_hits / self._eval_pairs}
-            metrics.update(extra)
-            self.log(extra)
-        return metrics
+            output.metrics[f"{prefix}_ordering_accuracy"] = self._eval_hits / self._eval_pairs
+        return output
 
 
 def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
