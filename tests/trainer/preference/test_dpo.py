@@ -20,6 +20,7 @@ from kubetune_trainer.evaluation.models import load_model
 from kubetune_trainer.evaluation.preference import preference_accuracy
 from kubetune_trainer.recipes import dpo
 from kubetune_trainer.recipes.base import RecipeContext
+from kubetune_trainer.records import PreparedDataset
 
 
 def _accuracy(lm, records) -> float:  # type: ignore[no-untyped-def]
@@ -88,6 +89,32 @@ def test_dpo_learns_heldout_preferences(tmp_path: Path) -> None:
     assert report["hyperparameters"]["dpo_loss_type"] == "sigmoid"
     md = (Path(res.run_uri) / "report" / "report.md").read_text()
     assert "| | eval loss | preference accuracy |" in md and "perplexity" not in md
+
+
+def test_dpo_counts_the_pairs_max_seq_length_cuts(tmp_path: Path) -> None:
+    # Prompt ~23 tokens, answers ~10: a pair fits in 48. A long answer (~60) is cut; a long
+    # prompt (~120) leaves no room for an answer and TRL leaves the pair out.
+    more = " and the red car is fine" * 6
+    train, val = pairs(10, 1, SUFFIXES[0], SUFFIXES[1]), pairs(4, 2, SUFFIXES[0], SUFFIXES[1])
+    for r in train[:2] + val[:1]:
+        r["chosen"] += more  # counted once:
+    train[1]["rejected"] += more  # both answers of this pair are cut
+    train[2]["rejected"] += more
+    for r in train[3:5]:
+        r["prompt"] += " Tell me about the red car." * 12
+    prepared = PreparedDataset("preference", "preference", train, val, "t")
+    job = make_job(str(tmp_path), "dpo", model={"base": tiny_base()},
+                   dataset={"maxSeqLength": 48}, training={"maxSteps": 1})  # fmt: skip
+    said: list[str] = []
+    code, res = execute(job, prepared=prepared, say=said.append)
+    assert code == 0 and res is not None
+    assert (
+        f"truncated: 3 of 8 training pairs longer than maxSeqLength 48 (1 of 4 validation); "
+        f"{dpo.DPO_TRUNCATION}; 2 pairs left out entirely (the prompt alone fills maxSeqLength)"
+    ) in said
+    cut = res.report["data"]["truncated"]
+    assert (cut["train"], cut["train_total"], cut["validation"], cut["dropped"]) == (3, 8, 1, 2)
+    assert prepared.stats.truncated == 4
 
 
 def test_dpo_on_4bit_base(tmp_path: Path) -> None:

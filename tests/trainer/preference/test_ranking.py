@@ -15,7 +15,12 @@ from kubetune_trainer.data.templates import render_prompt
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.evaluation.models import load_model
 from kubetune_trainer.evaluation.preference import ordering_accuracy
-from kubetune_trainer.recipes.ranking import RankingCollator, RankingTrainer, pairwise
+from kubetune_trainer.recipes.ranking import (
+    RANKING_TRUNCATION,
+    RankingCollator,
+    RankingTrainer,
+    pairwise,
+)
 
 
 def test_pairwise_margin_loss_by_hand() -> None:
@@ -101,3 +106,25 @@ def test_ranking_learns_heldout_order(tmp_path: Path) -> None:
     # The engine records the run in the adapter registry under the output root.
     entry = json.loads((tmp_path / "registry" / "p" / "v1.json").read_text())
     assert entry["objective"] == "ranking" and entry["adapter_sha256"] == res.adapter.sha256
+
+
+def test_ranking_counts_the_lists_max_seq_length_cuts(tmp_path: Path) -> None:
+    # Prompt ~23 tokens, responses ~10: a sequence fits in 48; a long response (~60) is cut.
+    prepared = prepared_ranked(SUFFIXES, n=8)
+    more = " and the red car is fine" * 6
+    train, val = prepared.train, prepared.validation
+    for r in train[:3] + val[:2]:
+        r["responses"][1] += more
+    train[0]["responses"][2] += more  # two responses cut: the list still counts once
+    job = make_job(str(tmp_path), "ranking", model={"base": tiny_base()},
+                   dataset={"maxSeqLength": 48}, training={"maxSteps": 1})  # fmt: skip
+    said: list[str] = []
+    code, res = execute(job, prepared=prepared, say=said.append)
+    assert code == 0 and res is not None
+    assert (
+        f"truncated: 3 of 8 training ranked lists longer than maxSeqLength 48 (2 of 12 "
+        f"validation); {RANKING_TRUNCATION}"
+    ) in said
+    cut = res.report["data"]["truncated"]
+    assert (cut["train"], cut["train_total"], cut["validation"], cut["dropped"]) == (3, 8, 2, 0)
+    assert prepared.stats.truncated == 5

@@ -185,6 +185,9 @@ def run_job(
         built = recipe.build_trainer(ctx)
         trainer = built.trainer
         trainer.remove_callback(PrinterCallback)  # the console sink prints rows instead
+        if built.truncation is not None:
+            say(built.truncation.summary())
+            prep.stats.truncated = built.truncation.train + built.truncation.validation
 
         p.phase = "base-evaluation"
         base_eval = prior.get("base_eval_loss")
@@ -283,7 +286,7 @@ def run_job(
                 f"adapter: {saved.uri} ({saved.size:,} bytes, sha256 {saved.sha256}); "
                 f"every file read back from the store and verified:\n{saved.table()}"
             )
-            report = _report(job, loaded, results, saved, found, train_seconds, evaluation)
+            report = _report(job, loaded, results, saved, found, evaluation, built.truncation)
             report["training_seconds"] = round(train_seconds, 2)
             report["total_seconds"] = round(time.monotonic() - started, 2)
             for path in write_report(report, history, report_dir):
@@ -433,8 +436,8 @@ def _report(
     results: dict[str, Any],
     saved: SavedAdapter,
     found: Any,
-    train_seconds: float,
     evaluation: Any,
+    truncation: Any,
 ) -> dict[str, Any]:
     t, a = job.spec.training, job.spec.adapter
     return {
@@ -470,6 +473,10 @@ def _report(
             "format": loaded.prepared.format,
             "kind": loaded.prepared.kind,
             "fingerprint": loaded.prepared.fingerprint,
+            "train_examples": results.get("train_examples"),
+            "validation_examples": results.get("eval_examples"),
+            # Examples longer than maxSeqLength per split, and how they were cut.
+            "truncated": truncation.as_dict() if truncation is not None else None,
         },
         "adapter": saved.as_dict(),
         "resumed_from": found[0].uri if found else None,

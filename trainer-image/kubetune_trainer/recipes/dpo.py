@@ -22,9 +22,17 @@ from typing import Any
 from kubetune_trainer.data.templates import render_prompt
 from kubetune_trainer.errors import BadDataError
 
-from .base import BuiltTrainer, RecipeContext
+from .base import BuiltTrainer, RecipeContext, Truncation
 
 ROBUST_LABEL_SMOOTHING = 0.1
+# TRL's DPO truncation (truncation_mode keep_start, its only mode for text): each
+# prompt + answer sequence is cut at its end, and pairs whose prompt alone reaches
+# max_length are dropped when the dataset is tokenized. Unlike SFT and ranking, the prompt
+# keeps its start.
+DPO_TRUNCATION = (
+    "the prompt is kept whole from its start and the answer is cut at its end (TRL's "
+    "truncation_mode keep_start)"
+)
 
 
 def preference_rows(
@@ -89,10 +97,25 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
         # Reference = adapter disabled (module docstring): drop TRL's copy of the adapter.
         trainer.model.delete_adapter("ref")
         trainer.model.set_adapter("default")
-    ds = trainer.train_dataset
+    ds, eval_ds = trainer.train_dataset, trainer.eval_dataset
     # Each pair runs the prompt twice (with chosen and with rejected).
     tokens = sum(
         2 * len(p) + len(c) + len(r)
         for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)
     )
-    return BuiltTrainer(trainer, len(ds), len(trainer.eval_dataset or []), tokens)
+    max_len = spec.dataset.max_seq_length
+    cut = Truncation(
+        max_len, DPO_TRUNCATION, _cut_pairs(ds, max_len), len(ds),
+        _cut_pairs(eval_ds, max_len) if eval_ds is not None else 0, len(eval_ds or []),
+        dropped=len(train) - len(ds) + (len(evals) - len(eval_ds) if evals is not None else 0),
+        unit="pairs",
+    )  # fmt: skip
+    return BuiltTrainer(trainer, len(ds), len(eval_ds or []), tokens, cut)
+
+
+def _cut_pairs(ds: Any, max_len: int) -> int:
+    """Pairs TRL's collator cuts: prompt + the longer answer (EOS included) over max_len."""
+    return sum(
+        len(p) + max(len(c), len(r)) > max_len
+        for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)
+    )

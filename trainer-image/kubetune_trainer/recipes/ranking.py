@@ -25,21 +25,32 @@ from kubetune_trainer.data.templates import render_prompt
 from kubetune_trainer.errors import BadDataError
 from kubetune_trainer.evaluation.preference import encode_pairs, pad_batch, sequence_logprobs
 
-from .base import BuiltTrainer, RecipeContext
+from .base import BuiltTrainer, RecipeContext, Truncation
+
+# What encode_pairs keeps of a prompt + response longer than maxSeqLength (as SFT does).
+RANKING_TRUNCATION = (
+    "the prompt loses tokens from its start, keeping at least half of maxSeqLength (its end, "
+    "nearest the answer); only when that is not enough is the response cut at its end"
+)
 
 
 def encode_lists(
     records: list[dict[str, Any]], tokenizer: Any, dataset: Any
 ) -> list[dict[str, Any]]:
-    """Per record: {"seqs": [(ids, n_prompt) per response, best first]}."""
+    """Per record: {"seqs": [(ids, n_prompt) per response, best first], "truncated": bool}
+    (truncated: at least one of its responses was cut to maxSeqLength)."""
     out = []
+    max_len = dataset.max_seq_length
     for r in records:
         if len(r["responses"]) < 2:
             continue  # one response has nothing to be ranked against
         prompt = render_prompt(r["prompt"], tokenizer, dataset.template, dataset.system_prompt)
-        out.append(
-            {"seqs": encode_pairs(tokenizer, prompt, list(r["responses"]), dataset.max_seq_length)}
-        )
+        responses = list(r["responses"])
+        seqs = encode_pairs(tokenizer, prompt, responses)
+        cut = any(len(ids) > max_len for ids, _ in seqs)
+        if cut:
+            seqs = encode_pairs(tokenizer, prompt, responses, max_len)
+        out.append({"seqs": seqs, "truncated": cut})
     return out
 
 
@@ -143,4 +154,9 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
         margin=spec.training.ranking.margin,
     )
     tokens = sum(len(ids) for r in train for ids, _ in r["seqs"])
-    return BuiltTrainer(trainer, len(train), len(evals), tokens)
+    cut = Truncation(
+        spec.dataset.max_seq_length, RANKING_TRUNCATION,
+        sum(r["truncated"] for r in train), len(train),
+        sum(r["truncated"] for r in evals), len(evals), unit="ranked lists",
+    )  # fmt: skip
+    return BuiltTrainer(trainer, len(train), len(evals), tokens, cut)

@@ -20,7 +20,23 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from kubetune_trainer.errors import BadDataError, ConfigError
 
-from .base import BuiltTrainer, RecipeContext
+from .base import BuiltTrainer, RecipeContext, Truncation
+
+# What kubetune_trainer.data.tokenize keeps of an example longer than maxSeqLength.
+SFT_TRUNCATION = (
+    "the prompt loses tokens from its start, keeping at least half of maxSeqLength (its end, "
+    "nearest the answer); only when that is not enough is the completion cut at its end"
+)
+TEXT_TRUNCATION = "the text is cut at its end"
+
+
+def truncation_policy(kind: str, tokenizer: Any) -> str:
+    if kind == "sft":
+        return SFT_TRUNCATION
+    if kind == "classification":  # the tokenizer's own truncation, special tokens kept
+        side = "start" if getattr(tokenizer, "truncation_side", "right") == "left" else "end"
+        return f"the text is cut at its {side} (special tokens kept)"
+    return TEXT_TRUNCATION
 
 
 def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
@@ -42,6 +58,10 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
     train = tokenize(prep.kind, prep.train, tok, spec.dataset)
     evals = tokenize(prep.kind, prep.validation, tok, spec.dataset)
     train_tokens = sum(train.lengths)
+    cut = Truncation(
+        spec.dataset.max_seq_length, truncation_policy(prep.kind, tok),
+        train.truncated, len(train), evals.truncated, len(evals),
+    )  # fmt: skip
     kwargs: dict[str, Any] = dict(ctx.args_kwargs)
     # The architecture decides whether packed examples stay apart (data.collate.plan_packing).
     packing = resolve_packing(spec.dataset.packing, spec.model.task, prep.kind, ctx.model)
@@ -55,7 +75,7 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
             )
         mlm = MaskedLMCollator(tok, spec.training.seed)
         kwargs.setdefault("train_sampling_strategy", "group_by_length")
-        return _build(ctx, kwargs, train, len(train), evals, mlm, mlm, train_tokens)
+        return _build(ctx, kwargs, train, len(train), evals, mlm, mlm, train_tokens, cut)
     if packing == "none":
         collator: Any = PaddingCollator(tok.pad_token_id, max_length=max_len)
         kwargs.setdefault("train_sampling_strategy", "group_by_length")
@@ -67,7 +87,9 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
         ctx.model.config.use_cache = False
     # Evaluation is always per example, padded: eval loss is comparable across packings.
     eval_collator = PaddingCollator(tok.pad_token_id, max_length=max_len)
-    return _build(ctx, kwargs, train_ds, len(train), evals, collator, eval_collator, train_tokens)
+    return _build(
+        ctx, kwargs, train_ds, len(train), evals, collator, eval_collator, train_tokens, cut
+    )
 
 
 def _build(
@@ -79,6 +101,7 @@ def _build(
     collator: Any,
     eval_collator: Any,
     train_tokens: int,
+    truncation: Truncation,
 ) -> BuiltTrainer:
     trainer = _Trainer(
         eval_collator=eval_collator,
@@ -90,7 +113,7 @@ def _build(
         processing_class=ctx.tokenizer,
         callbacks=list(ctx.callbacks),
     )
-    return BuiltTrainer(trainer, train_examples, len(evals), train_tokens)
+    return BuiltTrainer(trainer, train_examples, len(evals), train_tokens, truncation)
 
 
 class MaskedLMCollator:
