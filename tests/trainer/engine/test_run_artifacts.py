@@ -77,10 +77,9 @@ def run(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def _evals_during_training(rows: list[dict[str, Any]]) -> dict[int, float]:
-    # The last eval row is the final evaluate() after training; the ones before are the
-    # evaluations the Trainer ranks checkpoints by (every evalSteps and the last step).
-    evals = [r for r in rows if "eval_loss" in r]
-    return {r["step"]: r["eval_loss"] for r in evals[:-1]}
+    # The evaluations the Trainer ranks checkpoints by (every evalSteps and the last step);
+    # the tuned loss reuses the last step's, so no extra row follows it.
+    return {r["step"]: r["eval_loss"] for r in rows if "eval_loss" in r}
 
 
 def test_a_checkpoint_every_save_steps_and_at_each_epoch_end(run: dict[str, Any]) -> None:
@@ -143,7 +142,9 @@ def test_every_logged_row_carries_the_training_signals(run: dict[str, Any]) -> N
         assert r["total_steps"] == TOTAL
     assert train[-1]["eta_seconds"] == 0.0 and train[0]["eta_seconds"] > 0
     evals = [r for r in run["rows"] if "eval_loss" in r]
-    assert [r["step"] for r in evals] == [5, 10, TOTAL, TOTAL]  # + the final evaluate()
+    # The last step's evaluation is the tuned loss: the final weights are not evaluated twice.
+    assert [r["step"] for r in evals] == [5, 10, TOTAL]
+    assert run["res"].tuned_eval_loss == evals[-1]["eval_loss"]
     for r in evals:
         assert r["eval_perplexity"] == pytest.approx(math.exp(r["eval_loss"]))
         assert "loss" not in r and r["memory_bytes"]["rss"] > 0

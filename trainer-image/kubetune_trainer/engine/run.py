@@ -235,7 +235,12 @@ def run_job(
             base_eval, base_metrics = _evaluate_base(trainer, loaded.model, say)
         if not trained and any("eval_loss" in r and r.get("step") == p.step for r in restored):
             logs.mute_eval_at = p.step  # the restored metrics hold the final eval row already
-        tuned_eval = trainer.evaluate()["eval_loss"] if built.eval_examples else None
+        tuned_eval = None
+        if built.eval_examples:
+            # The Trainer often evaluated this very model at the last step: no second pass.
+            tuned_eval = _last_step_eval(trainer, p.step)
+            if tuned_eval is None:
+                tuned_eval = trainer.evaluate()["eval_loss"]
         if tuned_eval is not None:
             say(f"tuned eval loss: {tuned_eval:.4f}")
         from kubetune_trainer.distributed import zero3_enabled
@@ -328,6 +333,14 @@ def _staging_dir(job: FineTuneJob, world: int) -> Path:
     d = root / f"{job.metadata.namespace}-{job.metadata.name}-{os.environ.get(Env.ATTEMPT, '1')}"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def _last_step_eval(trainer: Any, step: int) -> float | None:
+    """eval_loss logged at `step` for the final weights (not when the best is reloaded)."""
+    if trainer.args.load_best_model_at_end:
+        return None
+    rows = [r for r in trainer.state.log_history if "eval_loss" in r and r.get("step") == step]
+    return float(rows[-1]["eval_loss"]) if rows else None
 
 
 def _best_uri(ckpts: Any, state: Any) -> str | None:
