@@ -195,3 +195,25 @@ def test_packing_plan_by_task_kind_and_model(caplog: Any) -> None:
     with caplog.at_level("WARNING", logger="kubetune_trainer.data.collate"):
         assert resolve_packing("auto", "causal_lm", "sft", "gpt2") == "none"
     assert "model type 'gpt2' is not known" in caplog.text
+
+
+def test_plan_rows_places_every_example_once_within_max_len() -> None:
+    """Property test over random lengths: each index exactly once, no row over max_len,
+    the same rows for the same input, and no two rows that could have been one (a new row
+    is opened only when no open row has room, so any two rows hold more than max_len)."""
+    import random
+
+    from kubetune_trainer.data.collate import plan_rows
+
+    rng = random.Random(7)
+    for trial in range(200):
+        max_len = rng.choice([8, 64, 512])
+        lengths = [rng.randint(1, max_len + 20) for _ in range(rng.randint(0, 300))]
+        rows = plan_rows(lengths, max_len)
+        placed = sorted(i for r in rows for i in r)
+        assert placed == list(range(len(lengths))), trial
+        fill = [sum(min(lengths[i], max_len) for i in r) for r in rows]
+        assert all(0 < f <= max_len for f in fill), trial
+        assert rows == plan_rows(list(lengths), max_len), trial
+        fill.sort()
+        assert len(fill) < 2 or fill[0] + fill[1] > max_len, trial

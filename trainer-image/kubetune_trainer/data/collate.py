@@ -4,12 +4,13 @@ Packing modes (dataset.packing):
 
 - `none`: `PaddingCollator` pads each batch to its longest example, rounded up to a
   multiple of 8, with attention_mask and labels -100 on padding.
-- `position_ids`: `pack_position_ids` puts whole examples into rows of maxSeqLength (first
-  fit, longest first, deterministic). Each row keeps shape (batch, max_len); position ids
-  restart at 0 for every example and the first label of every example is -100, so no token
-  learns to predict across a boundary. `PackedCollator` leaves attention_mask out on
-  purpose: transformers then builds a block-diagonal mask from the restarting position ids,
-  so attention never crosses examples. The model must run with use_cache=False.
+- `position_ids`: `pack_position_ids` puts whole examples into rows of maxSeqLength
+  (best fit, longest first, deterministic, O(n log n)). Each row keeps shape
+  (batch, max_len); position ids restart at 0 for every example and the first label of
+  every example is -100, so no token learns to predict across a boundary.
+  `PackedCollator` leaves attention_mask out on purpose: transformers then builds a
+  block-diagonal mask from the restarting position ids, so attention never crosses
+  examples. The model must run with use_cache=False.
 - `wrapped`: `pack_wrapped` concatenates every example and cuts the stream into
   max_len rows; attention crosses examples (pretraining style). Only when asked for.
 - `auto`: position_ids for causal-LM SFT/text on an architecture that supports it, none
@@ -27,6 +28,7 @@ alone, per model type). Any other architecture, or one not given, falls back to 
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,25 +121,55 @@ class PaddingCollator:
         return out
 
 
-def pack_position_ids(data: TokenizedSet, max_len: int) -> list[dict[str, list[int]]]:
-    """Whole examples into rows of at most max_len tokens (first fit decreasing)."""
-    order = sorted(range(len(data)), key=lambda i: (-len(data.input_ids[i]), i))
-    rows: list[dict[str, list[int]]] = []
-    free: list[int] = []
+def plan_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """Indices of examples per packed row: best fit decreasing, O(n log n).
+
+    Longest first; each example goes to the open row with the least room that still fits
+    it (ties: the row opened last), else to a new row. Rooms are kept as a sorted list of
+    distinct values (at most max_len + 1 of them) with a stack of rows per value, so a
+    placement is one bisect instead of a scan over every open row (the old first-fit scan
+    was quadratic: 24 s at 64k examples). Deterministic: ties in length keep input order.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-min(lengths[i], max_len), i))
+    rows: list[list[int]] = []
+    rooms: list[int] = []  # sorted distinct free room of open rows
+    by_room: dict[int, list[int]] = {}  # room -> row numbers with exactly that room
     for i in order:
-        ids, labels = data.input_ids[i][:max_len], list(data.labels[i][:max_len])
-        labels[0] = IGNORE  # never predict across a boundary
-        slot = next((r for r, room in enumerate(free) if room >= len(ids)), None)
-        if slot is None:
-            rows.append({"input_ids": [], "labels": [], "position_ids": []})
-            free.append(max_len)
-            slot = len(rows) - 1
-        row = rows[slot]
-        row["input_ids"] += ids
-        row["labels"] += labels
-        row["position_ids"] += list(range(len(ids)))
-        free[slot] -= len(ids)
+        need = min(lengths[i], max_len)
+        at = bisect.bisect_left(rooms, need)
+        if at == len(rooms):
+            row, room = len(rows), max_len
+            rows.append([])
+        else:
+            room = rooms[at]
+            stack = by_room[room]
+            row = stack.pop()
+            if not stack:
+                del by_room[room]
+                rooms.pop(at)
+        rows[row].append(i)
+        left = room - need
+        if left > 0:
+            if left not in by_room:
+                by_room[left] = []
+                bisect.insort(rooms, left)
+            by_room[left].append(row)
     return rows
+
+
+def pack_position_ids(data: TokenizedSet, max_len: int) -> list[dict[str, list[int]]]:
+    """Whole examples into rows of at most max_len tokens (best fit decreasing)."""
+    packed: list[dict[str, list[int]]] = []
+    for members in plan_rows([len(ids) for ids in data.input_ids], max_len):
+        row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+        for i in members:
+            ids, labels = data.input_ids[i][:max_len], list(data.labels[i][:max_len])
+            labels[0] = IGNORE  # never predict across a boundary
+            row["input_ids"] += ids
+            row["labels"] += labels
+            row["position_ids"] += list(range(len(ids)))
+        packed.append(row)
+    return packed
 
 
 def pack_wrapped(data: TokenizedSet, max_len: int) -> list[dict[str, list[int]]]:
