@@ -37,6 +37,23 @@ def loadavg() -> str:
     return f"{one:.2f}/{five:.2f}/{fifteen:.2f}"
 
 
+def git_state() -> dict[str, Any]:
+    """The commit a result measured and whether the tree had uncommitted changes (a dirty
+    figure measured code that no commit holds). None when git cannot tell."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
+                                 text=True, check=True, timeout=30)  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
 def machine() -> dict[str, Any]:
     """lscpu model, cores, RAM and library versions, for the report header."""
     model = platform.processor() or platform.machine()

@@ -254,13 +254,26 @@ SECTIONS = {
 }
 
 
+def measured_at(r: dict[str, Any]) -> str:
+    """Which commit a result measured; results from before commits were recorded say so."""
+    commit = r.get("commit")
+    if not commit:
+        return "commit not recorded (measured before results carried it: re-run to stamp)"
+    where = f"commit {commit[:12]}" + (" with uncommitted changes" if r.get("dirty") else "")
+    m = r.get("machine")
+    if m:
+        where += f", on {m['cpu']} ({', '.join(m['isa']) or 'no listed ISA extensions'})"
+    return where
+
+
 def write(path: Path, machine: dict[str, Any], quick: bool = False) -> Path:
     results = load_results()
     lines = [
         "# kubetune benchmarks\n",
         "Written by `python bench/run_all.py` from bench/results/*.json; do not edit by hand "
         "(the analysis comes from bench/findings.md).\n",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM, "
+        f"Report written on: {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['ram_gib']} GiB RAM, "
         f"ISA {', '.join(machine['isa']) or '-'}; Python {machine['python']}; "
         + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
         + ". Shared with other work: every figure carries the load average "
@@ -277,7 +290,8 @@ def write(path: Path, machine: dict[str, Any], quick: bool = False) -> Path:
         lines.extend(fn(r))
         lines.append(
             f"_{name}: {'quick sizes, ' if r.get('quick') else ''}finished "
-            f"{r.get('finished_at', '?')}, took {r.get('seconds', '?')} s._\n"
+            f"{r.get('finished_at', '?')}, took {r.get('seconds', '?')} s; "
+            f"{measured_at(r)}._\n"
         )
     findings = BENCH / "findings.md"
     if findings.is_file():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, machine, save_result, say
+from common import ROOT, git_state, machine, save_result, say
 
 NAMES = ("throughput", "mfu", "memory", "memory-large", "operator", "checkpoint")
 
@@ -66,6 +66,8 @@ def main() -> int:
                 failed.append(name)
                 continue
             result["seconds"] = round(time.monotonic() - t0, 1)
+            result.update(git_state())  # which code these figures measured
+            result["machine"] = machine()  # and on which CPU (hosts differ: AMX or not)
             result["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
             save_result(f"{name}.quick" if a.quick else name, result)
             say(f"== {name} done in {result['seconds']:.0f} s")
