@@ -46,6 +46,8 @@ BUILTIN_KINDS = (
         "", "v1", "namespaces", "Namespace", namespaced=False, subresources=ST, shortnames=("ns",)
     ),
     KindInfo("batch", "v1", "jobs", "Job", subresources=ST),
+    # Leader election (client-go, controller-runtime, kubetune_operator.leader).
+    KindInfo("coordination.k8s.io", "v1", "leases", "Lease"),
     KindInfo(
         "apiextensions.k8s.io",
         "v1",
