@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import kopf
 
-from . import DEFAULT_IMAGE, leader
+from . import DEFAULT_IMAGE, leader, netpol
 from . import main as _routing  # noqa: F401  (registers the handlers)
 from .config import OperatorConfig
 
@@ -37,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reconcile-interval", type=float, default=10.0,
                    help="seconds between looks at a running job without events")  # fmt: skip
     p.add_argument("--image", default=DEFAULT_IMAGE, help="default trainer image")
+    net = p.add_argument_group("network (netpol.py)")
+    net.add_argument("--network-policy", action="store_true",
+                     help="a NetworkPolicy per FineTuneJob (only its own pods)")  # fmt: skip
+    net.add_argument("--metrics-peer", action="append", default=[], type=metrics_peer,
+                     help="NetworkPolicyPeer (JSON) let in to trainer metrics")  # fmt: skip
     ha = p.add_argument_group("high availability (leader election through a Lease)")
     ha.add_argument("--standalone", action="store_true",
                     help="no leader election: the only replica (two would both act)")  # fmt: skip
@@ -56,6 +63,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for problem in args.lease.problems():
             p.error(f"{problem} (--lease-duration, --renew-deadline, --retry-period)")
     return args
+
+
+def metrics_peer(text: str) -> dict[str, Any]:
+    """--metrics-peer '{"namespaceSelector": {...}, "podSelector": {...}}'."""
+    try:
+        peer = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text[:200]}") from None
+    problem = netpol.peer_problem(peer)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}: {text[:200]}")
+    return peer
 
 
 def lease_config(args: argparse.Namespace) -> leader.LeaseConfig:
@@ -99,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         image=args.image,
         metrics_port=args.metrics_port or None,
         metrics_addr=args.bind,
+        network_policy=args.network_policy,
+        metrics_peers=tuple(args.metrics_peer),
     )
     memo = kopf.Memo(config=config)
     if not args.standalone:

@@ -38,6 +38,8 @@ JOB_RULES: Final[tuple[Rule, ...]] = (
     ("", "pods", ("list", "watch")),
     # kopf.event/info/warn post core/v1 Events for every transition.
     ("", "events", ("create",)),
+    # The per-job NetworkPolicy (--network-policy), created once; it goes with its owner.
+    ("networking.k8s.io", "networkpolicies", ("create",)),
 )
 
 # Namespaced mode's Role in each served namespace.

@@ -109,3 +109,12 @@ def test_leader_election_role_matches_rbac_py(render: Render, values: Path | Non
     # Standalone (one replica): no Lease, so no Role for it.
     standalone = render(values, "leaderElection.enabled=false")
     assert not [m for m in find(standalone, "Role") if m not in watch_roles(standalone)]
+
+
+def test_networkpolicies_are_granted_only_when_the_operator_makes_them(render: Render) -> None:
+    rule = ("networking.k8s.io", "networkpolicies", "create")
+    assert rule in needed(rbac_rules(True, "ClusterRole"))  # rbac.py: the default (enabled)
+    off = render(None, "networkPolicy.enabled=false")
+    assert granted(one(off, "ClusterRole")["rules"]) == needed(rbac_rules(True, "ClusterRole")) - {
+        rule
+    }

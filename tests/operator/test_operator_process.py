@@ -111,7 +111,7 @@ def test_rbac_is_exactly_what_a_lifecycle_uses(cluster: EmulatorServer, clusterw
     from kube_cluster import run_operator
 
     namespaces = None if clusterwide else [NS]
-    config = OperatorConfig(reconcile_interval=0.5, metrics_port=None)
+    config = OperatorConfig(reconcile_interval=0.5, metrics_port=None, network_policy=True)
     # Short timings: the lease is renewed (PUT) within the lifecycle, and released at the end.
     lease = LeaseConfig("kubetune", LEASE_NS, duration=2, renew_deadline=1, retry_period=0.2)
     with run_operator(cluster, namespaces, config, lease=lease):

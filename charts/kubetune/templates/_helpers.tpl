@@ -139,6 +139,12 @@ by name), pods read-only.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if .Values.networkPolicy.enabled }}
+# The NetworkPolicy of each FineTuneJob (--network-policy), created once, gone with its owner.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
+{{- end }}
 {{- end }}
 
 {{/*
@@ -165,6 +171,31 @@ once and renewed by PUT (optimistic concurrency on resourceVersion).
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]
+{{- end }}
+
+{{/*
+Prometheus as a NetworkPolicyPeer (networkPolicy.prometheus): a null selector is left out.
+*/}}
+{{- define "kubetune.prometheusPeer" -}}
+{{- $peer := dict }}
+{{- range $key := list "namespaceSelector" "podSelector" }}
+{{- $sel := index $.Values.networkPolicy.prometheus $key }}
+{{- if not (kindIs "invalid" $sel) }}
+{{- $_ := set $peer $key $sel }}
+{{- end }}
+{{- end }}
+{{- toJson $peer }}
+{{- end }}
+
+{{/*
+Who may reach the trainers' metrics port (JSON list of NetworkPolicyPeers, `--metrics-peer`):
+the operator pods (they read rank 0's progress) and Prometheus.
+*/}}
+{{- define "kubetune.metricsPeers" -}}
+{{- $operator := dict
+  "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace))
+  "podSelector" (dict "matchLabels" (include "kubetune.selectorLabels" . | fromYaml)) }}
+{{- list $operator (include "kubetune.prometheusPeer" . | fromJson) | toJson }}
 {{- end }}
 
 {{/*
