@@ -117,6 +117,29 @@ def test_digest_and_trainer_tag_overrides(render: Render) -> None:
     assert deployment["spec"]["replicas"] == 2
 
 
+def test_trainer_image_digest_reaches_the_trainer_pods(render: Render) -> None:
+    from kubetune_api.loader import parse_job
+    from kubetune_operator import builders as b
+
+    digest = "sha256:" + "1" * 64
+    deployment = one(render(CI / "namespaced-values.yaml"), "Deployment")
+    image = operator_options(deployment).image
+    assert image == f"ghcr.io/kubetune/trainer@{digest}"
+    # A digest wins over a tag, as for the operator image.
+    both = one(render(None, f"trainer.image.digest={digest}", "trainer.image.tag=x"), "Deployment")
+    assert operator_options(both).image == image
+    # ... and is what the trainer pods run (a job without spec.resources.image).
+    ftj = yaml.safe_load((REPO / "tests/operator/ftj-basic.yaml").read_text())
+    owner = b.Owner(name="llama-lora", namespace="team-a", uid="u")
+    job = b.build_job(parse_job(ftj), owner, 1, image=image, deadline_remaining=None)
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    # A FineTuneJob may pin its own image by digest too (spec.resources.image).
+    pinned = f"registry.example.com/team/trainer@{digest}"
+    ftj["spec"].setdefault("resources", {})["image"] = pinned
+    job = b.build_job(parse_job(ftj), owner, 1, image=image, deadline_remaining=None)
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
+
+
 def test_metrics_service_selects_the_operator_and_not_the_test_pod(render: Render) -> None:
     manifests = render()
     service = one(manifests, "Service")
@@ -276,6 +299,10 @@ def test_nothing_of_kopf_peering_is_rendered(render: Render, values: Path | None
         "watch.namespaces[0]=Not_A_Namespace",
         "unknownKey=1",
         "metrics.serviceMonitor.interval=soon",
+        "image.digest=sha256:short",
+        "trainer.image.digest=latest",
+        "leaderElection.leaseDurationSeconds=fast",
+        "networkPolicy.prometheus.podSelector=app",
     ],
 )
 def test_values_schema_rejects_bad_values(helm: str, bad: str) -> None:

@@ -80,10 +80,17 @@ Operator image: a digest wins over a tag; the tag defaults to appVersion.
 {{- end }}
 
 {{/*
-Default trainer image, handed to the operator (`--image`).
+Default trainer image, handed to the operator (`--image`): a digest wins over a tag, as for the
+operator image.
 */}}
 {{- define "kubetune.trainerImage" -}}
-{{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) }}
+{{- with .Values.trainer.image }}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (default $.Chart.AppVersion .tag) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
