@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +354,31 @@ def test_lease_timings_that_cannot_work_are_refused(timings: list[str], capsys):
         parse_args(["--namespace", NS, *timings])
     assert exit_.value.code == 2
     assert "--lease-duration, --renew-deadline, --retry-period" in capsys.readouterr().err
+
+
+def test_a_standby_creates_nothing_stays_healthy_and_stops_on_sigterm(cluster: EmulatorServer):
+    """Another replica holds a fresh Lease: this one serves /healthz (the kubelet must not
+    restart it), never starts kopf, and exits 0 at once on SIGTERM."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    spec = {"holderIdentity": "the-leader", "leaseDurationSeconds": 60, "renewTime": now}
+    meta = {"name": "kubetune-operator", "namespace": LEASE_NS}
+    cluster.create(LEASES, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                            "metadata": meta, "spec": spec})  # fmt: skip
+    log = cluster.workdir / "operator.log"
+    args = [f"--namespace={NS}", f"--lease-namespace={LEASE_NS}", "--metrics-port=0"]
+    args = on_this_host([*args, "--liveness-port=0"])  # free ports
+    proc = start_operator(cluster, args, log)
+    try:
+        wait_for(lambda: healthy(args), 30, "the standby's /healthz")
+        cluster.create(FTJ, load_ftj())
+        time.sleep(3)
+        assert cluster.get("batch/v1/jobs", NS, "llama-lora-a1") is None
+        assert "kubetune operator configured" not in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0, log.read_text()[-2000:]
+        lease = cluster.get(LEASES, LEASE_NS, "kubetune-operator")
+        assert lease["spec"]["holderIdentity"] == "the-leader"  # a standby releases nothing
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
