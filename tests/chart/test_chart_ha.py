@@ -1,7 +1,7 @@
 """HA in the chart: every rendering that runs several operator replicas elects one leader
 through a Lease, and a configuration where several replicas would all act is refused.
 (Two real operator processes started with the rendered arguments:
-tests/operator/test_operator_process.py::test_two_replicas_from_the_chart_one_acts_and_fails_over.)"""
+tests/operator/test_operator_ha.py::test_two_replicas_from_the_chart_one_acts_and_fails_over.)"""
 
 from __future__ import annotations
 
