@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -120,7 +121,7 @@ class Elector:
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (lease is not None)
         spec |= {
             "holderIdentity": cfg.identity,
-            "leaseDurationSeconds": int(cfg.duration),
+            "leaseDurationSeconds": max(1, math.ceil(cfg.duration)),
             "renewTime": wall,
         }
         meta = {"name": cfg.name, "namespace": cfg.namespace}
