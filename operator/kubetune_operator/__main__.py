@@ -2,18 +2,29 @@
 
 python -m kubetune_operator --all-namespaces --metrics-port 8080 --liveness-port 8081
 python -m kubetune_operator --namespace team-a --namespace team-b --standalone
+
+Without `--standalone`, replicas elect a leader through a Lease (leader.py): only the
+holder runs kopf, the others wait and take over when it stops or goes silent.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
+import signal
+from pathlib import Path
+from typing import Any
 
 import kopf
 
-from . import DEFAULT_IMAGE
+from . import DEFAULT_IMAGE, leader, netpol
 from . import main as _routing  # noqa: F401  (registers the handlers)
 from .config import OperatorConfig
+
+# Where a pod's own namespace is (the service-account mount): the Lease's default home.
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,11 +39,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reconcile-interval", type=float, default=10.0,
                    help="seconds between looks at a running job without events")  # fmt: skip
     p.add_argument("--image", default=DEFAULT_IMAGE, help="default trainer image")
-    p.add_argument("--standalone", action="store_true", help="no peering (single replica)")
-    p.add_argument("--peering", default="kubetune", help="KopfPeering name for HA replicas")
-    p.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    net = p.add_argument_group("network (netpol.py)")
+    net.add_argument("--network-policy", action="store_true",
+                     help="a NetworkPolicy per FineTuneJob (only its own pods)")  # fmt: skip
+    net.add_argument("--metrics-peer", action="append", default=[], type=metrics_peer,
+                     help="NetworkPolicyPeer (JSON) let in to trainer metrics")  # fmt: skip
+    ha = p.add_argument_group("high availability (leader election through a Lease)")
+    ha.add_argument("--standalone", action="store_true",
+                    help="no leader election: the only replica (two would both act)")  # fmt: skip
+    ha.add_argument("--lease-name", default="kubetune-operator", help="the Lease's name")
+    ha.add_argument("--lease-namespace", default="",
+                    help="the Lease's namespace (default: the pod's own namespace)")  # fmt: skip
+    ha.add_argument("--lease-duration", type=float, default=15.0,
+                    help="seconds before a silent leader is replaced")  # fmt: skip
+    ha.add_argument("--renew-deadline", type=float, default=10.0,
+                    help="seconds a leader keeps going without renewing, then exits")  # fmt: skip
+    ha.add_argument("--retry-period", type=float, default=2.0,
+                    help="seconds between lease tries and renewals")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.standalone:
+        args.lease = lease_config(args)
+        for problem in args.lease.problems():
+            p.error(f"{problem} (--lease-duration, --renew-deadline, --retry-period)")
+    return args
+
+
+def metrics_peer(text: str) -> dict[str, Any]:
+    """--metrics-peer '{"namespaceSelector": {...}, "podSelector": {...}}'."""
+    try:
+        peer = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text[:200]}") from None
+    problem = netpol.peer_problem(peer)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}: {text[:200]}")
+    return peer
+
+
+def lease_config(args: argparse.Namespace) -> leader.LeaseConfig:
+    namespace = args.lease_namespace
+    if not namespace and POD_NAMESPACE_FILE.is_file():
+        namespace = POD_NAMESPACE_FILE.read_text().strip()
+    plain = [n for n in args.namespace if not any(ch in n for ch in "*?[!")]
+    return leader.LeaseConfig(
+        name=args.lease_name,
+        namespace=namespace or (plain[0] if plain else "default"),
+        duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
+    )
+
+
+async def run_elected(args: argparse.Namespace, memo: kopf.Memo) -> None:
+    """Wait for the Lease, then run kopf; SIGTERM stops a standby or the leader cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)  # kopf installs its own once it runs
+    health = (
+        await leader.serve_health(args.bind, args.liveness_port) if args.liveness_port else None
+    )
+    try:
+        await leader.run_with_lease(
+            args.lease, stop, memo, clusterwide=args.all_namespaces, namespaces=args.namespace
+        )
+    finally:
+        if health is not None:
+            health.close()
+            await health.wait_closed()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,17 +118,20 @@ def main(argv: list[str] | None = None) -> None:
         image=args.image,
         metrics_port=args.metrics_port or None,
         metrics_addr=args.bind,
-        peering_name=args.peering,
+        network_policy=args.network_policy,
+        metrics_peers=tuple(args.metrics_peer),
     )
+    memo = kopf.Memo(config=config)
+    if not args.standalone:
+        asyncio.run(run_elected(args, memo))
+        return
     liveness = f"http://{args.bind}:{args.liveness_port}/healthz" if args.liveness_port else None
     kopf.run(
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
-        standalone=args.standalone,
-        peering_name=None if args.standalone else args.peering,
-        priority=args.priority,
+        standalone=True,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(config=config),
+        memo=memo,
     )
 
 

@@ -16,7 +16,7 @@ from .handlers import delete, reconcile, setup
 async def configure(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any
 ) -> None:
-    """Finalizer, annotation storage, watch timeouts, peering; API client and metrics."""
+    """Finalizer, annotation storage, watch timeouts; API client and metrics."""
     setup.configure(settings, memo, logger)
 
 

@@ -1,7 +1,7 @@
 """The exact API access the operator uses: (apiGroup, resource, verbs).
 
 The chart's RBAC is tested against this list, so keep it in step with the code:
-`k8s.py` (our calls) and kopf itself (watching, patching, events, peering).
+`k8s.py` (our calls), `leader.py` (the Lease) and kopf itself (watching, patching, events).
 tests/operator/test_operator_process.py replays a whole lifecycle in both modes and
 checks both directions: every request is allowed, and every rule here is used.
 No access to Secrets: the trainer pods get credentials by reference (envFrom
@@ -38,13 +38,16 @@ JOB_RULES: Final[tuple[Rule, ...]] = (
     ("", "pods", ("list", "watch")),
     # kopf.event/info/warn post core/v1 Events for every transition.
     ("", "events", ("create",)),
+    # The per-job NetworkPolicy (--network-policy), created once; it goes with its owner.
+    ("networking.k8s.io", "networkpolicies", ("create",)),
 )
 
-# kopf peering (HA) of an operator serving a list of namespaces: one KopfPeering in each.
-NAMESPACED_PEERING: Final[Rule] = ("kopf.dev", "kopfpeerings", ("list", "watch", "patch"))
-
 # Namespaced mode's Role in each served namespace.
-NAMESPACED_RULES: Final[tuple[Rule, ...]] = (*JOB_RULES, NAMESPACED_PEERING)
+NAMESPACED_RULES: Final[tuple[Rule, ...]] = JOB_RULES
+
+# HA (leader.py): the leader Lease in the operator's own namespace, in a Role there (both
+# modes): read, created once, renewed and released by PUT. No delete, no other Leases' list.
+LEADER_ELECTION: Final[Rule] = ("coordination.k8s.io", "leases", ("get", "create", "update"))
 
 # kopf watches CRDs (resource discovery) in both modes, across the cluster.
 CRD_DISCOVERY: Final[Rule] = (
@@ -58,19 +61,18 @@ NAMESPACE_DISCOVERY: Final[Rule] = ("", "namespaces", ("list", "watch"))
 # Namespaced mode's ClusterRole: read-only discovery.
 CLUSTER_RULES: Final[tuple[Rule, ...]] = (CRD_DISCOVERY, NAMESPACE_DISCOVERY)
 
-# kopf peering of a cluster-wide operator: one ClusterKopfPeering.
-CLUSTERWIDE_PEERING: Final[Rule] = ("kopf.dev", "clusterkopfpeerings", ("list", "watch", "patch"))
-
 
 def rules(clusterwide: bool) -> dict[str, tuple[Rule, ...]]:
-    """What goes in the ClusterRole and in the (per watched namespace) Role.
+    """What goes in the ClusterRole, in the (per watched namespace) Role, and in the
+    leader-election Role (the operator's own namespace).
 
-    `--all-namespaces`: one ClusterRole (CRD discovery, cluster-wide peering only).
+    `--all-namespaces`: one ClusterRole (the jobs' rules and CRD discovery).
     `--namespace X`: NAMESPACED_RULES in a Role in each X; CLUSTER_RULES in a ClusterRole.
     """
+    lease = {"LeaderElectionRole": (LEADER_ELECTION,)}
     if clusterwide:
-        return {"ClusterRole": (*JOB_RULES, CRD_DISCOVERY, CLUSTERWIDE_PEERING), "Role": ()}
-    return {"ClusterRole": CLUSTER_RULES, "Role": NAMESPACED_RULES}
+        return {"ClusterRole": (*JOB_RULES, CRD_DISCOVERY), "Role": (), **lease}
+    return {"ClusterRole": CLUSTER_RULES, "Role": NAMESPACED_RULES, **lease}
 
 
 def allows(
@@ -78,7 +80,7 @@ def allows(
 ) -> bool:
     """Whether a request is granted; `namespaced`: it names a namespace (a Role can grant
     it), else it is cluster-scoped or across all namespaces (only the ClusterRole can)."""
-    kinds = ("ClusterRole", "Role") if namespaced else ("ClusterRole",)
+    kinds = ("ClusterRole", "Role", "LeaderElectionRole") if namespaced else ("ClusterRole",)
     return any(
         g == group and r == resource and verb in verbs
         for kind in kinds

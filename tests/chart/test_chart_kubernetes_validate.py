@@ -1,8 +1,8 @@
 """kubernetes-validate (the API's own OpenAPI schemas, strict) over every rendered manifest.
 
 It knows built-in kinds and CustomResourceDefinitions, not custom objects: the
-prometheus-operator kinds (ServiceMonitor, PodMonitor, PrometheusRule) and kopf's peering
-objects are skipped by it with a warning, and the test checks that nothing else is.
+prometheus-operator kinds (ServiceMonitor, PodMonitor, PrometheusRule) are skipped by it with
+a warning, and the test checks that nothing else is.
 """
 
 from __future__ import annotations
@@ -19,13 +19,7 @@ from chart_helpers import REPO, SCENARIOS, Manifests, run, scenario_id
 Render = Callable[..., Manifests]
 
 # Custom kinds kubernetes-validate has no schema for (not part of Kubernetes itself).
-UNKNOWN_TO_IT = {
-    "ServiceMonitor",
-    "PodMonitor",
-    "PrometheusRule",
-    "ClusterKopfPeering",
-    "KopfPeering",
-}
+UNKNOWN_TO_IT = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest it knows.
 VERSIONS = ("1.29", None)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
-from chart_helpers import CHART, Manifests, find, one
+from chart_helpers import CHART, NAMESPACE, Manifests, find, one
 
 from kubetune_operator import rbac
 
@@ -48,17 +48,21 @@ def test_rbac_py_itself_is_least_privilege(clusterwide: bool) -> None:
     assert {v for _, r, v in triples if r == "pods"} == {"list", "watch"}
     # Children set blockOwnerDeletion: OwnerReferencesPermissionEnforcement checks this.
     assert ("kubetune.io", "finetunejobs/finalizers", "update") in triples
-    # Each mode has only its own kind of kopf peering; only namespaced kopf lists namespaces.
-    peerings = {r for _, r, _ in triples if r.endswith("kopfpeerings")}
-    assert peerings == ({"clusterkopfpeerings"} if clusterwide else {"kopfpeerings"})
+    # No kopf peering (HA is a Lease); only namespaced kopf lists namespaces.
+    assert not {t for t in triples if t[0] == "kopf.dev"}
     assert (("", "namespaces", "watch") in triples) is not clusterwide
+    # Leases only in the leader-election Role (the operator's namespace), never cluster-wide.
+    lease_rules = {
+        k for k, rules in rbac.rules(clusterwide).items() for r in rules if r[1] == "leases"
+    }
+    assert lease_rules == {"LeaderElectionRole"}
 
 
 def test_cluster_wide_role_matches_rbac_py(render: Render) -> None:
     manifests = render()
     role = one(manifests, "ClusterRole")
     assert granted(role["rules"]) == needed(rbac_rules(True, "ClusterRole"))
-    assert not rbac_rules(True, "Role") and not find(manifests, "Role")
+    assert not rbac_rules(True, "Role") and not watch_roles(manifests)
     binding = one(manifests, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -70,7 +74,7 @@ def test_cluster_wide_role_matches_rbac_py(render: Render) -> None:
 @pytest.mark.parametrize("values", [CHART / "ci/namespaced-values.yaml", None])
 def test_namespaced_roles_match_rbac_py(render: Render, values: Path | None) -> None:
     manifests = render(values, "watch.clusterWide=false")
-    roles = find(manifests, "Role")
+    roles = watch_roles(manifests)
     assert roles
     for role in roles:
         assert granted(role["rules"]) == needed(rbac_rules(False, "Role"))
@@ -84,3 +88,33 @@ def test_namespaced_roles_match_rbac_py(render: Render, values: Path | None) -> 
 def test_no_rbac_objects_when_disabled(render: Render) -> None:
     kinds = {m["kind"] for m in render(None, "rbac.create=false")}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+def watch_roles(manifests: Manifests) -> list[dict]:
+    return [
+        m for m in find(manifests, "Role") if not m["metadata"]["name"].endswith("-leader-election")
+    ]
+
+
+@pytest.mark.parametrize("values", [None, CHART / "ci/namespaced-values.yaml"])
+def test_leader_election_role_matches_rbac_py(render: Render, values: Path | None) -> None:
+    manifests = render(values)
+    (role,) = [m for m in find(manifests, "Role") if m not in watch_roles(manifests)]
+    assert role["metadata"]["namespace"] == NAMESPACE  # where the operator puts its Lease
+    clusterwide = values is None
+    assert granted(role["rules"]) == needed(rbac_rules(clusterwide, "LeaderElectionRole"))
+    (binding,) = find(manifests, "RoleBinding", role["metadata"]["name"])
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["namespace"] == NAMESPACE
+    # Standalone (one replica): no Lease, so no Role for it.
+    standalone = render(values, "leaderElection.enabled=false")
+    assert not [m for m in find(standalone, "Role") if m not in watch_roles(standalone)]
+
+
+def test_networkpolicies_are_granted_only_when_the_operator_makes_them(render: Render) -> None:
+    rule = ("networking.k8s.io", "networkpolicies", "create")
+    assert rule in needed(rbac_rules(True, "ClusterRole"))  # rbac.py: the default (enabled)
+    off = render(None, "networkPolicy.enabled=false")
+    assert granted(one(off, "ClusterRole")["rules"]) == needed(rbac_rules(True, "ClusterRole")) - {
+        rule
+    }

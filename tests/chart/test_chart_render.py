@@ -117,6 +117,29 @@ def test_digest_and_trainer_tag_overrides(render: Render) -> None:
     assert deployment["spec"]["replicas"] == 2
 
 
+def test_trainer_image_digest_reaches_the_trainer_pods(render: Render) -> None:
+    from kubetune_api.loader import parse_job
+    from kubetune_operator import builders as b
+
+    digest = "sha256:" + "1" * 64
+    deployment = one(render(CI / "namespaced-values.yaml"), "Deployment")
+    image = operator_options(deployment).image
+    assert image == f"ghcr.io/kubetune/trainer@{digest}"
+    # A digest wins over a tag, as for the operator image.
+    both = one(render(None, f"trainer.image.digest={digest}", "trainer.image.tag=x"), "Deployment")
+    assert operator_options(both).image == image
+    # ... and is what the trainer pods run (a job without spec.resources.image).
+    ftj = yaml.safe_load((REPO / "tests/operator/ftj-basic.yaml").read_text())
+    owner = b.Owner(name="llama-lora", namespace="team-a", uid="u")
+    job = b.build_job(parse_job(ftj), owner, 1, image=image, deadline_remaining=None)
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    # A FineTuneJob may pin its own image by digest too (spec.resources.image).
+    pinned = f"registry.example.com/team/trainer@{digest}"
+    ftj["spec"].setdefault("resources", {})["image"] = pinned
+    job = b.build_job(parse_job(ftj), owner, 1, image=image, deadline_remaining=None)
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
+
+
 def test_metrics_service_selects_the_operator_and_not_the_test_pod(render: Render) -> None:
     manifests = render()
     service = one(manifests, "Service")
@@ -144,11 +167,22 @@ def test_cluster_wide_mode(render: Render) -> None:
             "namespace": NAMESPACE,
         }
     ]
-    assert not find(manifests, "Role") and not find(manifests, "RoleBinding")
-    assert one(manifests, "ClusterKopfPeering")["metadata"]["name"] == "kubetune"
+    # Namespaced objects: only leader election's Role, in the release namespace.
+    assert {(m["kind"], m["metadata"]["namespace"]) for m in watch_roles(manifests)} == set()
     options = operator_options(one(manifests, "Deployment"))
     assert options.all_namespaces and not options.namespace
-    assert options.peering == "kubetune" and not options.standalone
+    assert not options.standalone
+    assert (options.lease.namespace, options.lease.name) == (NAMESPACE, f"{RELEASE}-kubetune")
+
+
+def watch_roles(manifests: Manifests) -> list[dict]:
+    """The Roles and RoleBindings of the watched namespaces (not leader election's)."""
+    return [
+        m
+        for kind in ("Role", "RoleBinding")
+        for m in find(manifests, kind)
+        if not m["metadata"]["name"].endswith("-leader-election")
+    ]
 
 
 def test_namespaced_mode(render: Render) -> None:
@@ -157,13 +191,11 @@ def test_namespaced_mode(render: Render) -> None:
     (cluster_role,) = find(manifests, "ClusterRole")
     assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in cluster_role["rules"])
     assert len(find(manifests, "ClusterRoleBinding")) == 1
-    roles = {m["metadata"]["namespace"] for m in find(manifests, "Role")}
+    roles = {m["metadata"]["namespace"] for m in watch_roles(manifests) if m["kind"] == "Role"}
     bindings = find(manifests, "RoleBinding")
-    peerings = {m["metadata"]["namespace"] for m in find(manifests, "KopfPeering")}
     assert (
         roles
-        == peerings
-        == {b["metadata"]["namespace"] for b in bindings}
+        == {b["metadata"]["namespace"] for b in bindings} - {NAMESPACE}
         == {
             "team-a",
             "team-b",
@@ -185,7 +217,8 @@ def test_namespaced_mode(render: Render) -> None:
 
 def test_namespaced_mode_defaults_to_the_release_namespace(render: Render) -> None:
     manifests = render(None, "watch.clusterWide=false")
-    assert [r["metadata"]["namespace"] for r in find(manifests, "Role")] == [NAMESPACE]
+    roles = [m for m in watch_roles(manifests) if m["kind"] == "Role"]
+    assert [r["metadata"]["namespace"] for r in roles] == [NAMESPACE]
 
 
 def test_monitoring_objects(render: Render) -> None:
@@ -235,9 +268,6 @@ def test_crd_template_equals_the_generated_crd(render: Render) -> None:
     assert unkept and all("annotations" not in c["metadata"] for c in unkept)
 
 
-PEERING_CRDS = {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
-
-
 def crd_names(manifests: Manifests) -> set[str]:
     return {m["metadata"]["name"] for m in find(manifests, "CustomResourceDefinition")}
 
@@ -245,36 +275,19 @@ def crd_names(manifests: Manifests) -> set[str]:
 def test_every_crd_is_behind_crds_enabled(render: Render) -> None:
     # No crds/ directory: Helm installs it whatever the values say.
     assert not (CHART / "crds").exists()
-    assert crd_names(render()) == {"finetunejobs.kubetune.io", *PEERING_CRDS}
-    shipped = yaml.safe_load_all((CHART / "files/kopf-peering-crds.yaml").read_text())
-    for crd in shipped:
-        (rendered,) = find(render(), "CustomResourceDefinition", crd["metadata"]["name"])
-        assert rendered["spec"] == crd["spec"]
-        assert rendered["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-        assert rendered["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kubetune"
+    assert crd_names(render()) == {"finetunejobs.kubetune.io"}
     # --include-crds too: crds.enabled=false leaves every CRD to whoever installs them.
     for values in (None, CI / "namespaced-values.yaml"):
         off = render(values, "crds.enabled=false", crds=True)
         assert not find(off, "CustomResourceDefinition")
-    # Standalone: no peering objects, and no peering CRDs either.
-    standalone = render(None, "peering.enabled=false")
-    assert crd_names(standalone) == {"finetunejobs.kubetune.io"}
-    assert not find(standalone, "ClusterKopfPeering")
-    assert operator_options(one(standalone, "Deployment")).standalone
 
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=scenario_id)
-def test_peering_objects_are_created_after_their_crds(render: Render, values: Path | None) -> None:
-    # Helm maps every object of a release before creating any: a peering object next to its
-    # CRD must be a hook, created once the release (and so the CRD) is in.
-    manifests = render(values)
-    peerings = find(manifests, "ClusterKopfPeering") + find(manifests, "KopfPeering")
-    assert peerings
-    for p in peerings:
-        assert p["metadata"]["annotations"] == {
-            "helm.sh/hook": "post-install,post-upgrade",
-            "helm.sh/hook-delete-policy": "before-hook-creation",
-        }
+def test_nothing_of_kopf_peering_is_rendered(render: Render, values: Path | None) -> None:
+    # HA is a Lease: the release owns no kopf.dev CRD, object or rule, so another kopf
+    # operator installed with Helm keeps its peering CRDs (issue 20).
+    text = yaml.safe_dump_all(render(values, crds=True))
+    assert "kopf.dev" not in text and "peering" not in text.lower()
 
 
 @pytest.mark.parametrize(
@@ -286,6 +299,10 @@ def test_peering_objects_are_created_after_their_crds(render: Render, values: Pa
         "watch.namespaces[0]=Not_A_Namespace",
         "unknownKey=1",
         "metrics.serviceMonitor.interval=soon",
+        "image.digest=sha256:short",
+        "trainer.image.digest=latest",
+        "leaderElection.leaseDurationSeconds=fast",
+        "networkPolicy.prometheus.podSelector=app",
     ],
 )
 def test_values_schema_rejects_bad_values(helm: str, bad: str) -> None:
@@ -336,10 +353,7 @@ def test_notes_print_the_next_commands(helm: str, tmp_path: Path) -> None:
     assert "serves FineTuneJobs in: ml, research" in namespaced
     no_crds = _notes(helm, tmp_path, "crds.enabled=false")
     assert "kubectl apply -f crds/finetunejobs.kubetune.io.yaml" in no_crds
-    assert "kubectl apply -f charts/kubetune/files/kopf-peering-crds.yaml" in no_crds
-    assert "kopf-peering" not in _notes(
-        helm, tmp_path, "crds.enabled=false", "peering.enabled=false"
-    )
+    assert "kopf-peering" not in no_crds
 
 
 def test_every_value_is_documented_in_one_style() -> None:

@@ -29,6 +29,7 @@ import yaml
 from kube_emulator import Emulator
 
 from kubetune_operator.config import OperatorConfig
+from kubetune_operator.leader import LeaseConfig, run_with_lease
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "finetunejobs.kubetune.io.yaml"
@@ -188,11 +189,12 @@ def run_operator(
     cluster: EmulatorServer,
     namespaces: list[str] | None = None,
     config: OperatorConfig | None = None,
-    peering: bool = False,
-    priority: int = 0,
+    lease: LeaseConfig | None = None,
 ) -> Iterator[threading.Thread]:
     """The real operator (kopf + our handlers) in a thread with its own loop, logged in
-    through the cluster's kubeconfig; stopped cleanly (stop flag) at exit."""
+    through the cluster's kubeconfig; stopped cleanly (stop flag) at exit. With `lease`,
+    it runs as `python -m kubetune_operator` does without --standalone: kopf starts once
+    this replica holds the Lease."""
     import kubetune_operator.main  # noqa: F401  (registers the handlers)
 
     config = config or OperatorConfig(reconcile_interval=0.5, metrics_port=None)
@@ -202,17 +204,34 @@ def run_operator(
     old_kubeconfig = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(cluster.kubeconfig)  # kopf/our login read it at start
 
+    scope: dict[str, Any] = {"namespaces": namespaces or [], "clusterwide": not namespaces}
+
+    async def elected(lease: LeaseConfig) -> None:
+        stopping = asyncio.Event()
+
+        async def relay() -> None:  # the test's threading flag -> the loop's event
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            stopping.set()
+
+        relaying = asyncio.create_task(relay())
+        memo = kopf.Memo(config=config)
+        await run_with_lease(lease, stopping, memo, **scope)
+        relaying.cancel()
+
     def target() -> None:
         try:
+            if lease is not None:
+                ready.set()  # a standby is "started" too: it waits for the Lease
+                asyncio.run(elected(lease))
+                return
             asyncio.run(
                 kopf.operator(
-                    namespaces=namespaces or [],
-                    clusterwide=not namespaces,
-                    standalone=not peering,
-                    priority=priority,
+                    standalone=True,
                     stop_flag=stop,
                     ready_flag=ready,
                     memo=kopf.Memo(config=config),
+                    **scope,
                 )
             )
         except BaseException as exc:  # surfaced to the test at exit

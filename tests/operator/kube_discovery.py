@@ -46,6 +46,9 @@ BUILTIN_KINDS = (
         "", "v1", "namespaces", "Namespace", namespaced=False, subresources=ST, shortnames=("ns",)
     ),
     KindInfo("batch", "v1", "jobs", "Job", subresources=ST),
+    KindInfo("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
+    # Leader election (client-go, controller-runtime, kubetune_operator.leader).
+    KindInfo("coordination.k8s.io", "v1", "leases", "Lease"),
     KindInfo(
         "apiextensions.k8s.io",
         "v1",

@@ -1,6 +1,6 @@
 """`python -m kubetune_operator` as a real process, and RBAC checked against real traffic.
 
-The RBAC test replays a whole lifecycle (peering, create, run, retryable failure,
+The RBAC test replays a whole lifecycle (leader Lease, create, run, retryable failure,
 attempt 2, success, TTL deletion through the finalizer) in namespaced and cluster-wide
 mode and maps every request the operator made (kopf's and ours, told apart from the
 test's own client by User-Agent) to what the authorizer checks: each must be allowed by
@@ -10,7 +10,6 @@ must have been used.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -26,6 +25,9 @@ from test_operator_lifecycle import status
 
 from kubetune_operator import rbac
 from kubetune_operator.config import OperatorConfig
+from kubetune_operator.leader import LeaseConfig
+
+LEASE_NS = "kubetune"  # the operator's own namespace (the chart's release namespace)
 
 
 def free_port() -> int:
@@ -71,17 +73,6 @@ def operator_access(cluster: EmulatorServer) -> set[Access]:
     return used
 
 
-def install_peering(cluster: EmulatorServer, namespaces: list[str] | None) -> None:
-    """kopf's peering CRDs and the peering object(s) the chart creates for the mode."""
-    for clusterwide in (False, True):
-        crd = peering_crd(clusterwide)
-        cluster.create("apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-    if namespaces is None:
-        cluster.create("kopf.dev/v1/clusterkopfpeerings", {"metadata": {"name": "kubetune"}})
-    for ns in namespaces or []:
-        cluster.create("kopf.dev/v1/kopfpeerings", {"metadata": {"name": "kubetune"}}, ns)
-
-
 def full_lifecycle(cluster: EmulatorServer) -> None:
     """Create, run, a retryable failure, attempt 2 (ConfigMap exists: 409), success, TTL:
     the operator deletes the FineTuneJob, its finalizer removes the children."""
@@ -101,7 +92,7 @@ def full_lifecycle(cluster: EmulatorServer) -> None:
     wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="the TTL deletion")
 
 
-# Granted but never requested in the lifecycle: none. (Every rule, including peering, the
+# Granted but never requested in the lifecycle: none. (Every rule, including the Lease, the
 # TTL's `finetunejobs delete` and the finalizers `update` checked on blockOwnerDeletion,
 # is exercised above; add an entry here only with a comment saying why it is needed.)
 EXTRAS: set[tuple[str, str, str]] = set()
@@ -112,9 +103,10 @@ def test_rbac_is_exactly_what_a_lifecycle_uses(cluster: EmulatorServer, clusterw
     from kube_cluster import run_operator
 
     namespaces = None if clusterwide else [NS]
-    install_peering(cluster, namespaces)
-    config = OperatorConfig(reconcile_interval=0.5, metrics_port=None)
-    with run_operator(cluster, namespaces, config, peering=True):
+    config = OperatorConfig(reconcile_interval=0.5, metrics_port=None, network_policy=True)
+    # Short timings: the lease is renewed (PUT) within the lifecycle, and released at the end.
+    lease = LeaseConfig("kubetune", LEASE_NS, duration=2, renew_deadline=1, retry_period=0.2)
+    with run_operator(cluster, namespaces, config, lease=lease):
         full_lifecycle(cluster)
     used = operator_access(cluster)
     # 1. Every request is allowed: a namespaced one by the Role or the ClusterRole, a
@@ -209,71 +201,3 @@ def test_rotated_credentials_are_picked_up_without_a_restart(operator):
     assert all(
         r.headers["Authorization"] == "Bearer rotated-token" for r in ours[refused[-1] + 1 :]
     )
-
-
-def peering_crd(clusterwide: bool = False) -> dict:
-    """kopf's own KopfPeering (or ClusterKopfPeering) CRD: what the chart installs for HA."""
-    kind = "ClusterKopfPeering" if clusterwide else "KopfPeering"
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{kind.lower()}s.kopf.dev"},
-        "spec": {
-            "group": "kopf.dev",
-            "scope": "Cluster" if clusterwide else "Namespaced",
-            "names": {"kind": kind, "plural": f"{kind.lower()}s", "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
-def test_peering_heartbeats_in_the_kubetune_peering_object(cluster):
-    from kube_cluster import run_operator
-
-    cluster.create("apiextensions.k8s.io/v1/customresourcedefinitions", peering_crd())
-    cluster.create("kopf.dev/v1/kopfpeerings", {"metadata": {"name": "kubetune"}}, NS)
-    with run_operator(cluster, [NS], peering=True, priority=10):
-        peering = wait_for(
-            lambda: (cluster.get("kopf.dev/v1/kopfpeerings", NS, "kubetune") or {}).get("status"),
-            what="a peering heartbeat",
-        )
-        (peer,) = peering.values()
-        assert peer["priority"] == 10
-        cluster.create(FTJ, load_ftj())  # the only (so active) replica does the work
-        wait_for(lambda: cluster.get("batch/v1/jobs", NS, "llama-lora-a1"), what="the Job")
-
-
-def test_two_replicas_one_active(cluster, caplog):
-    """HA: the replica with the lower peering priority pauses; one Job is created."""
-    from kube_cluster import run_operator
-
-    caplog.set_level(logging.INFO, logger="kopf")
-    cluster.create("apiextensions.k8s.io/v1/customresourcedefinitions", peering_crd())
-    cluster.create("kopf.dev/v1/kopfpeerings", {"metadata": {"name": "kubetune"}}, NS)
-    with (
-        run_operator(cluster, [NS], peering=True, priority=20),
-        run_operator(cluster, [NS], peering=True, priority=10),
-    ):
-        peers = lambda: (cluster.get("kopf.dev/v1/kopfpeerings", NS, "kubetune") or {}).get(  # noqa: E731
-            "status", {}
-        )
-        wait_for(lambda: len(peers()) == 2, what="two peers")
-        wait_for(lambda: "Pausing operations in favour of" in caplog.text, what="a pause")
-        cluster.create(FTJ, load_ftj())
-        wait_for(lambda: status(cluster).get("jobName"), what="the Job")
-    posts = [
-        r for r in cluster.requests() if r.method.value == "POST" and r.url.path.endswith("/jobs")
-    ]
-    assert len(posts) == 1

@@ -80,10 +80,17 @@ Operator image: a digest wins over a tag; the tag defaults to appVersion.
 {{- end }}
 
 {{/*
-Default trainer image, handed to the operator (`--image`).
+Default trainer image, handed to the operator (`--image`): a digest wins over a tag, as for the
+operator image.
 */}}
 {{- define "kubetune.trainerImage" -}}
-{{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) }}
+{{- with .Values.trainer.image }}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (default $.Chart.AppVersion .tag) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -99,7 +106,7 @@ Namespaces served in namespaced mode (a list, rendered as JSON): the release nam
 
 {{/*
 The API calls the operator makes inside a namespace it serves, as listed in
-operator/kubetune_operator/rbac.py (JOB_RULES, plus NAMESPACED_PEERING in namespaced mode);
+operator/kubetune_operator/rbac.py (JOB_RULES);
 tests/chart/test_chart_rbac.py checks both directions, and tests/operator replays a whole
 lifecycle to check that every rule is used. No wildcards, no Secrets (pods reference them
 by name), pods read-only.
@@ -139,11 +146,11 @@ by name), pods read-only.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-{{- if not .Values.watch.clusterWide }}
-# kopf peering (HA) in namespaced mode: the KopfPeering of this namespace.
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["list", "watch", "patch"]
+{{- if .Values.networkPolicy.enabled }}
+# The NetworkPolicy of each FineTuneJob (--network-policy), created once, gone with its owner.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
 {{- end }}
 {{- end }}
 
@@ -164,12 +171,66 @@ them exist, even when given plain names (a cluster-wide operator never does).
 {{- end }}
 
 {{/*
-kopf peering (HA) across the cluster, cluster-wide mode only (rbac.py CLUSTERWIDE_PEERING).
+Leader election (rbac.py LEADER_ELECTION): the Lease in the release namespace, read, created
+once and renewed by PUT (optimistic concurrency on resourceVersion).
 */}}
-{{- define "kubetune.clusterPeeringRules" -}}
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings"]
-  verbs: ["list", "watch", "patch"]
+{{- define "kubetune.leaderElectionRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+{{- end }}
+
+{{/*
+Prometheus as a NetworkPolicyPeer (networkPolicy.prometheus): a null selector is left out.
+*/}}
+{{- define "kubetune.prometheusPeer" -}}
+{{- $peer := dict }}
+{{- range $key := list "namespaceSelector" "podSelector" }}
+{{- $sel := index $.Values.networkPolicy.prometheus $key }}
+{{- if not (kindIs "invalid" $sel) }}
+{{- $_ := set $peer $key $sel }}
+{{- end }}
+{{- end }}
+{{- toJson $peer }}
+{{- end }}
+
+{{/*
+Who may reach the trainers' metrics port (JSON list of NetworkPolicyPeers, `--metrics-peer`):
+the operator pods (they read rank 0's progress) and Prometheus.
+*/}}
+{{- define "kubetune.metricsPeers" -}}
+{{- $operator := dict
+  "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace))
+  "podSelector" (dict "matchLabels" (include "kubetune.selectorLabels" . | fromYaml)) }}
+{{- list $operator (include "kubetune.prometheusPeer" . | fromJson) | toJson }}
+{{- end }}
+
+{{/*
+The leader Lease's name: leaderElection.leaseName, else the full name.
+*/}}
+{{- define "kubetune.leaseName" -}}
+{{- default (include "kubetune.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
+Refuse HA settings that cannot work: several replicas without leader election would all act
+on every FineTuneJob (two Jobs per attempt); the timings must nest like client-go's.
+*/}}
+{{- define "kubetune.checkHighAvailability" -}}
+{{- $le := .Values.leaderElection }}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- if not $le.enabled }}
+{{- fail (printf "replicaCount %d needs leaderElection.enabled=true: without a leader every replica acts on every FineTuneJob. Set replicaCount=1 or enable leader election." (int .Values.replicaCount)) }}
+{{- end }}
+{{- if has "--standalone" .Values.operator.extraArgs }}
+{{- fail (printf "replicaCount %d with --standalone in operator.extraArgs: every replica would act. Remove --standalone (leaderElection does HA) or set replicaCount=1." (int .Values.replicaCount)) }}
+{{- end }}
+{{- end }}
+{{- if $le.enabled }}
+{{- if not (and (gt (float64 $le.leaseDurationSeconds) (float64 $le.renewDeadlineSeconds)) (gt (float64 $le.renewDeadlineSeconds) (float64 $le.retryPeriodSeconds)) (gt (float64 $le.retryPeriodSeconds) 0.0)) }}
+{{- fail "leaderElection needs leaseDurationSeconds > renewDeadlineSeconds > retryPeriodSeconds > 0 (a leader must give up before a standby takes over)." }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*

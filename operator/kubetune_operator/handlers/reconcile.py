@@ -23,8 +23,18 @@ from kubetune_api import constants as c
 from .. import builders as b
 from ..config import OperatorConfig
 from ..decide import Inputs, Plan, decide
-from ..k8s import CONFIGMAPS, FINETUNEJOBS, JOBS, PODS, SERVICES, ApiError, KubeClient
+from ..k8s import (
+    CONFIGMAPS,
+    FINETUNEJOBS,
+    JOBS,
+    NETWORKPOLICIES,
+    PODS,
+    SERVICES,
+    ApiError,
+    KubeClient,
+)
 from ..metrics import OperatorMetrics
+from ..netpol import build_network_policy
 from ..observe import observe
 from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, merge_patch, parse_time
@@ -213,6 +223,9 @@ async def _ensure_children(
     if deadline:
         start = parse_time(st.start_time) or datetime.now(UTC)
         remaining = deadline - (datetime.now(UTC) - start).total_seconds()
+    if config.network_policy:  # before any pod exists: the rendezvous is never open to all
+        policy = build_network_policy(job, owner, config.metrics_peers)
+        await client.create_if_missing(NETWORKPOLICIES, policy)
     # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
     await client.create_if_missing(CONFIGMAPS, b.build_configmap(job, owner, accepted))
     await client.create_if_missing(SERVICES, b.build_service(job, owner, attempt))

@@ -40,24 +40,27 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     # the cluster.
     settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
-    # HA: replicas share a KopfPeering named after us; only the highest-priority one acts,
-    # the others stand by (a second active replica would double-create attempts).
-    settings.peering.name = config.peering_name
-    settings.peering.mandatory = False  # without the peering CRD, run alone (with a warning)
+    # HA is a Lease (leader.py): kopf runs only on the leader, so kopf's own peering (its
+    # CRDs, equal priorities pausing every replica) is never used.
+    settings.peering.standalone = True
     settings.posting.reporting_component = "kubetune-operator"
     # A retry of a failed handler (API hiccup) after 10 s instead of kopf's default 60 s.
     settings.execution.default_backoff = 10
-    memo.metrics = OperatorMetrics()
+    memo.metrics = memo.get("metrics") or OperatorMetrics()  # the Lease's client counts too
     memo.pokes = {}  # (namespace, name) -> asyncio.Event: wakes that job's follow loop
     memo.accepted = {}  # (namespace, name) -> (uid, accepted spec): read once per job
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
     memo.client = KubeClient(login(), memo.metrics)
-    memo.metrics_server = (
-        memo.metrics.serve(config.metrics_port, config.metrics_addr)
-        if config.metrics_port is not None
-        else None
-    )
+    if memo.get("metrics_server") is None:  # a standby already serves it (leader.py)
+        memo.metrics_server = serve_metrics(memo)
     logger.info("kubetune operator configured (reconcile every %ss)", config.reconcile_interval)
+
+
+def serve_metrics(memo: kopf.Memo) -> Any:
+    config: OperatorConfig = memo.get("config") or OperatorConfig()
+    if config.metrics_port is None:
+        return None
+    return memo.metrics.serve(config.metrics_port, config.metrics_addr)
 
 
 async def shutdown(memo: kopf.Memo) -> None:
