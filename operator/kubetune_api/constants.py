@@ -49,6 +49,8 @@ class ConditionType:
     SUSPENDED: Final = "Suspended"
     RESTARTING: Final = "Restarting"
     SPEC_REJECTED: Final = "SpecChangeRejected"
+    # An object with a child's name exists but is not ours: it is never adopted or read.
+    CHILD_CONFLICT: Final = "ChildConflict"
 
 
 class Reason:
@@ -66,6 +68,11 @@ class Reason:
     SUSPENDED: Final = "Suspended"
     RESUMED: Final = "Resumed"
     IMMUTABLE_FIELD: Final = "ImmutableFieldChanged"
+    CHILD_CONFLICT: Final = "ChildConflict"  # a child's name is taken by a foreign object
+    CHILD_CONFLICT_RESOLVED: Final = "ChildConflictResolved"
+    API_REJECTED: Final = "ApiRejected"  # the API server refused a child (400/403/422)
+    FORBIDDEN: Final = "Forbidden"  # image or service account outside the operator's allow-list
+    CLEANUP_DENIED: Final = "CleanupDenied"  # s3Endpoint not allowed for operator cleanup
 
 
 class ExitCode:

@@ -28,9 +28,10 @@ JOB_RULES: Final[tuple[Rule, ...]] = (
     # plugin OwnerReferencesPermissionEnforcement (on in OpenShift and many hardened
     # clusters) creating them needs `update` on the owner's finalizers subresource.
     (GROUP, f"{PLURAL}/finalizers", ("update",)),
-    # Children, created idempotently and deleted on retry/suspend/deletion.
+    # Children, created idempotently and deleted on retry/suspend/deletion; an existing
+    # one is read (get) first and used only if its ownerReferences name this FineTuneJob.
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
-    ("", "services", ("list", "create", "delete")),
+    ("", "services", ("get", "list", "create", "delete")),
     # The ConfigMap also carries the accepted spec (read back with GET).
     ("", "configmaps", ("get", "list", "create", "delete")),
     # Pods, read-only: watched (server-side label selector) and listed to classify

@@ -122,10 +122,10 @@ by name), pods read-only.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# The headless rendezvous Service.
+# The headless rendezvous Service (get: an existing one is used only if it is ours).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "create", "delete"]
+  verbs: ["get", "list", "create", "delete"]
 # The ConfigMap with the resolved spec; it also keeps the accepted spec (read with get).
 - apiGroups: [""]
   resources: ["configmaps"]

@@ -21,7 +21,7 @@ import kopf
 from kubetune_api import constants as c
 from kubetune_api.uris import is_remote, run_prefix
 
-from ..k8s import CONFIGMAPS, JOBS, PODS, SERVICES, KubeClient
+from ..k8s import CONFIGMAPS, JOBS, PODS, SERVICES, KubeClient, Resource, owned_by
 from .reconcile import accepted_spec
 
 # Seconds between looks at the pods still terminating after their Job was deleted.
@@ -36,19 +36,21 @@ async def on_delete(
     # Read before the ConfigMap goes: cleanup follows the policy the job was accepted with.
     accepted = await accepted_spec(memo, client, namespace, name, body.metadata.uid or "")
     spec: dict[str, Any] = accepted if accepted is not None else dict(body.spec)
+    uid = body.metadata.uid or ""
     # The pods go with their Job (garbage collector); the loop below waits for them.
-    for job in await client.list(JOBS, namespace, sel):
+    # Only our own children: an object that merely carries our labels is not ours to delete.
+    for job in await _owned(client, JOBS, namespace, sel, uid):
         await client.delete(JOBS, namespace, job["metadata"]["name"], propagation="Background")
-    for svc in await client.list(SERVICES, namespace, sel):
+    for svc in await _owned(client, SERVICES, namespace, sel, uid):
         await client.delete(SERVICES, namespace, svc["metadata"]["name"])
-    for cm in await client.list(CONFIGMAPS, namespace, sel):
+    for cm in await _owned(client, CONFIGMAPS, namespace, sel, uid):
         await client.delete(CONFIGMAPS, namespace, cm["metadata"]["name"])
     # A deleted FineTuneJob leaves no pod behind: the finalizer stays until they are gone.
     # Pods without a Job (someone deleted it with propagation Orphan) have no collector
     # to wait for and the operator may not delete pods: they are named once and left.
     pods = await client.list(PODS, namespace, sel)
     orphans = [p for p in pods if not _owned_by_job(p)]
-    left = [p for p in pods if _owned_by_job(p)] + await client.list(JOBS, namespace, sel)
+    left = [p for p in pods if _owned_by_job(p)] + await _owned(client, JOBS, namespace, sel, uid)
     if orphans and not left:
         names = ", ".join(p["metadata"]["name"] for p in orphans)
         message = f"pods {names} have no Job (orphaned by hand); delete them yourself"
@@ -58,6 +60,12 @@ async def on_delete(
         raise kopf.TemporaryError(f"waiting for {names} to go", delay=POD_GONE_POLL)
     memo.metrics.set_phase(namespace, name, None)
     _cleanup_artifacts(body, spec, namespace, name, logger)
+
+
+async def _owned(
+    client: KubeClient, res: Resource, ns: str, sel: dict[str, str], uid: str
+) -> list[dict[str, Any]]:
+    return [o for o in await client.list(res, ns, sel) if owned_by(o, uid)]
 
 
 def _owned_by_job(pod: dict[str, Any]) -> bool:

@@ -51,7 +51,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.pokes = {}  # (namespace, name) -> asyncio.Event: wakes that job's follow loop
     memo.accepted = {}  # (namespace, name) -> (uid, accepted spec): read once per job
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
-    memo.client = KubeClient(login(), memo.metrics)
+    memo.client = KubeClient(login(), memo.metrics, timeout=config.api_timeout)
     memo.metrics_server = (
         memo.metrics.serve(config.metrics_port, config.metrics_addr)
         if config.metrics_port is not None
