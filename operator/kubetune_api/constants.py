@@ -51,6 +51,8 @@ class ConditionType:
     SPEC_REJECTED: Final = "SpecChangeRejected"
     # An object with a child's name exists but is not ours: it is never adopted or read.
     CHILD_CONFLICT: Final = "ChildConflict"
+    # Deletion only: whether the artifacts' cleanup (cleanupPolicy: delete) ran.
+    CLEANUP: Final = "ArtifactsCleanedUp"
 
 
 class Reason:

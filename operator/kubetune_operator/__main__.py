@@ -31,6 +31,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--standalone", action="store_true", help="no peering (single replica)")
     p.add_argument("--peering", default="kubetune", help="KopfPeering name for HA replicas")
     p.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    # Security: what the operator's own credentials and the trainer pods may reach.
+    p.add_argument("--s3-endpoint-allow", action="append", default=[], metavar="URL",
+                   help="an S3 endpoint cleanup on deletion may use (repeatable; "
+                   "default: AWS S3 only)")  # fmt: skip
+    p.add_argument("--allowed-image", action="append", default=[], metavar="PATTERN",
+                   help="trainer images FineTuneJobs may use, fnmatch pattern (repeatable; "
+                   "default: any)")  # fmt: skip
+    p.add_argument("--allowed-service-account", action="append", default=[], metavar="NAME",
+                   help="service accounts FineTuneJobs may run as (repeatable; "
+                   "default: any)")  # fmt: skip
+    p.add_argument("--api-timeout", type=float, default=30.0,
+                   help="seconds before a Kubernetes API request is retried")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -44,6 +56,10 @@ def main(argv: list[str] | None = None) -> None:
         metrics_port=args.metrics_port or None,
         metrics_addr=args.bind,
         peering_name=args.peering,
+        api_timeout=args.api_timeout,
+        s3_endpoint_allow=tuple(args.s3_endpoint_allow),
+        allowed_images=tuple(args.allowed_image),
+        allowed_service_accounts=tuple(args.allowed_service_account),
     )
     liveness = f"http://{args.bind}:{args.liveness_port}/healthz" if args.liveness_port else None
     kopf.run(
