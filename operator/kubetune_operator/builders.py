@@ -28,6 +28,18 @@ ACCEPTED_SPEC = f"{c.ANNOTATION_PREFIX}/accepted-spec"
 TERMINATION_GRACE_SECONDS = 120
 # A fixed non-root identity: runAsNonRoot alone fails on images whose USER is a name.
 RUN_AS_USER = 1000
+# Node-disk bounds of the writable volumes (the root filesystem is read-only). The spec has
+# no disk field yet, so these are defaults sized for the largest runs kubetune targets;
+# past them the kubelet evicts the pod (a retryable failure) instead of filling the node.
+# /cache (KUBETUNE_CACHE, HF_HOME): the base model download or S3 copy, its converted /
+# quantized form, the tokenized dataset, and each checkpoint staged before upload. A 70B
+# model in bf16 is ~140 GB; 13B and smaller, well under 50 GB.
+CACHE_SIZE_LIMIT = "200Gi"
+# /tmp (HOME): scratch only (data fetched before validation, adapter read-back, launcher).
+TMP_SIZE_LIMIT = "10Gi"
+# What the scheduler reserves on the node for both: a 7B-13B run with room for the
+# dataset and a staged checkpoint. The volumes may grow past it up to their sizeLimit.
+EPHEMERAL_STORAGE_REQUEST = "50Gi"
 
 
 @dataclass(frozen=True)
@@ -168,7 +180,11 @@ def _env(job: FineTuneJob, owner: Owner, attempt: int) -> list[dict[str, Any]]:
 
 def _resources(job: FineTuneJob) -> dict[str, Any]:
     res = job.spec.resources
-    requests: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
+    requests: dict[str, str] = {
+        "cpu": res.cpu,
+        "memory": res.memory,
+        "ephemeral-storage": EPHEMERAL_STORAGE_REQUEST,
+    }
     limits: dict[str, str] = {"memory": res.memory}  # no CPU limit: throttling hurts dataloaders
     if res.gpus_per_node > 0:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(res.gpus_per_node)
@@ -240,8 +256,8 @@ def build_pod_template(
                 "configMap": {"name": configmap_name(owner.name), "defaultMode": 0o444},
             },
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "cache", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+            {"name": "cache", "emptyDir": {"sizeLimit": CACHE_SIZE_LIMIT}},
         ],
     }
     if node_selector:
