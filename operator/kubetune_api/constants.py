@@ -112,6 +112,12 @@ class Env:
     OUTPUT_URI: Final = "KUBETUNE_OUTPUT_URI"  # overrides spec.output.uri (tests, local runs)
     S3_ENDPOINT: Final = "AWS_ENDPOINT_URL"  # boto3 reads it natively
     TERMINATION_LOG: Final = "KUBETUNE_TERMINATION_LOG"
+    # Credentials the spec had inside URLs (user:password@), from the job's own Secret:
+    # the ConfigMap holds the URLs without them (kubetune_api.uris.strip_spec_credentials).
+    MLFLOW_USERNAME: Final = "MLFLOW_TRACKING_USERNAME"  # read by MLflow's client itself
+    MLFLOW_PASSWORD: Final = "MLFLOW_TRACKING_PASSWORD"
+    PUSHGATEWAY_USERNAME: Final = "KUBETUNE_PUSHGATEWAY_USERNAME"
+    PUSHGATEWAY_PASSWORD: Final = "KUBETUNE_PUSHGATEWAY_PASSWORD"
 
 
 DEFAULT_MASTER_PORT: Final = 29500

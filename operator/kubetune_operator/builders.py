@@ -8,12 +8,14 @@ ConfigMap shared by all attempts) so creating them again is a no-op (409).
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from kubetune_api import constants as c
 from kubetune_api.spec import FineTuneJob
+from kubetune_api.uris import strip_spec_credentials
 
 from . import DEFAULT_IMAGE
 
@@ -64,6 +66,13 @@ def configmap_name(name: str) -> str:
     return f"{name}-spec"
 
 
+def credentials_secret_name(name: str, uid: str) -> str:
+    """The Secret with the credentials the spec's URLs carried. The uid in its name: the
+    operator may create Secrets but never read them, so it cannot check an existing one's
+    owner; a name no earlier or other object can have taken is the check instead."""
+    return f"{name}-url-credentials-{uid[:8]}"
+
+
 def owner_reference(owner: Owner) -> dict[str, Any]:
     """Like kopf.adopt(): children are garbage-collected with the FineTuneJob."""
     return {
@@ -110,7 +119,10 @@ def build_configmap(job: FineTuneJob, owner: Owner, accepted: dict[str, Any]) ->
     """
     manifest = job.to_manifest()
     manifest["metadata"] = {"name": owner.name, "namespace": owner.namespace}
+    # Never a password: URLs go without their user:password@ (build_secret holds those).
+    manifest["spec"] = strip_spec_credentials(manifest["spec"])[0]
     meta = _meta(owner, configmap_name(owner.name), labels(owner, component="spec"))
+    accepted = strip_spec_credentials(accepted)[0]
     compact = json.dumps(accepted, sort_keys=True, separators=(",", ":"))
     meta["annotations"] = {ACCEPTED_SPEC: compact}
     return {
@@ -118,6 +130,22 @@ def build_configmap(job: FineTuneJob, owner: Owner, accepted: dict[str, Any]) ->
         "kind": "ConfigMap",
         "metadata": meta,
         "data": {c.SPEC_FILE_NAME: json.dumps(manifest, indent=2, sort_keys=True)},
+    }
+
+
+def build_secret(owner: Owner, credentials: dict[str, str]) -> dict[str, Any]:
+    """The credentials taken out of the spec's URLs (kubetune_api.uris.URL_CREDENTIAL_FIELDS),
+    as environment variables for the trainer (envFrom); owned, so it goes with the job."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(
+            owner,
+            credentials_secret_name(owner.name, owner.uid),
+            labels(owner, component="credentials"),
+        ),
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(credentials.items())},
     }
 
 
@@ -191,7 +219,9 @@ def _resources(job: FineTuneJob) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _container(job: FineTuneJob, owner: Owner, attempt: int, image: str) -> dict[str, Any]:
+def _container(
+    job: FineTuneJob, owner: Owner, attempt: int, image: str, url_credentials: bool
+) -> dict[str, Any]:
     spec = job.spec
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -224,14 +254,24 @@ def _container(job: FineTuneJob, owner: Owner, attempt: int, image: str) -> dict
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    env_from = []
     if spec.output.credentials_secret:
         # By reference only: the Secret's values never pass through the spec or the operator.
-        container["envFrom"] = [{"secretRef": {"name": spec.output.credentials_secret}}]
+        env_from.append({"secretRef": {"name": spec.output.credentials_secret}})
+    if url_credentials:
+        secret = credentials_secret_name(owner.name, owner.uid)
+        env_from.append({"secretRef": {"name": secret}})
+    if env_from:
+        container["envFrom"] = env_from
     return container
 
 
 def build_pod_template(
-    job: FineTuneJob, owner: Owner, attempt: int, image: str = DEFAULT_IMAGE
+    job: FineTuneJob,
+    owner: Owner,
+    attempt: int,
+    image: str = DEFAULT_IMAGE,
+    url_credentials: bool = False,
 ) -> dict[str, Any]:
     res = job.spec.resources
     node_selector = dict(res.node_selector)
@@ -249,7 +289,7 @@ def build_pod_template(
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(job, owner, attempt, image)],
+        "containers": [_container(job, owner, attempt, image, url_credentials)],
         "volumes": [
             {
                 "name": SPEC_VOLUME,
@@ -299,8 +339,11 @@ def build_job(
     *,
     image: str = DEFAULT_IMAGE,
     deadline_remaining: int | None = None,
+    url_credentials: bool = False,
 ) -> dict[str, Any]:
-    """The Indexed Job of one attempt: one pod per node, no Kubernetes-level retries."""
+    """The Indexed Job of one attempt: one pod per node, no Kubernetes-level retries.
+
+    `url_credentials`: the spec's URLs carried credentials, now in build_secret's Secret."""
     nodes = job.spec.distributed.nodes
     rp = job.spec.run_policy
     job_labels = labels(owner, attempt)
@@ -314,7 +357,7 @@ def build_job(
         "backoffLimit": 0,
         # Kueue admits a suspended Job by unsuspending it; without a queue, start at once.
         "suspend": bool(rp.queue_name),
-        "template": build_pod_template(job, owner, attempt, image),
+        "template": build_pod_template(job, owner, attempt, image, url_credentials),
         "podFailurePolicy": POD_FAILURE_POLICY,
     }
     if deadline_remaining is not None:

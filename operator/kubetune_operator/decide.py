@@ -18,6 +18,7 @@ from kubetune_api.crd import MUTABLE_SPEC_FIELDS
 from kubetune_api.loader import InvalidSpecError, parse_spec
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.status import AdapterArtifact, FineTuneJobStatus, Progress
+from kubetune_api.uris import redact_text, strip_spec_credentials
 
 from .config import Policy
 from .observe import Failure, Observation
@@ -86,32 +87,38 @@ def immutable_changes(accepted: dict[str, Any], current: dict[str, Any]) -> list
 
 
 def _effective(inp: Inputs, st: FineTuneJobStatus, plan: Plan) -> FineTuneJob | None:
-    """The spec to act on: accepted immutable fields + the current mutable ones."""
+    """The spec to act on: accepted immutable fields + the current mutable ones.
+
+    Both without the credentials a URL may carry (user:password@): what is accepted,
+    stored in the ConfigMap and built into children never holds them (they go to the
+    job's own Secret, see handlers.reconcile)."""
+    spec = strip_spec_credentials(inp.spec)[0]
     if inp.accepted_spec is None:
         try:
-            job = parse_spec(inp.spec, inp.name, inp.namespace)
+            job = parse_spec(spec, inp.name, inp.namespace)
         except InvalidSpecError as exc:
-            msg = "; ".join(str(e) for e in exc.errors)
+            msg = redact_text("; ".join(str(e) for e in exc.errors))
             _finish(st, plan, Phase.FAILED, Reason.INVALID_SPEC, f"invalid spec: {msg}", inp.now)
             return None
         denied = inp.policy.denies(job) if inp.policy is not None else None
         if denied:
             _finish(st, plan, Phase.FAILED, Reason.FORBIDDEN, denied, inp.now)
             return None
-        plan.accept_spec = inp.spec
+        plan.accept_spec = spec
         return job
-    rejected = immutable_changes(inp.accepted_spec, inp.spec)
-    merged = dict(inp.accepted_spec)
+    accepted = strip_spec_credentials(inp.accepted_spec)[0]
+    rejected = immutable_changes(accepted, spec)
+    merged = dict(accepted)
     for key in MUTABLE_SPEC_FIELDS:
-        if key in inp.spec:
-            merged[key] = inp.spec[key]
+        if key in spec:
+            merged[key] = spec[key]
         else:
             merged.pop(key, None)
     try:
         job = parse_spec(merged, inp.name, inp.namespace)
     except InvalidSpecError as exc:
         rejected += [e.path or "spec" for e in exc.errors]
-        job = parse_spec(inp.accepted_spec, inp.name, inp.namespace)
+        job = parse_spec(accepted, inp.name, inp.namespace)
     if rejected:
         msg = (
             f"{', '.join(rejected)} cannot change while the job exists (only "

@@ -99,6 +99,7 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
 CONFIGMAPS = Resource("", "v1", "configmaps")
+SECRETS = Resource("", "v1", "secrets")
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -270,15 +271,20 @@ class KubeClient:
         data = await self.request("GET", res.path(ns), params={"labelSelector": sel})
         return list(data.get("items") or [])
 
-    async def create_if_missing(self, res: Resource, obj: dict[str, Any], owner_uid: str) -> bool:
+    async def create_if_missing(
+        self, res: Resource, obj: dict[str, Any], owner_uid: str | None
+    ) -> bool:
         """Create; an existing object with that name (409) counts as done if `owner_uid` owns
-        it, else ForeignObject. True if created."""
+        it, else ForeignObject (None: no check, for Secrets the operator may not read).
+        True if created."""
         meta = obj["metadata"]
         ns = meta["namespace"]
         try:
             await self.request("POST", res.path(ns), body=obj, expected=(409,))
             return True
         except Conflict:
+            if owner_uid is None:
+                return False
             existing = await self.get(res, ns, meta["name"])
             if existing is not None and not owned_by(existing, owner_uid):
                 raise ForeignObject(obj["kind"], ns, meta["name"]) from None

@@ -4,8 +4,11 @@ The chart's RBAC is tested against this list, so keep it in step with the code:
 `k8s.py` (our calls) and kopf itself (watching, patching, events, peering).
 tests/operator/test_operator_process.py replays a whole lifecycle in both modes and
 checks both directions: every request is allowed, and every rule here is used.
-No access to Secrets: the trainer pods get credentials by reference (envFrom
-secretRef), and S3 cleanup on deletion uses the operator's own credentials.
+Secrets: create only, never read. The trainer pods get the user's credentials by
+reference (envFrom secretRef); the one Secret the operator writes holds what a spec's
+URL carried (user:password@ in tracking.mlflowUri / metrics.pushgatewayUrl), so it is
+kept out of the ConfigMap and logs. S3 cleanup on deletion uses the operator's own
+credentials.
 Pods are read-only: they go with their Job (garbage collector).
 """
 
@@ -34,6 +37,9 @@ JOB_RULES: Final[tuple[Rule, ...]] = (
     ("", "services", ("get", "list", "create", "delete")),
     # The ConfigMap also carries the accepted spec (read back with GET).
     ("", "configmaps", ("get", "list", "create", "delete")),
+    # The job's own Secret with the credentials taken out of its URLs: created only (no
+    # get/list: tenants' Secrets stay unreadable); it goes with the job (garbage collector).
+    ("", "secrets", ("create",)),
     # Pods, read-only: watched (server-side label selector) and listed to classify
     # failures, find rank 0 and wait on deletion until they are gone.
     ("", "pods", ("list", "watch")),

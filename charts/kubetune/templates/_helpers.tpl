@@ -101,8 +101,8 @@ Namespaces served in namespaced mode (a list, rendered as JSON): the release nam
 The API calls the operator makes inside a namespace it serves, as listed in
 operator/kubetune_operator/rbac.py (JOB_RULES, plus NAMESPACED_PEERING in namespaced mode);
 tests/chart/test_chart_rbac.py checks both directions, and tests/operator replays a whole
-lifecycle to check that every rule is used. No wildcards, no Secrets (pods reference them
-by name), pods read-only.
+lifecycle to check that every rule is used. No wildcards, Secrets create-only (pods
+reference the user's by name), pods read-only.
 */}}
 {{- define "kubetune.namespacedRules" -}}
 # The FineTuneJobs: kopf watches and patches them (finalizer, deletion progress); the
@@ -130,6 +130,11 @@ by name), pods read-only.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "delete"]
+# The job's own Secret with the credentials a spec's URL carried (user:password@), kept
+# out of the ConfigMap; create only: the operator never reads a Secret.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 # Pods, read-only: read to classify failures and find rank 0; they go with their Job and
 # the finalizer waits (listing) until they are gone.
 - apiGroups: [""]

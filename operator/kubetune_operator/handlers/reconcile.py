@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from kubetune_api import constants as c
+from kubetune_api.uris import strip_spec_credentials
 
 from .. import builders as b
 from ..config import OperatorConfig
@@ -29,6 +30,7 @@ from ..k8s import (
     FINETUNEJOBS,
     JOBS,
     PODS,
+    SECRETS,
     SERVICES,
     ApiError,
     ForeignObject,
@@ -266,7 +268,9 @@ async def _execute(
             if other != str(plan.ensure_attempt) and other and other.isdigit():
                 await _delete_attempt(client, ns, name, int(other), owner.uid)
         assert accepted is not None  # a job to start was parsed from an accepted spec
-        await _ensure_children(client, config, plan, owner, accepted)
+        # The credentials the spec's URLs carry go to the job's own Secret, nowhere else.
+        _, credentials = strip_spec_credentials(body.get("spec") or {})
+        await _ensure_children(client, config, plan, owner, accepted, credentials)
         memo.accepted[(ns, name)] = (owner.uid, accepted)
     for ev in plan.events:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
@@ -299,6 +303,7 @@ async def _ensure_children(
     plan: Plan,
     owner: b.Owner,
     accepted: dict[str, Any],
+    credentials: dict[str, str],
 ) -> None:
     job, attempt, st = plan.job, plan.ensure_attempt, plan.status
     assert job is not None and attempt is not None
@@ -310,6 +315,12 @@ async def _ensure_children(
     # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
     uid = owner.uid
     await client.create_if_missing(CONFIGMAPS, b.build_configmap(job, owner, accepted), uid)
+    if credentials:
+        # Named with our uid (see builders.credentials_secret_name): created, never read.
+        await client.create_if_missing(SECRETS, b.build_secret(owner, credentials), None)
     await client.create_if_missing(SERVICES, b.build_service(job, owner, attempt), uid)
-    manifest = b.build_job(job, owner, attempt, image=config.image, deadline_remaining=remaining)
+    manifest = b.build_job(
+        job, owner, attempt, image=config.image, deadline_remaining=remaining,
+        url_credentials=bool(credentials),
+    )  # fmt: skip
     await client.create_if_missing(JOBS, manifest, uid)
