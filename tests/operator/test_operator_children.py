@@ -79,7 +79,9 @@ def test_foreign_configmap_is_not_mounted_until_it_goes(operator):
     assert st["phase"] == "Pending" and "not owned" in st["message"]
     assert not cluster.list(JOBS, NS) and not posts(cluster, "jobs")  # nothing mounts it
     assert cluster.get("v1/configmaps", NS, "llama-lora-spec")["data"] == foreign["data"]
-    warnings = [e for e in cluster.events(NS, "llama-lora") if e["reason"] == "ChildConflict"]
+    warnings = wait_for(  # kopf posts Events asynchronously; one, not one per look
+        lambda: [e for e in cluster.events(NS, "llama-lora") if e["reason"] == "ChildConflict"]
+    )
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
     # The foreign object goes: the operator creates its own and carries on.
     cluster.delete("v1/configmaps", NS, "llama-lora-spec")

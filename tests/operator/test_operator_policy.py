@@ -47,8 +47,10 @@ def test_job_outside_the_allow_lists_fails_before_any_child(strict, resources, f
     assert field in failed["message"] and "not allowed by the operator" in failed["message"]
     for plural in ("configmaps", "services", "jobs"):
         assert not posts(cluster, plural), plural
-    events = [e for e in cluster.events(NS, "llama-lora") if e["reason"] == "Forbidden"]
-    assert events and events[0]["type"] == "Warning"
+    events = wait_for(  # kopf posts Events asynchronously
+        lambda: [e for e in cluster.events(NS, "llama-lora") if e["reason"] == "Forbidden"]
+    )
+    assert events[0]["type"] == "Warning"
 
 
 def test_allowed_image_and_service_account_run(strict):

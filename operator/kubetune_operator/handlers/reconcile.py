@@ -35,6 +35,7 @@ from ..k8s import (
     ApiError,
     ForeignObject,
     KubeClient,
+    Resource,
     owned_by,
 )
 from ..metrics import OperatorMetrics
@@ -188,9 +189,7 @@ async def reconcile_once(
     except ForeignObject as exc:  # created between the look and ours: the next look says so
         logger.warning(str(exc))
         return 0.05
-    except ApiError as exc:
-        if not exc.permanent:
-            raise
+    except ChildRejected as exc:
         # The API server refused a child for good (invalid, forbidden): retrying cannot
         # help, so the attempt ends as Failed with the server's own words, now.
         logger.warning(f"{namespace}/{name}: {exc}")
@@ -287,6 +286,13 @@ async def _execute(
         await client.delete(FINETUNEJOBS, ns, name)
 
 
+class ChildRejected(Exception):
+    """Creating a child got an answer no retry can change (ApiError.permanent)."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+
+
 async def _delete_attempt(client: KubeClient, ns: str, name: str, attempt: int, uid: str) -> None:
     # Background propagation: the Job goes now, its pods with the garbage collector.
     # Only our own: an object with the same name that another owner made is left alone.
@@ -312,15 +318,22 @@ async def _ensure_children(
     if deadline:
         start = parse_time(st.start_time) or datetime.now(UTC)
         remaining = deadline - (datetime.now(UTC) - start).total_seconds()
-    # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
-    uid = owner.uid
-    await client.create_if_missing(CONFIGMAPS, b.build_configmap(job, owner, accepted), uid)
-    if credentials:
-        # Named with our uid (see builders.credentials_secret_name): created, never read.
-        await client.create_if_missing(SECRETS, b.build_secret(owner, credentials), None)
-    await client.create_if_missing(SERVICES, b.build_service(job, owner, attempt), uid)
     manifest = b.build_job(
         job, owner, attempt, image=config.image, deadline_remaining=remaining,
         url_credentials=bool(credentials),
     )  # fmt: skip
-    await client.create_if_missing(JOBS, manifest, uid)
+    # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
+    # Named with our uid (see builders.credentials_secret_name), the Secret is never read.
+    children: list[tuple[Resource, dict[str, Any], str | None]] = [
+        (CONFIGMAPS, b.build_configmap(job, owner, accepted), owner.uid),
+        *([(SECRETS, b.build_secret(owner, credentials), None)] if credentials else []),
+        (SERVICES, b.build_service(job, owner, attempt), owner.uid),
+        (JOBS, manifest, owner.uid),
+    ]
+    for res, obj, uid in children:
+        try:
+            await client.create_if_missing(res, obj, uid)
+        except ApiError as exc:
+            if exc.permanent:
+                raise ChildRejected(exc) from exc
+            raise
