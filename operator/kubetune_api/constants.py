@@ -49,6 +49,10 @@ class ConditionType:
     SUSPENDED: Final = "Suspended"
     RESTARTING: Final = "Restarting"
     SPEC_REJECTED: Final = "SpecChangeRejected"
+    # An object with a child's name exists but is not ours: it is never adopted or read.
+    CHILD_CONFLICT: Final = "ChildConflict"
+    # Deletion only: whether the artifacts' cleanup (cleanupPolicy: delete) ran.
+    CLEANUP: Final = "ArtifactsCleanedUp"
 
 
 class Reason:
@@ -66,6 +70,11 @@ class Reason:
     SUSPENDED: Final = "Suspended"
     RESUMED: Final = "Resumed"
     IMMUTABLE_FIELD: Final = "ImmutableFieldChanged"
+    CHILD_CONFLICT: Final = "ChildConflict"  # a child's name is taken by a foreign object
+    CHILD_CONFLICT_RESOLVED: Final = "ChildConflictResolved"
+    API_REJECTED: Final = "ApiRejected"  # the API server refused a child (400/403/422)
+    FORBIDDEN: Final = "Forbidden"  # image or service account outside the operator's allow-list
+    CLEANUP_DENIED: Final = "CleanupDenied"  # s3Endpoint not allowed for operator cleanup
 
 
 class ExitCode:
@@ -103,6 +112,12 @@ class Env:
     OUTPUT_URI: Final = "KUBETUNE_OUTPUT_URI"  # overrides spec.output.uri (tests, local runs)
     S3_ENDPOINT: Final = "AWS_ENDPOINT_URL"  # boto3 reads it natively
     TERMINATION_LOG: Final = "KUBETUNE_TERMINATION_LOG"
+    # Credentials the spec had inside URLs (user:password@), from the job's own Secret:
+    # the ConfigMap holds the URLs without them (kubetune_api.uris.strip_spec_credentials).
+    MLFLOW_USERNAME: Final = "MLFLOW_TRACKING_USERNAME"  # read by MLflow's client itself
+    MLFLOW_PASSWORD: Final = "MLFLOW_TRACKING_PASSWORD"
+    PUSHGATEWAY_USERNAME: Final = "KUBETUNE_PUSHGATEWAY_USERNAME"
+    PUSHGATEWAY_PASSWORD: Final = "KUBETUNE_PUSHGATEWAY_PASSWORD"
 
 
 DEFAULT_MASTER_PORT: Final = 29500

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import re
-from typing import Final
+from typing import Any, Final
+from urllib.parse import unquote
+
+from .constants import Env
 
 # Offline models the trainer can build or unpack without a hub (closed set: a spec
 # is untrusted input, so names map to code, never to import paths).
@@ -108,3 +112,62 @@ def is_remote(uri: str) -> bool:
 def run_prefix(output_uri: str, namespace: str, name: str) -> str:
     """Where one FineTuneJob's artifacts live: <output>/<namespace>/<name>."""
     return f"{output_uri.rstrip('/')}/{namespace}/{name}"
+
+
+# -- credentials inside URLs (user:password@host) -------------------------------------------
+# A URL's userinfo: after "scheme://", up to the first "@" before any "/", "?", "#" or blank.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@\s]*)@")
+REDACTED: Final = "***"
+# Spec fields that may carry user:password@ and the environment variables the trainer reads
+# the credentials from instead: MLflow's own client reads MLFLOW_TRACKING_USERNAME/PASSWORD;
+# the trainer's Pushgateway push reads KUBETUNE_PUSHGATEWAY_USERNAME/PASSWORD.
+URL_CREDENTIAL_FIELDS: Final = (
+    (("tracking", "mlflowUri"), Env.MLFLOW_USERNAME, Env.MLFLOW_PASSWORD),
+    (("metrics", "pushgatewayUrl"), Env.PUSHGATEWAY_USERNAME, Env.PUSHGATEWAY_PASSWORD),
+)
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """'https://u:p%40ss@host/x' -> ('https://host/x', 'u', 'p@ss'); (url, None, None) if
+    the URL carries no userinfo."""
+    m = _USERINFO.match(url)
+    if m is None:
+        return url, None, None
+    user, sep, password = m.group("userinfo").partition(":")
+    clean = m.group("scheme") + url[m.end() :]
+    return clean, unquote(user), unquote(password) if sep else None
+
+
+def redact_text(text: str) -> str:
+    """Any text (a URL, a log line, an error message) with every URL's userinfo masked."""
+    return _USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
+
+
+def redact_spec(obj: Any) -> Any:
+    """A copy of a spec (dicts, lists, strings) with every URL's userinfo masked: for
+    printing, logging and records (MLflow params, the registry)."""
+    if isinstance(obj, dict):
+        return {k: redact_spec(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_spec(v) for v in obj]
+    return redact_text(obj) if isinstance(obj, str) else obj
+
+
+def strip_spec_credentials(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(spec with the userinfo removed from URL_CREDENTIAL_FIELDS, {env var: value}): what the
+    operator stores in the ConfigMap and what it puts in the job's own Secret instead."""
+    out = copy.deepcopy(spec)
+    env: dict[str, str] = {}
+    for (section, key), user_env, password_env in URL_CREDENTIAL_FIELDS:
+        part = out.get(section)
+        url = part.get(key) if isinstance(part, dict) else None
+        if not isinstance(url, str):
+            continue
+        clean, user, password = split_credentials(url)
+        if user is None:
+            continue
+        part[key] = clean
+        env[user_env] = user
+        if password is not None:
+            env[password_env] = password
+    return out, env

@@ -56,6 +56,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="seconds a leader keeps going without renewing, then exits")  # fmt: skip
     ha.add_argument("--retry-period", type=float, default=2.0,
                     help="seconds between lease tries and renewals")  # fmt: skip
+    # Security: what the operator's own credentials and the trainer pods may reach.
+    p.add_argument("--s3-endpoint-allow", action="append", default=[], metavar="URL",
+                   help="an S3 endpoint cleanup on deletion may use (repeatable; "
+                   "default: AWS S3 only)")  # fmt: skip
+    p.add_argument("--allowed-image", action="append", default=[], metavar="PATTERN",
+                   help="trainer images FineTuneJobs may use, fnmatch pattern (repeatable; "
+                   "default: any)")  # fmt: skip
+    p.add_argument("--allowed-service-account", action="append", default=[], metavar="NAME",
+                   help="service accounts FineTuneJobs may run as (repeatable; "
+                   "default: any)")  # fmt: skip
+    p.add_argument("--api-timeout", type=float, default=30.0,
+                   help="seconds before a Kubernetes API request is retried")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     if not args.standalone:
@@ -120,6 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         metrics_addr=args.bind,
         network_policy=args.network_policy,
         metrics_peers=tuple(args.metrics_peer),
+        api_timeout=args.api_timeout,
+        s3_endpoint_allow=tuple(args.s3_endpoint_allow),
+        allowed_images=tuple(args.allowed_image),
+        allowed_service_accounts=tuple(args.allowed_service_account),
     )
     memo = kopf.Memo(config=config)
     if not args.standalone:

@@ -8,12 +8,14 @@ ConfigMap shared by all attempts) so creating them again is a no-op (409).
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from kubetune_api import constants as c
 from kubetune_api.spec import FineTuneJob
+from kubetune_api.uris import strip_spec_credentials
 
 from . import DEFAULT_IMAGE
 
@@ -28,6 +30,18 @@ ACCEPTED_SPEC = f"{c.ANNOTATION_PREFIX}/accepted-spec"
 TERMINATION_GRACE_SECONDS = 120
 # A fixed non-root identity: runAsNonRoot alone fails on images whose USER is a name.
 RUN_AS_USER = 1000
+# Node-disk bounds of the writable volumes (the root filesystem is read-only). The spec has
+# no disk field yet, so these are defaults sized for the largest runs kubetune targets;
+# past them the kubelet evicts the pod (a retryable failure) instead of filling the node.
+# /cache (KUBETUNE_CACHE, HF_HOME): the base model download or S3 copy, its converted /
+# quantized form, the tokenized dataset, and each checkpoint staged before upload. A 70B
+# model in bf16 is ~140 GB; 13B and smaller, well under 50 GB.
+CACHE_SIZE_LIMIT = "200Gi"
+# /tmp (HOME): scratch only (data fetched before validation, adapter read-back, launcher).
+TMP_SIZE_LIMIT = "10Gi"
+# What the scheduler reserves on the node for both: a 7B-13B run with room for the
+# dataset and a staged checkpoint. The volumes may grow past it up to their sizeLimit.
+EPHEMERAL_STORAGE_REQUEST = "50Gi"
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,13 @@ def service_name(name: str, attempt: int) -> str:
 
 def configmap_name(name: str) -> str:
     return f"{name}-spec"
+
+
+def credentials_secret_name(name: str, uid: str) -> str:
+    """The Secret with the credentials the spec's URLs carried. The uid in its name: the
+    operator may create Secrets but never read them, so it cannot check an existing one's
+    owner; a name no earlier or other object can have taken is the check instead."""
+    return f"{name}-url-credentials-{uid[:8]}"
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
@@ -98,7 +119,10 @@ def build_configmap(job: FineTuneJob, owner: Owner, accepted: dict[str, Any]) ->
     """
     manifest = job.to_manifest()
     manifest["metadata"] = {"name": owner.name, "namespace": owner.namespace}
+    # Never a password: URLs go without their user:password@ (build_secret holds those).
+    manifest["spec"] = strip_spec_credentials(manifest["spec"])[0]
     meta = _meta(owner, configmap_name(owner.name), labels(owner, component="spec"))
+    accepted = strip_spec_credentials(accepted)[0]
     compact = json.dumps(accepted, sort_keys=True, separators=(",", ":"))
     meta["annotations"] = {ACCEPTED_SPEC: compact}
     return {
@@ -106,6 +130,22 @@ def build_configmap(job: FineTuneJob, owner: Owner, accepted: dict[str, Any]) ->
         "kind": "ConfigMap",
         "metadata": meta,
         "data": {c.SPEC_FILE_NAME: json.dumps(manifest, indent=2, sort_keys=True)},
+    }
+
+
+def build_secret(owner: Owner, credentials: dict[str, str]) -> dict[str, Any]:
+    """The credentials taken out of the spec's URLs (kubetune_api.uris.URL_CREDENTIAL_FIELDS),
+    as environment variables for the trainer (envFrom); owned, so it goes with the job."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(
+            owner,
+            credentials_secret_name(owner.name, owner.uid),
+            labels(owner, component="credentials"),
+        ),
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(credentials.items())},
     }
 
 
@@ -168,14 +208,20 @@ def _env(job: FineTuneJob, owner: Owner, attempt: int) -> list[dict[str, Any]]:
 
 def _resources(job: FineTuneJob) -> dict[str, Any]:
     res = job.spec.resources
-    requests: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
+    requests: dict[str, str] = {
+        "cpu": res.cpu,
+        "memory": res.memory,
+        "ephemeral-storage": EPHEMERAL_STORAGE_REQUEST,
+    }
     limits: dict[str, str] = {"memory": res.memory}  # no CPU limit: throttling hurts dataloaders
     if res.gpus_per_node > 0:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(res.gpus_per_node)
     return {"requests": requests, "limits": limits}
 
 
-def _container(job: FineTuneJob, owner: Owner, attempt: int, image: str) -> dict[str, Any]:
+def _container(
+    job: FineTuneJob, owner: Owner, attempt: int, image: str, url_credentials: bool
+) -> dict[str, Any]:
     spec = job.spec
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -208,14 +254,24 @@ def _container(job: FineTuneJob, owner: Owner, attempt: int, image: str) -> dict
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    env_from = []
     if spec.output.credentials_secret:
         # By reference only: the Secret's values never pass through the spec or the operator.
-        container["envFrom"] = [{"secretRef": {"name": spec.output.credentials_secret}}]
+        env_from.append({"secretRef": {"name": spec.output.credentials_secret}})
+    if url_credentials:
+        secret = credentials_secret_name(owner.name, owner.uid)
+        env_from.append({"secretRef": {"name": secret}})
+    if env_from:
+        container["envFrom"] = env_from
     return container
 
 
 def build_pod_template(
-    job: FineTuneJob, owner: Owner, attempt: int, image: str = DEFAULT_IMAGE
+    job: FineTuneJob,
+    owner: Owner,
+    attempt: int,
+    image: str = DEFAULT_IMAGE,
+    url_credentials: bool = False,
 ) -> dict[str, Any]:
     res = job.spec.resources
     node_selector = dict(res.node_selector)
@@ -233,15 +289,15 @@ def build_pod_template(
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(job, owner, attempt, image)],
+        "containers": [_container(job, owner, attempt, image, url_credentials)],
         "volumes": [
             {
                 "name": SPEC_VOLUME,
                 "configMap": {"name": configmap_name(owner.name), "defaultMode": 0o444},
             },
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "cache", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+            {"name": "cache", "emptyDir": {"sizeLimit": CACHE_SIZE_LIMIT}},
         ],
     }
     if node_selector:
@@ -283,8 +339,11 @@ def build_job(
     *,
     image: str = DEFAULT_IMAGE,
     deadline_remaining: int | None = None,
+    url_credentials: bool = False,
 ) -> dict[str, Any]:
-    """The Indexed Job of one attempt: one pod per node, no Kubernetes-level retries."""
+    """The Indexed Job of one attempt: one pod per node, no Kubernetes-level retries.
+
+    `url_credentials`: the spec's URLs carried credentials, now in build_secret's Secret."""
     nodes = job.spec.distributed.nodes
     rp = job.spec.run_policy
     job_labels = labels(owner, attempt)
@@ -298,7 +357,7 @@ def build_job(
         "backoffLimit": 0,
         # Kueue admits a suspended Job by unsuspending it; without a queue, start at once.
         "suspend": bool(rp.queue_name),
-        "template": build_pod_template(job, owner, attempt, image),
+        "template": build_pod_template(job, owner, attempt, image, url_credentials),
         "podFailurePolicy": POD_FAILURE_POLICY,
     }
     if deadline_remaining is not None:

@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
+from kubetune_api.spec import FineTuneJob
+
 from . import DEFAULT_IMAGE
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a FineTuneJob may run as. Creating one is creating pods with its image and
+    service account, so a cluster admin can narrow both (empty: anything is allowed)."""
+
+    default_image: str = DEFAULT_IMAGE
+    allowed_images: tuple[str, ...] = ()  # fnmatch patterns, e.g. "registry.example/kubetune/*"
+    allowed_service_accounts: tuple[str, ...] = ()  # exact names
+
+    def denies(self, job: FineTuneJob) -> str | None:
+        """Why the operator refuses to run this job, or None."""
+        res = job.spec.resources
+        image = res.image or self.default_image
+        if self.allowed_images and not any(
+            fnmatch.fnmatchcase(image, p) for p in self.allowed_images
+        ):
+            return (
+                f"spec.resources.image {image!r} is not allowed by the operator "
+                f"(--allowed-image: {', '.join(self.allowed_images)}); use an allowed image "
+                "or ask the cluster admin to allow it"
+            )
+        sa = res.service_account_name
+        if sa and self.allowed_service_accounts and sa not in self.allowed_service_accounts:
+            return (
+                f"spec.resources.serviceAccountName {sa!r} is not allowed by the operator "
+                f"(--allowed-service-account: {', '.join(self.allowed_service_accounts)}); "
+                "use an allowed one or leave it out (the namespace's default)"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -22,3 +56,15 @@ class OperatorConfig:
     metrics_peers: tuple[dict[str, Any], ...] = ()
     # Peering (HA): several replicas, one active; the chart creates the KopfPeering object.
     peering_name: str = "kubetune"
+    # Seconds before a Kubernetes API request is given up (then retried with backoff).
+    api_timeout: float = 30.0
+    # S3 endpoints the operator may send cleanup requests to (its own credentials go with
+    # them); a job naming any other spec.output.s3Endpoint keeps its artifacts. AWS S3
+    # itself (no s3Endpoint) is always allowed.
+    s3_endpoint_allow: tuple[str, ...] = ()
+    allowed_images: tuple[str, ...] = ()
+    allowed_service_accounts: tuple[str, ...] = ()
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(self.image, self.allowed_images, self.allowed_service_accounts)

@@ -18,11 +18,14 @@ from kubetune_api.crd import MUTABLE_SPEC_FIELDS
 from kubetune_api.loader import InvalidSpecError, parse_spec
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.status import AdapterArtifact, FineTuneJobStatus, Progress
+from kubetune_api.uris import redact_text, strip_spec_credentials
 
+from .config import Policy
 from .observe import Failure, Observation
 from .status import (
     clear_condition,
     dump_status,
+    get_condition,
     load_status,
     parse_time,
     rfc3339,
@@ -55,6 +58,12 @@ class Inputs:
     observation: Observation | None  # of the attempt in status.attempt (None: not looked)
     progress: Progress | None  # scraped from rank 0 while running
     now: datetime
+    # A child's name is taken by an object this FineTuneJob does not own (its message).
+    conflict: str | None = None
+    # The API server refused to create a child of this attempt for good (400/403/422).
+    rejected: str | None = None
+    # The operator's allow-lists (None: anything goes); checked before a spec is accepted.
+    policy: Policy | None = None
 
 
 @dataclass
@@ -78,28 +87,38 @@ def immutable_changes(accepted: dict[str, Any], current: dict[str, Any]) -> list
 
 
 def _effective(inp: Inputs, st: FineTuneJobStatus, plan: Plan) -> FineTuneJob | None:
-    """The spec to act on: accepted immutable fields + the current mutable ones."""
+    """The spec to act on: accepted immutable fields + the current mutable ones.
+
+    Both without the credentials a URL may carry (user:password@): what is accepted,
+    stored in the ConfigMap and built into children never holds them (they go to the
+    job's own Secret, see handlers.reconcile)."""
+    spec = strip_spec_credentials(inp.spec)[0]
     if inp.accepted_spec is None:
         try:
-            job = parse_spec(inp.spec, inp.name, inp.namespace)
+            job = parse_spec(spec, inp.name, inp.namespace)
         except InvalidSpecError as exc:
-            msg = "; ".join(str(e) for e in exc.errors)
+            msg = redact_text("; ".join(str(e) for e in exc.errors))
             _finish(st, plan, Phase.FAILED, Reason.INVALID_SPEC, f"invalid spec: {msg}", inp.now)
             return None
-        plan.accept_spec = inp.spec
+        denied = inp.policy.denies(job) if inp.policy is not None else None
+        if denied:
+            _finish(st, plan, Phase.FAILED, Reason.FORBIDDEN, denied, inp.now)
+            return None
+        plan.accept_spec = spec
         return job
-    rejected = immutable_changes(inp.accepted_spec, inp.spec)
-    merged = dict(inp.accepted_spec)
+    accepted = strip_spec_credentials(inp.accepted_spec)[0]
+    rejected = immutable_changes(accepted, spec)
+    merged = dict(accepted)
     for key in MUTABLE_SPEC_FIELDS:
-        if key in inp.spec:
-            merged[key] = inp.spec[key]
+        if key in spec:
+            merged[key] = spec[key]
         else:
             merged.pop(key, None)
     try:
         job = parse_spec(merged, inp.name, inp.namespace)
     except InvalidSpecError as exc:
         rejected += [e.path or "spec" for e in exc.errors]
-        job = parse_spec(inp.accepted_spec, inp.name, inp.namespace)
+        job = parse_spec(accepted, inp.name, inp.namespace)
     if rejected:
         msg = (
             f"{', '.join(rejected)} cannot change while the job exists (only "
@@ -231,6 +250,23 @@ def decide(inp: Inputs) -> Plan:
     return plan
 
 
+def _child_conflict(inp: Inputs, st: FineTuneJobStatus, plan: Plan) -> bool:
+    """A foreign object holds a child's name: say so, create and read nothing, look again
+    at the next interval (it may be deleted). Never Succeeded/Failed because of it."""
+    now = inp.now
+    if not inp.conflict:
+        clear_condition(st, CT.CHILD_CONFLICT, Reason.CHILD_CONFLICT_RESOLVED, "", now)
+        return False
+    old = get_condition(st, CT.CHILD_CONFLICT)
+    if old is None or old.status != "True" or old.message != inp.conflict:
+        plan.events.append(Event("Warning", Reason.CHILD_CONFLICT, inp.conflict))
+    set_condition(st, CT.CHILD_CONFLICT, True, Reason.CHILD_CONFLICT, inp.conflict, now)
+    st.phase = Phase.PENDING  # type: ignore[assignment]
+    st.message = inp.conflict
+    clear_condition(st, CT.RUNNING, Reason.CHILD_CONFLICT, inp.conflict, now)
+    return True
+
+
 def _deadline_wakeup(job: FineTuneJob, st: FineTuneJobStatus, plan: Plan, now: datetime) -> None:
     """Look again right when the whole-job deadline passes (not at the next interval)."""
     limit, started = job.spec.run_policy.active_deadline_seconds, parse_time(st.start_time)
@@ -255,6 +291,15 @@ def _run(inp: Inputs, job: FineTuneJob, st: FineTuneJobStatus, plan: Plan) -> No
                 plan.delete_attempts.append(st.attempt)
             set_phase(st, Phase.SUSPENDED, Reason.SUSPENDED, msg, now)
             plan.events.append(Event("Normal", Reason.SUSPENDED, msg))
+        return
+    if inp.rejected:
+        # Whatever of the attempt was created goes; the FineTuneJob says what the API said.
+        if st.attempt:
+            plan.delete_attempts.append(st.attempt)
+        msg = f"the API server refused a child of attempt {st.attempt or 1}: {inp.rejected}"
+        _finish(st, plan, Phase.FAILED, Reason.API_REJECTED, msg, now)
+        return
+    if _child_conflict(inp, st, plan):
         return
     if st.phase == Phase.SUSPENDED:
         st.attempt += 1  # the suspended attempt's Job is gone: resume as a new attempt

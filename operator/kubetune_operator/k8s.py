@@ -6,13 +6,18 @@ at import). It is async like kopf (no thread pool), one session per operator reu
 every call, and merge-patches are explicit. Every failure is raised as ApiError
 (NotFound/Conflict) and counted in kubetune_api_errors_total{verb,code}, except the
 answers a call expects: 404 of a GET or DELETE (None/False) and 409 of create-if-missing
-(it exists) are how those calls work, not errors.
+(it exists) are how those calls work, not errors. A request that hits the client timeout
+is an ApiError too (code "timeout"), so the follow loop retries it with backoff.
+
+An existing object with a child's name is used only if it is ours: its ownerReferences
+name the FineTuneJob's uid (`owned_by`); anything else raises ForeignObject.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import ssl
 import tempfile
@@ -26,11 +31,24 @@ from kubetune_api import constants as c
 
 from .metrics import OperatorMetrics
 
+# 4xx answers that no retry can change: a malformed (400) or invalid (422) object, or one
+# the server refuses with a reason (403, e.g. a PodSecurity or webhook denial). A 403 for
+# an exceeded ResourceQuota is the exception: capacity frees up, so it is retried.
+PERMANENT_CODES = (400, 403, 422)
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
+        super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
+        self.message = message
+
+    @property
+    def permanent(self) -> bool:
+        """True if retrying the same request cannot succeed (the attempt fails instead)."""
+        if self.status not in PERMANENT_CODES:
+            return False
+        return not (self.status == 403 and "exceeded quota" in self.message)
 
 
 class NotFound(ApiError):
@@ -39,6 +57,23 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     pass
+
+
+class ForeignObject(Exception):
+    """A child's name is taken by an object this FineTuneJob does not own."""
+
+    def __init__(self, kind: str, namespace: str, name: str) -> None:
+        super().__init__(
+            f"{kind} {namespace}/{name} exists but is not owned by this FineTuneJob: it is "
+            "not used; delete or rename it (or re-create the FineTuneJob under another name)"
+        )
+        self.kind, self.name = kind, name
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    """Whether `obj`'s ownerReferences name this uid (a FineTuneJob's, or a Job's for pods)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(r.get("uid") == uid for r in refs)
 
 
 @dataclass(frozen=True)
@@ -65,6 +100,7 @@ PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
 CONFIGMAPS = Resource("", "v1", "configmaps")
 NETWORKPOLICIES = Resource("networking.k8s.io", "v1", "networkpolicies")
+SECRETS = Resource("", "v1", "secrets")
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -110,20 +146,33 @@ def _authorization(info: kopf.ConnectionInfo) -> str | None:
     return None
 
 
+# The most of rank 0's /metrics the operator reads (our few gauges take a few kB). A pod
+# is not trusted: a bigger or endless body is cut here, so it cannot grow the operator's
+# memory past its limit (the chart's 512Mi is shared by every job it follows).
+MAX_SCRAPE_BYTES = 4 * 1024 * 1024
+# Seconds for one whole scrape (connect + body): a slow pod cannot stall the follow loop.
+SCRAPE_TIMEOUT = 3.0
+_log = logging.getLogger(__name__)
+
+
 class KubeClient:
     """One aiohttp session for the operator's lifetime; created inside its event loop."""
 
-    def __init__(self, info: kopf.ConnectionInfo, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self, info: kopf.ConnectionInfo, metrics: OperatorMetrics, timeout: float = 30
+    ) -> None:
         self.server = info.server.rstrip("/")
         self.metrics = metrics
         self.auth = _authorization(info)
         self.session = aiohttp.ClientSession(
             headers={"Accept": "application/json", "User-Agent": "kubetune-operator"},
             connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=20),
-            timeout=aiohttp.ClientTimeout(total=30, connect=5),
+            timeout=aiohttp.ClientTimeout(total=timeout, connect=min(5, timeout)),
         )
         # A separate session without credentials: the API token must never reach a pod.
-        self.scrape_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+        self.scrape_session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)
+        )
 
     async def close(self) -> None:
         await self.session.close()
@@ -132,10 +181,26 @@ class KubeClient:
     async def scrape(self, ip: str, port: int) -> str | None:
         """Rank 0's Prometheus text, or None if it does not answer (yet): never fatal."""
         host = f"[{ip}]" if ":" in ip else ip
+        url = f"http://{host}:{port}/metrics"
         try:
-            async with self.scrape_session.get(f"http://{host}:{port}/metrics") as resp:
-                return await resp.text() if resp.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, OSError):
+            async with self.scrape_session.get(url) as resp:
+                if resp.status != 200:
+                    return None
+                if (resp.content_length or 0) > MAX_SCRAPE_BYTES:
+                    _log.warning(f"{url}: /metrics is over {MAX_SCRAPE_BYTES} bytes; ignored")
+                    return None
+                # Read one byte past the limit: that byte says the body was too big.
+                body = await resp.content.read(MAX_SCRAPE_BYTES + 1)
+                while len(body) <= MAX_SCRAPE_BYTES and not resp.content.at_eof():
+                    more = await resp.content.read(MAX_SCRAPE_BYTES + 1 - len(body))
+                    if not more:
+                        break
+                    body += more
+                if len(body) > MAX_SCRAPE_BYTES:
+                    _log.warning(f"{url}: /metrics is over {MAX_SCRAPE_BYTES} bytes; ignored")
+                    return None
+                return body.decode("utf-8", errors="replace")
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return None
 
     async def request(
@@ -189,6 +254,9 @@ class KubeClient:
                     cls = {404: NotFound, 409: Conflict}.get(resp.status, ApiError)
                     raise cls(resp.status, f"{method} {path}: {msg or resp.reason}")
                 return data if isinstance(data, dict) else {}
+        except TimeoutError as exc:  # aiohttp's timeouts subclass it (3.11+: asyncio's too)
+            self.metrics.api_errors.labels(verb, "timeout").inc()
+            raise ApiError(0, f"{method} {path}: timed out") from exc
         except aiohttp.ClientError as exc:
             self.metrics.api_errors.labels(verb, "connection").inc()
             raise ApiError(0, f"{method} {path}: {exc}") from exc
@@ -204,13 +272,23 @@ class KubeClient:
         data = await self.request("GET", res.path(ns), params={"labelSelector": sel})
         return list(data.get("items") or [])
 
-    async def create_if_missing(self, res: Resource, obj: dict[str, Any]) -> bool:
-        """Create; an existing object with that name (409) counts as done. True if created."""
-        ns = obj["metadata"]["namespace"]
+    async def create_if_missing(
+        self, res: Resource, obj: dict[str, Any], owner_uid: str | None
+    ) -> bool:
+        """Create; an existing object with that name (409) counts as done if `owner_uid` owns
+        it, else ForeignObject (None: no check, for Secrets the operator may not read).
+        True if created."""
+        meta = obj["metadata"]
+        ns = meta["namespace"]
         try:
             await self.request("POST", res.path(ns), body=obj, expected=(409,))
             return True
         except Conflict:
+            if owner_uid is None:
+                return False
+            existing = await self.get(res, ns, meta["name"])
+            if existing is not None and not owned_by(existing, owner_uid):
+                raise ForeignObject(obj["kind"], ns, meta["name"]) from None
             return False
 
     async def patch(

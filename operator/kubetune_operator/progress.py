@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,16 +30,31 @@ class RateSample:
     step: int
 
 
-def parse_metrics(text: str) -> dict[str, float]:
+# Status fields are int64 in the CRD; a counter past 2**53 is not a real step count anyway.
+_MAX_COUNT = 2.0**53
+_log = logging.getLogger(__name__)
+
+
+def parse_metrics(text: str, logger: logging.Logger | None = None) -> dict[str, float]:
+    """Our gauges from rank 0's text; +Inf/NaN and absurd counts are dropped with a warning
+    (the trainer's pod is not trusted: a bad value must never stop the follow loop)."""
     values: dict[str, float] = {}
+    dropped: list[str] = []
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 key = _NAMES.get(sample.name)
-                if key is not None and sample.value == sample.value:  # skip NaN
-                    values[key] = float(sample.value)
-    except ValueError:
+                if key is None:
+                    continue
+                value = float(sample.value)
+                if not math.isfinite(value) or abs(value) >= _MAX_COUNT:
+                    dropped.append(f"{sample.name}={sample.value}")
+                    continue
+                values[key] = value
+    except (ValueError, TypeError):
         return {}
+    if dropped:
+        (logger or _log).warning(f"ignored non-finite or out-of-range metrics: {dropped[:5]}")
     return values
 
 

@@ -4,8 +4,11 @@ The chart's RBAC is tested against this list, so keep it in step with the code:
 `k8s.py` (our calls), `leader.py` (the Lease) and kopf itself (watching, patching, events).
 tests/operator/test_operator_process.py replays a whole lifecycle in both modes and
 checks both directions: every request is allowed, and every rule here is used.
-No access to Secrets: the trainer pods get credentials by reference (envFrom
-secretRef), and S3 cleanup on deletion uses the operator's own credentials.
+Secrets: create only, never read. The trainer pods get the user's credentials by
+reference (envFrom secretRef); the one Secret the operator writes holds what a spec's
+URL carried (user:password@ in tracking.mlflowUri / metrics.pushgatewayUrl), so it is
+kept out of the ConfigMap and logs. S3 cleanup on deletion uses the operator's own
+credentials.
 Pods are read-only: they go with their Job (garbage collector).
 """
 
@@ -28,18 +31,22 @@ JOB_RULES: Final[tuple[Rule, ...]] = (
     # plugin OwnerReferencesPermissionEnforcement (on in OpenShift and many hardened
     # clusters) creating them needs `update` on the owner's finalizers subresource.
     (GROUP, f"{PLURAL}/finalizers", ("update",)),
-    # Children, created idempotently and deleted on retry/suspend/deletion.
+    # Children, created idempotently and deleted on retry/suspend/deletion; an existing
+    # one is read (get) first and used only if its ownerReferences name this FineTuneJob.
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
-    ("", "services", ("list", "create", "delete")),
+    ("", "services", ("get", "list", "create", "delete")),
     # The ConfigMap also carries the accepted spec (read back with GET).
     ("", "configmaps", ("get", "list", "create", "delete")),
+    # The job's own Secret with the credentials taken out of its URLs: created only (no
+    # get/list: tenants' Secrets stay unreadable); it goes with the job (garbage collector).
+    ("", "secrets", ("create",)),
     # Pods, read-only: watched (server-side label selector) and listed to classify
     # failures, find rank 0 and wait on deletion until they are gone.
     ("", "pods", ("list", "watch")),
     # kopf.event/info/warn post core/v1 Events for every transition.
     ("", "events", ("create",)),
     # The per-job NetworkPolicy (--network-policy), created once; it goes with its owner.
-    ("networking.k8s.io", "networkpolicies", ("create",)),
+    ("networking.k8s.io", "networkpolicies", ("get", "create")),
 )
 
 # Namespaced mode's Role in each served namespace.

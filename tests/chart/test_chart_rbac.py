@@ -43,7 +43,8 @@ def test_rbac_py_itself_is_least_privilege(clusterwide: bool) -> None:
     triples = needed(r for kind in rbac.rules(clusterwide).values() for r in kind)
     assert triples, "rbac.py lists no rules"
     assert not {t for t in triples if "*" in t}, "no wildcards"
-    assert not {t for t in triples if t[1] == "secrets"}, "the operator never reads Secrets"
+    # Secrets: create only (the job's URL-credentials Secret); the operator never reads one.
+    assert {v for _, r, v in triples if r == "secrets"} == {"create"}, "never read Secrets"
     # Pods are read-only: they go with their Job (garbage collector).
     assert {v for _, r, v in triples if r == "pods"} == {"list", "watch"}
     # Children set blockOwnerDeletion: OwnerReferencesPermissionEnforcement checks this.
@@ -112,9 +113,8 @@ def test_leader_election_role_matches_rbac_py(render: Render, values: Path | Non
 
 
 def test_networkpolicies_are_granted_only_when_the_operator_makes_them(render: Render) -> None:
-    rule = ("networking.k8s.io", "networkpolicies", "create")
-    assert rule in needed(rbac_rules(True, "ClusterRole"))  # rbac.py: the default (enabled)
+    rules = {("networking.k8s.io", "networkpolicies", verb) for verb in ("get", "create")}
+    assert rules <= needed(rbac_rules(True, "ClusterRole"))  # rbac.py: the default (enabled)
     off = render(None, "networkPolicy.enabled=false")
-    assert granted(one(off, "ClusterRole")["rules"]) == needed(rbac_rules(True, "ClusterRole")) - {
-        rule
-    }
+    expected = needed(rbac_rules(True, "ClusterRole")) - rules
+    assert granted(one(off, "ClusterRole")["rules"]) == expected

@@ -27,7 +27,8 @@ from kubetune_api import constants as c
 FTJ = "kubetune.io/v1alpha1/finetunejobs"
 JOBS_DIR = Path(__file__).parent / "jobs"
 SECRET_NAME = "s3-credentials"
-CHILD_KINDS = ("batch/v1/jobs", "v1/pods", "v1/services", "v1/configmaps")
+# Secrets: the one the operator makes when the spec's URLs carry credentials.
+CHILD_KINDS = ("batch/v1/jobs", "v1/pods", "v1/services", "v1/configmaps", "v1/secrets")
 
 
 @dataclass
@@ -81,7 +82,7 @@ class World:
         return (self.ftj(name) or {}).get("status") or {}
 
     def children(self, name: str) -> dict[str, list[str]]:
-        """Jobs, pods, Services and ConfigMaps labelled as this FineTuneJob's."""
+        """Jobs, pods, Services, ConfigMaps and Secrets labelled as this FineTuneJob's."""
         sel = f"{c.LABEL_JOB}={name}"
         return {
             kind: [o["metadata"]["name"] for o in self.cluster.list(kind, self.namespace, sel)]

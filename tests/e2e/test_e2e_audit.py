@@ -51,6 +51,8 @@ def test_find_canary_reports_every_planted_leak(
     }
     e2e_cluster.create("v1/secrets", secret)
     ftj = yaml_job("invalid-spec.yaml", "leaky")
+    # A password inside a URL of the spec: where the user put it, so not a leak there.
+    ftj["spec"]["tracking"] = {"mlflowUri": f"http://e2e-user:{canary}@mlflow.ml.svc:5000"}
     e2e_cluster.create(FTJ, ftj)
     s3.put_object(Bucket=BUCKET, Key="runs/clean/report/report.json", Body=b'{"status": "ok"}')
     logs = {"clean-a1-0-abcde": "step 1 loss 2.0\n", "operator": "reconciled\n"}
@@ -65,8 +67,9 @@ def test_find_canary_reports_every_planted_leak(
     e2e_cluster.patch(FTJ, NS, "leaky", {"status": {"message": f"key {canary}"}}, status=True)
     e2e_cluster.create(
         "v1/configmaps",
-        {"metadata": {"name": "leaky-spec", "namespace": NS}, "data": {"spec": canary}},
-    )
+        {"metadata": {"name": "leaky-spec", "namespace": NS},
+         "data": {"spec": f"mlflowUri: http://e2e-user:{canary}@mlflow.ml.svc:5000"}},
+    )  # fmt: skip
     event = {
         "metadata": {"name": "leaky.1", "namespace": NS},
         "involvedObject": {"kind": "FineTuneJob", "name": "leaky", "namespace": NS},

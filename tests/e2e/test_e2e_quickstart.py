@@ -54,7 +54,11 @@ def quickstart_example(world: World, metrics_port: int, mlflow_uri: str) -> dict
 def test_quickstart_one_node(world: World, mlflow_server: MlflowServer) -> None:
     trainer_port = free_port()
     targets = [f"127.0.0.1:{trainer_port}", f"127.0.0.1:{world.operator.metrics_port}"]
-    job = quickstart_example(world, trainer_port, mlflow_server.uri)
+    # The canary is also the MLflow password, inside the tracking URL (user:password@): the
+    # operator moves it to the job's own Secret and the trainer authenticates from there;
+    # the audit at the end must not find it in the ConfigMap, logs, MLflow or S3.
+    host = mlflow_server.uri.removeprefix("http://")
+    job = quickstart_example(world, trainer_port, f"http://e2e-user:{world.canary}@{host}")
     total = job["spec"]["training"]["maxSteps"]
     keep = job["spec"]["training"].get("keepLastCheckpoints", 2)  # the CRD's default
     with prometheus_server(targets, world.workdir / "prometheus") as prom:
@@ -123,7 +127,8 @@ def test_quickstart_one_node(world: World, mlflow_server: MlflowServer) -> None:
     assert world.children(NAME) == {kind: [] for kind in world.children(NAME)}
     assert world.s3_keys(prefix) == keys, "cleanupPolicy retain (the default) keeps artifacts"
 
-    # Scenario 11: the S3 secret key never leaves the Secret (checked after everything ran).
+    # Scenario 11: the S3 secret key never leaves the Secret, nor the MLflow password the
+    # job's URL carried its own Secret (checked after everything ran).
     world.assert_no_canary(
         folders=[mlflow_server.root], texts={"prometheus series": json.dumps(series)}
     )

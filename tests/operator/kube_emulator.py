@@ -28,7 +28,9 @@ every resource request itself:
   uid, any propagation policy except Orphan, immediately and recursively);
 * bearer-token authentication when `emulator.tokens` is set (401 otherwise);
 * injected faults: `emulator.fail("GET", path, 500)` answers the next matching request(s)
-  with that error (an API server having a bad moment); `emulator.statuses[request.id]`
+  with that error (an API server having a bad moment), with `message=` as the Status
+  message (a 422 that names the invalid field) or after `delay=` seconds (a request
+  that outlives the client's timeout); `emulator.statuses[request.id]`
   is the code each logged request was answered with;
 * CRDs: creating a CustomResourceDefinition registers its resource, subresources and
   printer columns; discovery and Table output live in kube_discovery.py.
@@ -75,6 +77,8 @@ class Fault:
     times: int = 1
     agent: str = ""
     hits: int = 0
+    message: str = "injected fault"
+    delay: float = 0.0  # seconds to wait before answering
 
     def take(self, request: kmock.Request) -> bool:
         if self.hits >= self.times or str(request.method.value).upper() != self.method:
@@ -143,10 +147,17 @@ class Emulator(kmock.KubernetesEmulator):
         return resp
 
     def fail(
-        self, method: str, path: str, code: int = 500, times: int = 1, agent: str = ""
+        self,
+        method: str,
+        path: str,
+        code: int = 500,
+        times: int = 1,
+        agent: str = "",
+        message: str = "injected fault",
+        delay: float = 0.0,
     ) -> Fault:
         """Answer the next `times` matching requests with `code` (see `Fault`)."""
-        fault = Fault(method.upper(), path, code, times, agent)
+        fault = Fault(method.upper(), path, code, times, agent, message=message, delay=delay)
         self.faults.append(fault)
         return fault
 
@@ -158,7 +169,11 @@ class Emulator(kmock.KubernetesEmulator):
                     raise ApiStatus(401, "Unauthorized", "Unauthorized")
             for fault in self.faults:
                 if fault.take(request):
-                    raise ApiStatus(fault.code, "InternalError", "injected fault")
+                    await asyncio.sleep(fault.delay)
+                    reason = {422: "Invalid", 400: "BadRequest", 403: "Forbidden"}
+                    raise ApiStatus(
+                        fault.code, reason.get(fault.code, "InternalError"), fault.message
+                    )
             if request.resource is not None and request.resource.plural:
                 return await self._serve_resource(request)
             payload = disc.serve_discovery(self, request)

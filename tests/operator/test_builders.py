@@ -74,7 +74,12 @@ def test_container_command_env_and_resources():
     assert ctr["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert not any("SECRET" in k or "KEY" in k for k in env)
     res = ctr["resources"]
-    assert res["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
+    assert res["requests"] == {
+        "cpu": "8",
+        "memory": "64Gi",
+        "nvidia.com/gpu": "2",
+        "ephemeral-storage": "50Gi",
+    }
     assert res["limits"] == {"memory": "64Gi", "nvidia.com/gpu": "2"}
     assert ctr["terminationMessagePath"] == "/dev/termination-log"
     assert ctr["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -88,6 +93,9 @@ def test_volumes_and_restricted_security_context():
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["spec"]["configMap"]["name"] == "llama-lora-spec"
     assert vols["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    # The writable volumes are bounded on the node's disk (the root filesystem is read-only).
+    assert vols["tmp"]["emptyDir"] == {"sizeLimit": "10Gi"}
+    assert vols["cache"]["emptyDir"] == {"sizeLimit": "200Gi"}
     mounts = {m["mountPath"]: m for m in ctr["volumeMounts"]}
     assert mounts["/etc/kubetune"]["readOnly"] is True
     assert {"/dev/shm", "/tmp", "/cache"} <= set(mounts)

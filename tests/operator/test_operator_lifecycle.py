@@ -117,7 +117,9 @@ def test_creates_adopted_children_then_follows_to_success(operator, rank0_metric
     assert env["KUBETUNE_MASTER_ADDR"] == "llama-lora-a1-0.llama-lora-a1"
     assert ctr["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "2"
-    assert ctr["resources"]["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
+    assert ctr["resources"]["requests"] == {
+        "cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2", "ephemeral-storage": "50Gi"
+    }  # fmt: skip
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
     assert volumes["spec"]["configMap"]["name"] == "llama-lora-spec"

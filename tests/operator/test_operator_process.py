@@ -74,9 +74,12 @@ def operator_access(cluster: EmulatorServer) -> set[Access]:
 
 
 def full_lifecycle(cluster: EmulatorServer) -> None:
-    """Create, run, a retryable failure, attempt 2 (ConfigMap exists: 409), success, TTL:
+    """Create (with URL credentials), run, a retryable failure, attempt 2 (ConfigMap exists:
+    409), success, TTL:
     the operator deletes the FineTuneJob, its finalizer removes the children."""
-    cluster.create(FTJ, load_ftj(runPolicy={"ttlSecondsAfterFinished": 0}))
+    # A password in the tracking URL: the operator creates the job's credentials Secret.
+    tracking = {"mlflowUri": "http://kubetune:pw@mlflow.ml.svc:5000"}
+    cluster.create(FTJ, load_ftj(runPolicy={"ttlSecondsAfterFinished": 0}, tracking=tracking))
     wait_for(lambda: cluster.get("batch/v1/jobs", NS, "llama-lora-a1"), what="attempt 1")
     pods = create_pods(cluster, NS, "llama-lora-a1")
     set_running(cluster, NS, pods[0], "127.0.0.1")

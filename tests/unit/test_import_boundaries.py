@@ -44,7 +44,7 @@ def test_static_imports_respect_layers(package: Path) -> None:
 OPERATOR = ROOT / "operator" / "kubetune_operator"
 # The operator's pure layer: spec/observation in, manifests/decisions out. No API client,
 # no kopf, no HTTP: testable without a cluster (tests/operator/test_builders.py, test_decide.py).
-PURE = ("builders", "decide", "observe", "status", "progress")
+PURE = ("builders", "decide", "observe", "status", "progress", "netpol")
 PURE_FORBIDDEN_ROOTS = {"kopf", "aiohttp", "kubernetes"}
 PURE_FORBIDDEN_MODULES = {"kubetune_operator.k8s", "kubetune_operator.handlers",
                           "kubetune_operator.main"}  # fmt: skip

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, push_to_gateway
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import basic_auth_handler, start_http_server
 
 from kubetune_trainer.sinks import LogRow, RunInfo
 
@@ -88,6 +88,7 @@ class PrometheusSink:
         *,
         addr: str | None = None,
         pushgateway_url: str | None = None,
+        pushgateway_auth: tuple[str, str] | None = None,
         linger_seconds: float | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)  # never the global registry
@@ -103,7 +104,9 @@ class PrometheusSink:
             buckets=CHECKPOINT_BUCKETS,
             registry=self.registry,
         )
+        # Credentials never ride in the URL (it is logged on failure): basic auth instead.
         self.pushgateway_url = pushgateway_url
+        self.pushgateway_auth = pushgateway_auth
         if linger_seconds is None:
             linger_seconds = float(os.environ.get(LINGER_ENV, "0") or 0)
         self.linger_seconds = linger_seconds
@@ -146,6 +149,14 @@ class PrometheusSink:
         label, so the Pushgateway accepts the series unchanged.
         """
         assert self.pushgateway_url
+        kwargs: dict[str, Any] = {}
+        if self.pushgateway_auth is not None:
+            user, password = self.pushgateway_auth
+
+            def handler(url: str, method: str, timeout: Any, headers: Any, data: bytes) -> Any:
+                return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+            kwargs["handler"] = handler
         try:
             push_to_gateway(
                 self.pushgateway_url,
@@ -153,6 +164,7 @@ class PrometheusSink:
                 grouping_key={"namespace": self._labels["namespace"]},
                 registry=self.registry,
                 timeout=10,
+                **kwargs,
             )
         except OSError as e:
             log.warning("push to the Pushgateway %s failed: %s", self.pushgateway_url, e)
@@ -178,6 +190,20 @@ class PrometheusSink:
             self._server = None  # type: ignore[assignment]
 
 
+def pushgateway_target(url: str | None) -> tuple[str | None, tuple[str, str] | None]:
+    """(URL without user:password@, basic-auth pair or None). The pair comes from
+    KUBETUNE_PUSHGATEWAY_USERNAME/PASSWORD (the operator's Secret), else from the URL."""
+    if not url:
+        return None, None
+    from kubetune_api.constants import Env
+    from kubetune_api.uris import split_credentials
+
+    clean, user, password = split_credentials(url)
+    user = os.environ.get(Env.PUSHGATEWAY_USERNAME) or user
+    password = os.environ.get(Env.PUSHGATEWAY_PASSWORD) or password
+    return clean, (user, password or "") if user else None
+
+
 def sink_for(job: Any, run: RunInfo) -> PrometheusSink | None:
     """The engine's hook: rank 0 serves /metrics on spec.metrics.port.
 
@@ -191,12 +217,13 @@ def sink_for(job: Any, run: RunInfo) -> PrometheusSink | None:
 
     spec = job.spec.metrics
     port = int(os.environ.get(Env.METRICS_PORT) or spec.port)
+    url, auth = pushgateway_target(spec.pushgateway_url)
     try:
-        sink = PrometheusSink(port, pushgateway_url=spec.pushgateway_url)
+        sink = PrometheusSink(port, pushgateway_url=url, pushgateway_auth=auth)
     except OSError as e:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             raise
-        sink = PrometheusSink(0, pushgateway_url=spec.pushgateway_url)
+        sink = PrometheusSink(0, pushgateway_url=url, pushgateway_auth=auth)
         log.warning("metrics port %d is busy (%s): serving /metrics on port %d", port, e, sink.port)
     log.info("Prometheus metrics on http://%s:%d/metrics", sink.addr, sink.port)
     return sink

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubetune_api.spec import FineTuneJob
+from kubetune_api.uris import redact_spec
 from kubetune_trainer.engine.report import objective_options  # one helper, report and record
 from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.tracking import redact
@@ -120,12 +121,8 @@ def build_record(job: FineTuneJob, report: dict[str, Any], run_uri: str | None =
 
 
 def _spec_without_secrets(job: FineTuneJob) -> dict[str, Any]:
-    """The full spec, with any user:password@ in tracking.mlflowUri masked."""
-    spec = job.to_manifest()["spec"]
-    tracking = spec.get("tracking") or {}
-    if tracking.get("mlflowUri"):
-        tracking["mlflowUri"] = redact(tracking["mlflowUri"])
-    return spec
+    """The full spec, with any user:password@ in a URL (mlflowUri, pushgatewayUrl...) masked."""
+    return redact_spec(job.to_manifest()["spec"])
 
 
 def base_revision(job: FineTuneJob) -> str | None:

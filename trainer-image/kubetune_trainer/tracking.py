@@ -21,6 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from kubetune_api.constants import Env
+from kubetune_api.uris import redact_text, split_credentials
 from kubetune_trainer import __version__
 from kubetune_trainer.errors import ConfigError, RetryableError
 from kubetune_trainer.sinks import LogRow, RunInfo
@@ -41,8 +43,21 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_T
 
 
 def redact(uri: str) -> str:
-    """The URI without user:password@ (never in logs or messages)."""
-    return re.sub(r"//[^/@]*@", "//***@", uri)
+    """The URI (or any message quoting one) with user:password@ masked: never in logs,
+    messages or records (kubetune_api.uris.redact_text, shared with the operator)."""
+    return redact_text(uri)
+
+
+def tracking_uri_of(uri: str) -> str:
+    """The MLflow URI without user:password@; those go to the variables MLflow's own client
+    reads (MLFLOW_TRACKING_USERNAME/PASSWORD; values already set win, as from the operator's
+    Secret), so the URI the sink keeps, logs and records holds no password."""
+    clean, user, password = split_credentials(uri)
+    if user is not None:
+        os.environ.setdefault(Env.MLFLOW_USERNAME, user)
+        if password is not None:
+            os.environ.setdefault(Env.MLFLOW_PASSWORD, password)
+    return clean
 
 
 def flatten_params(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -329,7 +344,7 @@ def sink_for(job: Any, run: RunInfo) -> MlflowSink | None:
     if not tracking.mlflow_uri or run.rank != 0:
         return None
     sink = MlflowSink(
-        tracking.mlflow_uri,
+        tracking_uri_of(tracking.mlflow_uri),
         tracking.experiment,
         # The registry names the model registerAs, else the job (kubetune_trainer.registry).
         tracking.register_as or job.metadata.name,

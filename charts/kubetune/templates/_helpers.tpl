@@ -108,8 +108,8 @@ Namespaces served in namespaced mode (a list, rendered as JSON): the release nam
 The API calls the operator makes inside a namespace it serves, as listed in
 operator/kubetune_operator/rbac.py (JOB_RULES);
 tests/chart/test_chart_rbac.py checks both directions, and tests/operator replays a whole
-lifecycle to check that every rule is used. No wildcards, no Secrets (pods reference them
-by name), pods read-only.
+lifecycle to check that every rule is used. No wildcards, Secrets create-only (pods
+reference the user's by name), pods read-only.
 */}}
 {{- define "kubetune.namespacedRules" -}}
 # The FineTuneJobs: kopf watches and patches them (finalizer, deletion progress); the
@@ -129,14 +129,19 @@ by name), pods read-only.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# The headless rendezvous Service.
+# The headless rendezvous Service (get: an existing one is used only if it is ours).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "create", "delete"]
+  verbs: ["get", "list", "create", "delete"]
 # The ConfigMap with the resolved spec; it also keeps the accepted spec (read with get).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "delete"]
+# The job's own Secret with the credentials a spec's URL carried (user:password@), kept
+# out of the ConfigMap; create only: the operator never reads a Secret.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 # Pods, read-only: read to classify failures and find rank 0; they go with their Job and
 # the finalizer waits (listing) until they are gone.
 - apiGroups: [""]
@@ -147,10 +152,11 @@ by name), pods read-only.
   resources: ["events"]
   verbs: ["create"]
 {{- if .Values.networkPolicy.enabled }}
-# The NetworkPolicy of each FineTuneJob (--network-policy), created once, gone with its owner.
+# The NetworkPolicy of each FineTuneJob (--network-policy), created once, gone with its owner;
+# get: an existing one with its name is used only if this FineTuneJob owns it.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["create"]
+  verbs: ["get", "create"]
 {{- end }}
 {{- end }}
 

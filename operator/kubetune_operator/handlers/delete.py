@@ -9,19 +9,28 @@ S3 cleanup (spec.output.cleanupPolicy: delete) uses the OPERATOR's own credentia
 (its environment / IRSA), never the user's Secret: reading tenants' Secrets would
 need `get secrets` in every namespace. Without boto3 or credentials the artifacts
 are kept and a Warning Event says so (deleting data is never done half-way silently).
+Those credentials are signed into every request, so cleanup only ever talks to AWS S3
+itself (no s3Endpoint) or an endpoint the operator's configuration allows
+(--s3-endpoint-allow): any other s3Endpoint a job names (a server of its author's, an
+internal address) gets no request at all; its artifacts are kept, with a Warning Event
+and a condition saying why.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 
 from kubetune_api import constants as c
+from kubetune_api.constants import ConditionType as CT
+from kubetune_api.constants import Reason
 from kubetune_api.uris import is_remote, run_prefix
 
-from ..k8s import CONFIGMAPS, JOBS, PODS, SERVICES, KubeClient
+from ..config import OperatorConfig
+from ..k8s import CONFIGMAPS, FINETUNEJOBS, JOBS, PODS, SERVICES, KubeClient, Resource, owned_by
 from .reconcile import accepted_spec
 
 # Seconds between looks at the pods still terminating after their Job was deleted.
@@ -36,19 +45,21 @@ async def on_delete(
     # Read before the ConfigMap goes: cleanup follows the policy the job was accepted with.
     accepted = await accepted_spec(memo, client, namespace, name, body.metadata.uid or "")
     spec: dict[str, Any] = accepted if accepted is not None else dict(body.spec)
+    uid = body.metadata.uid or ""
     # The pods go with their Job (garbage collector); the loop below waits for them.
-    for job in await client.list(JOBS, namespace, sel):
+    # Only our own children: an object that merely carries our labels is not ours to delete.
+    for job in await _owned(client, JOBS, namespace, sel, uid):
         await client.delete(JOBS, namespace, job["metadata"]["name"], propagation="Background")
-    for svc in await client.list(SERVICES, namespace, sel):
+    for svc in await _owned(client, SERVICES, namespace, sel, uid):
         await client.delete(SERVICES, namespace, svc["metadata"]["name"])
-    for cm in await client.list(CONFIGMAPS, namespace, sel):
+    for cm in await _owned(client, CONFIGMAPS, namespace, sel, uid):
         await client.delete(CONFIGMAPS, namespace, cm["metadata"]["name"])
     # A deleted FineTuneJob leaves no pod behind: the finalizer stays until they are gone.
     # Pods without a Job (someone deleted it with propagation Orphan) have no collector
     # to wait for and the operator may not delete pods: they are named once and left.
     pods = await client.list(PODS, namespace, sel)
     orphans = [p for p in pods if not _owned_by_job(p)]
-    left = [p for p in pods if _owned_by_job(p)] + await client.list(JOBS, namespace, sel)
+    left = [p for p in pods if _owned_by_job(p)] + await _owned(client, JOBS, namespace, sel, uid)
     if orphans and not left:
         names = ", ".join(p["metadata"]["name"] for p in orphans)
         message = f"pods {names} have no Job (orphaned by hand); delete them yourself"
@@ -57,7 +68,51 @@ async def on_delete(
         names = ", ".join(o["metadata"]["name"] for o in left)
         raise kopf.TemporaryError(f"waiting for {names} to go", delay=POD_GONE_POLL)
     memo.metrics.set_phase(namespace, name, None)
+    config: OperatorConfig = memo.config
+    output = spec.get("output") or {}
+    endpoint = output.get("s3Endpoint")
+    if output.get("cleanupPolicy") == "delete" and not endpoint_allowed(
+        endpoint, config.s3_endpoint_allow
+    ):
+        await _deny_cleanup(client, body, str(output.get("uri") or ""), str(endpoint))
+        return
     _cleanup_artifacts(body, spec, namespace, name, logger)
+
+
+def _endpoint_key(url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
+
+
+def endpoint_allowed(endpoint: str | None, allow: tuple[str, ...]) -> bool:
+    """AWS S3 itself (no endpoint) always; any other endpoint only if listed (scheme, host,
+    port and path compared exactly, so http:// does not allow https:// or another port)."""
+    if not endpoint:
+        return True
+    return _endpoint_key(endpoint) in {_endpoint_key(a) for a in allow}
+
+
+async def _deny_cleanup(client: KubeClient, body: kopf.Body, uri: str, endpoint: str) -> None:
+    message = (
+        f"cleanupPolicy delete: s3Endpoint {endpoint} is not in the operator's "
+        f"--s3-endpoint-allow list, so no request was sent there and the artifacts under "
+        f"{uri} are kept; delete them yourself, or ask the cluster admin to allow the endpoint"
+    )
+    kopf.warn(body, reason=Reason.CLEANUP_DENIED, message=message)
+    cond = {"type": CT.CLEANUP, "status": "False", "reason": Reason.CLEANUP_DENIED,
+            "message": message}  # fmt: skip
+    # Merge-patch replaces the list: keep the other conditions as they are.
+    others = [x for x in (body.status or {}).get("conditions") or [] if x.get("type") != CT.CLEANUP]
+    ns, name = body.metadata.namespace or "", body.metadata.name or ""
+    await client.patch(
+        FINETUNEJOBS, ns, name, {"status": {"conditions": [*others, cond]}}, "status"
+    )
+
+
+async def _owned(
+    client: KubeClient, res: Resource, ns: str, sel: dict[str, str], uid: str
+) -> list[dict[str, Any]]:
+    return [o for o in await client.list(res, ns, sel) if owned_by(o, uid)]
 
 
 def _owned_by_job(pod: dict[str, Any]) -> bool:

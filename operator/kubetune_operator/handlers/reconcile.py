@@ -10,6 +10,7 @@ poke it through `memo.pokes`, so reactions do not wait for the interval.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import kopf
 
 from kubetune_api import constants as c
+from kubetune_api.uris import strip_spec_credentials
 
 from .. import builders as b
 from ..config import OperatorConfig
@@ -29,9 +31,13 @@ from ..k8s import (
     JOBS,
     NETWORKPOLICIES,
     PODS,
+    SECRETS,
     SERVICES,
     ApiError,
+    ForeignObject,
     KubeClient,
+    Resource,
+    owned_by,
 )
 from ..metrics import OperatorMetrics
 from ..netpol import build_network_policy
@@ -41,6 +47,11 @@ from ..status import dump_status, merge_patch, parse_time
 
 STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
 IDLE = math.inf  # nothing to wait for (finished, no TTL): sleep until poked (a spec change)
+# Longest wait between looks while the API keeps failing (timeouts, 5xx): the backoff
+# doubles from the reconcile interval up to this.
+MAX_ERROR_BACKOFF = 60.0
+# The labels the Job controller puts on its pods: the Job's uid (old and new spelling).
+CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 
 async def follow(
@@ -48,24 +59,36 @@ async def follow(
 ) -> None:
     config: OperatorConfig = memo.config
     poke = memo.pokes.setdefault((namespace, name), asyncio.Event())
+    errors = 0  # consecutive failed reconciles: the backoff before the next one
     try:
         while not stopped:
             poke.clear()
             try:
                 requeue = await reconcile_once(memo, namespace, name, logger)
+                errors = 0
             except ApiError as exc:
-                # Transient API trouble: log and look again later (counted in api_errors).
-                logger.warning(f"reconcile of {namespace}/{name} failed: {exc}")
-                requeue = config.reconcile_interval
+                # Transient API trouble (a permanent refusal of a child is handled inside):
+                # log and look again later with backoff (counted in api_errors).
+                errors += 1
+                requeue = min(
+                    config.reconcile_interval * 2 ** (errors - 1),
+                    max(MAX_ERROR_BACKOFF, config.reconcile_interval),
+                )
+                logger.warning(
+                    f"reconcile of {namespace}/{name} failed: {exc}; again in {requeue:g}s"
+                )
             if requeue == STOP:
                 return
             if requeue is None:
                 wait: float | None = config.reconcile_interval
             elif requeue == IDLE:
                 wait = None
+            elif errors:
+                wait = requeue
             else:
                 wait = min(max(requeue, 0.05), config.reconcile_interval)
-            await _sleep(poke, stopped, wait)
+            # While the API fails, events do not cut the backoff short (no hammering).
+            await _sleep(asyncio.Event() if errors else poke, stopped, wait)
     finally:
         memo.pokes.pop((namespace, name), None)
         memo.accepted.pop((namespace, name), None)
@@ -88,12 +111,44 @@ async def _sleep(poke: asyncio.Event, stopped: Any, timeout: float | None) -> No
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _pod_of(pod: dict[str, Any], job_uid: str) -> bool:
+    """A pod belongs to a Job by the Job's uid, never by name or our labels alone (a pod
+    left by an earlier FineTuneJob of the same name carries the same labels)."""
+    if owned_by(pod, job_uid):
+        return True
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return any(labels.get(k) == job_uid for k in CONTROLLER_UID_LABELS)
+
+
 async def _observe_attempt(
-    client: KubeClient, namespace: str, name: str, attempt: int
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    job = await client.get(JOBS, namespace, b.job_name(name, attempt))
+    client: KubeClient, namespace: str, name: str, attempt: int, uid: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
+    """The attempt's Job and its pods, or (None, [], conflict) if the Job is not ours."""
+    jname = b.job_name(name, attempt)
+    job = await client.get(JOBS, namespace, jname)
+    if job is None:
+        return None, [], None
+    if not owned_by(job, uid):
+        return None, [], str(ForeignObject("Job", namespace, jname))
     pods = await client.list(PODS, namespace, {c.LABEL_JOB: name, c.LABEL_ATTEMPT: str(attempt)})
-    return job, pods
+    job_uid = str(job["metadata"].get("uid") or "")
+    return job, [p for p in pods if _pod_of(p, job_uid)], None
+
+
+async def _foreign_child(
+    client: KubeClient, ns: str, name: str, uid: str, attempt: int
+) -> str | None:
+    """Before creating an attempt: is any of its children's names taken by a foreign object?"""
+    children = (
+        (CONFIGMAPS, "ConfigMap", b.configmap_name(name)),
+        (SERVICES, "Service", b.service_name(name, attempt)),
+        (JOBS, "Job", b.job_name(name, attempt)),
+    )
+    for res, kind, child in children:
+        obj = await client.get(res, ns, child)
+        if obj is not None and not owned_by(obj, uid):
+            return str(ForeignObject(kind, ns, child))
+    return None
 
 
 async def reconcile_once(
@@ -109,22 +164,43 @@ async def reconcile_once(
     raw_status = body.get("status") or {}
     accepted = await accepted_spec(memo, client, namespace, name, meta["uid"])
     spec = body.get("spec") or {}
-    obs = progress = None
+    obs = progress = conflict = None
     attempt = int(raw_status.get("attempt") or 0)
     if attempt and raw_status.get("phase") not in c.Phase.FINISHED:
-        job, pods = await _observe_attempt(client, namespace, name, attempt)
-        obs = observe(job, pods)
-        if obs.running and obs.pod0_ip:
+        job, pods, conflict = await _observe_attempt(client, namespace, name, attempt, meta["uid"])
+        obs = None if conflict else observe(job, pods)
+        if obs is not None and obs.running and obs.pod0_ip:
             port = int(((accepted or spec).get("metrics") or {}).get("port", 9400))
-            progress = await _progress(memo, client, namespace, name, attempt, obs.pod0_ip, port)
-    plan = decide(
-        Inputs(
-            name=name, namespace=namespace, generation=int(meta.get("generation") or 1),
-            spec=spec, accepted_spec=accepted, status=raw_status, observation=obs,
-            progress=progress, now=datetime.now(UTC),
-        )
+            progress = await _progress(
+                memo, client, namespace, name, attempt, obs.pod0_ip, port, logger
+            )
+    inputs = Inputs(
+        name=name, namespace=namespace, generation=int(meta.get("generation") or 1),
+        spec=spec, accepted_spec=accepted, status=raw_status, observation=obs,
+        progress=progress, now=datetime.now(UTC), conflict=conflict,
+        policy=memo.config.policy,
     )  # fmt: skip
-    await _execute(memo, body, plan, accepted, logger)
+    plan = decide(inputs)
+    if plan.ensure_attempt is not None and conflict is None:
+        conflict = await _foreign_child(client, namespace, name, meta["uid"], plan.ensure_attempt)
+        if conflict:
+            inputs = dataclasses.replace(inputs, conflict=conflict)
+            plan = decide(inputs)
+    try:
+        await _execute(memo, body, plan, accepted, logger)
+    except ForeignObject as exc:  # created between the look and ours: the next look says so
+        logger.warning(str(exc))
+        return 0.05
+    except ChildRejected as exc:
+        # The API server refused a child for good (invalid, forbidden): retrying cannot
+        # help, so the attempt ends as Failed with the server's own words, now.
+        logger.warning(f"{namespace}/{name}: {exc}")
+        fresh = await client.get(FINETUNEJOBS, namespace, name)
+        if fresh is None:
+            return STOP
+        inputs = dataclasses.replace(inputs, status=fresh.get("status") or {}, rejected=str(exc))
+        plan = decide(inputs)
+        await _execute(memo, fresh, plan, accepted, logger)
     metrics.reconcile_seconds.observe(time.monotonic() - started)
     metrics.set_phase(namespace, name, plan.status.phase)
     if plan.delete_self:
@@ -148,10 +224,17 @@ async def accepted_spec(
 
 
 async def _progress(
-    memo: kopf.Memo, client: KubeClient, ns: str, name: str, attempt: int, ip: str, port: int
+    memo: kopf.Memo,
+    client: KubeClient,
+    ns: str,
+    name: str,
+    attempt: int,
+    ip: str,
+    port: int,
+    logger: logging.Logger,
 ) -> Any:
     text = await client.scrape(ip, port)
-    values = parse_metrics(text) if text else {}
+    values = parse_metrics(text, logger) if text else {}
     if not values:
         return None
     now = time.monotonic()
@@ -179,14 +262,16 @@ async def _execute(
         patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
         await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
     for attempt in plan.delete_attempts:
-        await _delete_attempt(client, ns, name, attempt)
+        await _delete_attempt(client, ns, name, attempt, owner.uid)
     if plan.ensure_attempt is not None and plan.job is not None:
         for job in await client.list(JOBS, ns, {c.LABEL_JOB: name}):
             other = job["metadata"].get("labels", {}).get(c.LABEL_ATTEMPT)
             if other != str(plan.ensure_attempt) and other and other.isdigit():
-                await _delete_attempt(client, ns, name, int(other))
+                await _delete_attempt(client, ns, name, int(other), owner.uid)
         assert accepted is not None  # a job to start was parsed from an accepted spec
-        await _ensure_children(client, config, plan, owner, accepted)
+        # The credentials the spec's URLs carry go to the job's own Secret, nowhere else.
+        _, credentials = strip_spec_credentials(body.get("spec") or {})
+        await _ensure_children(client, config, plan, owner, accepted, credentials)
         memo.accepted[(ns, name)] = (owner.uid, accepted)
     for ev in plan.events:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
@@ -203,10 +288,21 @@ async def _execute(
         await client.delete(FINETUNEJOBS, ns, name)
 
 
-async def _delete_attempt(client: KubeClient, ns: str, name: str, attempt: int) -> None:
+class ChildRejected(Exception):
+    """Creating a child got an answer no retry can change (ApiError.permanent)."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+
+
+async def _delete_attempt(client: KubeClient, ns: str, name: str, attempt: int, uid: str) -> None:
     # Background propagation: the Job goes now, its pods with the garbage collector.
-    await client.delete(JOBS, ns, b.job_name(name, attempt))
-    await client.delete(SERVICES, ns, b.service_name(name, attempt))
+    # Only our own: an object with the same name that another owner made is left alone.
+    children = ((JOBS, b.job_name(name, attempt)), (SERVICES, b.service_name(name, attempt)))
+    for res, child in children:
+        obj = await client.get(res, ns, child)
+        if obj is not None and owned_by(obj, uid):
+            await client.delete(res, ns, child)
 
 
 async def _ensure_children(
@@ -215,6 +311,7 @@ async def _ensure_children(
     plan: Plan,
     owner: b.Owner,
     accepted: dict[str, Any],
+    credentials: dict[str, str],
 ) -> None:
     job, attempt, st = plan.job, plan.ensure_attempt, plan.status
     assert job is not None and attempt is not None
@@ -223,11 +320,28 @@ async def _ensure_children(
     if deadline:
         start = parse_time(st.start_time) or datetime.now(UTC)
         remaining = deadline - (datetime.now(UTC) - start).total_seconds()
-    if config.network_policy:  # before any pod exists: the rendezvous is never open to all
-        policy = build_network_policy(job, owner, config.metrics_peers)
-        await client.create_if_missing(NETWORKPOLICIES, policy)
+    manifest = b.build_job(
+        job, owner, attempt, image=config.image, deadline_remaining=remaining,
+        url_credentials=bool(credentials),
+    )  # fmt: skip
     # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
-    await client.create_if_missing(CONFIGMAPS, b.build_configmap(job, owner, accepted))
-    await client.create_if_missing(SERVICES, b.build_service(job, owner, attempt))
-    manifest = b.build_job(job, owner, attempt, image=config.image, deadline_remaining=remaining)
-    await client.create_if_missing(JOBS, manifest)
+    # Named with our uid (see builders.credentials_secret_name), the Secret is never read.
+    children: list[tuple[Resource, dict[str, Any], str | None]] = [
+        # The NetworkPolicy before any pod exists: the rendezvous is never open to all.
+        *(
+            [(NETWORKPOLICIES, build_network_policy(job, owner, config.metrics_peers), owner.uid)]
+            if config.network_policy
+            else []
+        ),
+        (CONFIGMAPS, b.build_configmap(job, owner, accepted), owner.uid),
+        *([(SECRETS, b.build_secret(owner, credentials), None)] if credentials else []),
+        (SERVICES, b.build_service(job, owner, attempt), owner.uid),
+        (JOBS, manifest, owner.uid),
+    ]
+    for res, obj, uid in children:
+        try:
+            await client.create_if_missing(res, obj, uid)
+        except ApiError as exc:
+            if exc.permanent:
+                raise ChildRejected(exc) from exc
+            raise

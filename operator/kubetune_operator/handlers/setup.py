@@ -50,7 +50,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.pokes = {}  # (namespace, name) -> asyncio.Event: wakes that job's follow loop
     memo.accepted = {}  # (namespace, name) -> (uid, accepted spec): read once per job
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
-    memo.client = KubeClient(login(), memo.metrics)
+    memo.client = KubeClient(login(), memo.metrics, timeout=config.api_timeout)
     if memo.get("metrics_server") is None:  # a standby already serves it (leader.py)
         memo.metrics_server = serve_metrics(memo)
     logger.info("kubetune operator configured (reconcile every %ss)", config.reconcile_interval)

@@ -22,7 +22,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from kubetune_api.constants import Env
 from kubetune_api.spec import FineTuneJob
-from kubetune_api.uris import run_prefix
+from kubetune_api.uris import redact_spec, run_prefix
 from kubetune_trainer.errors import PreemptedError
 from kubetune_trainer.modeling.cache import cache_root
 from kubetune_trainer.records import PreparedDataset
@@ -95,7 +95,8 @@ def run_job(
     offline_env(job)
     say(
         f"kubetune: {meta.namespace}/{meta.name}, objective {spec.objective}, resolved spec:\n"
-        + yaml.safe_dump(job.to_manifest()["spec"], sort_keys=False).rstrip()
+        # Pod logs are widely readable: URLs are printed without user:password@.
+        + yaml.safe_dump(redact_spec(job.to_manifest()["spec"]), sort_keys=False).rstrip()
     )
     recipe = load_recipe(spec.objective)  # a missing recipe fails before any loading
 
@@ -141,7 +142,7 @@ def run_job(
         )
         sinks = SinkFanout(sinks_for(job, run, report_dir) if rank == 0 else [])
         params = {
-            "spec": job.to_manifest()["spec"],
+            "spec": redact_spec(job.to_manifest()["spec"]),  # MLflow params, reports
             "precision": loaded.precision,
             "data_fingerprint": prep.fingerprint,
             "trainable_params": loaded.trainable,
