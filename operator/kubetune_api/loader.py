@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from .errors import SpecError, from_validation_error
+from .errors import MAX_ERRORS, SpecError, cap_errors, from_validation_error
+from .safe_yaml import YamlLimitError, load_all, load_scalar, read_bounded, shorten
 from .spec import FineTuneJob
 
 
@@ -35,7 +35,8 @@ def parse_job(data: Any, source: str = "<spec>") -> FineTuneJob:
     if not isinstance(data, dict):
         raise InvalidSpecError(source, [SpecError("", "a FineTuneJob must be a mapping")])
     try:
-        return FineTuneJob.model_validate(data)
+        # by_name=False: snake_case keys are unknown, as they are to the CRD (which prunes them).
+        return FineTuneJob.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise InvalidSpecError(source, from_validation_error(exc, FineTuneJob)) from None
 
@@ -63,16 +64,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise InvalidSpecError("--set", [SpecError(key, f"{p} is not a mapping")])
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = load_scalar(raw)
+        except (YamlLimitError, yaml.YAMLError) as exc:
+            msg = shorten(str(exc).replace("\n", " "), 300)
+            raise InvalidSpecError("--set", [SpecError(key, msg)]) from None
     return data
 
 
 def read_documents(path: str | Path) -> list[Any]:
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".json":
-        return [json.loads(text)]
-    return [d for d in yaml.safe_load_all(text) if d is not None]
+    """The non-empty documents of a YAML or JSON file (JSON is YAML: same loader and limits).
+
+    Raises YamlLimitError (with the key path) or yaml.YAMLError for a file it refuses.
+    """
+    return [d for d in load_all(read_bounded(path)) if d is not None]
 
 
 def load_file(path: str | Path, overrides: list[str] | None = None) -> LoadResult:
@@ -84,11 +89,15 @@ def load_file(path: str | Path, overrides: list[str] | None = None) -> LoadResul
         return result
     try:
         docs = read_documents(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        result.errors.append(SpecError("", f"cannot read file: {exc}"))
+    except OSError as exc:
+        result.errors.append(SpecError("", shorten(f"cannot read file: {exc}", 300)))
         return result
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        result.errors.append(SpecError("", f"not valid YAML/JSON: {exc}".replace("\n", " ")))
+    except YamlLimitError as exc:
+        result.errors.append(SpecError(exc.path, exc.message))
+        return result
+    except yaml.YAMLError as exc:
+        msg = shorten(f"not valid YAML/JSON: {exc}".replace("\n", " "), 300)
+        result.errors.append(SpecError("", msg))
         return result
     if not docs:
         result.errors.append(SpecError("", "no FineTuneJob document in the file"))
@@ -99,7 +108,10 @@ def load_file(path: str | Path, overrides: list[str] | None = None) -> LoadResul
             result.jobs.append(parse_job(doc, str(path)))
         except InvalidSpecError as exc:
             tag = f"document {i + 1}: " if len(docs) > 1 else ""
-            result.errors.extend(SpecError(e.path, tag + e.message) for e in exc.errors)
+            result.errors.extend(replace(e, message=tag + e.message) for e in exc.errors)
+        if len(result.errors) > MAX_ERRORS:
+            break  # a file of many bad documents: the first ones say enough
+    result.errors = cap_errors(result.errors)
     return result
 
 
