@@ -24,6 +24,9 @@ _repr.maxlist = _repr.maxdict = _repr.maxtuple = _repr.maxset = 6
 _repr.maxlevel = 3
 
 
+_STRICT_TYPES: Final = ("int_type", "float_type", "bool_type")
+
+
 def show(value: object) -> str:
     """A bounded repr of a user value, for error messages."""
     return shorten(_repr.repr(value))
@@ -100,6 +103,8 @@ def from_validation_error(
                 path, msg = head, msg.split(":", 1)[1].strip()
         elif "input" in err and kind not in ("model_type", "dict_type"):
             msg = f"{msg} (got {show(err['input'])})"
+            if kind in _STRICT_TYPES and isinstance(err["input"], str):
+                msg += "; types are strict, as in the CRD: write the value without quotes"
         out.append(SpecError(path, shorten(msg, _MAX_MESSAGE)))
         if len(out) > MAX_ERRORS:
             break
