@@ -6,8 +6,10 @@ file costs at most its first few thousand events:
 - nesting: at most MAX_DEPTH collections deep (deep flow nesting is quadratic in libyaml and
   the recursive composer overflows the C stack);
 - anchors/aliases are accepted (kubectl accepts them) but every alias counts as the whole
-  value it stands for: at most MAX_NODES expanded nodes per file, and an alias inside its own
-  anchor is refused. A "billion laughs" bomb stops at the limit instead of being expanded.
+  value it stands for: at most MAX_NODES expanded nodes and MAX_DOCUMENT_BYTES expanded
+  characters per file (aliases cannot make a file bigger than the size limit), and an alias
+  inside its own anchor is refused. A "billion laughs" bomb stops at the limit instead of
+  being expanded (by a later JSON dump, say).
 - keys: scalar strings only, no duplicates (PyYAML silently keeps the last one);
 - numbers as the API server reads them: `1e-4` is a float (YAML 1.1 reads it as a string),
   integers must fit int64, `.inf`/`.nan` are refused (JSON cannot hold them); no timestamps
@@ -176,9 +178,11 @@ def _check_events(text: str) -> None:
     """Walk the event stream once and enforce every limit (see the module docstring)."""
     loader = SpecLoader(text)
     stack: list[_Frame] = []
-    anchors: dict[str, int] = {}  # anchor -> expanded node count (closed ones)
-    open_anchors: list[tuple[str | None, int]] = []  # per open collection: (anchor, nodes at start)
-    nodes = 0
+    # anchor -> (nodes, characters) once expanded; only anchors whose node is complete
+    anchors: dict[str, tuple[int, int]] = {}
+    # per open collection: (its anchor, nodes and characters counted before it)
+    open_anchors: list[tuple[str | None, int, int]] = []
+    nodes = chars = 0
 
     def fail(msg: str, event: Any) -> NoReturn:
         raise YamlLimitError(msg, _path(stack), event.start_mark.line + 1)
@@ -199,9 +203,9 @@ def _check_events(text: str) -> None:
                 continue
             if isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
                 stack.pop()
-                anchor, start = open_anchors.pop()
+                anchor, start, start_chars = open_anchors.pop()
                 if anchor is not None:
-                    anchors[anchor] = nodes - start
+                    anchors[anchor] = (nodes - start, chars - start_chars)
                 value_done()
                 continue
             if not isinstance(ev, yaml.NodeEvent):
@@ -215,12 +219,20 @@ def _check_events(text: str) -> None:
                 if is_key:
                     fail("an alias cannot be a key", ev)
                 if ev.anchor not in anchors:
-                    what = "refers to itself" if any(a == ev.anchor for a, _ in open_anchors) \
+                    what = "refers to itself" if any(o[0] == ev.anchor for o in open_anchors) \
                         else "has no anchor before it"  # fmt: skip
                     fail(f"alias *{shorten(str(ev.anchor), 60)} {what}", ev)
-                nodes += anchors[str(ev.anchor)]
+                nodes += anchors[str(ev.anchor)][0]
+                chars += anchors[str(ev.anchor)][1]
             else:
                 nodes += 1
+                chars += len(ev.value) if isinstance(ev, yaml.ScalarEvent) else 0
+            if chars > MAX_DOCUMENT_BYTES:
+                fail(
+                    f"aliases expand this file past {MAX_DOCUMENT_BYTES // 2**20} MiB of text; "
+                    "write the values out or use fewer aliases",
+                    ev,
+                )
             if nodes > MAX_NODES:
                 fail(
                     f"more than {MAX_NODES} values (aliases counted each time they are used); "
@@ -233,7 +245,7 @@ def _check_events(text: str) -> None:
                     continue
                 _check_scalar(loader, ev, fail)
                 if ev.anchor is not None:
-                    anchors[ev.anchor] = 1
+                    anchors[ev.anchor] = (1, len(ev.value))
                 value_done()
             elif isinstance(ev, yaml.AliasEvent):
                 value_done()
@@ -243,7 +255,7 @@ def _check_events(text: str) -> None:
                 if len(stack) >= MAX_DEPTH:
                     fail(f"nested more than {MAX_DEPTH} levels deep", ev)
                 stack.append(_Frame(is_map=isinstance(ev, yaml.MappingStartEvent)))
-                open_anchors.append((ev.anchor, nodes - 1))
+                open_anchors.append((ev.anchor, nodes - 1, chars))
                 if ev.anchor is not None:  # a redefined anchor: aliases inside mean this one
                     anchors.pop(ev.anchor, None)
     finally:

@@ -233,3 +233,15 @@ def test_validate_and_run_refuse_a_bomb_quickly(tmp_path: Path) -> None:
     assert proc.returncode == 64, proc.stderr[-2000:]
     assert "more than 20000 values" in proc.stderr and "Traceback" not in proc.stderr
     assert time.monotonic() - start < 30
+
+
+def test_aliases_cannot_expand_text_past_the_size_limit(tmp_path: Path) -> None:
+    # 1000 aliases of a 100 KB string: 100 MB once dumped as JSON (the operator's ConfigMap).
+    big = "x" * 100_000
+    refs = "".join(f"      k{i}: *big\n" for i in range(1000))
+    text = GOOD.replace("  dataset: {source: d.jsonl, format: qa}\n", "") + (
+        f"  dataset:\n    source: d.jsonl\n    systemPrompt: &big {big}\n    fieldMap:\n{refs}"
+    )
+    errors = _errors(tmp_path, text)
+    assert len(errors) == 1 and "aliases expand this file past 2 MiB" in errors[0], errors
+    assert errors[0].startswith("spec.dataset.fieldMap.k"), errors
