@@ -252,6 +252,9 @@ def _check_events(text: str) -> None:
             else:  # a collection starts
                 if is_key:
                     fail("keys must be strings, not lists or mappings", ev)
+                kind = "map" if isinstance(ev, yaml.MappingStartEvent) else "seq"
+                if ev.tag not in (None, "!", _T + kind):
+                    fail(f"tag {shorten(ev.tag, 60)} does not fit a {kind}", ev)
                 if len(stack) >= MAX_DEPTH:
                     fail(f"nested more than {MAX_DEPTH} levels deep", ev)
                 stack.append(_Frame(is_map=isinstance(ev, yaml.MappingStartEvent)))
@@ -284,10 +287,15 @@ def _check_key(
 
 
 def _check_scalar(loader: Any, ev: Any, fail: Callable[[str, Any], NoReturn]) -> None:
+    tag = loader.resolve(yaml.ScalarNode, ev.value, ev.implicit)
     if ev.tag not in (None, "!"):
+        # An explicit tag may only say what the value already is (or that it is a string,
+        # or that an integer is a float): `!!bool maybe` or `!!int 1.5` are refused.
+        plain = loader.resolve(yaml.ScalarNode, ev.value, (True, False))
+        fine = ev.tag in (_T + "str", plain) or (ev.tag == _T + "float" and plain == _T + "int")
+        if not fine:
+            fail(f"{shorten(repr(ev.value), 60)} is not a valid {ev.tag.rsplit(':', 1)[1]}", ev)
         tag = ev.tag
-    else:
-        tag = loader.resolve(yaml.ScalarNode, ev.value, ev.implicit)
     if tag in (_T + "int", _T + "float"):
         try:
             node = yaml.ScalarNode(tag, ev.value)
@@ -307,7 +315,12 @@ def load_all(text: str) -> Iterator[Any]:
     loader = SpecLoader(text)
     try:
         while loader.check_data():
-            yield loader.get_data()
+            try:
+                yield loader.get_data()
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                # The event checks should leave nothing for the constructor to refuse; if
+                # something slips through, it is still a refused file, not a traceback.
+                raise YamlLimitError(f"cannot read this YAML: {shorten(str(exc))}") from None
     finally:
         loader.dispose()
 

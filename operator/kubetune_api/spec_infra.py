@@ -178,7 +178,7 @@ class OutputSpec(SpecModel):
     s3_endpoint: str | None = Field(
         default=None,
         description="Endpoint of an S3-compatible store (MinIO, Ceph...).",
-        pattern=r"^https?://[^\s]+$",  # pydantic's and the API server's `$`: the very end
+        json_schema_extra=crd_pattern(HTTP_URL),
     )
     cleanup_policy: Literal["retain", "delete"] = Field(
         default="retain", description="What happens to the artifacts when the job is deleted."
@@ -188,6 +188,11 @@ class OutputSpec(SpecModel):
     @classmethod
     def _uri(cls, v: str) -> str:
         return check_storage_uri(v, "output.uri")
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return None if v is None else check_http_url(v, "output.s3Endpoint")
 
     @field_validator("credentials_secret")
     @classmethod

@@ -17,15 +17,22 @@ BUILTIN_MODELS: Final = ("tiny-llama", "smollm2-135m-instruct", "all-minilm-l6-v
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", re.ASCII)
 _S3 = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
 DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0/C1 controls and Unicode line/paragraph separators (YAML reads those as line breaks too).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Registry names become a folder under <output>/registry/ and an MLflow model name: one path
 # segment, no '..' (a dot is followed by another character or ends the name); 128 at most.
 REGISTRY_NAME: Final = r"[A-Za-z0-9](\.?[A-Za-z0-9_-])*\.?"
-HTTP_URL: Final = r"https?://[^\s/?#@]+(@[^\s/?#@]+)?(/\S*)?"
+_C = r"\s\x00-\x1f\x7f"  # whitespace and control characters: never in a URL
+HTTP_URL: Final = rf"https?://[^{_C}/?#@]+(@[^{_C}/?#@]+)?(/[^{_C}]*)?"
+
+
+MAX_URI_LENGTH: Final = 4096  # PATH_MAX; URLs and hub ids are far shorter
 
 
 def _printable(uri: str, what: str) -> None:
-    """No control characters (a trailing newline, a NUL) in a location."""
+    """No control characters (a trailing newline, a NUL) in a location, and a sane length."""
+    if len(uri) > MAX_URI_LENGTH:
+        raise ValueError(f"{what} is {len(uri)} characters long; at most {MAX_URI_LENGTH}")
     if _CONTROL.search(uri):
         raise ValueError(f"{what} {shorten(repr(uri))} holds a control character (newline?)")
 
@@ -42,6 +49,7 @@ def check_registry_name(name: str, what: str = "tracking.registerAs") -> str:
 
 def check_http_url(url: str, what: str) -> str:
     """An http(s):// endpoint (Pushgateway, S3 endpoint): no spaces or control characters."""
+    _printable(url, what)
     if not re.fullmatch(HTTP_URL, url):
         raise ValueError(
             f"{what} {shorten(repr(url))} is not an http(s) URL; use http(s)://host[:port][/path]"
@@ -135,6 +143,7 @@ _MLFLOW = re.compile(r"https?://[^\s/]+(/\S*)?|sqlite:///\S+")
 
 def check_mlflow_uri(uri: str) -> str:
     """tracking.mlflowUri: an MLflow server (http(s)://) or a SQLite store (sqlite:///)."""
+    _printable(uri, "tracking.mlflowUri")
     if not _MLFLOW.fullmatch(uri):
         raise ValueError(
             f"tracking.mlflowUri {shorten(repr(uri))} is not an MLflow tracking URI kubetune "

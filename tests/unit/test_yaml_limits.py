@@ -196,7 +196,7 @@ def test_encodings(tmp_path: Path) -> None:
 
 def test_long_values_are_cut_in_messages(tmp_path: Path) -> None:
     long = "x" * 600_000
-    text = GOOD + f"  training: {{epochs: {long}}}\n  output: {{uri: 'gs://{long}'}}\n"
+    text = GOOD + f"  training: {{epochs: {long}}}\n  objective: {long}\n"
     text += f"  ? {long}\n  : 1\n"  # an explicit key: a simple key is at most 1024 characters
     errors = _errors(tmp_path, text)
     assert len(errors) == 3, [e[:100] for e in errors]
