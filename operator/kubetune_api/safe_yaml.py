@@ -108,7 +108,7 @@ _resolvers: list[tuple[str, str, str]] = [
     # No base-60 integers (1:30 stays a string, as in YAML 1.2).
     ("int", r"[-+]?(?:0b[01_]+|0x[0-9a-fA-F_]+|0[0-7_]+|0|[1-9][0-9_]*)", "-+0123456789"),
     ("merge", r"<<", "<"),
-    ("null", r"(?:~|null|Null|NULL|)", "~nN\x00"),
+    ("null", r"(?:~|null|Null|NULL)", "~nN"),
 ]  # fmt: skip
 for _tag, _pattern, _first in _resolvers:
     SpecLoader.add_implicit_resolver(
