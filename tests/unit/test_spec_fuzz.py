@@ -41,12 +41,23 @@ def deadline(seconds: float) -> Iterator[None]:
         raise DeadlineExceeded(f"still running after {seconds} s")
 
     old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)  # pytest-timeout's, if any
+    start = time.monotonic()
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+        if outer:  # give the outer timer back what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 0.01))
+
+
+def test_the_deadline_interrupts_a_hang() -> None:
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded), deadline(0.2):
+        while True:  # a pure-Python hang, like a YAML bomb being expanded
+            pass
+    assert time.monotonic() - start < 2
 
 
 def _write(case: Case, folder: Path) -> Path:
