@@ -265,6 +265,12 @@ def documents(examples: list[tuple[str, str, dict[str, Any]]]) -> Iterator[Case]
     yield Case("multi-100-invalid", lambda: ("---\nkind: X\n" * 100).encode())
     yield Case("multi-1000-separators", lambda: ("---\n" * 1000).encode())
     yield Case("multi-10k-docs", lambda: ("--- 1\n" * 10_000).encode())
+    minimal = (
+        "---\napiVersion: kubetune.io/v1alpha1\nkind: FineTuneJob\n"
+        "metadata: {name: a-fairly-long-job-name}\n"
+        "spec: {model: {base: builtin:tiny-llama}, dataset: {source: d.jsonl}}\n"
+    )
+    yield Case("multi-1000-valid-minimal", lambda: (minimal * 1000).encode(), invalid=False)
     yield Case("multi-50-valid", lambda: ("---\n" + text).encode() * 50, invalid=False)
     roots = [
         "[]\n",
