@@ -30,13 +30,17 @@ class LoadResult:
     errors: list[SpecError] = field(default_factory=list)
 
 
-def parse_job(data: Any, source: str = "<spec>") -> FineTuneJob:
-    """Validate one decoded document; raise InvalidSpecError naming every bad field."""
+def parse_job(data: Any, source: str = "<spec>", *, by_name: bool = True) -> FineTuneJob:
+    """Validate one decoded document; raise InvalidSpecError naming every bad field.
+
+    by_name: also accept the Python (snake_case) field names, for Python callers. Files
+    (load_file) and API bodies (parse_spec) are parsed with by_name=False: there a
+    snake_case key is unknown, as it is to the CRD, which would prune it.
+    """
     if not isinstance(data, dict):
         raise InvalidSpecError(source, [SpecError("", "a FineTuneJob must be a mapping")])
     try:
-        # by_name=False: snake_case keys are unknown, as they are to the CRD (which prunes them).
-        return FineTuneJob.model_validate(data, by_alias=True, by_name=False)
+        return FineTuneJob.model_validate(data, by_alias=True, by_name=by_name)
     except ValidationError as exc:
         raise InvalidSpecError(source, from_validation_error(exc, FineTuneJob)) from None
 
@@ -46,7 +50,7 @@ def parse_spec(spec: Any, name: str, namespace: str = "default") -> FineTuneJob:
     return parse_job(
         {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
          "metadata": {"name": name, "namespace": namespace}, "spec": spec},
-        source=f"{namespace}/{name}",
+        source=f"{namespace}/{name}", by_name=False,
     )  # fmt: skip
 
 
@@ -105,7 +109,7 @@ def load_file(path: str | Path, overrides: list[str] | None = None) -> LoadResul
         try:
             if overrides:
                 doc = apply_overrides(doc, overrides)
-            result.jobs.append(parse_job(doc, str(path)))
+            result.jobs.append(parse_job(doc, str(path), by_name=False))
         except InvalidSpecError as exc:
             tag = f"document {i + 1}: " if len(docs) > 1 else ""
             result.errors.extend(replace(e, message=tag + e.message) for e in exc.errors)

@@ -18,7 +18,7 @@ import yaml
 
 from kubetune_api.constants import ConditionType, Phase, Reason
 from kubetune_api.crd import build_crd
-from kubetune_api.loader import InvalidSpecError, parse_job, parse_spec
+from kubetune_api.loader import InvalidSpecError, load_file, parse_job, parse_spec
 from kubetune_operator.decide import Inputs, decide
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,12 +191,17 @@ def test_python_code_may_still_build_models_by_field_name() -> None:
     from kubetune_api.spec_training import GenerationOptions
 
     assert GenerationOptions(max_new_tokens=8).max_new_tokens == 8
+    job = parse_job(with_("spec.training", {"max_steps": 5}))  # a Python caller's dict
+    assert job.spec.training.max_steps == 5
 
 
-def test_snake_case_is_unknown_in_files_and_bodies() -> None:
+def test_snake_case_is_unknown_in_files_and_bodies(tmp_path: Path) -> None:
     with pytest.raises(InvalidSpecError) as info:
         parse_spec({**BASE["spec"], "training": {"max_steps": 5}}, "ok-job")
     assert [e.path for e in info.value.errors] == ["spec.training.max_steps"]
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(with_("spec.training", {"max_steps": 5})))
+    errors = load_file(tmp_path / "job.yaml").errors
+    assert [e.path for e in errors] == ["spec.training.max_steps"]
 
 
 def _example_spec() -> dict[str, Any]:

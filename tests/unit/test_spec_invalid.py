@@ -276,7 +276,7 @@ def test_invalid_spec_names_field_and_fix(
     changes: dict[str, Any], path: str, words: tuple[str, ...]
 ) -> None:
     with pytest.raises(InvalidSpecError) as info:
-        parse_job(mutate(changes), "job.yaml")
+        parse_job(mutate(changes), "job.yaml", by_name=False)  # as load_file parses a file
     errors = info.value.errors
     assert len(errors) == 1, [str(e) for e in errors]
     err = errors[0]
