@@ -263,3 +263,16 @@ def test_namespace_override_reparses_and_is_checked(monkeypatch: pytest.MonkeyPa
     with pytest.raises(SystemExit) as info:
         job_from_file("examples/quickstart.yaml", [], "../../x")
     assert info.value.code == 64
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_the_resolved_manifest_parses_again_strictly(example: Path) -> None:
+    # The operator's ConfigMap holds to_manifest() as JSON; the trainer parses it with the
+    # same strict models, so every resolved value must be valid as written.
+    import json
+
+    job = load_file(example).jobs[0]
+    again = parse_job(json.loads(json.dumps(job.to_manifest())), by_name=False)
+    assert again.to_manifest() == job.to_manifest()
