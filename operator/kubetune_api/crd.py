@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 
 from . import constants as c
-from .spec import FineTuneJobSpec
+from .kube_names import DNS1035_LABEL, anchored
+from .spec import MAX_NAME_LENGTH, FineTuneJobSpec
 from .status import FineTuneJobStatus
 
 # Spec sections that may change while a job exists; all others are immutable.
@@ -73,6 +74,20 @@ def openapi_schema(model: type) -> dict[str, Any]:
     return _resolve(raw, raw.get("$defs", {}))
 
 
+def metadata_schema() -> dict[str, Any]:
+    """A CRD may restrict only metadata.name: the limit child object names need."""
+    return {
+        "type": "object",
+        "properties": {
+            "name": {
+                "type": "string",
+                "maxLength": MAX_NAME_LENGTH,
+                "pattern": anchored(DNS1035_LABEL),
+            }
+        },
+    }
+
+
 def spec_schema() -> dict[str, Any]:
     schema = openapi_schema(FineTuneJobSpec)
     for name, prop in schema["properties"].items():
@@ -127,7 +142,7 @@ def build_crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "metadata": metadata_schema(),
                                 "spec": spec_schema(),
                                 "status": openapi_schema(FineTuneJobStatus),
                             },

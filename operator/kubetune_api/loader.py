@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from .errors import SpecError, from_validation_error
+from .errors import MAX_ERRORS, SpecError, cap_errors, from_validation_error
+from .safe_yaml import YamlLimitError, load_all, load_scalar, read_bounded, shorten
 from .spec import FineTuneJob
 
 
@@ -30,12 +30,17 @@ class LoadResult:
     errors: list[SpecError] = field(default_factory=list)
 
 
-def parse_job(data: Any, source: str = "<spec>") -> FineTuneJob:
-    """Validate one decoded document; raise InvalidSpecError naming every bad field."""
+def parse_job(data: Any, source: str = "<spec>", *, by_name: bool = True) -> FineTuneJob:
+    """Validate one decoded document; raise InvalidSpecError naming every bad field.
+
+    by_name: also accept the Python (snake_case) field names, for Python callers. Files
+    (load_file) and API bodies (parse_spec) are parsed with by_name=False: there a
+    snake_case key is unknown, as it is to the CRD, which would prune it.
+    """
     if not isinstance(data, dict):
         raise InvalidSpecError(source, [SpecError("", "a FineTuneJob must be a mapping")])
     try:
-        return FineTuneJob.model_validate(data)
+        return FineTuneJob.model_validate(data, by_alias=True, by_name=by_name)
     except ValidationError as exc:
         raise InvalidSpecError(source, from_validation_error(exc, FineTuneJob)) from None
 
@@ -45,7 +50,7 @@ def parse_spec(spec: Any, name: str, namespace: str = "default") -> FineTuneJob:
     return parse_job(
         {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
          "metadata": {"name": name, "namespace": namespace}, "spec": spec},
-        source=f"{namespace}/{name}",
+        source=f"{namespace}/{name}", by_name=False,
     )  # fmt: skip
 
 
@@ -63,16 +68,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise InvalidSpecError("--set", [SpecError(key, f"{p} is not a mapping")])
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = load_scalar(raw)
+        except (YamlLimitError, yaml.YAMLError) as exc:
+            msg = shorten(str(exc).replace("\n", " "), 300)
+            raise InvalidSpecError("--set", [SpecError(key, msg)]) from None
     return data
 
 
 def read_documents(path: str | Path) -> list[Any]:
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".json":
-        return [json.loads(text)]
-    return [d for d in yaml.safe_load_all(text) if d is not None]
+    """The non-empty documents of a YAML or JSON file (JSON is YAML: same loader and limits).
+
+    Raises YamlLimitError (with the key path) or yaml.YAMLError for a file it refuses.
+    """
+    return [d for d in load_all(read_bounded(path)) if d is not None]
 
 
 def load_file(path: str | Path, overrides: list[str] | None = None) -> LoadResult:
@@ -84,11 +93,15 @@ def load_file(path: str | Path, overrides: list[str] | None = None) -> LoadResul
         return result
     try:
         docs = read_documents(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        result.errors.append(SpecError("", f"cannot read file: {exc}"))
+    except OSError as exc:
+        result.errors.append(SpecError("", shorten(f"cannot read file: {exc}", 300)))
         return result
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        result.errors.append(SpecError("", f"not valid YAML/JSON: {exc}".replace("\n", " ")))
+    except YamlLimitError as exc:
+        result.errors.append(SpecError(exc.path, exc.message))
+        return result
+    except yaml.YAMLError as exc:
+        msg = shorten(f"not valid YAML/JSON: {exc}".replace("\n", " "), 300)
+        result.errors.append(SpecError("", msg))
         return result
     if not docs:
         result.errors.append(SpecError("", "no FineTuneJob document in the file"))
@@ -96,10 +109,13 @@ def load_file(path: str | Path, overrides: list[str] | None = None) -> LoadResul
         try:
             if overrides:
                 doc = apply_overrides(doc, overrides)
-            result.jobs.append(parse_job(doc, str(path)))
+            result.jobs.append(parse_job(doc, str(path), by_name=False))
         except InvalidSpecError as exc:
             tag = f"document {i + 1}: " if len(docs) > 1 else ""
-            result.errors.extend(SpecError(e.path, tag + e.message) for e in exc.errors)
+            result.errors.extend(replace(e, message=tag + e.message) for e in exc.errors)
+        if len(result.errors) > MAX_ERRORS:
+            break  # a file of many bad documents: the first ones say enough
+    result.errors = cap_errors(result.errors)
     return result
 
 

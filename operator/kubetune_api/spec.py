@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ._base import SpecModel
 from .constants import API_VERSION, KIND
+from .kube_names import check_annotations, check_dns_label, check_labels
 from .spec_data import FORMATS_FOR_OBJECTIVE, DatasetSpec
 from .spec_infra import (
     DistributedSpec,
@@ -25,7 +25,6 @@ from .uris import is_remote
 Objective = Literal["sft", "dpo", "ranking"]
 # Children are named <name>-a<attempt>[-<suffix>]; keep room for that in 63 characters.
 MAX_NAME_LENGTH = 40
-_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 class FineTuneJobSpec(SpecModel):
@@ -118,6 +117,11 @@ class FineTuneJobSpec(SpecModel):
                 f"spec.training.optimizer: {opt!r} (bitsandbytes) cannot step ZeRO-3's "
                 "partitioned parameters; use adamw_torch, or deepspeed: zero2"
             )
+        if self.metrics.port == dist.master_port:
+            raise ValueError(
+                f"spec.metrics.port: {self.metrics.port} is also spec.distributed.masterPort; "
+                "the pod's Service and container cannot list one port twice: use another port"
+            )
         if self.training.engine == "unsloth" and (dist.world_size > 1 or dist.deepspeed != "none"):
             raise ValueError(
                 "spec.training.engine: unsloth trains on a single GPU; use engine "
@@ -126,26 +130,57 @@ class FineTuneJobSpec(SpecModel):
         return self
 
 
-class ObjectMeta(SpecModel):
-    """The subset of Kubernetes metadata kubetune reads; other keys are kept as-is."""
+_SERVER = "Set by the API server; accepted as `kubectl get -o yaml` prints it, not used."
 
-    model_config = ConfigDict(**{**SpecModel.model_config, "extra": "allow"})
+
+class ObjectMeta(SpecModel):
+    """Kubernetes ObjectMeta: what kubetune reads is checked as the API server checks it; the
+    fields the server sets (`kubectl get -o yaml` output) are accepted and not used; any other
+    key is unknown, as it is to the API server."""
 
     name: str = Field(description="FineTuneJob name (a DNS-1035 label, at most 40 characters).")
-    namespace: str = Field(default="default", description="Namespace.")
+    namespace: str = Field(default="default", description="Namespace (a DNS-1123 label).")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
+    # Set by the API server; accepted so that its own output validates.
+    uid: str | None = Field(default=None, description=_SERVER)
+    resource_version: str | None = Field(default=None, description=_SERVER)
+    generation: int | None = Field(default=None, description=_SERVER)
+    creation_timestamp: str | None = Field(default=None, description=_SERVER)
+    deletion_timestamp: str | None = Field(default=None, description=_SERVER)
+    deletion_grace_period_seconds: int | None = Field(default=None, description=_SERVER)
+    generate_name: str | None = Field(default=None, description=_SERVER)
+    self_link: str | None = Field(default=None, description=_SERVER)
+    finalizers: list[str] | None = Field(default=None, description=_SERVER)
+    owner_references: list[dict[str, Any]] | None = Field(default=None, description=_SERVER)
+    managed_fields: list[dict[str, Any]] | None = Field(default=None, description=_SERVER)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if len(v) > MAX_NAME_LENGTH or not _NAME.match(v):
+        try:
+            return check_dns_label(v, "name", MAX_NAME_LENGTH, first_letter=True)
+        except ValueError:
             raise ValueError(
-                f"{v!r} is not a valid FineTuneJob name (a DNS-1035 label): use at most "
+                f"{v[:100]!r} is not a valid FineTuneJob name (a DNS-1035 label): use at most "
                 f"{MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter "
                 "(child objects append an attempt suffix)"
-            )
-        return v
+            ) from None
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        return check_dns_label(v, "namespace")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v, "label")
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_annotations(v, "annotations")
 
 
 class FineTuneJob(SpecModel):

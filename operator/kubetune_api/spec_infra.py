@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ._base import SpecModel
+from ._base import SpecModel, crd_pattern
 from .constants import DEFAULT_MASTER_PORT, DEFAULT_METRICS_PORT
-from .uris import DNS_LABEL, check_mlflow_uri, check_storage_uri
+from .kube_names import (
+    DNS1123_LABEL,
+    IMAGE,
+    LABEL_VALUE,
+    MAX_IMAGE_LENGTH,
+    QUANTITY,
+    check_dns_label,
+    check_image,
+    check_label_value,
+    check_labels,
+    check_quantity,
+    qualified_name_problem,
+)
+from .uris import (
+    HTTP_URL,
+    REGISTRY_NAME,
+    check_http_url,
+    check_mlflow_uri,
+    check_registry_name,
+    check_storage_uri,
+)
 
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+_DNS = crd_pattern(DNS1123_LABEL, 63)
 
 
 def _dns_label(v: str | None, what: str) -> str | None:
-    if v is not None and (len(v) > 63 or not DNS_LABEL.match(v)):
-        raise ValueError(
-            f"{what} {v!r} is not a DNS label: use at most 63 lowercase letters, digits "
-            "and '-', starting and ending with a letter or digit"
-        )
-    return v
+    return None if v is None else check_dns_label(v, what)
 
 
 class DistributedSpec(SpecModel):
@@ -58,42 +72,95 @@ class DistributedSpec(SpecModel):
 class Toleration(SpecModel):
     key: str | None = Field(default=None, description="Taint key.")
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Match operator.")
-    value: str | None = Field(default=None, description="Taint value.")
+    value: str | None = Field(
+        default=None, description="Taint value.", json_schema_extra=crd_pattern(LABEL_VALUE, 63)
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect."
     )
     toleration_seconds: int | None = Field(default=None, description="For NoExecute taints.")
 
+    @model_validator(mode="after")
+    def _as_the_api_server(self) -> Toleration:
+        # The same checks the API server makes on a Pod's tolerations.
+        if self.key:
+            problem = qualified_name_problem(self.key)
+            if problem:
+                raise ValueError(f"key {self.key[:100]!r} is not a taint key: {problem}")
+        elif self.operator != "Exists":
+            raise ValueError("a toleration without `key` needs `operator: Exists`")
+        if self.value:
+            check_label_value(self.value, "value")
+            if self.operator == "Exists":
+                raise ValueError("`value` must be empty with `operator: Exists`")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("`tolerationSeconds` needs `effect: NoExecute`")
+        return self
+
 
 class ResourcesSpec(SpecModel):
     gpus_per_node: int = Field(default=0, ge=0, le=64, description="nvidia.com/gpu per pod.")
     gpu_type: str | None = Field(
-        default=None, description="GPU product label value, e.g. NVIDIA-A100-SXM4-80GB."
+        default=None,
+        description="GPU product label value, e.g. NVIDIA-A100-SXM4-80GB.",
+        json_schema_extra=crd_pattern(LABEL_VALUE, 63),
     )
-    cpu: str = Field(default="2", description="CPU request per pod (Kubernetes quantity).")
-    memory: str = Field(default="8Gi", description="Memory request and limit per pod.")
-    shm_size: str = Field(default="2Gi", description="Size of the /dev/shm memory volume.")
+    cpu: str = Field(
+        default="2",
+        description="CPU request per pod (Kubernetes quantity).",
+        json_schema_extra=crd_pattern(QUANTITY),
+    )
+    memory: str = Field(
+        default="8Gi",
+        description="Memory request and limit per pod.",
+        json_schema_extra=crd_pattern(QUANTITY),
+    )
+    shm_size: str = Field(
+        default="2Gi",
+        description="Size of the /dev/shm memory volume.",
+        json_schema_extra=crd_pattern(QUANTITY),
+    )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Pod node selector.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
-    priority_class_name: str | None = Field(default=None, description="Pod priority class.")
+    priority_class_name: str | None = Field(
+        default=None, description="Pod priority class.", json_schema_extra=_DNS
+    )
     image: str | None = Field(
         default=None,
-        description="Trainer image; defaults to the operator's matching version. Pods run it "
-        "with args [launch], so its entrypoint must be kubetune's (build FROM the trainer image).",
+        description="Trainer image (registry/repository:tag or @sha256:<digest>); defaults to "
+        "the operator's matching version. Pods run it with args [launch], so its entrypoint "
+        "must be kubetune's (build FROM the trainer image).",
+        json_schema_extra=crd_pattern(IMAGE, MAX_IMAGE_LENGTH),
     )
-    service_account_name: str | None = Field(default=None, description="Pod service account.")
+    service_account_name: str | None = Field(
+        default=None, description="Pod service account.", json_schema_extra=_DNS
+    )
 
     @field_validator("cpu", "memory", "shm_size")
     @classmethod
     def _quantity(cls, v: str) -> str:
-        if not _QUANTITY.match(v):
-            raise ValueError(f"{v!r} is not a Kubernetes quantity (e.g. 500m, 4, 16Gi)")
-        return v
+        return check_quantity(v, "")
 
     @field_validator("priority_class_name", "service_account_name")
     @classmethod
     def _names(cls, v: str | None) -> str | None:
         return _dns_label(v, "name")
+
+    @field_validator("node_selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v, "nodeSelector")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        return None if v is None else check_image(v)
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _gpu_type(cls, v: str | None) -> str | None:
+        # It becomes the value of the nodeSelector label nvidia.com/gpu.product.
+        return v if v is None else check_label_value(v, "gpuType")
 
 
 class OutputSpec(SpecModel):
@@ -106,11 +173,12 @@ class OutputSpec(SpecModel):
         default=None,
         description="Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, mounted by "
         "reference (credentials never go in the spec).",
+        json_schema_extra=_DNS,
     )
     s3_endpoint: str | None = Field(
         default=None,
         description="Endpoint of an S3-compatible store (MinIO, Ceph...).",
-        pattern=r"^https?://[^\s]+$",
+        json_schema_extra=crd_pattern(HTTP_URL),
     )
     cleanup_policy: Literal["retain", "delete"] = Field(
         default="retain", description="What happens to the artifacts when the job is deleted."
@@ -120,6 +188,11 @@ class OutputSpec(SpecModel):
     @classmethod
     def _uri(cls, v: str) -> str:
         return check_storage_uri(v, "output.uri")
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return None if v is None else check_http_url(v, "output.s3Endpoint")
 
     @field_validator("credentials_secret")
     @classmethod
@@ -139,12 +212,18 @@ class TrackingSpec(SpecModel):
             "model registry (default: the job's name). With tracking.mlflowUri set, every "
             "successful run adds a model version carrying the run's lineage as tags."
         ),
+        json_schema_extra=crd_pattern(REGISTRY_NAME, 128),
     )
 
     @field_validator("mlflow_uri")
     @classmethod
     def _mlflow_uri(cls, v: str | None) -> str | None:
         return None if v is None else check_mlflow_uri(v)
+
+    @field_validator("register_as")
+    @classmethod
+    def _register_as(cls, v: str | None) -> str | None:
+        return None if v is None else check_registry_name(v)
 
     @model_validator(mode="after")
     def _register_needs_uri(self) -> TrackingSpec:
@@ -161,8 +240,15 @@ class MetricsSpec(SpecModel):
         default=DEFAULT_METRICS_PORT, ge=1024, le=65535, description="Trainer /metrics port."
     )
     pushgateway_url: str | None = Field(
-        default=None, description="Push final metrics to this Prometheus Pushgateway."
+        default=None,
+        description="Push final metrics to this Prometheus Pushgateway (http(s)://host:port).",
+        json_schema_extra=crd_pattern(HTTP_URL),
     )
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else check_http_url(v, "metrics.pushgatewayUrl")
 
 
 class RunPolicySpec(SpecModel):
@@ -177,7 +263,9 @@ class RunPolicySpec(SpecModel):
         default=None, ge=0, description="Delete the FineTuneJob this long after it finishes."
     )
     suspend: bool = Field(default=False, description="Stop the pods and keep checkpoints.")
-    queue_name: str | None = Field(default=None, description="Kueue LocalQueue for admission.")
+    queue_name: str | None = Field(
+        default=None, description="Kueue LocalQueue for admission.", json_schema_extra=_DNS
+    )
 
     @field_validator("queue_name")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -26,7 +27,9 @@ class ModelSpec(SpecModel):
         examples=["meta-llama/Llama-2-7b-hf", "builtin:tiny-llama", "s3://models/llama3-8b"],
     )
     revision: str | None = Field(
-        default=None, description="Git revision (branch, tag or commit) of a hub model."
+        default=None,
+        description="Git revision (branch, tag or commit) of a hub model.",
+        pattern=r"^[^\s\x00-\x1f]+$",  # pydantic's and the API server's `$`: the very end
     )
     tokenizer: str | None = Field(
         default=None,
@@ -37,7 +40,7 @@ class ModelSpec(SpecModel):
         default=None,
         description="File name of a GGUF checkpoint inside `base` (llama.cpp format); "
         "it is dequantized and converted once, then cached.",
-        pattern=r"^[^/]+\.gguf$",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\.gguf$",
     )
     trust_remote_code: bool = Field(
         default=False,
@@ -99,12 +102,12 @@ class AdapterSpec(SpecModel):
         description="Modules trained in full and saved with the adapter (e.g. classifier).",
     )
 
-    @field_validator("target_modules")
+    @field_validator("target_modules", "modules_to_save")
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not name or not all(c.isalnum() or c in "_.-" for c in name):
-                raise ValueError(f"module name {name!r} may hold only letters, digits, _ . -")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"module name {name[:100]!r} may hold only letters, digits, _ . -")
         return v
 
 

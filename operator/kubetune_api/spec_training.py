@@ -31,7 +31,7 @@ class GenerationOptions(SpecModel):
     max_new_tokens: int = Field(default=128, ge=1, le=8192, description="Tokens to generate.")
     temperature: float = Field(default=0.0, ge=0, le=5, description="0 means greedy decoding.")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    seed: int = Field(default=0, ge=0, description="Sampling seed.")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Sampling seed.")
 
 
 class EvaluationSpec(SpecModel):
@@ -72,7 +72,10 @@ class TrainingSpec(SpecModel):
     optimizer: Literal["adamw_torch", "paged_adamw_8bit", "adamw_8bit", "sgd"] = Field(
         default="adamw_torch", description="Optimizer; paged/8-bit variants need a CUDA GPU."
     )
-    seed: int = Field(default=42, ge=0, description="Seed for data order, init and dropout.")
+    # numpy's seeds are 32-bit: a larger one would fail only once training starts.
+    seed: int = Field(
+        default=42, ge=0, le=2**32 - 1, description="Seed for data order, init and dropout."
+    )
     precision: Precision = Field(
         default="auto", description="auto: bf16 where supported, else fp32; fp16 needs a GPU."
     )

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import SpecModel
+from ._base import StatusModel
 
 PhaseName = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 
@@ -16,7 +16,7 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Condition(SpecModel):
+class Condition(StatusModel):
     type: str = Field(description="Condition type (see kubetune_api.constants.ConditionType).")
     status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
     reason: str = Field(description="CamelCase reason (kubetune_api.constants.Reason).")
@@ -26,7 +26,7 @@ class Condition(SpecModel):
     )
 
 
-class Progress(SpecModel):
+class Progress(StatusModel):
     step: int = Field(default=0, ge=0, description="Optimizer steps done.")
     total_steps: int = Field(default=0, ge=0, description="Optimizer steps planned.")
     epoch: float = Field(default=0, ge=0, description="Epochs done (fractional).")
@@ -37,13 +37,13 @@ class Progress(SpecModel):
     display: str = Field(default="", description="step/total (percent), for kubectl get.")
 
 
-class AdapterArtifact(SpecModel):
+class AdapterArtifact(StatusModel):
     uri: str = Field(description="Where the final adapter is.")
     sha256: str = Field(default="", description="sha256 of the adapter weights file.")
     size_bytes: int = Field(default=0, ge=0, description="Size of the adapter weights file.")
 
 
-class FineTuneJobStatus(SpecModel):
+class FineTuneJobStatus(StatusModel):
     phase: PhaseName = Field(default="Pending", description="Lifecycle phase.")
     message: str = Field(default="", description="Latest human-readable summary.")
     conditions: list[Condition] = Field(default_factory=list, description="Conditions by type.")

@@ -1,4 +1,7 @@
-"""URI rules shared by the spec, the trainer's storage layer and the operator."""
+"""URI rules shared by the spec, the trainer's storage layer and the operator.
+
+Every pattern is checked with `fullmatch`: `re.match(r"...$")` accepts a trailing newline.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,53 @@ from urllib.parse import unquote
 
 from .constants import Env
 
+from .safe_yaml import shorten
+
 # Offline models the trainer can build or unpack without a hub (closed set: a spec
 # is untrusted input, so names map to code, never to import paths).
 BUILTIN_MODELS: Final = ("tiny-llama", "smollm2-135m-instruct", "all-minilm-l6-v2")
 
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_S3 = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
-DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", re.ASCII)
+_S3 = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
+DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# C0/C1 controls and Unicode line/paragraph separators (YAML reads those as line breaks too).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Registry names become a folder under <output>/registry/ and an MLflow model name: one path
+# segment, no '..' (a dot is followed by another character or ends the name); 128 at most.
+REGISTRY_NAME: Final = r"[A-Za-z0-9](\.?[A-Za-z0-9_-])*\.?"
+_C = r"\s\x00-\x1f\x7f"  # whitespace and control characters: never in a URL
+HTTP_URL: Final = rf"https?://[^{_C}/?#@]+(@[^{_C}/?#@]+)?(/[^{_C}]*)?"
+
+
+MAX_URI_LENGTH: Final = 4096  # PATH_MAX; URLs and hub ids are far shorter
+
+
+def _printable(uri: str, what: str) -> None:
+    """No control characters (a trailing newline, a NUL) in a location, and a sane length."""
+    if len(uri) > MAX_URI_LENGTH:
+        raise ValueError(f"{what} is {len(uri)} characters long; at most {MAX_URI_LENGTH}")
+    if _CONTROL.search(uri):
+        raise ValueError(f"{what} {shorten(repr(uri))} holds a control character (newline?)")
+
+
+def check_registry_name(name: str, what: str = "tracking.registerAs") -> str:
+    """A name in kubetune's registry: one path segment, never '..', at most 128 characters."""
+    if len(name) > 128 or not re.fullmatch(REGISTRY_NAME, name):
+        raise ValueError(
+            f"{what} {shorten(repr(name))} is not a registry name: use 1-128 letters, digits, "
+            "'.', '_' and '-', starting with a letter or digit, without '..' or '/'"
+        )
+    return name
+
+
+def check_http_url(url: str, what: str) -> str:
+    """An http(s):// endpoint (Pushgateway, S3 endpoint): no spaces or control characters."""
+    _printable(url, what)
+    if not re.fullmatch(HTTP_URL, url):
+        raise ValueError(
+            f"{what} {shorten(repr(url))} is not an http(s) URL; use http(s)://host[:port][/path]"
+        )
+    return url
 
 
 def scheme_of(uri: str) -> str:
@@ -28,16 +71,17 @@ def scheme_of(uri: str) -> str:
 
 def check_storage_uri(uri: str, what: str) -> str:
     """An output/data location: s3://bucket/prefix, file:// or a filesystem path."""
+    _printable(uri, what)
     scheme = scheme_of(uri)
     if scheme == "s3":
-        if not _S3.match(uri):
+        if not _S3.fullmatch(uri):
             raise ValueError(
-                f"{what} {uri!r} is not a valid S3 URI; use s3://<bucket>/<prefix> with a "
-                "lowercase bucket name of 3-63 characters"
+                f"{what} {shorten(repr(uri))} is not a valid S3 URI; use s3://<bucket>/<prefix> "
+                "with a lowercase bucket name of 3-63 characters"
             )
     elif scheme not in ("", "file"):
         raise ValueError(
-            f"{what} {uri!r} has unsupported scheme {scheme!r}; "
+            f"{what} {shorten(repr(uri))} has unsupported scheme {shorten(repr(scheme), 40)}; "
             "use s3://bucket/prefix or a local path"
         )
     return uri
@@ -45,12 +89,13 @@ def check_storage_uri(uri: str, what: str) -> str:
 
 def check_model_uri(uri: str) -> str:
     """model.base: a hub id, a local folder, s3://bucket/prefix or builtin:<name>."""
+    _printable(uri, "model location")
     scheme = scheme_of(uri)
     if scheme == "builtin":
         name = uri.split(":", 1)[1]
         if name not in BUILTIN_MODELS:
             raise ValueError(
-                f"unknown built-in model {name!r}; choose one of "
+                f"unknown built-in model {shorten(repr(name))}; choose one of "
                 + ", ".join("builtin:" + m for m in BUILTIN_MODELS)
             )
         return uri
@@ -58,16 +103,19 @@ def check_model_uri(uri: str) -> str:
         return check_storage_uri(uri, "model location")
     if scheme:
         raise ValueError(
-            f"model location {uri!r} has unsupported scheme {scheme!r}; use a Hugging Face "
+            f"model location {shorten(repr(uri))} has unsupported scheme "
+            f"{shorten(repr(scheme), 40)}; use a Hugging Face "
             "id, a local folder, s3://bucket/prefix or builtin:<name>"
         )
     return _hub_id_or_path(uri, "")
 
 
 def _hub_id_or_path(uri: str, what: str) -> str:
-    if uri.startswith((".", "/", "~")) or _HF_ID.match(uri):
+    if uri.startswith((".", "/", "~")) or _HF_ID.fullmatch(uri):
         return uri
-    raise ValueError(f"{what}{uri!r} is neither a Hugging Face id (org/name) nor a local path")
+    raise ValueError(
+        f"{what}{shorten(repr(uri))} is neither a Hugging Face id (org/name) nor a local path"
+    )
 
 
 def check_tokenizer_uri(uri: str) -> str:
@@ -76,31 +124,34 @@ def check_tokenizer_uri(uri: str) -> str:
     No builtin: (a built-in model brings its own tokenizer) and no file:// (a plain path is
     what the trainer hands to the tokenizer loader).
     """
+    _printable(uri, "model.tokenizer")
     scheme = scheme_of(uri)
     if scheme == "s3":
         return check_storage_uri(uri, "model.tokenizer")
     if scheme == "builtin":
         raise ValueError(
-            f"model.tokenizer {uri!r}: a built-in model brings its own tokenizer; "
+            f"model.tokenizer {shorten(repr(uri))}: a built-in model brings its own tokenizer; "
             "remove model.tokenizer"
         )
     if scheme:
         raise ValueError(
-            f"model.tokenizer {uri!r} has unsupported scheme {scheme!r}; use a Hugging Face "
+            f"model.tokenizer {shorten(repr(uri))} has unsupported scheme "
+            f"{shorten(repr(scheme), 40)}; use a Hugging Face "
             "id (org/name), a local folder or s3://bucket/prefix"
         )
     return _hub_id_or_path(uri, "model.tokenizer ")
 
 
-_MLFLOW = re.compile(r"^(https?://[^\s/]+(/\S*)?|sqlite:///\S+)$")
+_MLFLOW = re.compile(r"https?://[^\s/]+(/\S*)?|sqlite:///\S+")
 
 
 def check_mlflow_uri(uri: str) -> str:
     """tracking.mlflowUri: an MLflow server (http(s)://) or a SQLite store (sqlite:///)."""
-    if not _MLFLOW.match(uri):
+    _printable(uri, "tracking.mlflowUri")
+    if not _MLFLOW.fullmatch(uri):
         raise ValueError(
-            f"tracking.mlflowUri {uri!r} is not an MLflow tracking URI kubetune supports; "
-            "use http(s)://host[:port] (a tracking server) or sqlite:///path/to/mlflow.db"
+            f"tracking.mlflowUri {shorten(repr(uri))} is not an MLflow tracking URI kubetune "
+            "supports; use http(s)://host[:port] (a tracking server) or sqlite:///path/to/mlflow.db"
         )
     return uri
 

@@ -26,7 +26,7 @@ def run(tmp_path: Path, job: dict[str, Any], *args: str) -> Any:
 
 def test_prepare_writes_splits_and_counts(tmp_path: Path, tokenizer: Any) -> None:
     tokenizer.save_pretrained(tmp_path / "tok")
-    job = job_dict(str(write_jsonl(tmp_path / "qa.jsonl", QA)), max_seq_length=48, template="plain")
+    job = job_dict(str(write_jsonl(tmp_path / "qa.jsonl", QA)), maxSeqLength=48, template="plain")
     job["spec"]["model"]["base"] = str(tmp_path / "tok")
     res = run(tmp_path, job, "--out", str(tmp_path / "out"), "--set", "training.seed=3")
     assert res.exit_code == 0, res.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -27,14 +26,16 @@ def setup_logging() -> None:
 def job_from_file(path: str, overrides: list[str], namespace: str | None = None) -> FineTuneJob:
     try:
         job = load_job(path, overrides)
+        if namespace and namespace != job.metadata.namespace:
+            # to_manifest, not a full dump: it leaves out the 4-bit-only options of a
+            # non-4-bit job, so the manifest parses again.
+            data = job.to_manifest()
+            data["metadata"]["namespace"] = namespace
+            job = parse_job(data, str(Path(path)))
     except InvalidSpecError as exc:
         click.echo(f"invalid FineTuneJob: {exc}", err=True)
         raise SystemExit(ExitCode.INVALID_SPEC) from None
     except OSError as exc:
         click.echo(f"cannot read {path}: {exc}", err=True)
         raise SystemExit(ExitCode.INVALID_SPEC) from None
-    if namespace and namespace != job.metadata.namespace:
-        data = json.loads(job.model_dump_json(by_alias=True, exclude_none=True))
-        data["metadata"]["namespace"] = namespace
-        job = parse_job(data, str(Path(path)))
     return job

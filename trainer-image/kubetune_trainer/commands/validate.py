@@ -6,6 +6,8 @@ import click
 
 from kubetune_api.loader import load_file
 
+MAX_NAMES_SHOWN = 10
+
 
 @click.command("validate")
 # No exists/dir_okay checks here: a missing file or a folder is reported like any unreadable
@@ -22,8 +24,11 @@ def command(files: tuple[str, ...], quiet: bool) -> None:
         if result.errors:
             bad += 1
         elif not quiet:
-            names = ", ".join(j.metadata.name for j in result.jobs)
-            click.echo(f"{path}: ok ({names})")
+            names = [j.metadata.name for j in result.jobs]
+            shown = ", ".join(names[:MAX_NAMES_SHOWN])
+            if len(names) > MAX_NAMES_SHOWN:  # a file of many jobs: one short line still
+                shown += f", ... {len(names)} FineTuneJobs in all"
+            click.echo(f"{path}: ok ({shown})")
     if bad:
         click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
         raise SystemExit(1)
