@@ -108,11 +108,11 @@ def local_launch(
 
 
 def _drop_checkpoints(job: FineTuneJob, output: str | None) -> None:
-    from kubetune_api.uris import run_prefix
     from kubetune_trainer.storage import open_store
+    from kubetune_trainer.storage.paths import run_location
 
     root = output or job.spec.output.uri
-    store = open_store(run_prefix(root, job.metadata.namespace, job.metadata.name),
+    store = open_store(run_location(root, job.metadata.namespace, job.metadata.name),
                        endpoint_url=job.spec.output.s3_endpoint)  # fmt: skip
     store.delete_prefix("checkpoints/")
 

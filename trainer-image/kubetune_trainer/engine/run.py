@@ -22,7 +22,6 @@ from transformers.trainer_callback import PrinterCallback
 
 from kubetune_api.constants import Env
 from kubetune_api.spec import FineTuneJob
-from kubetune_api.uris import run_prefix
 from kubetune_trainer.errors import PreemptedError
 from kubetune_trainer.modeling.cache import cache_root
 from kubetune_trainer.records import PreparedDataset
@@ -84,6 +83,7 @@ def run_job(
     from kubetune_trainer.recipes.base import RecipeContext
     from kubetune_trainer.storage import open_store
     from kubetune_trainer.storage.checkpoints import CheckpointStore
+    from kubetune_trainer.storage.paths import run_location
 
     p = progress or Progress()
     spec, meta = job.spec, job.metadata
@@ -100,7 +100,8 @@ def run_job(
     recipe = load_recipe(spec.objective)  # a missing recipe fails before any loading
 
     # The store first: an unwritable output must fail before hours of training.
-    prefix = run_prefix(output_root(job, output), meta.namespace, meta.name)
+    # Namespace and name are single segments and '/' is no output root (storage/paths.py).
+    prefix = run_location(output_root(job, output), meta.namespace, meta.name)
     store = open_store(prefix, endpoint_url=spec.output.s3_endpoint)
     if rank == 0:
         store.check_writable()
@@ -330,7 +331,10 @@ def _staging_dir(job: FineTuneJob, world: int) -> Path:
     if world == 1:
         return Path(tempfile.mkdtemp(prefix=f"{job.metadata.name}-", dir=root))
     # Ranks of one host share the Trainer's output_dir, so its name must not be random.
-    d = root / f"{job.metadata.namespace}-{job.metadata.name}-{os.environ.get(Env.ATTEMPT, '1')}"
+    from kubetune_trainer.storage.paths import safe_join
+
+    attempt = os.environ.get(Env.ATTEMPT, "1")
+    d = safe_join(root, f"{job.metadata.namespace}-{job.metadata.name}-{attempt}", what="staging")
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -30,6 +30,7 @@ from .manifest import (
     verify_dir,
     write_manifest,
 )
+from .paths import check_names, safe_join
 
 __all__ = [
     "CheckpointRef",
@@ -184,15 +185,22 @@ class CheckpointStore:
         return newest
 
     def fetch(self, ref: CheckpointRef, local_dir: str | Path) -> Path:
-        """Download `ref` into `local_dir` and verify every sha256; TornCheckpointError if not."""
+        """Download `ref` into `local_dir` and verify every sha256; TornCheckpointError if not.
+
+        A manifest naming a file outside the checkpoint ('..', absolute, backslash) is not
+        damage but tampering: UnsafePathError, before anything is written.
+        """
         dest = Path(local_dir)
+        check_names(ref.manifest["files"], f"file name in {self.store.uri(ref.key)}/{MANIFEST}")
         if dest.exists():
             shutil.rmtree(dest)
+        dest.mkdir(parents=True)
         problems = []
         for name, meta in ref.manifest["files"].items():
             # Verified while downloading; a damaged file never lands in `dest`.
+            target = safe_join(dest, name, what=f"file name in {ref.uri}/{MANIFEST}")
             try:
-                self.store.get_file(join_key(ref.key, name), dest / name, meta["sha256"])
+                self.store.get_file(join_key(ref.key, name), target, meta["sha256"])
             except IntegrityError:
                 problems.append(f"{name}: sha256 differs from the manifest")
         (dest / MANIFEST).write_bytes(dump_manifest(ref.manifest))
