@@ -92,6 +92,7 @@ class Env:
     SPEC_FILE: Final = "KUBETUNE_SPEC_FILE"  # the FineTuneJob as JSON (ConfigMap mount)
     NAMESPACE: Final = "KUBETUNE_NAMESPACE"
     JOB_NAME: Final = "KUBETUNE_JOB_NAME"  # the FineTuneJob's name
+    JOB_UID: Final = "KUBETUNE_JOB_UID"  # its metadata.uid: resume only this incarnation's
     ATTEMPT: Final = "KUBETUNE_ATTEMPT"  # 1-based attempt number
     NNODES: Final = "KUBETUNE_NNODES"
     NPROC_PER_NODE: Final = "KUBETUNE_NPROC_PER_NODE"

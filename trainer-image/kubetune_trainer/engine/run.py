@@ -109,17 +109,28 @@ def run_job(
     ckpts = CheckpointStore(store)
     staging = _staging_dir(job, world)
     sinks = SinkFanout([])
+    # Resume only this run's own checkpoints, decided before any weights load (resume.py).
+    policy = spec.run_policy.resume if resume else "never"
+    identity: dict[str, Any] = {}
+    resuming = False
+
+    def decide_resume(data: PreparedDataset) -> None:
+        nonlocal identity, resuming
+        phase, p.phase = p.phase, "resume"
+        identity = resume_mod.identity(job, data.fingerprint)
+        resuming = resume_mod.decide(ckpts, identity, policy, rank, say)
+        p.phase = phase
+
     try:
-        loaded = loaded or load_all(job, prepared, say)
+        if loaded is None:
+            loaded = load_all(job, prepared, say, before_model=decide_resume)
+        else:
+            decide_resume(loaded.prepared)
         prep = loaded.prepared
         _stop_if_preempted(preemption, p)
 
         p.phase = "resume"
-        found = resume_mod.find(ckpts, staging, rank) if resume else None
-        if not resume and rank == 0 and ckpts.list_committed():
-            # --no-resume starts over: old checkpoints would be resumed by a later attempt.
-            say(f"--no-resume: removing earlier checkpoints under {store.uri('checkpoints')}")
-            store.delete_prefix("checkpoints/")
+        found = resume_mod.find(ckpts, staging, rank) if resuming else None
         prior = resume_mod.engine_state(found[1]) if found else {}
         if found:
             say(f"resuming from {found[0].uri} (step {found[0].step})")
@@ -150,6 +161,7 @@ def run_job(
         }
         sinks.on_start(run, params)
         extra_state = {
+            **identity,  # spec_hash, spec_fields, data_fingerprint, job_uid
             "data_fingerprint": prep.fingerprint,
             "attempt": run.attempt,
             "base_eval_loss": prior.get("base_eval_loss"),

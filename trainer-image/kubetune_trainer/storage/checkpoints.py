@@ -130,6 +130,28 @@ class CheckpointStore:
             deleted.append(ref.uri)
         return deleted
 
+    def set_aside(self, dest_prefix: str) -> list[str]:
+        """Move every checkpoint (committed or torn) under `dest_prefix` (e.g.
+        superseded/<uid>/checkpoints): a fresh start keeps an earlier run's checkpoints
+        without ever resuming them. Returns the moved checkpoints' new URIs.
+
+        Copies first, manifests last; then deletes the originals, manifests first: an
+        interruption leaves each checkpoint either still here or committed there.
+        """
+        keys = self.store.list(self.prefix + "/")
+        if not keys:
+            return []
+        dest = dest_prefix.strip("/")
+        moved = sorted(keys, key=lambda k: k.endswith("/" + MANIFEST))
+        for key in moved:
+            self.store.copy(key, join_key(dest, key[len(self.prefix) + 1 :]))
+        for key in moved:
+            if key.endswith("/" + MANIFEST):
+                self.store.delete_prefix(key)
+        self.store.delete_prefix(self.prefix + "/")
+        steps = sorted({k[len(self.prefix) + 1 :].split("/", 1)[0] for k in keys})
+        return [self.store.uri(join_key(dest, s)) for s in steps]
+
     # -- reading (any rank) ----------------------------------------------------------------
     def _scan(self) -> tuple[list[CheckpointRef], list[TornCheckpoint]]:
         sizes = self.store.sizes(self.prefix + "/")

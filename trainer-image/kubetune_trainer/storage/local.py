@@ -119,6 +119,9 @@ class LocalStore(Store):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def copy(self, src: str, dest: str) -> None:
+        atomic_copy(self._path(src), self._path(dest))
+
     def delete_prefix(self, prefix: str) -> int:
         keys = self.sizes(prefix)
         for key in keys:
