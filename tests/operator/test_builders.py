@@ -36,7 +36,7 @@ def test_indexed_job_shape():
     assert rules[0]["onExitCodes"] == {
         "containerName": container(job)["name"],
         "operator": "In",
-        "values": [64, 65, 66],
+        "values": [64, 65, 66, 73],
     }
     assert rules[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
     assert spec["template"]["spec"]["subdomain"] == "llama-lora-a3"

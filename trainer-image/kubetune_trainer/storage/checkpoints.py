@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubetune_trainer.errors import StorageWriteError
+
 from .base import IntegrityError, Store, join_key
 from .manifest import (
     MANIFEST,
@@ -100,14 +102,25 @@ class CheckpointStore:
         if self.store.exists(join_key(base, MANIFEST)):
             self.store.delete_prefix(base + "/")
         files = {}
-        # Largest files first: a failure in the long upload happens before the cheap ones.
-        for name, path in sorted(paths.items(), key=lambda kv: -kv[1].stat().st_size):
-            size = path.stat().st_size
-            # The store hashes what it sends: each file is read once, not twice.
-            files[name] = {"size": size, "sha256": self.store.put_file(path, join_key(base, name))}
+        try:
+            # Largest files first: a failure in the long upload happens before the cheap ones.
+            for name, path in sorted(paths.items(), key=lambda kv: -kv[1].stat().st_size):
+                size = path.stat().st_size
+                # The store hashes what it sends: each file is read once, not twice.
+                sha = self.store.put_file(path, join_key(base, name))
+                files[name] = {"size": size, "sha256": sha}
+        except StorageWriteError:
+            self._drop_torn(base)  # disk full: give the space back at once, leave no torn files
+            raise
         manifest = new_manifest(dict(sorted(files.items())), step)
         self.store.put_bytes(join_key(base, MANIFEST), dump_manifest(manifest))
         return self.store.uri(base)
+
+    def _drop_torn(self, base: str) -> None:
+        try:
+            self.store.delete_prefix(base + "/")
+        except Exception as exc:  # the original failure matters more; `latest` skips it
+            log.warning("could not remove the torn checkpoint %s: %s", self.store.uri(base), exc)
 
     def retain(self, keep_last: int, protect: set[int | str] | None = None) -> list[str]:
         """Delete committed checkpoints older than the newest `keep_last`; returns their URIs.
