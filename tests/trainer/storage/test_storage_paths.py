@@ -278,3 +278,31 @@ def _kubetune(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+def test_prepare_default_folder_refuses_a_traversing_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from kubetune_trainer.commands.prepare import command
+
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    (work / "none.jsonl").write_text('{"question": "q?", "answer": "a"}\n')
+    job = work / "job.yaml"
+    job.write_text(_job_yaml("'../../x'"))
+    monkeypatch.chdir(work)
+    got = CliRunner().invoke(command, [str(job)])
+    assert got.exit_code != 0 and "namespace" in got.output, got.output
+    assert files_under(tmp_path) == {"a/b/none.jsonl", "a/b/job.yaml"}
+
+
+def test_registry_names_are_one_plain_segment() -> None:
+    from kubetune_trainer.errors import ConfigError
+    from kubetune_trainer.registry import check_name
+
+    for bad in ("..", "a/b", "a\n", "/abs", ".hidden"):
+        with pytest.raises(ConfigError, match="not a registry name"):
+            check_name(bad)
+    assert check_name("my-adapter.v2") == "my-adapter.v2"
