@@ -143,3 +143,19 @@ def test_read_only_output_while_saving_the_adapter(
     assert "Traceback" not in capfd.readouterr().err
     assert _intact(run_dir, tmp_path) == ["step-000002", "step-000004", "step-000006"]
     assert not (run_dir / "adapter").exists()
+
+
+def test_staging_folder_full_while_checkpointing(
+    tmp_path: Path, volume: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The Trainer first saves each checkpoint in the local staging folder (in a pod, the
+    /cache emptyDir with its sizeLimit): full there, torch's own error becomes exit 73."""
+    monkeypatch.setenv("KUBETUNE_CACHE", str(volume))
+    out = tmp_path / "out"
+    code, summary = _run(tmp_path, out, At(lambda: fill(volume), step=2))
+    assert code == 73
+    msg = summary["message"]
+    assert msg.startswith(f"no space left writing the local staging folder {volume}/staging")
+    assert "KUBETUNE_CACHE" in msg and "\n" not in msg
+    assert "Traceback" not in capfd.readouterr().err
+    assert _intact(out / "test" / "disk", tmp_path) == ["step-000002"]
