@@ -159,3 +159,11 @@ def test_staging_folder_full_while_checkpointing(
     assert "KUBETUNE_CACHE" in msg and "\n" not in msg
     assert "Traceback" not in capfd.readouterr().err
     assert _intact(out / "test" / "disk", tmp_path) == ["step-000002"]
+
+
+def test_a_node_reports_73_over_a_lost_peer() -> None:
+    """One rank's full disk is why its peers lost it: the node's code is 73, not 75."""
+    from kubetune_trainer.distributed.exitcodes import node_exit_code
+
+    assert node_exit_code([ExitCode.RETRYABLE, ExitCode.STORAGE]) == 73
+    assert node_exit_code([ExitCode.STORAGE, ExitCode.INTERNAL, -9]) == 73
