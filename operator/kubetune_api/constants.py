@@ -75,12 +75,13 @@ class Reason:
     API_REJECTED: Final = "ApiRejected"  # the API server refused a child (400/403/422)
     FORBIDDEN: Final = "Forbidden"  # image or service account outside the operator's allow-list
     CLEANUP_DENIED: Final = "CleanupDenied"  # s3Endpoint not allowed for operator cleanup
+    STORAGE_ERROR: Final = "StorageError"  # disk full or no permission to write (exit 73)
 
 
 class ExitCode:
     """Trainer process exit codes: how the operator tells failures apart.
 
-    Permanent codes (INVALID_SPEC, BAD_DATA, OOM) end the FineTuneJob at once;
+    Permanent codes (INVALID_SPEC, BAD_DATA, OOM, STORAGE) end the FineTuneJob at once;
     RETRYABLE and any code not listed start a new attempt from the latest
     committed checkpoint; PREEMPTED resumes without counting a restart.
     """
@@ -90,9 +91,12 @@ class ExitCode:
     BAD_DATA: Final = 65  # EX_DATAERR: the dataset failed validation
     OOM: Final = 66  # the model does not fit (preflight or runtime OOM)
     INTERNAL: Final = 70  # EX_SOFTWARE: a bug; retried like an unknown failure
+    # EX_CANTCREAT: no space left (ENOSPC, EDQUOT) or no permission (EACCES, EPERM, EROFS)
+    # writing checkpoints, the adapter or staging files: a retry would hit the same wall.
+    STORAGE: Final = 73
     RETRYABLE: Final = 75  # EX_TEMPFAIL: peer lost, rendezvous/storage errors
     PREEMPTED: Final = 76  # SIGTERM: checkpoint saved, resume without counting
-    PERMANENT: Final = (INVALID_SPEC, BAD_DATA, OOM)
+    PERMANENT: Final = (INVALID_SPEC, BAD_DATA, OOM, STORAGE)
 
 
 class Env:
@@ -101,6 +105,7 @@ class Env:
     SPEC_FILE: Final = "KUBETUNE_SPEC_FILE"  # the FineTuneJob as JSON (ConfigMap mount)
     NAMESPACE: Final = "KUBETUNE_NAMESPACE"
     JOB_NAME: Final = "KUBETUNE_JOB_NAME"  # the FineTuneJob's name
+    JOB_UID: Final = "KUBETUNE_JOB_UID"  # its metadata.uid: resume only this incarnation's
     ATTEMPT: Final = "KUBETUNE_ATTEMPT"  # 1-based attempt number
     NNODES: Final = "KUBETUNE_NNODES"
     NPROC_PER_NODE: Final = "KUBETUNE_NPROC_PER_NODE"

@@ -266,6 +266,17 @@ class RunPolicySpec(SpecModel):
     queue_name: str | None = Field(
         default=None, description="Kueue LocalQueue for admission.", json_schema_extra=_DNS
     )
+    resume: Literal["auto", "force", "never"] = Field(
+        default="auto",
+        description=(
+            "Which checkpoints a (re)started run continues from. auto: only this run's own "
+            "(same training fields of the spec, same data fingerprint, and on a cluster the "
+            "same FineTuneJob uid); a mismatch refuses to start, and a re-created FineTuneJob "
+            "of the same name starts fresh, moving the earlier checkpoints aside. force: the "
+            "latest committed checkpoint whatever it was trained on. never: start fresh, "
+            "moving earlier checkpoints aside (like `kubetune run --no-resume`)."
+        ),
+    )
 
     @field_validator("queue_name")
     @classmethod

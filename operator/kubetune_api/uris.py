@@ -11,7 +11,6 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from .constants import Env
-
 from .safe_yaml import shorten
 
 # Offline models the trainer can build or unpack without a hub (closed set: a spec

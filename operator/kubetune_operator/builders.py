@@ -186,6 +186,7 @@ def _env(job: FineTuneJob, owner: Owner, attempt: int) -> list[dict[str, Any]]:
         (c.Env.SPEC_FILE, f"{c.SPEC_MOUNT_DIR}/{c.SPEC_FILE_NAME}"),
         (c.Env.NAMESPACE, owner.namespace),
         (c.Env.JOB_NAME, owner.name),
+        (c.Env.JOB_UID, owner.uid),
         (c.Env.ATTEMPT, str(attempt)),
         (c.Env.NNODES, str(spec.distributed.nodes)),
         (c.Env.NPROC_PER_NODE, str(spec.distributed.processes_per_node)),

@@ -168,6 +168,8 @@ def _on_failure(
         _finish(st, plan, Phase.FAILED, Reason.BAD_DATA, f"{f.message}{where}", inp.now)
     elif f.kind == "invalid_spec":
         _finish(st, plan, Phase.FAILED, Reason.INVALID_SPEC, f"{f.message}{where}", inp.now)
+    elif f.kind == "storage":
+        _finish(st, plan, Phase.FAILED, Reason.STORAGE_ERROR, f"{f.message}{where}", inp.now)
     elif f.kind == "deadline":
         _finish(st, plan, Phase.FAILED, Reason.DEADLINE_EXCEEDED, f.message, inp.now)
     elif f.kind == "preempted":

@@ -1,8 +1,9 @@
 """Pure: what happened to one attempt, read from its Job and pods.
 
 The operator classifies failures itself (the Job has backoffLimit 0):
-  * permanent — trainer exit codes 64 (invalid spec), 65 (bad data), 66 or the
-    container reason OOMKilled (out of memory): the FineTuneJob fails at once;
+  * permanent — trainer exit codes 64 (invalid spec), 65 (bad data), 73 (disk full or
+    no permission to write), 66 or the container reason OOMKilled (out of memory): the
+    FineTuneJob fails at once;
   * preempted — the pod condition DisruptionTarget (preemption, eviction by the API,
     taint manager) or exit code 76 (SIGTERM, checkpoint saved): resume, not counted;
   * retryable — anything else (75, 70, unknown codes, a pod lost with its node,
@@ -22,13 +23,17 @@ from typing import Any, Literal
 
 from kubetune_api.constants import ExitCode
 
-FailureKind = Literal["oom", "bad_data", "invalid_spec", "preempted", "retryable", "deadline"]
-_RANK = {"oom": 0, "bad_data": 0, "invalid_spec": 0, "deadline": 0, "preempted": 1, "retryable": 2}
+FailureKind = Literal[
+    "oom", "bad_data", "invalid_spec", "storage", "preempted", "retryable", "deadline"
+]
+_RANK = {"oom": 0, "bad_data": 0, "invalid_spec": 0, "storage": 0, "deadline": 0,
+         "preempted": 1, "retryable": 2}  # fmt: skip
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 _PERMANENT: dict[int, tuple[FailureKind, str]] = {
     ExitCode.OOM: ("oom", "the model does not fit in memory"),
     ExitCode.BAD_DATA: ("bad_data", "the dataset failed validation"),
     ExitCode.INVALID_SPEC: ("invalid_spec", "the trainer rejected the spec"),
+    ExitCode.STORAGE: ("storage", "the trainer could not write (disk full or no permission)"),
 }
 # The Job controller's Failed-condition messages for a FailJob rule (pkg/controller/job).
 _POLICY_EXIT = re.compile(r"for pod [^/\s]+/(\S+) failed with exit code (-?\d+) matching")

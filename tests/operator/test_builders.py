@@ -36,7 +36,7 @@ def test_indexed_job_shape():
     assert rules[0]["onExitCodes"] == {
         "containerName": container(job)["name"],
         "operator": "In",
-        "values": [64, 65, 66],
+        "values": [64, 65, 66, 73],
     }
     assert rules[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
     assert spec["template"]["spec"]["subdomain"] == "llama-lora-a3"
@@ -63,6 +63,7 @@ def test_container_command_env_and_resources():
     env = {e["name"]: e["value"] for e in ctr["env"]}
     assert env[c.Env.SPEC_FILE] == "/etc/kubetune/finetunejob.json"
     assert env[c.Env.NAMESPACE] == "team-a" and env[c.Env.JOB_NAME] == "llama-lora"
+    assert env[c.Env.JOB_UID] == "uid-1"  # the trainer resumes only this incarnation's run
     assert env[c.Env.ATTEMPT] == "3"
     assert (env[c.Env.NNODES], env[c.Env.NPROC_PER_NODE]) == ("2", "2")
     assert env[c.Env.MASTER_ADDR] == "llama-lora-a3-0.llama-lora-a3"

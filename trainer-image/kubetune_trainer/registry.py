@@ -52,9 +52,13 @@ log = logging.getLogger(__name__)
 
 
 def open_registry(output_uri: str, endpoint_url: str | None = None) -> Any:
-    """The Store rooted at <output>/registry."""
+    """The Store rooted at <output>/registry (a local output root must not be '/')."""
+    from kubetune_api.uris import is_remote
     from kubetune_trainer.storage import open_store
+    from kubetune_trainer.storage.paths import check_local_root
 
+    if not is_remote(output_uri):
+        check_local_root(output_uri.removeprefix("file://"))
     return open_store(f"{output_uri.rstrip('/')}/{REGISTRY_PREFIX}", endpoint_url=endpoint_url)
 
 
@@ -71,7 +75,9 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    # One path segment that cannot be '.' or '..' (it starts with a letter or digit);
+    # fullmatch, since '$' alone would let a trailing newline through.
+    if not _NAME.fullmatch(name):
         raise ConfigError(
             f"{name!r} is not a registry name: use letters, digits, '.', '_' and '-' "
             "(at most 128 characters, starting with a letter or digit)"

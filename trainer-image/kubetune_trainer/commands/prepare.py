@@ -93,8 +93,14 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
     from kubetune_trainer.data.prepare import prepare_to_files
 
     job = job_from_file(job_file, list(overrides))
-    folder = Path(out or Path("runs") / job.metadata.namespace / job.metadata.name / "prepared")
     try:
+        if out:
+            folder = Path(out)
+        else:  # namespace and name as single path segments under ./runs (storage/paths.py)
+            from kubetune_trainer.storage.paths import run_location
+
+            meta = job.metadata
+            folder = Path(run_location("runs", meta.namespace, meta.name)) / "prepared"
         data = prepare_to_files(job, folder)
     except BadDataError as exc:
         click.echo(f"bad data: {exc}", err=True)

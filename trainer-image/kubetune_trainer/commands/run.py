@@ -25,7 +25,9 @@ from ._job import job_from_file, setup_logging
     "--resume/--no-resume",
     default=True,
     show_default=True,
-    help="Continue from the latest committed checkpoint of this job.",
+    help="Continue from the latest committed checkpoint of this job (only if it was trained "
+    "on the same spec and data); --no-resume starts fresh and moves earlier checkpoints "
+    "to <run>/superseded/ (runPolicy.resume: never).",
 )
 def command(job_file: str, overrides: tuple[str, ...], output: str | None, resume: bool) -> None:
     """Prepare, train, evaluate, save the adapter and the report of JOB_FILE."""

@@ -95,26 +95,16 @@ def local_launch(
 
     For `kubetune run` when spec.distributed asks for more than one process or node.
     `output` overrides the artifact root (KUBETUNE_OUTPUT_URI for every rank); `resume`
-    False drops earlier checkpoints first, as `kubetune train --no-resume` does. Returns
+    False starts fresh (runPolicy.resume: never), as `kubetune train --no-resume` does. Returns
     the job's exit code (kubetune_api.ExitCode): 0, or the most telling failure.
     """
     job = load_job(job_path, list(overrides))
     base = dict(os.environ if env is None else env)
     if output:
         base[Env.OUTPUT_URI] = output
-    if not resume:
-        _drop_checkpoints(job, base.get(Env.OUTPUT_URI))
+    if not resume:  # rank 0 sets earlier checkpoints aside (engine/resume.py)
+        job.spec.run_policy.resume = "never"
     return launch_nodes(job, env=base, port=port)
-
-
-def _drop_checkpoints(job: FineTuneJob, output: str | None) -> None:
-    from kubetune_api.uris import run_prefix
-    from kubetune_trainer.storage import open_store
-
-    root = output or job.spec.output.uri
-    store = open_store(run_prefix(root, job.metadata.namespace, job.metadata.name),
-                       endpoint_url=job.spec.output.s3_endpoint)  # fmt: skip
-    store.delete_prefix("checkpoints/")
 
 
 def _wait_all(procs: list[subprocess.Popen[bytes]], grace: float) -> list[int]:

@@ -3,6 +3,7 @@ documented exit code and the termination-log summary the operator reads."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
@@ -10,7 +11,7 @@ from typing import Any
 
 from kubetune_api.constants import ExitCode
 from kubetune_api.spec import FineTuneJob
-from kubetune_trainer.errors import TrainerError
+from kubetune_trainer.errors import WRITE_ERRNOS, TrainerError, write_error
 
 from .progress import Progress
 from .run import RunResult, run_job
@@ -19,11 +20,37 @@ from .termination import write_summary
 log = logging.getLogger(__name__)
 
 
-def _classify(exc: BaseException) -> tuple[int, str]:
+def _write_failure(exc: BaseException, phase: str) -> str | None:
+    """The one-line message when `exc` (or what caused it) is a full or unwritable disk:
+    an OSError from our own writes, or the text torch/safetensors wrap it in."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; never loop on a cycle
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in WRITE_ERRNOS:
+            where = seen.filename or _staging_hint()
+            return str(write_error(seen, where, f"while {phase}"))
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "No space left on device" in text or "StorageFull" in text or "os error 28" in text:
+        return str(write_error(OSError(errno.ENOSPC, text), _staging_hint(), f"while {phase}"))
+    return None
+
+
+def _staging_hint() -> str:
+    from kubetune_trainer.modeling.cache import cache_root
+
+    return f"the local staging folder {cache_root() / 'staging'} (KUBETUNE_CACHE)"
+
+
+def _classify(exc: BaseException, phase: str = "training") -> tuple[int, str]:
     import torch
 
     if isinstance(exc, TrainerError):
         return exc.exit_code, str(exc)
+    disk = _write_failure(exc, phase)
+    if disk is not None:
+        return ExitCode.STORAGE, disk
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return ExitCode.OOM, (
             f"ran out of memory while training ({exc}); lower training.microBatchSize or "
@@ -66,7 +93,7 @@ def execute(job: FineTuneJob, say: Any = print, **kwargs: Any) -> tuple[int, Run
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        code, message = _classify(exc)
+        code, message = _classify(exc, p.phase)
         if code == ExitCode.INTERNAL:
             traceback.print_exc(file=sys.stderr)
         _cleanup_partial(p)

@@ -22,7 +22,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from kubetune_api.constants import Env
 from kubetune_api.spec import FineTuneJob
-from kubetune_api.uris import redact_spec, run_prefix
+from kubetune_api.uris import redact_spec
 from kubetune_trainer.errors import PreemptedError
 from kubetune_trainer.modeling.cache import cache_root
 from kubetune_trainer.records import PreparedDataset
@@ -84,6 +84,7 @@ def run_job(
     from kubetune_trainer.recipes.base import RecipeContext
     from kubetune_trainer.storage import open_store
     from kubetune_trainer.storage.checkpoints import CheckpointStore
+    from kubetune_trainer.storage.paths import run_location
 
     p = progress or Progress()
     spec, meta = job.spec, job.metadata
@@ -101,7 +102,8 @@ def run_job(
     recipe = load_recipe(spec.objective)  # a missing recipe fails before any loading
 
     # The store first: an unwritable output must fail before hours of training.
-    prefix = run_prefix(output_root(job, output), meta.namespace, meta.name)
+    # Namespace and name are single segments and '/' is no output root (storage/paths.py).
+    prefix = run_location(output_root(job, output), meta.namespace, meta.name)
     store = open_store(prefix, endpoint_url=spec.output.s3_endpoint)
     if rank == 0:
         store.check_writable()
@@ -109,17 +111,28 @@ def run_job(
     ckpts = CheckpointStore(store)
     staging = _staging_dir(job, world)
     sinks = SinkFanout([])
+    # Resume only this run's own checkpoints, decided before any weights load (resume.py).
+    policy = spec.run_policy.resume if resume else "never"
+    identity: dict[str, Any] = {}
+    resuming = False
+
+    def decide_resume(data: PreparedDataset) -> None:
+        nonlocal identity, resuming
+        phase, p.phase = p.phase, "resume"
+        identity = resume_mod.identity(job, data.fingerprint)
+        resuming = resume_mod.decide(ckpts, identity, policy, rank, say)
+        p.phase = phase
+
     try:
-        loaded = loaded or load_all(job, prepared, say)
+        if loaded is None:
+            loaded = load_all(job, prepared, say, before_model=decide_resume)
+        else:
+            decide_resume(loaded.prepared)
         prep = loaded.prepared
         _stop_if_preempted(preemption, p)
 
         p.phase = "resume"
-        found = resume_mod.find(ckpts, staging, rank) if resume else None
-        if not resume and rank == 0 and ckpts.list_committed():
-            # --no-resume starts over: old checkpoints would be resumed by a later attempt.
-            say(f"--no-resume: removing earlier checkpoints under {store.uri('checkpoints')}")
-            store.delete_prefix("checkpoints/")
+        found = resume_mod.find(ckpts, staging, rank) if resuming else None
         prior = resume_mod.engine_state(found[1]) if found else {}
         if found:
             say(f"resuming from {found[0].uri} (step {found[0].step})")
@@ -150,6 +163,7 @@ def run_job(
         }
         sinks.on_start(run, params)
         extra_state = {
+            **identity,  # spec_hash, spec_fields, data_fingerprint, job_uid
             "data_fingerprint": prep.fingerprint,
             "attempt": run.attempt,
             "base_eval_loss": prior.get("base_eval_loss"),
@@ -331,7 +345,10 @@ def _staging_dir(job: FineTuneJob, world: int) -> Path:
     if world == 1:
         return Path(tempfile.mkdtemp(prefix=f"{job.metadata.name}-", dir=root))
     # Ranks of one host share the Trainer's output_dir, so its name must not be random.
-    d = root / f"{job.metadata.namespace}-{job.metadata.name}-{os.environ.get(Env.ATTEMPT, '1')}"
+    from kubetune_trainer.storage.paths import safe_join
+
+    attempt = os.environ.get(Env.ATTEMPT, "1")
+    d = safe_join(root, f"{job.metadata.namespace}-{job.metadata.name}-{attempt}", what="staging")
     d.mkdir(parents=True, exist_ok=True)
     return d
 

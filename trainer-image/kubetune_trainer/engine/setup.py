@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,9 +59,12 @@ def load_all(
     prepared: PreparedDataset | None,
     say: Any,
     system: hardware.SystemReport | None = None,
+    before_model: Callable[[PreparedDataset], None] | None = None,
 ) -> Loaded:
     """Everything before the first step. `system`: this machine's report, when the caller
-    measured it already (or describes the memory a run may use: the preflight decides on it)."""
+    measured it already (or describes the memory a run may use: the preflight decides on it).
+    `before_model`: called with the final prepared data before any weights load (the run's
+    resume decision, which needs the data fingerprint and may refuse)."""
     from transformers import AutoConfig, set_seed
 
     spec = job.spec
@@ -102,6 +106,8 @@ def load_all(
             f"data: papers re-chunked with the base's tokenizer: {len(prepared.train)} train "
             f"/ {len(prepared.validation)} validation chunks ({prepared.fingerprint[:19]})"
         )
+    if before_model is not None:
+        before_model(prepared)
     # 4. memory preflight from the config alone
     config = AutoConfig.from_pretrained(
         base.location, revision=spec.model.revision, trust_remote_code=spec.model.trust_remote_code

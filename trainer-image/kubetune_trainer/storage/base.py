@@ -136,6 +136,16 @@ class Store(ABC):
     def check_writable(self) -> None:
         """Preflight before training: raise ConfigError naming the location and the fix."""
 
+    def copy(self, src: str, dest: str) -> None:
+        """Copy one object to another key of this store (through a local temp file; S3
+        copies on the server)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="kubetune-copy-") as tmp:
+            local = Path(tmp) / "object"
+            self.get_file(src, local)
+            self.put_file(local, dest)
+
     def list(self, prefix: str = "") -> list[str]:
         return sorted(self.sizes(prefix))
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubetune_trainer.errors import StorageWriteError
+
 from .base import IntegrityError, Store, join_key
 from .manifest import (
     MANIFEST,
@@ -30,6 +32,7 @@ from .manifest import (
     verify_dir,
     write_manifest,
 )
+from .paths import check_names, safe_join
 
 __all__ = [
     "CheckpointRef",
@@ -99,14 +102,25 @@ class CheckpointStore:
         if self.store.exists(join_key(base, MANIFEST)):
             self.store.delete_prefix(base + "/")
         files = {}
-        # Largest files first: a failure in the long upload happens before the cheap ones.
-        for name, path in sorted(paths.items(), key=lambda kv: -kv[1].stat().st_size):
-            size = path.stat().st_size
-            # The store hashes what it sends: each file is read once, not twice.
-            files[name] = {"size": size, "sha256": self.store.put_file(path, join_key(base, name))}
+        try:
+            # Largest files first: a failure in the long upload happens before the cheap ones.
+            for name, path in sorted(paths.items(), key=lambda kv: -kv[1].stat().st_size):
+                size = path.stat().st_size
+                # The store hashes what it sends: each file is read once, not twice.
+                sha = self.store.put_file(path, join_key(base, name))
+                files[name] = {"size": size, "sha256": sha}
+        except StorageWriteError:
+            self._drop_torn(base)  # disk full: give the space back at once, leave no torn files
+            raise
         manifest = new_manifest(dict(sorted(files.items())), step)
         self.store.put_bytes(join_key(base, MANIFEST), dump_manifest(manifest))
         return self.store.uri(base)
+
+    def _drop_torn(self, base: str) -> None:
+        try:
+            self.store.delete_prefix(base + "/")
+        except Exception as exc:  # the original failure matters more; `latest` skips it
+            log.warning("could not remove the torn checkpoint %s: %s", self.store.uri(base), exc)
 
     def retain(self, keep_last: int, protect: set[int | str] | None = None) -> list[str]:
         """Delete committed checkpoints older than the newest `keep_last`; returns their URIs.
@@ -128,6 +142,28 @@ class CheckpointStore:
             self.store.delete_prefix(ref.key + "/")
             deleted.append(ref.uri)
         return deleted
+
+    def set_aside(self, dest_prefix: str) -> list[str]:
+        """Move every checkpoint (committed or torn) under `dest_prefix` (e.g.
+        superseded/<uid>/checkpoints): a fresh start keeps an earlier run's checkpoints
+        without ever resuming them. Returns the moved checkpoints' new URIs.
+
+        Copies first, manifests last; then deletes the originals, manifests first: an
+        interruption leaves each checkpoint either still here or committed there.
+        """
+        keys = self.store.list(self.prefix + "/")
+        if not keys:
+            return []
+        dest = dest_prefix.strip("/")
+        moved = sorted(keys, key=lambda k: k.endswith("/" + MANIFEST))
+        for key in moved:
+            self.store.copy(key, join_key(dest, key[len(self.prefix) + 1 :]))
+        for key in moved:
+            if key.endswith("/" + MANIFEST):
+                self.store.delete_prefix(key)
+        self.store.delete_prefix(self.prefix + "/")
+        steps = sorted({k[len(self.prefix) + 1 :].split("/", 1)[0] for k in keys})
+        return [self.store.uri(join_key(dest, s)) for s in steps]
 
     # -- reading (any rank) ----------------------------------------------------------------
     def _scan(self) -> tuple[list[CheckpointRef], list[TornCheckpoint]]:
@@ -184,15 +220,22 @@ class CheckpointStore:
         return newest
 
     def fetch(self, ref: CheckpointRef, local_dir: str | Path) -> Path:
-        """Download `ref` into `local_dir` and verify every sha256; TornCheckpointError if not."""
+        """Download `ref` into `local_dir` and verify every sha256; TornCheckpointError if not.
+
+        A manifest naming a file outside the checkpoint ('..', absolute, backslash) is not
+        damage but tampering: UnsafePathError, before anything is written.
+        """
         dest = Path(local_dir)
+        check_names(ref.manifest["files"], f"file name in {self.store.uri(ref.key)}/{MANIFEST}")
         if dest.exists():
             shutil.rmtree(dest)
+        dest.mkdir(parents=True)
         problems = []
         for name, meta in ref.manifest["files"].items():
             # Verified while downloading; a damaged file never lands in `dest`.
+            target = safe_join(dest, name, what=f"file name in {ref.uri}/{MANIFEST}")
             try:
-                self.store.get_file(join_key(ref.key, name), dest / name, meta["sha256"])
+                self.store.get_file(join_key(ref.key, name), target, meta["sha256"])
             except IntegrityError:
                 problems.append(f"{name}: sha256 differs from the manifest")
         (dest / MANIFEST).write_bytes(dump_manifest(ref.manifest))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from kubetune_trainer.errors import ConfigError
 
 from .base import IntegrityError, sha256_file
-from .manifest import MANIFEST, verify_dir
+from .manifest import MANIFEST, parse_manifest, verify_dir
+from .paths import check_name, safe_join
 from .s3 import S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ def fetch(uri: str, dest_dir: str | Path, endpoint_url: str | None = None) -> Pa
     checked against the listed size; when the prefix holds a MANIFEST.json, every file is
     also checked against its sha256, and files already present and matching are skipped.
     `dest_dir` belongs to the prefix: files in it that the prefix no longer holds are removed.
+    Every key and manifest name is checked to stay inside `dest_dir` before anything is
+    written (UnsafePathError naming the key otherwise).
     """
     if not uri.startswith("s3://"):
         return local_path(uri)
@@ -35,7 +37,7 @@ def fetch(uri: str, dest_dir: str | Path, endpoint_url: str | None = None) -> Pa
     store = S3Store(f"s3://{bucket}", endpoint_url)
     dest = Path(dest_dir)
     if key and store.exists(key):
-        target = dest / key.rsplit("/", 1)[-1]
+        target = safe_join(dest, key.rsplit("/", 1)[-1], what=f"object key {uri!r}")
         store.get_file(key, target)
         _check_size(target, store.sizes(key)[key], uri)
         return target
@@ -43,14 +45,25 @@ def fetch(uri: str, dest_dir: str | Path, endpoint_url: str | None = None) -> Pa
     sizes = {k[len(key) + 1 :] if key else k: v for k, v in listed.items()}
     if not sizes:
         raise ConfigError(f"nothing found at {uri}: check the bucket, the prefix and the endpoint")
+    # '/'-ending keys (and the prefix's own marker, rel "") are folder markers.
+    sizes = {rel: size for rel, size in sizes.items() if rel and not rel.endswith("/")}
+    for rel in sizes:  # all first: a bad key anywhere means nothing is written
+        check_name(rel, f"object key {_full(uri, rel)!r} (under {uri})")
     manifest = None
     if MANIFEST in sizes:
-        store.get_file(f"{key}/{MANIFEST}" if key else MANIFEST, dest / MANIFEST)
-        manifest = json.loads((dest / MANIFEST).read_text())
+        data = store.get_bytes(f"{key}/{MANIFEST}" if key else MANIFEST)
+        try:
+            manifest = parse_manifest(data, _full(uri, MANIFEST))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        for name in manifest["files"]:
+            check_name(name, f"file name in {_full(uri, MANIFEST)}")
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / MANIFEST).write_bytes(data)
     for rel, size in sorted(sizes.items()):
-        if rel == MANIFEST or rel.endswith("/"):  # '/'-ending keys are folder markers
+        if rel == MANIFEST:
             continue
-        target = dest / rel
+        target = safe_join(dest, rel, what=f"object key {_full(uri, rel)!r}")
         known = manifest["files"].get(rel) if manifest else None
         if (
             known
@@ -66,7 +79,7 @@ def fetch(uri: str, dest_dir: str | Path, endpoint_url: str | None = None) -> Pa
             raise ConfigError(
                 f"{uri} does not match its {MANIFEST}: {rel}: sha256 differs from the manifest"
             ) from None
-        _check_size(target, size, f"{uri.rstrip('/')}/{rel}")
+        _check_size(target, size, _full(uri, rel))
     _prune(dest, set(sizes), uri)
     if manifest:
         problems = verify_dir(dest, manifest, hashes=False)  # listed but absent, sizes
@@ -74,6 +87,10 @@ def fetch(uri: str, dest_dir: str | Path, endpoint_url: str | None = None) -> Pa
             raise ConfigError(f"{uri} does not match its {MANIFEST}: " + "; ".join(problems))
     log.info("fetched %d files from %s to %s", len(sizes), uri, dest)
     return dest
+
+
+def _full(uri: str, rel: str) -> str:
+    return f"{uri.rstrip('/')}/{rel}"
 
 
 def _prune(dest: Path, keep: set[str], uri: str) -> None:

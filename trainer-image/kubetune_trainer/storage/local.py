@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.errors import WRITE_ERRNOS, ConfigError, write_error
 
 from .base import HashingWriter, Store, check_sha256
 
@@ -17,9 +17,14 @@ from .base import HashingWriter, Store, check_sha256
 def _atomic_write(dest: Path, write: Callable[[BinaryIO], object], replace: bool = True) -> bool:
     """Write through a temp file, then rename; with replace=False link instead, and return
     False (writing nothing) when `dest` already exists."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file lives in the destination folder so the rename never crosses filesystems.
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # The temp file lives in the destination folder: the rename never crosses filesystems.
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(exc, dest) from exc
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -35,8 +40,10 @@ def _atomic_write(dest: Path, write: Callable[[BinaryIO], object], replace: bool
         finally:
             Path(tmp).unlink(missing_ok=True)
         return True
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)  # never a torn file at or beside `dest`
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            raise write_error(exc, dest) from exc
         raise
 
 
@@ -119,12 +126,19 @@ class LocalStore(Store):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def copy(self, src: str, dest: str) -> None:
+        atomic_copy(self._path(src), self._path(dest))
+
     def delete_prefix(self, prefix: str) -> int:
         keys = self.sizes(prefix)
         for key in keys:
             self._path(key).unlink(missing_ok=True)
-        # Remove the folders left empty, deepest first, never the root itself.
+        # Remove the folders left empty, deepest first, never the root itself; a folder
+        # prefix also loses its empty subfolders (a write that failed before its first file).
         dirs = {self._path(k).parent for k in keys}
+        folder = self._path(prefix) if prefix.endswith("/") and prefix.strip("/") else None
+        if folder is not None and folder.is_dir():
+            dirs |= {d for d in folder.rglob("*") if d.is_dir()} | {folder}
         for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
             while d != self.root and d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
@@ -138,6 +152,8 @@ class LocalStore(Store):
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as e:
+            if e.errno in WRITE_ERRNOS:
+                raise write_error(e, self.root, "output folder preflight") from e
             raise ConfigError(
                 f"output folder {self.root} is not writable ({e.strerror}); "
                 "fix its permissions or point output.uri elsewhere"

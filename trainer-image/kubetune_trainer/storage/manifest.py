@@ -13,6 +13,7 @@ from typing import Any
 
 from .base import sha256_file
 from .local import atomic_write_bytes
+from .paths import UnsafePathError, safe_join
 
 MANIFEST = "MANIFEST.json"
 FORMAT = "kubetune-manifest/v1"
@@ -97,7 +98,11 @@ def verify_dir(
             return [str(e)]
     problems = []
     for name, meta in sorted(manifest["files"].items()):
-        p = root / name
+        try:  # a crafted name must not make us read (or vouch for) a file elsewhere
+            p = safe_join(root, name, what=f"file name in {MANIFEST}")
+        except UnsafePathError as e:
+            problems.append(str(e))
+            continue
         if not p.is_file():
             problems.append(f"{name}: missing")
         elif p.stat().st_size != meta["size"]:

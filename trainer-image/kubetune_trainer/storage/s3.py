@@ -269,6 +269,13 @@ class S3Store(Store):
 
         return self._retry(f"lookup of {self.uri(key)}", head)
 
+    def copy(self, src: str, dest: str) -> None:
+        source = {"Bucket": self.bucket, "Key": self._key(src)}
+        self._retry(
+            f"copy of {self.uri(src)}",
+            lambda: self.client.copy(source, self.bucket, self._key(dest), Config=self.transfer),
+        )
+
     def delete_prefix(self, prefix: str) -> int:
         keys = [self._key(k) for k in self.sizes(prefix)]
         for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
