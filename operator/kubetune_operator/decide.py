@@ -118,7 +118,19 @@ def _effective(inp: Inputs, st: FineTuneJobStatus, plan: Plan) -> FineTuneJob | 
         job = parse_spec(merged, inp.name, inp.namespace)
     except InvalidSpecError as exc:
         rejected += [e.path or "spec" for e in exc.errors]
-        job = parse_spec(accepted, inp.name, inp.namespace)
+        try:
+            job = parse_spec(accepted, inp.name, inp.namespace)
+        except InvalidSpecError as stale:
+            # Accepted by an older operator, refused by this one's rules (an upgrade):
+            # a clear end, not an exception on every reconcile.
+            msg = redact_text("; ".join(str(e) for e in stale.errors))
+            _finish(
+                st, plan, Phase.FAILED, Reason.INVALID_SPEC,
+                f"the accepted spec no longer validates: {msg}. Delete and re-create the "
+                "FineTuneJob with a spec that `kubetune validate` accepts",
+                inp.now,
+            )  # fmt: skip
+            return None
     if rejected:
         msg = (
             f"{', '.join(rejected)} cannot change while the job exists (only "

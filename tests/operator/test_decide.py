@@ -268,3 +268,16 @@ def test_finished_job_acknowledges_a_later_spec_edit():
     stored = plan.status.model_dump(by_alias=True, exclude_none=True, mode="json")
     again = decide(replace(edited, status=stored))
     assert not again.status_changed and again.status.observed_generation == 2
+
+
+def test_an_accepted_spec_the_new_rules_refuse_fails_instead_of_raising():
+    # Accepted by an older operator; after an upgrade its registerAs (a path) is refused.
+    running = {"phase": "Running", "attempt": 1, "observedGeneration": 1}
+    base = inputs(running, None)
+    stale = dict(base.accepted_spec)
+    stale["tracking"] = {**stale.get("tracking", {}), "registerAs": "../x"}
+    plan = decide(replace(base, accepted_spec=stale, spec=stale))
+    assert plan.finished and plan.status.phase == "Failed"
+    failed = [c for c in plan.status.conditions if c.type == "Failed"]
+    assert failed and failed[0].reason == "InvalidSpec"
+    assert "tracking.registerAs" in failed[0].message and "re-create" in failed[0].message
