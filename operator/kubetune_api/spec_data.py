@@ -99,6 +99,16 @@ class DatasetSpec(SpecModel):
         default=True, description="Compute loss on the answer only, not the prompt."
     )
     streaming: bool = Field(default=False, description="Read the source lazily (large files).")
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of the data files (ASCII-compatible: utf-8, latin-1, "
+        "cp1252...). A UTF-8 byte order mark is dropped.",
+    )
+    on_decode_error: Literal["error", "replace"] = Field(
+        default="error",
+        description="Bytes invalid in `encoding` and lone surrogate escapes: stop with "
+        "file:line and byte offset (error), or read them as U+FFFD with a counted warning.",
+    )
     bad_rows: Literal["fail", "skip"] = Field(
         default="fail", description="Stop on invalid rows (fail) or drop and count them (skip)."
     )
@@ -112,6 +122,19 @@ class DatasetSpec(SpecModel):
     @classmethod
     def _uri(cls, v: str) -> str:
         return check_storage_uri(v, "dataset.source")
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        try:
+            ascii_compatible = "\n,{}".encode(v) == b"\n,{}"
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (e.g. utf-8, latin-1, cp1252)") from None
+        if not ascii_compatible:
+            raise ValueError(
+                f"encoding {v!r} is not ASCII-compatible; convert the files to utf-8"
+            )
+        return v
 
     @model_validator(mode="after")
     def _options_match_format(self) -> DatasetSpec:

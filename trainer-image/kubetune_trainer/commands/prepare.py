@@ -116,6 +116,10 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
                f"validation {data.validation_examples})")  # fmt: skip
     for problem in s.problems:
         click.echo(f"  skipped {problem}")
+    if s.warned:
+        click.echo(f"warnings: {s.warned} row(s) kept with a warning")
+        for warning in s.warnings:
+            click.echo(f"  warning {warning}")
     max_len = job.spec.dataset.max_seq_length
     if tokenizer is None:
         click.echo(f"truncated: not counted: {why}")

@@ -41,6 +41,7 @@ from kubetune_trainer.errors import BadDataError, ConfigError
 from kubetune_trainer.records import PreparedDataset, PreparedFiles, PrepStats, RecordKind
 
 from . import formats
+from .decoding import Decoding
 from .fingerprint import SplitHash, canonical, combine
 from .formats.base import Context, Record
 from .report import Report
@@ -50,10 +51,14 @@ DETECT_ROWS = 20
 
 
 def _rows(
-    uri: str, streaming: bool, cache_dir: str | None, endpoint: str | None = None
+    uri: str,
+    streaming: bool,
+    cache_dir: str | None,
+    endpoint: str | None = None,
+    decoding: Decoding | None = None,
 ) -> Iterator[Row]:
     try:
-        yield from read_rows(uri, streaming, cache_dir, endpoint)
+        yield from read_rows(uri, streaming, cache_dir, endpoint, decoding)
     except SourceError as exc:
         raise BadDataError(str(exc), problems=[str(exc)]) from None
 
@@ -186,7 +191,9 @@ def _run(
 ) -> _Result:
     spec, ds = job.spec, job.spec.dataset
     endpoint = spec.output.s3_endpoint  # the job's one S3-compatible store
-    rows = _rows(ds.source, ds.streaming, cache_dir, endpoint)
+    report = Report(ds.bad_rows, ds.max_errors)
+    decoding = Decoding(ds.encoding, ds.on_decode_error, report.warn)
+    rows = _rows(ds.source, ds.streaming, cache_dir, endpoint, decoding)
     head = list(islice(rows, DETECT_ROWS))
     fmt = resolve_format(job, head)
     label_field = bool(ds.papers and ds.papers.label_field)
@@ -197,7 +204,6 @@ def _run(
         if ds.format == "auto":
             raise BadDataError(f"{ds.source}: detected format {fmt}: {exc}") from None
         raise ConfigError(str(exc)) from None
-    report = Report(ds.bad_rows, ds.max_errors)
     ctx = Context(ds, spec.objective, spec.model.task, kind, report, tokenizer,
                   spec.training.seed, cache_dir, endpoint)  # fmt: skip
     convert = formats.get(fmt)
@@ -215,7 +221,7 @@ def _run(
     if ds.validation.source:
         for rec in records:
             add(train, rec)
-        val_rows = _rows(ds.validation.source, ds.streaming, cache_dir, endpoint)
+        val_rows = _rows(ds.validation.source, ds.streaming, cache_dir, endpoint, decoding)
         for rec in convert(val_rows, ctx):
             add(validation, rec)
     elif fmt == "trading":

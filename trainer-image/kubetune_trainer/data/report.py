@@ -27,6 +27,17 @@ class Report:
         if len(self.stats.problems) < self.max_errors:
             self.stats.problems.append(f"{where}: {reason}")
 
+    def warn(self, where: str, message: str) -> None:
+        """A row kept despite a problem; listed up to max_errors, all counted."""
+        self.stats.warned += 1
+        if len(self.stats.warnings) < self.max_errors:
+            self.stats.warnings.append(f"{where}: {message}")
+
+    def filter(self, rule: str, n: int = 1) -> None:
+        """`n` valid rows left out on purpose by `rule` (counted by rule)."""
+        self.stats.filtered += n
+        self.stats.filtered_by[rule] = self.stats.filtered_by.get(rule, 0) + n
+
     def check(self, what: str) -> None:
         """Raise BadDataError under policy fail when any row was bad."""
         if self.policy != "fail" or not self.total_problems:

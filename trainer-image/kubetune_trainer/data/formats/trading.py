@@ -30,7 +30,9 @@ from datetime import date
 from typing import Any
 
 from kubetune_api.spec_data import TradingOptions
+from kubetune_trainer.errors import BadDataError
 
+from ..decoding import Decoding, SourceError
 from ..report import RowError
 from ..sources import Row, read_rows
 from .base import Context, Record, number, rename, text
@@ -93,7 +95,9 @@ def _read_prices(rows: Iterable[Row], ctx: Context) -> dict[str, list[dict[str, 
 
 def _read_news(uri: str, tickers: set[str], ctx: Context) -> dict[str, list[dict[str, str]]]:
     news: dict[str, list[dict[str, str]]] = {}
-    for row in read_rows(uri, ctx.dataset.streaming, ctx.cache_dir, ctx.endpoint):
+    ds = ctx.dataset
+    decoding = Decoding(ds.encoding, ds.on_decode_error, ctx.report.warn)
+    for row in read_rows(uri, ds.streaming, ctx.cache_dir, ctx.endpoint, decoding):
         ctx.report.stats.read += 1
         if row.data is None:
             ctx.report.problem(row.where, row.error or "unreadable row")
@@ -163,7 +167,10 @@ def example_prompt(
 def trading_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
     opts = ctx.dataset.trading or TradingOptions()
     series = _read_prices(rows, ctx)
-    news = _read_news(opts.news, set(series), ctx) if opts.news else {}
+    try:
+        news = _read_news(opts.news, set(series), ctx) if opts.news else {}
+    except SourceError as exc:
+        raise BadDataError(str(exc), problems=[str(exc)]) from None
     for ticker in sorted(series):
         s = series[ticker]
         closes = [p["close"] for p in s]
