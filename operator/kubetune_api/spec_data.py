@@ -109,6 +109,11 @@ class DatasetSpec(SpecModel):
         description="Bytes invalid in `encoding` and lone surrogate escapes: stop with "
         "file:line and byte offset (error), or read them as U+FFFD with a counted warning.",
     )
+    dedupe: bool = Field(
+        default=False,
+        description="Remove rows exactly equal to an earlier row (they are always counted "
+        "and reported).",
+    )
     bad_rows: Literal["fail", "skip"] = Field(
         default="fail", description="Stop on invalid rows (fail) or drop and count them (skip)."
     )
@@ -131,9 +136,7 @@ class DatasetSpec(SpecModel):
         except LookupError:
             raise ValueError(f"unknown text encoding {v!r} (e.g. utf-8, latin-1, cp1252)") from None
         if not ascii_compatible:
-            raise ValueError(
-                f"encoding {v!r} is not ASCII-compatible; convert the files to utf-8"
-            )
+            raise ValueError(f"encoding {v!r} is not ASCII-compatible; convert the files to utf-8")
         return v
 
     @model_validator(mode="after")

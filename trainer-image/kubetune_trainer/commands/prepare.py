@@ -116,6 +116,11 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
                f"validation {data.validation_examples})")  # fmt: skip
     for problem in s.problems:
         click.echo(f"  skipped {problem}")
+    for rule, n in sorted(s.filtered_by.items()):
+        click.echo(f"  filtered {n} by {rule}")
+    if s.duplicates:
+        what = "removed" if job.spec.dataset.dedupe else "kept (dataset.dedupe: true removes them)"
+        click.echo(f"duplicates: {s.duplicates} exact duplicate row(s), {what}")
     if s.warned:
         click.echo(f"warnings: {s.warned} row(s) kept with a warning")
         for warning in s.warnings:

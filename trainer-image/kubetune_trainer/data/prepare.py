@@ -42,6 +42,7 @@ from kubetune_trainer.records import PreparedDataset, PreparedFiles, PrepStats, 
 
 from . import formats
 from .decoding import Decoding
+from .duplicates import Dedupe
 from .fingerprint import SplitHash, canonical, combine
 from .formats.base import Context, Record
 from .report import Report
@@ -193,7 +194,8 @@ def _run(
     endpoint = spec.output.s3_endpoint  # the job's one S3-compatible store
     report = Report(ds.bad_rows, ds.max_errors)
     decoding = Decoding(ds.encoding, ds.on_decode_error, report.warn)
-    rows = _rows(ds.source, ds.streaming, cache_dir, endpoint, decoding)
+    seen = Dedupe(report, ds.dedupe)  # shared by the source and the validation source
+    rows = seen.rows(_rows(ds.source, ds.streaming, cache_dir, endpoint, decoding))
     head = list(islice(rows, DETECT_ROWS))
     fmt = resolve_format(job, head)
     label_field = bool(ds.papers and ds.papers.label_field)
@@ -221,7 +223,8 @@ def _run(
     if ds.validation.source:
         for rec in records:
             add(train, rec)
-        val_rows = _rows(ds.validation.source, ds.streaming, cache_dir, endpoint, decoding)
+        val_rows = seen.rows(_rows(ds.validation.source, ds.streaming, cache_dir, endpoint,
+                                   decoding))  # fmt: skip
         for rec in convert(val_rows, ctx):
             add(validation, rec)
     elif fmt == "trading":

@@ -33,6 +33,7 @@ from kubetune_api.spec_data import TradingOptions
 from kubetune_trainer.errors import BadDataError
 
 from ..decoding import Decoding, SourceError
+from ..duplicates import Dedupe
 from ..report import RowError
 from ..sources import Row, read_rows
 from .base import Context, Record, number, rename, text
@@ -97,7 +98,8 @@ def _read_news(uri: str, tickers: set[str], ctx: Context) -> dict[str, list[dict
     news: dict[str, list[dict[str, str]]] = {}
     ds = ctx.dataset
     decoding = Decoding(ds.encoding, ds.on_decode_error, ctx.report.warn)
-    for row in read_rows(uri, ds.streaming, ctx.cache_dir, ctx.endpoint, decoding):
+    rows = read_rows(uri, ds.streaming, ctx.cache_dir, ctx.endpoint, decoding)
+    for row in Dedupe(ctx.report, ds.dedupe).rows(rows):
         ctx.report.stats.read += 1
         if row.data is None:
             ctx.report.problem(row.where, row.error or "unreadable row")
