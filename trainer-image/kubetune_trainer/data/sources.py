@@ -126,9 +126,9 @@ def _jsonl(file: Path, origin: str, dec: Decoding) -> Iterator[Row]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
-            yield Row(origin, n, None, f"invalid JSON ({exc.msg} at column {exc.colno})")
+            yield Row(origin, n, None, f"invalid JSON ({json_error(exc)})")
             continue
         except RecursionError:
             yield Row(origin, n, None, depth_message())
@@ -163,6 +163,13 @@ def _csv(file: Path, origin: str, dec: Decoding) -> Iterator[Row]:
             yield Row(origin, line, None, f"expected {len(header)} columns, got {len(values)}")
             continue
         yield Row(origin, line, dict(zip(header, values, strict=True)))
+
+
+def json_error(exc: json.JSONDecodeError) -> str:
+    """`Expecting value at column 3`; `Unterminated string starting at column 9` (the
+    decoder's message may end in "at" already)."""
+    at = "" if exc.msg.endswith(" at") else " at"
+    return f"{exc.msg}{at} column {exc.colno}"
 
 
 class _JsonReader:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..report import RowError
+from ..report import Problems
 from ..sources import Row
 from .base import Record, sft, str_list, text
 
@@ -142,25 +142,25 @@ def finance_prompt(question: str, tickers: list[str], context: str = "") -> str:
 
 
 def finance_row(d: Record, row: Row) -> list[Record]:
-    question, answer, rationale = text(d, "question"), text(d, "answer"), text(d, "rationale")
-    risk = text(d, "risk_note")
-    tickers = str_list(d, "tickers")
+    check = Problems()
+    question, answer = check(text, d, "question"), check(text, d, "answer")
+    rationale, risk = check(text, d, "rationale"), check(text, d, "risk_note")
+    tickers = check(str_list, d, "tickers") or []
     bad = [t for t in tickers if not _TICKER.match(t)]
     if bad:
-        raise RowError(f"field `tickers`: {bad[0]!r} is not a ticker symbol (e.g. AAPL, BRK.B)")
-    citations = str_list(d, "citations")
+        check.add(f"field `tickers`: {bad[0]!r} is not a ticker symbol (e.g. AAPL, BRK.B)")
+    citations = check(str_list, d, "citations")
     needs = d.get("context_required")
     if not isinstance(needs, bool):
-        raise RowError("field `context_required` must be true or false")
-    context = text(d, "context", required=False)
-    if needs and not context:
+        check.add("field `context_required` must be true or false")
+    context = check(text, d, "context", required=False)
+    if needs is True and not context:
         for field, value in (("answer", answer), ("rationale", rationale)):
-            raw = placeholder_violations(value)
-            if raw:
-                value_, placeholder = raw[0]
-                raise RowError(
+            for value_, placeholder in placeholder_violations(value or ""):
+                check.add(
                     f"field `{field}` has raw value {value_!r} where {placeholder} is required "
                     "(context_required is true and no context is given)"
                 )
+    check.done()
     target = format_finance_answer(answer, rationale, citations, risk)
     return [sft(finance_prompt(question, tickers, context), target, tickers=tickers)]

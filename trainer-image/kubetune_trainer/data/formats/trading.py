@@ -34,7 +34,7 @@ from kubetune_trainer.errors import BadDataError
 
 from ..decoding import Decoding, SourceError
 from ..duplicates import Dedupe
-from ..report import RowError
+from ..report import Problems, RowError
 from ..sources import Row, read_rows
 from .base import Context, Record, number, rename, text
 from .trading_features import features, label
@@ -56,18 +56,22 @@ def _date(d: Record, key: str = "date") -> str:
 
 
 def price_row(d: Record) -> dict[str, Any]:
-    ticker = text(d, "ticker").upper()
-    day = _date(d)
-    o, h, lo, c = (number(d, k) for k in ("open", "high", "low", "close"))
-    vol = number(d, "volume")
+    check = Problems()
+    ticker = check(text, d, "ticker")
+    day = check(_date, d)
+    o, h, lo, c = (check(number, d, k) for k in ("open", "high", "low", "close"))
+    vol = check(number, d, "volume")
+    if vol is not None and vol < 0:
+        check.add(f"volume {vol} is negative")
+    check.done()
+    ticker = ticker.upper()
     if min(o, h, lo, c) <= 0:
-        raise RowError("prices must be positive")
-    if h < lo:
-        raise RowError(f"high {h} is below low {lo}")
-    if not (lo <= o <= h and lo <= c <= h):
-        raise RowError(f"open/close outside the day's range [{lo}, {h}]")
-    if vol < 0:
-        raise RowError(f"volume {vol} is negative")
+        check.add("prices must be positive")
+    elif h < lo:
+        check.add(f"high {h} is below low {lo}")
+    elif not (lo <= o <= h and lo <= c <= h):
+        check.add(f"open/close outside the day's range [{lo}, {h}]")
+    check.done()
     return {"ticker": ticker, "date": day, "close": c, "volume": vol}
 
 
@@ -105,13 +109,15 @@ def _read_news(uri: str, tickers: set[str], ctx: Context) -> dict[str, list[dict
             ctx.report.problem(row.where, row.error or "unreadable row")
             continue
         try:
-            d = row.data
-            ticker = text(d, "ticker").upper()
-            if ticker not in tickers:
-                raise RowError(f"unknown ticker {ticker!r} (not in the price file)")
-            item = {"date": _date(d), "headline": text(d, "headline"),
-                    "summary": shorten(text(d, "summary", required=False)),
-                    "source": text(d, "source", required=False)}  # fmt: skip
+            d, check = row.data, Problems()
+            ticker = check(text, d, "ticker")
+            if ticker is not None and ticker.upper() not in tickers:
+                check.add(f"unknown ticker {ticker.upper()!r} (not in the price file)")
+            item = {"date": check(_date, d), "headline": check(text, d, "headline"),
+                    "summary": shorten(check(text, d, "summary", required=False) or ""),
+                    "source": check(text, d, "source", required=False)}  # fmt: skip
+            check.done()
+            ticker = ticker.upper()
         except RowError as exc:
             ctx.report.problem(row.where, str(exc))
             continue
@@ -169,8 +175,11 @@ def example_prompt(
 def trading_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
     opts = ctx.dataset.trading or TradingOptions()
     series = _read_prices(rows, ctx)
-    try:
-        news = _read_news(opts.news, set(series), ctx) if opts.news else {}
+    if not series and not ctx.report.total_problems:
+        raise BadDataError(f"{ctx.dataset.source}: no price rows (the file is empty or holds "
+                           "only a header: date,ticker,open,high,low,close,volume)")  # fmt: skip
+    try:  # with no valid price row, the news would only be "unknown ticker" noise
+        news = _read_news(opts.news, set(series), ctx) if opts.news and series else {}
     except SourceError as exc:
         raise BadDataError(str(exc), problems=[str(exc)]) from None
     for ticker in sorted(series):
