@@ -20,6 +20,32 @@ FORMATS_FOR_OBJECTIVE: dict[str, tuple[str, ...]] = {
     "ranking": ("auto", "ranked"),
 }
 
+# Every field a format reads (what dataset.fieldMap may map to). The trainer's detection
+# keys (data.formats.FORMAT_KEYS) are a subset of these; a test keeps them in step.
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "instruction": ("instruction", "input", "output", "prompt", "response", "completion"),
+    "qa": ("question", "answer", "context"),
+    "chat": ("messages",),
+    "finance_qa": ("question", "answer", "rationale", "tickers", "citations",
+                   "context_required", "risk_note", "context"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "ranked": ("prompt", "responses"),
+    "rated": ("prompt", "output", "rating"),
+    "papers": ("title", "abstract", "full_text", "authors", "year", "quality", "doi"),
+    "trading": ("date", "ticker", "open", "high", "low", "close", "volume"),
+    "classification": ("text", "label"),  # format auto with model.task sequence_classification
+}  # fmt: skip
+
+
+def format_fields(fmt: str, label_field: str | None = None) -> tuple[str, ...]:
+    """The fields fieldMap may map to for `fmt` (auto: any format's)."""
+    if fmt == "auto":
+        found = dict.fromkeys(f for fields in FORMAT_FIELDS.values() for f in fields)
+        fields = tuple(found)
+    else:
+        fields = FORMAT_FIELDS[fmt]
+    return (*fields, label_field) if label_field and fmt in ("papers", "auto") else fields
+
 
 class ValidationSplit(SpecModel):
     source: str | None = Field(
@@ -78,7 +104,9 @@ class DatasetSpec(SpecModel):
     )
     field_map: dict[str, str] = Field(
         default_factory=dict,
-        description="Rename source fields to the format's names, e.g. {question: Q}.",
+        description="Read the format's fields from other source fields: {format field: "
+        "source field}, e.g. {question: Q}. A source field may be a dotted path into "
+        "nested objects (data.q; a number indexes a list: turns.0.text).",
     )
     template: Literal["auto", "chat", "alpaca", "plain"] = Field(
         default="auto",
@@ -138,6 +166,20 @@ class DatasetSpec(SpecModel):
         if not ascii_compatible:
             raise ValueError(f"encoding {v!r} is not ASCII-compatible; convert the files to utf-8")
         return v
+
+    @model_validator(mode="after")
+    def _field_map_targets(self) -> DatasetSpec:
+        label = self.papers.label_field if self.papers else None
+        allowed = format_fields(self.format, label)
+        unknown = [k for k in self.field_map if k not in allowed]
+        if unknown:
+            what = "any format" if self.format == "auto" else f"format {self.format}"
+            raise ValueError(
+                f"fieldMap maps to {', '.join(f'`{k}`' for k in unknown)}, not a field of "
+                f"{what}; keys are the format's fields ({', '.join(allowed)}), values the "
+                "source's fields, e.g. {question: Q}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _options_match_format(self) -> DatasetSpec:

@@ -248,9 +248,10 @@ def _run(
     report.check(ds.source)
     if not train.hash.count and (move is None or move[1]):
         s = report.stats
+        rules = ", ".join(f"{n} by {rule}" for rule, n in s.filtered_by.items())
         raise BadDataError(
             f"{ds.source}: no training examples left (read {s.read}, bad {s.skipped}, "
-            f"filtered {s.filtered})"
+            f"filtered {s.filtered}{f': {rules}' if rules else ''})"
         )
     names: list[str] = []
     relabel = False

@@ -135,7 +135,7 @@ def papers_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
         if opts.min_quality is not None and (
             p["quality"] is None or p["quality"] < opts.min_quality
         ):
-            ctx.report.stats.filtered += 1
+            ctx.report.filter(f"papers.minQuality {opts.min_quality} (quality below or missing)")
             return []
         title = clean(p["title"], False)
         meta = {"group": p["id"]}

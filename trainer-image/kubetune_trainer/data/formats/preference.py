@@ -56,7 +56,7 @@ def rated_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
                 meta = {**r["meta"], "rating": r["rating"], "group": r["prompt"]}
                 yield {**sft(r["prompt"], r["output"]), "meta": meta}
             else:
-                ctx.report.stats.filtered += 1
+                ctx.report.filter(f"rated.minRating {opts.min_rating} (rated below)")
         return
     by_prompt: dict[str, list[Record]] = {}
     for r in rated:
@@ -77,4 +77,5 @@ def rated_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
                              "ratings": [hi["rating"], lo["rating"]]},
                 }  # fmt: skip
         if not pairs:
-            ctx.report.stats.filtered += len(outs)
+            rule = f"rated.pairMargin {opts.pair_margin} (no pair of its prompt's outputs)"
+            ctx.report.filter(rule, len(outs))

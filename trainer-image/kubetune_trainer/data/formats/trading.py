@@ -36,7 +36,7 @@ from ..decoding import Decoding, SourceError
 from ..duplicates import Dedupe
 from ..report import Problems, RowError
 from ..sources import Row, read_rows
-from .base import Context, Record, number, rename, text
+from .base import Context, Record, mapped_hint, number, rename, text
 from .trading_features import features, label
 
 MAX_NEWS = 5
@@ -91,7 +91,7 @@ def _read_prices(rows: Iterable[Row], ctx: Context) -> dict[str, list[dict[str, 
                     f"{past[-1]['date']}); rows of a ticker must have increasing dates"
                 )
         except RowError as exc:
-            ctx.report.problem(row.where, str(exc))
+            ctx.report.problem(row.where, mapped_hint(str(exc), ctx.dataset.field_map))
             continue
         p["where"] = row.where
         series.setdefault(p["ticker"], []).append(p)
