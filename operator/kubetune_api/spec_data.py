@@ -70,6 +70,23 @@ class TradingOptions(SpecModel):
     hold_band_pct: float = Field(
         default=1.0, ge=0, description="|forward return| below this percent is labelled hold."
     )
+    max_gap_days: int = Field(
+        default=5,
+        ge=0,
+        description="Business days (Mon-Fri) a ticker's prices may miss between two rows; "
+        "more is a gap, handled by onGap.",
+    )
+    on_gap: Literal["error", "warn"] = Field(
+        default="error",
+        description="A gap is a bad row, the series cut there (error), or a counted "
+        "warning (warn).",
+    )
+    market_close: str = Field(
+        default="16:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time (HH:MM) of the close: news stamped at or after it counts "
+        "from the next trading day.",
+    )
 
     @field_validator("news")
     @classmethod

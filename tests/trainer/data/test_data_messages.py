@@ -77,7 +77,8 @@ def test_bad_news_rows_are_headed_with_the_news_file(tmp_path: Path, make_job: A
     lines = error_lines(job)
     assert lines[0].startswith(f"{news}: 1 invalid row(s) (dataset.badRows is fail")
     assert lines[1] == (
-        f"{news}:2: field `date` '03/01/2024' is not a date (YYYY-MM-DD); missing field `headline`"
+        f"{news}:2: field `date` '03/01/2024' is not a date (YYYY-MM-DD) or a date and time "
+        "(YYYY-MM-DDTHH:MM); missing field `headline`"
     )
 
 

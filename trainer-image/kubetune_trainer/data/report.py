@@ -57,10 +57,11 @@ class Report:
     total_problems: int = 0
     files: dict[str, int] = field(default_factory=dict)  # problems per file, in order seen
 
-    def problem(self, where: str, reason: str) -> None:
-        """Record one bad row (`where` is `file:line`). Listed up to max_errors, all counted."""
+    def problem(self, where: str, reason: str, dropped: bool = True) -> None:
+        """Record one bad row (`where` is `file:line`). Listed up to max_errors, all counted;
+        `dropped`: the row is left out under badRows: skip (counted as skipped)."""
         self.total_problems += 1
-        self.stats.skipped += 1
+        self.stats.skipped += dropped
         file = where.rsplit(":", 1)[0] if where.rsplit(":", 1)[-1].isdigit() else where
         self.files[file] = self.files.get(file, 0) + 1
         if len(self.stats.problems) < self.max_errors:
