@@ -1,8 +1,9 @@
 """FineTuneJob -> prepared records: in memory (`prepare`) or streamed to JSONL (`prepare_to_files`).
 
 Order: read rows lazily -> detect the format from the first rows (auto) -> rename fields
-(field_map) -> validate and convert each row (bad rows: `file:line: reason`) -> stop at
-maxExamples -> validation split -> policy check -> classification label ids -> fingerprint.
+(field_map) -> validate and convert each row (bad rows: `file:line: reason`) -> sample
+maxExamples across the file (data.sampling) -> validation split -> policy check ->
+classification label ids -> fingerprint.
 
 Both entry points run the same pipeline; only where a split's records go differs (a list,
 or a JSONL file written record by record while its fingerprint is computed). So the same
@@ -46,6 +47,7 @@ from .duplicates import Dedupe
 from .fingerprint import SplitHash, canonical, combine
 from .formats.base import Context, Record
 from .report import Report
+from .sampling import sample
 from .sources import Row, SourceError, read_rows
 
 DETECT_ROWS = 20
@@ -209,7 +211,13 @@ def _run(
     ctx = Context(ds, spec.objective, spec.model.task, kind, report, tokenizer,
                   spec.training.seed, cache_dir, endpoint)  # fmt: skip
     convert = formats.get(fmt)
-    records = islice(convert(chain(head, rows), ctx), ds.max_examples)
+    records: Iterable[Record] = convert(chain(head, rows), ctx)
+    if ds.max_examples is not None:
+
+        def stratum(rec: Record) -> str:
+            return str(rec["meta"]["ticker"]) if fmt == "trading" else group_key(rec)
+
+        records = sample(list(records), ds.max_examples, spec.training.seed, stratum)
     train, validation = new_split("train"), new_split("validation")
     labels: set[Any] = set()
 
