@@ -54,6 +54,12 @@ class ValidationSplit(SpecModel):
     fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Share of the data held out for validation."
     )
+    min_examples: int = Field(
+        default=1,
+        ge=1,
+        description="Fewest validation examples for an evaluation: with fewer, preparation "
+        "warns and the run reports no base/tuned comparison (and says why).",
+    )
 
     @field_validator("source")
     @classmethod

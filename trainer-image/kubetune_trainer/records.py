@@ -55,6 +55,9 @@ class PrepStats:
     duplicates: int = 0  # rows equal to an earlier row (removed with dataset.dedupe)
     warned: int = 0  # rows kept with a warning (replaced bytes, gaps...)
     warnings: list[str] = field(default_factory=list)  # "file:line: message", the first ones
+    # Set when validation holds fewer than validation.minExamples: why, and that no
+    # base/tuned comparison is made.
+    validation_note: str | None = None
 
 
 @dataclass

@@ -121,6 +121,8 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
     if s.duplicates:
         what = "removed" if job.spec.dataset.dedupe else "kept (dataset.dedupe: true removes them)"
         click.echo(f"duplicates: {s.duplicates} exact duplicate row(s), {what}")
+    if s.validation_note:
+        click.echo(f"warning: {s.validation_note}")
     if s.warned:
         click.echo(f"warnings: {s.warned} row(s) kept with a warning")
         for warning in s.warnings:

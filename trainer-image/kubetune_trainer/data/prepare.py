@@ -28,7 +28,6 @@ written files once, reading them back line by line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -44,11 +43,12 @@ from kubetune_trainer.records import PreparedDataset, PreparedFiles, PrepStats, 
 from . import formats
 from .decoding import Decoding
 from .duplicates import Dedupe
-from .fingerprint import SplitHash, canonical, combine
+from .fingerprint import SplitHash, combine
 from .formats.base import Context, Record
 from .report import Report
 from .sampling import sample
 from .sources import Row, SourceError, read_rows
+from .split import Groups, group_key, split_score, validation_note
 
 DETECT_ROWS = 20
 
@@ -74,50 +74,6 @@ def resolve_format(job: FineTuneJob, head: list[Row]) -> str:
         return formats.detect(head, ds.field_map, ds.source)
     except formats.FormatError as exc:
         raise BadDataError(str(exc), problems=[str(exc)]) from None
-
-
-# --- the split -------------------------------------------------------------------------
-
-
-def group_key(record: Record) -> str:
-    """The split group of a record: meta.group, else the record itself."""
-    group = record.get("meta", {}).get("group")
-    return canonical(group if group is not None else record).decode()
-
-
-def split_score(key: str, seed: int) -> float:
-    """A group's place in [0, 1), fixed by the seed: below the fraction it validates."""
-    digest = hashlib.sha256(f"{seed}\n{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-@dataclass
-class _Groups:
-    """What the small-data corrections need to know, in constant memory."""
-
-    first: str | None = None
-    several: bool = False
-    lowest_train: tuple[float, str] | None = None
-    highest_validation: tuple[float, str] | None = None
-
-    def see(self, key: str, score: float, validates: bool) -> None:
-        if self.first is None:
-            self.first = key
-        elif key != self.first:
-            self.several = True
-        if validates:
-            if self.highest_validation is None or (score, key) > self.highest_validation:
-                self.highest_validation = (score, key)
-        elif self.lowest_train is None or (score, key) < self.lowest_train:
-            self.lowest_train = (score, key)
-
-    def move(self, n_train: int, n_validation: int, fraction: float) -> tuple[str, bool] | None:
-        """(group key, True: to validation / False: to train), or None."""
-        if not n_train and n_validation and self.highest_validation:
-            return self.highest_validation[1], False
-        if not n_validation and fraction > 0 and self.several and self.lowest_train:
-            return self.lowest_train[1], True
-        return None
 
 
 # --- where records go ------------------------------------------------------------------
@@ -228,6 +184,7 @@ def _run(
 
     move: tuple[str, bool] | None = None
     fraction, seed = ds.validation.fraction, spec.training.seed
+    groups = Groups()
     if ds.validation.source:
         for rec in records:
             add(train, rec)
@@ -245,7 +202,6 @@ def _run(
         for rec in va:
             add(validation, rec)
     else:
-        groups = _Groups()
         for rec in records:
             key = group_key(rec)
             score = split_score(key, seed)
@@ -269,6 +225,9 @@ def _run(
         train, validation = _rewrite(train, validation, move, names if relabel else None,
                                      new_split)  # fmt: skip
     report.stats.kept = train.hash.count + validation.hash.count
+    report.stats.validation_note = validation_note(
+        job, fmt, validation.hash.count, groups if not ds.validation.source and fmt != "trading"
+        else None)  # fmt: skip
     fp = combine(kind, fmt, [("train", train.hash), ("validation", validation.hash)])
     exact = fmt == "papers" and tokenizer is not None
     return _Result(kind, fmt, train, validation, report.stats, names, fp, exact)

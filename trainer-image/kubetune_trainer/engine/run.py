@@ -43,7 +43,7 @@ from .callbacks import (
     objective_metrics,
 )
 from .progress import Progress, ProgressCallback
-from .report import objective_options, write_report
+from .report import objective_options, stop_reason, write_report
 from .setup import Loaded, load_all, offline_env
 from .sinks import SinkFanout, sinks_for
 
@@ -264,8 +264,13 @@ def run_job(
         }
         if lm_loss:  # exp(loss) is a perplexity only for a token-level language-model loss
             results.update(base_perplexity=_ppl(base_eval), tuned_perplexity=_ppl(tuned_eval))
+        mean_loss = [r["train_loss"] for r in trainer.state.log_history if "train_loss" in r]
         results.update(
+            planned_steps=trainer.state.max_steps,
+            stop_reason=stop_reason(trainer.state, job),
             final_train_loss=p.loss,
+            # The Trainer's mean over the run: the only train loss when loggingSteps > steps.
+            mean_train_loss=mean_loss[-1] if mean_loss else None,
             train_examples=built.train_examples,
             eval_examples=built.eval_examples,
             # Every attempt's rows (metrics.jsonl is restored on resume), not this one's only.
@@ -429,7 +434,7 @@ def _mean_tps(rows: list[dict[str, Any]]) -> float | None:
 
 def _post_train_evaluation(job: FineTuneJob, loaded: Any, prep: Any, say: Any) -> Any:
     """The evaluation package's generation/format metrics, when it provides the hook."""
-    if not job.spec.evaluation.enabled or not prep.validation:
+    if not job.spec.evaluation.enabled or not prep.validation or prep.stats.validation_note:
         return None
     if job.spec.model.task != "causal_lm":
         # Generation metrics need a causal LM; an encoder's evaluation is its eval loss.
@@ -470,6 +475,7 @@ def _report(
             "scheduler": t.scheduler,
             "epochs": t.epochs,
             "max_steps": t.max_steps,
+            "logging_steps": t.logging_steps,
             "micro_batch_size": t.micro_batch_size,
             "gradient_accumulation": t.gradient_accumulation,
             "seed": t.seed,
@@ -488,6 +494,8 @@ def _report(
             "fingerprint": loaded.prepared.fingerprint,
             "train_examples": results.get("train_examples"),
             "validation_examples": results.get("eval_examples"),
+            # Why there is no base/tuned comparison (fewer than validation.minExamples).
+            "validation_note": loaded.prepared.stats.validation_note,
             # Examples longer than maxSeqLength per split, and how they were cut.
             "truncated": truncation.as_dict() if truncation is not None else None,
         },

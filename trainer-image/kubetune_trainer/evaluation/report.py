@@ -17,7 +17,7 @@ COUNTS = {"loss_tokens", "placeholder_examples", "direction_examples", "confiden
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.0f}" if v.is_integer() and abs(v) >= 1000 else f"{v:.4g}"
-    return "—" if v is None else str(v)
+    return "n/a" if v is None else str(v)  # n/a: measured over zero examples
 
 
 def metric_names(results: list[EvalResult]) -> list[str]:
