@@ -9,7 +9,10 @@ into chunks that fit maxSeqLength. A chunk reads
 
     <text>
 
-and consecutive chunks of one section share `papers.chunkOverlap` tokens. Tokens are
+and consecutive chunks of one section share `papers.chunkOverlap` tokens. A word longer
+than a whole chunk (a DNA sequence, a table flattened to one token run) is first cut into
+pieces of at most a quarter of a chunk, at token boundaries, and the pieces are glued back
+without spaces wherever they share a chunk; so no chunk outgrows maxSeqLength. Tokens are
 counted with the job's tokenizer when one is given (prepare(job, tokenizer)), else
 approximated as ceil((characters + 1) / 4) per word — about 4 characters per token, as
 for English BPE vocabularies. Two tokens are kept free for BOS/EOS.
@@ -36,10 +39,11 @@ from .base import Context, Record, each_row, number, text
 from .papers_text import clean, sections
 
 RESERVED = 2  # BOS + EOS
+GLUE = "\x00"  # starts a piece of a long word: joined to the previous piece without a space
 
 
 def approx_tokens(word: str) -> int:
-    return max(1, math.ceil((len(word) + 1) / 4))
+    return max(1, math.ceil((len(word.lstrip(GLUE)) + 1) / 4))
 
 
 def token_counter(tokenizer: Any) -> Callable[[str], int]:
@@ -49,10 +53,35 @@ def token_counter(tokenizer: Any) -> Callable[[str], int]:
 
     def count(word: str) -> int:
         if word not in cache:
-            cache[word] = len(tokenizer(" " + word, add_special_tokens=False)["input_ids"])
+            ids = tokenizer(" " + word.lstrip(GLUE), add_special_tokens=False)["input_ids"]
+            cache[word] = len(ids)
         return cache[word]
 
     return count
+
+
+def split_long_words(
+    words: list[str], budget: int, count: Callable[[str], int], tokenizer: Any = None
+) -> list[str]:
+    """Words of more than `budget` tokens (no chunk could hold them) cut into pieces of at
+    most budget // 4 tokens (at the tokenizer's token boundaries when it reports offsets,
+    else every 4 * limit - 1 characters); every piece after the first starts with GLUE."""
+    out: list[str] = []
+    limit = max(1, budget // 4)
+    for word in words:
+        if count(word) <= budget:
+            out.append(word)
+            continue
+        cuts: list[int] = []
+        if tokenizer is not None and getattr(tokenizer, "is_fast", False):
+            enc = tokenizer(word, add_special_tokens=False, return_offsets_mapping=True)
+            cuts = [start for start, _ in enc["offset_mapping"][::limit]]
+        if not cuts:
+            cuts = list(range(0, len(word), 4 * limit - 1))
+        cuts[0] = 0
+        pieces = [word[a:b] for a, b in zip(cuts, [*cuts[1:], len(word)], strict=True)]
+        out += [pieces[0], *(GLUE + p for p in pieces[1:] if p)]
+    return out
 
 
 def chunk_words(
@@ -93,7 +122,8 @@ def chunk_words(
 
 
 def join_words(words: list[str]) -> str:
-    return " ".join(words).replace(" \n\n ", "\n\n").strip()
+    joined = " ".join(words).replace(" " + GLUE, "").replace(GLUE, "")  # a chunk may start mid-word
+    return joined.replace(" \n\n ", "\n\n").strip()
 
 
 def _paper(d: Record, opts: PapersOptions) -> dict[str, Any]:
@@ -157,7 +187,7 @@ def papers_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
             if budget < 8:
                 raise RowError(f"maxSeqLength {max_len} leaves no room after the title")
             words = body.replace("\n\n", " \n\n ").split(" ")
-            words = [w for w in words if w]
+            words = split_long_words([w for w in words if w], budget, count, ctx.tokenizer)
             fits = None
             if ctx.tokenizer is not None:
 
