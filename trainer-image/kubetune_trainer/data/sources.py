@@ -65,7 +65,10 @@ def localize(uri: str, cache_dir: str | Path, endpoint_url: str | None = None) -
         return Path(fetch(uri, dest, endpoint_url)), uri
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
     if not path.exists():
-        raise SourceError(f"{uri}: no such file or folder (paths are relative to {Path.cwd()})")
+        raise SourceError(
+            f"{uri}: no such file or folder (a relative path in a spec file is looked up next "
+            f"to the spec file, then in the working directory {Path.cwd()})"
+        )
     return path, uri
 
 
