@@ -4,6 +4,7 @@ which, and refuses a base/tuned comparison without enough validation data (issue
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,17 @@ def test_stop_reason_train_loss_and_every_result(tmp_path: Path) -> None:
     job = make_job(tmp_path, name="es", training={
         "maxSteps": 40, "learningRate": 1e-7, "evalSteps": 2, "saveSteps": 2,
         "loggingSteps": 50, "earlyStopping": {"patience": 2, "minDelta": 0.05}})  # fmt: skip
-    code, res = execute(job, prepared=prepared(), say=lambda s: None)
+    warned: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warned.append(record.getMessage())  # type: ignore[method-assign]
+    callback_log = logging.getLogger("transformers.trainer_callback")
+    callback_log.addHandler(handler)
+    try:
+        code, res = execute(job, prepared=prepared(), say=lambda s: None)
+    finally:
+        callback_log.removeHandler(handler)
+    # The base's evaluation is not a training evaluation: no "early stopping is disabled".
+    assert not [w for w in warned if "early stopping is disabled" in w]
     assert code == 0 and res is not None and res.steps == 6
     report, md = _report(res)
     rows = [json.loads(x) for x in (Path(res.run_uri) / "report" / "metrics.jsonl")

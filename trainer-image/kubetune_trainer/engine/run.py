@@ -40,6 +40,7 @@ from .callbacks import (
     SkipIfTrained,
     TrainingDone,
     best_step,
+    early_stopping,
     objective_metrics,
 )
 from .progress import Progress, ProgressCallback
@@ -174,10 +175,8 @@ def run_job(
         if kwargs["save_strategy"] == "steps":
             callbacks.append(EpochSaveCallback())
         if spec.training.early_stopping:
-            from transformers import EarlyStoppingCallback
-
             es = spec.training.early_stopping
-            callbacks.append(EarlyStoppingCallback(es.patience, es.min_delta))
+            callbacks.append(early_stopping(es.patience, es.min_delta))
         callbacks.extend(extra_callbacks or [])
         ctx = RecipeContext(
             job, loaded.model, loaded.tokenizer, prep, kwargs, callbacks, loaded.precision
