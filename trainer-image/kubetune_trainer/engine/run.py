@@ -302,7 +302,10 @@ def run_job(
                 store.put_file(path, f"report/{path.name}")
             resume_mod.upload_metrics(store, report_dir)
             report_uri = store.uri("report")
-            sinks.on_end({**results, "adapter_uri": saved.uri}, str(report_dir))
+            from kubetune_trainer.evaluation.report import evaluation_summary
+
+            summary = {**results, **evaluation_summary(evaluation), "adapter_uri": saved.uri}
+            sinks.on_end(summary, str(report_dir))
             # After the sinks: the registry record reuses the MLflow version they registered.
             from kubetune_trainer.registry import record_success
 
