@@ -123,3 +123,14 @@ def test_json_errors_say_at_column_once(tmp_path: Path, make_job: Any) -> None:
         f"{path}:2: invalid JSON (Unterminated string starting at column 14)",
         f"{path}:3: invalid JSON (Expecting value at column 14)",
     ]
+
+
+def test_every_problem_of_a_paper_is_reported(tmp_path: Path, make_job: Any) -> None:
+    path = tmp_path / "p.jsonl"
+    write_jsonl(path, [{"title": "", "authors": "Ada", "year": 3000}])
+    lines = error_lines(make_job(path, format="papers"))
+    assert lines[1] == (
+        f"{path}:1: field `title` is empty; paper has neither `abstract` nor `full_text`; "
+        "field `authors` must be a list of names; field `year` must be a year like 2021, "
+        "got 3000"
+    )

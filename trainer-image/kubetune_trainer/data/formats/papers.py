@@ -33,7 +33,7 @@ from typing import Any
 
 from kubetune_api.spec_data import PapersOptions
 
-from ..report import RowError
+from ..report import Problems, RowError
 from ..sources import Row
 from .base import Context, Record, each_row, number, text
 from .papers_text import clean, sections
@@ -127,21 +127,23 @@ def join_words(words: list[str]) -> str:
 
 
 def _paper(d: Record, opts: PapersOptions) -> dict[str, Any]:
-    title = text(d, "title")
-    abstract = text(d, "abstract", required=False)
-    full = text(d, "full_text", required=False)
-    if not abstract and not full:
-        raise RowError("paper has neither `abstract` nor `full_text`")
+    check = Problems()
+    title = check(text, d, "title")
+    abstract = check(text, d, "abstract", required=False)
+    full = check(text, d, "full_text", required=False)
+    if abstract == "" and full == "":
+        check.add("paper has neither `abstract` nor `full_text`")
     authors = d.get("authors")
     if authors is not None and (
         not isinstance(authors, list) or not all(isinstance(a, str) for a in authors)
     ):
-        raise RowError("field `authors` must be a list of names")
+        check.add("field `authors` must be a list of names")
     year = d.get("year")
     if year is not None and (not isinstance(year, int) or isinstance(year, bool)
                              or not 1600 <= year <= 2100):  # fmt: skip
-        raise RowError(f"field `year` must be a year like 2021, got {year!r}")
-    quality = number(d, "quality") if d.get("quality") is not None else None
+        check.add(f"field `year` must be a year like 2021, got {year!r}")
+    quality = check(number, d, "quality") if d.get("quality") is not None else None
+    check.done()
     return {"title": title, "abstract": abstract, "full_text": full, "quality": quality,
             "id": d.get("doi") or title}  # fmt: skip
 
