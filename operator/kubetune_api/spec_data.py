@@ -182,8 +182,8 @@ class DatasetSpec(SpecModel):
     @field_validator("encoding")
     @classmethod
     def _encoding(cls, v: str) -> str:
-        try:
-            ascii_compatible = "\n,{}".encode(v) == b"\n,{}"
+        try:  # utf-8-sig: utf-8 whose BOM is dropped anyway
+            ascii_compatible = "\n,{}".encode(v).removeprefix(b"\xef\xbb\xbf") == b"\n,{}"
         except LookupError:
             raise ValueError(f"unknown text encoding {v!r} (e.g. utf-8, latin-1, cp1252)") from None
         if not ascii_compatible:
