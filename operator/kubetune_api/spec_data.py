@@ -20,6 +20,32 @@ FORMATS_FOR_OBJECTIVE: dict[str, tuple[str, ...]] = {
     "ranking": ("auto", "ranked"),
 }
 
+# Every field a format reads (what dataset.fieldMap may map to). The trainer's detection
+# keys (data.formats.FORMAT_KEYS) are a subset of these; a test keeps them in step.
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "instruction": ("instruction", "input", "output", "prompt", "response", "completion"),
+    "qa": ("question", "answer", "context"),
+    "chat": ("messages",),
+    "finance_qa": ("question", "answer", "rationale", "tickers", "citations",
+                   "context_required", "risk_note", "context"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "ranked": ("prompt", "responses"),
+    "rated": ("prompt", "output", "rating"),
+    "papers": ("title", "abstract", "full_text", "authors", "year", "quality", "doi"),
+    "trading": ("date", "ticker", "open", "high", "low", "close", "volume"),
+    "classification": ("text", "label"),  # format auto with model.task sequence_classification
+}  # fmt: skip
+
+
+def format_fields(fmt: str, label_field: str | None = None) -> tuple[str, ...]:
+    """The fields fieldMap may map to for `fmt` (auto: any format's)."""
+    if fmt == "auto":
+        found = dict.fromkeys(f for fields in FORMAT_FIELDS.values() for f in fields)
+        fields = tuple(found)
+    else:
+        fields = FORMAT_FIELDS[fmt]
+    return (*fields, label_field) if label_field and fmt in ("papers", "auto") else fields
+
 
 class ValidationSplit(SpecModel):
     source: str | None = Field(
@@ -27,6 +53,12 @@ class ValidationSplit(SpecModel):
     )
     fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Share of the data held out for validation."
+    )
+    min_examples: int = Field(
+        default=1,
+        ge=1,
+        description="Fewest validation examples for an evaluation: with fewer, preparation "
+        "warns and the run reports no base/tuned comparison (and says why).",
     )
 
     @field_validator("source")
@@ -43,6 +75,23 @@ class TradingOptions(SpecModel):
     horizon: int = Field(default=5, ge=1, le=250, description="Trading days to the realized label.")
     hold_band_pct: float = Field(
         default=1.0, ge=0, description="|forward return| below this percent is labelled hold."
+    )
+    max_gap_days: int = Field(
+        default=5,
+        ge=0,
+        description="Business days (Mon-Fri) a ticker's prices may miss between two rows; "
+        "more is a gap, handled by onGap.",
+    )
+    on_gap: Literal["error", "warn"] = Field(
+        default="error",
+        description="A gap is a bad row, the series cut there (error), or a counted "
+        "warning (warn).",
+    )
+    market_close: str = Field(
+        default="16:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time (HH:MM) of the close: news stamped at or after it counts "
+        "from the next trading day.",
     )
 
     @field_validator("news")
@@ -78,7 +127,9 @@ class DatasetSpec(SpecModel):
     )
     field_map: dict[str, str] = Field(
         default_factory=dict,
-        description="Rename source fields to the format's names, e.g. {question: Q}.",
+        description="Read the format's fields from other source fields: {format field: "
+        "source field}, e.g. {question: Q}. A source field may be a dotted path into "
+        "nested objects (data.q; a number indexes a list: turns.0.text).",
     )
     template: Literal["auto", "chat", "alpaca", "plain"] = Field(
         default="auto",
@@ -99,6 +150,21 @@ class DatasetSpec(SpecModel):
         default=True, description="Compute loss on the answer only, not the prompt."
     )
     streaming: bool = Field(default=False, description="Read the source lazily (large files).")
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of the data files (ASCII-compatible: utf-8, latin-1, "
+        "cp1252...). A UTF-8 byte order mark is dropped.",
+    )
+    on_decode_error: Literal["error", "replace"] = Field(
+        default="error",
+        description="Bytes invalid in `encoding` and lone surrogate escapes: stop with "
+        "file:line and byte offset (error), or read them as U+FFFD with a counted warning.",
+    )
+    dedupe: bool = Field(
+        default=False,
+        description="Remove rows exactly equal to an earlier row (they are always counted "
+        "and reported).",
+    )
     bad_rows: Literal["fail", "skip"] = Field(
         default="fail", description="Stop on invalid rows (fail) or drop and count them (skip)."
     )
@@ -112,6 +178,31 @@ class DatasetSpec(SpecModel):
     @classmethod
     def _uri(cls, v: str) -> str:
         return check_storage_uri(v, "dataset.source")
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        try:  # utf-8-sig: utf-8 whose BOM is dropped anyway
+            ascii_compatible = "\n,{}".encode(v).removeprefix(b"\xef\xbb\xbf") == b"\n,{}"
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (e.g. utf-8, latin-1, cp1252)") from None
+        if not ascii_compatible:
+            raise ValueError(f"encoding {v!r} is not ASCII-compatible; convert the files to utf-8")
+        return v
+
+    @model_validator(mode="after")
+    def _field_map_targets(self) -> DatasetSpec:
+        label = self.papers.label_field if self.papers else None
+        allowed = format_fields(self.format, label)
+        unknown = [k for k in self.field_map if k not in allowed]
+        if unknown:
+            what = "any format" if self.format == "auto" else f"format {self.format}"
+            raise ValueError(
+                f"fieldMap maps to {', '.join(f'`{k}`' for k in unknown)}, not a field of "
+                f"{what}; keys are the format's fields ({', '.join(allowed)}), values the "
+                "source's fields, e.g. {question: Q}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _options_match_format(self) -> DatasetSpec:

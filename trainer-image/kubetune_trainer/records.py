@@ -51,6 +51,13 @@ class PrepStats:
     truncated: int = 0
     filtered: int = 0  # valid rows left out on purpose (rating, quality, no pair)
     problems: list[str] = field(default_factory=list)  # "file:line: reason"
+    filtered_by: dict[str, int] = field(default_factory=dict)  # filtered rows by rule
+    duplicates: int = 0  # rows equal to an earlier row (removed with dataset.dedupe)
+    warned: int = 0  # rows kept with a warning (replaced bytes, gaps...)
+    warnings: list[str] = field(default_factory=list)  # "file:line: message", the first ones
+    # Set when validation holds fewer than validation.minExamples: why, and that no
+    # base/tuned comparison is made.
+    validation_note: str | None = None
 
 
 @dataclass

@@ -107,3 +107,41 @@ def test_papers_chunk_and_trading_answer_layouts(tmp_path: Path, make_job: Any) 
     keys = list(json.loads(rec["completion"]))
     assert "keys in this order: " + ", ".join(f"`{k}`" for k in keys) + "." in DOC.replace(
         "\n", " ")  # fmt: skip
+
+
+def test_reading_rules_and_their_limits(tmp_path: Path, make_job: Any, monkeypatch: Any) -> None:
+    """Encoding, limits, dedupe, per-row problems, gaps and validation size, as coded."""
+    from kubetune_api.spec_data import TradingOptions
+    from kubetune_trainer.data.decoding import MAX_CSV_CELL, MAX_DEPTH
+    from kubetune_trainer.data.duplicates import DEDUPE_RULE
+    from kubetune_trainer.data.report import MAX_PER_ROW
+
+    doc = DOC.replace("\n", " ")
+    assert f"nest at most {MAX_DEPTH} levels" in doc
+    assert f"`JSON nested deeper than {MAX_DEPTH} levels`" in doc
+    assert f"at most {MAX_CSV_CELL} characters ({MAX_CSV_CELL // 2**20} MiB;" in doc
+    assert f"`{DEDUPE_RULE}`" in doc and f"(up to {MAX_PER_ROW} per row," in doc
+    t = TradingOptions()
+    assert f"`trading.maxGapDays` (default {t.max_gap_days})" in doc
+    assert f"`trading.marketClose` (default `{t.market_close}`)" in doc
+    assert f"`trading.onGap: {t.on_gap}` (default)" in doc
+    assert f"`validation.minExamples` (default {ValidationSplit().min_examples})" in doc
+    assert f"encoding: {DatasetSpec.model_fields['encoding'].default} " in DOC
+    monkeypatch.chdir(tmp_path)  # file names as the doc shows them
+    lines = [b"question,answer", b"Q0?,A0.", "Q1 SOCI\u00c9T\u00c9?,A1.".encode("latin-1")]
+    Path("data.csv").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(BadDataError) as err:
+        prepare(make_job("data.csv", format="qa"))
+    assert block(str(err.value)) in DOC
+    from datetime import date, timedelta
+
+    days, day = [], date(2024, 1, 2)
+    while len(days) < 52:
+        days += [day.isoformat()] if day.weekday() < 5 else []
+        day += timedelta(days=1)
+    days = days[:10] + days[32:]  # 22 business days missing after the 10th row
+    rows = [f"{d},ACME,10,12,9,11,1000" for d in days]
+    Path("prices.csv").write_text("\n".join(["date,ticker,open,high,low,close,volume", *rows]))
+    with pytest.raises(BadDataError) as err:
+        prepare(make_job("prices.csv", format="trading", trading={"window": 5, "horizon": 2}))
+    assert f"  ```\n  {str(err.value).splitlines()[1]}\n  ```" in DOC

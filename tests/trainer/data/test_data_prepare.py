@@ -95,7 +95,7 @@ def test_validation_source_and_max_examples(tmp_path: Path, make_job: Any) -> No
     train = write_jsonl(tmp_path / "t.jsonl", QA)
     val = write_jsonl(tmp_path / "v.jsonl", QA[:3])
     data = prepare(make_job(train, validation={"source": str(val)}, max_examples=5))
-    assert len(data.train) == 5 and data.stats.read == 8
+    assert len(data.train) == 5 and data.stats.read == len(QA) + 3  # all rows are checked
     assert [r["prompt"] for r in data.validation] == ["Q0?", "Q1?", "Q2?"]
     assert data.validation[0]["meta"]["source"] == f"{val}:1"
 

@@ -113,7 +113,8 @@ def test_placeholder_use_counts_only_required_placeholders() -> None:
     bare = finance_metrics([_answer("I cannot say.")], records[:1])
     assert (bare["placeholder_compliance"], bare["placeholder_use_rate"]) == (1.0, 0.0)
     none_needed = finance_metrics([_answer("x")], records[3:4])
-    assert (none_needed["placeholder_examples"], none_needed["placeholder_use_rate"]) == (0, 0)
+    # Over zero examples a rate is None (null), not 0.0 (issue 26).
+    assert (none_needed["placeholder_examples"], none_needed["placeholder_use_rate"]) == (0, None)
 
 
 def _rec(action: str, confidence: object) -> str:

@@ -2,6 +2,7 @@
 
     kubetune prepare examples/finance-qa.yaml
     kubetune prepare job.yaml --out /tmp/prepared --set dataset.badRows=skip
+    kubetune prepare job.yaml --show 3     # 3 training examples as the model sees them
 
 Writes train.jsonl and validation.jsonl (default ./runs/<namespace>/<name>/prepared/) and
 prints rows read, kept, skipped, filtered, truncated (when the job's tokenizer loads
@@ -88,7 +89,10 @@ def count_truncated(
               help="Output folder (default ./runs/<namespace>/<name>/prepared).")  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a spec field, e.g. --set dataset.badRows=skip.")  # fmt: skip
-def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
+@click.option("--show", "show", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Print the first N training examples as the model sees them: template "
+                   "applied, prompt (masked, no loss) and completion (trained) apart.")  # fmt: skip
+def command(job_file: str, out: str | None, overrides: tuple[str, ...], show: int) -> None:
     """Validate and prepare JOB_FILE's dataset; write train/validation JSONL."""
     from kubetune_trainer.data.prepare import prepare_to_files
 
@@ -122,6 +126,17 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
                f"validation {data.validation_examples})")  # fmt: skip
     for problem in s.problems:
         click.echo(f"  skipped {problem}")
+    for rule, n in sorted(s.filtered_by.items()):
+        click.echo(f"  filtered {n} by {rule}")
+    if s.duplicates:
+        what = "removed" if job.spec.dataset.dedupe else "kept (dataset.dedupe: true removes them)"
+        click.echo(f"duplicates: {s.duplicates} exact duplicate row(s), {what}")
+    if s.validation_note:
+        click.echo(f"warning: {s.validation_note}")
+    if s.warned:
+        click.echo(f"warnings: {s.warned} row(s) kept with a warning")
+        for warning in s.warnings:
+            click.echo(f"  warning {warning}")
     max_len = job.spec.dataset.max_seq_length
     if tokenizer is None:
         click.echo(f"truncated: not counted: {why}")
@@ -131,3 +146,10 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...]) -> None:
                    f"longer than maxSeqLength {max_len}")  # fmt: skip
     click.echo(f"fingerprint: {data.fingerprint}")
     click.echo(f"wrote: {data.train_path}, {data.validation_path}")
+    if show:
+        from kubetune_trainer.data.show import show_examples
+
+        if tokenizer is None:
+            click.echo(f"tokens not shown: {why}")
+        ds = job.spec.dataset
+        click.echo(show_examples(read_jsonl(data.train_path), show, data.kind, tokenizer, ds))

@@ -1,8 +1,9 @@
 """FineTuneJob -> prepared records: in memory (`prepare`) or streamed to JSONL (`prepare_to_files`).
 
 Order: read rows lazily -> detect the format from the first rows (auto) -> rename fields
-(field_map) -> validate and convert each row (bad rows: `file:line: reason`) -> stop at
-maxExamples -> validation split -> policy check -> classification label ids -> fingerprint.
+(field_map) -> validate and convert each row (bad rows: `file:line: reason`) -> sample
+maxExamples across the file (data.sampling) -> validation split -> policy check ->
+classification label ids -> fingerprint.
 
 Both entry points run the same pipeline; only where a split's records go differs (a list,
 or a JSONL file written record by record while its fingerprint is computed). So the same
@@ -27,7 +28,6 @@ written files once, reading them back line by line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -41,19 +41,27 @@ from kubetune_trainer.errors import BadDataError, ConfigError
 from kubetune_trainer.records import PreparedDataset, PreparedFiles, PrepStats, RecordKind
 
 from . import formats
-from .fingerprint import SplitHash, canonical, combine
+from .decoding import Decoding
+from .duplicates import Dedupe
+from .fingerprint import SplitHash, combine
 from .formats.base import Context, Record
 from .report import Report
+from .sampling import sample
 from .sources import Row, SourceError, read_rows
+from .split import Groups, group_key, split_score, validation_note
 
 DETECT_ROWS = 20
 
 
 def _rows(
-    uri: str, streaming: bool, cache_dir: str | None, endpoint: str | None = None
+    uri: str,
+    streaming: bool,
+    cache_dir: str | None,
+    endpoint: str | None = None,
+    decoding: Decoding | None = None,
 ) -> Iterator[Row]:
     try:
-        yield from read_rows(uri, streaming, cache_dir, endpoint)
+        yield from read_rows(uri, streaming, cache_dir, endpoint, decoding)
     except SourceError as exc:
         raise BadDataError(str(exc), problems=[str(exc)]) from None
 
@@ -66,50 +74,6 @@ def resolve_format(job: FineTuneJob, head: list[Row]) -> str:
         return formats.detect(head, ds.field_map, ds.source)
     except formats.FormatError as exc:
         raise BadDataError(str(exc), problems=[str(exc)]) from None
-
-
-# --- the split -------------------------------------------------------------------------
-
-
-def group_key(record: Record) -> str:
-    """The split group of a record: meta.group, else the record itself."""
-    group = record.get("meta", {}).get("group")
-    return canonical(group if group is not None else record).decode()
-
-
-def split_score(key: str, seed: int) -> float:
-    """A group's place in [0, 1), fixed by the seed: below the fraction it validates."""
-    digest = hashlib.sha256(f"{seed}\n{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-@dataclass
-class _Groups:
-    """What the small-data corrections need to know, in constant memory."""
-
-    first: str | None = None
-    several: bool = False
-    lowest_train: tuple[float, str] | None = None
-    highest_validation: tuple[float, str] | None = None
-
-    def see(self, key: str, score: float, validates: bool) -> None:
-        if self.first is None:
-            self.first = key
-        elif key != self.first:
-            self.several = True
-        if validates:
-            if self.highest_validation is None or (score, key) > self.highest_validation:
-                self.highest_validation = (score, key)
-        elif self.lowest_train is None or (score, key) < self.lowest_train:
-            self.lowest_train = (score, key)
-
-    def move(self, n_train: int, n_validation: int, fraction: float) -> tuple[str, bool] | None:
-        """(group key, True: to validation / False: to train), or None."""
-        if not n_train and n_validation and self.highest_validation:
-            return self.highest_validation[1], False
-        if not n_validation and fraction > 0 and self.several and self.lowest_train:
-            return self.lowest_train[1], True
-        return None
 
 
 # --- where records go ------------------------------------------------------------------
@@ -186,7 +150,10 @@ def _run(
 ) -> _Result:
     spec, ds = job.spec, job.spec.dataset
     endpoint = spec.output.s3_endpoint  # the job's one S3-compatible store
-    rows = _rows(ds.source, ds.streaming, cache_dir, endpoint)
+    report = Report(ds.bad_rows, ds.max_errors)
+    decoding = Decoding(ds.encoding, ds.on_decode_error, report.warn)
+    seen = Dedupe(report, ds.dedupe)  # shared by the source and the validation source
+    rows = seen.rows(_rows(ds.source, ds.streaming, cache_dir, endpoint, decoding))
     head = list(islice(rows, DETECT_ROWS))
     fmt = resolve_format(job, head)
     label_field = bool(ds.papers and ds.papers.label_field)
@@ -197,11 +164,16 @@ def _run(
         if ds.format == "auto":
             raise BadDataError(f"{ds.source}: detected format {fmt}: {exc}") from None
         raise ConfigError(str(exc)) from None
-    report = Report(ds.bad_rows, ds.max_errors)
     ctx = Context(ds, spec.objective, spec.model.task, kind, report, tokenizer,
                   spec.training.seed, cache_dir, endpoint)  # fmt: skip
     convert = formats.get(fmt)
-    records = islice(convert(chain(head, rows), ctx), ds.max_examples)
+    records: Iterable[Record] = convert(chain(head, rows), ctx)
+    if ds.max_examples is not None:
+
+        def stratum(rec: Record) -> str:
+            return str(rec["meta"]["ticker"]) if fmt == "trading" else group_key(rec)
+
+        records = sample(list(records), ds.max_examples, spec.training.seed, stratum)
     train, validation = new_split("train"), new_split("validation")
     labels: set[Any] = set()
 
@@ -212,10 +184,12 @@ def _run(
 
     move: tuple[str, bool] | None = None
     fraction, seed = ds.validation.fraction, spec.training.seed
+    groups = Groups()
     if ds.validation.source:
         for rec in records:
             add(train, rec)
-        val_rows = _rows(ds.validation.source, ds.streaming, cache_dir, endpoint)
+        val_rows = seen.rows(_rows(ds.validation.source, ds.streaming, cache_dir, endpoint,
+                                   decoding))  # fmt: skip
         for rec in convert(val_rows, ctx):
             add(validation, rec)
     elif fmt == "trading":
@@ -228,7 +202,6 @@ def _run(
         for rec in va:
             add(validation, rec)
     else:
-        groups = _Groups()
         for rec in records:
             key = group_key(rec)
             score = split_score(key, seed)
@@ -239,9 +212,10 @@ def _run(
     report.check(ds.source)
     if not train.hash.count and (move is None or move[1]):
         s = report.stats
+        rules = ", ".join(f"{n} by {rule}" for rule, n in s.filtered_by.items())
         raise BadDataError(
             f"{ds.source}: no training examples left (read {s.read}, bad {s.skipped}, "
-            f"filtered {s.filtered})"
+            f"filtered {s.filtered}{f': {rules}' if rules else ''})"
         )
     names: list[str] = []
     relabel = False
@@ -251,6 +225,9 @@ def _run(
         train, validation = _rewrite(train, validation, move, names if relabel else None,
                                      new_split)  # fmt: skip
     report.stats.kept = train.hash.count + validation.hash.count
+    report.stats.validation_note = validation_note(
+        job, fmt, validation.hash.count, groups if not ds.validation.source and fmt != "trading"
+        else None)  # fmt: skip
     fp = combine(kind, fmt, [("train", train.hash), ("validation", validation.hash)])
     exact = fmt == "papers" and tokenizer is not None
     return _Result(kind, fmt, train, validation, report.stats, names, fp, exact)

@@ -272,3 +272,19 @@ def _num(v: Any) -> float | None:
 
 def _ppl(loss: float) -> float:
     return math.exp(loss) if loss < 50 else float("inf")
+
+
+def early_stopping(patience: int, min_delta: float) -> TrainerCallback:
+    """transformers' EarlyStoppingCallback, judging training evaluations only: the base's
+    evaluation (metric prefix `base`, no eval_loss) is skipped instead of logging
+    "early stopping is disabled", which it never was."""
+    from transformers import EarlyStoppingCallback
+
+    class _EarlyStopping(EarlyStoppingCallback):
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any, **kw: Any) -> Any:
+            name = args.metric_for_best_model or "loss"
+            if (name if name.startswith("eval_") else f"eval_{name}") not in (metrics or {}):
+                return None
+            return super().on_evaluate(args, state, control, metrics, **kw)
+
+    return _EarlyStopping(patience, min_delta)

@@ -40,10 +40,11 @@ from .callbacks import (
     SkipIfTrained,
     TrainingDone,
     best_step,
+    early_stopping,
     objective_metrics,
 )
 from .progress import Progress, ProgressCallback
-from .report import objective_options, write_report
+from .report import objective_options, stop_reason, write_report
 from .setup import Loaded, load_all, offline_env
 from .sinks import SinkFanout, sinks_for
 
@@ -189,10 +190,8 @@ def run_job(
         if kwargs["save_strategy"] == "steps":
             callbacks.append(EpochSaveCallback())
         if spec.training.early_stopping:
-            from transformers import EarlyStoppingCallback
-
             es = spec.training.early_stopping
-            callbacks.append(EarlyStoppingCallback(es.patience, es.min_delta))
+            callbacks.append(early_stopping(es.patience, es.min_delta))
         callbacks.extend(extra_callbacks or [])
         ctx = RecipeContext(
             job, loaded.model, loaded.tokenizer, prep, kwargs, callbacks, loaded.precision
@@ -279,8 +278,13 @@ def run_job(
         }
         if lm_loss:  # exp(loss) is a perplexity only for a token-level language-model loss
             results.update(base_perplexity=_ppl(base_eval), tuned_perplexity=_ppl(tuned_eval))
+        mean_loss = [r["train_loss"] for r in trainer.state.log_history if "train_loss" in r]
         results.update(
+            planned_steps=trainer.state.max_steps,
+            stop_reason=stop_reason(trainer.state, job),
             final_train_loss=p.loss,
+            # The Trainer's mean over the run: the only train loss when loggingSteps > steps.
+            mean_train_loss=mean_loss[-1] if mean_loss else None,
             train_examples=built.train_examples,
             eval_examples=built.eval_examples,
             # Every attempt's rows (metrics.jsonl is restored on resume), not this one's only.
@@ -313,7 +317,10 @@ def run_job(
                 store.put_file(path, f"report/{path.name}")
             resume_mod.upload_metrics(store, report_dir)
             report_uri = store.uri("report")
-            sinks.on_end({**results, "adapter_uri": saved.uri}, str(report_dir))
+            from kubetune_trainer.evaluation.report import evaluation_summary
+
+            summary = {**results, **evaluation_summary(evaluation), "adapter_uri": saved.uri}
+            sinks.on_end(summary, str(report_dir))
             # After the sinks: the registry record reuses the MLflow version they registered.
             from kubetune_trainer.registry import record_success
 
@@ -447,7 +454,7 @@ def _mean_tps(rows: list[dict[str, Any]]) -> float | None:
 
 def _post_train_evaluation(job: FineTuneJob, loaded: Any, prep: Any, say: Any) -> Any:
     """The evaluation package's generation/format metrics, when it provides the hook."""
-    if not job.spec.evaluation.enabled or not prep.validation:
+    if not job.spec.evaluation.enabled or not prep.validation or prep.stats.validation_note:
         return None
     if job.spec.model.task != "causal_lm":
         # Generation metrics need a causal LM; an encoder's evaluation is its eval loss.
@@ -488,6 +495,7 @@ def _report(
             "scheduler": t.scheduler,
             "epochs": t.epochs,
             "max_steps": t.max_steps,
+            "logging_steps": t.logging_steps,
             "micro_batch_size": t.micro_batch_size,
             "gradient_accumulation": t.gradient_accumulation,
             "seed": t.seed,
@@ -506,6 +514,8 @@ def _report(
             "fingerprint": loaded.prepared.fingerprint,
             "train_examples": results.get("train_examples"),
             "validation_examples": results.get("eval_examples"),
+            # Why there is no base/tuned comparison (fewer than validation.minExamples).
+            "validation_note": loaded.prepared.stats.validation_note,
             # Examples longer than maxSeqLength per split, and how they were cut.
             "truncated": truncation.as_dict() if truncation is not None else None,
         },

@@ -93,6 +93,8 @@ def load_all(
         f"data: {len(prepared.train)} train / {len(prepared.validation)} validation "
         f"{prepared.kind} records (format {prepared.format}, {prepared.fingerprint[:19]})"
     )
+    if prepared.stats.validation_note:
+        say(f"warning: {prepared.stats.validation_note}")
     # 3. base: fetched/converted/built to a local folder, and its tokenizer
     base = loader.resolve_base(spec, training_texts(prepared))
     tokenizer = loader.load_tokenizer(spec, base)

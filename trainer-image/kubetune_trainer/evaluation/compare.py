@@ -85,7 +85,8 @@ def before_after_text(cmp: dict[str, Any], n_examples: int = 2, width: int = 48)
             if k in ma]  # fmt: skip
     lines = [f"{'metric':<24}{la:>12}{lb:>12}"]
     for k in keys:
-        lines.append(f"{k:<24}{ma[k]:>12.3f}{mb[k]:>12.3f}")
+        cells = [f"{v:>12.3f}" if v is not None else f"{'n/a':>12}" for v in (ma[k], mb.get(k))]
+        lines.append(f"{k:<24}{''.join(cells)}")
     if "placeholder_use_rate" in ma:
         n = cmp["a"].get("examples_generated", len(cmp["examples"]))
         lines.append(

@@ -1,7 +1,11 @@
 """Domain metrics, chosen by the dataset format, computed from generated outputs.
 
 Every function takes the generated outputs and the evaluation records (prompt,
-completion, meta) they answer, and returns a flat {metric: float} dict. Rates are 0..1.
+completion, meta) they answer, and returns a flat {metric: float | None} dict. Rates are
+0..1; a rate or score over zero examples is None (null in report.json, "n/a" in
+report.md, not logged to MLflow), never 0.0, and the count it is over is always given
+(`*_examples`, or the result's examples_generated), so "nothing parsed" cannot read as
+"perfectly calibrated".
 
 - finance_qa: format compliance, citation rate, risk-note presence, placeholder use
   and placeholder compliance, and the rate of answers quoting numbers absent from the
@@ -27,8 +31,11 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _CITE_MARK = re.compile(r"\[\d+\]")
 
 
-def _rate(hits: int, total: int) -> float:
-    return hits / total if total else 0.0
+Metrics = dict[str, float | None]
+
+
+def _rate(hits: int, total: int) -> float | None:
+    return hits / total if total else None
 
 
 def _numbers(text: str) -> set[str]:
@@ -54,7 +61,7 @@ def required_placeholders(record: Record) -> tuple[str, ...]:
     return used or PLACEHOLDERS
 
 
-def finance_metrics(outputs: list[str], records: list[Record]) -> dict[str, float]:
+def finance_metrics(outputs: list[str], records: list[Record]) -> Metrics:
     parsed = [parse_finance_answer(o) for o in outputs]
     n = len(outputs)
     wanted = [required_placeholders(r) for r in records]
@@ -115,7 +122,7 @@ def realized_action(meta: dict[str, Any], hold_band_pct: float = 1.0) -> str | N
 
 def trading_metrics(
     outputs: list[str], records: list[Record], hold_band_pct: float = 1.0
-) -> dict[str, float]:
+) -> Metrics:
     parsed = [parse_recommendation(o) for o in outputs]
     truth = [realized_action(r.get("meta") or {}, hold_band_pct) for r in records]
     judged = [
@@ -129,24 +136,24 @@ def trading_metrics(
         "direction_accuracy": _rate(sum(a == t for a, _, t in judged), len(judged)),
         "direction_examples": float(len(judged)),
         # Brier: mean (confidence - was it right)^2 — 0 is perfect, 0.25 is a coin's 0.5.
-        "brier_score": sum((c - hit) ** 2 for c, hit in scored) / len(scored) if scored else 0.0,
+        "brier_score": sum((c - hit) ** 2 for c, hit in scored) / len(scored) if scored else None,
         "confidence_examples": float(len(scored)),
     }
 
 
-def qa_metrics(outputs: list[str], records: list[Record]) -> dict[str, float]:
+def qa_metrics(outputs: list[str], records: list[Record]) -> Metrics:
     refs = [r.get("completion", "") for r in records]
-    return {"exact_match": exact_match(outputs, refs)}
+    return {"exact_match": exact_match(outputs, refs) if outputs else None}
 
 
-DOMAIN_METRICS: dict[str, Callable[[list[str], list[Record]], dict[str, float]]] = {
+DOMAIN_METRICS: dict[str, Callable[[list[str], list[Record]], Metrics]] = {
     "finance_qa": finance_metrics,
     "trading": trading_metrics,
     "qa": qa_metrics,
 }
 
 
-def domain_metrics(fmt: str, outputs: list[str], records: list[Record]) -> dict[str, float]:
+def domain_metrics(fmt: str, outputs: list[str], records: list[Record]) -> Metrics:
     """The metrics of one dataset format ({} for formats without domain metrics)."""
     fn = DOMAIN_METRICS.get(fmt)
     return fn(outputs, records) if fn else {}

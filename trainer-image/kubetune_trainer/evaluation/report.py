@@ -17,7 +17,7 @@ COUNTS = {"loss_tokens", "placeholder_examples", "direction_examples", "confiden
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.0f}" if v.is_integer() and abs(v) >= 1000 else f"{v:.4g}"
-    return "—" if v is None else str(v)
+    return "n/a" if v is None else str(v)  # n/a: measured over zero examples
 
 
 def metric_names(results: list[EvalResult]) -> list[str]:
@@ -117,3 +117,25 @@ def comparison_html(cmp: dict[str, Any]) -> str:
         out.append(f"<tr><td>{i}</td>{cells}</tr>")
     out.append("</table></body></html>")
     return "\n".join(out) + "\n"
+
+
+# The count each rate or score is taken over (the rest: the generated answers).
+COUNT_OF = {"direction_accuracy": "direction_examples", "brier_score": "confidence_examples",
+            "placeholder_use_rate": "placeholder_examples",
+            "placeholder_compliance": "placeholder_examples"}  # fmt: skip
+
+
+def evaluation_summary(evaluation: dict[str, Any] | None) -> dict[str, float | str]:
+    """The post-training evaluation's metrics for a run summary (MLflow): numbers as
+    `evaluation.<base|tuned>.<metric>`, and a metric measured over zero examples as the
+    string "null (over 0 <count>)", so it is a tag there and never a 0.0 metric."""
+    out: dict[str, float | str] = {}
+    for who in ("base", "tuned"):
+        result = (evaluation or {}).get(who) or {}
+        for name, value in (result.get("metrics") or {}).items():
+            key = f"evaluation.{who}.{name}"
+            if value is None:
+                out[key] = f"null (over 0 {COUNT_OF.get(name, 'examples_generated')})"
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                out[key] = float(value)
+    return out

@@ -27,15 +27,48 @@ class Context:
     endpoint: str | None = None  # S3-compatible endpoint for s3:// side files (news)
 
 
+_MISSING = object()
+
+
+def lookup(data: Any, path: str) -> Any:
+    """`data[path]`, else the dotted path into nested objects (`data.q`; a number indexes a
+    list: `turns.0.text`); _MISSING when it leads nowhere."""
+    if isinstance(data, dict) and path in data:
+        return data[path]
+    node = data
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
 def rename(data: dict[str, Any], field_map: dict[str, str]) -> dict[str, Any]:
-    """field_map is {format_field: source_field}: `{question: Q}` reads `question` from `Q`."""
+    """field_map is {format_field: source_field}: `{question: Q}` reads `question` from `Q`
+    (or from a dotted path, `{question: data.q}`)."""
     if not field_map:
         return data
     out = dict(data)
     for target, src in field_map.items():
-        if src in out and target != src:
+        if target == src:
+            continue
+        if src in out:
             out[target] = out.pop(src)
+        elif (value := lookup(data, src)) is not _MISSING:
+            out[target] = value
     return out
+
+
+def mapped_hint(reason: str, field_map: dict[str, str]) -> str:
+    """A missing mapped field says where it was looked for."""
+    for target, src in field_map.items():
+        missing = f"missing field `{target}`"
+        if missing in reason and target != src:
+            reason = reason.replace(missing, f"{missing} (read from `{src}` by dataset.fieldMap)")
+    return reason
 
 
 def each_row(
@@ -50,7 +83,7 @@ def each_row(
         try:
             out = convert(rename(row.data, ctx.dataset.field_map), row)
         except RowError as exc:
-            ctx.report.problem(row.where, str(exc))
+            ctx.report.problem(row.where, mapped_hint(str(exc), ctx.dataset.field_map))
             continue
         for rec in out:
             meta = rec.setdefault("meta", {})

@@ -9,8 +9,10 @@ Placeholders: when `context_required` is true and no `context` is given, the ans
 on live data the model cannot know, so answer and rationale must say `<PRICE>`,
 `<CHANGE>` and `<TIMESTAMP>` instead of raw values. Such rows are reported as bad:
 
-- `<PRICE>`: a currency amount ($182.50, €90, 182.50 USD) or any bare decimal number
-  (`Hold at 182.50.`, `closed at 1,182.5`); integers alone (`1,250 shares`) are not.
+- `<PRICE>`: a currency amount (any number after or before a currency of CURRENCIES, by
+  ISO code or symbol: $182.50, €90, ¥27,000, ₹1,500, CHF 90, 1500 JPY, 182.50 USD) or any
+  bare decimal number (`Hold at 182.50.`, `closed at 1,182.5`); integers alone
+  (`1,250 shares`) are not.
 - `<CHANGE>`: a percentage or basis-point move (+2.3%, 2.3 percent, 1.5 pct, 25 bps,
   25 basis points).
 - `<TIMESTAMP>`: a date or time (2024-05-01, 2024-05-01T14:30, May 1, 2024, 1 May 2024,
@@ -34,7 +36,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..report import RowError
+from ..report import Problems
 from ..sources import Row
 from .base import Record, sft, str_list, text
 
@@ -46,6 +48,20 @@ _MONTH = (
 )  # capitalised only: "may" and "march" the verbs are not dates
 _DAY = r"\d{1,2}(?:st|nd|rd|th)?"
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"  # 1,182.50 or 182.50 or 182
+# ISO code -> the symbols written for it. An amount is a number right after or before
+# either (`$182.50`, `CHF 90`, `1500 JPY`, `90 €`); ISO codes only as whole words.
+CURRENCIES: dict[str, tuple[str, ...]] = {
+    "USD": ("$", "US$"), "EUR": ("€",), "GBP": ("£",), "JPY": ("¥", "JP¥"),
+    "CNY": ("CN¥", "元", "RMB"), "INR": ("₹", "Rs.", "Rs"), "CHF": ("Fr.", "SFr."),
+    "KRW": ("₩",), "CAD": ("C$", "CA$"), "AUD": ("A$", "AU$"), "HKD": ("HK$",),
+    "SGD": ("S$",), "BRL": ("R$",), "MXN": ("MX$",), "RUB": ("₽",), "TRY": ("₺",),
+}  # fmt: skip
+_SYMBOLS = sorted({s for syms in CURRENCIES.values() for s in syms}, key=len, reverse=True)
+_UNIT = "|".join([*CURRENCIES, *(re.escape(s) for s in _SYMBOLS)])
+_AMOUNT = (
+    rf"(?<![\w.$€£¥₹₩₽₺])(?:{_UNIT})[ \t]?(?:{_NUM})"  # $182.50, CHF 90, Rs. 1,500
+    rf"|\b(?:{_NUM})[ \t]?(?:{_UNIT})(?![\w$€£¥₹₩₽₺])"  # 1500 JPY, 90 €
+)
 # Raw values that must be placeholders, in the order they are looked for: what kind of
 # value, and the pattern that finds it. A span found by an earlier pattern is not matched
 # again (01.05.2024 is a date, not the decimal 01.05). `(?<![\w.])`: not inside a token.
@@ -61,7 +77,7 @@ _RAW = (
         rf"[+\-−]?(?:{_NUM})[ \t]?"
         r"(?:%|(?:percent|per[ \t]cent|pct|bps|bp|basis[ \t]points?)\b)")),  # 2.3 percent
     ("<PRICE>", re.compile(
-        rf"[$€£][ \t]?(?:{_NUM})|\b(?:{_NUM})[ \t]?(?:USD|EUR|GBP)\b"
+        _AMOUNT +
         r"|(?<![\w.,])\d{1,3}(?:,\d{3})*\.\d+(?![\w,]|\.\d)"        # bare 182.50, 1,182.5
         r"|(?<![\w.,])\d+\.\d+(?![\w,]|\.\d)")),                     # bare 1182.50
 )  # fmt: skip
@@ -126,25 +142,25 @@ def finance_prompt(question: str, tickers: list[str], context: str = "") -> str:
 
 
 def finance_row(d: Record, row: Row) -> list[Record]:
-    question, answer, rationale = text(d, "question"), text(d, "answer"), text(d, "rationale")
-    risk = text(d, "risk_note")
-    tickers = str_list(d, "tickers")
+    check = Problems()
+    question, answer = check(text, d, "question"), check(text, d, "answer")
+    rationale, risk = check(text, d, "rationale"), check(text, d, "risk_note")
+    tickers = check(str_list, d, "tickers") or []
     bad = [t for t in tickers if not _TICKER.match(t)]
     if bad:
-        raise RowError(f"field `tickers`: {bad[0]!r} is not a ticker symbol (e.g. AAPL, BRK.B)")
-    citations = str_list(d, "citations")
+        check.add(f"field `tickers`: {bad[0]!r} is not a ticker symbol (e.g. AAPL, BRK.B)")
+    citations = check(str_list, d, "citations")
     needs = d.get("context_required")
     if not isinstance(needs, bool):
-        raise RowError("field `context_required` must be true or false")
-    context = text(d, "context", required=False)
-    if needs and not context:
+        check.add("field `context_required` must be true or false")
+    context = check(text, d, "context", required=False)
+    if needs is True and not context:
         for field, value in (("answer", answer), ("rationale", rationale)):
-            raw = placeholder_violations(value)
-            if raw:
-                value_, placeholder = raw[0]
-                raise RowError(
+            for value_, placeholder in placeholder_violations(value or ""):
+                check.add(
                     f"field `{field}` has raw value {value_!r} where {placeholder} is required "
                     "(context_required is true and no context is given)"
                 )
+    check.done()
     target = format_finance_answer(answer, rationale, citations, risk)
     return [sft(finance_prompt(question, tickers, context), target, tickers=tickers)]

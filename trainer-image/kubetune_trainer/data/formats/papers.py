@@ -9,7 +9,10 @@ into chunks that fit maxSeqLength. A chunk reads
 
     <text>
 
-and consecutive chunks of one section share `papers.chunkOverlap` tokens. Tokens are
+and consecutive chunks of one section share `papers.chunkOverlap` tokens. A word longer
+than a whole chunk (a DNA sequence, a table flattened to one token run) is first cut into
+pieces of at most a quarter of a chunk, at token boundaries, and the pieces are glued back
+without spaces wherever they share a chunk; so no chunk outgrows maxSeqLength. Tokens are
 counted with the job's tokenizer when one is given (prepare(job, tokenizer)), else
 approximated as ceil((characters + 1) / 4) per word — about 4 characters per token, as
 for English BPE vocabularies. Two tokens are kept free for BOS/EOS.
@@ -30,16 +33,17 @@ from typing import Any
 
 from kubetune_api.spec_data import PapersOptions
 
-from ..report import RowError
+from ..report import Problems, RowError
 from ..sources import Row
 from .base import Context, Record, each_row, number, text
 from .papers_text import clean, sections
 
 RESERVED = 2  # BOS + EOS
+GLUE = "\x00"  # starts a piece of a long word: joined to the previous piece without a space
 
 
 def approx_tokens(word: str) -> int:
-    return max(1, math.ceil((len(word) + 1) / 4))
+    return max(1, math.ceil((len(word.lstrip(GLUE)) + 1) / 4))
 
 
 def token_counter(tokenizer: Any) -> Callable[[str], int]:
@@ -49,10 +53,35 @@ def token_counter(tokenizer: Any) -> Callable[[str], int]:
 
     def count(word: str) -> int:
         if word not in cache:
-            cache[word] = len(tokenizer(" " + word, add_special_tokens=False)["input_ids"])
+            ids = tokenizer(" " + word.lstrip(GLUE), add_special_tokens=False)["input_ids"]
+            cache[word] = len(ids)
         return cache[word]
 
     return count
+
+
+def split_long_words(
+    words: list[str], budget: int, count: Callable[[str], int], tokenizer: Any = None
+) -> list[str]:
+    """Words of more than `budget` tokens (no chunk could hold them) cut into pieces of at
+    most budget // 4 tokens (at the tokenizer's token boundaries when it reports offsets,
+    else every 4 * limit - 1 characters); every piece after the first starts with GLUE."""
+    out: list[str] = []
+    limit = max(1, budget // 4)
+    for word in words:
+        if count(word) <= budget:
+            out.append(word)
+            continue
+        cuts: list[int] = []
+        if tokenizer is not None and getattr(tokenizer, "is_fast", False):
+            enc = tokenizer(word, add_special_tokens=False, return_offsets_mapping=True)
+            cuts = [start for start, _ in enc["offset_mapping"][::limit]]
+        if not cuts:
+            cuts = list(range(0, len(word), 4 * limit - 1))
+        cuts[0] = 0
+        pieces = [word[a:b] for a, b in zip(cuts, [*cuts[1:], len(word)], strict=True)]
+        out += [pieces[0], *(GLUE + p for p in pieces[1:] if p)]
+    return out
 
 
 def chunk_words(
@@ -93,25 +122,28 @@ def chunk_words(
 
 
 def join_words(words: list[str]) -> str:
-    return " ".join(words).replace(" \n\n ", "\n\n").strip()
+    joined = " ".join(words).replace(" " + GLUE, "").replace(GLUE, "")  # a chunk may start mid-word
+    return joined.replace(" \n\n ", "\n\n").strip()
 
 
 def _paper(d: Record, opts: PapersOptions) -> dict[str, Any]:
-    title = text(d, "title")
-    abstract = text(d, "abstract", required=False)
-    full = text(d, "full_text", required=False)
-    if not abstract and not full:
-        raise RowError("paper has neither `abstract` nor `full_text`")
+    check = Problems()
+    title = check(text, d, "title")
+    abstract = check(text, d, "abstract", required=False)
+    full = check(text, d, "full_text", required=False)
+    if abstract == "" and full == "":
+        check.add("paper has neither `abstract` nor `full_text`")
     authors = d.get("authors")
     if authors is not None and (
         not isinstance(authors, list) or not all(isinstance(a, str) for a in authors)
     ):
-        raise RowError("field `authors` must be a list of names")
+        check.add("field `authors` must be a list of names")
     year = d.get("year")
     if year is not None and (not isinstance(year, int) or isinstance(year, bool)
                              or not 1600 <= year <= 2100):  # fmt: skip
-        raise RowError(f"field `year` must be a year like 2021, got {year!r}")
-    quality = number(d, "quality") if d.get("quality") is not None else None
+        check.add(f"field `year` must be a year like 2021, got {year!r}")
+    quality = check(number, d, "quality") if d.get("quality") is not None else None
+    check.done()
     return {"title": title, "abstract": abstract, "full_text": full, "quality": quality,
             "id": d.get("doi") or title}  # fmt: skip
 
@@ -135,7 +167,7 @@ def papers_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
         if opts.min_quality is not None and (
             p["quality"] is None or p["quality"] < opts.min_quality
         ):
-            ctx.report.stats.filtered += 1
+            ctx.report.filter(f"papers.minQuality {opts.min_quality} (quality below or missing)")
             return []
         title = clean(p["title"], False)
         meta = {"group": p["id"]}
@@ -157,7 +189,7 @@ def papers_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
             if budget < 8:
                 raise RowError(f"maxSeqLength {max_len} leaves no room after the title")
             words = body.replace("\n\n", " \n\n ").split(" ")
-            words = [w for w in words if w]
+            words = split_long_words([w for w in words if w], budget, count, ctx.tokenizer)
             fits = None
             if ctx.tokenizer is not None:
 

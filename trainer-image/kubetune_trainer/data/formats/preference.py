@@ -14,29 +14,37 @@ from itertools import combinations
 
 from kubetune_api.spec_data import RatedOptions
 
-from ..report import RowError
+from ..report import Problems
 from ..sources import Row
 from .base import Context, Record, each_row, number, sft, str_list, text
 
 
 def preference_row(d: Record, row: Row) -> list[Record]:
-    prompt, chosen, rejected = text(d, "prompt"), text(d, "chosen"), text(d, "rejected")
-    if chosen == rejected:
-        raise RowError("`chosen` and `rejected` are identical")
+    check = Problems()
+    prompt, chosen = check(text, d, "prompt"), check(text, d, "chosen")
+    rejected = check(text, d, "rejected")
+    if chosen is not None and chosen == rejected:
+        check.add("`chosen` and `rejected` are identical")
+    check.done()
     return [{"prompt": prompt, "chosen": chosen, "rejected": rejected, "meta": {"group": prompt}}]
 
 
 def ranked_row(d: Record, row: Row) -> list[Record]:
-    prompt = text(d, "prompt")
-    responses = str_list(d, "responses", min_len=2)
+    check = Problems()
+    prompt = check(text, d, "prompt")
+    responses = check(str_list, d, "responses", min_len=2) or []
     if len(set(responses)) != len(responses):
-        raise RowError("field `responses` has duplicates; list distinct responses best first")
+        check.add("field `responses` has duplicates; list distinct responses best first")
+    check.done()
     return [{"prompt": prompt, "responses": responses, "meta": {"group": prompt}}]
 
 
 def _rated(d: Record, row: Row) -> list[Record]:
-    rating = number(d, "rating")
-    return [{"prompt": text(d, "prompt"), "output": text(d, "output"), "rating": rating}]
+    check = Problems()
+    rating = check(number, d, "rating")
+    prompt, output = check(text, d, "prompt"), check(text, d, "output")
+    check.done()
+    return [{"prompt": prompt, "output": output, "rating": rating}]
 
 
 def rated_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
@@ -48,7 +56,7 @@ def rated_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
                 meta = {**r["meta"], "rating": r["rating"], "group": r["prompt"]}
                 yield {**sft(r["prompt"], r["output"]), "meta": meta}
             else:
-                ctx.report.stats.filtered += 1
+                ctx.report.filter(f"rated.minRating {opts.min_rating} (rated below)")
         return
     by_prompt: dict[str, list[Record]] = {}
     for r in rated:
@@ -69,4 +77,5 @@ def rated_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
                              "ratings": [hi["rating"], lo["rating"]]},
                 }  # fmt: skip
         if not pairs:
-            ctx.report.stats.filtered += len(outs)
+            rule = f"rated.pairMargin {opts.pair_margin} (no pair of its prompt's outputs)"
+            ctx.report.filter(rule, len(outs))

@@ -2,12 +2,13 @@
 
 Prices: `date,ticker,open,high,low,close,volume` (dates YYYY-MM-DD, increasing per ticker).
 News (dataset.trading.news): `{date, ticker, headline, summary?, source?}` (summary and
-source are optional strings).
+source are optional strings; date may carry a time of day). Tickers, gaps and when a news
+item becomes known (the market close) follow trading_calendar.
 
 One example per ticker and day t that has `window` days of history before it and
 `horizon` days after it. The prompt (input) holds, for the last `window` trading days,
 the date, daily return % and z-scored close, then the indicators of trading_features, then
-the news of that ticker dated inside the window (at most 5, newest last): each headline
+the news of that ticker known inside the window (at most 5, newest last): each headline
 with its source, and its summary on the next line (whitespace collapsed, cut at a word
 boundary to at most 240 characters). It reads nothing dated after t. The completion is
 one JSON object, keys in this order:
@@ -30,10 +31,14 @@ from datetime import date
 from typing import Any
 
 from kubetune_api.spec_data import TradingOptions
+from kubetune_trainer.errors import BadDataError
 
-from ..report import RowError
+from ..decoding import Decoding, SourceError
+from ..duplicates import Dedupe
+from ..report import Problems, RowError
 from ..sources import Row, read_rows
-from .base import Context, Record, number, rename, text
+from .base import Context, Record, mapped_hint, number, rename, text
+from .trading_calendar import known_from, missing_business_days, news_stamp, ticker_key
 from .trading_features import features, label
 
 MAX_NEWS = 5
@@ -53,23 +58,28 @@ def _date(d: Record, key: str = "date") -> str:
 
 
 def price_row(d: Record) -> dict[str, Any]:
-    ticker = text(d, "ticker").upper()
-    day = _date(d)
-    o, h, lo, c = (number(d, k) for k in ("open", "high", "low", "close"))
-    vol = number(d, "volume")
+    check = Problems()
+    ticker = check(text, d, "ticker")
+    day = check(_date, d)
+    o, h, lo, c = (check(number, d, k) for k in ("open", "high", "low", "close"))
+    vol = check(number, d, "volume")
+    if vol is not None and vol < 0:
+        check.add(f"volume {vol} is negative")
+    check.done()
+    ticker = ticker_key(ticker)
     if min(o, h, lo, c) <= 0:
-        raise RowError("prices must be positive")
-    if h < lo:
-        raise RowError(f"high {h} is below low {lo}")
-    if not (lo <= o <= h and lo <= c <= h):
-        raise RowError(f"open/close outside the day's range [{lo}, {h}]")
-    if vol < 0:
-        raise RowError(f"volume {vol} is negative")
+        check.add("prices must be positive")
+    elif h < lo:
+        check.add(f"high {h} is below low {lo}")
+    elif not (lo <= o <= h and lo <= c <= h):
+        check.add(f"open/close outside the day's range [{lo}, {h}]")
+    check.done()
     return {"ticker": ticker, "date": day, "close": c, "volume": vol}
 
 
 def _read_prices(rows: Iterable[Row], ctx: Context) -> dict[str, list[dict[str, Any]]]:
     series: dict[str, list[dict[str, Any]]] = {}
+    opts = ctx.dataset.trading or TradingOptions()
     for row in rows:
         ctx.report.stats.read += 1
         if row.data is None:
@@ -84,34 +94,59 @@ def _read_prices(rows: Iterable[Row], ctx: Context) -> dict[str, list[dict[str, 
                     f"{past[-1]['date']}); rows of a ticker must have increasing dates"
                 )
         except RowError as exc:
-            ctx.report.problem(row.where, str(exc))
+            ctx.report.problem(row.where, mapped_hint(str(exc), ctx.dataset.field_map))
             continue
-        p["where"] = row.where
+        p["where"], p["seg"] = row.where, past[-1]["seg"] if past else 0
+        gap = missing_business_days(past[-1]["date"], p["date"]) if past else 0
+        if gap > opts.max_gap_days:
+            why = (f"{gap} business days missing for {p['ticker']} between {past[-1]['date']} "
+                   f"and {p['date']} (trading.maxGapDays {opts.max_gap_days})")  # fmt: skip
+            if opts.on_gap == "warn":
+                ctx.report.warn(row.where, why)
+            else:
+                p["seg"] += 1  # under badRows: skip no example spans the gap
+                ctx.report.problem(row.where, f"{why}; fill the gap, or set trading.onGap: "
+                                   "warn to use the series as it is", dropped=False)  # fmt: skip
         series.setdefault(p["ticker"], []).append(p)
     return series
 
 
-def _read_news(uri: str, tickers: set[str], ctx: Context) -> dict[str, list[dict[str, str]]]:
+def _read_news(
+    uri: str, series: dict[str, list[dict[str, Any]]], ctx: Context
+) -> dict[str, list[dict[str, str]]]:
+    """News by ticker, each with `known`: the first trading day that may read it."""
     news: dict[str, list[dict[str, str]]] = {}
-    for row in read_rows(uri, ctx.dataset.streaming, ctx.cache_dir, ctx.endpoint):
+    ds = ctx.dataset
+    close = (ds.trading or TradingOptions()).market_close
+    dates = {ticker: [p["date"] for p in s] for ticker, s in series.items()}
+    decoding = Decoding(ds.encoding, ds.on_decode_error, ctx.report.warn)
+    rows = read_rows(uri, ds.streaming, ctx.cache_dir, ctx.endpoint, decoding)
+    for row in Dedupe(ctx.report, ds.dedupe).rows(rows):
         ctx.report.stats.read += 1
         if row.data is None:
             ctx.report.problem(row.where, row.error or "unreadable row")
             continue
         try:
-            d = row.data
-            ticker = text(d, "ticker").upper()
-            if ticker not in tickers:
-                raise RowError(f"unknown ticker {ticker!r} (not in the price file)")
-            item = {"date": _date(d), "headline": text(d, "headline"),
-                    "summary": shorten(text(d, "summary", required=False)),
-                    "source": text(d, "source", required=False)}  # fmt: skip
+            d, check = row.data, Problems()
+            ticker = check(text, d, "ticker")
+            if ticker is not None and ticker_key(ticker) not in series:
+                check.add(f"unknown ticker {ticker_key(ticker)!r} (not in the price file)")
+            stamp = check(text, d, "date")
+            day, time = (check(news_stamp, stamp) if stamp else None) or (None, None)
+            item = {"date": f"{day} {time}".strip() if day else "",
+                    "headline": check(text, d, "headline"),
+                    "summary": shorten(check(text, d, "summary", required=False) or ""),
+                    "source": check(text, d, "source", required=False)}  # fmt: skip
+            check.done()
+            ticker = ticker_key(ticker)
         except RowError as exc:
             ctx.report.problem(row.where, str(exc))
             continue
-        news.setdefault(ticker, []).append(item)
+        known = known_from(day, time, close, dates[ticker])
+        if known is not None:  # else: known only after the last price row
+            news.setdefault(ticker, []).append({**item, "known": known})
     for items in news.values():
-        items.sort(key=lambda n: n["date"])
+        items.sort(key=lambda n: (n["known"], n["date"]))
     return news
 
 
@@ -133,7 +168,7 @@ def example_prompt(
     f = features([p["close"] for p in series], [p["volume"] for p in series], t, w)
     days = series[t - w + 1 : t + 1]
     start, end = days[0]["date"], days[-1]["date"]
-    seen = [n for n in news if start <= n["date"] <= end][-MAX_NEWS:]
+    seen = [n for n in news if start <= n["known"] <= end][-MAX_NEWS:]
     table = [
         f"{p['date']} {r:+.2f} {z:+.2f}"
         for p, r, z in zip(days, f.returns_pct, f.z_close, strict=True)
@@ -163,11 +198,19 @@ def example_prompt(
 def trading_records(rows: Iterable[Row], ctx: Context) -> Iterator[Record]:
     opts = ctx.dataset.trading or TradingOptions()
     series = _read_prices(rows, ctx)
-    news = _read_news(opts.news, set(series), ctx) if opts.news else {}
+    if not series and not ctx.report.total_problems:
+        raise BadDataError(f"{ctx.dataset.source}: no price rows (the file is empty or holds "
+                           "only a header: date,ticker,open,high,low,close,volume)")  # fmt: skip
+    try:  # with no valid price row, the news would only be "unknown ticker" noise
+        news = _read_news(opts.news, series, ctx) if opts.news and series else {}
+    except SourceError as exc:
+        raise BadDataError(str(exc), problems=[str(exc)]) from None
     for ticker in sorted(series):
         s = series[ticker]
         closes = [p["close"] for p in s]
         for t in range(opts.window, len(s) - opts.horizon):
+            if s[t - opts.window]["seg"] != s[t + opts.horizon]["seg"]:
+                continue  # the window or the horizon spans a gap
             prompt, f, seen = example_prompt(ticker, s, t, opts, news.get(ticker, []))
             action, target, conf, fwd = label(
                 closes, t, opts.horizon, opts.hold_band_pct, f.volatility_pct
