@@ -69,6 +69,7 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     ("spec.tracking.registerAs", "finance.qa_v2-lora", {"spec.tracking.mlflowUri": "http://m"}),
     ("spec.metrics.pushgatewayUrl", "https://pushgw.monitoring:9091", {}),
     ("spec.runPolicy.queueName", "team-a", {}),
+    ("spec.dataset.trading.marketClose", "09:30", {"spec.dataset.format": "trading"}),
 ]
 
 
