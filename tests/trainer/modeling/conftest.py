@@ -16,19 +16,12 @@ from typing import Any
 import pytest
 
 _HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(_HERE))
 for folder in ("engine", "evaluation", "serving"):
     sys.path.insert(0, str(_HERE.parent / folder))
 
-from helpers import make_job, prepared, qa_records  # noqa: E402
-
-FAMILIES = ("llama", "mistral", "qwen2", "gemma")
-# Markers each family's chat template writes around a user turn (prompt side).
-CHAT_MARKERS = {
-    "llama": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
-    "mistral": ("<s>[INST] ", " [/INST]"),
-    "qwen2": ("<｜begin▁of▁sentence｜><｜User｜>", "<｜Assistant｜>"),
-    "gemma": ("<bos><start_of_turn>user\n", "<start_of_turn>model\n"),
-}
+from family_support import train  # noqa: E402
+from helpers import qa_records  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,18 +52,6 @@ def family_base(_family_env: None) -> Callable[[str], Path]:
 
     texts = [r["prompt"] + " " + r["completion"] for r in qa_records(200, 3)]
     return lambda family: build_tiny(family, texts, seed=0)
-
-
-def train(base: Path, out: Path, name: str = "fam", **spec: Any) -> Any:
-    """One real `execute` of a tiny qa job on `base`; the RunResult (asserts success)."""
-    from kubetune_trainer.engine.main import execute
-
-    spec.setdefault("training", {})
-    spec["training"] = {"maxSteps": 8, "learningRate": 0.01, **spec["training"]}
-    job = make_job(out, name=name, model={"base": str(base)}, **spec)
-    code, result = execute(job, prepared=prepared(32, 8), say=lambda s: None)
-    assert code == 0 and result is not None
-    return result
 
 
 @pytest.fixture(scope="session")

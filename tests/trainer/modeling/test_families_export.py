@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FAMILIES
+from family_support import FAMILIES
 
 from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.export.gguf_export import SUPPORTED_ARCHS, write_gguf

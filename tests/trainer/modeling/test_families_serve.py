@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CHAT_MARKERS, FAMILIES
+from family_support import CHAT_MARKERS, FAMILIES
 from test_serving import free_port
 
 from kubetune_api.spec_training import GenerationOptions

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CHAT_MARKERS, FAMILIES, train
+from family_support import CHAT_MARKERS, FAMILIES, train
 from helpers import train_losses
 
 ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
