@@ -45,9 +45,14 @@ def _run(tmp_path: Path, **spec: Any) -> Any:
 def test_patience_counts_evaluations_or_epochs(
     tmp_path: Path, eval_steps: int | None, patience: int, unit: str, stop_step: int
 ) -> None:
-    training = {"epochs": 3, "maxSteps": None, "learningRate": 1e-7, "evalSteps": eval_steps,
-                "earlyStopping": {"patience": patience, "minDelta": 0.01, "patienceUnit": unit}}
-    result = _run(tmp_path, training=training)  # fmt: skip
+    training = {
+        "epochs": 3,
+        "maxSteps": None,
+        "learningRate": 1e-7,
+        "evalSteps": eval_steps,
+        "earlyStopping": {"patience": patience, "minDelta": 0.01, "patienceUnit": unit},
+    }
+    result = _run(tmp_path, training=training)
     assert result.steps == stop_step
     evals = [r["step"] for r in _rows(Path(result.run_uri)) if "eval_loss" in r]
     assert evals[-1] == stop_step and max(evals) == stop_step
@@ -94,8 +99,9 @@ def test_a_metric_the_format_does_not_measure_is_refused(tmp_path: Path) -> None
     code, result = execute(job, prepared=prepared(48, 12), say=lambda s: None)
     assert code == ExitCode.INVALID_SPEC and result is None
     summary = json.loads((tmp_path / "termination-log").read_text())
-    assert "evaluation.selectBy 'direction_accuracy' is not measured for dataset format 'qa'" in (
-        summary["message"]
+    assert (
+        "evaluation.selectBy 'direction_accuracy' is not measured for dataset format 'qa'"
+        in (summary["message"])
     )
     assert "rougeL" in summary["message"] and "exact_match" in summary["message"]
 
