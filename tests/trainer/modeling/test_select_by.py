@@ -112,3 +112,26 @@ def test_min_delta_and_direction() -> None:
     assert higher.since_best(rows) == (1, 0.25)  # 0.55 counts (> 0.52), 0.56 does not
     lower = SelectionEarlyStopping("eval_x", False, 1, 0.0, "epochs")
     assert lower.since_best(rows) == (2, 0.5)  # higher values are worse: step 1 stays best
+
+
+@pytest.mark.parametrize(
+    ("training", "evaluation", "has_validation", "fragment"),
+    [
+        ({"saveSteps": 5, "evalSteps": 2}, {"finalAdapter": "best"}, True,
+         "spec.training.saveSteps 5: with finalAdapter best or earlyStopping"),
+        ({"saveSteps": 4}, {"finalAdapter": "best"}, True, "set training.evalSteps to a divisor"),
+        ({}, {"finalAdapter": "best"}, False, "evaluation.finalAdapter: best needs validation"),
+    ],
+)  # fmt: skip
+def test_final_adapter_best_needs_saved_evaluations(
+    tmp_path: Path, training: dict, evaluation: dict, has_validation: bool, fragment: str
+) -> None:
+    from kubetune_trainer.engine.args import training_kwargs
+    from kubetune_trainer.errors import ConfigError
+
+    job = make_job(tmp_path, training=training, evaluation=evaluation)
+    with pytest.raises(ConfigError, match=fragment):
+        training_kwargs(job, tmp_path, "fp32", False, has_validation)
+    ok = make_job(tmp_path, training={"saveSteps": 4, "evalSteps": 2}, evaluation=evaluation)
+    kw = training_kwargs(ok, tmp_path, "fp32", False, True)
+    assert kw["load_best_model_at_end"] and kw["save_steps"] == 4
