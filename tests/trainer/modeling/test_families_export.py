@@ -103,6 +103,18 @@ def test_unsupported_architecture_is_refused_naming_the_supported(tmp_path: Path
         write_gguf(folder, tmp_path / "out.gguf", "q3_k")
 
 
+def test_4bit_types_without_llama_cpp_say_what_to_install(
+    family_trained: Callable[[str], dict[str, Any]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import sys
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the package were absent
+    with pytest.raises(ConfigError, match=r"pip install llama-cpp-python\), or use f16/q8_0"):
+        write_gguf(family_trained("mistral")["merged"], tmp_path / "m.gguf", "q4_0")
+    assert list(tmp_path.iterdir()) == []  # refused before writing anything
+
+
 def test_export_cli_writes_4bit_gguf(
     family_trained: Callable[[str], dict[str, Any]], tmp_path: Path
 ) -> None:

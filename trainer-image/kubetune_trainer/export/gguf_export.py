@@ -25,7 +25,7 @@ from typing import Any
 
 from kubetune_trainer.errors import ConfigError
 
-from .gguf_quantize import LLAMA_CPP_TYPES, quantize
+from .gguf_quantize import LLAMA_CPP_TYPES, quantize, require_llama_cpp
 
 OUT_TYPES = ("f32", "f16", "q8_0", *LLAMA_CPP_TYPES)
 
@@ -136,6 +136,7 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, outtype: str = "f16"
     arch_of(model_dir, json.loads(cfg_path.read_text()))  # refuse before any work
     if outtype not in LLAMA_CPP_TYPES:
         return _write(model_dir, out_file, outtype)
+    require_llama_cpp(outtype)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_file.parent, prefix=".gguf-") as tmp:
         src = _write(model_dir, Path(tmp) / "f16.gguf", "f16")

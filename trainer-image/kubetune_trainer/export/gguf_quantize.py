@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
+from typing import Any
 
 from kubetune_trainer.errors import ConfigError
 
@@ -17,8 +18,8 @@ from kubetune_trainer.errors import ConfigError
 LLAMA_CPP_TYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
 
-def quantize(src: str | Path, out: str | Path, outtype: str) -> None:
-    """llama_model_quantize(src -> out, outtype); ConfigError when the binding is missing."""
+def require_llama_cpp(outtype: str) -> Any:
+    """The llama_cpp module, or ConfigError saying what to install (checked before any work)."""
     try:
         import llama_cpp
     except ImportError:
@@ -26,6 +27,12 @@ def quantize(src: str | Path, out: str | Path, outtype: str) -> None:
             f"GGUF type {outtype}: needs llama.cpp's quantizer from the llama-cpp-python "
             "package (pip install llama-cpp-python), or use f16/q8_0"
         ) from None
+    return llama_cpp
+
+
+def quantize(src: str | Path, out: str | Path, outtype: str) -> None:
+    """llama_model_quantize(src -> out, outtype) with llama.cpp's own code."""
+    llama_cpp = require_llama_cpp(outtype)
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, LLAMA_CPP_TYPES[outtype])
