@@ -240,3 +240,15 @@ def decoder_numbers(config: dict[str, Any], targets: list[str]) -> ModelNumbers:
     every = targets == ["all-linear"]
     per_rank = layers * sum(i + o for k, (i, o) in linears.items() if every or k in targets)
     return ModelNumbers(total, quantizable, per_rank, vocab, h, layers, heads)
+
+
+def check_before_start(
+    spec: FineTuneJobSpec, config: dict[str, Any], gpu_memory_bytes: int
+) -> MemoryEstimate:
+    """The trainer's preflight for one GPU of `gpu_memory_bytes`, from the base's config.json
+    alone (no weights, no torch), for a check before any GPU is held: DoesNotFit carries the
+    same message the trainer would give. precision auto is taken as bf16 (what a current
+    GPU resolves it to); the trainer checks again with the GPU's real free memory."""
+    precision = "bf16" if spec.training.precision == "auto" else spec.training.precision
+    n = decoder_numbers(config, spec.adapter.target_modules)
+    return check(spec, n, precision, gpu_memory_bytes, "cuda")

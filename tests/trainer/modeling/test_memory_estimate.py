@@ -117,3 +117,27 @@ def test_more_ranks_than_gpus_is_a_clear_error() -> None:
         local_device_index({"LOCAL_RANK": "2"}, 2)
     with pytest.raises(ConfigError, match="LOCAL_RANK='x'"):
         local_device_index({"LOCAL_RANK": "x"}, 2)
+
+
+def test_the_check_before_start_gives_the_trainers_message(
+    tmp_path: Path, family_base: Callable[[str], Path]
+) -> None:
+    """From config.json alone (what the operator can read), the same verdict and message as
+    the trainer's preflight on the meta-device model."""
+    from transformers import AutoConfig
+
+    from kubetune_trainer.errors import OutOfMemoryError
+    from kubetune_trainer.modeling.preflight import preflight
+
+    folder = family_base("qwen2")
+    cfg = json.loads((folder / "config.json").read_text())
+    spec = make_job(tmp_path, training={"precision": "bf16"}).spec
+    fits = memory.check_before_start(spec, cfg, 2 * memory.GIB)
+    assert fits.total == preflight(spec, AutoConfig.from_pretrained(str(folder)), "bf16",
+                                   2 * memory.GIB, "cuda").total  # fmt: skip
+    with pytest.raises(memory.DoesNotFit) as api:
+        memory.check_before_start(spec, cfg, memory.GIB)  # the 1.5 GiB overhead alone
+    with pytest.raises(OutOfMemoryError) as trainer:
+        preflight(spec, AutoConfig.from_pretrained(str(folder)), "bf16", memory.GIB, "cuda")
+    assert str(api.value) == str(trainer.value)
+    assert "does not fit in memory" in str(api.value)
