@@ -12,8 +12,19 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
 
 class EarlyStopping(SpecModel):
-    patience: int = Field(ge=1, description="Evaluations without improvement before stopping.")
-    min_delta: float = Field(default=0.0, ge=0, description="Smallest eval-loss drop that counts.")
+    patience: int = Field(
+        ge=1, description="Evaluations (or epochs, see patienceUnit) without improvement before "
+        "stopping.",
+    )  # fmt: skip
+    min_delta: float = Field(
+        default=0.0, ge=0,
+        description="Smallest improvement of the evaluation.selectBy metric that counts.",
+    )  # fmt: skip
+    patience_unit: Literal["evaluations", "epochs"] = Field(
+        default="evaluations",
+        description="What patience counts: evaluations without improvement, or epochs since "
+        "the best evaluation (training then evaluates each epoch unless evalSteps is set).",
+    )
 
 
 class DPOOptions(SpecModel):
@@ -43,6 +54,22 @@ class EvaluationSpec(SpecModel):
     )
     generation: GenerationOptions = Field(
         default_factory=GenerationOptions, description="Decoding settings, recorded with results."
+    )
+    select_by: str = Field(
+        default="eval_loss",
+        pattern=r"^(eval_loss|rougeL|bleu|[a-z][a-z0-9_]{1,62})$",
+        description="Metric that picks the best checkpoint (kept by retention, used by "
+        "earlyStopping, and the final adapter when finalAdapter is best): eval_loss (lower is "
+        "better), rougeL or bleu on generations of the first maxSamples validation examples, "
+        "or a domain metric of the dataset format (e.g. exact_match, format_compliance, "
+        "direction_accuracy; brier_score and unsupported_number_rate: lower is better). "
+        "Metrics other than eval_loss generate text at every evaluation.",
+        examples=["eval_loss", "rougeL", "format_compliance"],
+    )
+    final_adapter: Literal["last", "best"] = Field(
+        default="last",
+        description="The adapter saved at the end: the last weights, or the best checkpoint's "
+        "by selectBy (always best with training.earlyStopping).",
     )
 
 
@@ -106,9 +133,14 @@ class TrainingSpec(SpecModel):
             raise ValueError(
                 "`warmupSteps` and `warmupRatio` are mutually exclusive; keep one of them"
             )
-        if self.early_stopping is not None and self.eval_steps is None:
+        if (
+            self.early_stopping is not None
+            and self.early_stopping.patience_unit == "evaluations"
+            and self.eval_steps is None
+        ):
             raise ValueError(
-                "`earlyStopping` needs `evalSteps` (evaluation every N steps) to judge progress"
+                "`earlyStopping` needs `evalSteps` (evaluation every N steps) to judge progress, "
+                "or `earlyStopping.patienceUnit: epochs` (evaluation each epoch)"
             )
         if (
             self.save_steps

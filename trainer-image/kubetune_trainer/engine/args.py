@@ -14,10 +14,23 @@ def training_kwargs(
 ) -> dict[str, Any]:
     s = job.spec
     t = s.training
+    ev = s.evaluation
+    keep_best = bool(t.early_stopping) or ev.final_adapter == "best"
     if t.early_stopping and not has_validation:
         raise ConfigError(
             "spec.training.earlyStopping needs validation data; set "
             "dataset.validation.fraction above 0 or dataset.validation.source"
+        )
+    if ev.final_adapter == "best" and not has_validation:
+        raise ConfigError(
+            "spec.evaluation.finalAdapter: best needs validation data to judge checkpoints; "
+            "set dataset.validation.fraction above 0, or finalAdapter: last"
+        )
+    if keep_best and t.save_steps and (not t.eval_steps or t.save_steps % t.eval_steps):
+        raise ConfigError(
+            f"spec.training.saveSteps {t.save_steps}: with finalAdapter best or earlyStopping "
+            "the best checkpoint must be one that was saved; set training.evalSteps to a "
+            "divisor of saveSteps (or leave saveSteps unset)"
         )
     kw: dict[str, Any] = {
         "output_dir": str(staging),
@@ -53,17 +66,22 @@ def training_kwargs(
             kw["eval_steps"] = t.eval_steps
     else:
         kw["eval_strategy"] = "no"
-    save_steps = t.save_steps or (t.eval_steps if t.early_stopping else None)
+    save_steps = t.save_steps or (t.eval_steps if keep_best else None)
     if save_steps:
         kw["save_strategy"], kw["save_steps"] = "steps", save_steps
     else:
         kw["save_strategy"] = "epoch"
     if has_validation:
-        # The best checkpoint by eval loss is tracked whenever there is an eval loss, so
-        # retention keeps it beside the newest N (CommitCallback protects it).
-        kw.update(metric_for_best_model="eval_loss", greater_is_better=False)
-    if t.early_stopping:
-        kw["load_best_model_at_end"] = True
+        # The best checkpoint by evaluation.selectBy is tracked whenever there is an
+        # evaluation, so retention keeps it beside the newest N (CommitCallback protects it).
+        from kubetune_trainer.evaluation.selection import greater_is_better, metric_key
+
+        kw.update(
+            metric_for_best_model=metric_key(ev.select_by),
+            greater_is_better=greater_is_better(ev.select_by),
+        )
+    if keep_best:
+        kw["load_best_model_at_end"] = True  # the final adapter is the best checkpoint
     if s.distributed.world_size > 1:
         from kubetune_trainer.distributed import ddp_timeout
 

@@ -274,17 +274,89 @@ def _ppl(loss: float) -> float:
     return math.exp(loss) if loss < 50 else float("inf")
 
 
-def early_stopping(patience: int, min_delta: float) -> TrainerCallback:
-    """transformers' EarlyStoppingCallback, judging training evaluations only: the base's
-    evaluation (metric prefix `base`, no eval_loss) is skipped instead of logging
-    "early stopping is disabled", which it never was."""
-    from transformers import EarlyStoppingCallback
+class SelectionMetricCallback(TrainerCallback):
+    """Adds evaluation.selectBy (rougeL, bleu or a domain metric) to every evaluation.
 
-    class _EarlyStopping(EarlyStoppingCallback):
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any, **kw: Any) -> Any:
-            name = args.metric_for_best_model or "loss"
-            if (name if name.startswith("eval_") else f"eval_{name}") not in (metrics or {}):
-                return None
-            return super().on_evaluate(args, state, control, metrics, **kw)
+    It runs in on_log, before LogCallback (it must come first in the list): the Trainer
+    logs an evaluation's metrics dict before it picks the best checkpoint from that same
+    dict, so the metric added here is recorded (metrics.jsonl, log history) and is what
+    metric_for_best_model and early stopping read.
+    """
 
-    return _EarlyStopping(patience, min_delta)
+    def __init__(self, job: Any, tokenizer: Any, fmt: str, records: list[dict[str, Any]]) -> None:
+        self.job, self.tokenizer, self.fmt, self.records = job, tokenizer, fmt, records
+        self.name = job.spec.evaluation.select_by
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
+        from kubetune_trainer.evaluation.selection import measure, metric_key
+
+        if logs is None or "eval_loss" not in logs or kw.get("model") is None:
+            return control
+        key = metric_key(self.name)
+        logs[key] = measure(self.name, kw["model"], self.tokenizer, self.job, self.fmt,
+                            self.records)  # fmt: skip
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1][key] = logs[key]  # saved with the checkpoint's state
+        return control
+
+
+class SelectionEarlyStopping(TrainerCallback):
+    """Stop when evaluation.selectBy has not improved (by more than minDelta) for
+    `patience` evaluations, or for `patience` epochs since the best evaluation.
+
+    Judged from the Trainer's log history (restored with a checkpoint), so a resumed run
+    counts the evaluations and epochs of the attempts before it.
+    """
+
+    def __init__(self, key: str, greater: bool, patience: int, min_delta: float,
+                 unit: str) -> None:  # fmt: skip
+        self.key, self.greater, self.patience = key, greater, patience
+        self.min_delta, self.unit = min_delta, unit
+
+    def _better(self, value: float, best: float) -> bool:
+        return value > best + self.min_delta if self.greater else value < best - self.min_delta
+
+    def since_best(self, history: list[dict[str, Any]]) -> tuple[int, float]:
+        """(evaluations, epochs) since the best evaluation in `history`."""
+        rows: dict[int, dict[str, Any]] = {}
+        for r in history:  # one row per step: the last evaluation at that step
+            if self.key in r and "loss" not in r:
+                rows[int(r.get("step", 0))] = r
+        evals = [rows[s] for s in sorted(rows)]
+        if not evals:
+            return 0, 0.0
+        best_i = 0
+        for i, r in enumerate(evals[1:], start=1):
+            if self._better(float(r[self.key]), float(evals[best_i][self.key])):
+                best_i = i
+        epochs = float(evals[-1].get("epoch") or 0.0) - float(evals[best_i].get("epoch") or 0.0)
+        return len(evals) - 1 - best_i, epochs
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        evals, epochs = self.since_best(state.log_history)
+        by_evals = self.unit == "evaluations"
+        if evals >= self.patience if by_evals else epochs >= self.patience - 1e-6:
+            waited = f"{evals} evaluations" if by_evals else f"{epochs:g} epochs"
+            log.warning(
+                "early stopping at step %d: %s has not improved for %s",
+                state.global_step, self.key, waited,
+            )  # fmt: skip
+            control.should_training_stop = True
+        return control
+
+
+def selection_callbacks(job: Any, tokenizer: Any, prepared: Any) -> list[Any]:
+    """The callbacks evaluation.selectBy and training.earlyStopping need (put them before
+    LogCallback)."""
+    from kubetune_trainer.evaluation.selection import check_select_by, greater_is_better, metric_key
+
+    name = job.spec.evaluation.select_by
+    check_select_by(job, prepared.kind, prepared.format, prepared.validation)
+    out: list[Any] = []
+    if name != "eval_loss" and prepared.validation:
+        out.append(SelectionMetricCallback(job, tokenizer, prepared.format, prepared.validation))
+    es = job.spec.training.early_stopping
+    if es is not None:
+        out.append(SelectionEarlyStopping(metric_key(name), greater_is_better(name), es.patience,
+                                          es.min_delta, es.patience_unit))  # fmt: skip
+    return out

@@ -40,8 +40,8 @@ from .callbacks import (
     SkipIfTrained,
     TrainingDone,
     best_step,
-    early_stopping,
     objective_metrics,
+    selection_callbacks,
 )
 from .progress import Progress, ProgressCallback
 from .report import objective_options, stop_reason, write_report
@@ -185,13 +185,13 @@ def run_job(
         )
         # First: a resumed checkpoint already at the planned last step ends train() before
         # the Trainer takes one more step (it only checks max_steps after a step).
-        callbacks: list[Any] = [SkipIfTrained(), logs, commit, PreemptionCallback(preemption)]
+        callbacks: list[Any] = [SkipIfTrained()]
+        # evaluation.selectBy's metric joins each evaluation before LogCallback records it.
+        callbacks += selection_callbacks(job, loaded.tokenizer, prep)
+        callbacks += [logs, commit, PreemptionCallback(preemption)]
         callbacks.append(ProgressCallback(p, commit))  # after commit: sees its last URI
         if kwargs["save_strategy"] == "steps":
             callbacks.append(EpochSaveCallback())
-        if spec.training.early_stopping:
-            es = spec.training.early_stopping
-            callbacks.append(early_stopping(es.patience, es.min_delta))
         callbacks.extend(extra_callbacks or [])
         ctx = RecipeContext(
             job, loaded.model, loaded.tokenizer, prep, kwargs, callbacks, loaded.precision

@@ -1,24 +1,49 @@
-"""A merged Llama-architecture model folder -> one GGUF file for llama.cpp.
+"""A merged causal-LM folder (Llama, Mistral, Qwen2 or Gemma architecture) -> one GGUF file.
 
-Tensor names come from gguf's own TensorNameMap (the table llama.cpp's converter uses).
-Q and K projection rows are permuted from the Hugging Face rotary layout (halves) to
-llama.cpp's (interleaved pairs), as convert_hf_to_gguf.py does. 1-D tensors (norms)
-stay f32; matrices become f16 or q8_0 (q8_0 needs rows divisible by its 32-value block,
-other rows fall back to f16). The tokenizer is written as a GPT-2 style BPE vocabulary
-(tokens, types, merges, special token ids, chat template).
+Tensor names come from gguf's own TensorNameMap (the table llama.cpp's converter uses);
+each architecture's quirks follow convert_hf_to_gguf.py (see `ARCHS`):
+- Llama and Mistral (llama.cpp arch "llama"): Q and K projection rows are permuted from
+  the Hugging Face rotary layout (halves) to llama.cpp's (interleaved pairs).
+- Qwen2 (the DeepSeek-R1 1.5B-32B distills; arch "qwen2"): NeoX rotary, no permutation;
+  q/k/v biases are written.
+- Gemma (arch "gemma"): NeoX rotary; RMSNorm weights are stored as w where the model
+  multiplies by (1 + w), so 1 is added; the output layer is the tied embedding.
+
+1-D tensors (norms, biases) stay f32. f32/f16/q8_0 are written here (q8_0 needs rows
+divisible by its 32-value block, other rows fall back to f16). q4_0 and q4_k_m go through
+llama.cpp's own quantizer (gguf_quantize.py) from an f16 file. The tokenizer is written
+as a GPT-2 style BPE vocabulary (tokens, types, merges, special ids, chat template).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubetune_trainer.errors import ConfigError
 
-OUT_TYPES = ("f32", "f16", "q8_0")
-SUPPORTED_ARCHS = ("LlamaForCausalLM",)
+from .gguf_quantize import LLAMA_CPP_TYPES, quantize, require_llama_cpp
+
+OUT_TYPES = ("f32", "f16", "q8_0", *LLAMA_CPP_TYPES)
+
+
+@dataclass(frozen=True)
+class Arch:
+    gguf_arch: str  # gguf.MODEL_ARCH member name
+    permute_qk: bool  # HF rotary halves -> llama.cpp interleaved pairs (arch "llama" only)
+    norm_plus_one: bool = False  # Gemma's RMSNorm scales by (1 + w)
+
+
+ARCHS: dict[str, Arch] = {
+    "LlamaForCausalLM": Arch("LLAMA", permute_qk=True),
+    "MistralForCausalLM": Arch("LLAMA", permute_qk=True),
+    "Qwen2ForCausalLM": Arch("QWEN2", permute_qk=False),
+    "GemmaForCausalLM": Arch("GEMMA", permute_qk=False, norm_plus_one=True),
+}
+SUPPORTED_ARCHS = tuple(ARCHS)
 
 
 @dataclass
@@ -36,6 +61,19 @@ def _permute(w: Any, n_head: int) -> Any:
         w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
         .swapaxes(1, 2)
         .reshape(w.shape)
+    )
+
+
+def arch_of(model_dir: Path, cfg: dict[str, Any]) -> tuple[str, Arch]:
+    """The folder's architecture, or ConfigError naming the supported ones."""
+    archs = cfg.get("architectures") or []
+    for a in archs:
+        if a in ARCHS:
+            return a, ARCHS[a]
+    raise ConfigError(
+        f"{model_dir}: GGUF export supports {', '.join(SUPPORTED_ARCHS)}, not "
+        f"{', '.join(archs) or 'an unnamed architecture'}; export with --merge only "
+        "(and convert with llama.cpp's convert_hf_to_gguf.py)"
     )
 
 
@@ -88,29 +126,43 @@ def _vocab(model_dir: Path, n_vocab: int, writer: Any) -> None:
 
 
 def write_gguf(model_dir: str | Path, out_file: str | Path, outtype: str = "f16") -> GGUFResult:
+    """Write `out_file` of type `outtype` (one of OUT_TYPES) from a merged model folder."""
+    if outtype not in OUT_TYPES:
+        raise ConfigError(f"GGUF type {outtype!r}: use one of {', '.join(OUT_TYPES)}")
+    model_dir, out_file = Path(model_dir), Path(out_file)
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{model_dir}: no config.json (a merged model folder is needed)")
+    arch_of(model_dir, json.loads(cfg_path.read_text()))  # refuse before any work
+    if outtype not in LLAMA_CPP_TYPES:
+        return _write(model_dir, out_file, outtype)
+    require_llama_cpp(outtype)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_file.parent, prefix=".gguf-") as tmp:
+        src = _write(model_dir, Path(tmp) / "f16.gguf", "f16")
+        quantize(src.path, out_file, outtype)
+        return GGUFResult(str(out_file), outtype, src.tensors, out_file.stat().st_size, [])
+
+
+def _write(model_dir: Path, out_file: Path, outtype: str) -> GGUFResult:
     import gguf
     import numpy as np
     from safetensors import safe_open
 
-    if outtype not in OUT_TYPES:
-        raise ConfigError(f"GGUF type {outtype!r}: use one of {', '.join(OUT_TYPES)}")
-    model_dir = Path(model_dir)
     cfg = json.loads((model_dir / "config.json").read_text())
-    archs = cfg.get("architectures") or []
-    if not any(a in SUPPORTED_ARCHS for a in archs):
-        raise ConfigError(
-            f"{model_dir}: GGUF export supports {', '.join(SUPPORTED_ARCHS)}, not {archs}; "
-            "export with --merge only"
-        )
+    _, arch = arch_of(model_dir, cfg)
     n_layer, n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads") or n_head
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]  # fmt: skip
+    model_arch = getattr(gguf.MODEL_ARCH, arch.gguf_arch)
 
-    out_file = Path(out_file)
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"{model_dir}: no *.safetensors weights (export --merge first)")
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out_file), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer = gguf.GGUFWriter(str(out_file), gguf.MODEL_ARCH_NAMES[model_arch])
     writer.add_name(model_dir.name)
     writer.add_context_length(cfg.get("max_position_embeddings", 2048))
     writer.add_embedding_length(cfg["hidden_size"])
@@ -118,6 +170,8 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, outtype: str = "f16"
     writer.add_feed_forward_length(cfg["intermediate_size"])
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_kv)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
     writer.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-6))
     rope = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
@@ -126,25 +180,26 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, outtype: str = "f16"
     writer.add_file_type(ftype)
     _vocab(model_dir, cfg["vocab_size"], writer)
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layer)
+    names = gguf.get_tensor_name_map(model_arch, n_layer)
     fallback: list[str] = []
     count = 0
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise ConfigError(f"{model_dir}: no *.safetensors weights (export --merge first)")
     for file in files:
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                if key.endswith("rotary_emb.inv_freq"):
+                    continue  # recomputed by llama.cpp from rope_freq_base
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                if name is None and key == "lm_head.weight" and arch.gguf_arch == "GEMMA":
+                    continue  # llama.cpp's Gemma always reads the output from token_embd
                 if name is None:
-                    if key.endswith("rotary_emb.inv_freq"):
-                        continue  # recomputed by llama.cpp from rope_freq_base
                     raise ConfigError(f"{file.name}: no GGUF name for tensor {key!r}")
                 data = f.get_tensor(key).float().numpy()  # bf16 has no numpy dtype
-                if key.endswith("q_proj.weight"):
+                if arch.permute_qk and key.endswith("q_proj.weight"):
                     data = _permute(data, n_head)
-                elif key.endswith("k_proj.weight"):
+                elif arch.permute_qk and key.endswith("k_proj.weight"):
                     data = _permute(data, n_kv)
+                if arch.norm_plus_one and key.endswith("norm.weight"):
+                    data = data + 1.0
                 if data.ndim == 1 or outtype == "f32":
                     writer.add_tensor(name, data)
                 elif outtype == "q8_0" and data.shape[-1] % 32 == 0:

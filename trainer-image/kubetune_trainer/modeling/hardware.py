@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ class SystemReport:
     # bf16 matmuls run on AMX tiles (CPU only); without AMX, bf16 works but is not faster.
     cpu_amx: bool = False
     # Where the memory figures come from: "host", "cgroup v2 memory.max",
-    # "cgroup v1 memory.limit_in_bytes" or "cuda:0".
+    # "cgroup v1 memory.limit_in_bytes" or "cuda:<local rank>".
     memory_source: str = "host"
 
     def as_dict(self) -> dict[str, Any]:
@@ -168,15 +169,34 @@ def host_memory(cgroup_root: str | Path = CGROUP_ROOT) -> tuple[int, int, str]:
     return vm.total, vm.available, "host"
 
 
+def local_device_index(env: Mapping[str, str], device_count: int) -> int:
+    """The GPU this process uses: torchrun's LOCAL_RANK (0 without torchrun); ConfigError
+    when there are fewer visible GPUs than processes on the node."""
+    raw = env.get("LOCAL_RANK", "0")
+    if not raw.isdigit():
+        raise ConfigError(f"LOCAL_RANK={raw!r} is not a rank number (it is set by torchrun)")
+    index = int(raw)
+    if index >= device_count:
+        raise ConfigError(
+            f"local rank {index} needs GPU {index}, but {device_count} CUDA device(s) are "
+            "visible: set distributed.processesPerNode to at most resources.gpusPerNode"
+        )
+    return index
+
+
 def system_report(cgroup_root: str | Path = CGROUP_ROOT) -> SystemReport:
     """This machine; `cgroup_root`: where the cgroup files are read (a test's folder)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     versions = {n: _version(n) for n in _LIBS}
-    if torch.cuda.is_available():
-        free, total = torch.cuda.mem_get_info(0)
+    if torch.cuda.is_available():  # pragma: no cover - CUDA only (tests/trainer/gpu)
+        index = local_device_index(os.environ, torch.cuda.device_count())
+        # Select this rank's own GPU first: querying device 0 from every rank would open a
+        # CUDA context on GPU 0 per rank (and report GPU 0's memory to all of them).
+        torch.cuda.set_device(index)
+        free, total = torch.cuda.mem_get_info(index)
         return SystemReport(
             device="cuda",
-            device_name=torch.cuda.get_device_name(0),
+            device_name=torch.cuda.get_device_name(index),
             device_count=torch.cuda.device_count(),
             memory_total_bytes=total,
             memory_available_bytes=free,
@@ -184,7 +204,7 @@ def system_report(cgroup_root: str | Path = CGROUP_ROOT) -> SystemReport:
             bf16_supported=torch.cuda.is_bf16_supported(),
             python=platform.python_version(),
             versions=versions,
-            memory_source="cuda:0",
+            memory_source=f"cuda:{index}",
         )
     total, available, source = host_memory(cgroup_root)
     return SystemReport(

@@ -171,7 +171,23 @@ def load_base_model(
     model = quantized.load_or_quantize(key, load, base.location)
     if device == "cpu":
         release_checkpoint_maps(model)
+        keep_4bit_training_layout(model)
     return model
+
+
+def keep_4bit_training_layout(model: Any) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference.
+
+    On CPUs with AVX512-BF16, a Linear4bit that runs in eval mode without gradients (the
+    base-model evaluation before training) repacks its weight for a gemv kernel, for good.
+    Training afterwards goes through that kernel, which has no autograd formula (torch warns
+    "bitsandbytes::gemv_4bit: an autograd kernel was not registered": gradients to the
+    LoRA layers below are not computed correctly), and a layer with a bias (Qwen2's q/k/v)
+    fails outright ("a view of a leaf Variable ... in-place operation").
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def release_checkpoint_maps(model: Any) -> None:
