@@ -126,7 +126,8 @@ async def reconcile_once(
     )  # fmt: skip
     await _execute(memo, body, plan, accepted, logger)
     metrics.reconcile_seconds.observe(time.monotonic() - started)
-    metrics.set_phase(namespace, name, plan.status.phase)
+    entered = metrics.phase_entered(plan.status, meta.get("creationTimestamp"))
+    metrics.set_phase(namespace, name, plan.status.phase, entered)
     if plan.delete_self:
         return STOP
     if plan.finished and plan.requeue_after is None:
