@@ -11,11 +11,15 @@ Regenerate both after changing the template or values.yaml:
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubetune"
@@ -51,7 +55,7 @@ def render_rules(helm: str, *sets: str) -> str:
 
 # -- chart README ----------------------------------------------------------------------------
 def values_docs(values_yaml: str) -> list[tuple[str, str, str]]:
-    """(dotted key, default, description) for every `# --` documented value, in file order.
+    """(dotted key, inline text, description) for every `# --` documented value, in order.
 
     A `# --` comment (continued by the `#` lines under it) documents the key on the next
     line; a block key without one is only a prefix for the keys under it.
@@ -76,27 +80,38 @@ def values_docs(values_yaml: str) -> list[tuple[str, str, str]]:
             stack.pop()
         path = ".".join([k for _, k in stack] + [key])
         if doc is not None:
-            rows.append((path, value or "(see values.yaml)", " ".join(doc)))
+            rows.append((path, value, " ".join(doc)))
             doc = None
         stack.append((indent, key))
     return rows
 
 
-def values_keys(values: dict, prefix: str = "") -> set[str]:
+def values_keys(values: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
     """Every key path of the parsed values (maps recursed into, lists and scalars are leaves)."""
-    keys = set()
+    keys: set[tuple[str, ...]] = set()
     for k, v in values.items():
-        path = f"{prefix}{k}"
+        path = (*prefix, str(k))
         keys.add(path)
         if isinstance(v, dict) and v:
-            keys |= values_keys(v, f"{path}.")
+            keys |= values_keys(v, path)
     return keys
+
+
+def default_of(values: dict[str, Any], key: str) -> str:
+    """The default of a dotted key as compact JSON (a map shows every key under it)."""
+    node: Any = values
+    for part in key.split("."):
+        node = node[part]
+    return json.dumps(node, separators=(", ", ": "))
 
 
 def chart_readme(current: str) -> str:
     """`current` (the README) with the table between the markers rewritten."""
+    text_values = (CHART / "values.yaml").read_text(encoding="utf-8")
+    values = yaml.safe_load(text_values)
     rows = ["| key | default | description |", "|---|---|---|"]
-    for key, default, text in values_docs((CHART / "values.yaml").read_text(encoding="utf-8")):
+    for key, _, text in values_docs(text_values):
+        default = default_of(values, key)
         shown, cell = default.replace("|", "\\|"), text.replace("|", "\\|")
         rows.append(f"| `{key}` | `{shown}` | {cell} |")
     head, rest = current.split(VALUES_START, 1)
