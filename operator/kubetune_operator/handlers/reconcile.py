@@ -187,6 +187,8 @@ async def _execute(
             if other != str(plan.ensure_attempt) and other and other.isdigit():
                 await _delete_attempt(client, ns, name, int(other))
         assert accepted is not None  # a job to start was parsed from an accepted spec
+        # Labels are live metadata (the spec is what was accepted): Kueue's priority class.
+        plan.job.metadata.labels = dict(meta.get("labels") or {})
         await _ensure_children(client, config, plan, owner, accepted)
         memo.accepted[(ns, name)] = (owner.uid, accepted)
     for ev in plan.events:
