@@ -113,6 +113,8 @@ def test_prometheus_scrapes_a_real_tiny_training_run(
         assert last("kubetune_train_learning_rate") == pytest.approx(train[-1]["learning_rate"])
         assert last("kubetune_train_grad_norm") == pytest.approx(train[-1]["grad_norm"])
         assert last("kubetune_checkpoint_seconds_count") == 2  # steps 4 and 8
+        # Real tokens: a counter equal to the last row's running total (all of one attempt).
+        assert last("kubetune_train_tokens_total") == train[-1]["tokens_seen"] > 0
         rss = prom.query(
             'last_over_time(kubetune_memory_bytes{finetunejob="observed",kind="rss"}[10m])'
         )
