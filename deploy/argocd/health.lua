@@ -18,6 +18,21 @@ local function condition(status, ctype)
   return nil
 end
 
+-- "Reason: message" of a condition, either part may be missing (nil or ""); nil if both are.
+local function failure(c)
+  local reason, message = c.reason, c.message
+  local has_reason = reason ~= nil and reason ~= ""
+  local has_message = message ~= nil and message ~= ""
+  if has_reason and has_message then
+    return tostring(reason) .. ": " .. tostring(message)
+  elseif has_reason then
+    return tostring(reason)
+  elseif has_message then
+    return tostring(message)
+  end
+  return nil
+end
+
 local function describe(status, fallback)
   if status.message ~= nil and status.message ~= "" then
     return status.message
@@ -62,8 +77,9 @@ end
 if status.phase == "Failed" then
   hs.status = "Degraded"
   local failed = condition(status, "Failed")
-  if failed ~= nil then
-    hs.message = failed.reason .. ": " .. (failed.message or "")
+  local text = failed ~= nil and failure(failed) or nil
+  if text ~= nil then
+    hs.message = text
   else
     hs.message = describe(status, "Training failed")
   end

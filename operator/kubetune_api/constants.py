@@ -29,6 +29,8 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_JOB: Final = f"{GROUP}/job"
 LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
 LABEL_KUEUE_QUEUE: Final = "kueue.x-k8s.io/queue-name"
+# A Kueue WorkloadPriorityClass: copied from the FineTuneJob's labels to each attempt's Job.
+LABEL_KUEUE_PRIORITY: Final = "kueue.x-k8s.io/priority-class"
 
 
 class Phase:

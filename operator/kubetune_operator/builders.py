@@ -350,6 +350,9 @@ def build_job(
     job_labels = labels(owner, attempt)
     if rp.queue_name:
         job_labels[c.LABEL_KUEUE_QUEUE] = rp.queue_name
+    priority = job.metadata.labels.get(c.LABEL_KUEUE_PRIORITY)
+    if priority:  # Kueue orders and preempts workloads by the Job's priority-class label
+        job_labels[c.LABEL_KUEUE_PRIORITY] = priority
     spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": nodes,

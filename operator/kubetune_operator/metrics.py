@@ -1,5 +1,10 @@
 """Operator metrics on their own registry (never the global one: tests run several operators
-in one process, and a library's default collectors are not ours to export)."""
+in one process, and a library's default collectors are not ours to export).
+
+Per-job series are labelled `namespace` and `finetunejob`, never `job` (Prometheus's own
+target label). Scraped through the chart's ServiceMonitor, whose target `namespace` is the
+operator's, a relabeling restores the FineTuneJob's namespace (see servicemonitor.yaml).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from kubetune_api.constants import Phase
+from kubetune_api.status import FineTuneJobStatus
+
+from .status import parse_time
 
 
 @dataclass
@@ -26,7 +34,15 @@ class OperatorMetrics:
         )  # fmt: skip
         self.restarts = Counter(
             "kubetune_job_restarts_total", "Attempts started after a failure.",
-            ["namespace", "job", "reason"], registry=r,
+            ["namespace", "finetunejob", "reason"], registry=r,
+        )  # fmt: skip
+        # One series per job, labelled with its phase now: alerts read "Failed since when"
+        # from the job's own status, so an operator restart or a new pod never looks like
+        # a new failure.
+        self.phase_since = Gauge(
+            "kubetune_job_phase_timestamp_seconds",
+            "Unix time the FineTuneJob entered its current phase (reason: the phase's condition).",
+            ["namespace", "finetunejob", "phase", "reason"], registry=r,
         )  # fmt: skip
         self.duration = Histogram(
             "kubetune_job_duration_seconds", "From first attempt to the end of a FineTuneJob.",
@@ -38,19 +54,48 @@ class OperatorMetrics:
             registry=r,
         )  # fmt: skip
         self._phases: dict[tuple[str, str], str] = {}
+        self._since: dict[tuple[str, str], tuple[str, str]] = {}  # key -> (phase, reason)
 
-    def set_phase(self, namespace: str, name: str, phase: str | None) -> None:
-        """Track each job's phase so the gauge counts jobs, not transitions."""
+    def set_phase(
+        self, namespace: str, name: str, phase: str | None, entered: tuple[float, str] | None = None
+    ) -> None:
+        """Track each job's phase so the gauge counts jobs, not transitions.
+
+        `entered` is (Unix time, reason) from phase_entered(): the per-job series.
+        """
         key = (namespace, name)
+        old = self._since.pop(key, None)
+        if old is not None:
+            self.phase_since.remove(namespace, name, *old)
         if phase is None:
             self._phases.pop(key, None)
         else:
             self._phases[key] = phase
+            if entered is not None:
+                self._since[key] = (phase, entered[1])
+                self.phase_since.labels(namespace, name, phase, entered[1]).set(entered[0])
         counts = dict.fromkeys(Phase.ALL, 0)
         for p in self._phases.values():
             counts[p] = counts.get(p, 0) + 1
         for p, n in counts.items():
             self.jobs.labels(p).set(n)
+
+    @staticmethod
+    def phase_entered(status: FineTuneJobStatus, created: str | None) -> tuple[float, str]:
+        """(Unix time, reason) the job entered `status.phase`, from its own status.
+
+        The condition of the same type when it is True (Failed, Running, ...), else the
+        latest condition change (Pending: the Job was created or a retry waits), else the
+        object's creation time.
+        """
+        own = [c for c in status.conditions if c.type == status.phase and c.status == "True"]
+        conds = own or sorted(status.conditions, key=lambda c: c.last_transition_time)[-1:]
+        for cond in conds:
+            at = parse_time(cond.last_transition_time)
+            if at is not None:
+                return at.timestamp(), cond.reason if own else ""
+        at = parse_time(created)
+        return (at.timestamp() if at else 0.0), ""
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Start /metrics in a thread; returns the server (call .shutdown() to stop)."""

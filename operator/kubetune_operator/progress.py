@@ -18,16 +18,22 @@ _NAMES = {
     "kubetune_train_epoch": "epoch",
     "kubetune_train_loss": "loss",
     "kubetune_eval_loss": "eval_loss",
-    "kubetune_train_tokens_per_second": "tokens_per_second",
+    "kubetune_train_tokens_total": "tokens",  # a counter: tokens/s is its rate between scrapes
 }
 
 
 @dataclass
 class RateSample:
-    """The first (time, step) seen in this attempt: ETA = remaining steps / observed rate."""
+    """The first (time, step) seen in this attempt: ETA = remaining steps / observed rate.
+
+    (`tokens`, `tokens_t`): the token counter when to_progress first saw it (again after the
+    counter restarts): tokens/s = the counter's increase since / the time since.
+    """
 
     t: float
     step: int
+    tokens: float | None = None
+    tokens_t: float = 0.0
 
 
 # Status fields are int64 in the CRD; a counter past 2**53 is not a real step count anyway.
@@ -67,8 +73,13 @@ def to_progress(values: dict[str, float], now: float, first: RateSample | None) 
         epoch=max(values.get("epoch", 0.0), 0.0),
         loss=values.get("loss"),
         eval_loss=values.get("eval_loss"),
-        tokens_per_second=values.get("tokens_per_second"),
     )
+    tokens = values.get("tokens")
+    if first is not None and tokens is not None:
+        if first.tokens is None or tokens < first.tokens:  # first sight, or a new process
+            first.tokens, first.tokens_t = tokens, now
+        elif now > first.tokens_t and tokens > first.tokens:
+            p.tokens_per_second = round((tokens - first.tokens) / (now - first.tokens_t), 1)
     if first is not None and step > first.step and now > first.t and total > step:
         rate = (step - first.step) / (now - first.t)
         p.eta_seconds = round((total - step) / rate, 1)

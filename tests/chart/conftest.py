@@ -26,9 +26,11 @@ def promtool() -> str:
     return find_tool("promtool")
 
 
-@pytest.fixture(scope="session")
-def lua() -> str:
-    return find_tool("lua5.4")
+@pytest.fixture(scope="session", params=["lua5.1", "lua5.4"])
+def lua(request: pytest.FixtureRequest) -> str:
+    """Argo CD runs health checks in gopher-lua, i.e. Lua 5.1 semantics: every Lua test runs
+    under Debian's lua5.1 (what Argo CD's runtime implements) and lua5.4 (newer semantics)."""
+    return find_tool(request.param)
 
 
 @pytest.fixture(scope="session")

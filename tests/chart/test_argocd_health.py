@@ -1,5 +1,6 @@
-"""The Argo CD health check (deploy/argocd/health.lua) run by a real Lua interpreter over
-FineTuneJobs whose status is built with the API's own pydantic models."""
+"""The Argo CD health check (deploy/argocd/health.lua) run by real Lua interpreters — Lua 5.1
+(Argo CD's gopher-lua implements 5.1) and 5.4 — over FineTuneJobs whose status is built with
+the API's own pydantic models, and over hand-written statuses other tools could leave."""
 
 from __future__ import annotations
 
@@ -70,6 +71,13 @@ def running(**kw: Any) -> FineTuneJobStatus:
     )
 
 
+def failed_with(condition: dict[str, Any], message: str = "") -> dict:
+    """A Failed FineTuneJob whose Failed condition is `condition` as written (maybe partial)."""
+    obj = ftj(FineTuneJobStatus(phase=Phase.FAILED, observed_generation=1, message=message))
+    obj["status"]["conditions"] = [condition]
+    return obj
+
+
 CASES = [
     ("new", ftj(None), "Progressing", "Waiting for the kubetune operator"),
     ("new-suspended", ftj(None, suspend=True), "Suspended", "Suspended before it started"),
@@ -113,6 +121,38 @@ CASES = [
         "Degraded",
         'bad "data" ✗',
     ),
+    # Another controller or a hand edit can leave a Failed condition without a reason (or
+    # with nothing at all): still Degraded with what there is, never a Lua error.
+    (
+        "failed-condition-without-reason",
+        failed_with({"type": "Failed", "status": "True", "message": "node lost"}),
+        "Degraded",
+        "node lost",
+    ),
+    (
+        "failed-condition-with-empty-reason",
+        failed_with({"type": "Failed", "status": "True", "reason": "", "message": "node lost"}),
+        "Degraded",
+        "node lost",
+    ),
+    (
+        "failed-condition-reason-only",
+        failed_with({"type": "Failed", "status": "True", "reason": "BadData"}),
+        "Degraded",
+        "BadData",
+    ),
+    (
+        "failed-condition-empty",
+        failed_with({"type": "Failed", "status": "True"}, message="training failed at step 3"),
+        "Degraded",
+        "training failed at step 3",
+    ),
+    (
+        "failed-nothing-at-all",
+        failed_with({"type": "Failed", "status": "True"}),
+        "Degraded",
+        "Training failed",
+    ),
     (
         "suspended-phase",
         ftj(FineTuneJobStatus(phase=Phase.SUSPENDED, observed_generation=1), suspend=True),
@@ -154,3 +194,10 @@ def test_argocd_cm_carries_the_same_script() -> None:
     assert cm["kind"] == "ConfigMap" and cm["metadata"]["name"] == "argocd-cm"
     script = cm["data"]["resource.customizations.health.kubetune.io_FineTuneJob"]
     assert script == HEALTH.read_text()
+
+
+def test_the_interpreter_is_the_lua_it_is_named_after(lua: str, tmp_path: Path) -> None:
+    """lua5.1 really runs Lua 5.1 (Argo CD's semantics): a 5.4 fallback would prove nothing."""
+    script = tmp_path / "version.lua"
+    script.write_text("io.write(_VERSION)")
+    assert run([lua, str(script)]).stdout == "Lua " + Path(lua).name.removeprefix("lua")

@@ -226,7 +226,7 @@ def test_monitoring_objects(render: Render) -> None:
     service_monitor = one(manifests, "ServiceMonitor")
     assert service_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    assert service_monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    assert "honorLabels" not in service_monitor["spec"]["endpoints"][0]  # not needed any more
     assert (
         service_monitor["spec"]["selector"]["matchLabels"].items()
         <= one(manifests, "Service")["metadata"]["labels"].items()

@@ -9,7 +9,7 @@ import yaml
 from chart_helpers import REPO, run
 
 from kubetune_api import load_job
-from kubetune_api.constants import LABEL_KUEUE_QUEUE
+from kubetune_api.constants import LABEL_KUEUE_PRIORITY, LABEL_KUEUE_QUEUE
 from kubetune_operator.builders import Owner, build_job
 
 QUEUES = REPO / "deploy/kueue/queues.yaml"
@@ -48,9 +48,44 @@ def test_queued_job_is_created_suspended_with_the_queue_label(
     batch_job = build_job(job, owner, attempt=1)
     assert batch_job["spec"]["suspend"] is True
     assert batch_job["metadata"]["labels"][LABEL_KUEUE_QUEUE] == "ml-team"
+    # The FineTuneJob's priority class is the Job's: one of the WorkloadPriorityClasses.
+    (priority,) = by_kind()["WorkloadPriorityClass"]
+    assert batch_job["metadata"]["labels"][LABEL_KUEUE_PRIORITY] == priority["metadata"]["name"]
     # Kueue counts parallelism x pod requests against the quota.
     assert batch_job["spec"]["parallelism"] == job.spec.distributed.nodes == 2
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(batch_job))
     proc = run([kubernetes_validate, "--strict", str(path)], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_job_labels_are_exactly_kubetunes_plus_kueues() -> None:
+    """Exact labels of a queued Job with a priority; other FineTuneJob labels stay behind."""
+    job = load_job(QUEUED_JOB)
+    job.metadata.labels["team"] = "support"
+    owner = Owner(name=job.metadata.name, namespace=job.metadata.namespace, uid="u1")
+    assert build_job(job, owner, attempt=3)["metadata"]["labels"] == {
+        "app.kubernetes.io/name": "kubetune",
+        "app.kubernetes.io/instance": "support-bot-queued",
+        "app.kubernetes.io/component": "trainer",
+        "app.kubernetes.io/managed-by": "kubetune-operator",
+        "kubetune.io/job": "support-bot-queued",
+        "kubetune.io/attempt": "3",
+        "kueue.x-k8s.io/queue-name": "ml-team",
+        "kueue.x-k8s.io/priority-class": "ml-high",
+    }
+    del job.metadata.labels[LABEL_KUEUE_PRIORITY]
+    assert LABEL_KUEUE_PRIORITY not in build_job(job, owner, attempt=3)["metadata"]["labels"]
+
+
+def test_wait_for_pods_ready_is_documented_for_multi_node_jobs() -> None:
+    """docs/operations.md shows the Kueue setting, as Kueue's Configuration spells it."""
+    doc = (REPO / "docs/operations.md").read_text()
+    section = doc.split("## Queueing with Kueue", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    (config,) = [c for c in map(yaml.safe_load, blocks) if c.get("kind") == "Configuration"]
+    assert config["kind"] == "Configuration"
+    assert config["apiVersion"] == "config.kueue.x-k8s.io/v1beta1"
+    wait = config["waitForPodsReady"]
+    assert wait["enable"] is True and wait["blockAdmission"] is True
+    assert "priority-class" in section and "WorkloadPriorityClass" in section

@@ -18,12 +18,14 @@ from typing import Any
 
 import pytest
 import yaml
+from chart_files import RULES as RULES_FILE
+from chart_files import render_rules
 from chart_helpers import REPO, run
 
 from kubetune_operator.metrics import OperatorMetrics
 from kubetune_trainer.metrics import METRICS as TRAINER_METRICS
 
-RULES = REPO / "deploy/prometheus/kubetune-rules.yaml"
+RULES = RULES_FILE  # deploy/prometheus/kubetune-rules.yaml, rendered from the chart
 RULES_TEST = Path(__file__).parent / "prometheus/kubetune-rules.test.yaml"
 DASHBOARD = REPO / "deploy/grafana/kubetune-dashboard.json"
 
@@ -47,8 +49,12 @@ def series_names(family: str, kind: str) -> set[str]:
     return {family}
 
 
+# Series Prometheus itself makes (KubetuneTrainerScrapeDown reads the trainer targets' `up`).
+PROMETHEUS_OWN = {"up"}
+
+
 def exported() -> set[str]:
-    names: set[str] = set()
+    names: set[str] = set(PROMETHEUS_OWN)
     for metric in TRAINER_METRICS:
         names |= series_names(metric.name, metric.kind)
     for family in OperatorMetrics().registry.collect():
@@ -121,9 +127,59 @@ def test_alert_rules_unit_tests(promtool: str) -> None:
     assert "SUCCESS" in out
 
 
-def test_alerts_cover_failed_stalled_and_restarts() -> None:
+def test_every_alert_has_a_promtool_unit_test() -> None:
     alerts = {name for name, _ in rule_exprs()}
-    assert {"KubetuneJobFailed", "KubetuneJobStalled", "KubetuneJobRestartsClimbing"} <= alerts
+    assert {
+        "KubetuneJobFailed", "KubetuneJobStalled", "KubetuneJobRestartsClimbing",
+        "KubetuneOperatorAbsent", "KubetuneTrainerScrapeDown", "KubetuneJobPendingTooLong",
+        "KubetuneLossNotFinite", "KubetuneEvalLossRising", "KubetuneCheckpointTooOld",
+    } <= alerts  # fmt: skip
+    tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    tested = {
+        t["alertname"] for group in tests for t in group["alert_rule_test"] if t["exp_alerts"]
+    }
+    assert tested == alerts, f"alerts never seen firing in a unit test: {alerts - tested}"
+
+
+def test_the_rules_file_is_the_chart_template_rendered(helm: str) -> None:
+    """deploy/prometheus/kubetune-rules.yaml == the PrometheusRule template with the defaults."""
+    assert RULES.read_text() == render_rules(helm), (
+        "deploy/prometheus/kubetune-rules.yaml is stale: run "
+        "PATH=.venv/bin:$PATH .venv/bin/python tests/chart/chart_files.py"
+    )
+
+
+def test_alert_thresholds_come_from_the_chart_values(
+    helm: str, promtool: str, tmp_path: Path
+) -> None:
+    sets = tuple(f"prometheusRule.alerts.{kv}" for kv in (
+        "pendingSeconds=600", "jobFailedForSeconds=60", "checkpointMaxAgeSeconds=900",
+        "evalLossRisingEvaluations=5", "operatorAbsentFor=2m", "trainerScrapeDownFor=3m",
+    ))  # fmt: skip
+    text = render_rules(helm, *sets)
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    assert "SUCCESS: 10 rules found" in run([promtool, "check", "rules", str(path)]).stdout
+    rules = {r["alert"]: r for g in yaml.safe_load(text)["groups"] for r in g["rules"]}
+    assert rules["KubetuneJobPendingTooLong"]["expr"].rstrip().endswith("> 600")
+    assert rules["KubetuneJobFailed"]["expr"].rstrip().endswith("< 60")
+    assert rules["KubetuneCheckpointTooOld"]["expr"].count("900") == 2
+    assert rules["KubetuneEvalLossRising"]["expr"].rstrip().endswith(">= 5")
+    assert rules["KubetuneOperatorAbsent"]["for"] == "2m"
+    assert rules["KubetuneTrainerScrapeDown"]["for"] == "3m"
+    # Without the PodMonitor no trainer target is labelled `finetunejob`: no such alert.
+    without = render_rules(helm, "metrics.podMonitor.enabled=false")
+    assert (
+        "alert: KubetuneTrainerScrapeDown" not in without and "alert: KubetuneJobFailed" in without
+    )
+
+
+def test_no_query_uses_job_for_the_finetunejob(tmp_path: Path) -> None:
+    """`job` is Prometheus's target label: rules and panels group and filter by finetunejob."""
+    for where, expr in [*dashboard_queries(), *rule_exprs()]:
+        assert not re.search(r"\bjob\s*(=|!=|=~|!~)", expr), f"{where}: {expr}"
+        for labels in re.findall(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)", expr):
+            assert "job" not in {x.strip() for x in labels.split(",")}, f"{where}: {expr}"
 
 
 def test_every_dashboard_query_parses(promtool: str, tmp_path: Path) -> None:
@@ -167,14 +223,15 @@ def test_dashboard_shows_what_operators_need() -> None:
         used |= metric_names(promql(expr))
     wanted = {
         "kubetune_train_loss", "kubetune_eval_loss", "kubetune_train_learning_rate",
-        "kubetune_train_tokens_per_second", "kubetune_memory_bytes", "kubetune_train_step",
+        "kubetune_train_tokens_total", "kubetune_memory_bytes", "kubetune_train_step",
         "kubetune_train_total_steps", "kubetune_train_eta_seconds", "kubetune_jobs",
         "kubetune_job_restarts_total", "kubetune_reconcile_seconds_bucket",
     }  # fmt: skip
     assert wanted <= used, sorted(wanted - used)
     board = json.loads(DASHBOARD.read_text())
     assert board["uid"] == "kubetune-jobs"
-    assert {v["name"] for v in board["templating"]["list"]} == {"datasource", "namespace", "job"}
+    names = {v["name"] for v in board["templating"]["list"]}
+    assert names == {"datasource", "namespace", "finetunejob"}
 
 
 def test_runbook_links_point_at_sections_of_the_operations_guide() -> None:

@@ -107,7 +107,8 @@ def test_preemption_checkpoints_and_is_not_counted(world: World) -> None:
     assert "exit code 76" in preempted[0]["message"], preempted[0]
     metrics = world.operator.metrics_text() or ""
     assert re.search(
-        rf'kubetune_job_restarts_total\{{[^}}]*job="{name}"[^}}]*reason="preempted"[^}}]*\}} 1\.0',
+        rf'kubetune_job_restarts_total\{{[^}}]*finetunejob="{name}"[^}}]*'
+        rf'reason="preempted"[^}}]*\}} 1\.0',
         metrics,
     ), metrics
     world.assert_no_canary()

@@ -69,7 +69,7 @@ def test_quickstart_one_node(world: World, mlflow_server: MlflowServer) -> None:
         st = world.succeeded(NAME)
 
         # Scenario 10: Prometheus scraped the trainer (labels namespace + job) and the operator.
-        sel = f'namespace="{world.namespace}",job="{NAME}"'
+        sel = f'namespace="{world.namespace}",finetunejob="{NAME}"'
         loss = prom.wait_for(f"last_over_time(kubetune_train_loss{{{sel}}}[1h])", 60)
         assert 0 < float(loss[0]["value"][1]) < 20
         steps = prom.wait_for(f"max_over_time(kubetune_train_step{{{sel}}}[1h])", 60)

@@ -172,14 +172,29 @@ def test_progress_from_prometheus_text():
     text = (
         "# TYPE kubetune_train_step gauge\nkubetune_train_step 30\n"
         "kubetune_train_total_steps 120\nkubetune_train_loss 1.5\nkubetune_eval_loss 1.7\n"
-        "kubetune_train_epoch 0.25\nkubetune_train_tokens_per_second 800\nother_metric 1\n"
+        "kubetune_train_epoch 0.25\nkubetune_train_tokens_total 8000\nother_metric 1\n"
     )
     values = parse_metrics(text)
-    p = to_progress(values, now=110.0, first=RateSample(t=100.0, step=10))
+    first = RateSample(t=100.0, step=10)
+    p = to_progress(values, now=110.0, first=first)
     assert (p.step, p.total_steps, p.loss, p.eval_loss) == (30, 120, 1.5, 1.7)
     assert p.eta_seconds == 45.0  # 90 steps left at 2 steps/s
     assert p.display == "30/120 (25%)"
+    assert p.tokens_per_second is None  # one reading of a counter is no rate
     assert parse_metrics("not prometheus {{{") == {}
+
+
+def test_tokens_per_second_is_the_token_counters_rate_between_scrapes():
+    first = RateSample(t=100.0, step=10)
+    to_progress({"step": 10, "total_steps": 100, "tokens": 8000}, now=100.0, first=first)
+    p = to_progress({"step": 20, "total_steps": 100, "tokens": 12000}, now=104.0, first=first)
+    assert p.tokens_per_second == 1000.0 and p.eta_seconds == 32.0  # 80 steps at 2.5/s
+    # A new process (the counter starts again) is a new baseline, not a negative rate; the
+    # ETA keeps its own first sample.
+    p = to_progress({"step": 22, "total_steps": 100, "tokens": 500}, now=110.0, first=first)
+    assert p.tokens_per_second is None and p.eta_seconds == 65.0  # 78 steps at 1.2/s
+    p = to_progress({"step": 24, "total_steps": 100, "tokens": 2500}, now=112.0, first=first)
+    assert p.tokens_per_second == 1000.0
 
 
 def test_success_reads_the_trainers_flat_summary():

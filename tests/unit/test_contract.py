@@ -70,6 +70,7 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     ("spec.metrics.pushgatewayUrl", "https://pushgw.monitoring:9091", {}),
     ("spec.runPolicy.queueName", "team-a", {}),
     ("spec.dataset.trading.marketClose", "09:30", {"spec.dataset.format": "trading"}),
+    ("spec.evaluation.selectBy", "rougeL", {}),
 ]
 
 

@@ -1,9 +1,10 @@
 """Prometheus metrics of one training run: a `/metrics` endpoint and a final Pushgateway push.
 
 The operator scrapes rank 0's endpoint to keep FineTuneJob status current; Prometheus
-scrapes it for dashboards and alerts. Every series carries `namespace` and `job` (the
-FineTuneJob's name). Prometheus renames a scraped `job` label to `exported_job` unless the
-scrape config says `honor_labels: true` (the chart's ServiceMonitor does).
+scrapes it for dashboards and alerts. Every series carries `namespace` and `finetunejob`
+(the FineTuneJob's name): never `job`, which is Prometheus's own target label, so no scrape
+needs `honor_labels`. Token throughput is a counter (`kubetune_train_tokens_total`): read it
+with `rate()`.
 
 `METRIC_NAMES` / `METRICS` are the one list of exported names (dashboards and alert rules
 are checked against it); this module imports no torch.
@@ -12,19 +13,20 @@ are checked against it); this module imports no torch.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, push_to_gateway
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
 from prometheus_client.exposition import basic_auth_handler, start_http_server
 
 from kubetune_trainer.sinks import LogRow, RunInfo
 
 log = logging.getLogger(__name__)
 
-LABELS: Final = ("namespace", "job")
+LABELS: Final = ("namespace", "finetunejob")
 # Checkpoint upload durations: seconds for a LoRA adapter, minutes for a full optimizer state.
 CHECKPOINT_BUCKETS: Final = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 LINGER_ENV: Final = "KUBETUNE_METRICS_LINGER_SECONDS"
@@ -34,7 +36,7 @@ ADDR_ENV: Final = "KUBETUNE_METRICS_ADDR"
 @dataclass(frozen=True)
 class MetricDef:
     name: str
-    kind: Literal["gauge", "histogram"]
+    kind: Literal["gauge", "counter", "histogram"]
     help: str
     labels: tuple[str, ...] = LABELS
     row_field: str | None = None  # the LogRow field it mirrors
@@ -47,9 +49,9 @@ METRICS: Final = (
               row_field="learning_rate"),
     MetricDef("kubetune_train_grad_norm", "gauge", "Gradient norm before clipping.",
               row_field="grad_norm"),
-    MetricDef("kubetune_train_tokens_per_second", "gauge",
-              "Real (non-padding) tokens processed per second, all ranks.",
-              row_field="tokens_per_second"),
+    MetricDef("kubetune_train_tokens", "counter",
+              "Real (non-padding) tokens processed by this attempt, all ranks (exposed as "
+              "kubetune_train_tokens_total; read it with rate()).", row_field="tokens_seen"),
     MetricDef("kubetune_train_step", "gauge", "Optimizer steps done.", row_field="step"),
     MetricDef("kubetune_train_total_steps", "gauge", "Optimizer steps planned.",
               row_field="total_steps"),
@@ -58,9 +60,13 @@ METRICS: Final = (
               row_field="eta_seconds"),
     MetricDef("kubetune_eval_loss", "gauge", "Loss on the validation split at the last evaluation.",
               row_field="eval_loss"),
+    MetricDef("kubetune_eval_loss_rises", "gauge",
+              "Evaluations in a row whose loss was above the one before (0 after a fall)."),
     MetricDef("kubetune_memory_bytes", "gauge",
               "Memory in use by kind (rss, gpu_allocated, gpu_reserved...).",
               labels=(*LABELS, "kind")),
+    MetricDef("kubetune_checkpoint_timestamp_seconds", "gauge",
+              "Unix time the last checkpoint of this attempt was committed."),
     MetricDef("kubetune_checkpoint_seconds", "histogram",
               "Seconds to save and commit one checkpoint (upload included)."),
 )  # fmt: skip
@@ -96,6 +102,11 @@ class PrometheusSink:
         for m in METRICS:
             if m.kind == "gauge":
                 self.gauges[m.name] = Gauge(m.name, m.help, m.labels, registry=self.registry)
+        tokens = next(m for m in METRICS if m.kind == "counter")
+        self.tokens = Counter(tokens.name, tokens.help, tokens.labels, registry=self.registry)
+        self._tokens_counted = 0  # the counter's value: rows carry this attempt's running total
+        self._last_eval: float | None = None
+        self._eval_rises = 0
         ckpt = next(m for m in METRICS if m.kind == "histogram")
         self.checkpoint_seconds = Histogram(
             ckpt.name,
@@ -115,24 +126,31 @@ class PrometheusSink:
         self.addr = addr or default_bind_address()
         self._server, self._thread = start_http_server(port, self.addr, registry=self.registry)
         self.port: int = self._server.server_port
-        self._labels: dict[str, str] = {"namespace": "", "job": ""}
+        self._labels: dict[str, str] = {"namespace": "", "finetunejob": ""}
 
     # -- Sink ------------------------------------------------------------------------------
     def on_start(self, run: RunInfo, params: dict[str, Any]) -> None:
-        self._labels = {"namespace": run.namespace, "job": run.name}
+        self._labels = {"namespace": run.namespace, "finetunejob": run.name}
 
     def on_log(self, row: LogRow) -> None:
         for m in METRICS:
-            if m.row_field is None:
-                continue
-            value = getattr(row, m.row_field)
-            if value is not None:
+            value = getattr(row, m.row_field) if m.row_field else None
+            if value is not None and m.kind == "gauge":
                 self.gauges[m.name].labels(**self._labels).set(float(value))
+        if row.tokens_seen is not None and row.tokens_seen > self._tokens_counted:
+            self.tokens.labels(**self._labels).inc(row.tokens_seen - self._tokens_counted)
+            self._tokens_counted = row.tokens_seen
+        if row.eval_loss is not None and not math.isnan(row.eval_loss):  # NaN: its own alert
+            rose = self._last_eval is not None and row.eval_loss > self._last_eval
+            self._eval_rises = self._eval_rises + 1 if rose else 0
+            self._last_eval = row.eval_loss
+            self.gauges["kubetune_eval_loss_rises"].labels(**self._labels).set(self._eval_rises)
         for kind, used in row.memory_bytes.items():
             self.gauges["kubetune_memory_bytes"].labels(**self._labels, kind=kind).set(used)
 
     def on_checkpoint(self, uri: str, step: int, seconds: float) -> None:
         self.checkpoint_seconds.labels(**self._labels).observe(seconds)
+        self.gauges["kubetune_checkpoint_timestamp_seconds"].labels(**self._labels).set(time.time())
 
     def on_end(self, summary: dict[str, Any], artifacts_dir: str | None) -> None:
         if self.pushgateway_url:
@@ -145,8 +163,8 @@ class PrometheusSink:
     def push(self) -> None:
         """Push the current values to the Pushgateway; a failure only warns.
 
-        The grouping key's `job` is the FineTuneJob's name, the same value as our `job`
-        label, so the Pushgateway accepts the series unchanged.
+        Grouped by `namespace` and `finetunejob` (the series' own labels, so the Pushgateway
+        accepts them unchanged) under the Pushgateway job `kubetune`.
         """
         assert self.pushgateway_url
         kwargs: dict[str, Any] = {}
@@ -160,8 +178,8 @@ class PrometheusSink:
         try:
             push_to_gateway(
                 self.pushgateway_url,
-                job=self._labels["job"] or "kubetune",
-                grouping_key={"namespace": self._labels["namespace"]},
+                job="kubetune",
+                grouping_key=dict(self._labels),
                 registry=self.registry,
                 timeout=10,
                 **kwargs,

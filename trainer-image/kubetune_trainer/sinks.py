@@ -34,6 +34,7 @@ class LogRow:
     learning_rate: float | None = None
     grad_norm: float | None = None
     tokens_per_second: float | None = None
+    tokens_seen: int | None = None  # real tokens this attempt so far, all ranks (a counter)
     eval_loss: float | None = None
     eta_seconds: float | None = None
     memory_bytes: dict[str, int] = field(default_factory=dict)  # kind -> bytes (rss, gpu...)

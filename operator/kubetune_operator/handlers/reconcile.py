@@ -202,7 +202,8 @@ async def reconcile_once(
         plan = decide(inputs)
         await _execute(memo, fresh, plan, accepted, logger)
     metrics.reconcile_seconds.observe(time.monotonic() - started)
-    metrics.set_phase(namespace, name, plan.status.phase)
+    entered = metrics.phase_entered(plan.status, meta.get("creationTimestamp"))
+    metrics.set_phase(namespace, name, plan.status.phase, entered)
     if plan.delete_self:
         return STOP
     if plan.finished and plan.requeue_after is None:
@@ -269,6 +270,8 @@ async def _execute(
             if other != str(plan.ensure_attempt) and other and other.isdigit():
                 await _delete_attempt(client, ns, name, int(other), owner.uid)
         assert accepted is not None  # a job to start was parsed from an accepted spec
+        # Labels are live metadata (the spec is what was accepted): Kueue's priority class.
+        plan.job.metadata.labels = dict(meta.get("labels") or {})
         # The credentials the spec's URLs carry go to the job's own Secret, nowhere else.
         _, credentials = strip_spec_credentials(body.get("spec") or {})
         await _ensure_children(client, config, plan, owner, accepted, credentials)

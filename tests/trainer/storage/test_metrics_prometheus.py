@@ -16,15 +16,8 @@ from kubetune_trainer.metrics import METRIC_NAMES, METRICS, PrometheusSink
 from kubetune_trainer.sinks import LogRow, RunInfo
 
 pytestmark = pytest.mark.services
-SEL = '{namespace="team-a",job="tiny"}'
-# DESIGN.md is in shared/, beside the repository (read-only; CI lays a copy there too).
-DESIGN = Path(__file__).resolve().parents[4] / "shared" / "DESIGN.md"
-# Exported on purpose although DESIGN.md's list lacks them:
-DOCUMENTED_EXTRAS = {
-    # The remaining-time estimate: the console bar and the notebook print it, and the
-    # operator's status.progress.etaSeconds means the same thing.
-    "kubetune_train_eta_seconds",
-}
+SEL = '{namespace="team-a",finetunejob="tiny"}'
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def tiny_loop(steps: int) -> list[LogRow]:
@@ -50,6 +43,7 @@ def tiny_loop(steps: int) -> list[LogRow]:
                 learning_rate=0.1,
                 grad_norm=grad.item(),
                 tokens_per_second=1000.0 + step,
+                tokens_seen=1000 * step,
                 eval_loss=loss.item() * 1.1 if step == steps else None,
                 eta_seconds=float(steps - step),
                 memory_bytes={"rss": psutil.Process(os.getpid()).memory_info().rss},
@@ -63,42 +57,54 @@ def value(result: list[dict]) -> float:
     return float(result[0]["value"][1])
 
 
-def design_trainer_metrics(design: str) -> set[str]:
-    """The trainer's names in DESIGN.md's "## Metrics" section ("Trainer: ... Operator:").
+def readme_trainer_metrics(readme: str) -> set[str]:
+    """The trainer's names in the README's Observability table (the row "| trainer ...").
 
-    A name written `_suffix` continues the prefix of the last full name before it
-    (`kubetune_train_loss`, `_learning_rate` -> kubetune_train_learning_rate); labels in
-    braces are dropped.
+    A counter is listed as it is read (`kubetune_train_tokens_total`); labels in braces and
+    a `(histogram)` note are dropped.
     """
-    section = design.split("## Metrics", 1)[1].split("\n## ", 1)[0]
-    trainer = section.split("Trainer:", 1)[1].split("Operator:", 1)[0]
-    names, prefix = set(), ""
-    for token in re.findall(r"`([^`]+)`", trainer):
-        name = token.split("{", 1)[0]
-        if name.startswith("_"):
-            name = prefix + name
-        else:
-            prefix = name.rsplit("_", 1)[0]
-        names.add(name)
-    return names
+    section = readme.split("## Observability", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith("| trainer"))
+    return set(re.findall(r"`(kubetune_[a-z_]+)(?:\{[^`]*\})?`", row))
 
 
-def test_exported_names_are_design_names() -> None:
-    """What /metrics exports == DESIGN.md's trainer list + the extras named above."""
+def test_exported_names_are_the_documented_names() -> None:
+    """What /metrics exports == the README's trainer list; no series is labelled `job`."""
     assert {m.name: m.kind for m in METRICS}["kubetune_checkpoint_seconds"] == "histogram"
     sink = PrometheusSink(0, addr="127.0.0.1")
     try:
+        sink.on_start(RunInfo("ns", "j", 1, "/tmp/unused"), {})
+        sink.on_log(LogRow(step=1, total_steps=2, epoch=0.5, loss=1.0, tokens_seen=10,
+                           eval_loss=1.0, memory_bytes={"rss": 1}))  # fmt: skip
+        sink.on_checkpoint("s3://b/c", 1, 0.1)
         text = urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/metrics").read().decode()
     finally:
         sink.close()
-    exported = set(re.findall(r"^# TYPE (kubetune_\S+) ", text, re.MULTILINE))
-    assert exported == set(METRIC_NAMES) and len(METRIC_NAMES) == len(exported)
-    if not DESIGN.is_file():
-        pytest.skip(f"{DESIGN} is not here (shared/ is laid beside the repository)")
-    design = design_trainer_metrics(DESIGN.read_text(encoding="utf-8"))
-    assert {"kubetune_train_learning_rate", "kubetune_checkpoint_seconds"} <= design  # parsed
-    assert not design & DOCUMENTED_EXTRAS, "DESIGN.md lists it now: drop it from the extras"
-    assert exported == design | DOCUMENTED_EXTRAS
+    # The text format names a counter by its sample (`_total`); `_created` series are the
+    # client's start times, not metrics of ours.
+    types = dict(re.findall(r"^# TYPE (kubetune_\S+) (\w+)", text, re.MULTILINE))
+    exported = {name for name in types if not name.endswith("_created")}
+    read_as = {f"{m.name}_total" if m.kind == "counter" else m.name for m in METRICS}
+    assert exported == read_as and len(METRIC_NAMES) == len(exported)
+    assert types["kubetune_train_tokens_total"] == "counter"
+    labels = set(re.findall(r"[{,](\w+)=", text))
+    assert labels == {"namespace", "finetunejob", "kind", "le"}, labels
+    assert readme_trainer_metrics(README.read_text(encoding="utf-8")) == read_as
+
+
+def test_eval_loss_rises_counts_evaluations_in_a_row() -> None:
+    sink = PrometheusSink(0, addr="127.0.0.1")
+    try:
+        sink.on_start(RunInfo("ns", "j", 1, "/tmp/unused"), {})
+        rises = []
+        for loss in (2.0, 1.5, 1.6, 1.7, float("nan"), 1.8, 1.2, 1.3):
+            sink.on_log(LogRow(step=1, total_steps=9, epoch=0.1, eval_loss=loss))
+            rises.append(sink.gauges["kubetune_eval_loss_rises"].labels("ns", "j")._value.get())
+            sink.on_log(LogRow(step=1, total_steps=9, epoch=0.1, loss=9.0))  # no eval: no change
+    finally:
+        sink.close()
+    # A NaN evaluation is neither a rise nor a fall (KubetuneLossNotFinite reports it).
+    assert rises == [0, 0, 1, 2, 2, 3, 0, 1]
 
 
 def test_prometheus_scrapes_the_sink_and_the_pushgateway(
@@ -107,8 +113,8 @@ def test_prometheus_scrapes_the_sink_and_the_pushgateway(
     rows = tiny_loop(4)
     assert rows[-1].loss < rows[0].loss
     sink = PrometheusSink(0, addr="127.0.0.1", pushgateway_url=pushgateway_server.url)
-    targets = [f"127.0.0.1:{sink.port}", pushgateway_server.address]
-    with prometheus_server(targets) as prom:
+    # The sink is scraped without honor_labels; the Pushgateway with it (as it must be).
+    with prometheus_server([f"127.0.0.1:{sink.port}"], [pushgateway_server.address]) as prom:
         sink.on_start(RunInfo("team-a", "tiny", 1, "s3://b/runs/team-a/tiny"), {})
         for row in rows:
             sink.on_log(row)
@@ -117,8 +123,10 @@ def test_prometheus_scrapes_the_sink_and_the_pushgateway(
         sink.on_checkpoint("s3://b/runs/team-a/tiny/checkpoints/step-000002", 2, 0.7)
         sink.on_checkpoint("s3://b/runs/team-a/tiny/checkpoints/step-000004", 4, 3.0)
         prom.wait_for(f"kubetune_checkpoint_seconds_count{SEL} == 2", timeout=60)
+        age = value(prom.query(f"time() - kubetune_checkpoint_timestamp_seconds{SEL}"))
+        assert 0 <= age < 60
 
-        own = f'{{namespace="team-a",job="tiny",instance="127.0.0.1:{sink.port}"}}'
+        own = f'{{namespace="team-a",finetunejob="tiny",instance="127.0.0.1:{sink.port}"}}'
         assert value(prom.query(f"kubetune_train_loss{own}")) == pytest.approx(rows[-1].loss)
         assert value(prom.query(f"max_over_time(kubetune_train_loss{own}[10m])")) == (
             pytest.approx(rows[0].loss)
@@ -133,23 +141,24 @@ def test_prometheus_scrapes_the_sink_and_the_pushgateway(
         assert value(prom.query(f"kubetune_train_grad_norm{own}")) == pytest.approx(
             rows[-1].grad_norm
         )
-        assert value(prom.query(f"kubetune_train_tokens_per_second{own}")) == 1004.0
-        assert value(prom.query('kubetune_memory_bytes{job="tiny",kind="rss"}')) > 1e6
+        assert value(prom.query(f"kubetune_train_tokens_total{own}")) == 4000.0
+        assert value(prom.query(f"rate(kubetune_train_tokens_total{own}[1m])")) > 0
+        assert value(prom.query('kubetune_memory_bytes{finetunejob="tiny",kind="rss"}')) > 1e6
         # One checkpoint took <= 1 s, the other between 2.5 and 5 s.
-        le1 = 'kubetune_checkpoint_seconds_bucket{job="tiny",le="1.0"}'
+        le1 = 'kubetune_checkpoint_seconds_bucket{finetunejob="tiny",le="1.0"}'
         assert value(prom.query(le1)) == 1
         assert value(prom.query(f"kubetune_checkpoint_seconds_sum{own}")) == pytest.approx(3.7)
-        # honor_labels kept our `job` label; nothing was renamed to exported_job.
-        assert prom.query('{exported_job!=""}') == []
+        # Without honor_labels nothing was renamed: `job` is the scrape job's own.
+        assert prom.query('{exported_job!=""}') == prom.query('{exported_namespace!=""}') == []
+        assert value(prom.query('count(kubetune_train_step{job="kubetune"})')) == 1
 
         sink.on_end({"steps": 4}, None)  # pushes the final values, then closes the endpoint
         # The Pushgateway exposes instance="" and honor_labels keeps it: the series from the
         # push is the one without an instance (the sink's own carries its address).
-        pushed = 'kubetune_train_step{job="tiny",namespace="team-a",instance=""}'
+        pushed = 'kubetune_train_step{finetunejob="tiny",namespace="team-a",instance=""}'
         assert value(prom.wait_for(pushed, timeout=60)) == 4
-        assert 'kubetune_train_step{instance="",job="tiny",namespace="team-a"} 4' in (
-            pushgateway_server.metrics_text()
-        )
+        pushed_text = 'finetunejob="tiny",instance="",job="kubetune",namespace="team-a"} 4'
+        assert f"kubetune_train_step{{{pushed_text}" in pushgateway_server.metrics_text()
 
 
 def test_engine_hook_serves_on_the_spec_port_or_a_free_one_when_busy(monkeypatch) -> None:

@@ -19,7 +19,7 @@ from tests.fixtures.servers import MlflowServer, S3Server, free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 STEPS = 8
-SEL = '{namespace="test",job="observed"}'
+SEL = '{namespace="test",finetunejob="observed"}'
 
 
 def job_file(tmp_path: Path, metrics_port: int, mlflow_uri: str) -> Path:
@@ -48,7 +48,7 @@ def readme_commands(s3: S3Server, mlflow_uri: str, prom_url: str) -> dict[str, s
         # instant selector alone returns no series (they are stale): [] here.
         "prometheus": (
             f"curl -s {prom_url}/api/v1/query --data-urlencode "
-            """'query={__name__=~"kubetune_.*",namespace="test",job="observed"}[10m]'"""
+            """'query={__name__=~"kubetune_.*",namespace="test",finetunejob="observed"}[10m]'"""
         ),
     }
     venv_bin = Path(sys.executable).parent
@@ -113,7 +113,11 @@ def test_prometheus_scrapes_a_real_tiny_training_run(
         assert last("kubetune_train_learning_rate") == pytest.approx(train[-1]["learning_rate"])
         assert last("kubetune_train_grad_norm") == pytest.approx(train[-1]["grad_norm"])
         assert last("kubetune_checkpoint_seconds_count") == 2  # steps 4 and 8
-        rss = prom.query('last_over_time(kubetune_memory_bytes{job="observed",kind="rss"}[10m])')
+        # Real tokens: a counter equal to the last row's running total (all of one attempt).
+        assert last("kubetune_train_tokens_total") == train[-1]["tokens_seen"] > 0
+        rss = prom.query(
+            'last_over_time(kubetune_memory_bytes{finetunejob="observed",kind="rss"}[10m])'
+        )
         assert float(rss[0]["value"][1]) > 1e6
 
         # The S3 prefix: both checkpoints committed (manifest last), the adapter, the report.

@@ -230,6 +230,8 @@ class LogCallback(TrainerCallback):
         row = LogRow(
             step=state.global_step, total_steps=state.max_steps, epoch=float(state.epoch or 0.0)
         )
+        if tokens is not None and self._tokens0 is not None:
+            row.tokens_seen = max(int(tokens - self._tokens0), 0)
         if "loss" in logs:
             row.loss = float(logs["loss"])
             row.learning_rate = _num(logs.get("learning_rate"))
