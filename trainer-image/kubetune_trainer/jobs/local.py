@@ -19,6 +19,7 @@ from .queue import Queue, Row, now
 from .specs import load_for_submit
 from .worker import WORKER_LOST, mark_lost
 
+WORKER_START_S = 30.0
 WORKER_IDLE_EXIT_S = 600.0  # an on-demand worker goes away after this long with no job
 
 
@@ -68,6 +69,12 @@ class LocalBackend:
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, env={**os.environ, "KUBETUNE_HOME": str(self.home)},
             )  # fmt: skip
+        # Return once it holds the lock, so a status read next knows a worker is on it.
+        deadline = time.monotonic() + WORKER_START_S
+        while lock.worker_pid(self.home) is None and proc.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         return proc.pid
 
     # --- read ---------------------------------------------------------------------------
