@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "submit": "Queue a FineTuneJob (local queue or cluster) and print its job ID.",
     "jobs": "List, get, wait for, read logs/metrics of, or cancel submitted jobs.",
     "worker": "Run the local queue's jobs (started on demand by submit).",
+    "serve-api": "Serve the local job queue over HTTP (submit, poll, logs, cancel).",
 }
 _PKG = "kubetune_trainer.commands"
 
