@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "jobs": "List, get, wait for, read logs/metrics of, or cancel submitted jobs.",
     "worker": "Run the local queue's jobs (started on demand by submit).",
     "serve-api": "Serve the local job queue over HTTP (submit, poll, logs, cancel).",
+    "datasets": "Register, list and show datasets by name (dataset://NAME[@vN]).",
 }
 _PKG = "kubetune_trainer.commands"
 
