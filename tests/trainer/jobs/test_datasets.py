@@ -98,3 +98,25 @@ def test_a_run_reads_the_registered_data_and_its_lineage_names_the_version(
     code, _ = execute(_job("dataset://colors", name="after-edit"), say=lambda s: None)
     assert code == ExitCode.BAD_DATA
     assert not (tmp_path / "runs" / "test" / "after-edit" / "adapter").exists()
+
+
+def test_submit_refuses_an_unknown_or_changed_dataset_before_queueing(
+    home: Path, tmp_path: Path
+) -> None:
+    from kubetune_trainer.jobs.local import LocalBackend
+
+    data = write_data(tmp_path / "colors.jsonl", 40)
+    dsr.register("colors", str(data), "runs")
+    job = tmp_path / "job.yaml"
+    doc = job_doc("by-id")
+    doc["spec"]["dataset"]["source"] = "dataset://colours"
+    job.write_text(json.dumps(doc))
+    got = cli("submit", str(job))
+    assert got.returncode == ExitCode.INVALID_SPEC and "no dataset named 'colours'" in got.stderr
+    data.write_text(data.read_text().replace("red", "crimson"))
+    doc["spec"]["dataset"]["source"] = "dataset://colors@v1"
+    job.write_text(json.dumps(doc))
+    got = cli("submit", str(job))
+    assert got.returncode == ExitCode.INVALID_SPEC
+    assert "changed since dataset colors v1" in got.stderr
+    assert LocalBackend().list() == []

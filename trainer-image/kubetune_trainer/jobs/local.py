@@ -16,7 +16,7 @@ from . import artifacts, lock
 from .home import kubetune_home
 from .model import CANCELLED, PENDING, RUNNING, JobInfo, JobsError, split_id
 from .queue import Queue, Row, now
-from .specs import load_for_submit
+from .specs import check_registered_dataset, load_for_submit
 from .worker import WORKER_LOST, mark_lost
 
 WORKER_START_S = 30.0
@@ -43,6 +43,7 @@ class LocalBackend:
         job_dir.mkdir(parents=True, exist_ok=True)
         cwd = os.getcwd()
         run_uri = _run_uri(job, output, cwd)
+        check_registered_dataset(job, _output_root(job, output, cwd))
         spec_file = job_dir / "job.yaml"
         tmp = spec_file.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(job.to_manifest(), sort_keys=False))
@@ -154,13 +155,20 @@ class LocalBackend:
         return self.get(job_id)
 
 
-def _run_uri(job: Any, output: str | None, cwd: str) -> str | None:
+def _output_root(job: Any, output: str | None, cwd: str) -> str:
+    """As the run will see it (engine.run.output_root), a local root made absolute."""
     from kubetune_api.uris import is_remote
-    from kubetune_trainer.storage.paths import run_location
 
-    root = output or os.environ.get("KUBETUNE_OUTPUT_URI") or job.spec.output.uri
+    root = str(output or os.environ.get("KUBETUNE_OUTPUT_URI") or job.spec.output.uri)
     if not is_remote(root):
         root = os.path.normpath(os.path.join(cwd, root.removeprefix("file://")))
+    return root
+
+
+def _run_uri(job: Any, output: str | None, cwd: str) -> str | None:
+    from kubetune_trainer.storage.paths import run_location
+
+    root = _output_root(job, output, cwd)
     try:
         return run_location(root, job.metadata.namespace, job.metadata.name)
     except Exception as exc:

@@ -34,3 +34,17 @@ def _copy(data: dict[str, Any]) -> dict[str, Any]:
     import copy
 
     return copy.deepcopy(data)
+
+
+def check_registered_dataset(job: FineTuneJob, output_root: str) -> None:
+    """dataset://NAME[@vN]: refuse an unknown name/version or changed data before queueing."""
+    source = job.spec.dataset.source
+    if not source.startswith("dataset://"):
+        return
+    from kubetune_trainer.dataset_registry import resolve
+    from kubetune_trainer.errors import TrainerError
+
+    try:
+        resolve(source, output_root, job.spec.output.s3_endpoint)
+    except TrainerError as exc:
+        raise InvalidJobError(f"dataset.source: {exc}; nothing was submitted") from None
