@@ -120,3 +120,18 @@ def test_submit_refuses_an_unknown_or_changed_dataset_before_queueing(
     assert got.returncode == ExitCode.INVALID_SPEC
     assert "changed since dataset colors v1" in got.stderr
     assert LocalBackend().list() == []
+
+
+def test_prepare_reads_a_registered_dataset(home: Path, tmp_path: Path) -> None:
+    data = write_data(tmp_path / "colors.jsonl", 40)
+    dsr.register("colors", str(data), "runs")
+    job = tmp_path / "job.yaml"
+    doc = job_doc("by-id")
+    doc["spec"]["dataset"].update(source="dataset://colors@v1", format="auto")
+    job.write_text(json.dumps(doc))
+    got = cli("prepare", str(job), "--out", str(tmp_path / "prepared"))
+    assert got.returncode == 0, got.stderr
+    assert "format: qa -> sft records" in got.stdout and "kept: 40 examples" in got.stdout
+    data.write_text(data.read_text().replace("red", "crimson"))
+    got = cli("prepare", str(job), "--out", str(tmp_path / "prepared"))
+    assert got.returncode == ExitCode.BAD_DATA and "changed since dataset colors v1" in got.stderr
