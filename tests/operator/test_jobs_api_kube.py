@@ -5,9 +5,11 @@ API emulator with the real operator running; the tests play the Job controller a
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import yaml
 from job_play import create_pods, set_job_status, set_running, set_terminated
 from kube_cluster import FTJ, EmulatorServer, wait_for
 from op_support import NS, load_ftj
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from kubetune_trainer.jobs import Client, UnknownJobError
 
@@ -26,10 +29,27 @@ def kt(cluster: EmulatorServer, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args, *opts], capture_output=True, text=True, timeout=60)
 
 
-def _job_file(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"{name}.yaml"
+@pytest.fixture
+def rank0_gauges() -> Iterator[tuple[int, dict[str, Gauge]]]:
+    """Rank 0's /metrics on 127.0.0.1, as the trainer serves it (its own registry)."""
+    reg = CollectorRegistry()
+    gauges = {n: Gauge(n, n, registry=reg) for n in ("kubetune_train_step", "kubetune_train_loss")}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
+    yield port, gauges
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def _job_file(tmp_path: Path, name: str, metrics_port: int | None = None) -> Path:
     doc = load_ftj()
     doc["metadata"]["name"] = name
+    if metrics_port:
+        doc["spec"]["metrics"] = {"port": metrics_port}
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -38,9 +58,14 @@ def _pods_of(cluster: EmulatorServer, name: str) -> list[dict]:
     return cluster.list("v1/pods", NS, labels=f"kubetune.io/job={name}")
 
 
-def test_submit_poll_logs_metrics_to_success(operator: EmulatorServer, tmp_path: Path) -> None:
+def test_submit_poll_logs_metrics_to_success(
+    operator: EmulatorServer, tmp_path: Path, rank0_gauges: tuple[int, dict[str, Gauge]]
+) -> None:
     cluster = operator
-    got = kt(cluster, "submit", str(_job_file(tmp_path, "llama-lora")), "-o", "json")
+    port, gauges = rank0_gauges
+    gauges["kubetune_train_step"].set(40)
+    gauges["kubetune_train_loss"].set(1.25)
+    got = kt(cluster, "submit", str(_job_file(tmp_path, "llama-lora", port)), "-o", "json")
     assert got.returncode == 0, got.stderr
     job_id = json.loads(got.stdout)["id"]
     assert job_id == f"{NS}/llama-lora"
@@ -56,6 +81,8 @@ def test_submit_poll_logs_metrics_to_success(operator: EmulatorServer, tmp_path:
         set_running(cluster, NS, pod, "127.0.0.1")
     set_job_status(cluster, NS, "llama-lora-a1", active=2)
     assert client.wait(job_id, until={"Running"}, timeout=20).phase == "Running"
+    live = client.metrics(job_id)["live"]  # rank 0's /metrics, read directly (reachable here)
+    assert live == {"kubetune_train_step": 40.0, "kubetune_train_loss": 1.25}
 
     followed: list[str] = []
     follower = threading.Thread(target=lambda: followed.extend(client.logs(job_id, follow=True)))

@@ -9,11 +9,19 @@ pods). IDs are <namespace>/<name>, as on the local backend.
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kubetune_api.constants import GROUP, LABEL_ATTEMPT, LABEL_JOB, PLURAL, VERSION
+from kubetune_api.constants import (
+    DEFAULT_METRICS_PORT,
+    GROUP,
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    PLURAL,
+    VERSION,
+)
 
 from .kubeapi import ApiError, load_api
 from .model import CANCELLED, FINISHED, JobInfo, JobsError, UnknownJobError, split_id
@@ -21,6 +29,7 @@ from .specs import load_for_submit
 
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 LOG_POLL_S = 1.0
+LIVE_TIMEOUT_S = 2.0
 
 
 class KubeBackend:
@@ -90,16 +99,45 @@ class KubeBackend:
         )  # fmt: skip
 
     def metrics(self, job_id: str) -> dict[str, Any]:
+        """Status progress (what the operator scraped), and rank 0's own /metrics right now
+        when this machine can reach the pod (inside the cluster; else `live` is None)."""
         obj = self._ftj(job_id)
         status = obj.get("status") or {}
         progress = status.get("progress") or {}
         latest = {k: v for k, v in progress.items() if isinstance(v, (int, float))}
         ckpt = status.get("lastCheckpoint")
+        live = None
+        if status.get("phase") == "Running":
+            port = (obj["spec"].get("metrics") or {}).get("port", DEFAULT_METRICS_PORT)
+            live = self._live_metrics(*split_id(job_id), int(port))
         return {
             "id": job_id, "phase": status.get("phase") or "Pending", "latest": latest,
             "rows": [], "checkpoint": {"uri": ckpt} if ckpt else None,
-            "adapter": status.get("adapter"),
+            "adapter": status.get("adapter"), "live": live,
         }  # fmt: skip
+
+    def _live_metrics(self, ns: str, name: str, port: int) -> dict[str, float] | None:
+        pod = self._pod(ns, name, 0)
+        if pod is None:
+            return None
+        ip = (
+            self.api.request("GET", f"/api/v1/namespaces/{ns}/pods/{pod}").get("status") or {}
+        ).get("podIP")
+        if not ip:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=LIVE_TIMEOUT_S) as r:
+                text = r.read().decode("utf-8", "replace")
+        except OSError:
+            return None  # outside the cluster network: the status is what there is
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return {
+            s.name: s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            if s.name.startswith("kubetune_") and not s.labels
+        }
 
     def _pod(self, ns: str, name: str, rank: int) -> str | None:
         """The newest pod of the chosen rank (completion index) of the newest attempt."""
