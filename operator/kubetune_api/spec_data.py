@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ._base import SpecModel
-from .uris import check_storage_uri
+from .uris import check_dataset_source, check_storage_uri
 
 DatasetFormat = Literal[
     "auto", "instruction", "qa", "chat", "papers", "trading",
@@ -120,7 +120,9 @@ class RatedOptions(SpecModel):
 
 class DatasetSpec(SpecModel):
     source: str = Field(
-        description="Training data: a local file or folder, or s3://bucket/key.", min_length=1
+        description="Training data: a local file or folder, s3://bucket/key, or "
+        "dataset://NAME[@vN] (registered with `kubetune datasets register`; latest without @).",
+        min_length=1,
     )
     format: DatasetFormat = Field(
         default="auto", description="Record layout; auto detects it from the first rows."
@@ -177,7 +179,7 @@ class DatasetSpec(SpecModel):
     @field_validator("source")
     @classmethod
     def _uri(cls, v: str) -> str:
-        return check_storage_uri(v, "dataset.source")
+        return check_dataset_source(v, "dataset.source")
 
     @field_validator("encoding")
     @classmethod

@@ -86,6 +86,21 @@ def check_storage_uri(uri: str, what: str) -> str:
     return uri
 
 
+def check_dataset_source(uri: str, what: str = "dataset.source") -> str:
+    """dataset.source: a storage location, or dataset://NAME[@vN] (the dataset registry)."""
+    if scheme_of(uri) != "dataset":
+        return check_storage_uri(uri, what)
+    _printable(uri, what)
+    name, sep, version = uri.removeprefix("dataset://").partition("@")
+    check_registry_name(name, what)
+    if sep and not re.fullmatch(r"v?[1-9][0-9]{0,8}", version):
+        raise ValueError(
+            f"{what} {shorten(repr(uri))}: the version after '@' is v1, v2, ...; "
+            f"e.g. dataset://{name}@v1 (or dataset://{name} for the latest)"
+        )
+    return uri
+
+
 def check_model_uri(uri: str) -> str:
     """model.base: a hub id, a local folder, s3://bucket/prefix or builtin:<name>."""
     _printable(uri, "model location")
@@ -166,7 +181,10 @@ def run_prefix(output_uri: str, namespace: str, name: str) -> str:
 
 # -- credentials inside URLs (user:password@host) -------------------------------------------
 # A URL's userinfo: after "scheme://", up to the first "@" before any "/", "?", "#" or blank.
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@\s]*)@")
+# dataset://NAME@vN is a registry name and version (check_dataset_source), never userinfo.
+_USERINFO = re.compile(
+    r"(?P<scheme>\b(?!dataset://)[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@\s]*)@"
+)
 REDACTED: Final = "***"
 # Spec fields that may carry user:password@ and the environment variables the trainer reads
 # the credentials from instead: MLflow's own client reads MLFLOW_TRACKING_USERNAME/PASSWORD;

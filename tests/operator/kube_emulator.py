@@ -119,6 +119,8 @@ class Emulator(kmock.KubernetesEmulator):
         self.tokens: set[str] | None = None
         self.faults: list[Fault] = []
         self.statuses: dict[int, int] = {}  # request id -> the HTTP status it was answered
+        # (namespace, pod) -> the text `GET .../pods/NAME/log` answers (a test plays the kubelet)
+        self.pod_logs: dict[tuple[str | None, str], str] = {}
         for info in disc.BUILTIN_KINDS:
             self.register(info)
 
@@ -192,6 +194,9 @@ class Emulator(kmock.KubernetesEmulator):
         if method == "GET" and name is None:
             items = self._select(req.resource, ns, req.params)
             return self._respond(req, info, self._list(info, items), items)
+        if method == "GET" and sub == "log":  # the pods log API: plain text, no follow
+            self._get(req.resource, ns, name)
+            return aiohttp.web.Response(text=self.pod_logs.get((ns, name), ""))
         if method == "GET":
             obj = self._get(req.resource, ns, name)
             return self._respond(req, info, obj, [obj])

@@ -26,12 +26,21 @@ COMMANDS: dict[str, str] = {
     "adapters": "List and show adapters in the registry.",
     "export": "Merge an adapter into its base and/or write GGUF.",
     "serve": "Serve base + adapter over HTTP.",
+    "submit": "Queue a FineTuneJob (local queue or cluster) and print its job ID.",
+    "jobs": "List, get, wait for, read logs/metrics of, or cancel submitted jobs.",
+    "worker": "Run the local queue's jobs (started on demand by submit).",
+    "serve-api": "Serve the local job queue over HTTP (submit, poll, logs, cancel).",
+    "datasets": "Register, list and show datasets by name (dataset://NAME[@vN]).",
 }
 _PKG = "kubetune_trainer.commands"
 
 
+def _module(name: str) -> str:
+    return f"{_PKG}.{name.replace('-', '_')}"  # `serve-api` lives in serve_api.py
+
+
 def _available(name: str) -> bool:
-    return importlib.util.find_spec(f"{_PKG}.{name}") is not None
+    return importlib.util.find_spec(_module(name)) is not None
 
 
 class LazyGroup(click.Group):
@@ -41,7 +50,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS or not _available(cmd_name):
             return None
-        module = importlib.import_module(f"{_PKG}.{cmd_name}")
+        module = importlib.import_module(_module(cmd_name))
         cmd: click.Command = module.command
         cmd.short_help = COMMANDS[cmd_name]
         return cmd

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,16 @@ from nbclient import NotebookClient
 
 from tests.fixtures.servers import S3Server, s3_server
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))  # the API emulator
+from kube_cluster import FTJ, EmulatorServer
+
 pytestmark = [pytest.mark.slow, pytest.mark.services]  # a Jupyter kernel and moto S3
 
 ROOT = Path(__file__).resolve().parents[3]
 NOTEBOOK = ROOT / "examples" / "notebooks" / "medical_qlora.ipynb"
 DATA = ROOT / "examples" / "data" / "medical_qa" / "train.jsonl"
 BUCKET = "notebook-artifacts"
+CLUSTER_NS = "notebook-cluster"
 CELL_TIMEOUT = 240  # seconds per cell; generous because the test machine's cores are shared
 PARAMS: dict[str, Any] = {
     "BASE_MODEL": "builtin:tiny-llama",
@@ -74,9 +79,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     nb.cells = [c for c in nb.cells if "install" not in c.metadata.get("tags", [])]
     with (
         s3_server(tmp_path_factory.mktemp("moto")) as s3,
+        EmulatorServer(tmp_path_factory.mktemp("cluster")) as cluster,
         pytest.MonkeyPatch.context() as mp,  # the kernel inherits this environment
     ):
         s3.client().create_bucket(Bucket=BUCKET)
+        cluster.apply_crd()
+        cluster.create_namespace(CLUSTER_NS)
         inject_parameters(
             nb,
             {
@@ -84,6 +92,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "OUTPUT_DIR": str(output),
                 "S3_URI": f"s3://{BUCKET}/kubetune",
                 "S3_ENDPOINT": s3.endpoint,
+                "CLUSTER_KUBECONFIG": str(cluster.kubeconfig),
+                "CLUSTER_NAMESPACE": CLUSTER_NS,
+                "CLUSTER_DATA": "s3://notebook-data/medical_qa/train.jsonl",
             },
         )
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -104,7 +115,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         client.execute()
         cells = {t: c for c in nb.cells for t in c.metadata.get("tags", [])}
         run_dir = output / "notebook" / "medical-qa"
-        yield {"cells": cells, "run_dir": run_dir, "s3": s3}
+        ftj = cluster.get(FTJ, CLUSTER_NS, "medical-qa")
+        yield {"cells": cells, "run_dir": run_dir, "s3": s3, "ftj": ftj}
 
 
 def test_committed_notebook_has_no_outputs() -> None:
@@ -254,3 +266,14 @@ def test_job_cell_prints_a_runnable_job_whose_held_out_split_is_what_compare_sho
     held_out = [r["prompt"] for r in prepared.validation]
     assert questions == held_out[: PARAMS["TEST_QUESTIONS"]]
     assert not set(questions) & {r["prompt"] for r in prepared.train}
+
+
+def test_cluster_cell_submits_the_job_through_the_client(run: dict[str, Any]) -> None:
+    text = outputs_text(run["cells"]["cluster"])
+    assert f"submitted {CLUSTER_NS}/medical-qa: Pending" in text
+    ftj = run["ftj"]
+    assert ftj is not None, "the FineTuneJob was not created in the API"
+    spec = ftj["spec"]
+    assert spec["dataset"]["source"] == "s3://notebook-data/medical_qa/train.jsonl"
+    assert spec["output"]["uri"] == f"s3://{BUCKET}/kubetune"
+    assert spec["training"]["maxSteps"] == PARAMS["MAX_STEPS"]

@@ -16,6 +16,7 @@ the truncation count reads them back line by line, so the input may exceed memor
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -98,6 +99,10 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...], show: in
 
     job = job_from_file(job_file, list(overrides))
     try:
+        # dataset://NAME[@vN]: the registered data, as a run reads it (dataset_registry.py)
+        from kubetune_trainer.dataset_registry import resolve_job
+
+        _, job = resolve_job(job, os.environ.get("KUBETUNE_OUTPUT_URI") or job.spec.output.uri)
         if out:
             folder = Path(out)
         else:  # namespace and name as single path segments under ./runs (storage/paths.py)

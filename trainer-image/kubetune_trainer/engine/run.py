@@ -105,6 +105,11 @@ def run_job(
     # The store first: an unwritable output must fail before hours of training.
     # Namespace and name are single segments and '/' is no output root (storage/paths.py).
     prefix = run_location(output_root(job, output), meta.namespace, meta.name)
+    # dataset://NAME[@vN]: `job` pins the version (the registry's lineage names it) and
+    # `data_job` reads the registered data, refused if it changed (dataset_registry.py).
+    from kubetune_trainer.dataset_registry import resolve_job
+
+    job, data_job = resolve_job(job, output_root(job, output))
     store = open_store(prefix, endpoint_url=spec.output.s3_endpoint)
     if rank == 0:
         store.check_writable()
@@ -126,7 +131,7 @@ def run_job(
 
     try:
         if loaded is None:
-            loaded = load_all(job, prepared, say, before_model=decide_resume)
+            loaded = load_all(data_job, prepared, say, before_model=decide_resume)
         else:
             decide_resume(loaded.prepared)
         prep = loaded.prepared
