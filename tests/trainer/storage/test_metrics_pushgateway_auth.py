@@ -72,7 +72,9 @@ def test_password_in_the_url_becomes_basic_auth(tmp_path, caplog):
         url, auth = pushgateway_target(f"http://{USER}:{PASSWORD}@{host}")
         assert url == gw and auth == (USER, PASSWORD)
         push(url, auth)
-        assert 'kubetune_train_step{finetunejob="tiny",instance="",job="kubetune",namespace="team-a"} 7' in metrics(gw)
+        labels = 'finetunejob="tiny",instance="",job="kubetune",namespace="team-a"'
+        series = f"kubetune_train_step{{{labels}}}"
+        assert f"{series} 7" in metrics(gw)
         # Without the credentials the Pushgateway refuses (so the push above used them).
         push(gw, None)
         assert "push to the Pushgateway" in caplog.text and "401" in caplog.text
