@@ -162,6 +162,9 @@ def world(
         namespace=namespace,
         log_path=tmp_path / "operator.log",
         metrics_port=free_port(),
+        # cleanupPolicy: delete signs requests with the operator's credentials: only to
+        # endpoints it is told to trust (the chart's operator.s3EndpointAllow).
+        extra_args=["--s3-endpoint-allow", e2e_s3.endpoint],
     )
     with Kubelet(e2e_cluster.url, namespace, tmp_path / "node") as kubelet:
         w = World(

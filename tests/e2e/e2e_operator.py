@@ -31,6 +31,7 @@ class OperatorProcess:
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 120) -> None:
         """Start and wait until its /metrics answers (kopf is up and our startup ran)."""
@@ -40,6 +41,7 @@ class OperatorProcess:
             "--metrics-port", str(self.metrics_port), "--bind", "127.0.0.1",
             "--liveness-port", "0",
             "--reconcile-interval", str(self.reconcile_interval),
+            *self.extra_args,
         ]  # fmt: skip
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
