@@ -55,12 +55,19 @@ def test_trainer_image() -> None:
     steps = instructions(REPO / "Dockerfile.trainer")
     runs = [a for w, a in steps if w == "RUN"]
     text = " ".join(a for _, a in steps)
-    # torch (CUDA build) first, then DeepSpeed against it, then kubetune[trainer].
-    torch = next(i for i, r in enumerate(runs) if "download.pytorch.org" in r or "TORCH_INDEX" in r)
+    # torch first, then DeepSpeed against it, then the [trainer] dependencies, then kubetune.
+    torch = next(i for i, r in enumerate(runs) if "TORCH_INDEX" in r)
     deepspeed = next(i for i, r in enumerate(runs) if "--no-build-isolation deepspeed" in r)
-    extras = next(i for i, r in enumerate(runs) if '".[trainer]"' in r)
-    assert torch < deepspeed < extras
-    assert "cudnn-runtime" in text and "download.pytorch.org/whl/cu" in text
+    deps = next(i for i, r in enumerate(runs) if "['optional-dependencies']['trainer']" in r)
+    own = next(i for i, r in enumerate(runs) if "pip install --no-deps ." in r)
+    assert torch < deepspeed < deps < own
+    assert "download.pytorch.org/whl/${TORCH_VARIANT}" in text and "TORCH_VARIANT=cu128" in text
+    # The torch CUDA wheel brings CUDA/cuDNN: the runtime base is CUDA's `base`, not cudnn.
+    assert "cudnn" not in text and "BASE_IMAGE=nvidia/cuda:${CUDA_VERSION}-base-" in text
+    assert '+PTX"' in next(a for w, a in steps if w == "ARG" and "TORCH_CUDA_ARCH_LIST" in a)
+    final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
+    final_text = " ".join(a for _, a in final)
+    assert "build-essential" not in final_text and "-dev" not in final_text  # no compiler
     assert "HF_HOME=/cache/huggingface" in text and "KUBETUNE_CACHE=/cache/kubetune" in text
     assert "HF_HUB_OFFLINE=0" in text
     entrypoint = next(a for w, a in steps if w == "ENTRYPOINT")
