@@ -249,6 +249,8 @@ def start(
     user: tuple[int, int] | None = None,
     cwd: str | None = None,
     hostname: str = "kubetune",
+    hosts: dict[str, str] | None = None,
+    own_names: list[str] | None = None,
     stdout: IO[bytes] | int | None = None,
     stderr: IO[bytes] | int | None = subprocess.STDOUT,
 ) -> Container:
@@ -266,6 +268,15 @@ def start(
     cid = f"kt-{uuid.uuid4().hex[:12]}"
     bundle = CRUN_ROOT / "bundles" / cid
     bundle.mkdir(parents=True)
+    # /etc/hosts as a kubelet writes it: the pod's own names first (so its fully qualified
+    # name is what a reverse lookup of its IP returns: torchrun builds node ids from it, and
+    # pods share 127.0.0.1 here), then localhost and (e2e) the other pods' DNS names. The
+    # image's own /etc/hosts is an empty file (left by the build's RUN mounts).
+    own = " ".join(dict.fromkeys([*(own_names or []), hostname, "localhost"]))
+    others = {n: ip for n, ip in (hosts or {}).items() if n not in own.split()}
+    lines = [f"127.0.0.1\t{own}", *(f"{ip}\t{n}" for n, ip in others.items())]
+    (bundle / "hosts").write_text("\n".join(lines) + "\n")
+    mounts = [*mounts, Mount(bundle / "hosts", "/etc/hosts", readonly=True)]
     config = oci_config(rootfs, argv, full_env, list(mounts), user, workdir, hostname)
     (bundle / "config.json").write_text(json.dumps(config))
     proc = subprocess.Popen(
