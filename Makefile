@@ -30,7 +30,7 @@ images: system-deps
 
 ## test: install everything, build the images, lint, then run the whole suite
 ##       (unit, trainer, operator, e2e, chart, images)
-test: install system-deps tools
+test: install system-deps tools images
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

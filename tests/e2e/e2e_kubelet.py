@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from e2e_image import built_trainer_image, start_in_image
 from e2e_pods import (
     KUBELET_FINALIZER,
     POD_IP,
@@ -97,8 +98,7 @@ from kube_cluster import api_path
 
 from kubetune_api.constants import Env
 from tests.images.containers import Container as OciContainer
-from tests.images.containers import Mount, Rootfs
-from tests.images.containers import start as start_container
+from tests.images.containers import Rootfs
 
 VENV_BIN = Path(sys.executable).parent
 # The trainer's bind-address variable (kubetune_trainer.metrics.ADDR_ENV): a pod's server
@@ -132,25 +132,6 @@ def local_trainer_image() -> LocalImage:
         "KUBETUNE_METRICS_PORT": "9400",
     }
     return LocalImage(VENV_BIN, env, entrypoint=("kubetune",), workdir="/workspace")
-
-
-# What the node sets on top of the image's ENV, in both modes: tests never reach a model hub.
-NODE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-
-
-def built_trainer_image(rootfs: Rootfs) -> LocalImage:
-    """The built image's own ENV/ENTRYPOINT/WORKDIR (image mode), plus NODE_ENV."""
-    return LocalImage(
-        Path("/opt/kubetune/bin"),
-        {**rootfs.env(), **NODE_ENV},
-        entrypoint=tuple(rootfs.config.get("Entrypoint") or ()),
-        workdir=rootfs.config.get("WorkingDir") or "/",
-    )
 
 
 def free_port() -> int:
@@ -520,16 +501,8 @@ class Kubelet:
         assert self.rootfs is not None
         meta, spec = pod["metadata"], pod["spec"]
         container = spec["containers"][0]
-        mounts = [Mount(path, target) for target, path in files.mounts.items()]
-        if files.termination_log is not None:
-            mounts.append(Mount(files.termination_log, files.termination_path))
         log_path = files.root / "container.log"
-        with open(log_path, "ab") as log:
-            oci = start_container(
-                self.rootfs, argv, env=env, mounts=mounts, user=_run_as(pod, container),
-                cwd=container.get("workingDir"), hostname=spec.get("hostname") or meta["name"],
-                hosts=hosts, own_names=_own_names(pod, self.namespace), stdout=log,
-            )  # fmt: skip
+        oci = start_in_image(self.rootfs, pod, files, env, argv, hosts, self.namespace, log_path)
         started = now()
         c = Container(
             pod_name=meta["name"],
@@ -588,21 +561,6 @@ class Kubelet:
 
     def _configmaps(self) -> dict[str, Obj]:
         return {s["metadata"]["name"]: s for s in self._list("v1/configmaps")}
-
-
-def _own_names(pod: Obj, namespace: str) -> list[str]:
-    """The pod's fully qualified name, as the kubelet writes it first in the pod's /etc/hosts."""
-    spec = pod["spec"]
-    host, sub = spec.get("hostname"), spec.get("subdomain")
-    return [f"{host}.{sub}.{namespace}.svc.cluster.local"] if host and sub else []
-
-
-def _run_as(pod: Obj, container: Obj) -> tuple[int, int] | None:
-    """runAsUser/runAsGroup of the container, else of the pod; None: the image's USER."""
-    pod_sc, sc = pod["spec"].get("securityContext") or {}, container.get("securityContext") or {}
-    uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
-    gid = sc.get("runAsGroup", pod_sc.get("runAsGroup", uid))
-    return None if uid is None else (int(uid), int(gid))
 
 
 def _owner_uid(obj: Obj) -> str:
