@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ENV = {**os.environ, "STORAGE_DRIVER": os.environ.get("STORAGE_DRIVER", "vfs")}
+ENV = {**os.environ, "BUILDAH_ISOLATION": "chroot"}
 
 
 def storage(kind: str) -> Path:

@@ -16,7 +16,9 @@
 #   KUBETUNE_IMAGES         which to build: "operator trainer" (default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export STORAGE_DRIVER=${STORAGE_DRIVER:-vfs} BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
+# chroot isolation: RUN steps need no user namespaces or cgroups (buildah 1.28 ignores
+# STORAGE_DRIVER; its default overlay storage works here as root).
+export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
 
 bash scripts/system-deps.sh # buildah, mmdebstrap, crun, fuse-overlayfs (apt-packages.txt)
 

@@ -1,6 +1,6 @@
 """Run a built image as a container on this machine, the way a kubelet would.
 
-There is no Docker engine here. buildah (STORAGE_DRIVER=vfs) unpacks the image once into a
+There is no Docker engine here. buildah unpacks the image once into a
 root filesystem (`buildah from` + `buildah mount`), and crun runs each container from it as
 an OCI bundle: read-only root filesystem, the image's entrypoint/cmd/env/working dir (or the
 pod's), a numeric user, bind mounts for the writable volumes (/tmp, /cache, ...), its own
@@ -33,7 +33,7 @@ TRAINER_IMAGE = os.environ.get(
     "KUBETUNE_TRAINER_IMAGE", f"localhost/kubetune/trainer:{VERSION}-cpu"
 )
 OPERATOR_IMAGE = os.environ.get("KUBETUNE_OPERATOR_IMAGE", f"localhost/kubetune/operator:{VERSION}")
-BUILDAH_ENV = {**os.environ, "STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
+BUILDAH_ENV = {**os.environ, "BUILDAH_ISOLATION": "chroot"}
 # crun's state lives here (not /run/crun) so the test's containers never mix with others.
 CRUN_ROOT = Path(os.environ.get("KUBETUNE_CRUN_ROOT", "/tmp/kubetune-crun"))
 # crun refuses a "hybrid" cgroup layout (v1 controllers plus a v2 tree with a controller, as
