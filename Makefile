@@ -7,10 +7,15 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install system-deps tools test test-fast lint crd docs demo bench clean
+.PHONY: install install-demo system-deps tools images test test-fast lint crd docs demo bench clean
 
+## install: everything (`make test`'s set-up: DeepSpeed and llama.cpp builds included)
 install:
-	@bash scripts/bootstrap.sh
+	@VENV=$(VENV) bash scripts/bootstrap.sh
+
+## install-demo: only what `make demo` needs (no DeepSpeed, no llama.cpp build)
+install-demo:
+	@VENV=$(VENV) KUBETUNE_PROFILE=demo bash scripts/bootstrap.sh
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -19,8 +24,13 @@ system-deps:
 tools: install system-deps
 	@bash scripts/install-helm.sh
 
-## test: install everything, lint, then run the whole suite (unit, trainer, operator, e2e, chart)
-test: install system-deps tools
+## images: build the trainer (CPU variant) and operator images with buildah (scripts/images.sh)
+images: system-deps
+	@bash scripts/images.sh
+
+## test: install everything, build the images, lint, then run the whole suite
+##       (unit, trainer, operator, e2e, chart, images)
+test: install system-deps tools images
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -40,7 +50,7 @@ docs: install
 	$(VENV)/bin/kubetune reference > docs/reference.md
 
 ## demo: install, then fine-tune the real SmolLM2-135M on CPU and show before/after
-demo: install
+demo: install-demo
 	$(VENV)/bin/kubetune run examples/quickstart.yaml
 
 bench: install system-deps tools

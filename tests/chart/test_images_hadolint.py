@@ -40,8 +40,9 @@ def test_hadolint_would_catch_a_problem(hadolint: str, tmp_path: Path) -> None:
 def test_pinned_bases_non_root_and_copy_sources_exist(name: str) -> None:
     steps = instructions(REPO / name)
     args = dict(a.split("=", 1) for w, a in steps if w == "ARG" and "=" in a)
+    stages = {rest.split()[-1] for w, rest in steps if w == "FROM" and " AS " in rest.upper()}
     for word, rest in steps:
-        if word == "FROM":
+        if word == "FROM" and rest.split()[0] not in stages:  # an earlier stage: no tag
             image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest.split()[0])
             assert ":" in image and not image.endswith(":latest"), image
         if word == "COPY" and "--from=" not in rest:
@@ -55,12 +56,20 @@ def test_trainer_image() -> None:
     steps = instructions(REPO / "Dockerfile.trainer")
     runs = [a for w, a in steps if w == "RUN"]
     text = " ".join(a for _, a in steps)
-    # torch (CUDA build) first, then DeepSpeed against it, then kubetune[trainer].
-    torch = next(i for i, r in enumerate(runs) if "download.pytorch.org" in r or "TORCH_INDEX" in r)
+    # torch first, then DeepSpeed against it, then the [trainer] dependencies, then kubetune.
+    torch = next(i for i, r in enumerate(runs) if "TORCH_INDEX" in r)
     deepspeed = next(i for i, r in enumerate(runs) if "--no-build-isolation deepspeed" in r)
-    extras = next(i for i, r in enumerate(runs) if '".[trainer]"' in r)
-    assert torch < deepspeed < extras
-    assert "cudnn-runtime" in text and "download.pytorch.org/whl/cu" in text
+    assert "['optional-dependencies']['trainer']" in text  # the list of the [trainer] deps
+    deps = next(i for i, r in enumerate(runs) if "-r requirements.txt" in r)
+    own = next(i for i, r in enumerate(runs) if "pip install --no-deps ." in r)
+    assert torch < deepspeed < deps < own
+    assert "download.pytorch.org/whl/${TORCH_VARIANT}" in text and "TORCH_VARIANT=cu128" in text
+    # The torch CUDA wheel brings CUDA/cuDNN: the runtime base is CUDA's `base`, not cudnn.
+    assert "cudnn" not in text and "BASE_IMAGE=nvidia/cuda:${CUDA_VERSION}-base-" in text
+    assert '+PTX"' in next(a for w, a in steps if w == "ARG" and "TORCH_CUDA_ARCH_LIST" in a)
+    final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
+    final_text = " ".join(a for _, a in final)
+    assert "build-essential" not in final_text and "-dev" not in final_text  # no compiler
     assert "HF_HOME=/cache/huggingface" in text and "KUBETUNE_CACHE=/cache/kubetune" in text
     assert "HF_HUB_OFFLINE=0" in text
     entrypoint = next(a for w, a in steps if w == "ENTRYPOINT")
@@ -130,7 +139,8 @@ def test_cache_check_would_catch_a_root_owned_cache(tmp_path: Path) -> None:
 def test_operator_image_has_no_torch() -> None:
     steps = instructions(REPO / "Dockerfile.operator")
     text = " ".join(a for _, a in steps)
-    assert '".[operator]"' in text and "[trainer]" not in text and "pytorch" not in text
+    assert "['optional-dependencies']['operator']" in text  # installs [operator]'s deps only
+    assert "trainer']" not in text and "pytorch" not in text
     assert next(a for w, a in steps if w == "ENTRYPOINT") == '["python", "-m", "kubetune_operator"]'
     assert {"8080", "8081"} <= set(next(a for w, a in steps if w == "EXPOSE").split())
 

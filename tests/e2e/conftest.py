@@ -37,6 +37,12 @@ from kube_cluster import EmulatorServer  # noqa: E402
 
 from tests.fixtures.plugin import mlflow_server  # noqa: E402, F401 - a fixture, found by name
 from tests.fixtures.servers import S3Server, s3_server  # noqa: E402
+from tests.images.containers import (  # noqa: E402
+    TRAINER_IMAGE,
+    Rootfs,
+    image_exists,
+    tools_missing,
+)
 
 BUCKET = "kubetune-e2e"
 FINANCE = ROOT / "examples" / "data" / "finance_qa" / "train.jsonl"
@@ -145,6 +151,29 @@ def canary() -> str:
     return "kt-canary-" + secrets.token_hex(12)
 
 
+@pytest.fixture(scope="session")
+def e2e_trainer_image() -> Iterator[Rootfs | None]:
+    """The trainer image built by `make images`, for the scenarios marked `in_image`.
+
+    Not built (or buildah/crun missing): under CI that fails them; locally they run in the
+    fast .venv mode instead, and say so.
+    """
+    why = (", ".join(tools_missing()) + " missing") if tools_missing() else None
+    if why is None and not image_exists(TRAINER_IMAGE):
+        why = f"{TRAINER_IMAGE} not built (make images)"
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {why}", pytrace=False)
+        print(f"\nin_image scenarios run in .venv mode: {why}")
+        yield None
+        return
+    rootfs = Rootfs.open(TRAINER_IMAGE)
+    try:
+        yield rootfs
+    finally:
+        rootfs.close()
+
+
 @pytest.fixture
 def world(
     request: pytest.FixtureRequest,
@@ -166,7 +195,13 @@ def world(
         # endpoints it is told to trust (the chart's operator.s3EndpointAllow).
         extra_args=["--s3-endpoint-allow", e2e_s3.endpoint],
     )
-    with Kubelet(e2e_cluster.url, namespace, tmp_path / "node") as kubelet:
+    # Scenarios marked `in_image` run their pods inside the built trainer image.
+    rootfs = (
+        request.getfixturevalue("e2e_trainer_image")
+        if request.node.get_closest_marker("in_image")
+        else None
+    )
+    with Kubelet(e2e_cluster.url, namespace, tmp_path / "node", rootfs=rootfs) as kubelet:
         w = World(
             cluster=e2e_cluster,
             namespace=namespace,
@@ -188,3 +223,6 @@ def world(
             yield w
         finally:
             operator.stop()
+        if rootfs is not None:  # the scenario's pods really ran in the image
+            ran = list(kubelet.containers.values())
+            assert ran and all(c.oci is not None for c in ran), kubelet.timeline()

@@ -41,6 +41,14 @@ Ignored: init and sidecar containers, every container after the first, resources
 and `defaultMode`, hostPath/PVC volumes (the pod stays Pending), activeDeadlineSeconds,
 replacement pods (backoffLimit > 0 is counted but no pod is re-created).
 
+Image mode (`Kubelet(rootfs=...)`, the scenarios marked `in_image`): each pod's container
+runs inside the trainer image built by `make images` (tests/images/containers.py: crun on the
+image's root filesystem, read-only, as the pod's runAsUser/runAsGroup, its own PID namespace
+so tini is PID 1, the host's network). Its volumes and termination-message file are real bind
+mounts there (no path remapping); env, command/args, workingDir and hostname are the pod's;
+the image's own ENV is the base. The node adds HF_HUB_OFFLINE=1 (tests never reach a hub).
+Signals go through the runtime (`crun kill`): SIGTERM to PID 1, SIGKILL to every process.
+
 Deleting a pod (or its Job: garbage collection) keeps it, with deletionTimestamp, until its
 processes are gone (a finalizer of ours stands in for graceful deletion); `kill()` is a
 container dying (exit 128+signal) and `preempt()` a graceful node shutdown (DisruptionTarget
@@ -64,6 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from e2e_image import built_trainer_image, start_in_image
 from e2e_pods import (
     KUBELET_FINALIZER,
     POD_IP,
@@ -88,6 +97,8 @@ from e2e_pods import (
 from kube_cluster import api_path
 
 from kubetune_api.constants import Env
+from tests.images.containers import Container as OciContainer
+from tests.images.containers import Rootfs
 
 VENV_BIN = Path(sys.executable).parent
 # The trainer's bind-address variable (kubetune_trainer.metrics.ADDR_ENV): a pod's server
@@ -152,6 +163,28 @@ class Container:
     exit_code: int | None = None
     t_start: float = field(default_factory=time.monotonic)
     t_end: float | None = None
+    oci: OciContainer | None = None  # image mode: the crun container (popen is crun)
+
+    def send(self, sig: int) -> None:
+        """SIGTERM to the main process (PID 1 in image mode); SIGKILL to every process."""
+        if self.oci is not None:
+            if sig == signal.SIGKILL:
+                self.oci.kill_all()
+            else:
+                self.oci.signal(signal.Signals(sig))
+        elif sig == signal.SIGKILL:
+            _killpg(self.popen.pid, sig)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, sig)
+
+    def reap(self) -> None:
+        """The container is over: no stray process of it survives."""
+        if self.oci is not None:
+            self.oci.kill_all()
+            self.oci.delete()
+        else:
+            _killpg(self.popen.pid, signal.SIGKILL)
 
     def describe(self) -> str:
         """One line for failure reports: how long it ran and how it ended."""
@@ -177,10 +210,13 @@ class Kubelet:
     namespace: str
     workdir: Path
     image: LocalImage = field(default_factory=local_trainer_image)
+    rootfs: Rootfs | None = None  # image mode: run containers inside this built image
     containers: dict[str, Container] = field(default_factory=dict)  # pod uid -> container
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.rootfs is not None:
+            self.image = built_trainer_image(self.rootfs)
         self.http = httpx.Client(base_url=self.url, timeout=10)
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -205,8 +241,10 @@ class Kubelet:
         with self._lock:
             for c in self.containers.values():
                 if c.alive():
-                    _killpg(c.popen.pid, signal.SIGKILL)
+                    c.send(signal.SIGKILL)
                     c.popen.wait(10)
+                if c.oci is not None:
+                    c.reap()
         self.http.close()
 
     # -- what tests use ------------------------------------------------------------------------
@@ -237,7 +275,11 @@ class Kubelet:
 
     def kill(self, pod_name: str, sig: int = signal.SIGKILL) -> None:
         """The container dies at once (signal to its whole process group): exit 128+sig."""
-        _killpg(self.container(pod_name).popen.pid, sig)
+        c = self.container(pod_name)
+        if c.oci is not None:
+            c.oci.signal_all(signal.Signals(sig))
+        else:
+            _killpg(c.popen.pid, sig)
 
     def preempt(
         self,
@@ -361,12 +403,11 @@ class Kubelet:
         if c.term_sent_at is None and c.alive():
             c.term_sent_at = time.monotonic()
             # The runtime signals the container's main process; it forwards to its children.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(c.popen.pid, signal.SIGTERM)
+            c.send(signal.SIGTERM)
 
     def _escalate(self, c: Container) -> None:
         if c.term_sent_at is not None and time.monotonic() - c.term_sent_at > c.grace:
-            _killpg(c.popen.pid, signal.SIGKILL)
+            c.send(signal.SIGKILL)
 
     def _report_exit(self, pod: Obj, c: Container) -> None:
         rc = c.popen.returncode
@@ -382,7 +423,7 @@ class Kubelet:
         self._patch("v1/pods", pod["metadata"]["name"], {"status": status}, status=True)
         c.reported = True
         # The container's processes are gone for good: reap stray children of its group.
-        _killpg(c.popen.pid, signal.SIGKILL)
+        c.reap()
 
     def _start(self, pod: Obj, pods: list[Obj]) -> None:
         meta, spec = pod["metadata"], pod["spec"]
@@ -397,21 +438,30 @@ class Kubelet:
             self._patch("v1/pods", meta["name"], {"status": status}, status=True)
             return
         hosts = _pod_dns_names(pods, self.namespace)
-        # Only the pod's own values are container paths; the image's local ENV (PATH,
-        # VIRTUAL_ENV) is already a host path, which a clone under /tmp would see remapped.
-        env = {
-            k: v if self.image.env.get(k) == v else hosts.get(v, files.remap(v))
-            for k, v in env.items()
-        }
+        if self.rootfs is not None:  # real mounts: only the DNS names change
+            env = {k: hosts.get(v, v) for k, v in env.items()}
+        else:
+            # Only the pod's own values are container paths; the image's local ENV (PATH,
+            # VIRTUAL_ENV) is already a host path, which a clone under /tmp would see remapped.
+            env = {
+                k: v if self.image.env.get(k) == v else hosts.get(v, files.remap(v))
+                for k, v in env.items()
+            }
         job_uid = _owner_uid(pod)
         if Env.MASTER_PORT in env and job_uid in self._rdzv_ports:
             env[Env.MASTER_PORT] = str(self._rdzv_ports[job_uid])
         env[METRICS_ADDR_ENV] = POD_IP  # the pod IP: where the operator scrapes /metrics
-        if "/tmp" in files.mounts:
+        if "/tmp" in files.mounts and self.rootfs is None:
             env["TMPDIR"] = str(files.mounts["/tmp"])
         command = container.get("command") or self.image.entrypoint
         argv = [*command, *(container.get("args") or [])]
         argv = [_expand(a, env) for a in argv]
+        if self.rootfs is not None:
+            # Its /etc/hosts: every pod's hostname and DNS names (torch publishes the hostname
+            # of rendezvous rank 0 to the other nodes' workers).
+            names = {p["spec"]["hostname"]: POD_IP for p in pods if p["spec"].get("hostname")}
+            self._start_in_image(pod, files, env, argv, {**names, **hosts})
+            return
         exe = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path=env.get("PATH"))
         if exe is None:
             status = pending_status(pod, "RunContainerError", f"{argv[0]}: not found in $PATH")
@@ -444,6 +494,33 @@ class Kubelet:
         status = running_status(pod, started, c.container_id)
         self._patch("v1/pods", meta["name"], {"status": status}, status=True)
 
+    def _start_in_image(
+        self, pod: Obj, files: PodFiles, env: dict[str, str], argv: list[str], hosts: dict
+    ) -> None:
+        """Image mode: the container runs in the built image (see the module docstring)."""
+        assert self.rootfs is not None
+        meta, spec = pod["metadata"], pod["spec"]
+        container = spec["containers"][0]
+        log_path = files.root / "container.log"
+        oci = start_in_image(self.rootfs, pod, files, env, argv, hosts, self.namespace, log_path)
+        started = now()
+        c = Container(
+            pod_name=meta["name"],
+            job_uid=_owner_uid(pod),
+            index=pod_index(pod),
+            popen=oci.proc,
+            files=files,
+            log_path=log_path,
+            started=started,
+            container_id=f"crun://{oci.id}",
+            grace=float(spec.get("terminationGracePeriodSeconds", 30)),
+            policy=container.get("terminationMessagePolicy", "File"),
+            oci=oci,
+        )
+        self.containers[meta["uid"]] = c
+        status = running_status(pod, started, c.container_id)
+        self._patch("v1/pods", meta["name"], {"status": status}, status=True)
+
     def _volumes(self, pod: Obj, root: Path) -> PodFiles:
         spec = pod["spec"]
         container = spec["containers"][0]
@@ -452,6 +529,7 @@ class Kubelet:
         for vol in spec.get("volumes") or []:
             d = root / "volumes" / vol["name"]
             d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o777)  # an emptyDir is world-writable (the container runs as UID 1000)
             if "configMap" in vol or "secret" in vol:
                 ref = vol.get("configMap") or vol.get("secret") or {}
                 name = ref.get("name") or ref.get("secretName")
@@ -475,6 +553,7 @@ class Kubelet:
         files.termination_path = container.get("terminationMessagePath", "/dev/termination-log")
         files.termination_log = root / "termination-log"
         files.termination_log.write_text("")
+        files.termination_log.chmod(0o666)  # the container's user writes its summary there
         return files
 
     def _secrets(self) -> dict[str, Obj]:

@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.in_image  # pods run inside the built trainer image (tests/e2e/README.md)
 def test_two_nodes_one_process_each(world: World) -> None:
     name = "two-nodes"
     world.submit(world.load("two-nodes.yaml", name, METRICS_PORT=free_port()))

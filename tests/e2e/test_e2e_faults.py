@@ -72,6 +72,7 @@ def test_pod_killed_resumes_from_last_checkpoint(world: World) -> None:
     world.assert_no_canary()
 
 
+@pytest.mark.in_image  # pods run inside the built trainer image (tests/e2e/README.md)
 def test_preemption_checkpoints_and_is_not_counted(world: World) -> None:
     name = "preempted"
     world.submit(world.load("long-run.yaml", name, METRICS_PORT=free_port()))

@@ -51,6 +51,7 @@ def quickstart_example(world: World, metrics_port: int, mlflow_uri: str) -> dict
     return doc
 
 
+@pytest.mark.in_image  # pods run inside the built trainer image (tests/e2e/README.md)
 def test_quickstart_one_node(world: World, mlflow_server: MlflowServer) -> None:
     trainer_port = free_port()
     targets = [f"127.0.0.1:{trainer_port}", f"127.0.0.1:{world.operator.metrics_port}"]

@@ -57,7 +57,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="kubetune")
+# The installed distribution's version (importlib.metadata), the one pyproject.toml declares.
+@click.version_option(package_name="kubetune", prog_name="kubetune", message="%(prog)s %(version)s")
 def main() -> None:
     """kubetune: fine-tune LLMs with LoRA/QLoRA/DPO, locally or on Kubernetes."""
 
