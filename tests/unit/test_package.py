@@ -73,3 +73,13 @@ def test_package_discovery_ships_the_kubetune_package() -> None:
         p for where in find["where"] for p in find_packages(ROOT / where, include=find["include"])
     }
     assert {"kubetune", "kubetune_api", "kubetune_operator", "kubetune_trainer"} <= found
+
+
+def test_the_jobs_client_is_reachable_from_kubetune() -> None:
+    out = run_py(
+        "import sys, kubetune\n"
+        "from kubetune import Client, JobRef\n"
+        "from kubetune_trainer.jobs import Client as C, JobRef as R\n"
+        "print(Client is C and JobRef is R, 'torch' in sys.modules)"
+    )
+    assert out.split() == ["True", "False"]
