@@ -105,12 +105,13 @@ class MetricsFollower(threading.Thread):
 
     def __init__(self, port: int, job_name: str, progress: LiveProgress) -> None:
         super().__init__(daemon=True)
-        from kubetune_trainer.metrics import METRICS
+        from kubetune_trainer.metrics import LABELS, METRICS
 
         self.url = f"http://127.0.0.1:{port}/metrics"
         self.job_name = job_name
         self.progress = progress
         self.fields = {m.name: m.row_field for m in METRICS if m.row_field}
+        self.job_label = LABELS[1]  # the FineTuneJob's name (never `job`: Prometheus's own)
         self.stop = threading.Event()
 
     def scrape(self) -> dict[str, Any]:
@@ -122,7 +123,7 @@ class MetricsFollower(threading.Thread):
         for family in text_string_to_metric_families(text):
             for s in family.samples:
                 name = self.fields.get(s.name)
-                if name and s.labels.get("job") == self.job_name:
+                if name and s.labels.get(self.job_label) == self.job_name:
                     row[name] = int(s.value) if name in ("step", "total_steps") else s.value
         return row
 
