@@ -37,6 +37,11 @@ class OperatorMetrics:
             "kubetune_api_errors_total", "Failed Kubernetes API calls.", ["verb", "code"],
             registry=r,
         )  # fmt: skip
+        self.cache_misses = Counter(
+            "kubetune_cache_misses_total",
+            "Reads the watch cache could not answer (a GET/LIST instead), by kind.",
+            ["kind"], registry=r,
+        )  # fmt: skip
         self._phases: dict[tuple[str, str], str] = {}
 
     def set_phase(self, namespace: str, name: str, phase: str | None) -> None:

@@ -30,7 +30,6 @@ from ..k8s import (
     FINETUNEJOBS,
     JOBS,
     NETWORKPOLICIES,
-    PODS,
     SECRETS,
     SERVICES,
     ApiError,
@@ -44,19 +43,24 @@ from ..netpol import build_network_policy
 from ..observe import observe
 from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, merge_patch, parse_time
+from . import view
 
 STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
 IDLE = math.inf  # nothing to wait for (finished, no TTL): sleep until poked (a spec change)
 # Longest wait between looks while the API keeps failing (timeouts, 5xx): the backoff
 # doubles from the reconcile interval up to this.
 MAX_ERROR_BACKOFF = 60.0
-# The labels the Job controller puts on its pods: the Job's uid (old and new spelling).
-CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 
 async def follow(
-    memo: kopf.Memo, namespace: str, name: str, stopped: Any, logger: logging.Logger
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    stopped: Any,
+    logger: logging.Logger,
+    src: view.Sources | None = None,
 ) -> None:
+    src = src or view.Sources()
     config: OperatorConfig = memo.config
     poke = memo.pokes.setdefault((namespace, name), asyncio.Event())
     errors = 0  # consecutive failed reconciles: the backoff before the next one
@@ -64,7 +68,7 @@ async def follow(
         while not stopped:
             poke.clear()
             try:
-                requeue = await reconcile_once(memo, namespace, name, logger)
+                requeue = await reconcile_once(memo, namespace, name, logger, src)
                 errors = 0
             except ApiError as exc:
                 # Transient API trouble (a permanent refusal of a child is handled inside):
@@ -92,6 +96,7 @@ async def follow(
     finally:
         memo.pokes.pop((namespace, name), None)
         memo.accepted.pop((namespace, name), None)
+        view.written(memo).forget(namespace, name)
         for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
             del memo.rates[key]
 
@@ -111,30 +116,6 @@ async def _sleep(poke: asyncio.Event, stopped: Any, timeout: float | None) -> No
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _pod_of(pod: dict[str, Any], job_uid: str) -> bool:
-    """A pod belongs to a Job by the Job's uid, never by name or our labels alone (a pod
-    left by an earlier FineTuneJob of the same name carries the same labels)."""
-    if owned_by(pod, job_uid):
-        return True
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return any(labels.get(k) == job_uid for k in CONTROLLER_UID_LABELS)
-
-
-async def _observe_attempt(
-    client: KubeClient, namespace: str, name: str, attempt: int, uid: str
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
-    """The attempt's Job and its pods, or (None, [], conflict) if the Job is not ours."""
-    jname = b.job_name(name, attempt)
-    job = await client.get(JOBS, namespace, jname)
-    if job is None:
-        return None, [], None
-    if not owned_by(job, uid):
-        return None, [], str(ForeignObject("Job", namespace, jname))
-    pods = await client.list(PODS, namespace, {c.LABEL_JOB: name, c.LABEL_ATTEMPT: str(attempt)})
-    job_uid = str(job["metadata"].get("uid") or "")
-    return job, [p for p in pods if _pod_of(p, job_uid)], None
-
-
 async def _foreign_child(
     client: KubeClient, ns: str, name: str, uid: str, attempt: int
 ) -> str | None:
@@ -152,12 +133,17 @@ async def _foreign_child(
 
 
 async def reconcile_once(
-    memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    logger: logging.Logger,
+    src: view.Sources | None = None,
 ) -> float | None:
     client: KubeClient = memo.client
     metrics: OperatorMetrics = memo.metrics
     started = time.monotonic()
-    body = await client.get(FINETUNEJOBS, namespace, name)
+    src = src or view.Sources()
+    body = await view.finetunejob(memo, src, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return STOP
     meta = body["metadata"]
@@ -167,7 +153,7 @@ async def reconcile_once(
     obs = progress = conflict = None
     attempt = int(raw_status.get("attempt") or 0)
     if attempt and raw_status.get("phase") not in c.Phase.FINISHED:
-        job, pods, conflict = await _observe_attempt(client, namespace, name, attempt, meta["uid"])
+        job, pods, conflict = await view.attempt(memo, src, namespace, name, attempt, meta["uid"])
         obs = None if conflict else observe(job, pods)
         if obs is not None and obs.running and obs.pod0_ip:
             port = int(((accepted or spec).get("metrics") or {}).get("port", 9400))
@@ -217,6 +203,7 @@ async def accepted_spec(
     known = memo.accepted.get((ns, name))
     if known is not None and known[0] == uid:
         return known[1]
+    memo.metrics.cache_misses.labels("configmap").inc()  # once per job and operator start
     spec = b.accepted_spec(await client.get(CONFIGMAPS, ns, b.configmap_name(name)), uid)
     if spec is not None:
         memo.accepted[(ns, name)] = (uid, spec)
@@ -260,7 +247,8 @@ async def _execute(
     # bring the old attempt back; stale attempts are swept before a Job is created.
     if plan.status_changed:
         patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
-        await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
+        fresh = await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
+        view.written(memo).remember(ns, name, fresh)
     for attempt in plan.delete_attempts:
         await _delete_attempt(client, ns, name, attempt, owner.uid)
     if plan.ensure_attempt is not None and plan.job is not None:
