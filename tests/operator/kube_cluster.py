@@ -200,7 +200,9 @@ def run_operator(
     memo.metrics from it)."""
     import kubetune_operator.main  # noqa: F401  (registers the handlers)
 
-    config = config or OperatorConfig(reconcile_interval=0.5, metrics_port=None)
+    config = config or OperatorConfig(
+        reconcile_interval=0.5, status_interval=0.5, metrics_port=None
+    )
     memo = memo if memo is not None else kopf.Memo()
     memo.config = config
     cluster.op_memo = memo  # the latest operator's: tests read what it counted

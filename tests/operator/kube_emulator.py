@@ -52,6 +52,7 @@ import asyncio
 import copy
 import json
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +120,7 @@ class Emulator(kmock.KubernetesEmulator):
         self.tokens: set[str] | None = None
         self.faults: list[Fault] = []
         self.statuses: dict[int, int] = {}  # request id -> the HTTP status it was answered
+        self.received: dict[int, float] = {}  # request id -> time.monotonic() on arrival
         for info in disc.BUILTIN_KINDS:
             self.register(info)
 
@@ -136,6 +138,7 @@ class Emulator(kmock.KubernetesEmulator):
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         """KMock's entry, with our URL parser: KMock's crashes on /api/v1/namespaces."""
         request = await parse_request(raw, len(self._requests))
+        self.received[request.id] = time.monotonic()
         self._requests.append(request)
         try:
             resp = await self._handle(request)

@@ -32,7 +32,10 @@ def operator(cluster: EmulatorServer) -> Iterator[EmulatorServer]:
         cluster,
         namespaces=[NS],
         config=OperatorConfig(
-            reconcile_interval=0.5, metrics_port=None, image="registry.test/trainer:1"
+            reconcile_interval=0.5,
+            status_interval=0.5,
+            metrics_port=None,
+            image="registry.test/trainer:1",
         ),
     ):
         yield cluster

@@ -293,7 +293,8 @@ def test_all_namespaces_mode_serves_every_namespace(cluster):
 
 def test_status_is_written_only_when_it_changes(operator):
     cluster = operator
-    cluster.create(FTJ, load_ftj())
+    # A port nothing listens on: no progress (9400 may be another test's trainer here).
+    cluster.create(FTJ, load_ftj(metrics={"port": free_port()}))
     wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
     for pod in create_pods(cluster, NS, "llama-lora-a1"):
         set_running(cluster, NS, pod, "127.0.0.1")  # nothing serves metrics: no progress

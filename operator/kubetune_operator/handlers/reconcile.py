@@ -41,6 +41,7 @@ from ..k8s import (
 from ..metrics import OperatorMetrics
 from ..netpol import build_network_policy
 from ..observe import observe
+from ..pacing import Pace, scrape_interval, should_write
 from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, merge_patch, parse_time
 from . import view
@@ -97,6 +98,7 @@ async def follow(
         memo.pokes.pop((namespace, name), None)
         memo.accepted.pop((namespace, name), None)
         view.written(memo).forget(namespace, name)
+        memo.paces.pop((namespace, name), None)
         for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
             del memo.rates[key]
 
@@ -220,12 +222,21 @@ async def _progress(
     port: int,
     logger: logging.Logger,
 ) -> Any:
+    """Rank 0's progress if a scrape is due (pacing.py), else None (the status keeps its)."""
+    config: OperatorConfig = memo.config
+    pace = memo.paces.setdefault((ns, name), Pace())
+    now = time.monotonic()
+    if now < pace.next_scrape:
+        return None
     text = await client.scrape(ip, port)
     values = parse_metrics(text, logger) if text else {}
     if not values:
+        pace.next_scrape = now + config.reconcile_interval
         return None
-    now = time.monotonic()
-    first = memo.rates.setdefault((ns, name, attempt), RateSample(now, int(values.get("step", 0))))
+    step = int(values.get("step", 0))
+    first = memo.rates.setdefault((ns, name, attempt), RateSample(now, step))
+    step_seconds = (now - first.t) / (step - first.step) if step > first.step else None
+    pace.next_scrape = now + scrape_interval(step_seconds, config.status_interval)
     return to_progress(values, now, first)
 
 
@@ -245,9 +256,11 @@ async def _execute(
     accepted = plan.accept_spec if plan.accept_spec is not None else accepted
     # Status first: once the next attempt number is stored, a crash in between cannot
     # bring the old attempt back; stale attempts are swept before a Job is created.
-    if plan.status_changed:
-        patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
+    patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
+    pace = memo.paces.setdefault((ns, name), Pace())
+    if plan.status_changed and should_write(patch, pace, time.monotonic(), config.status_interval):
         fresh = await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
+        pace.last_write = time.monotonic()
         view.written(memo).remember(ns, name, fresh)
     for attempt in plan.delete_attempts:
         await _delete_attempt(client, ns, name, attempt, owner.uid)
