@@ -71,10 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "default: any)")  # fmt: skip
     p.add_argument("--api-timeout", type=float, default=30.0,
                    help="seconds before a Kubernetes API request is retried")  # fmt: skip
-    p.add_argument("--qps", type=float, default=20.0,
+    p.add_argument("--qps", type=float, default=50.0,
                    help="Kubernetes API requests per second the operator's client sends at "
                    "most, after a burst (like controller-runtime's QPS)")  # fmt: skip
-    p.add_argument("--burst", type=int, default=40,
+    p.add_argument("--burst", type=int, default=100,
                    help="requests sent at once before --qps applies")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)

@@ -52,8 +52,8 @@ class OperatorConfig:
     status_interval: float = 30.0
     # Client-side cap on Kubernetes API requests (like controller-runtime's QPS/burst):
     # a token bucket of `api_burst` tokens refilled at `api_qps` per second.
-    api_qps: float = 20.0
-    api_burst: int = 40
+    api_qps: float = 50.0
+    api_burst: int = 100
     image: str = DEFAULT_IMAGE
     metrics_port: int | None = 8080  # operator /metrics; None disables it
     metrics_addr: str = "0.0.0.0"

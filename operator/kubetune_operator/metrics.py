@@ -42,6 +42,21 @@ class OperatorMetrics:
             "Reads the watch cache could not answer (a GET/LIST instead), by kind.",
             ["kind"], registry=r,
         )  # fmt: skip
+        self.api_requests = Counter(
+            "kubetune_api_requests_total",
+            "Kubernetes API requests sent by the operator's client (retries included).",
+            ["verb"], registry=r,
+        )  # fmt: skip
+        self.api_wait = Counter(
+            "kubetune_api_client_wait_seconds_total",
+            "Seconds requests waited for the client-side rate limit (--qps/--burst).",
+            registry=r,
+        )  # fmt: skip
+        self.api_throttled = Counter(
+            "kubetune_api_throttled_total",
+            "429 answers (API priority and fairness) retried after Retry-After.",
+            ["verb"], registry=r,
+        )  # fmt: skip
         self._phases: dict[tuple[str, str], str] = {}
 
     def set_phase(self, namespace: str, name: str, phase: str | None) -> None:

@@ -29,9 +29,10 @@ every resource request itself:
 * bearer-token authentication when `emulator.tokens` is set (401 otherwise);
 * injected faults: `emulator.fail("GET", path, 500)` answers the next matching request(s)
   with that error (an API server having a bad moment), with `message=` as the Status
-  message (a 422 that names the invalid field) or after `delay=` seconds (a request
-  that outlives the client's timeout); `emulator.statuses[request.id]`
-  is the code each logged request was answered with;
+  message (a 422 that names the invalid field), after `delay=` seconds (a request
+  that outlives the client's timeout) or with `retry_after=` (a 429 from priority and
+  fairness); `emulator.statuses[request.id]` is the code each logged request was
+  answered with, `emulator.received[request.id]` when it arrived (time.monotonic());
 * CRDs: creating a CustomResourceDefinition registers its resource, subresources and
   printer columns; discovery and Table output live in kube_discovery.py.
 
@@ -80,6 +81,7 @@ class Fault:
     hits: int = 0
     message: str = "injected fault"
     delay: float = 0.0  # seconds to wait before answering
+    retry_after: float | None = None  # a Retry-After header (with 429: throttling)
 
     def take(self, request: kmock.Request) -> bool:
         if self.hits >= self.times or str(request.method.value).upper() != self.method:
@@ -158,9 +160,13 @@ class Emulator(kmock.KubernetesEmulator):
         agent: str = "",
         message: str = "injected fault",
         delay: float = 0.0,
+        retry_after: float | None = None,
     ) -> Fault:
         """Answer the next `times` matching requests with `code` (see `Fault`)."""
-        fault = Fault(method.upper(), path, code, times, agent, message=message, delay=delay)
+        fault = Fault(
+            method.upper(), path, code, times, agent, message=message, delay=delay,
+            retry_after=retry_after,
+        )  # fmt: skip
         self.faults.append(fault)
         return fault
 
@@ -173,7 +179,14 @@ class Emulator(kmock.KubernetesEmulator):
             for fault in self.faults:
                 if fault.take(request):
                     await asyncio.sleep(fault.delay)
-                    reason = {422: "Invalid", 400: "BadRequest", 403: "Forbidden"}
+                    reason = {422: "Invalid", 400: "BadRequest", 403: "Forbidden",
+                              429: "TooManyRequests"}  # fmt: skip
+                    if fault.retry_after is not None:
+                        status = ApiStatus(fault.code, reason.get(fault.code, ""), fault.message)
+                        return aiohttp.web.json_response(
+                            status.body(), status=fault.code,
+                            headers={"Retry-After": f"{fault.retry_after:g}"},
+                        )  # fmt: skip
                     raise ApiStatus(
                         fault.code, reason.get(fault.code, "InternalError"), fault.message
                     )

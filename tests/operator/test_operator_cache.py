@@ -105,3 +105,52 @@ def test_progress_writes_are_paced_and_a_phase_change_is_written_at_once(
         )
         wait_for(lambda: status(cluster).get("phase") == "Succeeded", what="Succeeded")
         assert time.monotonic() - ended < pace - 0.5
+
+
+def _operator_requests(cluster, path: str = "", method: str = "") -> list[tuple[int, float]]:
+    """(id, arrival time) of our API client's requests, optionally one method and path."""
+    return [
+        (r.id, cluster.emu.received[r.id])
+        for r in cluster.requests()
+        if r.headers.get("User-Agent") == "kubetune-operator"
+        and (not path or r.url.path == path)
+        and (not method or r.method.value == method)
+    ]
+
+
+def test_a_429_is_retried_no_sooner_than_retry_after(cluster):
+    config = OperatorConfig(reconcile_interval=0.5, metrics_port=None)
+    jobs = api_path(JOBS, NS)
+    with run_operator(cluster, [NS], config):
+        # Priority and fairness rejects the Job's creation twice, asking for 2 s each time.
+        fault = cluster.emu.fail("POST", jobs, 429, times=2, retry_after=2)
+        cluster.create(FTJ, load_ftj())
+        wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), timeout=30, what="the Job")
+        throttled = op_metric(cluster, "kubetune_api_throttled_total", verb="post")
+        errors = op_metric(cluster, "kubetune_api_errors_total", verb="post", code="429")
+    assert fault.hits == 2
+    posts = _operator_requests(cluster, jobs, "POST")
+    assert [cluster.emu.statuses[i] for i, _ in posts] == [429, 429, 201]
+    times = [t for _, t in posts]
+    assert all(b - a >= 2.0 for a, b in itertools.pairwise(times)), times
+    assert (throttled, errors) == (2, 0)  # retried inside the client, never an error
+
+
+def test_requests_per_second_are_capped_with_a_burst(cluster):
+    qps, burst = 4.0, 3
+    config = OperatorConfig(reconcile_interval=0.5, metrics_port=None, api_qps=qps, api_burst=burst)
+    with run_operator(cluster, [NS], config):
+        for i in range(3):  # each job's creation is ~8 requests of our client
+            doc = load_ftj()
+            doc["metadata"]["name"] = f"job-{i}"
+            cluster.create(FTJ, doc)
+        for i in range(3):
+            wait_for(lambda i=i: cluster.get(JOBS, NS, f"job-{i}-a1"), timeout=30, what="Jobs")
+        waited = op_metric(cluster, "kubetune_api_client_wait_seconds_total")
+    times = [t for _, t in _operator_requests(cluster)]
+    assert len(times) >= 20
+    # Any run of requests fits the bucket: `burst` at once, then `qps` per second.
+    for i in range(len(times)):
+        for j in range(i + 1, len(times)):
+            assert j - i + 1 <= burst + qps * (times[j] - times[i]) + 1, (i, j)
+    assert waited > 0

@@ -53,7 +53,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
     memo.paces = {}  # (namespace, name) -> pacing.Pace: last status write, next scrape
     memo.written = Written()  # statuses we wrote that the watch has not shown yet
-    memo.client = KubeClient(login(), memo.metrics, timeout=config.api_timeout)
+    memo.client = KubeClient(
+        login(), memo.metrics, timeout=config.api_timeout, qps=config.api_qps,
+        burst=config.api_burst,
+    )  # fmt: skip
     if memo.get("metrics_server") is None:  # a standby already serves it (leader.py)
         memo.metrics_server = serve_metrics(memo)
     logger.info("kubetune operator configured (reconcile every %ss)", config.reconcile_interval)
