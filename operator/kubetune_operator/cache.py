@@ -94,7 +94,8 @@ class Written:
     ftjs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def remember(self, ns: str, name: str, obj: Mapping[str, Any]) -> None:
-        self.ftjs[(ns, name)] = {"metadata": dict(obj.get("metadata") or {}),
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        self.ftjs[(ns, name)] = {"metadata": {"resourceVersion": rv},
                                  "status": obj.get("status") or {}}  # fmt: skip
 
     def fresh_status(self, ns: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:

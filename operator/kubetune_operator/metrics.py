@@ -60,17 +60,22 @@ class OperatorMetrics:
         self._phases: dict[tuple[str, str], str] = {}
 
     def set_phase(self, namespace: str, name: str, phase: str | None) -> None:
-        """Track each job's phase so the gauge counts jobs, not transitions."""
+        """Track each job's phase so the gauge counts jobs, not transitions (O(1) a call:
+        it runs on every reconcile of every job)."""
         key = (namespace, name)
+        old = self._phases.get(key)
+        if old == phase:
+            return
+        if old is not None:
+            self.jobs.labels(old).dec()
         if phase is None:
             self._phases.pop(key, None)
+            # A deleted job leaves no series behind: no per-job history in the operator.
+            for labels in [k for k in self.restarts._metrics if k[:2] == key]:
+                self.restarts.remove(*labels)
         else:
             self._phases[key] = phase
-        counts = dict.fromkeys(Phase.ALL, 0)
-        for p in self._phases.values():
-            counts[p] = counts.get(p, 0) + 1
-        for p, n in counts.items():
-            self.jobs.labels(p).set(n)
+            self.jobs.labels(phase).inc()
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Start /metrics in a thread; returns the server (call .shutdown() to stop)."""
