@@ -224,7 +224,7 @@ async def _progress(
 ) -> Any:
     """Rank 0's progress if a scrape is due (pacing.py), else None (the status keeps its)."""
     config: OperatorConfig = memo.config
-    pace = memo.paces.setdefault((ns, name), Pace())
+    pace = memo.paces.setdefault((ns, name), Pace(last_write=time.monotonic()))
     now = time.monotonic()
     if now < pace.next_scrape:
         return None
@@ -257,7 +257,7 @@ async def _execute(
     # Status first: once the next attempt number is stored, a crash in between cannot
     # bring the old attempt back; stale attempts are swept before a Job is created.
     patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
-    pace = memo.paces.setdefault((ns, name), Pace())
+    pace = memo.paces.setdefault((ns, name), Pace(last_write=time.monotonic()))
     if plan.status_changed and should_write(patch, pace, time.monotonic(), config.status_interval):
         fresh = await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
         pace.last_write = time.monotonic()
