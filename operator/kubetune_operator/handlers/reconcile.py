@@ -183,6 +183,7 @@ async def reconcile_once(
         # The API server refused a child for good (invalid, forbidden): retrying cannot
         # help, so the attempt ends as Failed with the server's own words, now.
         logger.warning(f"{namespace}/{name}: {exc}")
+        metrics.cache_misses.labels("finetunejob").inc()  # rare: read what we just wrote
         fresh = await client.get(FINETUNEJOBS, namespace, name)
         if fresh is None:
             return STOP
