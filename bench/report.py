@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import operator_lifecycle
 from common import BENCH, load_results
 
 MIB = 1 << 20
@@ -250,6 +251,7 @@ SECTIONS = {
     "memory": memory,
     "memory-large": memory,
     "operator": operator,
+    "operator-lifecycle": operator_lifecycle.report,
     "checkpoint": checkpoint,
 }
 

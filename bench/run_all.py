@@ -22,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, git_state, machine, save_result, say
 
-NAMES = ("throughput", "mfu", "memory", "memory-large", "operator", "checkpoint")
+NAMES = (
+    "throughput", "mfu", "memory", "memory-large", "operator", "operator-lifecycle", "checkpoint",
+)  # fmt: skip
 
 
 def _run_one(name: str, quick: bool) -> dict:
@@ -42,6 +44,10 @@ def _run_one(name: str, quick: bool) -> dict:
         import operator_scale
 
         return operator_scale.run(quick)
+    if name == "operator-lifecycle":
+        import operator_lifecycle
+
+        return operator_lifecycle.run(quick)
     import checkpoint_io
 
     return checkpoint_io.run(quick)

@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bind", default="0.0.0.0", help="address of the metrics/health servers")
     p.add_argument("--reconcile-interval", type=float, default=10.0,
                    help="seconds between looks at a running job without events")  # fmt: skip
+    p.add_argument("--status-interval", type=float, default=30.0,
+                   help="seconds between progress-only status writes of a running job "
+                   "(phase and condition changes are written at once)")  # fmt: skip
     p.add_argument("--image", default=DEFAULT_IMAGE, help="default trainer image")
     net = p.add_argument_group("network (netpol.py)")
     net.add_argument("--network-policy", action="store_true",
@@ -68,8 +71,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "default: any)")  # fmt: skip
     p.add_argument("--api-timeout", type=float, default=30.0,
                    help="seconds before a Kubernetes API request is retried")  # fmt: skip
+    p.add_argument("--qps", type=float, default=50.0,
+                   help="Kubernetes API requests per second the operator's client sends at "
+                   "most, after a burst (like controller-runtime's QPS)")  # fmt: skip
+    p.add_argument("--burst", type=int, default=100,
+                   help="requests sent at once before --qps applies")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
+    if args.qps <= 0 or args.burst < 1:
+        p.error(f"--qps must be > 0 and --burst >= 1 (got {args.qps:g} and {args.burst})")
+    if args.status_interval < 0:
+        p.error(f"--status-interval must be >= 0 seconds (got {args.status_interval:g})")
     if not args.standalone:
         args.lease = lease_config(args)
         for problem in args.lease.problems():
@@ -127,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
     config = OperatorConfig(
         reconcile_interval=args.reconcile_interval,
+        status_interval=args.status_interval,
+        api_qps=args.qps,
+        api_burst=args.burst,
         image=args.image,
         metrics_port=args.metrics_port or None,
         metrics_addr=args.bind,

@@ -47,6 +47,13 @@ class OperatorConfig:
     # How often a running FineTuneJob is looked at without any event (progress scraping,
     # deadlines); Job/Pod events and spec changes wake its loop at once.
     reconcile_interval: float = 10.0
+    # A running job's progress is written to its status at most this often (seconds); a
+    # phase or condition change is written at once (pacing.py).
+    status_interval: float = 30.0
+    # Client-side cap on Kubernetes API requests (like controller-runtime's QPS/burst):
+    # a token bucket of `api_burst` tokens refilled at `api_qps` per second.
+    api_qps: float = 50.0
+    api_burst: int = 100
     image: str = DEFAULT_IMAGE
     metrics_port: int | None = 8080  # operator /metrics; None disables it
     metrics_addr: str = "0.0.0.0"

@@ -15,12 +15,14 @@ name the FineTuneJob's uid (`owned_by`); anything else raises ForeignObject.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,7 @@ import kopf
 from kubetune_api import constants as c
 
 from .metrics import OperatorMetrics
+from .throttle import MAX_THROTTLED_RETRIES, TokenBucket, retry_after
 
 # 4xx answers that no retry can change: a malformed (400) or invalid (422) object, or one
 # the server refuses with a reason (403, e.g. a PodSecurity or webhook denial). A 403 for
@@ -57,6 +60,15 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     pass
+
+
+class Throttled(Exception):
+    """A 429: retried by KubeClient.request after Retry-After (never seen by callers)."""
+
+    def __init__(self, message: str, headers: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers)
 
 
 class ForeignObject(Exception):
@@ -159,10 +171,16 @@ class KubeClient:
     """One aiohttp session for the operator's lifetime; created inside its event loop."""
 
     def __init__(
-        self, info: kopf.ConnectionInfo, metrics: OperatorMetrics, timeout: float = 30
+        self,
+        info: kopf.ConnectionInfo,
+        metrics: OperatorMetrics,
+        timeout: float = 30,
+        qps: float = 50.0,
+        burst: int = 100,
     ) -> None:
         self.server = info.server.rstrip("/")
         self.metrics = metrics
+        self.bucket = TokenBucket(qps, burst)
         self.auth = _authorization(info)
         self.session = aiohttp.ClientSession(
             headers={"Accept": "application/json", "User-Agent": "kubetune-operator"},
@@ -235,6 +253,33 @@ class KubeClient:
         expected: tuple[int, ...],
     ) -> dict[str, Any]:
         verb = method.lower()
+        for retry in range(MAX_THROTTLED_RETRIES + 1):
+            waited = await self.bucket.acquire()
+            if waited:
+                self.metrics.api_wait.inc(waited)
+            self.metrics.api_requests.labels(verb).inc()
+            try:
+                return await self._send(method, path, params, body, content_type, expected)
+            except Throttled as exc:
+                if retry == MAX_THROTTLED_RETRIES:
+                    self.metrics.api_errors.labels(verb, "429").inc()
+                    raise ApiError(429, exc.message) from None
+                delay = retry_after(exc.headers, retry)
+                self.metrics.api_throttled.labels(verb).inc()
+                _log.info(f"{exc.message}; retrying in {delay:g}s (Retry-After)")
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Any,
+        body: Any,
+        content_type: str,
+        expected: tuple[int, ...],
+    ) -> dict[str, Any]:
+        verb = method.lower()
         headers = {"Authorization": self.auth} if self.auth else {}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -247,6 +292,8 @@ class KubeClient:
                     data = json.loads(text) if text else {}
                 except ValueError:  # e.g. an HTML error page from a proxy in between
                     data = {"message": text[:200]}
+                if resp.status == 429:  # priority and fairness: wait as told, then retry
+                    raise Throttled(f"{method} {path}: 429 Too Many Requests", resp.headers)
                 if resp.status >= 400:
                     if resp.status not in expected:
                         self.metrics.api_errors.labels(verb, str(resp.status)).inc()

@@ -9,7 +9,8 @@ import kopf
 
 from kubetune_api import constants as c
 
-from .handlers import delete, reconcile, setup
+from . import cache
+from .handlers import delete, reconcile, setup, view
 
 
 @kopf.on.startup()
@@ -37,10 +38,33 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
 # An unexpected error (not an API error, which the loop absorbs) restarts the loop in 10 s.
 @kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=5.0, backoff=10)
 async def follow(
-    memo: kopf.Memo, namespace: str, name: str, stopped: Any, logger: logging.Logger, **_: Any
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    stopped: Any,
+    logger: logging.Logger,
+    body: kopf.Body,
+    child_jobs: kopf.Index,
+    child_pods: kopf.Index,
+    **_: Any,
 ) -> None:
     """Create and follow the job: children, status, progress, retries, TTL."""
-    await reconcile.follow(memo, namespace, name, stopped, logger)
+    src = view.Sources(body=body, jobs=child_jobs, pods=child_pods)
+    await reconcile.follow(memo, namespace, name, stopped, logger, src)
+
+
+@kopf.index("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT})
+def child_jobs(namespace: str, labels: Any, body: kopf.Body, **_: Any) -> Any:
+    """Our Jobs by (namespace, FineTuneJob, attempt), trimmed to what observe() reads."""
+    key = cache.child_key(namespace, labels)
+    return {key: cache.trim_job(body)} if key else None
+
+
+@kopf.index("v1", "pods", labels={c.LABEL_JOB: kopf.PRESENT})
+def child_pods(namespace: str, labels: Any, body: kopf.Body, **_: Any) -> Any:
+    """Our pods by (namespace, FineTuneJob, attempt), trimmed (no spec)."""
+    key = cache.child_key(namespace, labels)
+    return {key: cache.trim_pod(body)} if key else None
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)

@@ -53,32 +53,57 @@ class OperatorMetrics:
             "kubetune_api_errors_total", "Failed Kubernetes API calls.", ["verb", "code"],
             registry=r,
         )  # fmt: skip
+        self.cache_misses = Counter(
+            "kubetune_cache_misses_total",
+            "Reads the watch cache could not answer (a GET/LIST instead), by kind.",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        self.api_requests = Counter(
+            "kubetune_api_requests_total",
+            "Kubernetes API requests sent by the operator's client (retries included).",
+            ["verb"], registry=r,
+        )  # fmt: skip
+        self.api_wait = Counter(
+            "kubetune_api_client_wait_seconds_total",
+            "Seconds requests waited for the client-side rate limit (--qps/--burst).",
+            registry=r,
+        )  # fmt: skip
+        self.api_throttled = Counter(
+            "kubetune_api_throttled_total",
+            "429 answers (API priority and fairness) retried after Retry-After.",
+            ["verb"], registry=r,
+        )  # fmt: skip
         self._phases: dict[tuple[str, str], str] = {}
         self._since: dict[tuple[str, str], tuple[str, str]] = {}  # key -> (phase, reason)
 
     def set_phase(
         self, namespace: str, name: str, phase: str | None, entered: tuple[float, str] | None = None
     ) -> None:
-        """Track each job's phase so the gauge counts jobs, not transitions.
-
-        `entered` is (Unix time, reason) from phase_entered(): the per-job series.
-        """
+        """Track each job's phase so the gauge counts jobs, not transitions (O(1) a call: it
+        runs on every reconcile of every job). `entered` is (Unix time, reason) from
+        phase_entered(): the per-job series."""
         key = (namespace, name)
-        old = self._since.pop(key, None)
+        since = (phase, entered[1]) if phase is not None and entered is not None else None
+        old_since = self._since.get(key)
+        if old_since is not None and old_since != since:
+            self.phase_since.remove(namespace, name, *old_since)
+            del self._since[key]
+        if since is not None and entered is not None:
+            self._since[key] = since
+            self.phase_since.labels(namespace, name, *since).set(entered[0])
+        old = self._phases.get(key)
+        if old == phase:
+            return
         if old is not None:
-            self.phase_since.remove(namespace, name, *old)
+            self.jobs.labels(old).dec()
         if phase is None:
             self._phases.pop(key, None)
+            # A deleted job leaves no series behind: no per-job history in the operator.
+            for labels in [k for k in self.restarts._metrics if k[:2] == key]:
+                self.restarts.remove(*labels)
         else:
             self._phases[key] = phase
-            if entered is not None:
-                self._since[key] = (phase, entered[1])
-                self.phase_since.labels(namespace, name, phase, entered[1]).set(entered[0])
-        counts = dict.fromkeys(Phase.ALL, 0)
-        for p in self._phases.values():
-            counts[p] = counts.get(p, 0) + 1
-        for p, n in counts.items():
-            self.jobs.labels(p).set(n)
+            self.jobs.labels(phase).inc()
 
     @staticmethod
     def phase_entered(status: FineTuneJobStatus, created: str | None) -> tuple[float, str]:

@@ -41,6 +41,8 @@ class OperatorProcess:
             "--metrics-port", str(self.metrics_port), "--bind", "127.0.0.1",
             "--liveness-port", "0",
             "--reconcile-interval", str(self.reconcile_interval),
+            # Short runs: progress reaches status every look, not every 30 s.
+            "--status-interval", str(self.reconcile_interval),
             *self.extra_args,
         ]  # fmt: skip
         env = {

@@ -74,6 +74,7 @@ class EmulatorServer:
         self._thread = threading.Thread(target=self._run, name="kube-emulator", daemon=True)
         self.http: httpx.Client | None = None
         self.token = ""
+        self.op_memo: Any = None  # the memo of the operator run_operator started last
 
     def _run(self) -> None:
         asyncio.run(self._serve())
@@ -190,14 +191,21 @@ def run_operator(
     namespaces: list[str] | None = None,
     config: OperatorConfig | None = None,
     lease: LeaseConfig | None = None,
+    memo: kopf.Memo | None = None,
 ) -> Iterator[threading.Thread]:
     """The real operator (kopf + our handlers) in a thread with its own loop, logged in
     through the cluster's kubeconfig; stopped cleanly (stop flag) at exit. With `lease`,
     it runs as `python -m kubetune_operator` does without --standalone: kopf starts once
-    this replica holds the Lease."""
+    this replica holds the Lease. A `memo` passed in is the operator's own (a test reads
+    memo.metrics from it)."""
     import kubetune_operator.main  # noqa: F401  (registers the handlers)
 
-    config = config or OperatorConfig(reconcile_interval=0.5, metrics_port=None)
+    config = config or OperatorConfig(
+        reconcile_interval=0.5, status_interval=0.5, metrics_port=None
+    )
+    memo = memo if memo is not None else kopf.Memo()
+    memo.config = config
+    cluster.op_memo = memo  # the latest operator's: tests read what it counted
     stop = threading.Event()
     ready = threading.Event()
     errors: list[BaseException] = []
@@ -215,7 +223,6 @@ def run_operator(
             stopping.set()
 
         relaying = asyncio.create_task(relay())
-        memo = kopf.Memo(config=config)
         await run_with_lease(lease, stopping, memo, **scope)
         relaying.cancel()
 
@@ -230,7 +237,7 @@ def run_operator(
                     standalone=True,
                     stop_flag=stop,
                     ready_flag=ready,
-                    memo=kopf.Memo(config=config),
+                    memo=memo,
                     **scope,
                 )
             )

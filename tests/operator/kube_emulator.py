@@ -29,9 +29,10 @@ every resource request itself:
 * bearer-token authentication when `emulator.tokens` is set (401 otherwise);
 * injected faults: `emulator.fail("GET", path, 500)` answers the next matching request(s)
   with that error (an API server having a bad moment), with `message=` as the Status
-  message (a 422 that names the invalid field) or after `delay=` seconds (a request
-  that outlives the client's timeout); `emulator.statuses[request.id]`
-  is the code each logged request was answered with;
+  message (a 422 that names the invalid field), after `delay=` seconds (a request
+  that outlives the client's timeout) or with `retry_after=` (a 429 from priority and
+  fairness); `emulator.statuses[request.id]` is the code each logged request was
+  answered with, `emulator.received[request.id]` when it arrived (time.monotonic());
 * CRDs: creating a CustomResourceDefinition registers its resource, subresources and
   printer columns; discovery and Table output live in kube_discovery.py.
 
@@ -52,6 +53,7 @@ import asyncio
 import copy
 import json
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +81,7 @@ class Fault:
     hits: int = 0
     message: str = "injected fault"
     delay: float = 0.0  # seconds to wait before answering
+    retry_after: float | None = None  # a Retry-After header (with 429: throttling)
 
     def take(self, request: kmock.Request) -> bool:
         if self.hits >= self.times or str(request.method.value).upper() != self.method:
@@ -121,6 +124,7 @@ class Emulator(kmock.KubernetesEmulator):
         self.statuses: dict[int, int] = {}  # request id -> the HTTP status it was answered
         # (namespace, pod) -> the text `GET .../pods/NAME/log` answers (a test plays the kubelet)
         self.pod_logs: dict[tuple[str | None, str], str] = {}
+        self.received: dict[int, float] = {}  # request id -> time.monotonic() on arrival
         for info in disc.BUILTIN_KINDS:
             self.register(info)
 
@@ -138,6 +142,7 @@ class Emulator(kmock.KubernetesEmulator):
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         """KMock's entry, with our URL parser: KMock's crashes on /api/v1/namespaces."""
         request = await parse_request(raw, len(self._requests))
+        self.received[request.id] = time.monotonic()
         self._requests.append(request)
         try:
             resp = await self._handle(request)
@@ -157,9 +162,13 @@ class Emulator(kmock.KubernetesEmulator):
         agent: str = "",
         message: str = "injected fault",
         delay: float = 0.0,
+        retry_after: float | None = None,
     ) -> Fault:
         """Answer the next `times` matching requests with `code` (see `Fault`)."""
-        fault = Fault(method.upper(), path, code, times, agent, message=message, delay=delay)
+        fault = Fault(
+            method.upper(), path, code, times, agent, message=message, delay=delay,
+            retry_after=retry_after,
+        )  # fmt: skip
         self.faults.append(fault)
         return fault
 
@@ -172,7 +181,14 @@ class Emulator(kmock.KubernetesEmulator):
             for fault in self.faults:
                 if fault.take(request):
                     await asyncio.sleep(fault.delay)
-                    reason = {422: "Invalid", 400: "BadRequest", 403: "Forbidden"}
+                    reason = {422: "Invalid", 400: "BadRequest", 403: "Forbidden",
+                              429: "TooManyRequests"}  # fmt: skip
+                    if fault.retry_after is not None:
+                        status = ApiStatus(fault.code, reason.get(fault.code, ""), fault.message)
+                        return aiohttp.web.json_response(
+                            status.body(), status=fault.code,
+                            headers={"Retry-After": f"{fault.retry_after:g}"},
+                        )  # fmt: skip
                     raise ApiStatus(
                         fault.code, reason.get(fault.code, "InternalError"), fault.message
                     )

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 from kube_cluster import EmulatorServer, run_operator
@@ -31,10 +32,27 @@ def operator(cluster: EmulatorServer) -> Iterator[EmulatorServer]:
         cluster,
         namespaces=[NS],
         config=OperatorConfig(
-            reconcile_interval=0.5, metrics_port=None, image="registry.test/trainer:1"
+            reconcile_interval=0.5,
+            status_interval=0.5,
+            metrics_port=None,
+            image="registry.test/trainer:1",
         ),
     ):
         yield cluster
+
+
+def op_metric(cluster: EmulatorServer, name: str, **labels: str) -> float:
+    """One of the running operator's own metrics (0 before it exists)."""
+    memo: kopf.Memo = cluster.op_memo
+    metrics = memo.get("metrics") if memo is not None else None
+    if metrics is None:
+        return 0.0
+    return metrics.registry.get_sample_value(name, labels or None) or 0.0
+
+
+def reconciles(cluster: EmulatorServer) -> float:
+    """How many reconciles the running operator has finished."""
+    return op_metric(cluster, "kubetune_reconcile_seconds_count")
 
 
 def load_ftj(name: str = "ftj-basic.yaml", **overrides: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 import httpx
 from job_play import INDEX
 from kube_cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
-from op_support import NS, load_ftj
+from op_support import NS, load_ftj, reconciles
 from test_operator_failures import phase_is, start
 from test_operator_lifecycle import cond, free_port, metric_samples, status
 
@@ -50,19 +50,9 @@ def conflict(cluster: EmulatorServer) -> dict:
 
 
 def settle(cluster: EmulatorServer, looks: int = 3) -> None:
-    """Let the operator look `looks` more times (it reads the FineTuneJob each time)."""
-    path = api_path(FTJ, NS, "llama-lora")
-
-    def gets() -> int:
-        return sum(
-            1
-            for r in cluster.requests()
-            if r.method.value == "GET" and r.url.path == path
-            and r.headers.get("User-Agent") == "kubetune-operator"
-        )  # fmt: skip
-
-    target = gets() + looks
-    wait_for(lambda: gets() >= target, what=f"{looks} more reconciles")
+    """Let the operator look `looks` more times."""
+    target = reconciles(cluster) + looks
+    wait_for(lambda: reconciles(cluster) >= target, what=f"{looks} more reconciles")
 
 
 def test_foreign_configmap_is_not_mounted_until_it_goes(operator):
@@ -180,9 +170,10 @@ def test_api_timeout_is_counted_and_retried(cluster):
     port = free_port()
     config = OperatorConfig(reconcile_interval=0.5, metrics_port=port, metrics_addr="127.0.0.1",
                             api_timeout=1.0)  # fmt: skip
-    path = api_path(FTJ, NS, "llama-lora")
+    # The first look reads the job's ConfigMap (its accepted spec): the API server stalls
+    # past the client's timeout on that read twice in a row.
+    path = api_path("v1/configmaps", NS, "llama-lora-spec")
     with run_operator(cluster, [NS], config):
-        # The API server stalls past the client's timeout on two looks in a row.
         fault = cluster.emu.fail("GET", path, 500, times=2, agent="kubetune-operator", delay=3)
         began = time.monotonic()
         cluster.create(FTJ, load_ftj())

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
 from kube_cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
-from op_support import NS, load_ftj
+from op_support import NS, load_ftj, reconciles
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -263,12 +263,13 @@ def test_operator_metrics_endpoint_and_api_errors(cluster):
         text = wait_for(lambda: scrape('kubetune_jobs{phase="Pending"} 1.0'), what="kubetune_jobs")
         assert 'kubetune_jobs{phase="Running"} 0.0' in text
         assert "kubetune_reconcile_seconds_count" in text
-        # The API server has a bad moment: the operator's next GET of the job gets a 500.
-        path = api_path(FTJ, NS, "llama-lora")
+        # The API server has a bad moment: the operator's look for attempt 2's Service
+        # (before creating it) gets a 500.
+        path = api_path("v1/services", NS, "llama-lora-a2")
         fault = cluster.emu.fail("GET", path, 500, agent="kubetune-operator")
-        wait_for(lambda: fault.hits == 1, what="the injected 500")
         # A retryable failure: attempt 2 creates the existing ConfigMap again (409).
         set_terminated(cluster, NS, create_pods(cluster, NS, "llama-lora-a1")[0], 75)
+        wait_for(lambda: fault.hits == 1, what="the injected 500")
         wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2")
         text = wait_for(lambda: scrape("kubetune_api_errors_total{"), what="an API error")
     answered = {
@@ -295,28 +296,29 @@ def test_all_namespaces_mode_serves_every_namespace(cluster):
 
 def test_status_is_written_only_when_it_changes(operator):
     cluster = operator
-    cluster.create(FTJ, load_ftj())
+    # A port nothing listens on: no progress (9400 may be another test's trainer here).
+    cluster.create(FTJ, load_ftj(metrics={"port": free_port()}))
     wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
     for pod in create_pods(cluster, NS, "llama-lora-a1"):
         set_running(cluster, NS, pod, "127.0.0.1")  # nothing serves metrics: no progress
     wait_for(lambda: status(cluster).get("phase") == "Running", what="Running")
 
-    def count(suffix: str, method: str) -> int:
+    def writes() -> int:
         return sum(
             1
             for r in cluster.requests()
-            if r.method.value == method and r.url.path.endswith(suffix)
+            if r.method.value == "PATCH" and r.url.path.endswith("llama-lora/status")
         )
 
     # The reconcile that wrote Running may still be writing (Events, the Running condition):
     # count from the end of the next reconcile, whose status no longer changes.
-    seen = count("finetunejobs/llama-lora", "GET")
-    wait_for(lambda: count("finetunejobs/llama-lora", "GET") >= seen + 2, what="a quiet reconcile")
-    writes, reads = count("llama-lora/status", "PATCH"), count("finetunejobs/llama-lora", "GET")
+    seen = reconciles(cluster)
+    wait_for(lambda: reconciles(cluster) >= seen + 2, what="a quiet reconcile")
+    before, seen = writes(), reconciles(cluster)
     # Three more reconciles of an unchanged job...
-    wait_for(lambda: count("finetunejobs/llama-lora", "GET") >= reads + 3, what="3 reconciles")
+    wait_for(lambda: reconciles(cluster) >= seen + 3, what="3 reconciles")
     # ...wrote nothing.
-    assert count("llama-lora/status", "PATCH") == writes
+    assert writes() == before
 
 
 def test_six_writes_take_a_job_to_its_pods(operator):

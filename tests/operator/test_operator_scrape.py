@@ -77,7 +77,7 @@ def operator_process(cluster: EmulatorServer) -> Iterator[subprocess.Popen]:
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     cmd = [sys.executable, "-m", "kubetune_operator", "--namespace", NS, "--bind", "127.0.0.1",
            "--metrics-port", "0", "--liveness-port", str(health),
-           "--reconcile-interval", "0.5"]  # fmt: skip
+           "--reconcile-interval", "0.5", "--status-interval", "0.5"]  # fmt: skip
     log = cluster.workdir / "operator.log"
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -30,7 +30,6 @@ from ..k8s import (
     FINETUNEJOBS,
     JOBS,
     NETWORKPOLICIES,
-    PODS,
     SECRETS,
     SERVICES,
     ApiError,
@@ -42,21 +41,27 @@ from ..k8s import (
 from ..metrics import OperatorMetrics
 from ..netpol import build_network_policy
 from ..observe import observe
+from ..pacing import Pace, scrape_interval, should_write
 from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, merge_patch, parse_time
+from . import view
 
 STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
 IDLE = math.inf  # nothing to wait for (finished, no TTL): sleep until poked (a spec change)
 # Longest wait between looks while the API keeps failing (timeouts, 5xx): the backoff
 # doubles from the reconcile interval up to this.
 MAX_ERROR_BACKOFF = 60.0
-# The labels the Job controller puts on its pods: the Job's uid (old and new spelling).
-CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 
 async def follow(
-    memo: kopf.Memo, namespace: str, name: str, stopped: Any, logger: logging.Logger
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    stopped: Any,
+    logger: logging.Logger,
+    src: view.Sources | None = None,
 ) -> None:
+    src = src or view.Sources()
     config: OperatorConfig = memo.config
     poke = memo.pokes.setdefault((namespace, name), asyncio.Event())
     errors = 0  # consecutive failed reconciles: the backoff before the next one
@@ -64,7 +69,7 @@ async def follow(
         while not stopped:
             poke.clear()
             try:
-                requeue = await reconcile_once(memo, namespace, name, logger)
+                requeue = await reconcile_once(memo, namespace, name, logger, src)
                 errors = 0
             except ApiError as exc:
                 # Transient API trouble (a permanent refusal of a child is handled inside):
@@ -92,6 +97,8 @@ async def follow(
     finally:
         memo.pokes.pop((namespace, name), None)
         memo.accepted.pop((namespace, name), None)
+        view.written(memo).forget(namespace, name)
+        memo.paces.pop((namespace, name), None)
         for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
             del memo.rates[key]
 
@@ -111,30 +118,6 @@ async def _sleep(poke: asyncio.Event, stopped: Any, timeout: float | None) -> No
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _pod_of(pod: dict[str, Any], job_uid: str) -> bool:
-    """A pod belongs to a Job by the Job's uid, never by name or our labels alone (a pod
-    left by an earlier FineTuneJob of the same name carries the same labels)."""
-    if owned_by(pod, job_uid):
-        return True
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return any(labels.get(k) == job_uid for k in CONTROLLER_UID_LABELS)
-
-
-async def _observe_attempt(
-    client: KubeClient, namespace: str, name: str, attempt: int, uid: str
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
-    """The attempt's Job and its pods, or (None, [], conflict) if the Job is not ours."""
-    jname = b.job_name(name, attempt)
-    job = await client.get(JOBS, namespace, jname)
-    if job is None:
-        return None, [], None
-    if not owned_by(job, uid):
-        return None, [], str(ForeignObject("Job", namespace, jname))
-    pods = await client.list(PODS, namespace, {c.LABEL_JOB: name, c.LABEL_ATTEMPT: str(attempt)})
-    job_uid = str(job["metadata"].get("uid") or "")
-    return job, [p for p in pods if _pod_of(p, job_uid)], None
-
-
 async def _foreign_child(
     client: KubeClient, ns: str, name: str, uid: str, attempt: int
 ) -> str | None:
@@ -152,12 +135,17 @@ async def _foreign_child(
 
 
 async def reconcile_once(
-    memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    logger: logging.Logger,
+    src: view.Sources | None = None,
 ) -> float | None:
     client: KubeClient = memo.client
     metrics: OperatorMetrics = memo.metrics
     started = time.monotonic()
-    body = await client.get(FINETUNEJOBS, namespace, name)
+    src = src or view.Sources()
+    body = await view.finetunejob(memo, src, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return STOP
     meta = body["metadata"]
@@ -167,7 +155,7 @@ async def reconcile_once(
     obs = progress = conflict = None
     attempt = int(raw_status.get("attempt") or 0)
     if attempt and raw_status.get("phase") not in c.Phase.FINISHED:
-        job, pods, conflict = await _observe_attempt(client, namespace, name, attempt, meta["uid"])
+        job, pods, conflict = await view.attempt(memo, src, namespace, name, attempt, meta["uid"])
         obs = None if conflict else observe(job, pods)
         if obs is not None and obs.running and obs.pod0_ip:
             port = int(((accepted or spec).get("metrics") or {}).get("port", 9400))
@@ -195,6 +183,7 @@ async def reconcile_once(
         # The API server refused a child for good (invalid, forbidden): retrying cannot
         # help, so the attempt ends as Failed with the server's own words, now.
         logger.warning(f"{namespace}/{name}: {exc}")
+        metrics.cache_misses.labels("finetunejob").inc()  # rare: read what we just wrote
         fresh = await client.get(FINETUNEJOBS, namespace, name)
         if fresh is None:
             return STOP
@@ -218,6 +207,7 @@ async def accepted_spec(
     known = memo.accepted.get((ns, name))
     if known is not None and known[0] == uid:
         return known[1]
+    memo.metrics.cache_misses.labels("configmap").inc()  # once per job and operator start
     spec = b.accepted_spec(await client.get(CONFIGMAPS, ns, b.configmap_name(name)), uid)
     if spec is not None:
         memo.accepted[(ns, name)] = (uid, spec)
@@ -234,12 +224,21 @@ async def _progress(
     port: int,
     logger: logging.Logger,
 ) -> Any:
+    """Rank 0's progress if a scrape is due (pacing.py), else None (the status keeps its)."""
+    config: OperatorConfig = memo.config
+    pace = memo.paces.setdefault((ns, name), Pace(last_write=time.monotonic()))
+    now = time.monotonic()
+    if now < pace.next_scrape:
+        return None
     text = await client.scrape(ip, port)
     values = parse_metrics(text, logger) if text else {}
     if not values:
+        pace.next_scrape = now + config.reconcile_interval
         return None
-    now = time.monotonic()
-    first = memo.rates.setdefault((ns, name, attempt), RateSample(now, int(values.get("step", 0))))
+    step = int(values.get("step", 0))
+    first = memo.rates.setdefault((ns, name, attempt), RateSample(now, step))
+    step_seconds = (now - first.t) / (step - first.step) if step > first.step else None
+    pace.next_scrape = now + scrape_interval(step_seconds, config.status_interval)
     return to_progress(values, now, first)
 
 
@@ -259,9 +258,12 @@ async def _execute(
     accepted = plan.accept_spec if plan.accept_spec is not None else accepted
     # Status first: once the next attempt number is stored, a crash in between cannot
     # bring the old attempt back; stale attempts are swept before a Job is created.
-    if plan.status_changed:
-        patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
-        await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
+    patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
+    pace = memo.paces.setdefault((ns, name), Pace(last_write=time.monotonic()))
+    if plan.status_changed and should_write(patch, pace, time.monotonic(), config.status_interval):
+        fresh = await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
+        pace.last_write = time.monotonic()
+        view.written(memo).remember(ns, name, fresh)
     for attempt in plan.delete_attempts:
         await _delete_attempt(client, ns, name, attempt, owner.uid)
     if plan.ensure_attempt is not None and plan.job is not None:

@@ -11,6 +11,7 @@ import kopf
 from kubetune_api import constants as c
 
 from ..builders import MANAGED_BY
+from ..cache import Written
 from ..config import OperatorConfig
 from ..k8s import KubeClient, login
 from ..metrics import OperatorMetrics
@@ -50,7 +51,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.pokes = {}  # (namespace, name) -> asyncio.Event: wakes that job's follow loop
     memo.accepted = {}  # (namespace, name) -> (uid, accepted spec): read once per job
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
-    memo.client = KubeClient(login(), memo.metrics, timeout=config.api_timeout)
+    memo.paces = {}  # (namespace, name) -> pacing.Pace: last status write, next scrape
+    memo.written = Written()  # statuses we wrote that the watch has not shown yet
+    memo.client = KubeClient(
+        login(), memo.metrics, timeout=config.api_timeout, qps=config.api_qps,
+        burst=config.api_burst,
+    )  # fmt: skip
     if memo.get("metrics_server") is None:  # a standby already serves it (leader.py)
         memo.metrics_server = serve_metrics(memo)
     logger.info("kubetune operator configured (reconcile every %ss)", config.reconcile_interval)

@@ -1,0 +1,89 @@
+"""What one reconcile sees: the FineTuneJob, its attempt's Job and pods, from the watch
+cache (cache.py) when it can answer, else from the API with the miss counted."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from kubetune_api import constants as c
+
+from .. import builders as b
+from ..cache import Written, child_key, one
+from ..k8s import FINETUNEJOBS, JOBS, PODS, ForeignObject, KubeClient, owned_by
+
+# The labels the Job controller puts on its pods: the Job's uid (old and new spelling).
+CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+
+
+@dataclass
+class Sources:
+    """The daemon's live body and kopf's two child indexes (None: read the API)."""
+
+    body: Mapping[str, Any] | None = None
+    jobs: Any = None  # kopf.Index[Key, trimmed Job]
+    pods: Any = None  # kopf.Index[Key, trimmed pod]
+
+
+def _miss(memo: kopf.Memo, kind: str) -> None:
+    memo.metrics.cache_misses.labels(kind).inc()
+
+
+def written(memo: kopf.Memo) -> Written:
+    if memo.get("written") is None:
+        memo.written = Written()
+    return memo.written  # type: ignore[no-any-return]
+
+
+async def finetunejob(memo: kopf.Memo, src: Sources, ns: str, name: str) -> dict[str, Any] | None:
+    """The FineTuneJob: kopf's live body with the status we last wrote if the watch has not
+    shown it yet; a GET only without a live body (a caller outside a daemon)."""
+    if src.body is None:
+        _miss(memo, "finetunejob")
+        return await memo.client.get(FINETUNEJOBS, ns, name)  # type: ignore[no-any-return]
+    meta = dict(src.body.get("metadata") or {})
+    return {
+        "metadata": meta,
+        "spec": src.body.get("spec") or {},
+        "status": written(memo).fresh_status(ns, name, src.body),
+    }
+
+
+def pod_of(pod: Mapping[str, Any], job_uid: str) -> bool:
+    """A pod belongs to a Job by the Job's uid, never by name or our labels alone (a pod
+    left by an earlier FineTuneJob of the same name carries the same labels)."""
+    if owned_by(dict(pod), job_uid):
+        return True
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return any(labels.get(k) == job_uid for k in CONTROLLER_UID_LABELS)
+
+
+async def attempt(
+    memo: kopf.Memo, src: Sources, ns: str, name: str, number: int, uid: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
+    """The attempt's Job and its pods, or (None, [], conflict) if the Job is not ours."""
+    client: KubeClient = memo.client
+    jname = b.job_name(name, number)
+    key = child_key(ns, {c.LABEL_JOB: name, c.LABEL_ATTEMPT: str(number)})
+    job = pods = None
+    if src.jobs is not None:
+        job = one(src.jobs.get(key), jname)
+        if job is not None:  # its pods' watch is as complete as its own
+            pods = list(src.pods.get(key) or ()) if src.pods is not None else None
+    if job is None:
+        # Not in the cache: just created (its event is on the way), or a foreign Job with
+        # that name (not ours, so not labelled for our watch): ask the API.
+        _miss(memo, "job")
+        job = await client.get(JOBS, ns, jname)
+        if job is None:
+            return None, [], None
+    if not owned_by(job, uid):
+        return None, [], str(ForeignObject("Job", ns, jname))
+    if pods is None:
+        _miss(memo, "pods")
+        pods = await client.list(PODS, ns, {c.LABEL_JOB: name, c.LABEL_ATTEMPT: str(number)})
+    job_uid = str(job["metadata"].get("uid") or "")
+    return job, [p for p in pods if pod_of(p, job_uid)], None

@@ -1,0 +1,59 @@
+"""Pure: how often a running job's progress is read and written.
+
+Progress alone changes every step; written each time, 1000 running jobs would be
+hundreds of status PATCHes a second. So (per job):
+  * a status change beyond `progress` (phase, a condition, the message, the attempt...)
+    is written at once;
+  * a change of `progress` alone is written at most once per `status_interval`
+    (--status-interval, default 30 s), and not at all if only the estimates moved
+    (etaSeconds, tokensPerSecond: no step was done, nothing `kubectl get` shows changed);
+  * rank 0 is scraped no more often than a write could show it (status_interval), and
+    no more often than a step finishes (a slow model's step can take minutes), capped
+    at MAX_SCRAPE_INTERVAL so a job is never unwatched for long.
+One small record per job, dropped when its loop ends: no per-job history. A record starts
+as if just written, so an operator restart with many running jobs does not rewrite every
+job's progress at once (a phase change still goes through at once).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+MAX_SCRAPE_INTERVAL = 300.0
+# Progress fields that are estimates derived from the others (they move between steps).
+ESTIMATES = frozenset({"etaSeconds", "tokensPerSecond"})
+
+
+@dataclass
+class Pace:
+    last_write: float = -math.inf  # monotonic time of our last status write
+    next_scrape: float = 0.0  # monotonic time rank 0 may be scraped again
+
+
+def classify(patch: dict[str, Any]) -> str:
+    """'urgent' (beyond progress: write now), 'progress' (pace it) or 'estimates' (skip)."""
+    if not patch:
+        return "estimates"
+    if set(patch) != {"progress"}:
+        return "urgent"
+    progress = patch["progress"]
+    if isinstance(progress, dict) and set(progress) <= ESTIMATES:
+        return "estimates"
+    return "progress"
+
+
+def should_write(patch: dict[str, Any], pace: Pace, now: float, status_interval: float) -> bool:
+    kind = classify(patch)
+    if kind == "urgent":
+        return True
+    if kind == "estimates":
+        return False
+    return now - pace.last_write >= status_interval
+
+
+def scrape_interval(step_seconds: float | None, status_interval: float) -> float:
+    """Seconds until the next scrape: one status interval, or one step if that is longer."""
+    interval = max(status_interval, step_seconds or 0.0)
+    return min(interval, max(MAX_SCRAPE_INTERVAL, status_interval))

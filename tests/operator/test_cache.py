@@ -1,0 +1,105 @@
+"""The watch cache keeps only what observe() reads (cache.py): same observation from the
+trimmed copies as from the full objects, at a fraction of the memory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from op_support import NS, load_ftj
+
+from kubetune_api.loader import parse_spec
+from kubetune_operator import builders
+from kubetune_operator.cache import Written, child_key, trim_job, trim_pod
+from kubetune_operator.metrics import OperatorMetrics
+from kubetune_operator.observe import observe
+
+TERM = {"exitCode": 137, "reason": "OOMKilled", "message": json.dumps({"message": "oom"})}
+
+
+def _job_and_pods(pod_status: dict, job_status: dict) -> tuple[dict, list[dict]]:
+    parsed = parse_spec(load_ftj()["spec"], "llama-lora", NS)
+    job = builders.build_job(parsed, builders.Owner("llama-lora", NS, "u1"), 1, image="img")
+    job["metadata"].update(uid="job-uid", resourceVersion="7", managedFields=[{"x": "y" * 500}])
+    job["status"] = job_status
+    tmpl = job["spec"]["template"]
+    pods = [
+        {
+            "metadata": {
+                "name": f"p{i}",
+                "uid": f"pod-{i}",
+                "labels": {**tmpl["metadata"]["labels"], "controller-uid": "job-uid"},
+                "annotations": {
+                    "batch.kubernetes.io/job-completion-index": str(i),
+                    "other": "z" * 500,
+                },
+                "ownerReferences": [{"uid": "job-uid", "kind": "Job", "name": "x"}],
+            },
+            "spec": tmpl["spec"],
+            "status": {**pod_status, "podIP": f"10.0.0.{i}", "startTime": "t", "qosClass": "G"},
+        }
+        for i in range(2)
+    ]
+    return job, pods
+
+
+@pytest.mark.parametrize(
+    ("pod_status", "job_status"),
+    [
+        ({"phase": "Running"}, {"active": 2}),
+        ({"phase": "Failed", "containerStatuses": [{"state": {"terminated": TERM}}]}, {}),
+        (
+            {
+                "phase": "Failed",
+                "reason": "Evicted",
+                "message": "node pressure",
+                "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "E"}],
+            },
+            {
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "PodFailurePolicy",
+                        "message": "Pod team-a/p0 has condition DisruptionTarget matching",
+                    }
+                ]
+            },
+        ),
+        ({"phase": "Succeeded"}, {"conditions": [{"type": "Complete", "status": "True"}]}),
+    ],
+)
+def test_trimmed_objects_observe_the_same(pod_status, job_status):
+    job, pods = _job_and_pods(pod_status, job_status)
+    small_job, small_pods = trim_job(job), [trim_pod(p) for p in pods]
+    assert observe(small_job, small_pods) == observe(job, pods)
+    full = len(json.dumps([job, *pods]))
+    assert len(json.dumps([small_job, *small_pods])) < full / 4  # no spec, template, fields
+    assert "spec" not in small_pods[0] and "managedFields" not in small_job["metadata"]
+    assert child_key(NS, job["metadata"]["labels"]) == (NS, "llama-lora", "1")
+
+
+def test_our_last_write_wins_until_the_watch_shows_it():
+    written = Written()
+    body = {"metadata": {"resourceVersion": "5"}, "status": {"phase": "Pending"}}
+    written.remember(
+        NS, "a", {"metadata": {"resourceVersion": "6"}, "status": {"phase": "Running"}}
+    )
+    assert written.fresh_status(NS, "a", body)["phase"] == "Running"
+    body = {"metadata": {"resourceVersion": "6"}, "status": {"phase": "Running"}}
+    assert written.fresh_status(NS, "a", body)["phase"] == "Running"
+    assert written.ftjs == {}  # caught up: our copy is dropped
+
+
+def test_a_deleted_job_leaves_no_series_in_the_operator_metrics():
+    m = OperatorMetrics()
+    m.set_phase(NS, "a", "Running")
+    m.set_phase(NS, "b", "Running")
+    m.restarts.labels(NS, "a", "retryable").inc()
+    assert m.registry.get_sample_value("kubetune_jobs", {"phase": "Running"}) == 2
+    m.set_phase(NS, "a", "Failed")
+    m.set_phase(NS, "a", None)
+    assert m.registry.get_sample_value("kubetune_jobs", {"phase": "Running"}) == 1
+    assert m.registry.get_sample_value("kubetune_jobs", {"phase": "Failed"}) == 0
+    labels = {"namespace": NS, "job": "a", "reason": "retryable"}
+    assert m.registry.get_sample_value("kubetune_job_restarts_total", labels) is None

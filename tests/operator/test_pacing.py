@@ -1,0 +1,52 @@
+"""Pure pacing rules (pacing.py: what is written now, later or never; how often to scrape)
+and API flow control (throttle.py: QPS/burst, Retry-After)."""
+
+from __future__ import annotations
+
+from kubetune_operator.pacing import (
+    MAX_SCRAPE_INTERVAL,
+    Pace,
+    classify,
+    scrape_interval,
+    should_write,
+)
+from kubetune_operator.throttle import TokenBucket, retry_after
+
+
+def test_a_phase_or_condition_change_is_written_at_once():
+    pace = Pace(last_write=100.0)
+    patch = {"phase": "Succeeded", "progress": {"step": 10}}
+    assert classify(patch) == "urgent" and should_write(patch, pace, 100.1, 30)
+    assert should_write({"conditions": [{"type": "Running"}]}, pace, 100.1, 30)
+
+
+def test_progress_alone_waits_for_the_interval_and_estimates_alone_are_never_written():
+    pace = Pace(last_write=100.0)
+    step = {"progress": {"step": 11, "display": "11/100 (11%)"}}
+    assert not should_write(step, pace, 129.9, 30)
+    assert should_write(step, pace, 130.0, 30)
+    estimates = {"progress": {"etaSeconds": 12.5, "tokensPerSecond": 900.0}}
+    assert classify(estimates) == "estimates" and not should_write(estimates, pace, 1e9, 30)
+    assert should_write(step, Pace(), 0.0, 30)  # the first write of a job is never held
+
+
+def test_scrape_interval_follows_slow_steps_within_bounds():
+    assert scrape_interval(None, 30) == 30
+    assert scrape_interval(0.5, 30) == 30  # fast steps: no faster than a write could show
+    assert scrape_interval(90, 30) == 90  # one look per step
+    assert scrape_interval(10_000, 30) == MAX_SCRAPE_INTERVAL  # never unwatched for long
+
+
+def test_token_bucket_lets_a_burst_through_then_spaces_requests_at_qps():
+    bucket = TokenBucket(qps=10, burst=3)
+    waits = [bucket.reserve() for _ in range(5)]
+    assert waits[:3] == [0, 0, 0]
+    assert 0.09 <= waits[3] <= 0.1 and 0.19 <= waits[4] <= 0.2
+
+
+def test_retry_after_is_a_floor_with_backoff_and_a_cap():
+    assert retry_after({"Retry-After": "2"}, 0) == 2
+    assert retry_after({}, 0) == 0.5 and retry_after({}, 3) == 4  # no header: backoff
+    assert retry_after({"Retry-After": "1"}, 2) == 2  # backoff grows past a small ask
+    assert retry_after({"Retry-After": "3600"}, 0) == 60  # capped
+    assert retry_after({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, 0) == 0.5
