@@ -22,19 +22,14 @@ import torch
 
 from kubetune_trainer.errors import ConfigError
 
+from .builtin import TINY_LLAMA
 from .cache import cached_dir
 
 _BUILDER_VERSION = "1"  # bump when a recipe below changes (new cache keys)
 
-# Shapes shared by every family: rows of 64 and 128 values so q8_0/q4_0 blocks (32) fit.
-SHAPE = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 4096,
-}
+# The tiny Llama's shape for every family: rows of 64 and 128 values so q8_0/q4_0 blocks
+# (32) fit.
+SHAPE = {k: v for k, v in TINY_LLAMA.items() if k != "vocab_target"}
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
