@@ -125,16 +125,13 @@ def test_the_nastiest_through_a_real_process(tmp_path: Path) -> None:
         folder = tmp_path / f"c{i}"
         folder.mkdir()
         files.append(str(_write(case, folder)))
-    start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "kubetune_trainer.cli", "validate", *files],
         capture_output=True, text=True, timeout=60, preexec_fn=_memory_cap,
     )  # fmt: skip
-    elapsed = time.monotonic() - start
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-2000:]
     assert "Traceback" not in out, out[-2000:]
-    assert elapsed < 20, elapsed  # start-up plus well under a second per file
     assert len(out.encode()) < MAX_OUTPUT * len(files)
     for f in files:
         assert f"{f}: " in proc.stderr, f

@@ -30,11 +30,11 @@ from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import is_remote
 from kubetune_trainer.errors import BadDataError, ConfigError
 from kubetune_trainer.registry import _dump, check_name, open_registry
+from kubetune_trainer.registry import versions as adapter_versions
 
 PREFIX = "_datasets"
 SCHEME = "dataset://"
 _REF = re.compile(r"^dataset://([^@/]+)(?:@v?(\d+))?$")
-_VERSION = re.compile(r"^v(\d+)\.json$")
 Record = dict[str, Any]
 
 
@@ -50,12 +50,7 @@ def _store(output_uri: str, endpoint_url: str | None = None) -> Any:
 
 
 def versions(store: Any, name: str) -> list[int]:
-    found = []
-    for key in store.list(f"{PREFIX}/{name}/"):
-        m = _VERSION.match(key.rsplit("/", 1)[-1])
-        if m and key.count("/") == 2:
-            found.append(int(m.group(1)))
-    return sorted(found)
+    return adapter_versions(store, name, PREFIX)
 
 
 def raw_sha256(source: str, endpoint_url: str | None = None) -> str:

@@ -85,11 +85,13 @@ def check_name(name: str) -> str:
     return name
 
 
-def versions(store: Any, name: str) -> list[int]:
+def versions(store: Any, name: str, prefix: str = "") -> list[int]:
+    """The version numbers of `name`'s vN.json records (under `prefix/`, e.g. datasets)."""
+    folder = f"{prefix}/{name}/" if prefix else f"{name}/"
     found = []
-    for key in store.list(f"{name}/"):
+    for key in store.list(folder):
         m = _VERSION_FILE.match(key.rsplit("/", 1)[-1])
-        if m and key.count("/") == 1:
+        if m and key.count("/") == folder.count("/"):
             found.append(int(m.group(1)))
     return sorted(found)
 
