@@ -240,8 +240,27 @@ def checkpoint(r: dict[str, Any]) -> list[str]:
         out.append(
             f"kubetune's S3 commit/fetch (manifest, sha256 of every byte) against plain boto3 "
             f"moving the same files to the same server: save {raw['save']:.0%}, restore "
-            f"{raw['restore']:.0%}.\n"
+            f"{raw['restore']:.0%} (target ≥ {r.get('vs_boto3_target', 0.9):.0%} on save: "
+            f"{_met(raw['save'] >= r.get('vs_boto3_target', 0.9))}).\n"
         )
+    if r.get("stall"):
+        out += [
+            "Training stall per checkpoint (what the training thread waits): the synchronous "
+            "commit the save callback used to run, against the background committer's hand-off "
+            "(hard links, then the upload runs beside training).\n",
+            "| store | checkpoint | synchronous stall s | background stall s | stall s/GB | "
+            "background commit total s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for x in r["stall"]:
+            out.append(
+                f"| {x['store']} | {x['bytes'] / 1e9:.2f} GB | {x['sync_stall_s']:.2f} | "
+                f"{x['background_stall_s']:.3f} | {x['stall_s_per_gb']:.3f} | "
+                f"{x['background_total_s']:.2f} |"
+            )
+        worst = max(x["stall_s_per_gb"] for x in r["stall"])
+        t = r.get("stall_target_s_per_gb", 1.0)
+        out.append(f"\nTarget: stall ≤ {t} s per GB — worst {worst:.3f}: {_met(worst <= t)}.\n")
     return out
 
 

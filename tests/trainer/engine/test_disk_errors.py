@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,11 @@ def volume(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(vol: Path) -> None:
-    """Write until the kernel says ENOSPC: the volume has no byte left."""
+    """Write until the kernel says ENOSPC: the volume has no byte left (once the background
+    commit in flight, if any, has finished: the fill comes after that checkpoint)."""
+    for t in threading.enumerate():
+        if t.name.startswith("kubetune-commit-"):
+            t.join()
     chunk = b"\0" * (64 << 10)
     with open(vol / "filler", "wb") as f:
         try:

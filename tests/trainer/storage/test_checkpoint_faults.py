@@ -54,7 +54,7 @@ def test_s3_server_dies_mid_commit_then_next_checkpoint_commits(
             transfer_attempts=3,
             backoff_seconds=0.2,
         )
-        ckpts = CheckpointStore(store)
+        ckpts = CheckpointStore(store, parallel=1)  # files one after another, in order
         ckpts.commit(make_ckpt(tmp_path / "c1", {"adapter.bin": 1000}), 1)
 
         # Step 2: optimizer.pt (12 MB, 3 parts) uploads first, then adapter.bin (6 MB, 2

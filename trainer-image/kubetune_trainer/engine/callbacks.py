@@ -107,11 +107,14 @@ class EpochSaveCallback(TrainerCallback):
 
 
 class CommitCallback(TrainerCallback):
-    """Upload each checkpoint the Trainer saved locally, MANIFEST.json last.
+    """Commit each checkpoint the Trainer saved locally, in the background, MANIFEST.json last.
 
     The Trainer stages `checkpoint-<step>/` in its output_dir; this adds the engine's
-    state (data position, base eval loss, data fingerprint) and commits the folder to
-    `<run>/checkpoints/step-<step>/`, then keeps the newest N plus the best.
+    state (data position, base eval loss, data fingerprint) and hands the folder to a
+    BackgroundCommitter that uploads it to `<run>/checkpoints/step-<step>/` and keeps the
+    newest N plus the best, while training goes on. Finished commits are reported on the
+    training thread (sinks are not thread-safe); train end waits for the one in flight, so
+    a SIGTERM-driven stop or the end of training leaves every saved checkpoint committed.
     """
 
     def __init__(
@@ -123,14 +126,16 @@ class CommitCallback(TrainerCallback):
         extra_state: dict[str, Any],
         after: Callable[[], None] | None = None,
     ) -> None:
-        self.after = after  # e.g. upload metrics.jsonl so a resumed run keeps its history
-        self.ckpts = ckpts
+        from kubetune_trainer.storage.committer import BackgroundCommitter
+
         self.staging = staging
-        self.keep_last = keep_last
         self.sinks = sinks
         self.extra_state = extra_state
+        # after: e.g. upload metrics.jsonl so a resumed run keeps its history (background too)
+        self.committer = BackgroundCommitter(ckpts, keep_last, staging, after)
         self.last_uri: str | None = None
         self.last_step: int | None = None
+        self.stalls: list[float] = []  # seconds the training thread spent per checkpoint
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
         from kubetune_trainer.distributed import barrier, collect_node_files
@@ -140,7 +145,6 @@ class CommitCallback(TrainerCallback):
         collect_node_files(folder)  # other nodes' RNG states and ZeRO shards -> rank 0's folder
         if not state.is_world_process_zero:
             return control
-        t0 = time.monotonic()
         examples = (
             state.global_step
             * args.per_device_train_batch_size
@@ -154,18 +158,32 @@ class CommitCallback(TrainerCallback):
         (folder / STATE_FILE).write_text(
             json.dumps({**self.extra_state, "data_position": position}, indent=2)
         )
-        uri = self.ckpts.commit(folder, state.global_step)
         protect: set[int | str] = {state.global_step}
         best = best_step(state)
         if best is not None:
             protect.add(best)
-        for gone in self.ckpts.retain(self.keep_last, protect=protect):
-            log.info("removed old checkpoint %s", gone)
-        self.last_uri, self.last_step = uri, state.global_step
-        self.sinks.on_checkpoint(uri, state.global_step, time.monotonic() - t0)
-        if self.after is not None:
-            self.after()
+        self.stalls.append(self.committer.submit(folder, state.global_step, protect))
+        self._report()
         return control
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if state.is_world_process_zero:
+            self._report()  # a finished commit shows at once; a failed one fails the job now
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if state.is_world_process_zero:
+            self.committer.wait()
+            self._report()
+        return control
+
+    def _report(self) -> None:
+        self.committer.raise_failed()
+        done = self.committer.drain()
+        for c in done:
+            self.last_uri, self.last_step = c.uri, c.step
+            self.sinks.on_checkpoint(c.uri, c.step, c.seconds)
+            log.info("committed %s in %.2fs (training stalled %.3fs)", c.uri, c.seconds, c.stall)
 
 
 # Trainer speed counters logged with every evaluation: not a measure of the model.

@@ -189,7 +189,12 @@ def restore_metrics(store: Any, report_dir: Path, upto_step: int) -> list[dict[s
         data = store.get_bytes(f"report/{METRICS}").decode()
     except FileNotFoundError:
         return []
-    rows = [(line, json.loads(line)) for line in data.splitlines() if line.strip()]
+    rows = []
+    for line in data.splitlines():
+        try:
+            rows.append((line, json.loads(line)))
+        except ValueError:  # a torn line (uploaded while a row was being appended): skip it
+            continue
     kept = [(line, row) for line, row in rows if row.get("step", 0) <= upto_step]
     (report_dir / METRICS).write_text("".join(line + "\n" for line, _ in kept))
     return [row for _, row in kept]

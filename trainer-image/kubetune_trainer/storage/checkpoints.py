@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,9 @@ class TornCheckpoint:
 
 
 class CheckpointStore:
-    def __init__(self, store: Store, prefix: str = "checkpoints") -> None:
+    def __init__(self, store: Store, prefix: str = "checkpoints", parallel: int = 4) -> None:
         self.store = store
+        self.parallel = max(1, parallel)  # files uploaded at once by `commit`
         self.prefix = prefix.strip("/")
         # Steps whose bytes failed sha256 in `fetch`: not counted as committed by `retain`,
         # so resuming from an older checkpoint never lets retention delete that one.
@@ -101,17 +103,24 @@ class CheckpointStore:
         # manifest that could vouch for a mix of old and new files while uploading.
         if self.store.exists(join_key(base, MANIFEST)):
             self.store.delete_prefix(base + "/")
-        files = {}
+        files: dict[str, dict[str, Any]] = {}
+        # Files upload in parallel (a bounded pool; S3 multipart adds its own threads per
+        # file). Largest first, so a failure in the long upload comes before the cheap ones.
+        order = sorted(paths.items(), key=lambda kv: -kv[1].stat().st_size)
+
+        def put(item: tuple[str, Path]) -> tuple[str, dict[str, Any]]:
+            name, path = item
+            size = path.stat().st_size
+            # The store hashes what it sends: each file is read once, not twice.
+            return name, {"size": size, "sha256": self.store.put_file(path, join_key(base, name))}
+
         try:
-            # Largest files first: a failure in the long upload happens before the cheap ones.
-            for name, path in sorted(paths.items(), key=lambda kv: -kv[1].stat().st_size):
-                size = path.stat().st_size
-                # The store hashes what it sends: each file is read once, not twice.
-                sha = self.store.put_file(path, join_key(base, name))
-                files[name] = {"size": size, "sha256": sha}
+            with ThreadPoolExecutor(max_workers=min(self.parallel, len(order))) as pool:
+                files.update(pool.map(put, order))
         except StorageWriteError:
             self._drop_torn(base)  # disk full: give the space back at once, leave no torn files
             raise
+        # Only now, every part written and hashed: the manifest commits the checkpoint.
         manifest = new_manifest(dict(sorted(files.items())), step)
         self.store.put_bytes(join_key(base, MANIFEST), dump_manifest(manifest))
         return self.store.uri(base)
