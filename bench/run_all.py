@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, git_state, machine, save_result, say
 
 NAMES = (
-    "throughput", "mfu", "memory", "memory-large", "operator", "operator-lifecycle", "checkpoint",
+    "throughput", "throughput-vs", "mfu", "memory", "memory-large", "operator",
+    "operator-lifecycle", "checkpoint",
 )  # fmt: skip
 
 
@@ -32,6 +33,10 @@ def _run_one(name: str, quick: bool) -> dict:
         import throughput
 
         return throughput.run(quick)
+    if name == "throughput-vs":
+        import throughput
+
+        return throughput.run_vs(quick)
     if name == "mfu":
         import mfu
 

@@ -31,8 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alternatives import ALTERNATIVES
+from alternatives import build as build_alternative
 from common import Child, emit, loadavg, peak_rss_bytes, say, stats
-from workload import FULL, QUICK, Size, build, length_summary, records
+from workload import FULL, QUICK, VS, VS_QUICK, Size, build, length_summary, records
 
 # name -> spec overrides on top of the shared spec (None: the usual-recipe baseline)
 CONFIGS: dict[str, dict[str, Any] | None] = {
@@ -43,12 +45,16 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "kt-wrapped-fp32": {"dataset": {"packing": "wrapped"}, "training": {"precision": "fp32"}},
 }
 FULL_CONFIGS = ["baseline", "kubetune", "kt-posid-bf16", "kt-pad-fp32"]
+# One full epoch each, side by side with what users pick instead (bench/alternatives.py).
+VS_CONFIGS = ["kubetune", *ALTERNATIVES]
 MICRO_BATCH = 4
 STEPS = {QUICK.name: 6, FULL.name: 16}  # steps timed per run (after the first began)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "v_proj"]}
 
 
-def job_for(model_dir: Path, size: Size, overrides: dict[str, Any], out: Path) -> Any:
+def job_for(
+    model_dir: Path, size: Size, overrides: dict[str, Any], out: Path, epoch: bool = False
+) -> Any:
     from kubetune_api.loader import parse_job
 
     spec: dict[str, Any] = {
@@ -61,7 +67,7 @@ def job_for(model_dir: Path, size: Size, overrides: dict[str, Any], out: Path) -
             "validation": {"fraction": 0},
         },
         "training": {
-            "maxSteps": STEPS[size.name],
+            **({"epochs": 1} if epoch else {"maxSteps": STEPS[size.name]}),
             "microBatchSize": MICRO_BATCH,
             "learningRate": 2e-4,
         },
@@ -177,7 +183,12 @@ def _baseline(model_dir: Path, size: Size, timer: Any, staging: Path) -> tuple[A
 
 
 def _kubetune(
-    model_dir: Path, size: Size, overrides: dict[str, Any], timer: Any, staging: Path
+    model_dir: Path,
+    size: Size,
+    overrides: dict[str, Any],
+    timer: Any,
+    staging: Path,
+    epoch: bool = False,
 ) -> tuple[Any, Any, str]:
     """kubetune's engine + sft recipe on a FineTuneJob (the path `kubetune run` takes)."""
     from kubetune_trainer.engine.args import training_kwargs
@@ -186,7 +197,7 @@ def _kubetune(
     from kubetune_trainer.recipes.base import RecipeContext
     from kubetune_trainer.records import PreparedDataset
 
-    job = job_for(model_dir, size, overrides, staging / "out")
+    job = job_for(model_dir, size, overrides, staging / "out", epoch)
     prepared = PreparedDataset(
         kind="sft",
         format="qa",
@@ -222,20 +233,27 @@ def model_flops(model_dir: Path) -> dict[str, int]:
     }
 
 
-def worker(config: str, quick: bool) -> None:
+def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = False) -> None:
     import torch
 
-    size = QUICK if quick else FULL
+    size = size or (QUICK if quick else FULL)
     folder = build(size)
     model_dir = folder / "model"
     torch.manual_seed(0)
     timer = _timer()
     with tempfile.TemporaryDirectory(prefix="kt-bench-") as tmp:
-        overrides = CONFIGS[config]
-        if overrides is None:
+        if config in ALTERNATIVES:
+            trainer, collator = build_alternative(
+                config, model_dir, records(folder), size.max_len, MICRO_BATCH, LORA,
+                timer, Path(tmp), Counting,
+            )  # fmt: skip
+            precision = "fp32"
+        elif CONFIGS[config] is None:
             trainer, collator, precision = _baseline(model_dir, size, timer, Path(tmp))
         else:
-            trainer, collator, precision = _kubetune(model_dir, size, overrides, timer, Path(tmp))
+            trainer, collator, precision = _kubetune(
+                model_dir, size, CONFIGS[config] or {}, timer, Path(tmp), epoch
+            )
         load_before = loadavg()
         trainer.train()
     seconds = timer.end - (timer.start or timer.end)
@@ -344,6 +362,47 @@ def run(quick: bool = False, reps: int | None = None, configs: list[str] | None 
     }
 
 
+def run_vs(quick: bool = False, reps: int | None = None, configs: list[str] | None = None) -> dict:
+    """One full epoch per run, kubetune's default path against HF Trainer and TRL, at
+    maxSeqLength 512 and 2048, runs interleaved; min/median real tokens/s and ratios."""
+    reps = reps or (1 if quick else 3)
+    configs = configs or VS_CONFIGS
+    sizes = VS_QUICK if quick else VS
+    out: dict[str, Any] = {
+        "reps": reps,
+        "quick": quick,
+        "configs": configs,
+        "micro_batch": MICRO_BATCH,
+    }
+    out["runs"], out["tokens_per_second"], out["ratios"], out["lengths"] = {}, {}, {}, {}
+    for max_len, size in sizes.items():
+        runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+        for rep in range(reps):
+            for c in configs:  # interleaved: every configuration sees the same load drift
+                args = [c, f"--size={size.name}", "--epoch"]
+                try:
+                    r = Child("throughput", args, timeout=3600).run()
+                except RuntimeError as e:  # e.g. an alternative that does not run here
+                    say(f"throughput-vs {max_len} {c}: FAILED {str(e).splitlines()[-1]}")
+                    continue
+                say(
+                    f"throughput-vs {max_len} rep {rep + 1}/{reps} {c}: "
+                    f"{r['tokens_per_second']:.0f} tok/s ({r['steps']} steps, "
+                    f"width {r['mean_width']:.0f}, load {r['load_after']})"
+                )
+                runs[c].append(r)
+        key = str(max_len)
+        out["runs"][key] = runs
+        out["lengths"][key] = _lengths(build(size), size)
+        tps = {c: stats([r["tokens_per_second"] for r in rs]) for c, rs in runs.items() if rs}
+        out["tokens_per_second"][key] = tps
+        kt = tps.get("kubetune")
+        out["ratios"][key] = {
+            c: kt["median"] / v["median"] for c, v in tps.items() if kt and c != "kubetune"
+        }
+    return out
+
+
 def _lengths(folder: Path, size: Size) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
@@ -369,14 +428,22 @@ def main() -> None:
         print(json.dumps(saved["boundary"]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], "--quick" in sys.argv)
+        sizes = {s.name: s for s in (*VS.values(), *VS_QUICK.values())}
+        size = next((sizes[a[7:]] for a in sys.argv if a.startswith("--size=")), None)
+        worker(sys.argv[2], "--quick" in sys.argv, size, "--epoch" in sys.argv)
         return
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int)
     p.add_argument("--configs")
+    p.add_argument("--vs", action="store_true", help="full epochs against HF Trainer and TRL")
     a = p.parse_args()
-    res = run(a.quick, a.reps, a.configs.split(",") if a.configs else None)
+    configs = a.configs.split(",") if a.configs else None
+    if a.vs:
+        vs = run_vs(a.quick, a.reps, configs)
+        print(json.dumps({k: vs[k] for k in ("tokens_per_second", "ratios")}, indent=1))
+        return
+    res = run(a.quick, a.reps, configs)
     print(
         json.dumps(
             {k: res[k] for k in ("tokens_per_second", "ratio_vs_baseline", "boundary", "lengths")},

@@ -51,6 +51,13 @@ class Size:
 # on it); the throughput benchmark times a fixed number of steps, not the whole epoch.
 FULL = Size("llama30m-1k", 512, 8, 8, 1408, 8192, 1024)
 QUICK = Size("llama-quick", 128, 2, 4, 256, 2048, 48, max_len=256, median_len=60)
+# Full-epoch comparisons with other trainers (throughput --vs): 256 examples per epoch at
+# maxSeqLength 512 and 2048, the same lognormal lengths (the 2048 cap keeps the long tail).
+VS = {
+    512: Size("llama30m-vs512", 512, 8, 8, 1408, 8192, 256),
+    2048: Size("llama30m-vs2048", 512, 8, 8, 1408, 8192, 256, max_len=2048),
+}
+VS_QUICK = {256: QUICK}
 # TinyLlama-1.1B's shape (hidden 2048, 22 layers, MLP 5632) with the 8k vocabulary: a
 # model whose weights, not the runtime, dominate memory, as they do for the users' 7B.
 LARGE = Size("llama1b", 2048, 22, 32, 5632, 8192, 64)

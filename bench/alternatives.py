@@ -1,0 +1,175 @@
+"""What a user would pick instead of kubetune, set up as their documentation sets it up.
+
+Every alternative trains the same LoRA (r, alpha, targets) on the same records, tokenizer,
+chat template, micro batch, learning rate and precision (fp32, like kubetune's default on
+this CPU), for the same one epoch, so tokens/s compares the data pipeline and the loop:
+
+- hf-dynamic: transformers Trainer with the tokenizer truncating (no padding) and
+  DataCollatorForLanguageModeling padding each batch to its longest row: the defaults.
+- hf-group-by-length: the same with `train_sampling_strategy="group_by_length"`
+  (transformers 5's name for `group_by_length=True`): batches of similar lengths.
+- trl-sft: TRL SFTTrainer defaults on prompt/completion records (completion-only loss,
+  dynamic padding).
+- trl-packing: SFTTrainer `packing=True` (best-fit decreasing into max_length rows, with
+  position_ids so attention may stay inside each example where the kernel supports it).
+- trl-padding-free: SFTTrainer `padding_free=True` (one flat row per batch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ALTERNATIVES = ("hf-dynamic", "hf-group-by-length", "trl-sft", "trl-packing", "trl-padding-free")
+
+
+def _model(model_dir: Path, lora: dict[str, Any]) -> Any:
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return get_peft_model(model, _lora(lora))
+
+
+def _lora(lora: dict[str, Any]) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["targetModules"],
+        task_type="CAUSAL_LM",
+    )
+
+
+def _common(staging: Path, micro_batch: int) -> dict[str, Any]:
+    return {
+        "output_dir": str(staging),
+        "per_device_train_batch_size": micro_batch,
+        "num_train_epochs": 1,
+        "learning_rate": 2e-4,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1000,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "seed": 42,
+    }
+
+
+def build(
+    name: str,
+    model_dir: Path,
+    rows: list[dict[str, str]],
+    max_len: int,
+    micro_batch: int,
+    lora: dict[str, Any],
+    timer: Any,
+    staging: Path,
+    counting: Any,
+) -> tuple[Any, Any]:
+    """(trainer, counting collator) for the alternative `name`."""
+    if name.startswith("hf-"):
+        return _hf(name, model_dir, rows, max_len, micro_batch, lora, timer, staging, counting)
+    return _trl(name, model_dir, rows, max_len, micro_batch, lora, timer, staging, counting)
+
+
+def _hf(
+    name: str,
+    model_dir: Path,
+    rows: list[dict[str, str]],
+    max_len: int,
+    micro_batch: int,
+    lora: dict[str, Any],
+    timer: Any,
+    staging: Path,
+    counting: Any,
+) -> tuple[Any, Any]:
+    import datasets
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+
+    def fmt(batch: dict[str, list[str]]) -> dict[str, Any]:
+        texts = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": c}],
+                tokenize=False,
+            )
+            for p, c in zip(batch["prompt"], batch["completion"], strict=True)
+        ]
+        return tok(texts, truncation=True, max_length=max_len)
+
+    ds = datasets.Dataset.from_list(rows).map(
+        fmt, batched=True, remove_columns=["prompt", "completion"]
+    )
+    kw = _common(staging, micro_batch)
+    if name == "hf-group-by-length":
+        ds = ds.map(lambda r: {"length": len(r["input_ids"])})
+        kw["train_sampling_strategy"] = "group_by_length"
+    collator = counting(DataCollatorForLanguageModeling(tok, mlm=False), tok.pad_token_id)
+    trainer = Trainer(
+        model=_model(model_dir, lora),
+        args=TrainingArguments(**kw),
+        train_dataset=ds,
+        data_collator=collator,
+        callbacks=[timer],
+    )
+    return trainer, collator
+
+
+def _trl(
+    name: str,
+    model_dir: Path,
+    rows: list[dict[str, str]],
+    max_len: int,
+    micro_batch: int,
+    lora: dict[str, Any],
+    timer: Any,
+    staging: Path,
+    counting: Any,
+) -> tuple[Any, Any]:
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    # Conversational prompt/completion records: TRL applies the chat template itself.
+    ds = datasets.Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": r["completion"]}],
+            }
+            for r in rows
+        ]
+    )
+    cfg = SFTConfig(
+        **_common(staging, micro_batch),
+        # padding_free without packing refuses a max_length it would not enforce; the
+        # records are generated within it (the template adds a few tokens at most).
+        max_length=None if name == "trl-padding-free" else max_len,
+        packing=name == "trl-packing",
+        padding_free=name == "trl-padding-free",
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    trainer = SFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=_lora(lora),
+        callbacks=[timer],
+    )
+    collator = counting(trainer.data_collator, tok.pad_token_id)
+    trainer.data_collator = collator
+    return trainer, collator
