@@ -101,6 +101,20 @@ class ExitCode:
     PERMANENT: Final = (INVALID_SPEC, BAD_DATA, OOM, STORAGE)
 
 
+class TrainerMetric:
+    """The trainer's metric samples the operator reads from rank 0's /metrics (to fill
+    status.progress), as exposed: a counter's samples end in _total. The trainer's
+    kubetune_trainer.metrics.METRICS must export each (tests/unit/test_pod_contract.py)."""
+
+    STEP: Final = "kubetune_train_step"
+    TOTAL_STEPS: Final = "kubetune_train_total_steps"
+    EPOCH: Final = "kubetune_train_epoch"
+    LOSS: Final = "kubetune_train_loss"
+    EVAL_LOSS: Final = "kubetune_eval_loss"
+    TOKENS: Final = "kubetune_train_tokens_total"  # a counter: tokens/s is its rate
+    OPERATOR_READS: Final = (STEP, TOTAL_STEPS, EPOCH, LOSS, EVAL_LOSS, TOKENS)
+
+
 class Env:
     """Environment the operator sets in every trainer pod (the launcher's contract)."""
 

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune_api import constants as c
 from kubetune_api.loader import parse_spec
+from kubetune_api.termination import TerminationSummary
 from kubetune_operator import builders
 from kubetune_operator.config import OperatorConfig
 
@@ -151,20 +152,18 @@ def test_creates_adopted_children_then_follows_to_success(operator, rank0_metric
     )
     assert st["progress"]["etaSeconds"] > 0 and st["progress"]["tokensPerSecond"] > 0
     # The trainer finishes: rank 0's termination message is the summary.
-    summary = {
-        "phase": "Succeeded",
-        "message": "trained 100 steps",
-        "step": 100,
-        "loss": 0.8,
-        "exitCode": 0,
-        "lastCheckpoint": "s3://artifacts/kubetune/team-a/llama-lora/checkpoints/step-000100",
-        "adapter": {
-            "uri": "s3://artifacts/kubetune/team-a/llama-lora/adapter",
-            "sha256": "ab" * 32,
-            "sizeBytes": 1234,
-        },
-    }
-    set_terminated(cluster, NS, pods[0], 0, summary)
+    summary = TerminationSummary(
+        phase="done",
+        message="trained 100 steps",
+        step=100,
+        loss=0.8,
+        exit_code=0,
+        checkpoint="s3://artifacts/kubetune/team-a/llama-lora/checkpoints/step-000100",
+        adapter_uri="s3://artifacts/kubetune/team-a/llama-lora/adapter",
+        adapter_sha256="ab" * 32,
+        adapter_size=1234,
+    )
+    set_terminated(cluster, NS, pods[0], 0, summary.to_line())
     set_terminated(cluster, NS, pods[1], 0)
     set_job_status(
         cluster,
@@ -175,7 +174,11 @@ def test_creates_adopted_children_then_follows_to_success(operator, rank0_metric
         conditions=[{"type": "Complete", "status": "True"}],
     )
     st = wait_for(lambda: (s := status(cluster))["phase"] == "Succeeded" and s, what="success")
-    assert st["adapter"] == summary["adapter"]
+    assert st["adapter"] == {
+        "uri": "s3://artifacts/kubetune/team-a/llama-lora/adapter",
+        "sha256": "ab" * 32,
+        "sizeBytes": 1234,
+    }
     assert st["lastCheckpoint"].endswith("step-000100") and st["progress"]["loss"] == 0.8
     assert cond(st, "Succeeded")["status"] == "True" and cond(st, "Running")["status"] == "False"
     assert st["completionTime"]
