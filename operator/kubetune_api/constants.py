@@ -55,6 +55,16 @@ class ConditionType:
     CHILD_CONFLICT: Final = "ChildConflict"
     # Deletion only: whether the artifacts' cleanup (cleanupPolicy: delete) ran.
     CLEANUP: Final = "ArtifactsCleanedUp"
+    # kstatus' summary conditions (sigs.k8s.io/cli-utils/pkg/kstatus, read by Flux and
+    # kpt), derived from the phase after every decision (kubetune_operator.status):
+    # Ready True once Succeeded (the adapter exists: the goal of the object), else False;
+    # Reconciling True while Pending or Running (kstatus InProgress); Stalled True once
+    # Failed or while a child's name is taken (kstatus Failed). Suspended: Ready False
+    # alone (InProgress until resumed). Reconciling/Stalled are "abnormal-true": absent
+    # until first True, then False.
+    READY: Final = "Ready"
+    RECONCILING: Final = "Reconciling"
+    STALLED: Final = "Stalled"
 
 
 class Reason:

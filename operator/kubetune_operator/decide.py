@@ -26,12 +26,14 @@ from .observe import Failure, Observation
 from .status import (
     clear_condition,
     dump_status,
+    eta_display,
     get_condition,
     load_status,
     parse_time,
     rfc3339,
     set_condition,
     set_phase,
+    summarize,
 )
 
 OOM_ADVICE = (
@@ -238,6 +240,7 @@ def decide(inp: Inputs) -> Plan:
         # added afterwards): a stale observedGeneration would wake its loop on every event.
         st.observed_generation = inp.generation
         _ttl(inp, st, plan)
+        summarize(st, inp.generation, inp.now)
         plan.finished = True
         plan.status_changed = dump_status(st) != before
         return plan
@@ -250,6 +253,7 @@ def decide(inp: Inputs) -> Plan:
         _ttl(inp, st, plan)
     elif job is not None:
         _deadline_wakeup(job, st, plan, inp.now)
+    summarize(st, inp.generation, inp.now)
     plan.status_changed = dump_status(st) != before
     return plan
 
@@ -334,7 +338,7 @@ def _run(inp: Inputs, job: FineTuneJob, st: FineTuneJobStatus, plan: Plan) -> No
         _apply_summary(st, obs.summary)
         if st.progress.total_steps:
             st.progress.step = max(st.progress.step, st.progress.total_steps)
-        st.progress.eta_seconds = 0
+        st.progress.eta_seconds, st.progress.eta = 0, eta_display(0)
         msg = obs.summary.message or "training finished; adapter saved"
         if st.adapter:
             msg += f" ({st.adapter.uri})"

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubetune_api.constants import TrainerMetric
 from kubetune_api.status import Progress
 
-from .status import progress_display
+from .status import eta_display, progress_display
 
 # Sample name -> the key parse_metrics returns (the names: kubetune_api's one list).
 _NAMES = {
@@ -85,5 +85,6 @@ def to_progress(values: dict[str, float], now: float, first: RateSample | None) 
     if first is not None and step > first.step and now > first.t and total > step:
         rate = (step - first.step) / (now - first.t)
         p.eta_seconds = round((total - step) / rate, 1)
+    p.eta = eta_display(p.eta_seconds)
     p.display = progress_display(p)
     return p
