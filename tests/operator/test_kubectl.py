@@ -143,6 +143,26 @@ def test_wide_columns_show_the_operators_eta_restarts_and_reason(cluster, tmp_pa
         thread.join(5)
 
 
+def test_kubectl_wait_for_ready_returns_when_the_job_succeeds(quickstart):
+    """Ready is the condition that means done: `kubectl wait` (a watch on the object) sees
+    the operator turn it True."""
+    cluster = quickstart
+    kubectl(cluster, "apply", "--validate=false", "-f", str(EXAMPLE))
+    job = f"{NAME}-a1"
+    wait_for(lambda: cluster.get("batch/v1/jobs", NS, job), what="the Job")
+    ready = kubectl(cluster, "get", "ftj", NAME, "-n", NS, "-o",
+                    'jsonpath={.status.conditions[?(@.type=="Ready")].status}')  # fmt: skip
+    assert ready == "False"
+    (pod,) = create_pods(cluster, NS, job)
+    set_terminated(cluster, NS, pod, 0, "{}")
+    set_job_status(cluster, NS, job, succeeded=1, conditions=[{"type": "Complete",
+                                                               "status": "True"}])  # fmt: skip
+    out = kubectl(cluster, "wait", "--for=condition=Ready", f"ftj/{NAME}", "-n", NS,
+                  "--timeout=30s")  # fmt: skip
+    assert out.strip() == f"finetunejob.kubetune.io/{NAME} condition met"
+    assert status(cluster)["phase"] == "Succeeded"
+
+
 def status(cluster: EmulatorServer) -> dict:
     return (cluster.get(FTJ, NS, NAME) or {}).get("status") or {}
 
