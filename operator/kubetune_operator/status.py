@@ -32,11 +32,27 @@ def parse_time(s: str | None) -> datetime | None:
 
 
 def load_status(raw: dict[str, Any] | None) -> FineTuneJobStatus:
-    """The stored status, or a fresh one if absent or unreadable (never crash on it)."""
+    """The stored status, or a fresh one if absent or unreadable (never crash on it).
+
+    A condition metav1 would refuse (an empty reason from a hand edit or another tool) is
+    dropped alone: it must not cost the attempt and restart counters with it."""
     try:
         return FineTuneJobStatus.model_validate(raw or {})
     except ValueError:
+        pass
+    kept = [c for c in (raw or {}).get("conditions") or [] if _readable(c)]
+    try:
+        return FineTuneJobStatus.model_validate({**(raw or {}), "conditions": kept})
+    except ValueError:
         return FineTuneJobStatus()
+
+
+def _readable(cond: Any) -> bool:
+    try:
+        Condition.model_validate(cond)
+    except ValueError:
+        return False
+    return True
 
 
 def dump_status(status: FineTuneJobStatus) -> dict[str, Any]:

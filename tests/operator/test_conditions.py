@@ -190,6 +190,25 @@ def test_a_status_written_by_the_previous_operator_gains_the_new_conditions() ->
     assert kstatus_of(plan) == "Current"
 
 
+def test_an_unreadable_condition_is_dropped_alone() -> None:
+    """A hand-edited condition with an empty reason (metav1 refuses it) must not reset the
+    attempt and restart counters: the next decision would start attempt 1 again."""
+    from kubetune_operator.status import load_status
+
+    stored = {
+        "phase": "Pending", "attempt": 3, "restarts": 2, "observedGeneration": 1,
+        "conditions": [
+            {"type": "Created", "status": "True", "reason": "JobCreated", "message": "",
+             "lastTransitionTime": "2026-11-21T00:00:00Z"},
+            {"type": "Restarting", "status": "True", "reason": "", "message": "by hand"},
+        ],
+    }  # fmt: skip
+    st = load_status(stored)
+    assert (st.attempt, st.restarts) == (3, 2)
+    assert [c.type for c in st.conditions] == ["Created"]
+    assert load_status({"attempt": "three"}).attempt == 0  # the rest unreadable: fresh
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"),
     [(None, ""), (0, "0s"), (44.6, "45s"), (61, "1m01s"), (3599, "59m59s"), (3900, "1h05m"),
