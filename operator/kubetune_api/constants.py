@@ -55,6 +55,16 @@ class ConditionType:
     CHILD_CONFLICT: Final = "ChildConflict"
     # Deletion only: whether the artifacts' cleanup (cleanupPolicy: delete) ran.
     CLEANUP: Final = "ArtifactsCleanedUp"
+    # kstatus' summary conditions (sigs.k8s.io/cli-utils/pkg/kstatus, read by Flux and
+    # kpt), derived from the phase after every decision (kubetune_operator.status):
+    # Ready True once Succeeded (the adapter exists: the goal of the object), else False;
+    # Reconciling True while Pending or Running (kstatus InProgress); Stalled True once
+    # Failed or while a child's name is taken (kstatus Failed). Suspended: Ready False
+    # alone (InProgress until resumed). Reconciling/Stalled are "abnormal-true": absent
+    # until first True, then False.
+    READY: Final = "Ready"
+    RECONCILING: Final = "Reconciling"
+    STALLED: Final = "Stalled"
 
 
 class Reason:
@@ -99,6 +109,20 @@ class ExitCode:
     RETRYABLE: Final = 75  # EX_TEMPFAIL: peer lost, rendezvous/storage errors
     PREEMPTED: Final = 76  # SIGTERM: checkpoint saved, resume without counting
     PERMANENT: Final = (INVALID_SPEC, BAD_DATA, OOM, STORAGE)
+
+
+class TrainerMetric:
+    """The trainer's metric samples the operator reads from rank 0's /metrics (to fill
+    status.progress), as exposed: a counter's samples end in _total. The trainer's
+    kubetune_trainer.metrics.METRICS must export each (tests/unit/test_pod_contract.py)."""
+
+    STEP: Final = "kubetune_train_step"
+    TOTAL_STEPS: Final = "kubetune_train_total_steps"
+    EPOCH: Final = "kubetune_train_epoch"
+    LOSS: Final = "kubetune_train_loss"
+    EVAL_LOSS: Final = "kubetune_eval_loss"
+    TOKENS: Final = "kubetune_train_tokens_total"  # a counter: tokens/s is its rate
+    OPERATOR_READS: Final = (STEP, TOTAL_STEPS, EPOCH, LOSS, EVAL_LOSS, TOKENS)
 
 
 class Env:

@@ -131,7 +131,21 @@ def build_crd() -> dict[str, Any]:
                             "jsonPath": ".status.progress.display",
                         },
                         {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+                        {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta"},
                         {"name": "Nodes", "type": "integer", "jsonPath": ".spec.distributed.nodes"},
+                        # -o wide only (priority 1):
+                        {
+                            "name": "Restarts",
+                            "type": "integer",
+                            "priority": 1,
+                            "jsonPath": ".status.restarts",
+                        },
+                        {
+                            "name": "Reason",
+                            "type": "string",
+                            "priority": 1,
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ._base import StatusModel
 
@@ -16,13 +16,46 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# metav1.Condition's own validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+
 class Condition(StatusModel):
-    type: str = Field(description="Condition type (see kubetune_api.constants.ConditionType).")
+    """One condition in metav1.Condition's shape (what kstatus, Flux and kubectl wait read)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            # metav1.Condition requires all five (message may be empty).
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+        }
+    )
+
+    type: str = Field(
+        max_length=316,
+        pattern=CONDITION_TYPE_PATTERN,
+        description="Condition type (see kubetune_api.constants.ConditionType).",
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
-    reason: str = Field(description="CamelCase reason (kubetune_api.constants.Reason).")
-    message: str = Field(default="", description="Human-readable detail.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=CONDITION_REASON_PATTERN,
+        description="CamelCase reason (kubetune_api.constants.Reason).",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
     last_transition_time: str = Field(
-        default_factory=now_rfc3339, description="When the status last changed (RFC 3339)."
+        default_factory=now_rfc3339,
+        json_schema_extra={"format": "date-time"},
+        description="When the status last changed (RFC 3339).",
+    )
+    observed_generation: int = Field(
+        default=0,
+        ge=0,
+        description="The metadata.generation this condition was set from.",
     )
 
 
@@ -34,6 +67,7 @@ class Progress(StatusModel):
     eval_loss: float | None = Field(default=None, description="Latest validation loss.")
     tokens_per_second: float | None = Field(default=None, description="Training throughput.")
     eta_seconds: float | None = Field(default=None, description="Estimated seconds remaining.")
+    eta: str = Field(default="", description="etaSeconds as 1h05m or 12m30s, for kubectl get.")
     display: str = Field(default="", description="step/total (percent), for kubectl get.")
 
 
@@ -46,7 +80,15 @@ class AdapterArtifact(StatusModel):
 class FineTuneJobStatus(StatusModel):
     phase: PhaseName = Field(default="Pending", description="Lifecycle phase.")
     message: str = Field(default="", description="Latest human-readable summary.")
-    conditions: list[Condition] = Field(default_factory=list, description="Conditions by type.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Conditions, one per type (Ready summarises: True once Succeeded).",
+        # One entry per type: server-side apply and kubectl merge them by type.
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
     observed_generation: int = Field(default=0, ge=0, description="Spec generation acted on.")
     progress: Progress = Field(default_factory=Progress, description="Training progress.")
     attempt: int = Field(default=0, ge=0, description="Current attempt (1-based once started).")

@@ -17,7 +17,8 @@ from kubetune_api.constants import Phase, Reason
 from kubetune_api.crd import MUTABLE_SPEC_FIELDS
 from kubetune_api.loader import InvalidSpecError, parse_spec
 from kubetune_api.spec import FineTuneJob
-from kubetune_api.status import AdapterArtifact, FineTuneJobStatus, Progress
+from kubetune_api.status import FineTuneJobStatus, Progress
+from kubetune_api.termination import TerminationSummary
 from kubetune_api.uris import redact_text, strip_spec_credentials
 
 from .config import Policy
@@ -25,12 +26,14 @@ from .observe import Failure, Observation
 from .status import (
     clear_condition,
     dump_status,
+    eta_display,
     get_condition,
     load_status,
     parse_time,
     rfc3339,
     set_condition,
     set_phase,
+    summarize,
 )
 
 OOM_ADVICE = (
@@ -216,27 +219,16 @@ def _next_attempt(
     plan.requeue_after = delay
 
 
-def _apply_summary(st: FineTuneJobStatus, summary: dict[str, Any]) -> None:
-    # The trainer's termination summary (kubetune_trainer.engine.main) writes `checkpoint`
-    # and flat `adapter_uri`/`adapter_sha256`/`adapter_size`; the camelCase status-shaped
-    # keys are accepted too, so either side can move to the other's spelling.
-    checkpoint = summary.get("lastCheckpoint") or summary.get("checkpoint")
-    if checkpoint:
-        st.last_checkpoint = str(checkpoint)
-    if isinstance(summary.get("step"), int):
-        st.progress.step = summary["step"]
-    if isinstance(summary.get("loss"), (int, float)):
-        st.progress.loss = float(summary["loss"])
-    adapter = summary.get("adapter")
-    if not isinstance(adapter, dict) and summary.get("adapter_uri"):
-        size = summary.get("adapter_size")
-        adapter = {
-            "uri": summary["adapter_uri"],
-            "sha256": str(summary.get("adapter_sha256") or ""),
-            "sizeBytes": size if isinstance(size, int) else 0,
-        }
-    if isinstance(adapter, dict) and adapter.get("uri"):
-        st.adapter = AdapterArtifact.model_validate(adapter)
+def _apply_summary(st: FineTuneJobStatus, summary: TerminationSummary) -> None:
+    """What the trainer's termination summary adds to the status (kubetune_api.termination)."""
+    if summary.checkpoint:
+        st.last_checkpoint = summary.checkpoint
+    if summary.step is not None:
+        st.progress.step = summary.step
+    if summary.loss is not None:
+        st.progress.loss = summary.loss
+    if (adapter := summary.adapter()) is not None:
+        st.adapter = adapter
 
 
 def decide(inp: Inputs) -> Plan:
@@ -248,6 +240,7 @@ def decide(inp: Inputs) -> Plan:
         # added afterwards): a stale observedGeneration would wake its loop on every event.
         st.observed_generation = inp.generation
         _ttl(inp, st, plan)
+        summarize(st, inp.generation, inp.now)
         plan.finished = True
         plan.status_changed = dump_status(st) != before
         return plan
@@ -260,6 +253,7 @@ def decide(inp: Inputs) -> Plan:
         _ttl(inp, st, plan)
     elif job is not None:
         _deadline_wakeup(job, st, plan, inp.now)
+    summarize(st, inp.generation, inp.now)
     plan.status_changed = dump_status(st) != before
     return plan
 
@@ -344,8 +338,8 @@ def _run(inp: Inputs, job: FineTuneJob, st: FineTuneJobStatus, plan: Plan) -> No
         _apply_summary(st, obs.summary)
         if st.progress.total_steps:
             st.progress.step = max(st.progress.step, st.progress.total_steps)
-        st.progress.eta_seconds = 0
-        msg = str(obs.summary.get("message") or "training finished; adapter saved")
+        st.progress.eta_seconds, st.progress.eta = 0, eta_display(0)
+        msg = obs.summary.message or "training finished; adapter saved"
         if st.adapter:
             msg += f" ({st.adapter.uri})"
         _finish(st, plan, Phase.SUCCEEDED, Reason.COMPLETED, msg, now)

@@ -16,12 +16,12 @@ podFailurePolicy the pod matched (builders.POD_FAILURE_POLICY), and that is read
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kubetune_api.constants import ExitCode
+from kubetune_api.termination import TerminationSummary
 
 FailureKind = Literal[
     "oom", "bad_data", "invalid_spec", "storage", "preempted", "retryable", "deadline"
@@ -46,7 +46,8 @@ class Failure:
     message: str
     exit_code: int | None = None
     pod: str | None = None
-    summary: dict[str, Any] = field(default_factory=dict)  # the pod's termination message
+    # The pod's termination message.
+    summary: TerminationSummary = field(default_factory=TerminationSummary)
     # Exit 76 of a pod that was being deleted without a DisruptionTarget: a controller
     # stopped it (the Job controller deletes the other pods once one has failed), so it
     # is a consequence of another pod's failure, never the cause.
@@ -63,7 +64,8 @@ class Observation:
     failure: Failure | None = None
     pod0_ip: str | None = None
     waiting: str = ""  # why pods do not run yet (Unschedulable, ImagePullBackOff...)
-    summary: dict[str, Any] = field(default_factory=dict)  # rank 0's termination message
+    # Rank 0's termination message.
+    summary: TerminationSummary = field(default_factory=TerminationSummary)
 
 
 def _cond(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
@@ -90,20 +92,6 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def parse_termination_message(text: str | None) -> dict[str, Any]:
-    """The trainer's one-line JSON summary; a crash log tail is kept as the message."""
-    if not text:
-        return {}
-    for line in reversed(text.strip().splitlines()):
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            return data
-    return {"message": text.strip()[-500:]}
-
-
 def classify_pod(pod: dict[str, Any]) -> Failure | None:
     """The failure of one pod, or None if it has not failed."""
     status = pod.get("status") or {}
@@ -113,8 +101,8 @@ def classify_pod(pod: dict[str, Any]) -> Failure | None:
     failed = status.get("phase") == "Failed" or (code not in (None, 0))
     if not failed:
         return None
-    summary = parse_termination_message(term.get("message") if term else None)
-    text = str(summary.get("message") or status.get("message") or "")
+    summary = TerminationSummary.read(term.get("message") if term else None)
+    text = summary.message or str(status.get("message") or "")
     kind: FailureKind
     if term and term.get("reason") == "OOMKilled":
         kind, text = "oom", text or "container OOMKilled"
@@ -171,7 +159,7 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Observati
         obs.pod0_ip = st.get("podIP")
         term = _terminated(p0)
         if term:
-            obs.summary = parse_termination_message(term.get("message"))
+            obs.summary = TerminationSummary.read(term.get("message"))
     obs.waiting = next((w for w in map(waiting_reason, pods) if w), "")
     failures = [f for f in (classify_pod(p) for p in pods) if f is not None]
     if failures:

@@ -8,17 +8,19 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubetune_api.constants import TrainerMetric
 from kubetune_api.status import Progress
 
-from .status import progress_display
+from .status import eta_display, progress_display
 
+# Sample name -> the key parse_metrics returns (the names: kubetune_api's one list).
 _NAMES = {
-    "kubetune_train_step": "step",
-    "kubetune_train_total_steps": "total_steps",
-    "kubetune_train_epoch": "epoch",
-    "kubetune_train_loss": "loss",
-    "kubetune_eval_loss": "eval_loss",
-    "kubetune_train_tokens_total": "tokens",  # a counter: tokens/s is its rate between scrapes
+    TrainerMetric.STEP: "step",
+    TrainerMetric.TOTAL_STEPS: "total_steps",
+    TrainerMetric.EPOCH: "epoch",
+    TrainerMetric.LOSS: "loss",
+    TrainerMetric.EVAL_LOSS: "eval_loss",
+    TrainerMetric.TOKENS: "tokens",  # a counter: tokens/s is its rate between scrapes
 }
 
 
@@ -83,5 +85,6 @@ def to_progress(values: dict[str, float], now: float, first: RateSample | None) 
     if first is not None and step > first.step and now > first.t and total > step:
         rate = (step - first.step) / (now - first.t)
         p.eta_seconds = round((total - step) / rate, 1)
+    p.eta = eta_display(p.eta_seconds)
     p.display = progress_display(p)
     return p

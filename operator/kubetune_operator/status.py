@@ -14,6 +14,9 @@ from kubetune_api.constants import ConditionType as CT
 from kubetune_api.constants import Phase, Reason
 from kubetune_api.status import Condition, FineTuneJobStatus, Progress
 
+# metav1.Condition.message's limit (the CRD says so too: a longer one is refused).
+MAX_MESSAGE = 32768
+
 
 def rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -29,11 +32,27 @@ def parse_time(s: str | None) -> datetime | None:
 
 
 def load_status(raw: dict[str, Any] | None) -> FineTuneJobStatus:
-    """The stored status, or a fresh one if absent or unreadable (never crash on it)."""
+    """The stored status, or a fresh one if absent or unreadable (never crash on it).
+
+    A condition metav1 would refuse (an empty reason from a hand edit or another tool) is
+    dropped alone: it must not cost the attempt and restart counters with it."""
     try:
         return FineTuneJobStatus.model_validate(raw or {})
     except ValueError:
+        pass
+    kept = [c for c in (raw or {}).get("conditions") or [] if _readable(c)]
+    try:
+        return FineTuneJobStatus.model_validate({**(raw or {}), "conditions": kept})
+    except ValueError:
         return FineTuneJobStatus()
+
+
+def _readable(cond: Any) -> bool:
+    try:
+        Condition.model_validate(cond)
+    except ValueError:
+        return False
+    return True
 
 
 def dump_status(status: FineTuneJobStatus) -> dict[str, Any]:
@@ -49,6 +68,7 @@ def set_condition(
 ) -> None:
     """Add or update one condition in place; keep its transition time if status is unchanged."""
     new = "True" if value else "False"
+    message = message[:MAX_MESSAGE]
     old = get_condition(status, ctype)
     if old is None:
         status.conditions.append(
@@ -94,6 +114,55 @@ def set_phase(
     elif phase == Phase.SUSPENDED:
         set_condition(status, CT.SUSPENDED, True, reason, message, now)
         clear_condition(status, CT.RUNNING, reason, message, now)
+
+
+def _phase_condition(status: FineTuneJobStatus) -> Condition | None:
+    """The condition that says why the job is in its phase (its reason is Ready's)."""
+    conflict = get_condition(status, CT.CHILD_CONFLICT)
+    if conflict is not None and conflict.status == "True":
+        return conflict
+    if status.phase == Phase.PENDING:
+        restarting = get_condition(status, CT.RESTARTING)
+        if restarting is not None and restarting.status == "True":
+            return restarting
+        return get_condition(status, CT.CREATED)
+    return get_condition(status, status.phase)  # Running, Succeeded, Failed, Suspended
+
+
+def summarize(status: FineTuneJobStatus, generation: int, now: datetime) -> None:
+    """Ready / Reconciling / Stalled from the phase (kstatus' conventions; what each means
+    is in kubetune_api.constants.ConditionType), then every condition stamped with the
+    generation this decision acted on (metav1.Condition.observedGeneration): the operator
+    re-derives all of them from that generation on each pass."""
+    cond = _phase_condition(status)
+    reason, message = (cond.reason if cond else status.phase), status.message
+    stalled = status.phase == Phase.FAILED or (cond is not None and cond.type == CT.CHILD_CONFLICT)
+    busy = status.phase in (Phase.PENDING, Phase.RUNNING) and not stalled
+    set_condition(status, CT.READY, status.phase == Phase.SUCCEEDED, reason, message, now)
+    if busy:
+        set_condition(status, CT.RECONCILING, True, reason, message, now)
+    else:
+        clear_condition(status, CT.RECONCILING, reason, "", now)
+    if stalled:
+        set_condition(status, CT.STALLED, True, reason, message, now)
+    else:
+        clear_condition(status, CT.STALLED, reason, "", now)
+    for c in status.conditions:
+        c.observed_generation = generation
+
+
+def eta_display(seconds: float | None) -> str:
+    """1h05m, 12m30s, 45s (like kubectl's ages): the ETA column."""
+    if seconds is None:
+        return ""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 48 * 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
 def progress_display(p: Progress) -> str:

@@ -181,6 +181,42 @@ def test_health(lua: str, tmp_path: Path, obj: dict, want_status: str, want_mess
     assert health(lua, tmp_path, obj) == (want_status, want_message)
 
 
+# (phase, reason, Argo CD health, the kstatus condition that is True) as the operator writes them.
+OPERATOR_STATES = [
+    (Phase.PENDING, Reason.JOB_CREATED, "Progressing", ConditionType.RECONCILING),
+    (Phase.RUNNING, Reason.PODS_RUNNING, "Progressing", ConditionType.RECONCILING),
+    (Phase.SUCCEEDED, Reason.COMPLETED, "Healthy", ConditionType.READY),
+    (Phase.FAILED, Reason.OUT_OF_MEMORY, "Degraded", ConditionType.STALLED),
+    (Phase.SUSPENDED, Reason.SUSPENDED, "Suspended", None),
+]
+
+
+@pytest.mark.parametrize(("phase", "reason", "want", "true"), OPERATOR_STATES,
+                         ids=[s[0] for s in OPERATOR_STATES])  # fmt: skip
+def test_argocd_and_kstatus_agree_on_the_operators_own_conditions(
+    lua: str, tmp_path: Path, phase: str, reason: str, want: str, true: str | None
+) -> None:
+    """Conditions as the operator's pure status code leaves them (metav1 shape with
+    observedGeneration, plus Ready/Reconciling/Stalled): Argo CD's verdict matches the
+    kstatus condition that is True."""
+    from datetime import UTC, datetime
+
+    from kubetune_operator.status import set_phase, summarize
+
+    now = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+    st = FineTuneJobStatus(observed_generation=2)
+    set_phase(st, Phase.PENDING, Reason.JOB_CREATED, "created Job demo-a1", now)
+    set_phase(st, phase, reason, f"now {phase}", now)
+    summarize(st, 2, now)
+    summary = {c.type: c.status for c in st.conditions if c.type in ("Ready", "Reconciling",
+                                                                      "Stalled")}  # fmt: skip
+    assert [t for t, v in summary.items() if v == "True"] == ([true] if true else [])
+    status, message = health(lua, tmp_path, ftj(st, generation=2))
+    assert status == want
+    if phase == Phase.FAILED:
+        assert message == f"{reason}: now {phase}"
+
+
 def test_every_phase_has_a_health(lua: str, tmp_path: Path) -> None:
     seen = {
         health(lua, tmp_path, ftj(FineTuneJobStatus(phase=p, observed_generation=1)))[0]

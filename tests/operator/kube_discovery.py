@@ -243,9 +243,15 @@ def human_age(ts: str | None, now: datetime | None = None) -> str:
 
 
 def json_path(obj: Any, path: str) -> Any:
-    """The CRD printer-column subset: .a.b, .a[0].b."""
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path.strip().lstrip(".")):
-        if part.startswith("["):
+    """The CRD printer-column subset: .a.b, .a[0].b, .a[?(@.k=="v")].b (first match)."""
+    for part in re.findall(
+        r'\[\?\(@\.\w+=="[^"]*"\)\]|[^.\[\]]+|\[\d+\]', path.strip().lstrip(".")
+    ):
+        if part.startswith("[?"):
+            key, want = re.findall(r'@\.(\w+)=="([^"]*)"', part)[0]
+            found = [o for o in obj if isinstance(o, dict)] if isinstance(obj, list) else []
+            obj = next((o for o in found if str(o.get(key)) == want), None)
+        elif part.startswith("["):
             idx = int(part[1:-1])
             obj = obj[idx] if isinstance(obj, list) and idx < len(obj) else None
         else:

@@ -178,7 +178,7 @@ def test_progress_from_prometheus_text():
     first = RateSample(t=100.0, step=10)
     p = to_progress(values, now=110.0, first=first)
     assert (p.step, p.total_steps, p.loss, p.eval_loss) == (30, 120, 1.5, 1.7)
-    assert p.eta_seconds == 45.0  # 90 steps left at 2 steps/s
+    assert p.eta_seconds == 45.0 and p.eta == "45s"  # 90 steps left at 2 steps/s
     assert p.display == "30/120 (25%)"
     assert p.tokens_per_second is None  # one reading of a counter is no rate
     assert parse_metrics("not prometheus {{{") == {}

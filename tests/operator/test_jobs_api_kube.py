@@ -19,6 +19,7 @@ from kube_cluster import FTJ, EmulatorServer, wait_for
 from op_support import NS, load_ftj
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from kubetune_api.termination import TerminationSummary
 from kubetune_trainer.jobs import Client, UnknownJobError
 
 CLI = [sys.executable, "-m", "kubetune_trainer.cli"]
@@ -89,10 +90,10 @@ def test_submit_poll_logs_metrics_to_success(
     follower.start()
     wait_for(lambda: followed, what="the first log lines")
     logs[(NS, pods[0]["metadata"]["name"])] += "rank 0: step 100 loss 0.8\n"
-    summary = {"phase": "Succeeded", "message": "trained 100 steps", "step": 100, "loss": 0.8,
-               "exitCode": 0, "lastCheckpoint": "s3://artifacts/kubetune/team-a/llama-lora/"
-               "checkpoints/step-000100"}  # fmt: skip
-    set_terminated(cluster, NS, pods[0], 0, summary)
+    summary = TerminationSummary(phase="done", message="trained 100 steps", step=100, loss=0.8,
+                                 exit_code=0, checkpoint="s3://artifacts/kubetune/team-a/"
+                                 "llama-lora/checkpoints/step-000100")  # fmt: skip
+    set_terminated(cluster, NS, pods[0], 0, summary.to_line())
     set_terminated(cluster, NS, pods[1], 0)
     set_job_status(cluster, NS, "llama-lora-a1", active=0, succeeded=2,
                    conditions=[{"type": "Complete", "status": "True"}])  # fmt: skip

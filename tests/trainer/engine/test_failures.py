@@ -3,7 +3,6 @@ checkpoints kept, and the one-line summary the operator reads from the terminati
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from helpers import make_job, prepared
 from transformers import TrainerCallback
 
 from kubetune_api.constants import ExitCode
+from kubetune_api.termination import TerminationSummary
 from kubetune_trainer.engine.main import _cleanup_partial, execute
 from kubetune_trainer.engine.progress import Progress
 from kubetune_trainer.modeling.cache import cache_root
@@ -37,7 +37,9 @@ class FailAt(TrainerCallback):
 
 
 def _summary(tmp: Path) -> dict[str, Any]:
-    return json.loads((tmp / "termination-log").read_text())
+    # Strict: the line the trainer wrote is exactly the contract's model (no unknown key).
+    line = (tmp / "termination-log").read_text()
+    return TerminationSummary.model_validate_json(line).model_dump(exclude_none=True)
 
 
 def test_oom_then_a_transient_error_exit_66_then_75_and_leave_only_committed_work(

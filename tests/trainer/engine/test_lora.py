@@ -9,6 +9,7 @@ import pytest
 from helpers import make_job, prepared, train_losses
 from safetensors import safe_open
 
+from kubetune_api.termination import TerminationSummary
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.modeling.builtin import TINY_LLAMA
 
@@ -70,5 +71,6 @@ def test_adapter_holds_only_lora_weights(tmp_path: Path) -> None:
     report = Path(res.report_uri)
     for name in ("report.json", "report.md", "loss_curve.png", "metrics.jsonl"):
         assert (report / name).stat().st_size > 0, name
-    summary = json.loads(Path(tmp_path / "termination-log").read_text())
+    line = Path(tmp_path / "termination-log").read_text()
+    summary = TerminationSummary.model_validate_json(line).model_dump()  # strict: the contract
     assert summary["exit_code"] == 0 and summary["adapter_sha256"] == res.adapter.sha256

@@ -11,6 +11,7 @@ from typing import Any
 
 from kubetune_api.constants import ExitCode
 from kubetune_api.spec import FineTuneJob
+from kubetune_api.termination import TerminationSummary
 from kubetune_trainer.errors import WRITE_ERRNOS, TrainerError, write_error
 
 from .progress import Progress
@@ -106,30 +107,18 @@ def execute(job: FineTuneJob, say: Any = print, **kwargs: Any) -> tuple[int, Run
         )
         if p.rank == 0:
             write_summary(
-                {
-                    "phase": p.phase,
-                    "message": message,
-                    "step": p.step,
-                    "loss": p.loss,
-                    "checkpoint": p.checkpoint,
-                    "exit_code": code,
-                }
-            )
+                TerminationSummary(phase=p.phase, message=message, step=p.step, loss=p.loss,
+                                   checkpoint=p.checkpoint, exit_code=code)
+            )  # fmt: skip
         return code, None
     if p.rank == 0:
         a = result.adapter
         write_summary(
-            {
-                "phase": "done",
-                "message": "training finished",
-                "step": result.steps,
-                "loss": result.final_train_loss,
-                "eval_loss": result.tuned_eval_loss,
-                "base_eval_loss": result.base_eval_loss,
-                "adapter_uri": a.uri if a else None,
-                "adapter_sha256": a.sha256 if a else None,
-                "adapter_size": a.size if a else None,
-                "exit_code": ExitCode.OK,
-            }
-        )
+            TerminationSummary(phase="done", message="training finished", step=result.steps,
+                               loss=result.final_train_loss, eval_loss=result.tuned_eval_loss,
+                               base_eval_loss=result.base_eval_loss,
+                               adapter_uri=a.uri if a else None,
+                               adapter_sha256=a.sha256 if a else None,
+                               adapter_size=a.size if a else None, exit_code=ExitCode.OK)
+        )  # fmt: skip
     return ExitCode.OK, result

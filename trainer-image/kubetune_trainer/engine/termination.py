@@ -1,16 +1,14 @@
-"""The one-line JSON summary the operator reads from the pod's termination log."""
+"""Where the one-line summary the operator reads goes (kubetune_api.termination defines it)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from typing import Any
 
 from kubetune_api.constants import TERMINATION_LOG_PATH, Env
+from kubetune_api.termination import TerminationSummary
 
 log = logging.getLogger(__name__)
-_LIMIT = 4000  # Kubernetes keeps at most 4096 bytes of the termination message
 
 
 def termination_path() -> str | None:
@@ -22,19 +20,13 @@ def termination_path() -> str | None:
     return None
 
 
-def write_summary(summary: dict[str, Any]) -> None:
-    """Write `summary` as one JSON line; a message too long is cut, never the JSON."""
+def write_summary(summary: TerminationSummary) -> None:
+    """Write `summary` as one JSON line (the model keeps it within Kubernetes' limit)."""
     path = termination_path()
     if path is None:
         return
-    data = {k: v for k, v in summary.items() if v is not None}
-    line = json.dumps(data, sort_keys=True)
-    if len(line) > _LIMIT and "message" in data:
-        keep = max(0, len(str(data["message"])) - (len(line) - _LIMIT) - 3)
-        data["message"] = str(data["message"])[:keep] + "..."
-        line = json.dumps(data, sort_keys=True)
     try:
         with open(path, "w", encoding="utf-8") as f:
-            f.write(line + "\n")
+            f.write(summary.to_line() + "\n")
     except OSError as exc:
         log.warning("cannot write termination log %s: %s", path, exc)

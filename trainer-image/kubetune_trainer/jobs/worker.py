@@ -14,7 +14,6 @@ queues it again and `kubetune run` resumes it from its last committed checkpoint
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_api.constants import ExitCode
+from kubetune_api.termination import TerminationSummary
 
 from . import lock
 from .model import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, JobsError
@@ -75,11 +75,11 @@ def child_command(row: Row) -> list[str]:
     return cmd
 
 
-def _summary(job_dir: Path) -> dict[str, Any]:
+def _summary(job_dir: Path) -> TerminationSummary:
     try:
-        return json.loads((job_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
+        return TerminationSummary.read((job_dir / "summary.json").read_text())
+    except OSError:
+        return TerminationSummary()
 
 
 class Worker:
@@ -190,12 +190,12 @@ class Worker:
 
     def _finish(self, row: Row, code: int) -> None:
         summary = _summary(Path(row["job_dir"]))
-        msg = summary.get("message")
+        msg = summary.message or None
         fields: dict[str, Any] = {"exit_code": code, "finished_at": now(), "child_pid": None}
         if row["cancel_requested"]:
             fields.update(phase=CANCELLED, reason="Cancelled", retryable=0,
-                          message=f"cancelled; last checkpoint {summary.get('checkpoint')}"
-                          if summary.get("checkpoint") else "cancelled")  # fmt: skip
+                          message=f"cancelled; last checkpoint {summary.checkpoint}"
+                          if summary.checkpoint else "cancelled")  # fmt: skip
         elif code == ExitCode.OK:
             fields.update(phase=SUCCEEDED, reason="Completed", message=msg, retryable=0)
         elif self.stopping and code in (ExitCode.PREEMPTED, -signal.SIGTERM):
