@@ -10,11 +10,13 @@ Achieved model FLOP/s = real tokens/s x FLOPs per token, with the usual accounti
 - LoRA: 4·N (forward 2·N, backward to the activations 2·N; frozen weights get no
   gradient) + 6·N_lora, where N counts the weights that enter a matmul (every linear
   layer and the tied LM head; the embedding lookup is not a matmul);
-- attention: 12·layers·hidden·T per token (PaLM's convention, forward + backward, no
-  causal discount), with T the length of the example the token attends within (packing
-  keeps examples apart), averaged over tokens: T = sum(len^2) / sum(len).
+- attention: 6·layers·hidden·T per token: PaLM's 12·layers·hidden·T (forward + backward)
+  with the causal discount (a token attends to the half of the square before it), T the
+  length of the example the token attends within (packing keeps examples apart), averaged
+  over tokens: T = sum(len^2) / sum(len). The figure without the discount is kept too.
 - full fine-tuning would be 6·N + the same attention term (stated, not run).
-MFU = achieved / peak of the dtype the matmuls run in (bf16 when autocast is on).
+MFU = achieved / the best matmul peak of any dtype on this machine (a slow dtype must not
+raise the figure); MFU against the peak of the dtype in use is shown beside it.
 Peak and training runs alternate in fresh processes (peak, train, peak, train, ...).
 """
 
@@ -59,12 +61,14 @@ def peak_worker(quick: bool) -> None:
     emit(out)
 
 
-def flops_per_token(flops: dict[str, int], lengths: dict[str, Any], lora_params: int) -> float:
+def flops_per_token(
+    flops: dict[str, int], lengths: dict[str, Any], lora_params: int, causal: bool = True
+) -> float:
     attn_t = lengths["sum_sq"] / lengths["tokens"]
     return (
         4 * flops["matmul_params"]
         + 6 * lora_params
-        + 12 * flops["layers"] * flops["hidden"] * attn_t
+        + (6 if causal else 12) * flops["layers"] * flops["hidden"] * attn_t
     )
 
 
@@ -89,9 +93,9 @@ def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
     reps = reps or max(len(reused), 1 if quick else 2)
     flops = model_flops(folder / "model")
     lengths = _lengths(folder, size)
-    per_token = flops_per_token(
-        flops, lengths, lora_params(flops, LORA["r"], LORA["targetModules"])
-    )
+    n_lora = lora_params(flops, LORA["r"], LORA["targetModules"])
+    per_token = flops_per_token(flops, lengths, n_lora)
+    per_token_no_discount = flops_per_token(flops, lengths, n_lora, causal=False)
     rows = []
     for rep in range(reps):
         peak = Child("mfu", ["peak"] + (["--quick"] if quick else [])).run()
@@ -102,19 +106,22 @@ def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
         )
         achieved = train["tokens_per_second"] * per_token
         dtype = "bf16" if train["precision"] == "bf16" else "fp32"
+        best = max(peak["fp32_peak"], peak["bf16_peak"])
         rows.append(
             {
                 "peak": peak,
                 "train": train,
                 "achieved_flops": achieved,
                 "dtype": dtype,
-                "mfu": achieved / peak[f"{dtype}_peak"],
-                "mfu_vs_fp32_peak": achieved / peak["fp32_peak"],
+                "best_peak": best,
+                "mfu": achieved / best,
+                "mfu_same_dtype": achieved / peak[f"{dtype}_peak"],
+                "mfu_no_causal_discount": achieved * per_token_no_discount / per_token / best,
             }
         )
         say(
-            f"mfu rep {rep + 1}/{reps}: {achieved / 1e9:.1f} GFLOP/s achieved, peak "
-            f"{peak[f'{dtype}_peak'] / 1e9:.0f} ({dtype}) -> MFU {rows[-1]['mfu']:.1%}"
+            f"mfu rep {rep + 1}/{reps}: {achieved / 1e9:.1f} GFLOP/s achieved, best peak "
+            f"{best / 1e9:.0f} -> MFU {rows[-1]['mfu']:.1%}"
         )
     return {
         "size": size.name,
@@ -122,14 +129,15 @@ def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
         "flops": flops,
         "lengths": lengths,
         "flops_per_token": per_token,
+        "flops_per_token_no_causal_discount": per_token_no_discount,
         "full_ft_flops_per_token": 6 * flops["matmul_params"]
-        + 12 * flops["layers"] * flops["hidden"] * lengths["sum_sq"] / lengths["tokens"],
+        + 6 * flops["layers"] * flops["hidden"] * lengths["sum_sq"] / lengths["tokens"],
         "rows": rows,
         "mfu": stats([r["mfu"] for r in rows]),
         "fp32_peak": stats([r["peak"]["fp32_peak"] for r in rows]),
         "bf16_peak": stats([r["peak"]["bf16_peak"] for r in rows]),
         "achieved": stats([r["achieved_flops"] for r in rows]),
-        "target_mfu": 0.5,
+        "target_mfu": 0.55,
     }
 
 

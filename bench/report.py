@@ -139,21 +139,33 @@ def mfu(r: dict[str, Any]) -> list[str]:
         f"Matmul peak (torch, {peak['threads']} threads, best square size), GFLOP/s min / median: "
         f"fp32 {_mm(r['fp32_peak'], 1e9)}, bf16 {_mm(r['bf16_peak'], 1e9)}. At the model's own "
         f"shapes (GFLOP/s): {shapes}.\n",
-        f"FLOPs per real token (LoRA 4·N + 6·N_lora + attention 12·layers·hidden·T): "
+        f"FLOPs per real token (LoRA 4·N + 6·N_lora + {_attn(r)}): "
         f"{r['flops_per_token'] / 1e6:.1f} MFLOP (full fine-tuning would be "
-        f"{r['full_ft_flops_per_token'] / 1e6:.1f}).\n",
-        "| rep | precision | real tokens/s | achieved GFLOP/s | peak GFLOP/s (same dtype) | MFU "
-        "| MFU vs fp32 peak | load |",
-        "|---|---|---|---|---|---|---|---|",
+        f"{r['full_ft_flops_per_token'] / 1e6:.1f}). MFU is against the best matmul peak of any "
+        "dtype here, so a slow dtype cannot raise it.\n",
+        "| rep | precision | real tokens/s | achieved GFLOP/s | best peak GFLOP/s | MFU "
+        "| MFU vs same-dtype peak | MFU without the causal discount | load |",
+        "|---|---|---|---|---|---|---|---|---|",
         *[
             f"| {i + 1} | {x['dtype']} | {x['train']['tokens_per_second']:.0f} | "
-            f"{x['achieved_flops'] / 1e9:.1f} | {x['peak'][x['dtype'] + '_peak'] / 1e9:.0f} | "
-            f"{x['mfu']:.1%} | {x['mfu_vs_fp32_peak']:.1%} | {x['train']['load_before']} |"
+            f"{x['achieved_flops'] / 1e9:.1f} | {_best(x) / 1e9:.0f} | {x['mfu']:.1%} | "
+            f"{x.get('mfu_same_dtype', x['mfu']):.1%} | "
+            f"{x.get('mfu_no_causal_discount', x['mfu']):.1%} | {x['train']['load_before']} |"
             for i, x in enumerate(r["rows"])
         ],
         f"\nTarget: MFU ≥ {r['target_mfu']:.0%} — median {r['mfu']['median']:.1%}: "
         f"{_met(r['mfu']['median'] >= r['target_mfu'])}.\n",
     ]
+
+
+def _attn(r: dict[str, Any]) -> str:
+    if "flops_per_token_no_causal_discount" in r:
+        return "causal attention 6·layers·hidden·T"
+    return "attention 12·layers·hidden·T, no causal discount: measured before the discount"
+
+
+def _best(x: dict[str, Any]) -> float:
+    return x.get("best_peak") or x["peak"][x["dtype"] + "_peak"]
 
 
 def memory(r: dict[str, Any]) -> list[str]:
