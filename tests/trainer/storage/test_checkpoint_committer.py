@@ -100,6 +100,7 @@ def test_a_failed_background_commit_is_raised_on_the_training_thread(tmp_path: P
 PROGRAM = """
 import sys, threading
 from pathlib import Path
+from kubetune_trainer.distributed.runtime import exit_rank
 from kubetune_trainer.storage.checkpoints import CheckpointStore
 from kubetune_trainer.storage.committer import BackgroundCommitter
 from kubetune_trainer.storage.local import LocalStore
@@ -114,15 +115,24 @@ tmp = Path(sys.argv[1])
 (tmp / "c5" / "adapter.bin").write_bytes(b"x" * 1000)
 c = BackgroundCommitter(CheckpointStore(Slow(tmp / "store")), 2, tmp / "staging")
 c.submit(tmp / "c5", 5, set())
+if sys.argv[2] == "exit_rank":  # a rank of a multi-process run leaves through os._exit
+    exit_rank(75)
 raise RuntimeError("training crashed right after handing the checkpoint over")
 """
 
 
-def test_the_process_does_not_exit_before_the_in_flight_commit(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+@pytest.mark.parametrize("how", ["crash", "exit_rank"])
+def test_the_process_does_not_exit_before_the_in_flight_commit(tmp_path: Path, how: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "WORLD_SIZE": "2"}
     done = subprocess.run(
-        [sys.executable, "-c", PROGRAM, str(tmp_path)], env=env, capture_output=True, timeout=120
+        [sys.executable, "-c", PROGRAM, str(tmp_path), how],
+        env=env,
+        capture_output=True,
+        timeout=120,
     )
-    assert done.returncode == 1 and b"training crashed" in done.stderr
+    if how == "crash":
+        assert done.returncode == 1 and b"training crashed" in done.stderr
+    else:
+        assert done.returncode == 75, done.stderr
     latest = CheckpointStore(open_store(str(tmp_path / "store"))).latest()
     assert latest is not None and latest.step == 5

@@ -180,6 +180,9 @@ def exit_rank(code: int) -> NoReturn:
     reports as a failure and the operator would retry. So does a single process that had
     a process group (DeepSpeed makes one); any other process exits normally.
     """
+    from kubetune_trainer.storage.committer import wait_for_commits
+
+    wait_for_commits()  # os._exit below would not wait for the checkpoint being uploaded
     had_group = shutdown()
     if had_group or world_size() > 1:
         logging.shutdown()

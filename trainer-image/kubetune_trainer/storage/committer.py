@@ -27,6 +27,14 @@ from pathlib import Path
 from .checkpoints import CheckpointStore
 
 log = logging.getLogger(__name__)
+THREAD_PREFIX = "kubetune-commit-"
+
+
+def wait_for_commits() -> None:
+    """Join every background commit still running (before a process skips its teardown)."""
+    for t in threading.enumerate():
+        if t.name.startswith(THREAD_PREFIX) and t is not threading.current_thread():
+            t.join()
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class BackgroundCommitter:
         self._thread = threading.Thread(
             target=self._commit,
             args=(pending, step, set(protect), stall),
-            name=f"kubetune-commit-{step}",
+            name=f"{THREAD_PREFIX}{step}",
             daemon=False,
         )
         self._thread.start()
