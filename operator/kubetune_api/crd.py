@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from . import constants as c
+from .crd_rules import add_validations
 from .kube_names import DNS1035_LABEL, anchored
 from .spec import MAX_NAME_LENGTH, FineTuneJobSpec
 from .status import FineTuneJobStatus
@@ -89,13 +90,7 @@ def metadata_schema() -> dict[str, Any]:
 
 
 def spec_schema() -> dict[str, Any]:
-    schema = openapi_schema(FineTuneJobSpec)
-    for name, prop in schema["properties"].items():
-        if name not in MUTABLE_SPEC_FIELDS:
-            prop["x-kubernetes-validations"] = [
-                {"rule": "self == oldSelf", "message": f"spec.{name} is immutable"}
-            ]
-    return schema
+    return add_validations(openapi_schema(FineTuneJobSpec), MUTABLE_SPEC_FIELDS)
 
 
 def build_crd() -> dict[str, Any]:
