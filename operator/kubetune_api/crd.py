@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 from . import constants as c
-from .crd_rules import add_validations
+from .crd_rules import add_validations, object_validations
 from .kube_names import DNS1035_LABEL, anchored
-from .spec import MAX_NAME_LENGTH, FineTuneJobSpec
+from .rules import MAX_NAME_LENGTH
+from .spec import FineTuneJobSpec
 from .status import FineTuneJobStatus
 
 # Spec sections that may change while a job exists; all others are immutable.
@@ -134,6 +135,7 @@ def build_crd() -> dict[str, Any]:
                             "type": "object",
                             "description": "A LoRA/QLoRA/DPO fine-tuning job.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": object_validations(),
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

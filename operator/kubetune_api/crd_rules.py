@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .errors import _model_in
-from .rules import PLACEHOLDER, RULES, Rule, cel_string
+from .rules import NAME_RULE, PLACEHOLDER, RULES, Rule, cel_string
 from .spec import FineTuneJobSpec
 
 
@@ -69,6 +69,8 @@ def _access(model: type[BaseModel], path: str, presence: bool) -> str:
 
 def expand(template: str, at: str) -> str:
     """A rule template as CEL for the section at `at`."""
+    if not PLACEHOLDER.search(template):
+        return template
     model = section_model(at)
     return PLACEHOLDER.sub(lambda m: _access(model, m.group(2), bool(m.group(1))), template)
 
@@ -137,3 +139,8 @@ def add_validations(spec: dict[str, Any], mutable: tuple[str, ...]) -> dict[str,
             node = node["properties"][key]
         node.setdefault("x-kubernetes-validations", []).append(validation(rule))
     return spec
+
+
+def object_validations() -> list[dict[str, Any]]:
+    """The rules on the object itself (metadata.name)."""
+    return [validation(NAME_RULE)]

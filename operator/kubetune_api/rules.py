@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 
 from pydantic.alias_generators import to_snake
 
+from .kube_names import DNS1035_LABEL, anchored, matches
 from .spec_data import FORMATS_FOR_OBJECTIVE
 from .uris import is_remote
 
@@ -36,7 +37,7 @@ class Rule:
     spec section at `at`; `field` is the path of the offending field below it."""
 
     name: str
-    at: str  # "spec" or "spec.<section>"
+    at: str  # "spec" or "spec.<section>" ("" for the object: NAME_RULE)
     field: str  # ".dataset.format" (Kubernetes' fieldPath; "" is `at` itself)
     rule: str  # CEL template, true when the object is valid
     message: str  # template: {a.b} is filled in with the value
@@ -45,7 +46,7 @@ class Rule:
 
     @property
     def path(self) -> str:
-        return self.at + self.field
+        return (self.at + self.field).removeprefix(".")
 
     def render(self, obj: Any) -> str:
         """The message with its placeholders filled in from a pydantic section."""
@@ -351,5 +352,19 @@ RULES: Final[tuple[Rule, ...]] = (
 )
 
 
-def rules_at(at: str) -> list[Rule]:
-    return [r for r in RULES if r.at == at]
+# Children are named <name>-a<attempt>[-<suffix>]; keep room for that in 63 characters.
+MAX_NAME_LENGTH: Final = 40
+
+# On the object itself (the API server lets a rule there read metadata.name); the CRD's
+# metadata schema has the same limits, with the API server's own wording.
+NAME_RULE: Final = Rule(
+    name="name",
+    at="",
+    field=".metadata.name",
+    rule=f"!has(self.metadata.name) || (size(self.metadata.name) <= {MAX_NAME_LENGTH} && "
+    f"self.metadata.name.matches({cel_string(anchored(DNS1035_LABEL))}))",
+    message=f"not a valid FineTuneJob name (a DNS-1035 label): use at most {MAX_NAME_LENGTH} "
+    "lowercase letters, digits and '-', starting with a letter and ending with a letter or "
+    "digit (child objects append an attempt suffix)",
+    check=lambda name: len(name) <= MAX_NAME_LENGTH and matches(DNS1035_LABEL, name),
+)

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from ._base import SpecModel
 from .constants import API_VERSION, KIND
 from .kube_names import check_annotations, check_dns_label, check_labels
-from .rules import enforce
+from .rules import NAME_RULE, enforce
 from .spec_data import DatasetSpec
 from .spec_infra import (
     DistributedSpec,
@@ -23,8 +23,6 @@ from .spec_model import AdapterSpec, ModelSpec, QuantizationSpec
 from .spec_training import EvaluationSpec, TrainingSpec
 
 Objective = Literal["sft", "dpo", "ranking"]
-# Children are named <name>-a<attempt>[-<suffix>]; keep room for that in 63 characters.
-MAX_NAME_LENGTH = 40
 
 
 class FineTuneJobSpec(SpecModel):
@@ -90,14 +88,9 @@ class ObjectMeta(SpecModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        try:
-            return check_dns_label(v, "name", MAX_NAME_LENGTH, first_letter=True)
-        except ValueError:
-            raise ValueError(
-                f"{v[:100]!r} is not a valid FineTuneJob name (a DNS-1035 label): use at most "
-                f"{MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter "
-                "(child objects append an attempt suffix)"
-            ) from None
+        if not NAME_RULE.check(v):  # the CRD's rule, same message
+            raise ValueError(NAME_RULE.message)
+        return v
 
     @field_validator("namespace")
     @classmethod

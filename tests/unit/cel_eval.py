@@ -78,7 +78,7 @@ def check_rule(rule: dict[str, Any], path: str, self: Any, old: Any = None) -> F
         assert isinstance(message, str), rule["messageExpression"]
     else:
         message = rule["message"]
-    return [(path + rule.get("fieldPath", ""), str(message))]
+    return [((path + rule.get("fieldPath", "")).removeprefix("."), str(message))]
 
 
 def cel_errors(new: Any, old: Any = None, schema: dict[str, Any] | None = None) -> Found:

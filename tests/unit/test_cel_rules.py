@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 from kubetune_api.crd_rules import section_model, validation
 from kubetune_api.errors import _model_in
 from kubetune_api.loader import InvalidSpecError, parse_job
-from kubetune_api.rules import PLACEHOLDER, RULES, Rule
+from kubetune_api.rules import NAME_RULE, PLACEHOLDER, RULES, Rule
 from kubetune_api.spec import FineTuneJobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,6 +245,7 @@ def test_the_crd_holds_every_rule_where_it_belongs() -> None:
             target = node
             for key in rule.field.split(".")[1:]:
                 target = target["properties"][key]
+    assert root_schema()["x-kubernetes-validations"] == [validation(NAME_RULE)]
 
 
 @pytest.mark.parametrize("name", list(INVALID))
@@ -370,7 +371,8 @@ def test_rules_stay_cheap_for_the_api_servers_cost_budget() -> None:
         for rule in node["x-kubernetes-validations"]:
             for expr in (rule["rule"], rule.get("messageExpression", "")):
                 assert not re.search(r"\.(all|exists|exists_one|map|filter)\(", expr), expr
-                assert "matches(" not in expr, expr
+                # A regex only on a field with a small maxLength (metadata.name).
+                assert "matches(" not in expr or expr == NAME_RULE.rule, expr
                 if expr:
                     program(expr)  # compiles
             assert rule.get("message") or rule.get("messageExpression")
@@ -390,3 +392,18 @@ def test_an_8bit_job_as_the_api_server_stores_it_still_validates() -> None:
     stored = with_defaults(doc, root_schema())
     assert stored["spec"]["quantization"]["quantType"] == "nf4"
     assert python_errors(stored) == [] and api_server_errors(stored) == []
+
+
+@pytest.mark.parametrize("name", ["My_Job", "a" * 41, "1job", "job-", "jöb"])
+def test_a_bad_name_is_refused_by_both_alike(name: str) -> None:
+    doc = job({})
+    doc["metadata"]["name"] = name
+    python = python_errors(doc)
+    assert python == [("metadata.name", NAME_RULE.message)]
+    assert api_server_errors(doc) == python
+
+
+def test_a_name_of_40_characters_is_accepted_by_both() -> None:
+    doc = job({})
+    doc["metadata"]["name"] = "a" * 39 + "1"
+    assert python_errors(doc) == [] and api_server_errors(doc) == []
