@@ -179,7 +179,7 @@ def _table(rows: list[Row]) -> list[str]:
 
 def _anchor(path: str) -> str:
     """GitHub's heading anchor for a heading that is just `path`."""
-    return "#" + "".join(ch for ch in path.lower() if ch.isalnum() or ch in "-_")
+    return "#" + "".join(ch for ch in path.lower().replace(" ", "-") if ch.isalnum() or ch in "-_")
 
 
 def _code_list(paths: list[str]) -> str:
