@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .errors import _model_in
-from .rules import NAME_RULE, PLACEHOLDER, RULES, Rule, cel_string
+from .rules import NAME_RULE, PLACEHOLDER, RULES, Rule, cel_literal, cel_string
 from .spec import FineTuneJobSpec
 
 
@@ -36,16 +36,6 @@ def section_model(at: str) -> type[BaseModel]:
     return model
 
 
-def _literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return cel_string(value)
-    raise ValueError(f"no CEL literal for default {value!r}")
-
-
 def _access(model: type[BaseModel], path: str, presence: bool) -> str:
     keys = path.split(".")
     leaf: FieldInfo | None = None
@@ -60,11 +50,11 @@ def _access(model: type[BaseModel], path: str, presence: bool) -> str:
     if presence:
         return " && ".join(f"has({p})" for p in prefixes)
     default = leaf.get_default(call_default_factory=False)
-    if default is None:  # read only after a {?...} guard
+    if default is None or leaf.is_required():  # read after a {?...} guard / always present
         return prefixes[-1]
     # The API server fills the default in, but the rule must not depend on it.
     guard = " && ".join(f"has({p})" for p in prefixes)
-    return f"({guard} ? {prefixes[-1]} : {_literal(default)})"
+    return f"({guard} ? {prefixes[-1]} : {cel_literal(default)})"
 
 
 def expand(template: str, at: str) -> str:

@@ -5,7 +5,7 @@ Each rule holds a CEL template (crd_rules.py turns it into the CRD's
 same condition in Python (run by the spec model's validator, so `kubetune validate` and the
 operator refuse it), with one message template and one field path.
 tests/unit/test_cel_rules.py evaluates the CEL with cel-python against the Python check on
-every example, every invalid spec and a sample of combinations.
+every example, an invalid spec per rule, and every combination of the fields either reads.
 
 In a template, `{a.b}` is the value of field a.b below the rule's section (its default when
 a.b or a section on the way is absent) and `{?a.b}` whether it is present; the message's
@@ -20,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from pydantic.alias_generators import to_snake
+from pydantic.alias_generators import to_camel, to_snake
 
 from .kube_names import DNS1035_LABEL, anchored, matches
 from .spec_data import FORMATS_FOR_OBJECTIVE
+from .spec_model import QuantizationSpec
 from .uris import is_remote
 
 Reason = Literal["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired"]
@@ -65,6 +66,17 @@ def cel_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def cel_literal(value: Any) -> str:
+    """A CEL literal for a default value (bool, int or string)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return cel_string(value)
+    raise ValueError(f"no CEL literal for {value!r}")
+
+
 def cel_list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(cel_string(v) for v in values) + "]"
 
@@ -98,20 +110,16 @@ def _formats_for_objective() -> list[Rule]:
 _ZERO3_4BIT = "{distributed.deepspeed} == 'zero3' && {quantization.mode} == '4bit'"
 _COMPUTE = "({quantization.computeDtype} == 'auto' ? 'bf16' : {quantization.computeDtype})"
 _BNB_OPTIMIZERS: Final = ("paged_adamw_8bit", "adamw_8bit")
-# The 4-bit-only quantization options at their defaults: after the API server's defaulting an
-# 8-bit job always holds them, so only a value that differs from the default is refused.
+# The 4-bit-only quantization options that have defaults: the API server fills those in for
+# every mode, so on an 8-bit job only a value that differs from the default is refused.
 _4BIT_DEFAULTS: Final[dict[str, str | bool]] = {
-    "quantType": "nf4",
-    "doubleQuant": True,
-    "computeDtype": "auto",
+    to_camel(name): QuantizationSpec.model_fields[name].default
+    for name in ("quant_type", "double_quant", "compute_dtype")
 }
 
 
 def _at_defaults(defaults: dict[str, str | bool]) -> str:
-    def literal(v: str | bool) -> str:
-        return ("true" if v else "false") if isinstance(v, bool) else cel_string(v)
-
-    return " && ".join(f"{{{k}}} == {literal(v)}" for k, v in defaults.items())
+    return " && ".join(f"{{{k}}} == {cel_literal(v)}" for k, v in defaults.items())
 
 
 def _compute_dtype(q: Any) -> str:
