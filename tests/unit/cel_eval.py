@@ -16,6 +16,7 @@ import celpy
 from celpy import celtypes
 
 from kubetune_api.crd import build_crd
+from kubetune_api.loader import InvalidSpecError, parse_job
 
 Found = list[tuple[str, str]]  # (path, message)
 
@@ -112,3 +113,50 @@ def rule_nodes(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[s
     if isinstance(schema.get("additionalProperties"), dict):
         out += rule_nodes(schema["additionalProperties"], f"{path}{{}}")
     return out
+
+
+# --- FineTuneJobs to check ------------------------------------------------------------
+
+ABSENT = object()  # a field left out of the spec
+
+BASE: dict[str, Any] = {
+    "apiVersion": "kubetune.io/v1alpha1",
+    "kind": "FineTuneJob",
+    "metadata": {"name": "ok-job", "namespace": "default"},
+    "spec": {
+        "model": {"base": "meta-llama/Llama-2-7b-hf"},
+        "dataset": {"source": "data/train.jsonl", "format": "qa"},
+    },
+}
+
+
+def job(changes: dict[str, Any]) -> dict[str, Any]:
+    """BASE with `changes` ({"training.epochs": 2}: paths below spec) written in."""
+    doc = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        if value is ABSENT:
+            continue
+        node = doc["spec"]
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = copy.deepcopy(value)
+    return doc
+
+
+def python_errors(doc: dict[str, Any]) -> Found:
+    """What `kubetune validate` reports."""
+    try:
+        parse_job(doc, by_name=False)
+    except InvalidSpecError as exc:
+        return [(e.path, e.message) for e in exc.errors]
+    return []
+
+
+def api_server_errors(doc: dict[str, Any], old: dict[str, Any] | None = None) -> Found:
+    """What the API server reports: rules run on the defaulted object (and the defaulted old
+    one); the same answer on the object as written, where every section may be absent."""
+    schema = root_schema()
+    defaulted = cel_errors(with_defaults(doc, schema), old and with_defaults(old, schema), schema)
+    assert cel_errors(doc, old, schema) == defaulted
+    return defaulted
