@@ -12,8 +12,10 @@ from typing import Any
 import yaml
 
 from . import constants as c
+from .crd_rules import add_validations, object_validations
 from .kube_names import DNS1035_LABEL, anchored
-from .spec import MAX_NAME_LENGTH, FineTuneJobSpec
+from .rules import MAX_NAME_LENGTH
+from .spec import FineTuneJobSpec
 from .status import FineTuneJobStatus
 
 # Spec sections that may change while a job exists; all others are immutable.
@@ -89,13 +91,7 @@ def metadata_schema() -> dict[str, Any]:
 
 
 def spec_schema() -> dict[str, Any]:
-    schema = openapi_schema(FineTuneJobSpec)
-    for name, prop in schema["properties"].items():
-        if name not in MUTABLE_SPEC_FIELDS:
-            prop["x-kubernetes-validations"] = [
-                {"rule": "self == oldSelf", "message": f"spec.{name} is immutable"}
-            ]
-    return schema
+    return add_validations(openapi_schema(FineTuneJobSpec), MUTABLE_SPEC_FIELDS)
 
 
 def build_crd() -> dict[str, Any]:
@@ -153,6 +149,7 @@ def build_crd() -> dict[str, Any]:
                             "type": "object",
                             "description": "A LoRA/QLoRA/DPO fine-tuning job.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": object_validations(),
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

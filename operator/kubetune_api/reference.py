@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from . import constants as c
 from . import safe_yaml as sy
 from .crd import MUTABLE_SPEC_FIELDS, openapi_schema
+from .rules import NAME_RULE, PLACEHOLDER, RULES
 from .spec import FineTuneJob, FineTuneJobSpec
 from .status import FineTuneJobStatus, now_rfc3339
 
@@ -178,7 +179,7 @@ def _table(rows: list[Row]) -> list[str]:
 
 def _anchor(path: str) -> str:
     """GitHub's heading anchor for a heading that is just `path`."""
-    return "#" + "".join(ch for ch in path.lower() if ch.isalnum() or ch in "-_")
+    return "#" + "".join(ch for ch in path.lower().replace(" ", "-") if ch.isalnum() or ch in "-_")
 
 
 def _code_list(paths: list[str]) -> str:
@@ -230,6 +231,26 @@ def sections() -> list[tuple[str, str, list[Row]]]:
     ]
 
 
+RULES_TITLE = "Rules across fields"
+
+
+def _rules_section() -> list[str]:
+    """Every cross-field rule with the message both the API server and `kubetune validate`
+    give (from rules.py; `<field>` stands for that field's value)."""
+    intro = (
+        "Checked by the API server at `kubectl apply` (the CRD's `x-kubernetes-validations`) "
+        "and by `kubetune validate`, the operator and the trainer, from one table "
+        "(`operator/kubetune_api/rules.py`): the same field path and message either way. "
+        "Besides these, every section except `spec.runPolicy` is immutable: changing, adding "
+        "or removing it is refused once the FineTuneJob exists."
+    )
+    out = [f"## {RULES_TITLE}", "", intro, "", "| rule | field | refused with |", "|---|---|---|"]
+    for rule in (NAME_RULE, *RULES):
+        message = PLACEHOLDER.sub(lambda m: f"<{m.group(2)}>", rule.message)
+        out.append(f"| {rule.name} | {_code(rule.path)} | {_cell(message)} |")
+    return [*out, ""]
+
+
 def reference_markdown() -> str:
     tables = sections()
     lines = [
@@ -241,15 +262,19 @@ def reference_markdown() -> str:
         "`operator/kubetune_api` (the same definition the CRD, `kubetune validate`, the "
         "operator and the trainer use). Paths are the camelCase keys of the YAML; `[]` is "
         "an element of a list. Unknown keys are rejected. Rules across fields (e.g. "
-        "`dataset.format` against `objective`) are checked by `kubetune validate`, the "
-        "operator and the trainer, and each error names the field. Regenerate with "
+        "`dataset.format` against `objective`) are checked by the API server, `kubetune "
+        "validate`, the operator and the trainer, and each error names the field (see "
+        f"[{RULES_TITLE}]({_anchor(RULES_TITLE)})). Regenerate with "
         "`make docs` (or `kubetune reference`).",
         "",
         _reading_rules(),
         "",
-        "Sections: " + ", ".join(f"[{title}]({_anchor(title)})" for title, _, _ in tables) + ".",
+        "Sections: "
+        + ", ".join(f"[{t}]({_anchor(t)})" for t in [*(t for t, _, _ in tables), RULES_TITLE])
+        + ".",
         "",
     ]
     for title, intro, rows in tables:
         lines += [f"## {title}", "", intro, "", *_table(rows), ""]
+    lines += _rules_section()
     return "\n".join(lines)

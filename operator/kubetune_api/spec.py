@@ -9,7 +9,8 @@ from pydantic import Field, field_validator, model_validator
 from ._base import SpecModel
 from .constants import API_VERSION, KIND
 from .kube_names import check_annotations, check_dns_label, check_labels
-from .spec_data import FORMATS_FOR_OBJECTIVE, DatasetSpec
+from .rules import NAME_RULE, enforce
+from .spec_data import DatasetSpec
 from .spec_infra import (
     DistributedSpec,
     MetricsSpec,
@@ -20,11 +21,8 @@ from .spec_infra import (
 )
 from .spec_model import AdapterSpec, ModelSpec, QuantizationSpec
 from .spec_training import EvaluationSpec, TrainingSpec
-from .uris import is_remote
 
 Objective = Literal["sft", "dpo", "ranking"]
-# Children are named <name>-a<attempt>[-<suffix>]; keep room for that in 63 characters.
-MAX_NAME_LENGTH = 40
 
 
 class FineTuneJobSpec(SpecModel):
@@ -57,76 +55,8 @@ class FineTuneJobSpec(SpecModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> FineTuneJobSpec:
-        allowed = FORMATS_FOR_OBJECTIVE[self.objective]
-        if self.dataset.format not in allowed:
-            raise ValueError(
-                f"spec.dataset.format: {self.dataset.format!r} cannot train objective "
-                f"{self.objective!r}; use one of {', '.join(allowed)}"
-            )
-        if self.model.task != "causal_lm" and self.objective != "sft":
-            raise ValueError(
-                f"spec.objective: {self.objective!r} needs a causal_lm model "
-                f"(model.task is {self.model.task!r}); use objective sft"
-            )
-        res, dist = self.resources, self.distributed
-        if res.gpus_per_node > 0 and dist.processes_per_node > res.gpus_per_node:
-            raise ValueError(
-                f"spec.distributed.processesPerNode: {dist.processes_per_node} processes per "
-                f"node but only {res.gpus_per_node} GPUs per node; use at most "
-                f"{res.gpus_per_node} (one process per GPU)"
-            )
-        if dist.nodes > 1 and not is_remote(self.output.uri):
-            raise ValueError(
-                "spec.output.uri: a multi-node job needs shared storage that every pod can "
-                "reach; use s3://bucket/prefix"
-            )
-        if self.output.credentials_secret and not is_remote(self.output.uri):
-            raise ValueError(
-                "spec.output.credentialsSecret: only applies to an s3:// output.uri; "
-                "remove it for a local output"
-            )
-        if self.output.s3_endpoint and not is_remote(self.output.uri):
-            raise ValueError(
-                "spec.output.s3Endpoint: only applies to an s3:// output.uri; remove it"
-            )
-        q = self.quantization
-        if dist.deepspeed == "zero3" and q.mode == "4bit":
-            compute = q.compute_dtype if q.compute_dtype != "auto" else "bf16"
-            if q.quant_storage_dtype != compute:
-                raise ValueError(
-                    "spec.quantization.quantStorageDtype: 4-bit with DeepSpeed ZeRO-3 shards "
-                    f"the packed weights, so it must equal the compute dtype; set "
-                    f"quantStorageDtype: {compute}"
-                )
-        if dist.deepspeed == "zero3" and q.mode == "8bit":
-            raise ValueError(
-                "spec.distributed.deepspeed: ZeRO-3 cannot shard 8-bit weights; use zero2 "
-                "or quantization.mode 4bit"
-            )
-        opt = self.training.optimizer
-        # DeepSpeed's CPU Adam is the offloaded optimizer: bitsandbytes' 8-bit/paged ones keep
-        # CUDA state it cannot move, and SGD has no DeepSpeed CPU kernel.
-        if dist.cpu_offload and opt != "adamw_torch":  # cpuOffload implies DeepSpeed
-            raise ValueError(
-                f"spec.training.optimizer: {opt!r} cannot run with spec.distributed.cpuOffload: "
-                "the offloaded optimizer is DeepSpeed's CPU Adam; set optimizer: adamw_torch or "
-                "turn cpuOffload off"
-            )
-        if dist.deepspeed == "zero3" and opt in ("paged_adamw_8bit", "adamw_8bit"):
-            raise ValueError(
-                f"spec.training.optimizer: {opt!r} (bitsandbytes) cannot step ZeRO-3's "
-                "partitioned parameters; use adamw_torch, or deepspeed: zero2"
-            )
-        if self.metrics.port == dist.master_port:
-            raise ValueError(
-                f"spec.metrics.port: {self.metrics.port} is also spec.distributed.masterPort; "
-                "the pod's Service and container cannot list one port twice: use another port"
-            )
-        if self.training.engine == "unsloth" and (dist.world_size > 1 or dist.deepspeed != "none"):
-            raise ValueError(
-                "spec.training.engine: unsloth trains on a single GPU; use engine "
-                "huggingface for distributed or DeepSpeed runs"
-            )
+        # The same rules the CRD's x-kubernetes-validations hold (rules.py), same messages.
+        enforce(self)
         return self
 
 
@@ -158,14 +88,9 @@ class ObjectMeta(SpecModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        try:
-            return check_dns_label(v, "name", MAX_NAME_LENGTH, first_letter=True)
-        except ValueError:
-            raise ValueError(
-                f"{v[:100]!r} is not a valid FineTuneJob name (a DNS-1035 label): use at most "
-                f"{MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter "
-                "(child objects append an attempt suffix)"
-            ) from None
+        if not NAME_RULE.check(v):  # the CRD's rule, same message
+            raise ValueError(NAME_RULE.message)
+        return v
 
     @field_validator("namespace")
     @classmethod

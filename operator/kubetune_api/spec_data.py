@@ -205,13 +205,3 @@ class DatasetSpec(SpecModel):
                 "source's fields, e.g. {question: Q}"
             )
         return self
-
-    @model_validator(mode="after")
-    def _options_match_format(self) -> DatasetSpec:
-        for opt in ("trading", "papers", "rated"):
-            if getattr(self, opt) is not None and self.format not in (opt, "auto"):
-                raise ValueError(
-                    f"`{opt}` options are given but format is {self.format!r}; "
-                    f"set dataset.format: {opt} or remove dataset.{opt}"
-                )
-        return self

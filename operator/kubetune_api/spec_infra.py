@@ -62,12 +62,6 @@ class DistributedSpec(SpecModel):
     def world_size(self) -> int:
         return self.nodes * self.processes_per_node
 
-    @model_validator(mode="after")
-    def _offload(self) -> DistributedSpec:
-        if self.cpu_offload and self.deepspeed == "none":
-            raise ValueError("`cpuOffload` needs `deepspeed: zero2` or `zero3`")
-        return self
-
 
 class Toleration(SpecModel):
     key: str | None = Field(default=None, description="Taint key.")
@@ -224,15 +218,6 @@ class TrackingSpec(SpecModel):
     @classmethod
     def _register_as(cls, v: str | None) -> str | None:
         return None if v is None else check_registry_name(v)
-
-    @model_validator(mode="after")
-    def _register_needs_uri(self) -> TrackingSpec:
-        if self.register_as and not self.mlflow_uri:
-            raise ValueError(
-                "tracking.registerAs needs tracking.mlflowUri (the registry is MLflow's); "
-                "set tracking.mlflowUri or remove tracking.registerAs"
-            )
-        return self
 
 
 class MetricsSpec(SpecModel):

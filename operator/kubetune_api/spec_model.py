@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from ._base import SpecModel
 from .uris import BUILTIN_MODELS, check_model_uri, check_tokenizer_uri
@@ -69,21 +69,6 @@ class ModelSpec(SpecModel):
     def _tokenizer_uri(cls, v: str | None) -> str | None:
         return None if v is None else check_tokenizer_uri(v)
 
-    @model_validator(mode="after")
-    def _task_rules(self) -> ModelSpec:
-        if self.task == "sequence_classification" and self.num_labels is None:
-            raise ValueError(
-                "model.numLabels is required when model.task is sequence_classification; "
-                "set model.numLabels to the number of classes (2 or more)"
-            )
-        if self.task != "sequence_classification" and self.num_labels is not None:
-            raise ValueError(
-                f"model.numLabels only applies to model.task sequence_classification (task is "
-                f"{self.task!r}); remove model.numLabels or set model.task: "
-                "sequence_classification"
-            )
-        return self
-
 
 class AdapterSpec(SpecModel):
     type: Literal["lora"] = Field(default="lora", description="Adapter method (LoRA).")
@@ -128,21 +113,3 @@ class QuantizationSpec(SpecModel):
         description="Storage dtype of packed 4-bit weights; must equal the compute dtype "
         "for DeepSpeed ZeRO-3 or FSDP sharding (4bit only).",
     )
-
-    @model_validator(mode="after")
-    def _only_4bit_options(self) -> QuantizationSpec:
-        four_bit_only = ("quant_type", "double_quant", "compute_dtype", "quant_storage_dtype")
-        if self.mode != "4bit":
-            given = [to_field(n) for n in four_bit_only if n in self.model_fields_set]
-            if given:
-                raise ValueError(
-                    f"{', '.join(given)} only apply to mode 4bit (mode is {self.mode!r}); "
-                    "remove them or set quantization.mode: 4bit"
-                )
-        return self
-
-
-def to_field(name: str) -> str:
-    """snake_case field name -> the camelCase key the user wrote, in backticks."""
-    head, *rest = name.split("_")
-    return "`" + head + "".join(p.title() for p in rest) + "`"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ._base import SpecModel
 
@@ -126,30 +126,3 @@ class TrainingSpec(SpecModel):
     ranking: RankingOptions = Field(
         default_factory=RankingOptions, description="Options for objective ranking."
     )
-
-    @model_validator(mode="after")
-    def _rules(self) -> TrainingSpec:
-        if self.warmup_steps is not None and self.warmup_ratio is not None:
-            raise ValueError(
-                "`warmupSteps` and `warmupRatio` are mutually exclusive; keep one of them"
-            )
-        if (
-            self.early_stopping is not None
-            and self.early_stopping.patience_unit == "evaluations"
-            and self.eval_steps is None
-        ):
-            raise ValueError(
-                "`earlyStopping` needs `evalSteps` (evaluation every N steps) to judge progress, "
-                "or `earlyStopping.patienceUnit: epochs` (evaluation each epoch)"
-            )
-        if (
-            self.save_steps
-            and self.eval_steps
-            and self.early_stopping
-            and self.save_steps % self.eval_steps
-        ):
-            raise ValueError(
-                "with `earlyStopping`, `saveSteps` must be a multiple of `evalSteps` "
-                "so the best checkpoint is one that was saved"
-            )
-        return self
