@@ -19,6 +19,7 @@ _NAMES = {
     "kubetune_train_loss": "loss",
     "kubetune_eval_loss": "eval_loss",
     "kubetune_train_tokens_total": "tokens",  # a counter: tokens/s is its rate between scrapes
+    "kubetune_train_eta_seconds": "eta",  # the trainer's own: set before its first step
 }
 
 
@@ -83,5 +84,9 @@ def to_progress(values: dict[str, float], now: float, first: RateSample | None) 
     if first is not None and step > first.step and now > first.t and total > step:
         rate = (step - first.step) / (now - first.t)
         p.eta_seconds = round((total - step) / rate, 1)
+    elif values.get("eta") is not None and step < total:
+        # No rate observed yet (before step 1, or just after a scrape restart): the
+        # trainer's estimate from its preflight and warm-up (engine/eta.py).
+        p.eta_seconds = round(max(values["eta"], 0.0), 1)
     p.display = progress_display(p)
     return p

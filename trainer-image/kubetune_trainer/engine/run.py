@@ -43,6 +43,7 @@ from .callbacks import (
     objective_metrics,
     selection_callbacks,
 )
+from .eta import EtaCallback, prometheus_export
 from .progress import Progress, ProgressCallback
 from .report import objective_options, stop_reason, write_report
 from .setup import Loaded, load_all, offline_env
@@ -195,6 +196,9 @@ def run_job(
         callbacks += selection_callbacks(job, loaded.tokenizer, prep)
         callbacks += [logs, commit, PreemptionCallback(preemption)]
         callbacks.append(ProgressCallback(p, commit))  # after commit: sees its last URI
+        eta = EtaCallback(job, loaded.model, loaded.system.device, say,
+                          prometheus_export(sinks), restored)  # fmt: skip
+        callbacks.append(eta)
         if kwargs["save_strategy"] == "steps":
             callbacks.append(EpochSaveCallback())
         callbacks.extend(extra_callbacks or [])
@@ -317,6 +321,7 @@ def run_job(
             )
             report = _report(job, loaded, results, saved, found, evaluation, built.truncation)
             report["training_seconds"] = round(train_seconds, 2)
+            report["eta"] = eta.summary(train_seconds)
             report["total_seconds"] = round(time.monotonic() - started, 2)
             for path in write_report(report, history, report_dir):
                 store.put_file(path, f"report/{path.name}")

@@ -1,0 +1,43 @@
+"""report.md sections of the run's watchers (no torch): estimated vs actual training time
+(engine/eta.py) and memory during training (engine/memwatch.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+
+def fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else str(timedelta(seconds=round(seconds)))
+
+
+_fmt = fmt_seconds
+
+
+def eta_lines(eta: dict[str, Any] | None) -> list[str]:
+    """report.md's "Estimated vs actual training time" section."""
+    if not eta:
+        return []
+    s = eta["start"]
+    lines = [
+        "## Estimated vs actual training time",
+        "",
+        f"- at start: {_fmt(s['seconds'])} for {s['steps']} steps ({s['source']})",
+    ]
+    if eta.get("refined"):
+        r = eta["refined"]
+        lines.append(
+            f"- after warm-up (step {r['at_step']}): {_fmt(r['seconds_left'])} left; "
+            f"the remaining steps took {_fmt(r['actual_seconds_left'])}"
+        )
+    err = eta.get("start_error")
+    tail = f" (start estimate off by {err:+.0%})" if err is not None else ""
+    steps = eta.get("steps_seconds")
+    within = f", of which steps {_fmt(steps)}" if steps is not None else ""
+    actual = f"- actual: {_fmt(eta['actual_seconds'])}{within} (evaluations and checkpoints too)"
+    return [*lines, actual + tail, ""]
+
+
+def sections(report: dict[str, Any]) -> list[str]:
+    """Every watcher section of report.md, in order."""
+    return eta_lines(report.get("eta"))
