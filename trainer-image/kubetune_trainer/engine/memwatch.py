@@ -116,6 +116,9 @@ class MemoryWatch(TrainerCallback):
         self.peak: Reading | None = None
         self.recommendation: str | None = None
         self.pressure = False  # set by the sampler, cleared by the reaction
+        # Nothing left to do live (checkpointing on, recommendation given): further readings
+        # above the threshold only move the peak, no warning or reaction at every step.
+        self.exhausted = False
         self._state: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,7 +147,7 @@ class MemoryWatch(TrainerCallback):
     def _note(self, r: Reading) -> None:
         if self.peak is None or r.used > self.peak.used:
             self.peak = r
-        if r.ratio > self.threshold and not self.pressure:
+        if r.ratio > self.threshold and not self.pressure and not self.exhausted:
             self.pressure = True
             self.warnings += 1
             log.warning(
@@ -213,6 +216,7 @@ class MemoryWatch(TrainerCallback):
             t = self.job.spec.training
             why = "under DeepSpeed" if self.deepspeed else "gradient checkpointing is on already"
             action = f"no live change ({why})"
+            self.exhausted = True
             if t.micro_batch_size > 1:
                 self.recommendation = (
                     f"set training.microBatchSize {t.micro_batch_size // 2} and "
