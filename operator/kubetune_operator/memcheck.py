@@ -32,7 +32,7 @@ from kubetune_api.uris import scheme_of
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config.json is a few KiB; anything bigger is not one
 TIMEOUT_SECONDS = 5.0
-_GPU_GB = re.compile(r"(\d{1,4})G[Bi]?B?$", re.IGNORECASE)  # NVIDIA-A100-SXM4-80GB
+_GPU_GB = re.compile(r"(?<![0-9])(\d{1,4})GB(?![A-Za-z])")  # A100-SXM4-80GB, H100-80GB-HBM3
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)([KMGTPE]i?|[kmgtpe]|)$")
 _UNITS = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
           "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
@@ -54,8 +54,8 @@ def device_memory(job: FineTuneJob) -> tuple[str, int] | None:
     """("cuda", bytes of one GPU) from resources.gpuType, ("cpu", resources.memory), or None."""
     res = job.spec.resources
     if res.gpus_per_node > 0:
-        m = _GPU_GB.search(res.gpu_type or "")
-        return ("cuda", int(m.group(1)) * memory.GIB) if m else None
+        sizes = _GPU_GB.findall(res.gpu_type or "")
+        return ("cuda", int(sizes[-1]) * memory.GIB) if sizes else None
     limit = quantity_bytes(res.memory)
     return ("cpu", limit) if limit else None
 

@@ -155,6 +155,16 @@ def test_read_config_bounds_and_sources(tmp_path: Path) -> None:
     s3_other = parse_spec(load_ftj(model={"base": "s3://models/m"})["spec"], "x", NS)
     with pytest.raises(memcheck.NotReadable, match="not in --s3-endpoint-allow"):
         memcheck.read_config(s3_other, (), ())  # ftj-basic's s3Endpoint is not allowed
+    gib = 1024**3
+    for gpu_type, size in [
+        ("NVIDIA-A100-SXM4-80GB", 80 * gib),
+        ("NVIDIA-H100-80GB-HBM3", 80 * gib),
+        ("NVIDIA-L4-24GB", 24 * gib),
+        ("Tesla-T4", None),
+        ("NVIDIA-A10G", None),
+    ]:
+        gpu = parse_spec(named("g", resources={"gpuType": gpu_type})["spec"], "g", NS)
+        assert memcheck.device_memory(gpu) == (("cuda", size) if size else None), gpu_type
     assert memcheck.quantity_bytes("16Gi") == 16 * 1024**3
     assert memcheck.quantity_bytes("500M") == 500 * 10**6
 
