@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install install-demo system-deps tools images test test-fast lint crd docs demo bench clean
+.PHONY: install install-demo system-deps tools images test test-fast test-gpu lint crd docs demo bench clean
 
 ## install: everything (`make test`'s set-up: DeepSpeed and llama.cpp builds included)
 install:
@@ -36,6 +36,11 @@ test: install system-deps tools images
 
 test-fast: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+## test-gpu: the `gpu`-marked tests (CUDA 4-bit, bf16, NCCL, OOM, Unsloth); without a CUDA
+##           device each is collected and skipped with its reason (docs/models.md)
+test-gpu: install
+	$(PY) -m pytest -m gpu -rs tests/trainer $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

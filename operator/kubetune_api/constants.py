@@ -122,7 +122,8 @@ class TrainerMetric:
     LOSS: Final = "kubetune_train_loss"
     EVAL_LOSS: Final = "kubetune_eval_loss"
     TOKENS: Final = "kubetune_train_tokens_total"  # a counter: tokens/s is its rate
-    OPERATOR_READS: Final = (STEP, TOTAL_STEPS, EPOCH, LOSS, EVAL_LOSS, TOKENS)
+    ETA: Final = "kubetune_train_eta_seconds"  # the trainer's own estimate, set before step 1
+    OPERATOR_READS: Final = (STEP, TOTAL_STEPS, EPOCH, LOSS, EVAL_LOSS, TOKENS, ETA)
 
 
 class Env:

@@ -252,3 +252,35 @@ def check_before_start(
     precision = "bf16" if spec.training.precision == "auto" else spec.training.precision
     n = decoder_numbers(config, spec.adapter.target_modules)
     return check(spec, n, precision, gpu_memory_bytes, "cuda")
+
+
+def savings(
+    spec: FineTuneJobSpec,
+    n: ModelNumbers,
+    precision: str,
+    device: str,
+    gradient_checkpointing: bool,
+) -> dict[str, int]:
+    """Bytes per rank each memory technique of `spec` saves, from this same estimate: the
+    job with the technique against the job without it (report.json's memory.savings).
+
+    - quantization_4bit / quantization_8bit: dense weights minus packed weights;
+    - gradient_checkpointing: activations kept without it minus with it;
+    - lora: a full fine-tune's fp32 gradients and AdamW states for every base weight
+      minus the LoRA weights, gradients and states (sharding aside).
+    """
+    used = estimate_bytes(spec, n, precision, 0, device, gradient_checkpointing)
+    out: dict[str, int] = {}
+    mode = spec.quantization.mode
+    if mode != "none":
+        dense_q = spec.quantization.model_copy(update={"mode": "none"})
+        dense = spec.model_copy(update={"quantization": dense_q})
+        without = estimate_bytes(dense, n, precision, 0, device, gradient_checkpointing)
+        out[f"quantization_{mode}"] = without.weights - used.weights
+    if gradient_checkpointing:
+        without = estimate_bytes(spec, n, precision, 0, device, False)
+        out["gradient_checkpointing"] = without.activations - used.activations
+    full = n.params_total * (LORA_BYTES["grad"] + LORA_BYTES["adam"])
+    lora = used.params_lora * sum(LORA_BYTES.values())
+    out["lora"] = max(full - lora, 0)
+    return out

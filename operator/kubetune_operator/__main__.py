@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--s3-endpoint-allow", action="append", default=[], metavar="URL",
                    help="an S3 endpoint cleanup on deletion may use (repeatable; "
                    "default: AWS S3 only)")  # fmt: skip
+    p.add_argument("--model-config-root", action="append", default=[], metavar="DIR",
+                   help="a local folder whose models' config.json the memory preflight may "
+                   "read before creating a Job (repeatable; s3:// bases need none)")  # fmt: skip
     p.add_argument("--allowed-image", action="append", default=[], metavar="PATTERN",
                    help="trainer images FineTuneJobs may use, fnmatch pattern (repeatable; "
                    "default: any)")  # fmt: skip
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics_peers=tuple(args.metrics_peer),
         api_timeout=args.api_timeout,
         s3_endpoint_allow=tuple(args.s3_endpoint_allow),
+        model_config_roots=tuple(args.model_config_root),
         allowed_images=tuple(args.allowed_image),
         allowed_service_accounts=tuple(args.allowed_service_account),
     )

@@ -69,6 +69,9 @@ class OperatorConfig:
     # them); a job naming any other spec.output.s3Endpoint keeps its artifacts. AWS S3
     # itself (no s3Endpoint) is always allowed.
     s3_endpoint_allow: tuple[str, ...] = ()
+    # Local folders (volumes the operator mounts too) whose models' config.json the memory
+    # preflight may read before creating a Job (memcheck.py); s3:// bases need no root.
+    model_config_roots: tuple[str, ...] = ()
     allowed_images: tuple[str, ...] = ()
     allowed_service_accounts: tuple[str, ...] = ()
 

@@ -67,6 +67,8 @@ class Inputs:
     rejected: str | None = None
     # The operator's allow-lists (None: anything goes); checked before a spec is accepted.
     policy: Policy | None = None
+    # The operator's memory preflight refused the spec (memcheck.py): the trainer's message.
+    memory_refusal: str | None = None
 
 
 @dataclass
@@ -106,6 +108,10 @@ def _effective(inp: Inputs, st: FineTuneJobStatus, plan: Plan) -> FineTuneJob | 
         denied = inp.policy.denies(job) if inp.policy is not None else None
         if denied:
             _finish(st, plan, Phase.FAILED, Reason.FORBIDDEN, denied, inp.now)
+            return None
+        if inp.memory_refusal:  # before any pod holds a GPU; the trainer's own words
+            msg = f"out of memory (operator preflight, no pod started): {inp.memory_refusal}"
+            _finish(st, plan, Phase.FAILED, Reason.OUT_OF_MEMORY, msg, inp.now)
             return None
         plan.accept_spec = spec
         return job

@@ -21,6 +21,7 @@ _NAMES = {
     TrainerMetric.LOSS: "loss",
     TrainerMetric.EVAL_LOSS: "eval_loss",
     TrainerMetric.TOKENS: "tokens",  # a counter: tokens/s is its rate between scrapes
+    TrainerMetric.ETA: "eta",  # the trainer's own: set before its first step
 }
 
 
@@ -85,6 +86,10 @@ def to_progress(values: dict[str, float], now: float, first: RateSample | None) 
     if first is not None and step > first.step and now > first.t and total > step:
         rate = (step - first.step) / (now - first.t)
         p.eta_seconds = round((total - step) / rate, 1)
+    elif values.get("eta") is not None and step < total:
+        # No rate observed yet (before step 1, or just after a scrape restart): the
+        # trainer's estimate from its preflight and warm-up (engine/eta.py).
+        p.eta_seconds = round(max(values["eta"], 0.0), 1)
     p.eta = eta_display(p.eta_seconds)
     p.display = progress_display(p)
     return p

@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from kubetune_api import constants as c
+from kubetune_api.loader import InvalidSpecError, parse_spec
 from kubetune_api.uris import strip_spec_credentials
 
 from .. import builders as b
@@ -38,6 +39,7 @@ from ..k8s import (
     Resource,
     owned_by,
 )
+from ..memcheck import refusal
 from ..metrics import OperatorMetrics
 from ..netpol import build_network_policy
 from ..observe import observe
@@ -162,11 +164,14 @@ async def reconcile_once(
             progress = await _progress(
                 memo, client, namespace, name, attempt, obs.pod0_ip, port, logger
             )
+    refused = None
+    if accepted is None and raw_status.get("phase") not in c.Phase.FINISHED:
+        refused = await _memory_preflight(memo, spec, namespace, name, logger)
     inputs = Inputs(
         name=name, namespace=namespace, generation=int(meta.get("generation") or 1),
         spec=spec, accepted_spec=accepted, status=raw_status, observation=obs,
         progress=progress, now=datetime.now(UTC), conflict=conflict,
-        policy=memo.config.policy,
+        policy=memo.config.policy, memory_refusal=refused,
     )  # fmt: skip
     plan = decide(inputs)
     if plan.ensure_attempt is not None and conflict is None:
@@ -212,6 +217,18 @@ async def accepted_spec(
     if spec is not None:
         memo.accepted[(ns, name)] = (uid, spec)
     return spec
+
+
+async def _memory_preflight(
+    memo: kopf.Memo, spec: dict[str, Any], ns: str, name: str, logger: logging.Logger
+) -> str | None:
+    """memcheck.refusal for a spec not yet accepted (an invalid one is decide()'s)."""
+    try:
+        job = parse_spec(strip_spec_credentials(spec)[0], name, ns)
+    except InvalidSpecError:
+        return None
+    config: OperatorConfig = memo.config
+    return await refusal(job, config.model_config_roots, config.s3_endpoint_allow, logger)
 
 
 async def _progress(

@@ -141,3 +141,19 @@ def test_the_check_before_start_gives_the_trainers_message(
         preflight(spec, AutoConfig.from_pretrained(str(folder)), "bf16", memory.GIB, "cuda")
     assert str(api.value) == str(trainer.value)
     assert "does not fit in memory" in str(api.value)
+
+
+def test_the_bytes_each_technique_saves(tmp_path: Path) -> None:
+    """memory.savings against the hand-worked numbers above (the report's memory.savings)."""
+    spec = make_job(tmp_path, adapter={"r": 8}, quantization={"mode": "4bit"},
+                    dataset={"maxSeqLength": 512},
+                    training={"microBatchSize": 1, "gradientCheckpointing": "on"}).spec  # fmt: skip
+    saved = memory.savings(spec, N, "bf16", "cuda", gradient_checkpointing=True)
+    packed = int(8 * 10**8 * (0.5 + 1 / 64 + 4 / (64 * 256)) + 2 * 10**8 * 2)
+    assert saved["quantization_4bit"] == 2 * 10**9 - packed
+    # Without checkpointing all 32 layers keep 17·s·b·h·2 bytes; with it, one hidden state
+    # per layer plus the one layer being recomputed.
+    assert saved["gradient_checkpointing"] == 31 * 17 * 512 * 4096 * 2 - 32 * 512 * 4096 * 2
+    # Full fine-tune: fp32 grads + AdamW for 1e9 params; LoRA: 8e6 params x 16 bytes.
+    assert saved["lora"] == 10**9 * 12 - 8 * 10**6 * 16
+    assert set(memory.savings(spec, N, "bf16", "cuda", False)) == {"quantization_4bit", "lora"}

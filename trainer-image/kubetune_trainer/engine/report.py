@@ -8,6 +8,8 @@ from typing import Any
 
 from kubetune_api.spec import FineTuneJob
 
+from .watch_report import sections as watch_sections
+
 
 def objective_options(job: FineTuneJob) -> dict[str, Any]:
     """The objective's own hyperparameters (spec.training.dpo / .ranking), flat: in
@@ -204,6 +206,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         r.get("preflight_summary", ""),
         "",
+        *watch_sections(r),  # ETA vs actual, memory (watch_report.py)
     ]
     if r.get("adapter"):
         a = r["adapter"]

@@ -43,6 +43,8 @@ from .callbacks import (
     objective_metrics,
     selection_callbacks,
 )
+from .eta import EtaCallback, prometheus_export
+from .memwatch import MemoryWatch, load_label, technique_savings
 from .progress import Progress, ProgressCallback
 from .report import objective_options, stop_reason, write_report
 from .setup import Loaded, load_all, offline_env
@@ -117,6 +119,7 @@ def run_job(
     ckpts = CheckpointStore(store)
     staging = _staging_dir(job, world)
     sinks = SinkFanout([])
+    watch: MemoryWatch | None = None
     # Resume only this run's own checkpoints, decided before any weights load (resume.py).
     policy = spec.run_policy.resume if resume else "never"
     identity: dict[str, Any] = {}
@@ -195,6 +198,11 @@ def run_job(
         callbacks += selection_callbacks(job, loaded.tokenizer, prep)
         callbacks += [logs, commit, PreemptionCallback(preemption)]
         callbacks.append(ProgressCallback(p, commit))  # after commit: sees its last URI
+        eta = EtaCallback(job, loaded.model, loaded.system.device, say,
+                          prometheus_export(sinks), restored)  # fmt: skip
+        watch = MemoryWatch(job, loaded.model, loaded.system.device, say, prometheus_export(sinks))
+        watch.mark(load_label(job))
+        callbacks += [eta, watch]
         if kwargs["save_strategy"] == "steps":
             callbacks.append(EpochSaveCallback())
         callbacks.extend(extra_callbacks or [])
@@ -311,12 +319,15 @@ def run_job(
                 base_ref=portable_base(spec),
             )  # fmt: skip
             saved = upload_adapter(store, staging / "adapter", files)
+            watch.mark("export (adapter saved)")
             say(
                 f"adapter: {saved.uri} ({saved.size:,} bytes, sha256 {saved.sha256}); "
                 f"every file read back from the store and verified:\n{saved.table()}"
             )
             report = _report(job, loaded, results, saved, found, evaluation, built.truncation)
             report["training_seconds"] = round(train_seconds, 2)
+            report["eta"] = eta.summary(train_seconds)
+            report["memory"] = watch.summary(technique_savings(job, loaded, watch.checkpointing))
             report["total_seconds"] = round(time.monotonic() - started, 2)
             for path in write_report(report, history, report_dir):
                 store.put_file(path, f"report/{path.name}")
@@ -345,6 +356,8 @@ def run_job(
             report,
         )
     finally:
+        if watch is not None:
+            watch.stop()
         sinks.close()
         preemption.uninstall()
         if rank == 0 or world == 1:
