@@ -19,9 +19,11 @@ from typing import Any
 
 import kopf
 
+from kubetune_api.trainer_defaults import TrainerDefaultsError, load_trainer_defaults
+
 from . import DEFAULT_IMAGE, leader, netpol
 from . import main as _routing  # noqa: F401  (registers the handlers)
-from .config import OperatorConfig
+from .config import OperatorConfig, Policy
 
 # Where a pod's own namespace is (the service-account mount): the Lease's default home.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -42,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds between progress-only status writes of a running job "
                    "(phase and condition changes are written at once)")  # fmt: skip
     p.add_argument("--image", default=DEFAULT_IMAGE, help="default trainer image")
+    p.add_argument("--trainer-defaults", metavar="FILE",
+                   help="YAML of trainer-pod defaults for every job: pull secrets, env, "
+                   "/cache volume, placement, GPU resource name (docs/operations.md)")  # fmt: skip
     net = p.add_argument_group("network (netpol.py)")
     net.add_argument("--network-policy", action="store_true",
                      help="a NetworkPolicy per FineTuneJob (only its own pods)")  # fmt: skip
@@ -82,6 +87,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--qps must be > 0 and --burst >= 1 (got {args.qps:g} and {args.burst})")
     if args.status_interval < 0:
         p.error(f"--status-interval must be >= 0 seconds (got {args.status_interval:g})")
+    try:
+        args.trainer_defaults = (
+            load_trainer_defaults(args.trainer_defaults) if args.trainer_defaults else None
+        )
+    except TrainerDefaultsError as exc:
+        p.error(f"--trainer-defaults: {exc}")
+    defaults = args.trainer_defaults
+    policy = Policy(
+        args.image, tuple(args.allowed_image), tuple(args.allowed_service_account),
+        defaults.service_account_name if defaults else None,
+    )  # fmt: skip
+    for problem in policy.default_problems():
+        p.error(problem)
     if not args.standalone:
         args.lease = lease_config(args)
         for problem in args.lease.problems():
@@ -151,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         s3_endpoint_allow=tuple(args.s3_endpoint_allow),
         allowed_images=tuple(args.allowed_image),
         allowed_service_accounts=tuple(args.allowed_service_account),
+        **({"trainer_defaults": args.trainer_defaults} if args.trainer_defaults else {}),
     )
     memo = kopf.Memo(config=config)
     if not args.standalone:
