@@ -14,16 +14,21 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 
-from kubetune_api.trainer_defaults import TrainerDefaultsError, load_trainer_defaults
+from kubetune_api.trainer_defaults import (
+    TrainerDefaults,
+    TrainerDefaultsError,
+    load_trainer_defaults,
+)
 
 from . import DEFAULT_IMAGE, leader, netpol
 from . import main as _routing  # noqa: F401  (registers the handlers)
-from .config import OperatorConfig, Policy
+from .config import OperatorConfig
 
 # Where a pod's own namespace is (the service-account mount): the Lease's default home.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -87,19 +92,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--qps must be > 0 and --burst >= 1 (got {args.qps:g} and {args.burst})")
     if args.status_interval < 0:
         p.error(f"--status-interval must be >= 0 seconds (got {args.status_interval:g})")
-    try:
-        args.trainer_defaults = (
-            load_trainer_defaults(args.trainer_defaults) if args.trainer_defaults else None
-        )
-    except TrainerDefaultsError as exc:
-        p.error(f"--trainer-defaults: {exc}")
-    defaults = args.trainer_defaults
-    policy = Policy(
-        args.image, tuple(args.allowed_image), tuple(args.allowed_service_account),
-        defaults.service_account_name if defaults else None,
-    )  # fmt: skip
-    for problem in policy.default_problems():
-        p.error(problem)
     if not args.standalone:
         args.lease = lease_config(args)
         for problem in args.lease.problems():
@@ -152,9 +144,21 @@ async def run_elected(args: argparse.Namespace, memo: kopf.Memo) -> None:
             await health.wait_closed()
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+def fail(message: str) -> NoReturn:
+    """Stop at start-up as argparse does: the message on stderr, exit code 2."""
+    print(f"kubetune-operator: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def operator_config(args: argparse.Namespace) -> OperatorConfig:
+    """The options, with the trainer-defaults file read and checked: a bad file, or defaults
+    the allow-lists refuse, stop the operator here, naming the field."""
+    defaults = TrainerDefaults()
+    if args.trainer_defaults:
+        try:
+            defaults = load_trainer_defaults(args.trainer_defaults)
+        except TrainerDefaultsError as exc:
+            fail(f"--trainer-defaults: {exc}")
     config = OperatorConfig(
         reconcile_interval=args.reconcile_interval,
         status_interval=args.status_interval,
@@ -169,8 +173,18 @@ def main(argv: list[str] | None = None) -> None:
         s3_endpoint_allow=tuple(args.s3_endpoint_allow),
         allowed_images=tuple(args.allowed_image),
         allowed_service_accounts=tuple(args.allowed_service_account),
-        **({"trainer_defaults": args.trainer_defaults} if args.trainer_defaults else {}),
+        trainer_defaults=defaults,
     )
+    problems = config.policy.default_problems()
+    if problems:
+        fail("; ".join(problems))
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    config = operator_config(args)
     memo = kopf.Memo(config=config)
     if not args.standalone:
         asyncio.run(run_elected(args, memo))
