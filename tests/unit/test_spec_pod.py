@@ -165,3 +165,15 @@ def test_an_empty_defaults_file_means_no_defaults(tmp_path: Path):
     f = tmp_path / "empty.yaml"
     f.write_text("# trainerDefaults: {}\n")
     assert load_trainer_defaults(f) == parse_trainer_defaults({})
+
+
+def test_operations_doc_lists_every_default_and_reserved_name():
+    from kubetune_api.pod import PLATFORM_ONLY_ENV, RESERVED_ENV
+    from kubetune_api.trainer_defaults import TrainerDefaults
+
+    doc = (ROOT / "docs/operations.md").read_text()
+    section = doc.split("## Configure for your cluster", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    assert {f.alias for f in TrainerDefaults.model_fields.values()} <= rows
+    for name in sorted(RESERVED_ENV | PLATFORM_ONLY_ENV):
+        assert f"`{name}`" in section, name
