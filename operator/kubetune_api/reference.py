@@ -23,6 +23,7 @@ from . import safe_yaml as sy
 from .crd import MUTABLE_SPEC_FIELDS, openapi_schema
 from .spec import FineTuneJob, FineTuneJobSpec
 from .status import FineTuneJobStatus, now_rfc3339
+from .trainer_defaults import TrainerDefaults
 
 
 def _reading_rules() -> str:
@@ -222,12 +223,22 @@ def sections() -> list[tuple[str, str, list[Row]]]:
     )
     status_rows = _rows(FineTuneJobStatus, openapi_schema(FineTuneJobStatus), "status")
     status_intro = "Written by the operator (the status subresource); ignored on input."
+    defaults_rows = _rows(TrainerDefaults, openapi_schema(TrainerDefaults), "trainerDefaults")
     return [
         ("FineTuneJob", identity, top),
         ("spec", spec_intro, overview),
         *parts,
         ("status", status_intro, status_rows),
+        ("trainerDefaults", DEFAULTS_INTRO, defaults_rows),
     ]
+
+
+DEFAULTS_INTRO = (
+    "Not part of a FineTuneJob: the platform's trainer-pod defaults, one set per operator "
+    "(`--trainer-defaults FILE`; the Helm chart's `trainerDefaults` values), checked when the "
+    "operator starts. A job refines them with `spec.pod` and `spec.resources`; how they merge "
+    'and which names are kubetune\'s own: docs/operations.md, "Configure for your cluster".'
+)
 
 
 def reference_markdown() -> str:

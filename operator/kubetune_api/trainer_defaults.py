@@ -72,7 +72,9 @@ class NfsSource(SpecModel):
 
 
 class EmptyDirSource(SpecModel):
-    medium: Literal["", "Memory"] = Field(default="", description="Disk, or Memory (tmpfs).")
+    medium: Literal["Memory"] | None = Field(
+        default=None, description="Unset: the node's disk; Memory: a tmpfs."
+    )
     size_limit: str | None = Field(default=None, description="Bound (Kubernetes quantity).")
 
     @field_validator("size_limit")
@@ -108,8 +110,11 @@ class CacheVolume(SpecModel):
         return self
 
 
-class Volume(CacheVolume):
+class Volume(SpecModel):
     name: str = Field(description="Volume name, referenced by volumeMounts.")
+    persistent_volume_claim: PvcSource | None = Field(default=None, description="A PVC.")
+    nfs: NfsSource | None = Field(default=None, description="An NFS export.")
+    empty_dir: EmptyDirSource | None = Field(default=None, description="An emptyDir.")
     config_map: ConfigMapVolumeSource | None = Field(default=None, description="A ConfigMap.")
     secret: SecretVolumeSource | None = Field(default=None, description="A Secret.")
 
@@ -201,8 +206,12 @@ class TopologySpread(SpecModel):
     label_selector: dict[str, Any] | None = Field(default=None, description="Pods counted.")
     match_label_keys: list[str] | None = Field(default=None, description="Label keys matched.")
     min_domains: int | None = Field(default=None, ge=1, description="Domains at least.")
-    node_affinity_policy: Literal["Honor", "Ignore"] | None = Field(default=None)
-    node_taints_policy: Literal["Honor", "Ignore"] | None = Field(default=None)
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether node affinity limits the domains counted."
+    )
+    node_taints_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether node taints limit the domains counted."
+    )
 
     @field_validator("topology_key")
     @classmethod

@@ -183,7 +183,7 @@ def test_spread_constraint_with_its_own_selector_is_kept():
 def test_cache_emptydir_and_nfs():
     d = TrainerDefaults.model_validate({"cache": {"emptyDir": {"sizeLimit": "500Gi"}}})
     vols = build(load_ftj(), d)["spec"]["template"]["spec"]["volumes"]
-    assert vols[3] == {"name": "cache", "emptyDir": {"medium": "", "sizeLimit": "500Gi"}}
+    assert vols[3] == {"name": "cache", "emptyDir": {"sizeLimit": "500Gi"}}
     d = TrainerDefaults.model_validate({"cache": {"nfs": {"server": "nfs.local", "path": "/c"}}})
     vols = build(load_ftj(), d)["spec"]["template"]["spec"]["volumes"]
     assert vols[3] == {"name": "cache", "nfs": {"server": "nfs.local", "path": "/c",
