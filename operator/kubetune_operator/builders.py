@@ -204,6 +204,7 @@ def _env(job: FineTuneJob, owner: Owner, attempt: int) -> list[dict[str, Any]]:
         # Read-only root filesystem: every cache goes to the writable emptyDir.
         ("HOME", "/tmp"),
         ("XDG_CACHE_HOME", CACHE_DIR),
+        (c.Env.CACHE, f"{CACHE_DIR}/kubetune"),  # set here too, not only by the image's ENV
         ("HF_HOME", f"{CACHE_DIR}/huggingface"),
         ("TRITON_CACHE_DIR", f"{CACHE_DIR}/triton"),
     ]
