@@ -144,6 +144,9 @@ class Env:
     OUTPUT_URI: Final = "KUBETUNE_OUTPUT_URI"  # overrides spec.output.uri (tests, local runs)
     S3_ENDPOINT: Final = "AWS_ENDPOINT_URL"  # boto3 reads it natively
     TERMINATION_LOG: Final = "KUBETUNE_TERMINATION_LOG"
+    # kubetune's own cache (built and converted bases, the quantized-base cache, staged
+    # checkpoints): on the /cache volume, which the platform may back with a PVC.
+    CACHE: Final = "KUBETUNE_CACHE"
     # Credentials the spec had inside URLs (user:password@), from the job's own Secret:
     # the ConfigMap holds the URLs without them (kubetune_api.uris.strip_spec_credentials).
     MLFLOW_USERNAME: Final = "MLFLOW_TRACKING_USERNAME"  # read by MLflow's client itself

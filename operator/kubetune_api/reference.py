@@ -24,6 +24,7 @@ from .crd import MUTABLE_SPEC_FIELDS, openapi_schema
 from .rules import NAME_RULE, PLACEHOLDER, RULES
 from .spec import FineTuneJob, FineTuneJobSpec
 from .status import FineTuneJobStatus, now_rfc3339
+from .trainer_defaults import TrainerDefaults
 
 
 def _reading_rules() -> str:
@@ -223,11 +224,13 @@ def sections() -> list[tuple[str, str, list[Row]]]:
     )
     status_rows = _rows(FineTuneJobStatus, openapi_schema(FineTuneJobStatus), "status")
     status_intro = "Written by the operator (the status subresource); ignored on input."
+    defaults_rows = _rows(TrainerDefaults, openapi_schema(TrainerDefaults), "trainerDefaults")
     return [
         ("FineTuneJob", identity, top),
         ("spec", spec_intro, overview),
         *parts,
         ("status", status_intro, status_rows),
+        ("trainerDefaults", DEFAULTS_INTRO, defaults_rows),
     ]
 
 
@@ -249,6 +252,14 @@ def _rules_section() -> list[str]:
         message = PLACEHOLDER.sub(lambda m: f"<{m.group(2)}>", rule.message)
         out.append(f"| {rule.name} | {_code(rule.path)} | {_cell(message)} |")
     return [*out, ""]
+
+
+DEFAULTS_INTRO = (
+    "Not part of a FineTuneJob: the platform's trainer-pod defaults, one set per operator "
+    "(`--trainer-defaults FILE`; the Helm chart's `trainerDefaults` values), checked when the "
+    "operator starts. A job refines them with `spec.pod` and `spec.resources`; how they merge "
+    'and which names are kubetune\'s own: docs/operations.md, "Configure for your cluster".'
+)
 
 
 def reference_markdown() -> str:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from ._base import SpecModel
 from .constants import API_VERSION, KIND
 from .kube_names import check_annotations, check_dns_label, check_labels
+from .pod import PodSpec
 from .rules import NAME_RULE, enforce
 from .spec_data import DatasetSpec
 from .spec_infra import (
@@ -45,6 +46,11 @@ class FineTuneJobSpec(SpecModel):
     )
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec, description="Pod resources and placement (cluster only)."
+    )
+    pod: PodSpec = Field(
+        default_factory=PodSpec,
+        description="Environment, secret references and labels of the trainer pods (cluster "
+        "only), refining the platform's trainer defaults.",
     )
     output: OutputSpec = Field(default_factory=OutputSpec, description="Where artifacts go.")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking.")

@@ -93,10 +93,17 @@ class Toleration(SpecModel):
 
 
 class ResourcesSpec(SpecModel):
-    gpus_per_node: int = Field(default=0, ge=0, le=64, description="nvidia.com/gpu per pod.")
+    gpus_per_node: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="GPUs per pod, as the cluster's GPU resource "
+        "(trainer defaults gpuResourceName: nvidia.com/gpu unless the platform says otherwise).",
+    )
     gpu_type: str | None = Field(
         default=None,
-        description="GPU product label value, e.g. NVIDIA-A100-SXM4-80GB.",
+        description="GPU product, e.g. NVIDIA-A100-SXM4-80GB: the value of the node label "
+        "trainer defaults gpuTypeLabel names (nvidia.com/gpu.product unless set).",
         json_schema_extra=crd_pattern(LABEL_VALUE, 63),
     )
     cpu: str = Field(

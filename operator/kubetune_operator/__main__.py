@@ -14,10 +14,17 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
+
+from kubetune_api.trainer_defaults import (
+    TrainerDefaults,
+    TrainerDefaultsError,
+    load_trainer_defaults,
+)
 
 from . import DEFAULT_IMAGE, leader, netpol
 from . import main as _routing  # noqa: F401  (registers the handlers)
@@ -42,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds between progress-only status writes of a running job "
                    "(phase and condition changes are written at once)")  # fmt: skip
     p.add_argument("--image", default=DEFAULT_IMAGE, help="default trainer image")
+    p.add_argument("--trainer-defaults", metavar="FILE",
+                   help="YAML of trainer-pod defaults for every job: pull secrets, env, "
+                   "/cache volume, placement, GPU resource name (docs/operations.md)")  # fmt: skip
     net = p.add_argument_group("network (netpol.py)")
     net.add_argument("--network-policy", action="store_true",
                      help="a NetworkPolicy per FineTuneJob (only its own pods)")  # fmt: skip
@@ -137,9 +147,21 @@ async def run_elected(args: argparse.Namespace, memo: kopf.Memo) -> None:
             await health.wait_closed()
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+def fail(message: str) -> NoReturn:
+    """Stop at start-up as argparse does: the message on stderr, exit code 2."""
+    print(f"kubetune-operator: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def operator_config(args: argparse.Namespace) -> OperatorConfig:
+    """The options, with the trainer-defaults file read and checked: a bad file, or defaults
+    the allow-lists refuse, stop the operator here, naming the field."""
+    defaults = TrainerDefaults()
+    if args.trainer_defaults:
+        try:
+            defaults = load_trainer_defaults(args.trainer_defaults)
+        except TrainerDefaultsError as exc:
+            fail(f"--trainer-defaults: {exc}")
     config = OperatorConfig(
         reconcile_interval=args.reconcile_interval,
         status_interval=args.status_interval,
@@ -155,7 +177,18 @@ def main(argv: list[str] | None = None) -> None:
         model_config_roots=tuple(args.model_config_root),
         allowed_images=tuple(args.allowed_image),
         allowed_service_accounts=tuple(args.allowed_service_account),
+        trainer_defaults=defaults,
     )
+    problems = config.policy.default_problems()
+    if problems:
+        fail("; ".join(problems))
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    config = operator_config(args)
     memo = kopf.Memo(config=config)
     if not args.standalone:
         asyncio.run(run_elected(args, memo))

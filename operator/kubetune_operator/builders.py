@@ -15,9 +15,14 @@ from typing import Any
 
 from kubetune_api import constants as c
 from kubetune_api.spec import FineTuneJob
+from kubetune_api.trainer_defaults import TrainerDefaults
 from kubetune_api.uris import strip_spec_credentials
 
 from . import DEFAULT_IMAGE
+from . import pod_settings as ps
+
+# No platform settings: the pods as kubetune builds them on its own.
+NO_DEFAULTS = TrainerDefaults()
 
 CONTAINER_NAME = "trainer"
 SPEC_VOLUME = "spec"
@@ -199,6 +204,7 @@ def _env(job: FineTuneJob, owner: Owner, attempt: int) -> list[dict[str, Any]]:
         # Read-only root filesystem: every cache goes to the writable emptyDir.
         ("HOME", "/tmp"),
         ("XDG_CACHE_HOME", CACHE_DIR),
+        (c.Env.CACHE, f"{CACHE_DIR}/kubetune"),  # set here too, not only by the image's ENV
         ("HF_HOME", f"{CACHE_DIR}/huggingface"),
         ("TRITON_CACHE_DIR", f"{CACHE_DIR}/triton"),
     ]
@@ -207,7 +213,7 @@ def _env(job: FineTuneJob, owner: Owner, attempt: int) -> list[dict[str, Any]]:
     return [{"name": k, "value": v} for k, v in values]
 
 
-def _resources(job: FineTuneJob) -> dict[str, Any]:
+def _resources(job: FineTuneJob, defaults: TrainerDefaults) -> dict[str, Any]:
     res = job.spec.resources
     requests: dict[str, str] = {
         "cpu": res.cpu,
@@ -215,25 +221,32 @@ def _resources(job: FineTuneJob) -> dict[str, Any]:
         "ephemeral-storage": EPHEMERAL_STORAGE_REQUEST,
     }
     limits: dict[str, str] = {"memory": res.memory}  # no CPU limit: throttling hurts dataloaders
-    if res.gpus_per_node > 0:
-        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(res.gpus_per_node)
+    extended = ps.gpu_resources(job, defaults)  # the cluster's GPU resource name
+    requests.update(extended)
+    limits.update(extended)
     return {"requests": requests, "limits": limits}
 
 
 def _container(
-    job: FineTuneJob, owner: Owner, attempt: int, image: str, url_credentials: bool
+    job: FineTuneJob,
+    owner: Owner,
+    attempt: int,
+    image: str,
+    url_credentials: bool,
+    defaults: TrainerDefaults,
 ) -> dict[str, Any]:
     spec = job.spec
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.resources.image or image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": defaults.image_pull_policy,
         # The launcher builds `torchrun --nnodes ... --node-rank $JOB_COMPLETION_INDEX` from env.
         # `args`, not `command`: the image's ENTRYPOINT (tini -- kubetune) stays PID 1, reaping
         # torchrun's workers and forwarding the kubelet's SIGTERM for the checkpoint-and-exit.
         "args": ["launch"],
-        "env": _env(job, owner, attempt),
-        "resources": _resources(job),
+        # kubetune's own first; the names the platform and the job may use never clash.
+        "env": _env(job, owner, attempt) + ps.env(job, defaults),
+        "resources": _resources(job, defaults),
         "ports": [
             {"name": "rdzv", "containerPort": spec.distributed.master_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": spec.metrics.port, "protocol": "TCP"},
@@ -243,6 +256,7 @@ def _container(
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "cache", "mountPath": CACHE_DIR},
+            *ps.volume_mounts(defaults),
         ],
         "terminationMessagePath": c.TERMINATION_LOG_PATH,
         # The trainer writes a one-line JSON summary; on a crash the log tail is the message.
@@ -255,7 +269,8 @@ def _container(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    env_from = []
+    # Later sources win a key: platform, job, then kubetune's own credentials.
+    env_from = ps.env_from(job, defaults)
     if spec.output.credentials_secret:
         # By reference only: the Secret's values never pass through the spec or the operator.
         env_from.append({"secretRef": {"name": spec.output.credentials_secret}})
@@ -273,11 +288,9 @@ def build_pod_template(
     attempt: int,
     image: str = DEFAULT_IMAGE,
     url_credentials: bool = False,
+    defaults: TrainerDefaults = NO_DEFAULTS,
 ) -> dict[str, Any]:
     res = job.spec.resources
-    node_selector = dict(res.node_selector)
-    if res.gpu_type:
-        node_selector["nvidia.com/gpu.product"] = res.gpu_type
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # a failed rank fails the attempt; the operator retries
         "subdomain": service_name(owner.name, attempt),
@@ -290,7 +303,7 @@ def build_pod_template(
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(job, owner, attempt, image, url_credentials)],
+        "containers": [_container(job, owner, attempt, image, url_credentials, defaults)],
         "volumes": [
             {
                 "name": SPEC_VOLUME,
@@ -298,20 +311,16 @@ def build_pod_template(
             },
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
             {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
-            {"name": "cache", "emptyDir": {"sizeLimit": CACHE_SIZE_LIMIT}},
+            ps.cache_volume(defaults, CACHE_SIZE_LIMIT),
+            *ps.volumes(defaults),
         ],
+        **ps.placement(job, defaults, selector(owner, attempt)),
     }
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if res.tolerations:
-        pod_spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in res.tolerations
-        ]
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name
-    if res.service_account_name:
-        pod_spec["serviceAccountName"] = res.service_account_name
-    return {"metadata": {"labels": labels(owner, attempt)}, "spec": pod_spec}
+    meta: dict[str, Any] = {"labels": {**ps.labels(job, defaults), **labels(owner, attempt)}}
+    extra_annotations = ps.annotations(job, defaults)
+    if extra_annotations:
+        meta["annotations"] = extra_annotations
+    return {"metadata": meta, "spec": pod_spec}
 
 
 # The Job fails on any pod failure either way (backoffLimit 0). These rules only make it say
@@ -341,13 +350,15 @@ def build_job(
     image: str = DEFAULT_IMAGE,
     deadline_remaining: int | None = None,
     url_credentials: bool = False,
+    defaults: TrainerDefaults = NO_DEFAULTS,
 ) -> dict[str, Any]:
     """The Indexed Job of one attempt: one pod per node, no Kubernetes-level retries.
 
-    `url_credentials`: the spec's URLs carried credentials, now in build_secret's Secret."""
+    `url_credentials`: the spec's URLs carried credentials, now in build_secret's Secret.
+    `defaults`: the platform's trainer defaults (pod_settings.py merges the job's over them)."""
     nodes = job.spec.distributed.nodes
     rp = job.spec.run_policy
-    job_labels = labels(owner, attempt)
+    job_labels = {**ps.labels(job, defaults), **labels(owner, attempt)}
     if rp.queue_name:
         job_labels[c.LABEL_KUEUE_QUEUE] = rp.queue_name
     priority = job.metadata.labels.get(c.LABEL_KUEUE_PRIORITY)
@@ -361,7 +372,7 @@ def build_job(
         "backoffLimit": 0,
         # Kueue admits a suspended Job by unsuspending it; without a queue, start at once.
         "suspend": bool(rp.queue_name),
-        "template": build_pod_template(job, owner, attempt, image, url_credentials),
+        "template": build_pod_template(job, owner, attempt, image, url_credentials, defaults),
         "podFailurePolicy": POD_FAILURE_POLICY,
     }
     if deadline_remaining is not None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune_api.spec import FineTuneJob
+from kubetune_api.trainer_defaults import TrainerDefaults
 
 from . import DEFAULT_IMAGE
 
@@ -19,27 +20,53 @@ class Policy:
     default_image: str = DEFAULT_IMAGE
     allowed_images: tuple[str, ...] = ()  # fnmatch patterns, e.g. "registry.example/kubetune/*"
     allowed_service_accounts: tuple[str, ...] = ()  # exact names
+    # The trainer defaults' serviceAccountName: what a job naming none runs as.
+    default_service_account: str | None = None
+
+    def _image_denied(self, image: str) -> bool:
+        allowed = self.allowed_images
+        return bool(allowed) and not any(fnmatch.fnmatchcase(image, p) for p in allowed)
+
+    def _account_denied(self, account: str | None) -> bool:
+        allowed = self.allowed_service_accounts
+        return bool(account and allowed and account not in allowed)
 
     def denies(self, job: FineTuneJob) -> str | None:
-        """Why the operator refuses to run this job, or None."""
+        """Why the operator refuses to run this job, or None. The lists apply to what the
+        pods would really run: the job's image and service account, else the defaults."""
         res = job.spec.resources
         image = res.image or self.default_image
-        if self.allowed_images and not any(
-            fnmatch.fnmatchcase(image, p) for p in self.allowed_images
-        ):
+        if self._image_denied(image):
             return (
                 f"spec.resources.image {image!r} is not allowed by the operator "
                 f"(--allowed-image: {', '.join(self.allowed_images)}); use an allowed image "
                 "or ask the cluster admin to allow it"
             )
-        sa = res.service_account_name
-        if sa and self.allowed_service_accounts and sa not in self.allowed_service_accounts:
+        sa = res.service_account_name or self.default_service_account
+        if self._account_denied(sa):
             return (
                 f"spec.resources.serviceAccountName {sa!r} is not allowed by the operator "
                 f"(--allowed-service-account: {', '.join(self.allowed_service_accounts)}); "
                 "use an allowed one or leave it out (the namespace's default)"
             )
         return None
+
+    def default_problems(self) -> list[str]:
+        """The operator's own defaults outside its allow-lists: refused at start, or every
+        job that names neither would fail Forbidden."""
+        problems = []
+        if self._image_denied(self.default_image):
+            problems.append(
+                f"--image {self.default_image!r} is not allowed by --allowed-image "
+                f"({', '.join(self.allowed_images)}); allow it or change the default image"
+            )
+        if self._account_denied(self.default_service_account):
+            problems.append(
+                f"trainer defaults serviceAccountName {self.default_service_account!r} is not "
+                f"allowed by --allowed-service-account ({', '.join(self.allowed_service_accounts)})"
+                "; allow it or change the default"
+            )
+        return problems
 
 
 @dataclass(frozen=True)
@@ -74,7 +101,15 @@ class OperatorConfig:
     model_config_roots: tuple[str, ...] = ()
     allowed_images: tuple[str, ...] = ()
     allowed_service_accounts: tuple[str, ...] = ()
+    # The platform's trainer-pod settings (--trainer-defaults FILE; the chart's
+    # trainerDefaults values); each job's spec.pod refines them (pod_settings.py).
+    trainer_defaults: TrainerDefaults = field(default_factory=TrainerDefaults)
 
     @property
     def policy(self) -> Policy:
-        return Policy(self.image, self.allowed_images, self.allowed_service_accounts)
+        return Policy(
+            self.image,
+            self.allowed_images,
+            self.allowed_service_accounts,
+            self.trainer_defaults.service_account_name,
+        )

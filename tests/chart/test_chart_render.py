@@ -237,7 +237,7 @@ def test_monitoring_objects(render: Render) -> None:
     ]
     assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
 
-    dashboard = one(manifests, "ConfigMap")
+    (dashboard,) = find(manifests, "ConfigMap", "kt-kubetune-dashboard")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     shipped = json.loads((REPO / "deploy/grafana/kubetune-dashboard.json").read_text())
@@ -250,7 +250,8 @@ def test_monitoring_objects(render: Render) -> None:
 
 def test_monitoring_is_off_by_default(render: Render) -> None:
     kinds = {m["kind"] for m in render()}
-    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    assert not find(render(), "ConfigMap", "kt-kubetune-dashboard")
 
 
 def test_crd_template_equals_the_generated_crd(render: Render) -> None:

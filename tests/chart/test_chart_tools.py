@@ -74,5 +74,6 @@ def test_packaged_chart_carries_the_linked_files(helm: str, tmp_path: Path) -> N
         tar.extractall(tmp_path / "unpacked", filter="data")
     out = run([helm, "template", "kt", str(tmp_path / "unpacked/kubetune"),
                "--set", "grafanaDashboard.enabled=true"]).stdout  # fmt: skip
-    (dashboard,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "ConfigMap"]
+    (dashboard,) = [d for d in yaml.safe_load_all(out)
+                    if d and "kubetune-dashboard.json" in d.get("data", {})]  # fmt: skip
     assert json.loads(dashboard["data"]["kubetune-dashboard.json"])["uid"] == "kubetune-jobs"

@@ -17,6 +17,7 @@ valueFrom fieldRef/secretKeyRef/configMapKeyRef)/envFrom (secretRef/configMapRef
 optional)/workingDir/terminationMessagePath/terminationMessagePolicy (File,
 FallbackToLogsOnError: last 80 lines or 2048 bytes of the log); volumes configMap (files
 written, `items` ignored: every key), secret (decoded files), emptyDir (a fresh folder),
+persistentVolumeClaim (one folder per claim name on this node, kept across pods),
 each mounted by rewriting environment values that name a path under its mountPath (there
 are no mount namespaces here: this is the only path remapping, and it covers
 KUBETUNE_SPEC_FILE, HOME, the caches and the termination log); hostname/subdomain (DNS:
@@ -38,7 +39,8 @@ Ignored: init and sidecar containers, every container after the first, resources
 (requests/limits, GPUs), securityContext, nodeSelector/affinity/tolerations/priority
 (everything is scheduled on one node at once), probes, imagePullPolicy, service links
 (no KUBERNETES_SERVICE_* variables: the trainer never talks to the API), volume `items`
-and `defaultMode`, hostPath/PVC volumes (the pod stays Pending), activeDeadlineSeconds,
+and `defaultMode`, hostPath volumes (the pod stays Pending), whether a claimed PVC exists
+and its `readOnly`, activeDeadlineSeconds,
 replacement pods (backoffLimit > 0 is counted but no pod is re-created).
 
 Image mode (`Kubelet(rootfs=...)`, the scenarios marked `in_image`): each pod's container
@@ -130,6 +132,8 @@ def local_trainer_image() -> LocalImage:
         "TRITON_CACHE_DIR": "/cache/triton",
         "MPLCONFIGDIR": "/cache/matplotlib",
         "KUBETUNE_METRICS_PORT": "9400",
+        # The sources under test, as the test process has them (not part of the image).
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     }
     return LocalImage(VENV_BIN, env, entrypoint=("kubetune",), workdir="/workspace")
 
@@ -443,8 +447,13 @@ class Kubelet:
         else:
             # Only the pod's own values are container paths; the image's local ENV (PATH,
             # VIRTUAL_ENV) is already a host path, which a clone under /tmp would see remapped.
+            # A value the pod sets is the pod's even when the image has the same one
+            # (KUBETUNE_CACHE=/cache/kubetune): it goes to the pod's volume, not the host's.
+            own = {e["name"] for e in container.get("env") or []}
             env = {
-                k: v if self.image.env.get(k) == v else hosts.get(v, files.remap(v))
+                k: v
+                if k not in own and self.image.env.get(k) == v
+                else hosts.get(v, files.remap(v))
                 for k, v in env.items()
             }
         job_uid = _owner_uid(pod)
@@ -527,6 +536,12 @@ class Kubelet:
         files = PodFiles(root)
         local: dict[str, Path] = {}
         for vol in spec.get("volumes") or []:
+            if "persistentVolumeClaim" in vol:  # outlives its pods: one folder per claim
+                d = self.workdir / "claims" / vol["persistentVolumeClaim"]["claimName"]
+                d.mkdir(parents=True, exist_ok=True)
+                d.chmod(0o777)
+                local[vol["name"]] = d
+                continue
             d = root / "volumes" / vol["name"]
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o777)  # an emptyDir is world-writable (the container runs as UID 1000)

@@ -51,6 +51,9 @@ class OperatorProcess:
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
             "KUBECONFIG": str(self.kubeconfig),
+            # The sources under test first, as this process has them (the shared .venv may be
+            # installed from another checkout).
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
             **OPERATOR_AWS,
             **self.env,
         }

@@ -71,6 +71,8 @@ def test_container_command_env_and_resources():
     assert env[c.Env.METRICS_PORT] == "9400"
     assert env[c.Env.S3_ENDPOINT] == "http://minio.storage.svc:9000"
     assert env[c.Env.TERMINATION_LOG] == c.TERMINATION_LOG_PATH
+    # Every cache on the /cache volume (a PVC keeps the quantized base across attempts).
+    assert env[c.Env.CACHE] == "/cache/kubetune" and env["HF_HOME"] == "/cache/huggingface"
     # Credentials only by reference, never as values.
     assert ctr["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert not any("SECRET" in k or "KEY" in k for k in env)

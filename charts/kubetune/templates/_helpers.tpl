@@ -249,3 +249,20 @@ Usage: include "kubetune.nameWith" (list . "metrics")
 {{- $base := include "kubetune.fullname" $ctx | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" }}
 {{- printf "%s-%s" $base $suffix }}
 {{- end }}
+
+{{/*
+The trainer-defaults ConfigMap's name, and its YAML: the non-empty `trainerDefaults` values.
+*/}}
+{{- define "kubetune.trainerDefaultsName" -}}
+{{- include "kubetune.nameWith" (list . "trainer-defaults") }}
+{{- end }}
+
+{{- define "kubetune.trainerDefaults" -}}
+{{- $out := dict }}
+{{- range $key, $value := .Values.trainerDefaults }}
+{{- if $value }}
+{{- $_ := set $out $key $value }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}

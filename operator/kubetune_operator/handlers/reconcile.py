@@ -344,7 +344,7 @@ async def _ensure_children(
         remaining = deadline - (datetime.now(UTC) - start).total_seconds()
     manifest = b.build_job(
         job, owner, attempt, image=config.image, deadline_remaining=remaining,
-        url_credentials=bool(credentials),
+        url_credentials=bool(credentials), defaults=config.trainer_defaults,
     )  # fmt: skip
     # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
     # Named with our uid (see builders.credentials_secret_name), the Secret is never read.
