@@ -26,7 +26,9 @@ from kubetune_api.uris import redact_spec
 from kubetune_trainer.errors import PreemptedError
 from kubetune_trainer.modeling.cache import cache_root
 from kubetune_trainer.records import PreparedDataset
-from kubetune_trainer.sinks import RunInfo
+from kubetune_trainer.reporting.local import SinkFanout, sinks_for
+from kubetune_trainer.reporting.report import objective_options, stop_reason, write_report
+from kubetune_trainer.reporting.sinks import RunInfo
 
 from . import resume as resume_mod
 from .adapter import SavedAdapter, model_card, portable_base, save_adapter, upload_adapter
@@ -44,9 +46,7 @@ from .callbacks import (
     selection_callbacks,
 )
 from .progress import Progress, ProgressCallback
-from .report import objective_options, stop_reason, write_report
 from .setup import Loaded, load_all, offline_env
-from .sinks import SinkFanout, sinks_for
 
 log = logging.getLogger(__name__)
 
