@@ -35,7 +35,7 @@ from typing import Any
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import redact_spec
 from kubetune_trainer.errors import ConfigError
-from kubetune_trainer.reporting.report import objective_options  # one helper, report and record
+from kubetune_trainer.recipes.hyperparameters import objective_options  # report and record
 from kubetune_trainer.reporting.tracking import redact
 
 REGISTRY_PREFIX = "registry"

@@ -25,9 +25,10 @@ from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import redact_spec
 from kubetune_trainer.errors import PreemptedError
 from kubetune_trainer.modeling.cache import cache_root
+from kubetune_trainer.recipes.hyperparameters import objective_options
 from kubetune_trainer.records import PreparedDataset
 from kubetune_trainer.reporting.local import SinkFanout, sinks_for
-from kubetune_trainer.reporting.report import objective_options, stop_reason, write_report
+from kubetune_trainer.reporting.report import stop_reason, write_report
 from kubetune_trainer.reporting.sinks import RunInfo
 
 from . import resume as resume_mod
