@@ -77,31 +77,37 @@ def imported_modules(path: Path, top: Path = OPERATOR.parent) -> set[str]:
     return out
 
 
-def operator_file(module: str) -> Path | None:
-    """The file of one of our modules (kubetune_operator.x.y), None for anything else."""
+def package_file(module: str, package: Path = OPERATOR) -> Path | None:
+    """The file of one of `package`'s modules (kubetune_operator.x.y), None for anything else."""
     parts = module.split(".")
-    if parts[0] != "kubetune_operator":
+    if parts[0] != package.name:
         return None
-    rel = OPERATOR.joinpath(*parts[1:])
+    rel = package.joinpath(*parts[1:])
     for candidate in (rel / "__init__.py", rel.parent / f"{rel.name}.py"):
         if candidate.is_file():
             return candidate
     return None
 
 
+def reachable(start: list[str], package: Path = OPERATOR) -> dict[str, set[str]]:
+    """{module: what it imports} for `start` and every module of `package` they reach."""
+    seen: dict[str, set[str]] = {}
+    todo = list(start)
+    while todo:
+        mod = todo.pop()
+        path = package_file(mod, package)
+        if mod in seen or path is None:
+            continue
+        seen[mod] = imported_modules(path, package.parent)
+        todo += [m for m in seen[mod] if m.split(".")[0] == package.name]
+    return seen
+
+
 @pytest.mark.parametrize("name", PURE)
 def test_pure_operator_modules_import_no_api_client(name: str) -> None:
     """Neither the module nor anything of ours it imports (transitively) pulls in kopf,
     aiohttp or the API module."""
-    seen: dict[str, set[str]] = {}
-    todo = [f"kubetune_operator.{name}"]
-    while todo:
-        mod = todo.pop()
-        path = operator_file(mod)
-        if mod in seen or path is None:
-            continue
-        seen[mod] = imported_modules(path)
-        todo += [m for m in seen[mod] if m.startswith("kubetune_operator")]
+    seen = reachable([f"kubetune_operator.{name}"])
     assert f"kubetune_operator.{name}" in seen
     bad = {
         mod: sorted(
@@ -157,31 +163,11 @@ TRAINER_UPPER = tuple(f"kubetune_trainer.{p}" for p in ("engine", "recipes", "re
                                                         "commands"))  # fmt: skip
 
 
-def trainer_file(module: str) -> Path | None:
-    """The file of one of the trainer's modules (kubetune_trainer.x.y), None otherwise."""
-    parts = module.split(".")
-    if parts[0] != "kubetune_trainer":
-        return None
-    rel = TRAINER.joinpath(*parts[1:])
-    for candidate in (rel / "__init__.py", rel.parent / f"{rel.name}.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 @pytest.mark.parametrize("layer", TRAINER_LOWER)
 def test_trainer_lower_layers_import_no_upper_layer(layer: str) -> None:
     files = sorted((TRAINER / layer).rglob("*.py"))
     assert files, f"{layer} is empty"
-    seen: dict[str, set[str]] = {}
-    todo = [module_name(f, TRAINER.parent) for f in files]
-    while todo:
-        mod = todo.pop()
-        path = trainer_file(mod)
-        if mod in seen or path is None:
-            continue
-        seen[mod] = imported_modules(path, TRAINER.parent)
-        todo += [m for m in seen[mod] if m.startswith("kubetune_trainer")]
+    seen = reachable([module_name(f, TRAINER.parent) for f in files], TRAINER)
     upward = {
         mod: sorted(
             m for m in imports if any(m == u or m.startswith(u + ".") for u in TRAINER_UPPER)
