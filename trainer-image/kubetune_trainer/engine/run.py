@@ -1,6 +1,6 @@
 """One FineTuneJob run as named phases over one `Run` object:
 
-    start -> setup -> resume -> build -> train -> evaluate -> finish
+    start -> setup -> resume_from_checkpoint -> build -> train -> evaluate -> finish
 
 Each phase is a function of the run; its comment says what it needs from the phases before
 it, and the `Run` fields it fills are grouped under its name. evaluate and finish
