@@ -114,7 +114,8 @@ class ExitCode:
 class TrainerMetric:
     """The trainer's metric samples the operator reads from rank 0's /metrics (to fill
     status.progress), as exposed: a counter's samples end in _total. The trainer's
-    kubetune_trainer.metrics.METRICS must export each (tests/unit/test_pod_contract.py)."""
+    kubetune_trainer.reporting.prometheus.METRICS must export each
+    (tests/unit/test_pod_contract.py)."""
 
     STEP: Final = "kubetune_train_step"
     TOTAL_STEPS: Final = "kubetune_train_total_steps"

@@ -18,8 +18,8 @@ import pytest
 from chart_helpers import CI_VALUES, Manifests, one
 
 from kubetune_operator.metrics import OperatorMetrics
-from kubetune_trainer.metrics import PrometheusSink
-from kubetune_trainer.sinks import LogRow, RunInfo
+from kubetune_trainer.reporting.prometheus import PrometheusSink
+from kubetune_trainer.reporting.sinks import LogRow, RunInfo
 from tests.fixtures.prometheus import prometheus_server
 
 pytestmark = pytest.mark.services

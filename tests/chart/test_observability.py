@@ -4,7 +4,7 @@ query, and no query names a metric the trainer or the operator does not export.
 promtool has no bare "parse this expression" command, so each dashboard query becomes a
 recording rule in a generated rules file that `promtool check rules` parses. Metric names
 are then read from the (now known to be valid) expressions by a small lexer, and compared
-with the names the code exports: kubetune_trainer.metrics.METRICS and the families that
+with the names the code exports: kubetune_trainer.reporting.prometheus.METRICS and the families that
 kubetune_operator.metrics.OperatorMetrics registers.
 """
 
@@ -23,7 +23,7 @@ from chart_files import render_rules
 from chart_helpers import REPO, run
 
 from kubetune_operator.metrics import OperatorMetrics
-from kubetune_trainer.metrics import METRICS as TRAINER_METRICS
+from kubetune_trainer.reporting.prometheus import METRICS as TRAINER_METRICS
 
 RULES = RULES_FILE  # deploy/prometheus/kubetune-rules.yaml, rendered from the chart
 RULES_TEST = Path(__file__).parent / "prometheus/kubetune-rules.test.yaml"

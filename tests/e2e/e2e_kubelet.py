@@ -103,8 +103,8 @@ from tests.images.containers import Container as OciContainer
 from tests.images.containers import Rootfs
 
 VENV_BIN = Path(sys.executable).parent
-# The trainer's bind-address variable (kubetune_trainer.metrics.ADDR_ENV): a pod's server
-# listens on its pod IP, here the loopback address every pod shares.
+# The trainer's bind-address variable (kubetune_trainer.reporting.prometheus.ADDR_ENV):
+# a pod's server listens on its pod IP, here the loopback address every pod shares.
 METRICS_ADDR_ENV = "KUBETUNE_METRICS_ADDR"
 TICK = 0.2  # seconds between looks at the API (the emulator is in-process and cheap)
 

@@ -50,18 +50,18 @@ PURE_FORBIDDEN_MODULES = {"kubetune_operator.k8s", "kubetune_operator.handlers",
                           "kubetune_operator.main"}  # fmt: skip
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(OPERATOR.parent).with_suffix("")
+def module_name(path: Path, top: Path = OPERATOR.parent) -> str:
+    """The dotted name of a file under `top` (the folder holding the top-level package)."""
+    rel = path.relative_to(top).with_suffix("")
     parts = list(rel.parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, top: Path = OPERATOR.parent) -> set[str]:
     """Every module a file imports, relative imports resolved (`from . import k8s` and
     `from .k8s import X` both give kubetune_operator.k8s)."""
-    package = (
-        module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    )
+    name = module_name(path, top)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -77,31 +77,37 @@ def imported_modules(path: Path) -> set[str]:
     return out
 
 
-def operator_file(module: str) -> Path | None:
-    """The file of one of our modules (kubetune_operator.x.y), None for anything else."""
+def package_file(module: str, package: Path = OPERATOR) -> Path | None:
+    """The file of one of `package`'s modules (kubetune_operator.x.y), None for anything else."""
     parts = module.split(".")
-    if parts[0] != "kubetune_operator":
+    if parts[0] != package.name:
         return None
-    rel = OPERATOR.joinpath(*parts[1:])
+    rel = package.joinpath(*parts[1:])
     for candidate in (rel / "__init__.py", rel.parent / f"{rel.name}.py"):
         if candidate.is_file():
             return candidate
     return None
 
 
+def reachable(start: list[str], package: Path = OPERATOR) -> dict[str, set[str]]:
+    """{module: what it imports} for `start` and every module of `package` they reach."""
+    seen: dict[str, set[str]] = {}
+    todo = list(start)
+    while todo:
+        mod = todo.pop()
+        path = package_file(mod, package)
+        if mod in seen or path is None:
+            continue
+        seen[mod] = imported_modules(path, package.parent)
+        todo += [m for m in seen[mod] if m.split(".")[0] == package.name]
+    return seen
+
+
 @pytest.mark.parametrize("name", PURE)
 def test_pure_operator_modules_import_no_api_client(name: str) -> None:
     """Neither the module nor anything of ours it imports (transitively) pulls in kopf,
     aiohttp or the API module."""
-    seen: dict[str, set[str]] = {}
-    todo = [f"kubetune_operator.{name}"]
-    while todo:
-        mod = todo.pop()
-        path = operator_file(mod)
-        if mod in seen or path is None:
-            continue
-        seen[mod] = imported_modules(path)
-        todo += [m for m in seen[mod] if m.startswith("kubetune_operator")]
+    seen = reachable([f"kubetune_operator.{name}"])
     assert f"kubetune_operator.{name}" in seen
     bad = {
         mod: sorted(
@@ -146,3 +152,27 @@ def test_contract_import_stays_light() -> None:
 def test_cli_validate_does_not_import_torch() -> None:
     loaded = _modules_after_import("kubetune_trainer.commands.validate")
     assert "torch" not in loaded
+
+
+TRAINER = ROOT / "trainer-image" / "kubetune_trainer"
+# The trainer's lower layers (data, the model, storage, processes) know nothing of what runs
+# them: the engine, the recipes, reporting and the CLI's commands import them, never the
+# reverse. Checked through every module of ours they import, function-level imports too.
+TRAINER_LOWER = ("data", "modeling", "storage", "distributed")
+TRAINER_UPPER = tuple(f"kubetune_trainer.{p}" for p in ("engine", "recipes", "reporting",
+                                                        "commands"))  # fmt: skip
+
+
+@pytest.mark.parametrize("layer", TRAINER_LOWER)
+def test_trainer_lower_layers_import_no_upper_layer(layer: str) -> None:
+    files = sorted((TRAINER / layer).rglob("*.py"))
+    assert files, f"{layer} is empty"
+    seen = reachable([module_name(f, TRAINER.parent) for f in files], TRAINER)
+    upward = {
+        mod: sorted(
+            m for m in imports if any(m == u or m.startswith(u + ".") for u in TRAINER_UPPER)
+        )
+        for mod, imports in seen.items()
+    }
+    bad = {mod: ups for mod, ups in upward.items() if ups}
+    assert not bad, f"{layer} reaches up (module: what it imports): {bad}"

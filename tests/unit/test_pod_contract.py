@@ -15,8 +15,8 @@ from kubetune_api.constants import TrainerMetric
 from kubetune_api.status import AdapterArtifact
 from kubetune_api.termination import LINE_LIMIT, TerminationSummary
 from kubetune_operator import progress
-from kubetune_trainer.metrics import METRICS, PrometheusSink
-from kubetune_trainer.sinks import LogRow, RunInfo
+from kubetune_trainer.reporting.prometheus import METRICS, PrometheusSink
+from kubetune_trainer.reporting.sinks import LogRow, RunInfo
 
 
 def test_the_trainer_exports_every_metric_the_operator_reads() -> None:

@@ -15,7 +15,7 @@ takes the next number. The index is a cache; a stale one is rebuilt.
 
 When spec.tracking.mlflowUri is set, the adapter is also a model version in MLflow's
 model registry, under the same name (spec.tracking.registerAs, else the job's name).
-During `kubetune run` the MLflow sink (tracking.py) has already registered the run's
+During `kubetune run` the MLflow sink (reporting/tracking.py) has already registered the run's
 adapter artifact; that version is found by the run id the sink stored under the run
 prefix (tracking/mlflow-run.json) and reused. Without such a run (registry used on its
 own), a version is created here with the adapter URI as its source. Either way the
@@ -34,9 +34,9 @@ from typing import Any
 
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import redact_spec
-from kubetune_trainer.engine.report import objective_options  # one helper, report and record
 from kubetune_trainer.errors import ConfigError
-from kubetune_trainer.tracking import redact
+from kubetune_trainer.recipes.hyperparameters import objective_options  # report and record
+from kubetune_trainer.reporting.tracking import redact
 
 REGISTRY_PREFIX = "registry"
 INDEX = "index.json"
@@ -255,8 +255,8 @@ def _mlflow_run_id(run_uri: str | None, endpoint_url: str | None) -> str | None:
     """The MLflow run id the tracking sink stored under the run prefix, if any."""
     if not run_uri:
         return None
+    from kubetune_trainer.reporting.tracking import RUN_ID_FILE
     from kubetune_trainer.storage import open_store
-    from kubetune_trainer.tracking import RUN_ID_FILE
 
     try:
         return json.loads(open_store(run_uri, endpoint_url=endpoint_url).get_bytes(RUN_ID_FILE))[

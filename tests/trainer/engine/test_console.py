@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kubetune_trainer.engine.sinks import ConsoleSink, JsonlSink, SinkFanout
-from kubetune_trainer.sinks import LogRow
+from kubetune_trainer.reporting.local import ConsoleSink, JsonlSink, SinkFanout
+from kubetune_trainer.reporting.sinks import LogRow
 
 
 class Terminal(io.StringIO):

@@ -11,7 +11,7 @@ from typing import Any
 from helpers import make_job, prepared
 
 from kubetune_trainer.engine.main import execute
-from kubetune_trainer.engine.report import EVAL_LOSS_NOTE, markdown
+from kubetune_trainer.reporting.report import EVAL_LOSS_NOTE, markdown
 
 
 def _report(res: Any) -> tuple[dict[str, Any], str]:

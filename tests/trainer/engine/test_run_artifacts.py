@@ -27,9 +27,9 @@ from safetensors import safe_open
 
 from kubetune_trainer.engine.adapter import read_back, upload_adapter
 from kubetune_trainer.engine.main import execute
-from kubetune_trainer.engine.report import curve_figure, curve_series
 from kubetune_trainer.errors import RetryableError
 from kubetune_trainer.records import PreparedDataset
+from kubetune_trainer.reporting.report import curve_figure, curve_series
 from kubetune_trainer.storage import LocalStore, open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from kubetune_api.loader import parse_job
-from kubetune_trainer.metrics import PrometheusSink
 from kubetune_trainer.modeling.hardware import SystemReport
 from kubetune_trainer.notebook import environment_text, quantization_for, quantization_spec
 from kubetune_trainer.notebook.live import LiveProgress, MetricsFollower, loss_png
-from kubetune_trainer.sinks import LogRow, RunInfo
+from kubetune_trainer.reporting.prometheus import PrometheusSink
+from kubetune_trainer.reporting.sinks import LogRow, RunInfo
 
 GIB = 1024**3
 

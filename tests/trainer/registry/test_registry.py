@@ -36,7 +36,7 @@ def _job(output: str, **tracking: Any) -> Any:
 
 
 def _report(loss: float, sha: str = "ab" * 32) -> dict[str, Any]:
-    """The shape the engine's run report has (kubetune_trainer.engine.run._report)."""
+    """The shape the engine's run report has (kubetune_trainer.engine.finish._report)."""
     return {
         "base_model": "builtin:tiny-llama",
         "results": {"final_train_loss": loss, "tuned_eval_loss": loss + 0.1, "steps": 30,

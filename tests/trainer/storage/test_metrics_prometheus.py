@@ -12,8 +12,8 @@ import psutil
 import pytest
 import torch
 
-from kubetune_trainer.metrics import METRIC_NAMES, METRICS, PrometheusSink
-from kubetune_trainer.sinks import LogRow, RunInfo
+from kubetune_trainer.reporting.prometheus import METRIC_NAMES, METRICS, PrometheusSink
+from kubetune_trainer.reporting.sinks import LogRow, RunInfo
 
 pytestmark = pytest.mark.services
 SEL = '{namespace="team-a",finetunejob="tiny"}'
@@ -165,7 +165,7 @@ def test_engine_hook_serves_on_the_spec_port_or_a_free_one_when_busy(monkeypatch
     import socket
 
     from kubetune_api.loader import parse_job
-    from kubetune_trainer.metrics import sink_for
+    from kubetune_trainer.reporting.prometheus import sink_for
 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.delenv("KUBETUNE_METRICS_PORT", raising=False)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kubetune_trainer.metrics import PrometheusSink, pushgateway_target
-from kubetune_trainer.sinks import LogRow, RunInfo
+from kubetune_trainer.reporting.prometheus import PrometheusSink, pushgateway_target
+from kubetune_trainer.reporting.sinks import LogRow, RunInfo
 from tests.fixtures.servers import HOST, Process, free_port, wait_until
 
 pytestmark = pytest.mark.services
@@ -66,7 +66,7 @@ def push(url: str | None, auth: tuple[str, str] | None) -> None:
 
 
 def test_password_in_the_url_becomes_basic_auth(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="kubetune_trainer.metrics")
+    caplog.set_level(logging.WARNING, logger="kubetune_trainer.reporting.prometheus")
     with guarded_pushgateway(tmp_path) as gw:
         host = gw.removeprefix("http://")
         url, auth = pushgateway_target(f"http://{USER}:{PASSWORD}@{host}")

@@ -138,7 +138,7 @@ def test_prometheus_scrapes_a_real_tiny_training_run(
         history = client.get_metric_history(run.info.run_id, "loss")
         assert [(m.step, m.value) for m in history] == [(r["step"], r["loss"]) for r in train]
         names = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
-        # engine/report.py writes the plot as loss_curve.png beside report.json.
+        # reporting/report.py writes the plot as loss_curve.png beside report.json.
         assert {"report/report.json", "report/metrics.jsonl", "report/loss_curve.png"} <= names
         png = client.download_artifacts(run.info.run_id, "report/loss_curve.png", str(tmp_path))
         assert Path(png).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from kubetune_trainer.errors import RetryableError
-from kubetune_trainer.sinks import LogRow, RunInfo
-from kubetune_trainer.tracking import MlflowSink, flatten_params
+from kubetune_trainer.reporting.sinks import LogRow, RunInfo
+from kubetune_trainer.reporting.tracking import MlflowSink, flatten_params
 from tests.fixtures.servers import MlflowServer, TcpProxy, free_port
 
 pytestmark = pytest.mark.services
@@ -183,7 +183,7 @@ def _job(tracking: dict | None):
 
 
 def test_engine_hook_checks_the_server_before_training() -> None:
-    from kubetune_trainer.tracking import sink_for
+    from kubetune_trainer.reporting.tracking import sink_for
 
     run = RunInfo("ns", "j", 1, "/tmp/unused")
     assert sink_for(_job(None), run) is None

@@ -18,9 +18,9 @@ from kubetune_api.constants import ExitCode
 from kubetune_api.loader import load_job
 from kubetune_trainer.engine.callbacks import STATE_FILE
 from kubetune_trainer.engine.main import execute
+from kubetune_trainer.reporting.tracking import RUN_ID_FILE
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
-from kubetune_trainer.tracking import RUN_ID_FILE
 from tests.fixtures.servers import MlflowServer
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

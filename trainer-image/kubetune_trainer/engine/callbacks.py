@@ -20,9 +20,8 @@ import psutil
 import torch
 from transformers import TrainerCallback
 
-from kubetune_trainer.sinks import LogRow
-
-from .sinks import SinkFanout
+from kubetune_trainer.reporting.local import SinkFanout
+from kubetune_trainer.reporting.sinks import LogRow
 
 log = logging.getLogger(__name__)
 STATE_FILE = "kubetune_state.json"  # what the engine adds to each checkpoint

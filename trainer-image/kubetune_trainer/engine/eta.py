@@ -28,9 +28,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from kubetune_trainer.sinks import LogRow
-
-from .watch_report import fmt_seconds as _fmt
+from kubetune_trainer.reporting.sinks import LogRow
+from kubetune_trainer.reporting.watch_report import fmt_seconds as _fmt
 
 log = logging.getLogger(__name__)
 

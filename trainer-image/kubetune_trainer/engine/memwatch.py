@@ -38,7 +38,7 @@ import torch
 from transformers import TrainerCallback
 
 from kubetune_api.memory import GIB, HIGH_WATER
-from kubetune_trainer.sinks import LogRow
+from kubetune_trainer.reporting.sinks import LogRow
 
 log = logging.getLogger(__name__)
 LIMIT_ENV = "KUBETUNE_MEMORY_LIMIT_BYTES"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+GIB = 1024**3
+
 
 def _ipython_display() -> Any:
     """IPython's display function inside an IPython shell (a notebook kernel), else None."""
@@ -57,3 +59,10 @@ def html_table(header: list[str], rows: list[list[Any]]) -> str:
         "<tr>" + "".join(cell.format("td", html.escape(str(c))) for c in r) + "</tr>" for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def say(message: str) -> None:
+    """run_job's `say` in a notebook."""
+    # The job cell already shows the resolved spec run_job starts with: print its first line.
+    first = message.partition("\n")[0]
+    print(first if first.startswith("kubetune: ") and "resolved spec" in first else message)

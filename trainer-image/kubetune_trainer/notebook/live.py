@@ -105,7 +105,7 @@ class MetricsFollower(threading.Thread):
 
     def __init__(self, port: int, job_name: str, progress: LiveProgress) -> None:
         super().__init__(daemon=True)
-        from kubetune_trainer.metrics import LABELS, METRICS
+        from kubetune_trainer.reporting.prometheus import LABELS, METRICS
 
         self.url = f"http://127.0.0.1:{port}/metrics"
         self.job_name = job_name

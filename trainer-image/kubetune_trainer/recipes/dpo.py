@@ -23,8 +23,8 @@ from kubetune_trainer.data.templates import render_prompt
 from kubetune_trainer.errors import BadDataError
 
 from .base import BuiltTrainer, RecipeContext, Truncation
+from .hyperparameters import ROBUST_LABEL_SMOOTHING
 
-ROBUST_LABEL_SMOOTHING = 0.1
 # TRL's DPO truncation (truncation_mode keep_start, its only mode for text): each
 # prompt + answer sequence is cut at its end, and pairs whose prompt alone reaches
 # max_length are dropped when the dataset is tokenized. Unlike SFT and ranking, the prompt

@@ -7,7 +7,8 @@ needs `honor_labels`. Token throughput is a counter (`kubetune_train_tokens_tota
 with `rate()`.
 
 `METRIC_NAMES` / `METRICS` are the one list of exported names (dashboards and alert rules
-are checked against it); this module imports no torch.
+are checked against it); this module imports no torch, and prometheus_client only where a
+sink is built (reading `METRICS` needs neither).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
-from prometheus_client.exposition import basic_auth_handler, start_http_server
+from . import missing_extra
+from .sinks import LogRow, RunInfo
 
-from kubetune_trainer.sinks import LogRow, RunInfo
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,12 @@ class PrometheusSink:
         pushgateway_auth: tuple[str, str] | None = None,
         linger_seconds: float | None = None,
     ) -> None:
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+            from prometheus_client.exposition import start_http_server
+        except ImportError as e:
+            raise missing_extra("prometheus-client", "the /metrics endpoint (spec.metrics)") from e
+
         self.registry = CollectorRegistry(auto_describe=True)  # never the global registry
         self.gauges: dict[str, Gauge] = {}
         for m in METRICS:
@@ -166,6 +174,9 @@ class PrometheusSink:
         Grouped by `namespace` and `finetunejob` (the series' own labels, so the Pushgateway
         accepts them unchanged) under the Pushgateway job `kubetune`.
         """
+        from prometheus_client import push_to_gateway
+        from prometheus_client.exposition import basic_auth_handler
+
         assert self.pushgateway_url
         kwargs: dict[str, Any] = {}
         if self.pushgateway_auth is not None:

@@ -11,23 +11,6 @@ from kubetune_api.spec import FineTuneJob
 from .watch_report import sections as watch_sections
 
 
-def objective_options(job: FineTuneJob) -> dict[str, Any]:
-    """The objective's own hyperparameters (spec.training.dpo / .ranking), flat: in
-    report.json's hyperparameters and the registry record's."""
-    spec = job.spec
-    if spec.objective == "dpo":
-        from kubetune_trainer.recipes.dpo import ROBUST_LABEL_SMOOTHING
-
-        o = spec.training.dpo
-        out: dict[str, Any] = {"dpo_beta": o.beta, "dpo_loss_type": o.loss_type}
-        if o.loss_type == "robust":  # the flip rate the recipe passes to TRL
-            out["dpo_label_smoothing"] = ROBUST_LABEL_SMOOTHING
-        return out
-    if spec.objective == "ranking":
-        return {"ranking_margin": spec.training.ranking.margin}
-    return {}
-
-
 def curve_series(
     history: list[dict[str, Any]],
     base_eval_loss: float | None = None,

@@ -25,7 +25,9 @@ from kubetune_api.constants import Env
 from kubetune_api.uris import redact_text, split_credentials
 from kubetune_trainer import __version__
 from kubetune_trainer.errors import ConfigError, RetryableError
-from kubetune_trainer.sinks import LogRow, RunInfo
+
+from . import missing_extra
+from .sinks import LogRow, RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,10 @@ class MlflowSink:
         store_uri: str | None = None,
         s3_endpoint: str | None = None,
     ) -> None:
-        from mlflow.tracking import MlflowClient
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError as e:
+            raise missing_extra("mlflow-skinny", "MLflow tracking (spec.tracking)") from e
 
         for k, v in _HTTP_DEFAULTS.items():
             os.environ.setdefault(k, v)

@@ -1,10 +1,9 @@
-"""The sinks a run reports to, built in one place: metrics.jsonl, the console, and the
-Prometheus/MLflow sinks of kubetune_trainer.tracking/metrics when installed and configured.
+"""The sinks a run reports to, built in one place (`sinks_for`): metrics.jsonl, the console,
+Prometheus (always, rank 0) and MLflow (when spec.tracking.mlflowUri is set, rank 0).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
@@ -13,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_api.spec import FineTuneJob
-from kubetune_trainer.sinks import LogRow, RunInfo, Sink
+
+from . import missing_extra, prometheus, tracking
+from .sinks import LogRow, RunInfo, Sink
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,10 @@ class ConsoleSink:
     def on_train_begin(self, step: int, total_steps: int) -> None:
         if not (self.enabled and self.tty) or self.bar is not None:
             return
-        from tqdm import tqdm
+        try:
+            from tqdm import tqdm
+        except ImportError as e:
+            raise missing_extra("tqdm", "the console progress bar") from e
 
         self.bar = tqdm(
             total=total_steps,
@@ -165,26 +169,12 @@ class ConsoleSink:
             self.bar = None
 
 
-# Optional sinks from the storage/metrics helpers: (module, factory) pairs, each factory
-# called as factory(job, run) and returning a Sink or None when not configured.
-_OPTIONAL = (
-    ("kubetune_trainer.metrics", "sink_for"),
-    ("kubetune_trainer.tracking", "sink_for"),
-)
-
-
 def sinks_for(job: FineTuneJob, run: RunInfo, report_dir: Path) -> list[Sink]:
-    """Every sink of this run: metrics.jsonl and console always, Prometheus/MLflow if set."""
+    """Every sink of this run: metrics.jsonl and the console always; Prometheus and MLflow
+    on rank 0 (MLflow only when configured). Each backend's `sink_for` says None when it
+    has nothing to do here."""
     sinks: list[Sink] = [JsonlSink(report_dir / "metrics.jsonl"), ConsoleSink(run.rank)]
-    for module, factory in _OPTIONAL:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        make = getattr(mod, factory, None)
-        if make is None:
-            continue
-        sink = make(job, run)
+    for sink in (prometheus.sink_for(job, run), tracking.sink_for(job, run)):
         if sink is not None:
             sinks.append(sink)
     return sinks
