@@ -86,10 +86,11 @@ def to_progress(values: dict[str, float], now: float, first: RateSample | None) 
     if first is not None and step > first.step and now > first.t and total > step:
         rate = (step - first.step) / (now - first.t)
         p.eta_seconds = round((total - step) / rate, 1)
-    elif values.get("eta") is not None and step < total:
+    elif (values.get("eta") or 0) > 0 and step < total:
         # No rate observed yet (before step 1, or just after a scrape restart): the
-        # trainer's estimate from its preflight and warm-up (engine/eta.py).
-        p.eta_seconds = round(max(values["eta"], 0.0), 1)
+        # trainer's estimate from its preflight and warm-up (engine/eta.py); 0 is a gauge
+        # not set yet, not an estimate.
+        p.eta_seconds = round(values["eta"], 1)
     p.eta = eta_display(p.eta_seconds)
     p.display = progress_display(p)
     return p
