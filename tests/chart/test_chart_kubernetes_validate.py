@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import REPO, SCENARIOS, Manifests, run, scenario_id
+
+from tests.support.chart.helpers import REPO, SCENARIOS, Manifests, run, scenario_id
 
 Render = Callable[..., Manifests]
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from chart_helpers import CHART, RELEASE, Manifests, one, run
 from test_chart_render import operator_options
+
+from tests.support.chart.helpers import CHART, RELEASE, Manifests, one, run
 
 Render = Callable[..., Manifests]
 

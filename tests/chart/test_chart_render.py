@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import (
+
+from kubetune_api import __version__
+from tests.support.chart.helpers import (
     CHART,
     NAMESPACE,
     RELEASE,
@@ -24,8 +26,6 @@ from chart_helpers import (
     run,
     scenario_id,
 )
-
-from kubetune_api import __version__
 
 Render = Callable[..., Manifests]
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

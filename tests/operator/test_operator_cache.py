@@ -6,12 +6,13 @@ from __future__ import annotations
 import itertools
 import time
 
-from job_play import create_pods, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, api_path, run_operator, wait_for
-from op_support import NS, load_ftj, op_metric, reconciles
-from test_operator_lifecycle import free_port, rank0_metrics, status  # noqa: F401  (a fixture)
+from test_operator_lifecycle import rank0_metrics, status  # noqa: F401  (a fixture)
 
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, api_path, run_operator, wait_for
+from tests.support.kube.job_play import create_pods, set_job_status, set_running, set_terminated
+from tests.support.kube.operator import NS, load_ftj, op_metric, reconciles
+from tests.support.net import free_port
 
 JOBS = "batch/v1/jobs"
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import time
 
 import httpx
-from job_play import INDEX
-from kube_cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
-from op_support import NS, load_ftj, reconciles
 from test_operator_failures import phase_is, start
-from test_operator_lifecycle import cond, free_port, metric_samples, status
+from test_operator_lifecycle import cond, metric_samples, status
 
 from kubetune_api import constants as c
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
+from tests.support.kube.job_play import INDEX
+from tests.support.kube.operator import NS, load_ftj, reconciles
+from tests.support.net import free_port
 
 JOBS = "batch/v1/jobs"
 LABELS = {c.LABEL_JOB: "llama-lora", c.LABEL_ATTEMPT: "1"}

@@ -5,13 +5,19 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, EmulatorServer, wait_for
-from op_support import NS, load_ftj
 from test_operator_lifecycle import cond, posts, status
 
 from kubetune_api import constants as c
 from kubetune_api.constants import ExitCode, Reason
+from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
+from tests.support.kube.job_play import (
+    create_pods,
+    job_env,
+    set_job_status,
+    set_running,
+    set_terminated,
+)
+from tests.support.kube.operator import NS, load_ftj
 
 JOBS = "batch/v1/jobs"
 
@@ -287,7 +293,7 @@ def test_delete_waits_for_the_pods_to_go_with_their_job(operator):
 
 
 def test_stale_attempt_is_swept_after_a_crash_between_status_and_delete(cluster):
-    from kube_cluster import run_operator
+    from tests.support.kube.cluster import run_operator
 
     with run_operator(cluster, [NS]):
         cluster.create(FTJ, load_ftj())

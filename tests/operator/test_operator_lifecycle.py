@@ -11,13 +11,9 @@ kubelet, scheduler, Kueue) — played here by job_play.py through the API.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
-from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
-from op_support import NS, load_ftj, reconciles
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,6 +21,16 @@ from kubetune_api import constants as c
 from kubetune_api.loader import parse_spec
 from kubetune_operator import builders
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
+from tests.support.kube.job_play import (
+    create_pods,
+    job_env,
+    set_job_status,
+    set_running,
+    set_terminated,
+)
+from tests.support.kube.operator import NS, load_ftj, reconciles
+from tests.support.net import free_port
 
 JOBS = "batch/v1/jobs"
 
@@ -43,12 +49,6 @@ def posts(cluster: EmulatorServer, plural: str) -> list:
         for r in cluster.requests()
         if r.method.value == "POST" and r.url.path.endswith(f"/{plural}")
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

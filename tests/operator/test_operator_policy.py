@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from kube_cluster import FTJ, EmulatorServer, run_operator, wait_for
-from op_support import NS, load_ftj
 from test_operator_children import posts
 from test_operator_failures import phase_is
 from test_operator_lifecycle import cond
 
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
+from tests.support.kube.operator import NS, load_ftj
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from types import FrameType
 
 import pytest
 from click.testing import CliRunner
-from fuzz_specs import Case, corpus
 
 from kubetune_trainer.commands.validate import command as validate_command
+from tests.support.fuzz.specs import Case, corpus
 
 DEADLINE_S = 5.0
 MAX_OUTPUT = 4096

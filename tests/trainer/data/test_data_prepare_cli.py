@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from data_support import REPO, job_dict, write_jsonl
 
 from kubetune_trainer.cli import main
+from tests.support.trainer.data import REPO, job_dict, write_jsonl
 
 QA = [{"question": f"What is test {i}?", "answer": f"Result {i}. " * (1 + 20 * (i == 3))}
       for i in range(10)]  # fmt: skip

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dist_support import KUBETUNE, Procs, write_json
 from test_distributed_training import (
     adapter_weights,
     assert_same_curve,
@@ -27,6 +26,8 @@ from test_distributed_training import (
     wait_ok,
     write_data,
 )
+
+from tests.support.trainer.distributed import KUBETUNE, Procs, write_json
 
 pytestmark = pytest.mark.slow
 QUANT = {"mode": "4bit", "quantType": "nf4", "doubleQuant": True, "computeDtype": "fp32"}

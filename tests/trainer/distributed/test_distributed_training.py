@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dist_support import (
+
+from kubetune_api.constants import Env, ExitCode
+from tests.support.trainer.distributed import (
     KUBETUNE,
     Procs,
     job_manifest,
@@ -26,8 +28,6 @@ from dist_support import (
     wait_bounded,
     write_json,
 )
-
-from kubetune_api.constants import Env, ExitCode
 
 pytestmark = pytest.mark.slow
 STEPS = 6
@@ -230,7 +230,7 @@ def test_two_nodes_only_rank0_writes_to_s3(
     """
     import botocore.exceptions
 
-    from tests.fixtures.servers import s3_server
+    from tests.support.servers.servers import s3_server
 
     bucket = "kubetune-test"
     # The first 6 requests (2 IAM users x 3 calls) are unauthenticated; every later one

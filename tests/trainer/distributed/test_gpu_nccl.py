@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_support import KUBETUNE, Procs, write_json
 from test_distributed_training import (
     assert_same_curve,
     launch_nodes,
@@ -17,6 +16,8 @@ from test_distributed_training import (
     wait_ok,
     write_data,
 )
+
+from tests.support.trainer.distributed import KUBETUNE, Procs, write_json
 
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
 pytestmark = [

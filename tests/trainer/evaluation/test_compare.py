@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 from click.testing import CliRunner
-from kt_tiny_lm import finance_doc, finance_job, random_adapter
 
 from kubetune_trainer.evaluation.compare import before_after, before_after_text, pair_results
 from kubetune_trainer.evaluation.report import comparison_html, comparison_markdown
+from tests.support.trainer.tiny_lm import finance_doc, finance_job, random_adapter
 
 
 def _result(model: str, output: str, loss: float) -> dict:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from kt_tiny_lm import TICKERS, finance_doc, finance_job
 
 from kubetune_api.loader import parse_job
 from kubetune_trainer.data.prepare import prepare
@@ -17,6 +16,7 @@ from kubetune_trainer.data.tokenize import tokenize
 from kubetune_trainer.evaluation.generation import format_prompts, generate, validation_loss
 from kubetune_trainer.evaluation.models import load_model
 from kubetune_trainer.evaluation.runner import evaluate, evaluate_job
+from tests.support.trainer.tiny_lm import TICKERS, finance_doc, finance_job
 
 
 def test_validation_loss_matches_model_loss(tiny_dirs: dict[str, Path]) -> None:

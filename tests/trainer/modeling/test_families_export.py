@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from family_support import FAMILIES
 
 from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.export.gguf_export import SUPPORTED_ARCHS, write_gguf
+from tests.support.trainer.families import FAMILIES
 
 TEXT = "What color is the lamp? It is gold. The lamp is gold."
 TOLERANCE = {"f16": 0.01, "q8_0": 0.05, "q4_k_m": 0.15, "q4_0": 0.2}

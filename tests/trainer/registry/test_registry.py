@@ -192,7 +192,7 @@ def test_tracking_alone_registers_under_the_job_name(tmp_path: Path, mlflow_serv
 def test_mlflow_outage_still_stores_the_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.fixtures.servers import free_port
+    from tests.support.net import free_port
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -291,11 +291,11 @@ def test_record_of_a_real_engine_run(
     that model version carries the same lineage."""
     import hashlib
 
-    from kt_pref_data import SUFFIXES, make_job, pairs, tiny_base
     from mlflow.tracking import MlflowClient
 
     from kubetune_trainer.data.prepare import prepare
     from kubetune_trainer.engine.main import execute
+    from tests.support.trainer.preference import SUFFIXES, pairs, preference_job, tiny_base
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # not left to the sink's
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")  # setdefault, past this test
@@ -303,7 +303,7 @@ def test_record_of_a_real_engine_run(
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in pairs(12, 1, *SUFFIXES[:2])))
     out = tmp_path / "runs"
-    job = make_job(str(out), "dpo", name="reg-dpo", model={"base": base},
+    job = preference_job(str(out), "dpo", name="reg-dpo", model={"base": base},
                    dataset={"source": str(data), "validation": {"fraction": 0.25}},
                    training={"maxSteps": 2, "learningRate": 0.005,
                              "dpo": {"beta": 0.2, "lossType": "hinge"}},

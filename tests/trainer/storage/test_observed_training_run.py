@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from tracked_run_support import tiny_tracked_job
 
-from tests.fixtures.plugin import S3_BUCKET
-from tests.fixtures.servers import MlflowServer, S3Server, free_port
+from tests.support.net import free_port
+from tests.support.servers.plugin import S3_BUCKET
+from tests.support.servers.servers import MlflowServer, S3Server
+from tests.support.trainer.tracked_run import tiny_tracked_job
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 STEPS = 8
