@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -23,6 +22,7 @@ from tests.support.chart.helpers import (
     Manifests,
     find,
     one,
+    operator_options,
     run,
     scenario_id,
 )
@@ -34,18 +34,6 @@ CI = CHART / "ci"
 
 def chart_meta() -> dict:
     return yaml.safe_load((CHART / "Chart.yaml").read_text())
-
-
-def args_of(deployment: dict) -> list[str]:
-    """The `python -m kubetune_operator` flags the chart passes."""
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-
-
-def operator_options(deployment: dict) -> argparse.Namespace:
-    """The flags as the operator's own parser reads them: the chart speaks its CLI."""
-    from kubetune_operator.__main__ import parse_args
-
-    return parse_args(args_of(deployment))
 
 
 def test_app_version_is_the_kubetune_version() -> None:

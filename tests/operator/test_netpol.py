@@ -7,9 +7,8 @@ import pytest
 from kubetune_api.loader import parse_job
 from kubetune_operator import builders as b
 from kubetune_operator import netpol
-from tests.support.kube.operator import load_ftj
+from tests.support.kube.operator import OWNER, load_ftj
 
-OWNER = b.Owner(name="llama-lora", namespace="team-a", uid="uid-1")
 OPERATOR = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubetune"}},
     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kubetune"}},

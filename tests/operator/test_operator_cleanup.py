@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_operator_lifecycle import status
 
 from kubetune_operator.config import OperatorConfig
 from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
-from tests.support.kube.operator import NS, load_ftj
+from tests.support.kube.operator import NS, load_ftj, status
 from tests.support.servers.servers import S3Server, s3_server
 
 BUCKET = "artifacts"

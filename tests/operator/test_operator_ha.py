@@ -15,12 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from test_operator_process import LEASE_NS
 
 from kubetune_operator.leader import LOST_EXIT_CODE
 from tests.support.chart import helpers
 from tests.support.kube.cluster import FTJ, EmulatorServer, api_path, wait_for
-from tests.support.kube.operator import NS, load_ftj
+from tests.support.kube.operator import LEASE_NS, NS, load_ftj
 from tests.support.net import free_port
 
 LEASES = "coordination.k8s.io/v1/leases"

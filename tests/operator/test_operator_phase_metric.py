@@ -10,14 +10,13 @@ from datetime import datetime
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from test_operator_lifecycle import cond, status
 
 from kubetune_api.status import Condition, FineTuneJobStatus
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.metrics import OperatorMetrics
 from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
 from tests.support.kube.job_play import create_pods, set_running, set_terminated
-from tests.support.kube.operator import NS, load_ftj
+from tests.support.kube.operator import NS, cond, load_ftj, status
 from tests.support.net import free_port
 
 JOBS = "batch/v1/jobs"

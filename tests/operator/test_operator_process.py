@@ -17,17 +17,14 @@ import sys
 
 import httpx
 import pytest
-from test_operator_lifecycle import status
 
 from kubetune_operator import rbac
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.leader import LeaseConfig
 from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
 from tests.support.kube.job_play import create_pods, set_job_status, set_running, set_terminated
-from tests.support.kube.operator import NS, load_ftj
+from tests.support.kube.operator import LEASE_NS, NS, load_ftj, status
 from tests.support.net import free_port
-
-LEASE_NS = "kubetune"  # the operator's own namespace (the chart's release namespace)
 
 
 def verb_of(method: str, name: str | None, params: dict) -> str:

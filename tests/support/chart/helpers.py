@@ -7,6 +7,7 @@ missing tool is a failure, so a green CI run always means the tool really ran.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -83,3 +84,15 @@ def scenario_id(path: Path | None) -> str:
 
 # The chart with no values file, then every ci/*-values.yaml scenario.
 SCENARIOS: list[Path | None] = [None, *CI_VALUES]
+
+
+def args_of(deployment: dict) -> list[str]:
+    """The `python -m kubetune_operator` flags the chart passes."""
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def operator_options(deployment: dict) -> argparse.Namespace:
+    """The flags as the operator's own parser reads them: the chart speaks its CLI."""
+    from kubetune_operator.__main__ import parse_args
+
+    return parse_args(args_of(deployment))

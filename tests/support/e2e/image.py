@@ -1,6 +1,6 @@
 """Image mode of the e2e kubelet: a pod's container run inside the built trainer image.
 
-See e2e_kubelet's docstring for what the mode honours; the runtime is
+See tests/support/e2e/kubelet.py's docstring for what the mode honours; the runtime is
 tests/images/containers.py (buildah + crun).
 """
 

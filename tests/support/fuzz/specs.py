@@ -2,7 +2,7 @@
 
 `corpus()` is every case: value-level ones from here (wrong types, numbers, unknown keys,
 trailing newlines, names) and text-level ones from fuzz_yaml (encodings, nesting, aliases,
-sizes, duplicate keys, documents, tags, byte mutations). See fuzz_base.Case.
+sizes, duplicate keys, documents, tags, byte mutations). See tests/support/fuzz/base.py: Case.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Text-level malformed FineTuneJob files: encodings, nesting, aliases, sizes, duplicate
-keys, documents, tags and byte mutations (seeded, deterministic; see fuzz_base.Case)."""
+keys, documents, tags and byte mutations (seeded, deterministic; see Case in base.py)."""
 
 from __future__ import annotations
 

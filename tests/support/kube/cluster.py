@@ -265,7 +265,7 @@ def run_operator(
 def main() -> None:
     """Run the emulator alone (with the CRD) for kubectl or the operator by hand:
 
-    .venv/bin/python tests/operator/kube_cluster.py /tmp/emu  # then KUBECONFIG=/tmp/emu/kubeconfig
+    .venv/bin/python -m tests.support.kube.cluster /tmp/emu  # then KUBECONFIG=/tmp/emu/kubeconfig
     """
     import argparse
     import signal

@@ -1,22 +1,33 @@
-"""Fixtures (a pytest plugin, loaded by tests/conftest.py): the API emulator with the real CRD
-and the running operator; FineTuneJob manifests from tests/operator/*.yaml."""
+"""Operator-test support, also a pytest plugin (loaded by tests/conftest.py): the fixtures
+`cluster` (the API emulator with the real CRD), `operator` (kopf running against it) and
+`rank0_metrics` (a trainer-like /metrics endpoint); FineTuneJob manifests from
+tests/operator/*.yaml; and the reads the operator tests share (status, cond, posts...)."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
+from kubetune_operator import builders as b
 from kubetune_operator.config import OperatorConfig
-from tests.support.kube.cluster import EmulatorServer, run_operator
+from kubetune_operator.decide import Inputs
+from kubetune_operator.observe import Observation, observe
+from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
+from tests.support.kube.job_play import create_pods, set_running
+from tests.support.net import free_port
 
 HERE = Path(__file__).resolve().parents[2] / "operator"  # the FineTuneJob manifests
 NS = "team-a"
+JOBS = "batch/v1/jobs"
 
 
 @pytest.fixture
@@ -68,3 +79,132 @@ def load_ftj(name: str = "ftj-basic.yaml", **overrides: Any) -> dict[str, Any]:
         else:
             doc["spec"][key] = value
     return doc
+
+
+def status(cluster: EmulatorServer, name: str = "llama-lora") -> dict:
+    return (cluster.get(FTJ, NS, name) or {}).get("status") or {}
+
+
+def cond(st: dict, ctype: str) -> dict:
+    return next((x for x in st.get("conditions", []) if x["type"] == ctype), {})
+
+
+def posts(cluster: EmulatorServer, plural: str) -> list:
+    """Every create of this kind (the test's too)."""
+    return [
+        r
+        for r in cluster.requests()
+        if r.method.value == "POST" and r.url.path.endswith(f"/{plural}")
+    ]
+
+
+@pytest.fixture
+def rank0_metrics() -> Iterator[tuple[int, dict[str, Gauge]]]:
+    """Rank 0's /metrics as the trainer serves it (prometheus_client, own registry)."""
+    reg = CollectorRegistry()
+    names = [
+        "kubetune_train_step",
+        "kubetune_train_total_steps",
+        "kubetune_train_epoch",
+        "kubetune_train_loss",
+        "kubetune_eval_loss",
+        "kubetune_train_tokens_total",  # a counter in the trainer; its value is what counts
+    ]
+    gauges = {n: Gauge(n, n, registry=reg) for n in names}
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
+    yield port, gauges
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def metric_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Samples of one metric from Prometheus text: {sorted label pairs: value}."""
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def start_attempt(cluster: EmulatorServer, **overrides: object) -> list[dict]:
+    """Create the FineTuneJob, wait for attempt 1's Job, play its pods into Running."""
+    cluster.create(FTJ, load_ftj(**overrides))
+    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="attempt 1's Job")
+    pods = create_pods(cluster, NS, "llama-lora-a1")
+    for pod in pods:
+        set_running(cluster, NS, pod, "127.0.0.1")
+    wait_for(lambda: status(cluster).get("phase") == "Running", what="Running")
+    return pods
+
+
+def phase_is(cluster: EmulatorServer, phase: str) -> dict | None:
+    st = status(cluster)
+    return st if st.get("phase") == phase else None
+
+
+def operator_posts(cluster: EmulatorServer, plural: str) -> list:
+    """The operator's own creates of this kind (not the test's)."""
+    return [
+        r
+        for r in cluster.requests()
+        if r.method.value == "POST" and r.url.path.endswith(f"/{plural}")
+        and r.headers.get("User-Agent") == "kubetune-operator"
+    ]  # fmt: skip
+
+
+LEASE_NS = "kubetune"  # the operator's own namespace (the chart's release namespace)
+OWNER = b.Owner(name="llama-lora", namespace="team-a", uid="uid-1")
+
+
+NOW = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+
+
+def pod(
+    index: int,
+    code: int | None,
+    reason: str | None = None,
+    disrupted: bool = False,
+    message: str | None = None,
+) -> dict:
+    st: dict = {"phase": "Running" if code is None else ("Failed" if code else "Succeeded")}
+    if code is not None:
+        term = {"exitCode": code, "reason": reason or "Error"}
+        if message:
+            term["message"] = message
+        st["containerStatuses"] = [{"state": {"terminated": term}}]
+    if disrupted:
+        st["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "Preempted"}]
+    return {
+        "metadata": {
+            "name": f"p{index}",
+            "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+        },
+        "status": st,
+    }
+
+
+def failed_job(reason: str, message: str) -> dict:
+    cond = {"type": "Failed", "status": "True", "reason": reason, "message": message}
+    return {"spec": {}, "status": {"failed": 1, "conditions": [cond]}}
+
+
+def inputs(status: dict | None, obs: Observation | None, **spec_overrides: object) -> Inputs:
+    spec = load_ftj(**spec_overrides)["spec"]
+    return Inputs(
+        name="llama-lora",
+        namespace="team-a",
+        generation=1,
+        spec=spec,
+        accepted_spec=spec if status else None,
+        status=status,
+        observation=obs,
+        progress=None,
+        now=NOW,
+    )
+
+
+def failing(code: int) -> Observation:
+    return observe({"spec": {}, "status": {}}, [pod(0, code)])

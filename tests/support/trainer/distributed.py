@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.builders import MINIMAL_SPEC, job_doc
+from kubetune_api.constants import Env, ExitCode
+from tests.support.builders import MINIMAL_SPEC, job_doc, write_qa_jsonl
 
 REPO = Path(__file__).resolve().parents[3]
 HERE = REPO / "tests" / "trainer" / "distributed"  # the *_program.py scripts the tests run
@@ -126,3 +127,108 @@ def wait_bounded(
     print(f"survivor exited {code} {elapsed:.1f} s after the kill (bound {bound} s)")
     assert elapsed <= bound
     return code, elapsed
+
+
+STEPS = 6
+
+
+TOLERANCE = 1e-4
+
+
+def write_data(path: Path, n: int = 64) -> Path:
+    """The engine tests' learnable question/answer rows (qa_records, seed 0)."""
+    return write_qa_jsonl(path, n)
+
+
+def spec(data: Path, output: str, micro: int = 1, **distributed: Any) -> dict[str, Any]:
+    return job_manifest(
+        name="dist",
+        model={"base": "builtin:tiny-llama"},
+        # No dropout anywhere: the same batches must give the same updates.
+        adapter={"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]},
+        dataset={
+            "source": str(data),
+            "format": "qa",
+            "maxSeqLength": 64,
+            "validation": {"fraction": 0.1},
+        },
+        training={
+            "maxSteps": STEPS,
+            "microBatchSize": micro,
+            "learningRate": 0.02,
+            "loggingSteps": 1,
+            "scheduler": "constant",
+            "seed": 7,
+            "precision": "fp32",
+            "saveSteps": 3,
+        },
+        evaluation={"enabled": False},
+        distributed={"rendezvousTimeoutSeconds": 30, **distributed},
+        output={"uri": output},
+    ) | {"metadata": {"name": "dist", "namespace": "test"}}
+
+
+def run_dir(out: Path) -> Path:
+    return out / "test" / "dist"
+
+
+def losses(out: Path) -> dict[int, float]:
+    rows = [
+        json.loads(x)
+        for x in (run_dir(out) / "report" / "metrics.jsonl").read_text().splitlines()
+        if x.strip()
+    ]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def assert_same_curve(got: dict[int, float], ref: dict[int, float]) -> None:
+    steps = max(ref)
+    assert sorted(got) == sorted(ref) == list(range(1, steps + 1))
+    worst = max(abs(got[s] - ref[s]) for s in ref)
+    print(f"max |loss - reference loss| over {steps} steps: {worst:.2e}")
+    assert worst < TOLERANCE, f"max |loss difference| {worst:.2e}: {got} vs {ref}"
+
+
+def adapter_weights(out: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir(out) / "adapter" / "adapter_model.safetensors"))
+
+
+def launch_nodes(
+    procs: Procs,
+    tmp: Path,
+    manifest: dict[str, Any],
+    env: dict[str, str],
+    port: int,
+    output: Path | None = None,
+    tag: str = "node",
+    node_extra: Sequence[Mapping[str, str]] = (),
+) -> list[subprocess.Popen[str]]:
+    """`kubetune launch` once per node, with the operator's pod environment.
+
+
+    Each simulated node gets its own cache (and so its own checkpoint staging folder), as
+    separate pods would: files one node writes are not visible to the other.
+    `node_extra[i]` adds variables to node i only (e.g. that pod's credentials).
+    """
+    dist = manifest["spec"]["distributed"]
+    nnodes, nproc = dist.get("nodes", 1), dist.get("processesPerNode", 1)
+    spec_file = write_json(tmp / f"{tag}-job.json", manifest)
+    extra = {Env.OUTPUT_URI: str(output)} if output else {}
+    nodes = []
+    for i in range(nnodes):
+        own = dict(extra) | dict(node_extra[i] if i < len(node_extra) else {})
+        if nnodes > 1:
+            own["KUBETUNE_CACHE"] = f"{env['KUBETUNE_CACHE']}-node{i}"
+        node_env = operator_env(
+            env, spec_file, nnodes, nproc, i, port, dist["rendezvousTimeoutSeconds"], **own
+        )
+        nodes.append(procs.start([KUBETUNE, "launch"], node_env, tmp / f"{tag}{i}.log"))
+    return nodes
+
+
+def wait_ok(nodes: list[subprocess.Popen[str]], tmp: Path, tag: str = "node") -> None:
+    for i, p in enumerate(nodes):
+        code = p.wait(600)
+        assert code == ExitCode.OK, (tmp / f"{tag}{i}.log").read_text()[-3000:]

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_distributed_training import (
+
+from tests.support.trainer.distributed import (
+    KUBETUNE,
+    Procs,
     adapter_weights,
     assert_same_curve,
     launch_nodes,
@@ -25,9 +28,8 @@ from test_distributed_training import (
     spec,
     wait_ok,
     write_data,
+    write_json,
 )
-
-from tests.support.trainer.distributed import KUBETUNE, Procs, write_json
 
 pytestmark = pytest.mark.slow
 QUANT = {"mode": "4bit", "quantType": "nf4", "doubleQuant": True, "computeDtype": "fp32"}

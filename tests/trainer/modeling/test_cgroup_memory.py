@@ -16,7 +16,10 @@ from kubetune_trainer.modeling.preflight import GIB, preflight
 from tests.support.builders import make_job
 
 MIB = 1024**2
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="host memory: the CPU path")
+pytestmark = [
+    pytest.mark.skipif(torch.cuda.is_available(), reason="host memory: the CPU path"),
+    pytest.mark.usefixtures("trainer_env"),  # offline, own termination log (tests/trainer)
+]
 
 
 def _files(root: Path, files: dict[str, str]) -> Path:

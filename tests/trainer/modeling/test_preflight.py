@@ -14,6 +14,9 @@ from kubetune_trainer.errors import OutOfMemoryError
 from kubetune_trainer.modeling.preflight import GIB, estimate, preflight
 from tests.support.builders import make_job, prepared
 
+# Offline, in the session's model cache, with its own termination log (tests/trainer/conftest.py).
+pytestmark = pytest.mark.usefixtures("trainer_env")
+
 LLAMA_70B = LlamaConfig(
     hidden_size=8192,
     intermediate_size=28672,

@@ -13,6 +13,9 @@ from kubetune_trainer.engine.setup import training_texts
 from kubetune_trainer.modeling import loader
 from tests.support.builders import make_job, prepared
 
+# Offline, in the session's model cache, with its own termination log (tests/trainer/conftest.py).
+pytestmark = pytest.mark.usefixtures("trainer_env")
+
 
 def _packed(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {

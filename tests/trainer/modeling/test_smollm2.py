@@ -15,6 +15,9 @@ from kubetune_api.loader import load_job
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.modeling import builtin
 
+# Offline, in the session's model cache, with its own termination log (tests/trainer/conftest.py).
+pytestmark = pytest.mark.usefixtures("trainer_env")
+
 ROOT = Path(__file__).parents[3]
 WIDTH = 48  # the column width of before_after_text
 # The summary rows the issue asks the demo to print, base vs tuned.
