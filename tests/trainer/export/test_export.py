@@ -150,10 +150,10 @@ def test_export_cli(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
 
     res = CliRunner().invoke(
         main,
-        ["export", str(tiny_dirs["adapter"]), "-o", str(tmp_path), "--merge", "--gguf", "q8_0"],
+        ["export", str(tiny_dirs["adapter"]), "--dest", str(tmp_path), "--merge", "--gguf", "q8_0"],
     )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     assert (tmp_path / "model-q8_0.gguf").is_file() and "quantization unknown" in res.output
-    res = CliRunner().invoke(main, ["export", str(tiny_dirs["adapter"]), "-o", str(tmp_path)])
+    res = CliRunner().invoke(main, ["export", str(tiny_dirs["adapter"]), "--dest", str(tmp_path)])
     assert res.exit_code == 2 and "nothing to do" in res.output

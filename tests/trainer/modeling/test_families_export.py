@@ -123,7 +123,7 @@ def test_export_cli_writes_4bit_gguf(
     from kubetune_trainer.cli import main
 
     run = family_trained("qwen2")
-    res = CliRunner().invoke(main, ["export", str(run["adapter"]), "-o", str(tmp_path),
+    res = CliRunner().invoke(main, ["export", str(run["adapter"]), "--dest", str(tmp_path),
                                     "--gguf", "q4_k_m", "--gguf", "f16"])  # fmt: skip
     assert res.exit_code == 0, res.output
     q4, f16 = tmp_path / "model-q4_k_m.gguf", tmp_path / "model-f16.gguf"

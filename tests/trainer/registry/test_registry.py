@@ -129,8 +129,16 @@ def test_cli_list_and_show(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     row = res.output.splitlines()[1].split()
     assert row[:3] == ["fin-qa", "v2", "2"] and "0.5000" in row
+    res = runner.invoke(main, ["adapters", "list", "--output", out, "-o", "json"])
+    assert res.exit_code == 0, res.output
+    (listed,) = json.loads(res.stdout)["adapters"]
+    assert (listed["name"], listed["version"], listed["final_loss"]) == ("fin-qa", 2, 0.5)
+    old = runner.invoke(main, ["adapters", "list", "--output", out, "--json"])  # old spelling
+    assert json.loads(old.stdout) == [listed]
     res = runner.invoke(main, ["adapters", "show", "fin-qa:1", "--output", out])
     assert res.exit_code == 0 and json.loads(res.output)["final_loss"] == 1.25
+    res = runner.invoke(main, ["adapters", "show", "fin-qa:1", "--output", out, "-o", "json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["version"] == 1
     res = runner.invoke(main, ["adapters", "show", "fin-qa:7", "--output", out])
     assert res.exit_code == 1 and "versions: 1, 2" in res.output
     empty = runner.invoke(main, ["adapters", "list", "--output", str(tmp_path / "none")])
