@@ -4,6 +4,7 @@ it, jobs whose output block is spelled out, and what an adapter file holds.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import shutil
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 
 from safetensors import safe_open
 
+from kubetune_api.loader import parse_job
 from kubetune_api.spec import FineTuneJob
 from kubetune_trainer.engine.setup import training_texts
-from tests.support.builders import BASE_SPEC, make_job, prepared
+from tests.support.builders import BASE_SPEC, job_doc, merge, prepared
 
 SEED = BASE_SPEC["training"]["seed"]
 
@@ -51,8 +53,10 @@ def s3_keys(client: Any, bucket: str, prefix: str) -> list[str]:
 
 
 def job(output: dict[str, Any], name: str = "t", **spec: Any) -> FineTuneJob:
-    """make_job with the whole output block (uri, s3Endpoint) given."""
-    return make_job(None, name, output=output, **spec)
+    """make_job's job with the whole output block (uri, s3Endpoint) given."""
+    data = merge(copy.deepcopy(BASE_SPEC), spec)
+    data["output"] = output
+    return parse_job(job_doc(data, name))
 
 
 def tensor_names(safetensors_file: Path) -> list[str]:
