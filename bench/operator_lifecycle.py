@@ -5,7 +5,7 @@
 For each N: a fresh API emulator (tests/operator, in this process on 127.0.0.1) and a fresh
 operator process (`python -m kubetune_operator --standalone` with its default pacing), so
 its CPU time and RSS are its own. The benchmark plays the Job controller and the kubelet
-through the API with tests/operator/job_play.py: each Job gets its pod (Pending), a
+through the API with tests/support/kube/job_play.py: each Job gets its pod (Pending), a
 second later Running with its own loopback IP (127.77.x.y), where one asyncio server in
 this process answers every pod's /metrics with a step that advances every STEP_SECONDS.
 Then a steady-state window, an operator restart with every job running, and the end:
@@ -46,11 +46,10 @@ FTJ = "kubetune.io/v1alpha1/finetunejobs"
 
 
 def _tests() -> tuple[Any, Any]:
-    sys.path.insert(0, str(OPERATOR_TESTS))
-    import job_play
-    import kube_cluster
+    sys.path.insert(0, str(ROOT))  # tests.support: the API emulator and the pod player
+    from tests.support.kube import cluster, job_play
 
-    return kube_cluster, job_play
+    return cluster, job_play
 
 
 def pod_ip(i: int) -> str:
@@ -425,7 +424,7 @@ EMULATOR_LIMITS = (
     "server and the operator): no admission or validation, no etcd (writes are in memory, "
     "no fsync, no 1-2 ms commit latency), no API priority and fairness (it never answers "
     "429 by itself), no watch cache or pagination, no Job controller or kubelet (played "
-    "through the API by tests/operator/job_play.py, one pod per job). A real API server "
+    "through the API by tests/support/kube/job_play.py, one pod per job). A real API server "
     "adds admission and etcd latency to every write and would throttle a client that "
     "exceeds its flow's share; the operator's own --qps/--burst cap applies to its client "
     "(kopf's watches, finalizer patches and Events go through kopf's)."

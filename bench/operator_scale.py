@@ -38,10 +38,10 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def _emulator() -> Any:
-    sys.path.insert(0, str(OPERATOR_TESTS))
-    import kube_cluster
+    sys.path.insert(0, str(ROOT))  # tests.support: the API emulator
+    from tests.support.kube import cluster
 
-    return kube_cluster
+    return cluster
 
 
 def _manifest(i: int) -> dict[str, Any]:

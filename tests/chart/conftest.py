@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import CHART, NAMESPACE, RELEASE, Manifests, find_tool, run
+
+from tests.support.chart.helpers import CHART, NAMESPACE, RELEASE, Manifests, find_tool, run
 
 
 @pytest.fixture(scope="session")

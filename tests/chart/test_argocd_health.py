@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_helpers import REPO, run
 
 from kubetune_api.constants import ConditionType, Phase, Reason
 from kubetune_api.status import AdapterArtifact, Condition, FineTuneJobStatus, Progress
+from tests.support.chart.helpers import REPO, run
 
 HEALTH = REPO / "deploy/argocd/health.lua"
 ARGOCD_CM = REPO / "deploy/argocd/argocd-cm.yaml"

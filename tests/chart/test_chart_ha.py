@@ -10,7 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from chart_helpers import CHART, NAMESPACE, RELEASE, SCENARIOS, Manifests, one, run, scenario_id
+
+from tests.support.chart.helpers import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    SCENARIOS,
+    Manifests,
+    one,
+    run,
+    scenario_id,
+)
 
 Render = Callable[..., Manifests]
 

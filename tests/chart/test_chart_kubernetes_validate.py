@@ -8,13 +8,13 @@ a warning, and the test checks that nothing else is.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import REPO, SCENARIOS, Manifests, run, scenario_id
+
+from tests.support.chart.helpers import REPO, SCENARIOS, Manifests, scenario_id, validate
 
 Render = Callable[..., Manifests]
 
@@ -22,13 +22,6 @@ Render = Callable[..., Manifests]
 UNKNOWN_TO_IT = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest it knows.
 VERSIONS = ("1.29", None)
-
-
-def validate(tool: str, path: Path, version: str | None) -> subprocess.CompletedProcess[str]:
-    cmd = [tool, "--strict", str(path)]
-    if version:
-        cmd[1:1] = ["--kubernetes-version", version]
-    return run(cmd, check=False)
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=lambda v: v or "latest")

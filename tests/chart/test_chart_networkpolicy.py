@@ -9,11 +9,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import NAMESPACE, RELEASE, SCENARIOS, Manifests, find, one, run, scenario_id
 
 from kubetune_api.loader import parse_job
 from kubetune_operator import builders as b
 from kubetune_operator import netpol
+from tests.support.chart.helpers import (
+    NAMESPACE,
+    RELEASE,
+    SCENARIOS,
+    Manifests,
+    find,
+    one,
+    run,
+    scenario_id,
+)
 
 Render = Callable[..., Manifests]
 FTJ = Path(__file__).resolve().parents[1] / "operator" / "ftj-basic.yaml"

@@ -6,8 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from chart_helpers import CHART, RELEASE, Manifests, one, run
-from test_chart_render import operator_options
+
+from tests.support.chart.helpers import (
+    CHART,
+    RELEASE,
+    Manifests,
+    one,
+    operator_options,
+    run,
+)
 
 Render = Callable[..., Manifests]
 

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import pytest
 import yaml
-from chart_files import CHART_README, chart_readme, values_docs, values_keys
-from chart_helpers import CHART, find, one, run
+
+from tests.support.chart.files import CHART_README, chart_readme, values_docs, values_keys
+from tests.support.chart.helpers import CHART, find, one, run
 
 Render = Callable[..., object]
 

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
-from chart_helpers import CHART, NAMESPACE, Manifests, find, one
 
 from kubetune_operator import rbac
+from tests.support.chart.helpers import CHART, NAMESPACE, Manifests, find, one
 
 Render = Callable[..., Manifests]
 Triple = tuple[str, str, str]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -12,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import (
+
+from kubetune_api import __version__
+from tests.support.chart.helpers import (
     CHART,
     NAMESPACE,
     RELEASE,
@@ -21,11 +22,10 @@ from chart_helpers import (
     Manifests,
     find,
     one,
+    operator_options,
     run,
     scenario_id,
 )
-
-from kubetune_api import __version__
 
 Render = Callable[..., Manifests]
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -34,18 +34,6 @@ CI = CHART / "ci"
 
 def chart_meta() -> dict:
     return yaml.safe_load((CHART / "Chart.yaml").read_text())
-
-
-def args_of(deployment: dict) -> list[str]:
-    """The `python -m kubetune_operator` flags the chart passes."""
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-
-
-def operator_options(deployment: dict) -> argparse.Namespace:
-    """The flags as the operator's own parser reads them: the chart speaks its CLI."""
-    from kubetune_operator.__main__ import parse_args
-
-    return parse_args(args_of(deployment))
 
 
 def test_app_version_is_the_kubetune_version() -> None:

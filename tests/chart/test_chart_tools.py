@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import CHART, REPO, find_tool, in_ci, run
+
+from tests.support.chart.helpers import CHART, REPO, find_tool, in_ci, run
 
 
 def test_missing_tool_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:

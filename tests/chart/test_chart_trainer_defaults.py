@@ -12,14 +12,22 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_helpers import CHART, RELEASE, SCENARIOS, Manifests, one, run, scenario_id
-from test_chart_kubernetes_validate import validate
-from test_chart_render import args_of
 
 from kubetune_api.loader import parse_job
 from kubetune_api.trainer_defaults import TrainerDefaults, parse_trainer_defaults
 from kubetune_operator import builders as b
 from kubetune_operator.__main__ import operator_config, parse_args
+from tests.support.chart.helpers import (
+    CHART,
+    RELEASE,
+    SCENARIOS,
+    Manifests,
+    args_of,
+    one,
+    run,
+    scenario_id,
+    validate,
+)
 
 Render = Callable[..., Manifests]
 GPU_CLUSTER = CHART / "ci" / "gpu-cluster-values.yaml"

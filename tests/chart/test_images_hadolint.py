@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from chart_helpers import REPO, run
+
+from tests.support.chart.helpers import REPO, run
 
 DOCKERFILES = ("Dockerfile.trainer", "Dockerfile.operator")
 

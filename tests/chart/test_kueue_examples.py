@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from chart_helpers import REPO, run
 
 from kubetune_api import load_job
 from kubetune_api.constants import LABEL_KUEUE_PRIORITY, LABEL_KUEUE_QUEUE
 from kubetune_operator.builders import Owner, build_job
+from tests.support.chart.helpers import REPO, run
 
 QUEUES = REPO / "deploy/kueue/queues.yaml"
 QUEUED_JOB = REPO / "deploy/kueue/finetunejob-queued.yaml"

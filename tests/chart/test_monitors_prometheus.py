@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from chart_helpers import CI_VALUES, Manifests, one
 
 from kubetune_operator.metrics import OperatorMetrics
 from kubetune_trainer.reporting.prometheus import PrometheusSink
 from kubetune_trainer.reporting.sinks import LogRow, RunInfo
-from tests.fixtures.prometheus import prometheus_server
+from tests.support.chart.helpers import CI_VALUES, Manifests, one
+from tests.support.servers.prometheus import prometheus_server
 
 pytestmark = pytest.mark.services
 MONITORING = next(p for p in CI_VALUES if p.name == "monitoring-values.yaml")

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_files import RULES as RULES_FILE
-from chart_files import render_rules
-from chart_helpers import REPO, run
 
 from kubetune_operator.metrics import OperatorMetrics
 from kubetune_trainer.reporting.prometheus import METRICS as TRAINER_METRICS
+from tests.support.chart.files import RULES as RULES_FILE
+from tests.support.chart.files import render_rules
+from tests.support.chart.helpers import REPO, run
 
 RULES = RULES_FILE  # deploy/prometheus/kubetune-rules.yaml, rendered from the chart
 RULES_TEST = Path(__file__).parent / "prometheus/kubetune-rules.test.yaml"

@@ -1,6 +1,6 @@
 """End-to-end fixtures: one API emulator, one moto S3 server (with the sample data uploaded)
 and one canary per session; per test a namespace with its own Secret, kubelet stand-in and
-operator process. MLflow and Prometheus come from tests/fixtures, started where a test
+operator process. MLflow and Prometheus come from tests/support, started where a test
 asks for them.
 
 The time budget: every test has a timeout (its `timeout` marker), and the World's waits
@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,26 +23,21 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-for extra in (ROOT, ROOT / "tests" / "operator"):  # tests.fixtures; the operator's emulator
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
-
-from e2e_kubelet import Kubelet, free_port  # noqa: E402
-from e2e_operator import OperatorProcess  # noqa: E402
-from e2e_world import World  # noqa: E402
-from kube_cluster import EmulatorServer  # noqa: E402
-
-from tests.fixtures.plugin import mlflow_server  # noqa: E402, F401 - a fixture, found by name
-from tests.fixtures.servers import S3Server, s3_server  # noqa: E402
-from tests.images.containers import (  # noqa: E402
+from tests.support.containers import (
     TRAINER_IMAGE,
     Rootfs,
     image_exists,
     tools_missing,
 )
+from tests.support.e2e.kubelet import Kubelet
+from tests.support.e2e.operator_process import OperatorProcess
+from tests.support.e2e.world import World
+from tests.support.kube.cluster import EmulatorServer
+from tests.support.net import free_port
+from tests.support.servers.servers import S3Server, s3_server
 
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 BUCKET = "kubetune-e2e"
 FINANCE = ROOT / "examples" / "data" / "finance_qa" / "train.jsonl"
 RATED = ROOT / "examples" / "data" / "preference" / "rated.jsonl"

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_audit import find_canary
-from e2e_world import FTJ, JOBS_DIR
-from kube_cluster import EmulatorServer
 
-from tests.fixtures.servers import S3Server
+from tests.support.e2e.audit import find_canary
+from tests.support.e2e.world import FTJ, JOBS_DIR
+from tests.support.kube.cluster import EmulatorServer
+from tests.support.servers.servers import S3Server
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 NS = "e2e-audit-self"

@@ -8,8 +8,9 @@ per claim across pods, as a PersistentVolume would (an emptyDir is a fresh folde
 from __future__ import annotations
 
 import pytest
-from e2e_kubelet import free_port
-from e2e_world import World
+
+from tests.support.e2e.world import World
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 DEFAULTS = """\

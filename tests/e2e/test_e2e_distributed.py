@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_kubelet import free_port
-from e2e_world import World
 
 from kubetune_api import constants as c
+from tests.support.e2e.world import World
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]

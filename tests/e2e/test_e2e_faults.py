@@ -11,10 +11,10 @@ import os
 import re
 
 import pytest
-from e2e_kubelet import free_port
-from e2e_world import FTJ, World
 
 from kubetune_api import constants as c
+from tests.support.e2e.world import FTJ, World
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 TOTAL = 40

@@ -7,7 +7,8 @@ import base64
 from pathlib import Path
 
 import pytest
-from e2e_pods import (
+
+from tests.support.e2e.pods import (
     INDEX_KEY,
     KUBELET_FINALIZER,
     LocalImage,

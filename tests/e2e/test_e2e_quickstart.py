@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_kubelet import free_port
-from e2e_world import FTJ, World
 
 from kubetune_api import constants as c
-from tests.fixtures.servers import MlflowServer, prometheus_server
+from tests.support.e2e.world import FTJ, World
+from tests.support.net import free_port
+from tests.support.servers.servers import MlflowServer, prometheus_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,9 @@ old checkpoints are moved aside, still committed, under superseded/<old uid>/.
 from __future__ import annotations
 
 import pytest
-from e2e_kubelet import free_port
-from e2e_world import FTJ, World
+
+from tests.support.e2e.world import FTJ, World
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
 

@@ -8,21 +8,12 @@ test` builds the images first (`make images`). Locally they are skipped instead.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-for extra in (ROOT, ROOT / "tests" / "operator"):  # tests.fixtures; the API emulator
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
-
-from op_support import cluster  # noqa: E402, F401 - fixtures, found by name
-
-from tests.fixtures.plugin import s3_server  # noqa: E402, F401
-from tests.images.containers import (  # noqa: E402
+from tests.support.containers import (
     OPERATOR_IMAGE,
     TRAINER_IMAGE,
     Rootfs,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kube_cluster import FTJ, EmulatorServer, wait_for
-from op_support import NS, load_ftj
 
-from tests.fixtures.servers import free_port
-from tests.images.containers import Mount, Rootfs, run, start
+from tests.support.containers import Mount, Rootfs, run, start
+from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
+from tests.support.kube.operator import NS, load_ftj
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.images]
 

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from kubetune_api.constants import ExitCode
-from tests.fixtures.plugin import S3_BUCKET
-from tests.fixtures.servers import S3Server
-from tests.images.containers import VERSION, Mount, Rootfs, run, start
-from tests.trainer.storage.tracked_run_support import tiny_tracked_job
+from tests.support.containers import VERSION, Mount, Rootfs, run, start
+from tests.support.servers.plugin import S3_BUCKET
+from tests.support.servers.servers import S3Server
+from tests.support.trainer.tracked_run import tiny_tracked_job
 
 pytestmark = [pytest.mark.images]
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 
-from op_support import load_ftj
-
 from kubetune_api import constants as c
 from kubetune_api.loader import parse_job
 from kubetune_operator import DEFAULT_IMAGE
 from kubetune_operator import builders as b
-
-OWNER = b.Owner(name="llama-lora", namespace="team-a", uid="uid-1")
+from tests.support.kube.operator import OWNER, load_ftj
 
 
 def job_for(**overrides: object) -> dict:

@@ -6,12 +6,11 @@ import base64
 import json
 
 import pytest
-from op_support import load_ftj
-from test_builders import OWNER
 
 from kubetune_api.loader import parse_job
 from kubetune_api.uris import redact_spec, redact_text, split_credentials, strip_spec_credentials
 from kubetune_operator import builders as b
+from tests.support.kube.operator import OWNER, load_ftj
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,10 @@ import copy
 import json
 from typing import Any
 
-from op_support import HERE, load_ftj
-
 from kubetune_api.loader import parse_job
 from kubetune_api.trainer_defaults import TrainerDefaults, load_trainer_defaults
 from kubetune_operator import builders as b
+from tests.support.kube.operator import HERE, load_ftj
 
 OWNER = b.Owner(name="llama-lora", namespace="team-a", uid="uid-1")
 DEFAULTS_FILE = HERE / "trainer-defaults.yaml"

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from op_support import NS, load_ftj
 
 from kubetune_api.loader import parse_spec
 from kubetune_operator import builders
 from kubetune_operator.cache import Written, child_key, trim_job, trim_pod
 from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.observe import observe
+from tests.support.kube.operator import NS, load_ftj
 
 TERM = {"exitCode": 137, "reason": "OOMKilled", "message": json.dumps({"message": "oom"})}
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import jsonschema
 import pytest
-from test_decide import NOW, failing, inputs
 
 from kubetune_api.crd import build_crd
 from kubetune_operator.decide import Plan, decide
 from kubetune_operator.observe import Observation
 from kubetune_operator.status import dump_status, eta_display
+from tests.support.kube.operator import NOW, failing, inputs
 
 RUNNING = Observation(job_exists=True, running=True)
 DONE = Observation(job_exists=True, complete=True)

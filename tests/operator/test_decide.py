@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from op_support import load_ftj
 
-from kubetune_operator.decide import Inputs, decide, immutable_changes
+from kubetune_operator.decide import decide, immutable_changes
 from kubetune_operator.observe import Observation, classify_pod, observe
 from kubetune_operator.progress import RateSample, parse_metrics, to_progress
-
-NOW = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
-
-
-def pod(
-    index: int,
-    code: int | None,
-    reason: str | None = None,
-    disrupted: bool = False,
-    message: str | None = None,
-) -> dict:
-    st: dict = {"phase": "Running" if code is None else ("Failed" if code else "Succeeded")}
-    if code is not None:
-        term = {"exitCode": code, "reason": reason or "Error"}
-        if message:
-            term["message"] = message
-        st["containerStatuses"] = [{"state": {"terminated": term}}]
-    if disrupted:
-        st["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "Preempted"}]
-    return {
-        "metadata": {
-            "name": f"p{index}",
-            "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
-        },
-        "status": st,
-    }
+from tests.support.kube.operator import (
+    NOW,
+    failed_job,
+    failing,
+    inputs,
+    load_ftj,
+    pod,
+)
 
 
 @pytest.mark.parametrize(
@@ -66,11 +47,6 @@ def test_most_specific_failure_wins_across_ranks():
     assert observe(None, [pod(0, None), pod(1, None)]).failure is None
 
 
-def _failed_job(reason: str, message: str) -> dict:
-    cond = {"type": "Failed", "status": "True", "reason": reason, "message": message}
-    return {"spec": {}, "status": {"failed": 1, "conditions": [cond]}}
-
-
 @pytest.mark.parametrize(
     ("message", "kind", "code"),
     [
@@ -84,7 +60,7 @@ def _failed_job(reason: str, message: str) -> dict:
     ],
 )  # fmt: skip
 def test_job_condition_names_the_failure_when_the_pod_is_gone(message, kind, code):
-    obs = observe(_failed_job("PodFailurePolicy", message), [])
+    obs = observe(failed_job("PodFailurePolicy", message), [])
     assert (obs.failure.kind, obs.failure.exit_code, obs.failure.pod) == (
         kind,
         code,
@@ -94,17 +70,17 @@ def test_job_condition_names_the_failure_when_the_pod_is_gone(message, kind, cod
     # deleted) only saw the fallout; the Job's condition still names the cause.
     stopped = pod(1, 76)
     stopped["metadata"]["deletionTimestamp"] = "2026-11-22T01:00:00Z"
-    obs = observe(_failed_job("PodFailurePolicy", message), [stopped])
+    obs = observe(failed_job("PodFailurePolicy", message), [stopped])
     assert obs.failure.kind == kind and not obs.failure.collateral
     # A pod that is still there with its own status says more than the condition.
-    obs = observe(_failed_job("PodFailurePolicy", message), [pod(0, 75)])
+    obs = observe(failed_job("PodFailurePolicy", message), [pod(0, 75)])
     assert obs.failure.kind == "retryable" and obs.failure.pod == "p0"
 
 
 def test_job_failed_without_a_policy_rule_is_retryable_or_deadline():
-    lost = observe(_failed_job("BackoffLimitExceeded", "Job has reached the backoff limit"), [])
+    lost = observe(failed_job("BackoffLimitExceeded", "Job has reached the backoff limit"), [])
     assert lost.failure.kind == "retryable"
-    late = observe(_failed_job("DeadlineExceeded", "Job was active longer than specified"), [])
+    late = observe(failed_job("DeadlineExceeded", "Job was active longer than specified"), [])
     assert late.failure.kind == "deadline"
 
 
@@ -113,25 +89,6 @@ def test_termination_message_json_or_log_tail():
     assert obs.failure.message == "bad"
     obs = observe({"spec": {}, "status": {}}, [pod(0, 1, message="Traceback: boom")])
     assert "boom" in obs.failure.message
-
-
-def inputs(status: dict | None, obs: Observation | None, **spec_overrides: object) -> Inputs:
-    spec = load_ftj(**spec_overrides)["spec"]
-    return Inputs(
-        name="llama-lora",
-        namespace="team-a",
-        generation=1,
-        spec=spec,
-        accepted_spec=spec if status else None,
-        status=status,
-        observation=obs,
-        progress=None,
-        now=NOW,
-    )
-
-
-def failing(code: int) -> Observation:
-    return observe({"spec": {}, "status": {}}, [pod(0, code)])
 
 
 def test_backoff_doubles_per_restart():

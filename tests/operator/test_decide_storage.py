@@ -4,12 +4,15 @@ the pod is still there or only the Job's podFailurePolicy condition says so."""
 
 from __future__ import annotations
 
-from test_decide import _failed_job, failing, inputs
-
 from kubetune_api.constants import ExitCode
 from kubetune_operator.builders import POD_FAILURE_POLICY
 from kubetune_operator.decide import decide
 from kubetune_operator.observe import observe
+from tests.support.kube.operator import (
+    failed_job,
+    failing,
+    inputs,
+)
 
 MSG = "no space left writing /out/ns/job/checkpoints/step-000004/optimizer.pt: free space"
 
@@ -32,5 +35,5 @@ def test_exit_73_through_the_jobs_pod_failure_policy() -> None:
         "Container trainer for pod ns/ft-a1-0-x7k2p failed with exit code 73 matching FailJob "
         "rule at index 0"
     )
-    obs = observe(_failed_job("PodFailurePolicy", message), [])
+    obs = observe(failed_job("PodFailurePolicy", message), [])
     assert (obs.failure.kind, obs.failure.exit_code) == ("storage", 73)

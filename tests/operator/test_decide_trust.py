@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from test_decide import inputs
-
 from kubetune_operator.config import Policy
 from kubetune_operator.decide import decide
 from kubetune_operator.observe import Observation
 from kubetune_operator.progress import RateSample, parse_metrics, to_progress
+from tests.support.kube.operator import (
+    inputs,
+)
 
 
 def conditions(plan) -> dict:

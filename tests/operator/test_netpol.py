@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from op_support import load_ftj
 
 from kubetune_api.loader import parse_job
 from kubetune_operator import builders as b
 from kubetune_operator import netpol
+from tests.support.kube.operator import OWNER, load_ftj
 
-OWNER = b.Owner(name="llama-lora", namespace="team-a", uid="uid-1")
 OPERATOR = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubetune"}},
     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kubetune"}},
@@ -85,9 +84,8 @@ def test_metrics_peers_are_checked(peer, problem, capsys):
 
 
 def test_the_operator_creates_it_before_any_pod(cluster):
-    from kube_cluster import FTJ, run_operator, wait_for
-
     from kubetune_operator.config import OperatorConfig
+    from tests.support.kube.cluster import FTJ, run_operator, wait_for
 
     config = OperatorConfig(
         reconcile_interval=0.5, metrics_port=None, network_policy=True, metrics_peers=(PROMETHEUS,)

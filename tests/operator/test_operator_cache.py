@@ -6,12 +6,11 @@ from __future__ import annotations
 import itertools
 import time
 
-from job_play import create_pods, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, api_path, run_operator, wait_for
-from op_support import NS, load_ftj, op_metric, reconciles
-from test_operator_lifecycle import free_port, rank0_metrics, status  # noqa: F401  (a fixture)
-
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, api_path, run_operator, wait_for
+from tests.support.kube.job_play import create_pods, set_job_status, set_running, set_terminated
+from tests.support.kube.operator import NS, load_ftj, op_metric, reconciles, status
+from tests.support.net import free_port
 
 JOBS = "batch/v1/jobs"
 
@@ -64,7 +63,7 @@ def _status_patches(cluster, name: str = "llama-lora") -> list[int]:
 
 def test_progress_writes_are_paced_and_a_phase_change_is_written_at_once(
     cluster,
-    rank0_metrics,  # noqa: F811  (the fixture imported above)
+    rank0_metrics,
 ):
     port, gauges = rank0_metrics
     gauges["kubetune_train_total_steps"].set(1000)

@@ -12,27 +12,26 @@ from __future__ import annotations
 import time
 
 import httpx
-from job_play import INDEX
-from kube_cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
-from op_support import NS, load_ftj, reconciles
-from test_operator_failures import phase_is, start
-from test_operator_lifecycle import cond, free_port, metric_samples, status
 
 from kubetune_api import constants as c
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
+from tests.support.kube.job_play import INDEX
+from tests.support.kube.operator import (
+    NS,
+    cond,
+    load_ftj,
+    metric_samples,
+    operator_posts,
+    phase_is,
+    reconciles,
+    start_attempt,
+    status,
+)
+from tests.support.net import free_port
 
 JOBS = "batch/v1/jobs"
 LABELS = {c.LABEL_JOB: "llama-lora", c.LABEL_ATTEMPT: "1"}
-
-
-def posts(cluster: EmulatorServer, plural: str) -> list:
-    """The operator's own creates of this kind (not the test's)."""
-    return [
-        r
-        for r in cluster.requests()
-        if r.method.value == "POST" and r.url.path.endswith(f"/{plural}")
-        and r.headers.get("User-Agent") == "kubetune-operator"
-    ]  # fmt: skip
 
 
 def oom(cluster: EmulatorServer, pod: str) -> None:
@@ -67,7 +66,7 @@ def test_foreign_configmap_is_not_mounted_until_it_goes(operator):
     settle(cluster)
     st = status(cluster)
     assert st["phase"] == "Pending" and "not owned" in st["message"]
-    assert not cluster.list(JOBS, NS) and not posts(cluster, "jobs")  # nothing mounts it
+    assert not cluster.list(JOBS, NS) and not operator_posts(cluster, "jobs")  # nothing mounts it
     assert cluster.get("v1/configmaps", NS, "llama-lora-spec")["data"] == foreign["data"]
     warnings = wait_for(  # kopf posts Events asynchronously; one, not one per look
         lambda: [e for e in cluster.events(NS, "llama-lora") if e["reason"] == "ChildConflict"]
@@ -99,7 +98,7 @@ def test_foreign_complete_job_never_makes_it_succeed(operator):
     st = status(cluster)
     assert st["phase"] == "Pending" and not cond(st, "Succeeded") and not cond(st, "Failed")
     assert cluster.get(JOBS, NS, "llama-lora-a1")["metadata"].get("ownerReferences") is None
-    assert not posts(cluster, "jobs")
+    assert not operator_posts(cluster, "jobs")
     # Deleting the FineTuneJob leaves the foreign Job alone (it only carries our labels).
     cluster.delete(FTJ, NS, "llama-lora")
     wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="the FineTuneJob gone")
@@ -108,7 +107,7 @@ def test_foreign_complete_job_never_makes_it_succeed(operator):
 
 def test_orphaned_pod_of_an_earlier_job_is_ignored(operator):
     cluster = operator
-    start(cluster)
+    start_attempt(cluster)
     # An OOMKilled pod left by an earlier incarnation: our labels, another Job's uid.
     orphan = {
         "metadata": {
@@ -147,11 +146,11 @@ def test_422_on_job_creation_fails_with_the_api_message(operator):
     failed = cond(st, "Failed")
     assert failed["reason"] == "ApiRejected"
     assert message in failed["message"] and "HTTP 422" in failed["message"]
-    assert fault.hits == 1 and len(posts(cluster, "jobs")) == 1  # not retried
+    assert fault.hits == 1 and len(operator_posts(cluster, "jobs")) == 1  # not retried
     # What the attempt had created goes with it.
     wait_for(lambda: cluster.get("v1/services", NS, "llama-lora-a1") is None, what="cleanup")
     time.sleep(1)  # two reconcile intervals: a finished job is not retried
-    assert len(posts(cluster, "jobs")) == 1
+    assert len(operator_posts(cluster, "jobs")) == 1
 
 
 def test_quota_403_is_retried_not_failed(operator):
@@ -163,7 +162,7 @@ def test_quota_403_is_retried_not_failed(operator):
     cluster.emu.fail("POST", api_path(JOBS, NS), 403, message=quota)
     cluster.create(FTJ, load_ftj())
     wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job on a retry")
-    assert status(cluster)["phase"] == "Pending" and len(posts(cluster, "jobs")) == 2
+    assert status(cluster)["phase"] == "Pending" and len(operator_posts(cluster, "jobs")) == 2
 
 
 def test_api_timeout_is_counted_and_retried(cluster):

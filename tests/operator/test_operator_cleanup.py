@@ -12,12 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures.servers import S3Server, s3_server
-from kube_cluster import FTJ, EmulatorServer, run_operator, wait_for
-from op_support import NS, load_ftj
-from test_operator_lifecycle import status
 
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
+from tests.support.kube.operator import NS, load_ftj, status
+from tests.support.servers.servers import S3Server, s3_server
 
 BUCKET = "artifacts"
 KEYS = [

@@ -8,12 +8,9 @@ from __future__ import annotations
 import base64
 import json
 
-from kube_cluster import FTJ, EmulatorServer, wait_for
-from op_support import NS, load_ftj
-from test_operator_failures import phase_is
-from test_operator_lifecycle import cond, status
-
 from kubetune_api import constants as c
+from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
+from tests.support.kube.operator import NS, cond, load_ftj, phase_is, status
 
 PASSWORD = "kt-url-canary-7f3a9"
 PG_PASSWORD = "kt-pg-canary-41b2c"

@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from job_play import create_pods, set_job_status, set_running
-from kube_cluster import FTJ, EmulatorServer, wait_for
-from op_support import NS, load_ftj
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from test_operator_lifecycle import free_port, status
 
 from kubetune_operator.progress import RateSample, to_progress
+from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
+from tests.support.kube.job_play import create_pods, set_job_status, set_running
+from tests.support.kube.operator import NS, load_ftj, status
+from tests.support.net import free_port
 
 
 @pytest.fixture

@@ -5,27 +5,20 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, EmulatorServer, wait_for
-from op_support import NS, load_ftj
-from test_operator_lifecycle import cond, posts, status
-
 from kubetune_api import constants as c
 from kubetune_api.constants import ExitCode, Reason
 from kubetune_api.termination import TerminationSummary
+from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
+from tests.support.kube.job_play import (
+    create_pods,
+    job_env,
+    set_job_status,
+    set_running,
+    set_terminated,
+)
+from tests.support.kube.operator import NS, cond, load_ftj, phase_is, posts, start_attempt, status
 
 JOBS = "batch/v1/jobs"
-
-
-def start(cluster: EmulatorServer, **overrides: object) -> list[dict]:
-    """Create the FineTuneJob, wait for attempt 1's Job, play its pods into Running."""
-    cluster.create(FTJ, load_ftj(**overrides))
-    wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="attempt 1's Job")
-    pods = create_pods(cluster, NS, "llama-lora-a1")
-    for pod in pods:
-        set_running(cluster, NS, pod, "127.0.0.1")
-    wait_for(lambda: status(cluster).get("phase") == "Running", what="Running")
-    return pods
 
 
 def has_events(cluster: EmulatorServer, *reasons: str) -> set[str]:
@@ -38,14 +31,9 @@ def has_events(cluster: EmulatorServer, *reasons: str) -> set[str]:
     )
 
 
-def phase_is(cluster: EmulatorServer, phase: str) -> dict | None:
-    st = status(cluster)
-    return st if st.get("phase") == phase else None
-
-
 def test_retryable_exit_starts_attempt_2_which_resumes(operator):
     cluster = operator
-    pods = start(cluster)
+    pods = start_attempt(cluster)
     # Rank 1 loses its peer (exit 75); the checkpoint it reports is kept in status.
     msg = TerminationSummary(
         message="rendezvous lost", checkpoint="s3://artifacts/ckpt/step-000040"
@@ -73,7 +61,7 @@ def test_retryable_exit_starts_attempt_2_which_resumes(operator):
 
 def test_preemption_starts_a_new_attempt_without_counting(operator):
     cluster = operator
-    pods = start(cluster)
+    pods = start_attempt(cluster)
     set_terminated(cluster, NS, pods[0], 137, reason="Error", disruption=True)
     set_terminated(cluster, NS, pods[1], ExitCode.RETRYABLE)
     wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a2"), what="attempt 2's Job")
@@ -86,7 +74,7 @@ def test_evicted_pod_gone_is_still_a_preemption(operator):
     # The Eviction API marks the pod DisruptionTarget, the trainer saves and exits, and the
     # pod is deleted: only the Job's Failed condition (its podFailurePolicy) says why.
     cluster = operator
-    pods = start(cluster)
+    pods = start_attempt(cluster)
     for pod in pods:
         cluster.delete("v1/pods", NS, pod["metadata"]["name"])
     failed = {
@@ -105,7 +93,7 @@ def test_evicted_pod_gone_is_still_a_preemption(operator):
 
 def test_oom_fails_with_a_memory_recommendation(operator):
     cluster = operator
-    pods = start(cluster)
+    pods = start_attempt(cluster)
     set_terminated(cluster, NS, pods[0], 137, reason="OOMKilled")
     st = wait_for(lambda: phase_is(cluster, "Failed"), what="Failed")
     assert cond(st, "Failed")["reason"] == "OutOfMemory"
@@ -120,7 +108,7 @@ def test_oom_fails_with_a_memory_recommendation(operator):
 
 def test_bad_data_fails_with_the_trainers_message(operator):
     cluster = operator
-    pods = start(cluster)
+    pods = start_attempt(cluster)
     msg = {
         "phase": "Failed",
         "exitCode": 65,
@@ -135,7 +123,7 @@ def test_bad_data_fails_with_the_trainers_message(operator):
 
 def test_max_restarts_exhausted_fails(operator):
     cluster = operator
-    pods = start(cluster, runPolicy={"maxRestarts": 0, "backoffSeconds": 0})
+    pods = start_attempt(cluster, runPolicy={"maxRestarts": 0, "backoffSeconds": 0})
     set_terminated(cluster, NS, pods[0], ExitCode.INTERNAL, {"message": "boom"})
     st = wait_for(lambda: phase_is(cluster, "Failed"), what="Failed")
     assert cond(st, "Failed")["reason"] == "MaxRestartsExceeded"
@@ -144,7 +132,7 @@ def test_max_restarts_exhausted_fails(operator):
 
 def test_suspend_stops_pods_and_resume_starts_a_new_attempt(operator):
     cluster = operator
-    start(cluster)
+    start_attempt(cluster)
     cluster.patch(FTJ, NS, "llama-lora", {"spec": {"runPolicy": {"suspend": True}}})
     st = wait_for(lambda: phase_is(cluster, "Suspended"), what="Suspended")
     assert cond(st, "Suspended")["status"] == "True"
@@ -161,7 +149,7 @@ def test_suspend_stops_pods_and_resume_starts_a_new_attempt(operator):
 
 def test_immutable_change_is_rejected_and_the_job_keeps_running(operator):
     cluster = operator
-    start(cluster)
+    start_attempt(cluster)
     before = cluster.get(JOBS, NS, "llama-lora-a1")
     cluster.patch(
         FTJ,
@@ -186,7 +174,7 @@ def test_immutable_change_is_rejected_and_the_job_keeps_running(operator):
 
 def test_run_policy_edit_is_honoured_by_the_next_failure(operator):
     cluster = operator
-    pods = start(cluster)  # maxRestarts: 2
+    pods = start_attempt(cluster)  # maxRestarts: 2
     cluster.patch(FTJ, NS, "llama-lora", {"spec": {"runPolicy": {"maxRestarts": 5}}})
     wait_for(lambda: status(cluster).get("observedGeneration") == 2, what="the edit seen")
     set_terminated(cluster, NS, pods[1], ExitCode.RETRYABLE, {"message": "peer lost"})
@@ -208,7 +196,7 @@ def test_deadline_fails_the_whole_job(operator):
 
 def test_ttl_deletes_the_finished_job(operator):
     cluster = operator
-    pods = start(cluster, runPolicy={"ttlSecondsAfterFinished": 0})
+    pods = start_attempt(cluster, runPolicy={"ttlSecondsAfterFinished": 0})
     set_terminated(cluster, NS, pods[0], 0, {"message": "done"})
     set_job_status(
         cluster, NS, "llama-lora-a1", conditions=[{"type": "Complete", "status": "True"}]
@@ -220,7 +208,7 @@ def test_ttl_deletes_the_finished_job(operator):
 
 def test_ttl_added_after_the_job_finished_waits_then_deletes(operator):
     cluster = operator
-    pods = start(cluster)  # no TTL: a finished job stays
+    pods = start_attempt(cluster)  # no TTL: a finished job stays
     for pod in pods:
         set_terminated(cluster, NS, pod, 0, {"message": "done"})
     set_job_status(
@@ -247,7 +235,7 @@ def test_ttl_added_after_the_job_finished_waits_then_deletes(operator):
 
 def test_delete_waits_for_the_pods_to_go_with_their_job(operator):
     cluster = operator
-    pods = start(cluster)
+    pods = start_attempt(cluster)
     # One pod takes its time to stop (the kubelet's grace period, played by a finalizer).
     slow = pods[0]["metadata"]["name"]
     finalizer = {"metadata": {"finalizers": ["test.kubetune.io/terminating"]}}
@@ -290,7 +278,7 @@ def test_delete_waits_for_the_pods_to_go_with_their_job(operator):
 
 
 def test_stale_attempt_is_swept_after_a_crash_between_status_and_delete(cluster):
-    from kube_cluster import run_operator
+    from tests.support.kube.cluster import run_operator
 
     with run_operator(cluster, [NS]):
         cluster.create(FTJ, load_ftj())
@@ -305,7 +293,7 @@ def test_stale_attempt_is_swept_after_a_crash_between_status_and_delete(cluster)
 
 def test_backoff_delays_the_next_attempt_then_clears(operator):
     cluster = operator
-    pods = start(cluster, runPolicy={"backoffSeconds": 1, "maxRestarts": 2})
+    pods = start_attempt(cluster, runPolicy={"backoffSeconds": 1, "maxRestarts": 2})
     set_terminated(cluster, NS, pods[0], ExitCode.RETRYABLE)
     st = wait_for(lambda: status(cluster).get("nextAttemptAfter") and status(cluster))
     assert st["attempt"] == 2 and st["phase"] == "Pending"
@@ -317,7 +305,7 @@ def test_backoff_delays_the_next_attempt_then_clears(operator):
 
 def test_delete_does_not_wait_for_pods_orphaned_by_hand(operator):
     cluster = operator
-    start(cluster)
+    start_attempt(cluster)
     # A pod with our labels whose Job was deleted with propagation Orphan: no owner, no GC.
     stray = {"apiVersion": "v1", "kind": "Pod",
              "metadata": {"name": "llama-lora-stray", "namespace": NS,

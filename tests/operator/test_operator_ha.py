@@ -3,7 +3,6 @@ started with exactly the arguments the Helm chart renders."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -12,33 +11,22 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
-from kube_cluster import FTJ, EmulatorServer, api_path, wait_for
-from op_support import NS, load_ftj
-from test_operator_process import LEASE_NS, free_port
 
 from kubetune_operator.leader import LOST_EXIT_CODE
+from tests.support.chart import helpers
+from tests.support.kube.cluster import FTJ, EmulatorServer, api_path, wait_for
+from tests.support.kube.operator import LEASE_NS, NS, load_ftj
+from tests.support.net import free_port
 
-CHART_HELPERS = Path(__file__).resolve().parents[1] / "chart" / "chart_helpers.py"
 LEASES = "coordination.k8s.io/v1/leases"
-
-
-def chart_helpers() -> Any:
-    """tests/chart/chart_helpers.py (how helm is found and run), loaded by path."""
-    spec = importlib.util.spec_from_file_location("chart_helpers_", CHART_HELPERS)
-    assert spec is not None and spec.loader is not None
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
-    return helpers
 
 
 def chart_operator_args(*sets: str) -> list[str]:
     """The operator container's args, as the real helm renders the chart."""
-    helpers = chart_helpers()
     cmd = [helpers.find_tool("helm"), "template", helpers.RELEASE, str(helpers.CHART)]
     cmd += ["--namespace", LEASE_NS]
     for s in sets:
@@ -97,7 +85,7 @@ def test_two_replicas_from_the_chart_one_acts_and_fails_over(cluster: EmulatorSe
         cluster.create(FTJ, load_ftj())
         wait_for(lambda: cluster.get("batch/v1/jobs", NS, "llama-lora-a1"), 30, "the first Job")
         ids = [identity_of(log) for log in logs]
-        name = f"{chart_helpers().RELEASE}-kubetune"  # the chart names the Lease after the release
+        name = f"{helpers.RELEASE}-kubetune"  # the chart names the Lease after the release
         lease = lambda: cluster.get(LEASES, LEASE_NS, name) or {}  # noqa: E731
         holder = lease()["spec"]["holderIdentity"]
         assert holder in ids and None not in ids, (holder, ids)

@@ -6,12 +6,10 @@ in time) sends the FineTuneJob back to Pending without a restart or a new attemp
 
 from __future__ import annotations
 
-from job_play import create_pods, set_running
-from kube_cluster import FTJ, EmulatorServer, wait_for
-from op_support import NS, load_ftj
-from test_operator_lifecycle import status
-
 from kubetune_api import constants as c
+from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
+from tests.support.kube.job_play import create_pods, set_running
+from tests.support.kube.operator import NS, load_ftj, status
 
 JOBS = "batch/v1/jobs"
 QUEUED = {"queueName": "ml-team"}

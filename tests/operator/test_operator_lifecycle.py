@@ -1,25 +1,16 @@
 """The real operator (kopf + kubetune handlers, in a thread) against the KMock-based emulator
 over HTTP: children, transitions, progress, success, restarts with idempotency.
 
-The emulator (kube_emulator.py) fixes what KMock 0.8 lacks for this (metadata, resource
-versions, watch resumption, selectors, /status, finalizers, GC, discovery, Tables) and
-documents what it still lacks: admission/validation, server-side apply, real strategic
-merge, pagination, bookmarks, multi-owner GC, and all controllers (Job controller,
-kubelet, scheduler, Kueue) — played here by job_play.py through the API.
+The emulator (tests/support/kube/emulator.py) fixes what KMock 0.8 lacks for this (metadata,
+resource versions, watch resumption, selectors, /status, finalizers, GC, discovery, Tables)
+and documents what it still lacks: admission/validation, server-side apply, real strategic
+merge, pagination, bookmarks, multi-owner GC, and all controllers (Job controller, kubelet,
+scheduler, Kueue) — played here by tests/support/kube/job_play.py through the API.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Iterator
-
-import pytest
-from job_play import create_pods, job_env, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, EmulatorServer, api_path, run_operator, wait_for
-from op_support import NS, load_ftj, reconciles
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune_api import constants as c
 from kubetune_api.loader import parse_spec
@@ -27,44 +18,26 @@ from kubetune_api.termination import TerminationSummary
 from kubetune_operator import builders
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.status import eta_display
+from tests.support.kube.cluster import FTJ, api_path, run_operator, wait_for
+from tests.support.kube.job_play import (
+    create_pods,
+    job_env,
+    set_job_status,
+    set_running,
+    set_terminated,
+)
+from tests.support.kube.operator import (
+    NS,
+    cond,
+    load_ftj,
+    metric_samples,
+    posts,
+    reconciles,
+    status,
+)
+from tests.support.net import free_port
 
 JOBS = "batch/v1/jobs"
-
-
-def status(cluster: EmulatorServer, name: str = "llama-lora") -> dict:
-    return (cluster.get(FTJ, NS, name) or {}).get("status") or {}
-
-
-def cond(st: dict, ctype: str) -> dict:
-    return next((x for x in st.get("conditions", []) if x["type"] == ctype), {})
-
-
-def posts(cluster: EmulatorServer, plural: str) -> list:
-    return [
-        r
-        for r in cluster.requests()
-        if r.method.value == "POST" and r.url.path.endswith(f"/{plural}")
-    ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def rank0_metrics() -> Iterator[tuple[int, dict[str, Gauge]]]:
-    """Rank 0's /metrics as the trainer serves it (prometheus_client, own registry)."""
-    reg = CollectorRegistry()
-    # tokens_total is a counter in the trainer; its value is what counts.
-    gauges = {n: Gauge(n, n, registry=reg) for n in c.TrainerMetric.OPERATOR_READS}
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
-    yield port, gauges
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 def test_creates_adopted_children_then_follows_to_success(operator, rank0_metrics):
@@ -236,16 +209,6 @@ def test_kueue_queue_creates_a_suspended_labelled_job(operator):
     assert job["metadata"]["labels"][c.LABEL_KUEUE_QUEUE] == "gpu-queue"
     st = wait_for(lambda: "Kueue" in status(cluster).get("message", "") and status(cluster))
     assert st["phase"] == "Pending"
-
-
-def metric_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """Samples of one metric from Prometheus text: {sorted label pairs: value}."""
-    return {
-        tuple(sorted(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    }
 
 
 def test_operator_metrics_endpoint_and_api_errors(cluster):

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.servers import S3Server, s3_server
-from kube_cluster import FTJ, EmulatorServer, run_operator, wait_for
-from op_support import NS, load_ftj
-from test_operator_lifecycle import cond, status
 
 from kubetune_api.loader import parse_spec
 from kubetune_operator import memcheck
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
+from tests.support.kube.operator import NS, cond, load_ftj, status
+from tests.support.servers.servers import S3Server, s3_server
 
 JOBS = "batch/v1/jobs"
 LLAMA_7B = {"architectures": ["LlamaForCausalLM"], "hidden_size": 4096,

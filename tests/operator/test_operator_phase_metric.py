@@ -9,15 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 
 import httpx
-from job_play import create_pods, set_running, set_terminated
-from kube_cluster import FTJ, EmulatorServer, run_operator, wait_for
-from op_support import NS, load_ftj
 from prometheus_client.parser import text_string_to_metric_families
-from test_operator_lifecycle import cond, free_port, status
 
 from kubetune_api.status import Condition, FineTuneJobStatus
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.metrics import OperatorMetrics
+from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
+from tests.support.kube.job_play import create_pods, set_running, set_terminated
+from tests.support.kube.operator import NS, cond, load_ftj, status
+from tests.support.net import free_port
 
 JOBS = "batch/v1/jobs"
 NAME = "kubetune_job_phase_timestamp_seconds"

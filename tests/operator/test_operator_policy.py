@@ -7,13 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from kube_cluster import FTJ, EmulatorServer, run_operator, wait_for
-from op_support import NS, load_ftj
-from test_operator_children import posts
-from test_operator_failures import phase_is
-from test_operator_lifecycle import cond
 
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
+from tests.support.kube.operator import NS, cond, load_ftj, operator_posts, phase_is
 
 
 @pytest.fixture
@@ -46,7 +43,7 @@ def test_job_outside_the_allow_lists_fails_before_any_child(strict, resources, f
     assert failed["reason"] == "Forbidden"
     assert field in failed["message"] and "not allowed by the operator" in failed["message"]
     for plural in ("configmaps", "services", "jobs"):
-        assert not posts(cluster, plural), plural
+        assert not operator_posts(cluster, plural), plural
     events = wait_for(  # kopf posts Events asynchronously
         lambda: [e for e in cluster.events(NS, "llama-lora") if e["reason"] == "Forbidden"]
     )

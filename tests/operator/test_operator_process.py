@@ -12,28 +12,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import httpx
 import pytest
-from job_play import create_pods, set_job_status, set_running, set_terminated
-from kube_cluster import FTJ, EmulatorServer, wait_for
-from op_support import NS, load_ftj
-from test_operator_lifecycle import status
 
 from kubetune_operator import rbac
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.leader import LeaseConfig
-
-LEASE_NS = "kubetune"  # the operator's own namespace (the chart's release namespace)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
+from tests.support.kube.job_play import create_pods, set_job_status, set_running, set_terminated
+from tests.support.kube.operator import LEASE_NS, NS, load_ftj, status
+from tests.support.net import free_port
 
 
 def verb_of(method: str, name: str | None, params: dict) -> str:
@@ -107,7 +98,7 @@ EXTRAS: set[tuple[str, str, str]] = {
 
 @pytest.mark.parametrize("clusterwide", [False, True], ids=["namespaced", "cluster-wide"])
 def test_rbac_is_exactly_what_a_lifecycle_uses(cluster: EmulatorServer, clusterwide: bool):
-    from kube_cluster import run_operator
+    from tests.support.kube.cluster import run_operator
 
     namespaces = None if clusterwide else [NS]
     config = OperatorConfig(reconcile_interval=0.5, metrics_port=None, network_policy=True)

@@ -15,10 +15,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-from job_play import create_pods, set_running
-from kube_cluster import FTJ, EmulatorServer, wait_for
-from op_support import NS, load_ftj
-from test_operator_lifecycle import free_port, status
+
+from tests.support.kube.cluster import FTJ, EmulatorServer, wait_for
+from tests.support.kube.job_play import create_pods, set_running
+from tests.support.kube.operator import NS, load_ftj, status
+from tests.support.net import free_port
 
 # The chart's resources.limits.memory for the operator (charts/kubetune/values.yaml).
 CHART_MEMORY_LIMIT = 512 * 1024 * 1024

@@ -12,15 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from kube_cluster import FTJ, EmulatorServer, run_operator, wait_for
-from op_support import HERE, NS, load_ftj
-from test_operator_children import posts
-from test_operator_failures import phase_is
-from test_operator_lifecycle import cond
 
 from kubetune_api.trainer_defaults import load_trainer_defaults
 from kubetune_operator.__main__ import operator_config, parse_args
 from kubetune_operator.config import OperatorConfig
+from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
+from tests.support.kube.operator import HERE, NS, cond, load_ftj, phase_is, posts
 
 DEFAULTS_FILE = HERE / "trainer-defaults.yaml"
 HF_TOKEN = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}

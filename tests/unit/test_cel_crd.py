@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cel_eval import (
+
+from kubetune_api.rules import NAME_RULE
+from tests.support.cel import (
     api_server_errors,
     job,
     program,
@@ -18,8 +20,6 @@ from cel_eval import (
     rule_nodes,
     with_defaults,
 )
-
-from kubetune_api.rules import NAME_RULE
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 import yaml
-from cel_eval import (
+from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
+
+from kubetune_api.crd_rules import section_model, validation
+from kubetune_api.errors import _model_in
+from kubetune_api.rules import NAME_RULE, PLACEHOLDER, RULES, Rule
+from kubetune_api.spec import FineTuneJobSpec
+from tests.support.cel import (
     ABSENT,
     api_server_errors,
     check_rule,
@@ -24,13 +31,6 @@ from cel_eval import (
     root_schema,
     with_defaults,
 )
-from pydantic import BaseModel
-from pydantic.alias_generators import to_camel
-
-from kubetune_api.crd_rules import section_model, validation
-from kubetune_api.errors import _model_in
-from kubetune_api.rules import NAME_RULE, PLACEHOLDER, RULES, Rule
-from kubetune_api.spec import FineTuneJobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

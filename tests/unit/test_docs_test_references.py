@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = sorted([*ROOT.glob("docs/*.md"), ROOT / "README.md"])
+DOCS = sorted([*ROOT.glob("docs/*.md"), ROOT / "README.md", ROOT / "examples" / "README.md"])
 # `tests/x/test_y.py::test_z` (optionally `[param]`); a `::name` right after a cited path in
 # the same cell continues that file.
 REF = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+))?(?:\[[^\]]*\])?`|`::(\w+)(?:\[[^\]]*\])?`")

@@ -1,6 +1,6 @@
 """Malformed FineTuneJob files through the real `kubetune validate` (issue 18's bound).
 
-Every case of the seeded corpus (tests/unit/fuzz_specs.py, several hundred files across
+Every case of the seeded corpus (tests/support/fuzz/specs.py, several hundred files across
 types, ranges, encodings, nesting, aliases, sizes, duplicate and unknown keys, names,
 documents and tags) must: finish within 5 s (a per-case deadline, enforced with a timer
 signal so a hang fails the case instead of the suite), exit 0 or 1, print less than 4 KB,
@@ -21,9 +21,9 @@ from types import FrameType
 
 import pytest
 from click.testing import CliRunner
-from fuzz_specs import Case, corpus
 
 from kubetune_trainer.commands.validate import command as validate_command
+from tests.support.fuzz.specs import Case, corpus
 
 DEADLINE_S = 5.0
 MAX_OUTPUT = 4096

@@ -2,7 +2,10 @@
 
 Each subcommand lives in its own module `kubetune_trainer.commands.<name>` exposing
 `command`, and is imported only when called: `kubetune validate` must not pay for
-importing torch.
+importing torch. Internal commands (what pods and the local queue run) and developer
+commands (generators of checked-in files) are hidden from `kubetune --help` but work as
+before. Shell completion is click's: `eval "$(_KUBETUNE_COMPLETE=bash_source kubetune)"`
+(zsh_source, fish_source for those shells; docs/cli.md).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ COMMANDS: dict[str, str] = {
     "serve-api": "Serve the local job queue over HTTP (submit, poll, logs, cancel).",
     "datasets": "Register, list and show datasets by name (dataset://NAME[@vN]).",
 }
+# Not listed in `kubetune --help` (nor completed); still callable by name.
+INTERNAL = frozenset({"train", "launch", "worker"})  # run by pods and the local queue
+DEVELOPER = frozenset({"crd", "reference"})  # regenerate crds/ and docs/reference.md
+HIDDEN = INTERNAL | DEVELOPER
 _PKG = "kubetune_trainer.commands"
 
 
@@ -53,6 +60,7 @@ class LazyGroup(click.Group):
         module = importlib.import_module(_module(cmd_name))
         cmd: click.Command = module.command
         cmd.short_help = COMMANDS[cmd_name]
+        cmd.hidden = cmd_name in HIDDEN
         return cmd
 
 

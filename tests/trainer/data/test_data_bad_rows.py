@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data_support import write_jsonl
 
 from kubetune_trainer.data import prepare
 from kubetune_trainer.errors import BadDataError
+from tests.support.trainer.data import dataset_job, write_jsonl
 
 QA = {"question": "What lowers LDL?", "answer": "Statins and diet."}
 INS = {"instruction": "Summarise.", "input": "Text.", "output": "Summary."}
@@ -97,7 +97,7 @@ CASES: list[tuple[str, str, dict[str, Any], Any, str]] = [
     [(i, *case) for i, case in enumerate(CASES)],
 )
 def test_bad_row_reported_with_line_and_reason(
-    tmp_path: Path, make_job: Any, n: int, fmt: str, objective: str, good: dict, row: Any,
+    tmp_path: Path, n: int, fmt: str, objective: str, good: dict, row: Any,
     reason: str,
 ) -> None:  # fmt: skip
     # A varying number of good rows and a blank line before the bad one, good rows after.
@@ -106,7 +106,7 @@ def test_bad_row_reported_with_line_and_reason(
         before = [good, {**good, "output": "no", "rating": 1}] * (1 + n % 2)
     path = write_jsonl(tmp_path / "d.jsonl", [*before, "   ", row, good, good])
     line = len(before) + 2
-    data = prepare(make_job(path, format=fmt, bad_rows="skip", _objective=objective))
+    data = prepare(dataset_job(path, format=fmt, bad_rows="skip", _objective=objective))
     assert len(data.stats.problems) == 1
     where, _, why = data.stats.problems[0].partition(": ")
     assert where == f"{path}:{line}"
@@ -125,28 +125,26 @@ def test_bad_row_reported_with_line_and_reason(
         {"answer": "It closed at 182.50 on May 1, 2024.", "context_required": False},
     ],
 )
-def test_finance_rows_that_need_no_placeholder_are_kept(
-    tmp_path: Path, make_job: Any, change: dict
-) -> None:
+def test_finance_rows_that_need_no_placeholder_are_kept(tmp_path: Path, change: dict) -> None:
     path = write_jsonl(tmp_path / "f.jsonl", [FIN, {**FIN, **change}])
-    data = prepare(make_job(path, format="finance_qa", validation={"fraction": 0}))
+    data = prepare(dataset_job(path, format="finance_qa", validation={"fraction": 0}))
     assert data.stats.problems == [] and len(data.train) == 2
 
 
-def test_classification_bad_label(tmp_path: Path, make_job: Any) -> None:
+def test_classification_bad_label(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", [CLS, CLS, {"text": "x", "label": [1]}, CLS])
-    job = make_job(path, bad_rows="skip", _model={"task": "sequence_classification",
+    job = dataset_job(path, bad_rows="skip", _model={"task": "sequence_classification",
                                                   "numLabels": 2})  # fmt: skip
     data = prepare(job)
     assert data.format == "classification"
     assert data.stats.problems[0].startswith(f"{path}:3: field `label` must be a class name")
 
 
-def test_policy_fail_lists_up_to_max_errors_and_counts_all(tmp_path: Path, make_job: Any) -> None:
+def test_policy_fail_lists_up_to_max_errors_and_counts_all(tmp_path: Path) -> None:
     rows = [QA] + [bad(QA, answer="")] * 7
     path = write_jsonl(tmp_path / "qa.jsonl", rows)
     with pytest.raises(BadDataError) as err:
-        prepare(make_job(path, max_errors=3))
+        prepare(dataset_job(path, max_errors=3))
     msg = str(err.value)
     assert "7 invalid row(s)" in msg
     assert f"{path}:2: field `answer` is empty" in msg
@@ -156,8 +154,8 @@ def test_policy_fail_lists_up_to_max_errors_and_counts_all(tmp_path: Path, make_
     assert len(err.value.problems) == 3
 
 
-def test_policy_skip_drops_and_counts(tmp_path: Path, make_job: Any) -> None:
+def test_policy_skip_drops_and_counts(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "qa.jsonl", [QA] * 8 + ["not json"] * 2)
-    data = prepare(make_job(path, bad_rows="skip"))
+    data = prepare(dataset_job(path, bad_rows="skip"))
     assert (data.stats.read, data.stats.skipped, data.stats.kept) == (10, 2, 8)
     assert len(data.train) + len(data.validation) == 8

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data_support import write_jsonl
 
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.decoding import MAX_CSV_CELL, MAX_DEPTH
 from kubetune_trainer.data.prepare import prepare_to_files
 from kubetune_trainer.errors import BadDataError
+from tests.support.trainer.data import dataset_job, write_jsonl
 
 QA = {"question": "What is the dose?", "answer": "Ask your doctor."}
 
@@ -37,24 +37,22 @@ def bad_data(job: Any) -> BadDataError:
 # --- 1. crashes become clear errors -----------------------------------------------------
 
 
-def test_deep_jsonl_row_is_a_bad_row_with_the_limit(tmp_path: Path, make_job: Any) -> None:
+def test_deep_jsonl_row_is_a_bad_row_with_the_limit(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [QA, nested(5000), nested(MAX_DEPTH), QA])
-    err = bad_data(make_job(path))
+    err = bad_data(dataset_job(path))
     lines = str(err).splitlines()
     assert lines[0].startswith(f"{path}: 2 invalid row(s)")
     assert lines[1] == f"{path}:2: JSON nested deeper than {MAX_DEPTH} levels (the limit per row)"
     assert lines[2] == f"{path}:3: JSON nested deeper than {MAX_DEPTH} levels (the limit per row)"
     ok = write_jsonl(tmp_path / "ok.jsonl", [QA, nested(MAX_DEPTH - 1)])
-    assert prepare(make_job(ok, validation={"fraction": 0})).stats.kept == 2
+    assert prepare(dataset_job(ok, validation={"fraction": 0})).stats.kept == 2
 
 
 @pytest.mark.parametrize("streaming", [False, True])
-def test_deep_json_list_element_stops_with_its_line(
-    tmp_path: Path, make_job: Any, streaming: bool
-) -> None:
+def test_deep_json_list_element_stops_with_its_line(tmp_path: Path, streaming: bool) -> None:
     path = tmp_path / "d.json"
     path.write_text("[\n" + json.dumps(QA) + ",\n" + nested(5000) + "\n]\n")
-    job = make_job(path, format="qa", streaming=streaming, badRows="skip")
+    job = dataset_job(path, format="qa", streaming=streaming, badRows="skip")
     data = prepare(job)
     assert (data.stats.read, data.stats.kept, data.stats.skipped) == (2, 1, 1)
     assert data.stats.problems == [
@@ -63,9 +61,9 @@ def test_deep_json_list_element_stops_with_its_line(
     ]
 
 
-def test_lone_surrogate_refused_by_default(tmp_path: Path, make_job: Any) -> None:
+def test_lone_surrogate_refused_by_default(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "s.jsonl", [QA, '{"question": "Dose\\ud800?", "answer": "a"}'])
-    err = bad_data(make_job(path))
+    err = bad_data(dataset_job(path))
     assert str(err).splitlines()[1] == (
         f"{path}:2: field `question` holds a lone surrogate (a \\ud800-\\udfff escape without "
         "its pair), which is not valid Unicode; fix the escape or set "
@@ -73,10 +71,10 @@ def test_lone_surrogate_refused_by_default(tmp_path: Path, make_job: Any) -> Non
     )
 
 
-def test_lone_surrogate_replaced_with_a_counted_warning(tmp_path: Path, make_job: Any) -> None:
+def test_lone_surrogate_replaced_with_a_counted_warning(tmp_path: Path) -> None:
     rows = [*qa_rows(3), '{"question": "Dose\\ud800?", "answer": "a\\udfff\\udfff"}']
     path = write_jsonl(tmp_path / "s.jsonl", rows)
-    job = make_job(path, onDecodeError="replace", validation={"fraction": 0})
+    job = dataset_job(path, onDecodeError="replace", validation={"fraction": 0})
     out = prepare_to_files(job, tmp_path / "out")  # writing it out used to crash
     assert out.stats.warned == 1
     assert out.stats.warnings == [f"{path}:4: 3 lone surrogate(s) replaced with U+FFFD"]
@@ -84,20 +82,20 @@ def test_lone_surrogate_replaced_with_a_counted_warning(tmp_path: Path, make_job
     assert (last["prompt"], last["completion"]) == ("Dose\ufffd?", "a\ufffd\ufffd")
 
 
-def test_csv_cells_beyond_128_kib_are_read(tmp_path: Path, make_job: Any) -> None:
+def test_csv_cells_beyond_128_kib_are_read(tmp_path: Path) -> None:
     context = "word " * 60_000  # 300 KB, over Python's 128 KiB default
     path = tmp_path / "qa.csv"
     path.write_text(f'question,answer,context\nWhy?,Because.,"{context}"\nHow?,So.,short\n')
-    data = prepare(make_job(path, validation={"fraction": 0}))
+    data = prepare(dataset_job(path, validation={"fraction": 0}))
     assert data.stats.kept == 2
     assert data.train[0]["prompt"].startswith(context.strip()[:50])
 
 
-def test_csv_cell_past_the_limit_is_a_clear_error(tmp_path: Path, make_job: Any) -> None:
+def test_csv_cell_past_the_limit_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "qa.csv"
     big = "x" * (MAX_CSV_CELL + 1)
     path.write_text(f'question,answer,context\nWhy?,Because.,short\nHow?,So.,"{big}"\n')
-    err = bad_data(make_job(path, format="qa"))
+    err = bad_data(dataset_job(path, format="qa"))
     assert str(err).splitlines()[1] == (
         f"{path}:3: unreadable CSV: a cell is longer than {MAX_CSV_CELL} characters "
         "(the CSV cell limit); the rest of this file is not read"
@@ -110,7 +108,7 @@ def test_csv_cell_past_the_limit_is_a_clear_error(tmp_path: Path, make_job: Any)
 BOM = b"\xef\xbb\xbf"
 
 
-def test_bom_is_stripped_in_csv_json_and_jsonl(tmp_path: Path, make_job: Any) -> None:
+def test_bom_is_stripped_in_csv_json_and_jsonl(tmp_path: Path) -> None:
     rows = qa_rows(4)
     csv_text = "question,answer\n" + "".join(f"{r['question']},{r['answer']}\n" for r in rows)
     files = {
@@ -121,7 +119,7 @@ def test_bom_is_stripped_in_csv_json_and_jsonl(tmp_path: Path, make_job: Any) ->
     for name, text in files.items():
         path = tmp_path / name
         path.write_bytes(BOM + text.encode())
-        data = prepare(make_job(path, validation={"fraction": 0}))
+        data = prepare(dataset_job(path, validation={"fraction": 0}))
         assert (data.format, data.stats.kept, data.stats.skipped) == ("qa", 4, 0), name
         assert data.train[0]["prompt"] == "Question 0?"
 
@@ -135,10 +133,10 @@ def latin1_prices(tmp_path: Path) -> Path:
     return path
 
 
-def test_invalid_utf8_is_an_error_with_line_and_byte_offset(tmp_path: Path, make_job: Any) -> None:
+def test_invalid_utf8_is_an_error_with_line_and_byte_offset(tmp_path: Path) -> None:
     path = latin1_prices(tmp_path)
     offset = path.read_bytes().index(b"\xc9")
-    err = bad_data(make_job(path, format="qa"))
+    err = bad_data(dataset_job(path, format="qa"))
     assert str(err) == (
         f"{path}:3: byte offset {offset}: bytes c9 are not valid utf-8 (invalid continuation "
         "byte); set dataset.encoding to the file's encoding (e.g. latin-1), or "
@@ -146,12 +144,12 @@ def test_invalid_utf8_is_an_error_with_line_and_byte_offset(tmp_path: Path, make
     )
 
 
-def test_encoding_and_replace_opt_ins(tmp_path: Path, make_job: Any) -> None:
+def test_encoding_and_replace_opt_ins(tmp_path: Path) -> None:
     path = latin1_prices(tmp_path)
-    data = prepare(make_job(path, format="qa", encoding="latin-1", validation={"fraction": 0}))
+    data = prepare(dataset_job(path, format="qa", encoding="latin-1", validation={"fraction": 0}))
     assert data.train[1]["prompt"] == "Q1 SOCI\u00c9T\u00c9?"
     assert data.stats.warned == 0
-    data = prepare(make_job(path, format="qa", onDecodeError="replace",
+    data = prepare(dataset_job(path, format="qa", onDecodeError="replace",
                             validation={"fraction": 0}))  # fmt: skip
     assert data.train[1]["prompt"] == "Q1 SOCI\ufffdT\ufffd?"
     offset = path.read_bytes().index(b"\xc9")
@@ -160,13 +158,13 @@ def test_encoding_and_replace_opt_ins(tmp_path: Path, make_job: Any) -> None:
     ]
 
 
-def test_encoding_must_be_known_and_ascii_compatible(make_job: Any) -> None:
+def test_encoding_must_be_known_and_ascii_compatible() -> None:
     from kubetune_api.loader import InvalidSpecError
 
     with pytest.raises(InvalidSpecError) as err:
-        make_job("d.jsonl", encoding="utf-9")
+        dataset_job("d.jsonl", encoding="utf-9")
     assert str(err.value).endswith(
         "spec.dataset.encoding: unknown text encoding 'utf-9' (e.g. utf-8, latin-1, cp1252)"
     )
     with pytest.raises(InvalidSpecError, match="'utf-16' is not ASCII-compatible"):
-        make_job("d.jsonl", encoding="utf-16")
+        dataset_job("d.jsonl", encoding="utf-16")

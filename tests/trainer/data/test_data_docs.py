@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
-from data_support import REPO, write_jsonl
 
 from kubetune_api.spec_data import DatasetSpec, RatedOptions, ValidationSplit
 from kubetune_trainer.data import format_finance_answer, prepare
@@ -20,6 +19,7 @@ from kubetune_trainer.data.prepare import DETECT_ROWS
 from kubetune_trainer.data.report import Report
 from kubetune_trainer.data.templates import PREAMBLE, render
 from kubetune_trainer.errors import BadDataError
+from tests.support.trainer.data import REPO, dataset_job, write_jsonl
 
 DOC = (REPO / "docs" / "data-formats.md").read_text(encoding="utf-8")
 
@@ -92,24 +92,24 @@ def test_packing_architectures_and_fallback_note() -> None:
     assert f"`{head} (...){tail.split(')', 1)[1]}`" in doc
 
 
-def test_papers_chunk_and_trading_answer_layouts(tmp_path: Path, make_job: Any) -> None:
+def test_papers_chunk_and_trading_answer_layouts(tmp_path: Path) -> None:
     papers = tmp_path / "p.json"
     papers.write_text(json.dumps([{"title": "<title>", "abstract": "<text>"}]))
-    chunk = prepare(make_job(papers, format="papers", validation={"fraction": 0})).train[0]
+    chunk = prepare(dataset_job(papers, format="papers", validation={"fraction": 0})).train[0]
     assert block(chunk["text"]) in DOC
     prices = ["date,ticker,open,high,low,close,volume"] + [
         f"2024-01-{d:02d},ACME,10,12,9,{10 + d / 10},1000" for d in range(2, 20)
     ]
     (tmp_path / "prices.csv").write_text("\n".join(prices) + "\n")
     write_jsonl(tmp_path / "news.jsonl", [])
-    rec = prepare(make_job(tmp_path / "prices.csv", format="trading",
+    rec = prepare(dataset_job(tmp_path / "prices.csv", format="trading",
                            trading={"window": 5, "horizon": 2})).train[0]  # fmt: skip
     keys = list(json.loads(rec["completion"]))
     assert "keys in this order: " + ", ".join(f"`{k}`" for k in keys) + "." in DOC.replace(
         "\n", " ")  # fmt: skip
 
 
-def test_reading_rules_and_their_limits(tmp_path: Path, make_job: Any, monkeypatch: Any) -> None:
+def test_reading_rules_and_their_limits(tmp_path: Path, monkeypatch: Any) -> None:
     """Encoding, limits, dedupe, per-row problems, gaps and validation size, as coded."""
     from kubetune_api.spec_data import TradingOptions
     from kubetune_trainer.data.decoding import MAX_CSV_CELL, MAX_DEPTH
@@ -131,7 +131,7 @@ def test_reading_rules_and_their_limits(tmp_path: Path, make_job: Any, monkeypat
     lines = [b"question,answer", b"Q0?,A0.", "Q1 SOCI\u00c9T\u00c9?,A1.".encode("latin-1")]
     Path("data.csv").write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(BadDataError) as err:
-        prepare(make_job("data.csv", format="qa"))
+        prepare(dataset_job("data.csv", format="qa"))
     assert block(str(err.value)) in DOC
     from datetime import date, timedelta
 
@@ -143,5 +143,5 @@ def test_reading_rules_and_their_limits(tmp_path: Path, make_job: Any, monkeypat
     rows = [f"{d},ACME,10,12,9,11,1000" for d in days]
     Path("prices.csv").write_text("\n".join(["date,ticker,open,high,low,close,volume", *rows]))
     with pytest.raises(BadDataError) as err:
-        prepare(make_job("prices.csv", format="trading", trading={"window": 5, "horizon": 2}))
+        prepare(dataset_job("prices.csv", format="trading", trading={"window": 5, "horizon": 2}))
     assert f"  ```\n  {str(err.value).splitlines()[1]}\n  ```" in DOC

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import yaml
 from click.testing import CliRunner
-from data_support import job_dict, write_jsonl
 
 from kubetune_trainer.cli import main
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.duplicates import DEDUPE_RULE
+from tests.support.trainer.data import dataset_job, job_dict, write_jsonl
 
 
 def rows_with_duplicates(tmp_path: Path) -> Path:
@@ -23,9 +22,9 @@ def rows_with_duplicates(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "d.jsonl", [a, b, a, b, json.dumps(a, sort_keys=True), c])
 
 
-def test_duplicates_are_counted_and_reported(tmp_path: Path, make_job: Any) -> None:
+def test_duplicates_are_counted_and_reported(tmp_path: Path) -> None:
     path = rows_with_duplicates(tmp_path)
-    data = prepare(make_job(path, validation={"fraction": 0}))
+    data = prepare(dataset_job(path, validation={"fraction": 0}))
     s = data.stats
     assert (s.read, s.kept, s.duplicates, s.filtered, s.warned) == (6, 6, 3, 0, 3)
     note = "(dataset.dedupe: true removes duplicates)"
@@ -36,24 +35,22 @@ def test_duplicates_are_counted_and_reported(tmp_path: Path, make_job: Any) -> N
     ]
 
 
-def test_dedupe_removes_them(tmp_path: Path, make_job: Any) -> None:
+def test_dedupe_removes_them(tmp_path: Path) -> None:
     path = rows_with_duplicates(tmp_path)
-    data = prepare(make_job(path, dedupe=True, validation={"fraction": 0}))
+    data = prepare(dataset_job(path, dedupe=True, validation={"fraction": 0}))
     s = data.stats
     assert (s.read, s.kept, s.duplicates, s.filtered, s.warned) == (6, 3, 3, 3, 0)
     assert s.filtered_by == {DEDUPE_RULE: 3}
     assert [r["meta"]["source"] for r in data.train] == [f"{path}:{n}" for n in (1, 2, 6)]
 
 
-def test_duplicate_price_rows_are_dropped_before_the_order_check(
-    tmp_path: Path, make_job: Any
-) -> None:
+def test_duplicate_price_rows_are_dropped_before_the_order_check(tmp_path: Path) -> None:
     lines = ["date,ticker,open,high,low,close,volume"] + [
         f"2024-01-{d:02d},ACME,10,12,9,{10 + d / 10},1000" for d in range(2, 20)
     ]
     lines.insert(5, lines[4])  # the same day twice (an export appended twice, say)
     (tmp_path / "prices.csv").write_text("\n".join(lines) + "\n")
-    job = make_job(tmp_path / "prices.csv", format="trading", dedupe=True,
+    job = dataset_job(tmp_path / "prices.csv", format="trading", dedupe=True,
                    trading={"window": 5, "horizon": 2})  # fmt: skip
     data = prepare(job)
     assert (data.stats.duplicates, data.stats.skipped, data.stats.filtered) == (1, 0, 1)

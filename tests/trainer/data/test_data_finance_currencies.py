@@ -4,14 +4,13 @@ ISO code or symbol, before or after the number); words, counts and years are kep
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from data_support import REPO, write_jsonl
 
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.formats.finance import CURRENCIES, placeholder_violations
 from kubetune_trainer.errors import BadDataError
+from tests.support.trainer.data import REPO, dataset_job, write_jsonl
 
 FIN = {
     "question": "Should I hold 7203.T?", "answer": "Hold at <PRICE>.",
@@ -32,10 +31,10 @@ KEPT = [
 
 
 @pytest.mark.parametrize("amount", CAUGHT)
-def test_amounts_in_every_currency_are_bad_rows(tmp_path: Path, make_job: Any, amount: str) -> None:
+def test_amounts_in_every_currency_are_bad_rows(tmp_path: Path, amount: str) -> None:
     path = write_jsonl(tmp_path / "f.jsonl", [FIN, {**FIN, "answer": f"Hold at {amount} today."}])
     with pytest.raises(BadDataError) as err:
-        prepare(make_job(path, format="finance_qa"))
+        prepare(dataset_job(path, format="finance_qa"))
     lines = str(err.value).splitlines()
     assert lines[0].startswith(f"{path}: 1 invalid row(s)")
     assert lines[1] == (
@@ -44,10 +43,10 @@ def test_amounts_in_every_currency_are_bad_rows(tmp_path: Path, make_job: Any, a
     )
 
 
-def test_words_counts_and_years_are_kept(tmp_path: Path, make_job: Any) -> None:
+def test_words_counts_and_years_are_kept(tmp_path: Path) -> None:
     rows = [{**FIN, "rationale": f"Moved <CHANGE>; {kept}."} for kept in KEPT]
     path = write_jsonl(tmp_path / "f.jsonl", rows)
-    data = prepare(make_job(path, format="finance_qa", validation={"fraction": 0}))
+    data = prepare(dataset_job(path, format="finance_qa", validation={"fraction": 0}))
     assert (data.stats.kept, data.stats.skipped) == (len(KEPT), 0)
     assert all(placeholder_violations(k) == [] for k in KEPT)
 

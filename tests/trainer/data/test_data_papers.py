@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data_support import REPO
 
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.formats.papers_text import clean, sections
 from kubetune_trainer.data.tokenize import tokenize_text
+from tests.support.trainer.data import REPO, dataset_job
 
 SAMPLE = REPO / "examples" / "data" / "papers" / "papers.json"
 SYMBOLS = ["BRCA1", "TP53", "p.Val600Glu", "rs429358", "ACGTTGCA", "c.68_69delAG",
@@ -49,9 +49,7 @@ def test_sections_follow_headings() -> None:
     "heading", ["## References", "5. References", "REFERENCES", "Bibliography",
                 "6.1 Literature Cited", "References:"],
 )  # fmt: skip
-def test_reference_lists_are_dropped_in_every_heading_style(
-    tmp_path: Path, make_job: Any, heading: str
-) -> None:
+def test_reference_lists_are_dropped_in_every_heading_style(tmp_path: Path, heading: str) -> None:
     full = (
         "## Introduction\nTP53 loss drives the phenotype.\n\n4. Discussion\n"
         f"BRCA1 carriers differ.\n\n{heading}\n1. Smith J. Cancer genomics. Nature. 2020.\n"
@@ -61,15 +59,15 @@ def test_reference_lists_are_dropped_in_every_heading_style(
     paper = {"title": "T", "abstract": "ACGTTGCA motifs.", "full_text": full, "doi": "10.1/x"}
     path = tmp_path / "p.json"
     path.write_text(json.dumps([paper]))
-    data = prepare(make_job(path, format="papers", validation={"fraction": 0}))
+    data = prepare(dataset_job(path, format="papers", validation={"fraction": 0}))
     texts = [r["text"] for r in data.train]
     assert [r["meta"]["section"] for r in data.train] == ["Abstract", "Introduction", "Discussion"]
     assert texts[-1].endswith("Section: Discussion\n\nBRCA1 carriers differ.")
     assert not any("Smith" in t or "Doe" in t or heading.split()[-1] in t for t in texts)
 
 
-def test_chunks_fit_tokens_and_overlap(make_job: Any, tokenizer: Any) -> None:
-    job = make_job(SAMPLE, max_seq_length=96, papers={"chunkOverlap": 16})
+def test_chunks_fit_tokens_and_overlap(tokenizer: Any) -> None:
+    job = dataset_job(SAMPLE, max_seq_length=96, papers={"chunkOverlap": 16})
     data = prepare(job, tokenizer=tokenizer)
     chunks = data.train + data.validation
     assert data.kind == "text" and len(chunks) > 40
@@ -92,19 +90,19 @@ def test_chunks_fit_tokens_and_overlap(make_job: Any, tokenizer: Any) -> None:
         r["meta"]["group"] for r in data.validation}  # fmt: skip
 
 
-def test_approximate_chunking_without_tokenizer(make_job: Any) -> None:
-    data = prepare(make_job(SAMPLE, max_seq_length=64))
+def test_approximate_chunking_without_tokenizer() -> None:
+    data = prepare(dataset_job(SAMPLE, max_seq_length=64))
     assert all(len(r["text"]) / 4 <= 64 * 1.3 for r in data.train)
 
 
-def test_min_quality_and_classification(make_job: Any) -> None:
-    data = prepare(make_job(SAMPLE, papers={"minQuality": 0.7}))
+def test_min_quality_and_classification() -> None:
+    data = prepare(dataset_job(SAMPLE, papers={"minQuality": 0.7}))
     papers = json.loads(SAMPLE.read_text())
     kept = {p["doi"] for p in papers if p["quality"] >= 0.7}
     assert {r["meta"]["group"] for r in data.train + data.validation} == kept
     assert data.stats.filtered == len(papers) - len(kept)
     cls = prepare(
-        make_job(
+        dataset_job(
             SAMPLE,
             papers={"labelField": "label"},
             _model={"task": "sequence_classification", "numLabels": 3},
@@ -130,11 +128,11 @@ def test_min_quality_and_classification(make_job: Any) -> None:
         ({"title": "T", "abstract": "[1] [2]"}, "no text left after cleaning"),
     ],
 )
-def test_bad_papers(tmp_path: Path, make_job: Any, paper: dict, reason: str) -> None:
+def test_bad_papers(tmp_path: Path, paper: dict, reason: str) -> None:
     good = {"title": "Good", "abstract": "BRCA1 matters."}
     path = tmp_path / "p.json"
     path.write_text("[\n" + ",\n".join(json.dumps(p) for p in [good, good, paper]) + "\n]")
-    data = prepare(make_job(path, format="papers", bad_rows="skip"))
+    data = prepare(dataset_job(path, format="papers", bad_rows="skip"))
     assert len(data.stats.problems) == 1
     assert data.stats.problems[0].startswith(f"{path}:4: ")
     assert reason in data.stats.problems[0]

@@ -13,6 +13,7 @@ import pytest
 
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.formats.papers import GLUE, approx_tokens
+from tests.support.trainer.data import dataset_job
 
 
 def dna_paper(tmp_path: Path, n: int = 200_000) -> tuple[Path, str]:
@@ -30,12 +31,12 @@ def body(chunk: str) -> str:
 
 @pytest.mark.parametrize("with_tokenizer", [False, True])
 def test_a_long_unbroken_span_is_split_to_fit(
-    tmp_path: Path, make_job: Any, tokenizer: Any, with_tokenizer: bool
+    tmp_path: Path, tokenizer: Any, with_tokenizer: bool
 ) -> None:
     n = 200_000 if not with_tokenizer else 20_000
     path, seq = dna_paper(tmp_path, n)
     tok = tokenizer if with_tokenizer else None
-    job = make_job(path, format="papers", maxSeqLength=128, validation={"fraction": 0})
+    job = dataset_job(path, format="papers", maxSeqLength=128, validation={"fraction": 0})
     chunks = [r["text"] for r in prepare(job, tok).train]
     assert len(chunks) > n // (4 * 128)  # many chunks, not one giant one
     for chunk in chunks:

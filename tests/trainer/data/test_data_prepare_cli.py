@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from data_support import REPO, job_dict, write_jsonl
 
 from kubetune_trainer.cli import main
+from tests.support.trainer.data import REPO, job_dict, write_jsonl
 
 QA = [{"question": f"What is test {i}?", "answer": f"Result {i}. " * (1 + 20 * (i == 3))}
       for i in range(10)]  # fmt: skip
@@ -92,7 +92,7 @@ def test_prepare_every_example_job(
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["prepare", str(example), "--out", str(out), *overrides])
     assert res.exit_code == 0, res.output
-    printed = res.output.splitlines()
+    printed = res.stdout.splitlines()
     read = re.fullmatch(r"read: (\d+) rows; skipped \(bad\): 0; filtered: (\d+)", printed[1])
     kept = re.fullmatch(r"kept: (\d+) examples \(train (\d+), validation (\d+)\)", printed[2])
     assert read and kept, res.output
@@ -115,3 +115,45 @@ def test_prepare_every_example_job(
     if not (data.format == "papers" and data.kind == "text" and counted):  # else re-chunked
         assert fp.group(1) == data.fingerprint
         assert [json.loads(line) for line in train] == data.train
+
+
+def test_output_is_the_artifact_root_and_json_says_what_text_says(
+    tmp_path: Path, tokenizer: Any
+) -> None:
+    tokenizer.save_pretrained(tmp_path / "tok")
+    job = job_dict(str(write_jsonl(tmp_path / "qa.jsonl", QA)), maxSeqLength=48, template="plain")
+    job["spec"]["model"]["base"] = str(tmp_path / "tok")
+    text = run(tmp_path, job, "--output", str(tmp_path / "root"))
+    assert text.exit_code == 0, text.output
+    folder = tmp_path / "root" / "default" / "t" / "prepared"  # ROOT/<namespace>/<name>/prepared
+    assert f"wrote: {folder / 'train.jsonl'}, {folder / 'validation.jsonl'}" in text.stdout
+    res = run(tmp_path, job, "--output", str(tmp_path / "root"), "-o", "json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)  # one JSON document, nothing else on stdout
+    assert (got["read"], got["kept"], got["train_examples"], got["validation_examples"]) == (
+        10, 10, 9, 1
+    )  # fmt: skip
+    assert got["truncated"] == 1 and got["truncated_not_counted"] is None
+    assert got["max_seq_length"] == 48 and got["format"] == "qa" and got["kind"] == "sft"
+    assert got["train_path"] == str(folder / "train.jsonl")
+    assert f"fingerprint: {got['fingerprint']}" in text.stdout
+    assert set(got) == {
+        "format", "kind", "read", "skipped", "filtered", "filtered_by", "kept",
+        "train_examples", "validation_examples", "problems", "duplicates",
+        "duplicates_removed", "validation_note", "warned", "warnings", "truncated",
+        "truncated_not_counted", "max_seq_length", "fingerprint", "train_path",
+        "validation_path",
+    }  # fmt: skip
+
+
+def test_out_is_a_deprecated_alias_and_output_must_be_local(tmp_path: Path) -> None:
+    job = job_dict(str(write_jsonl(tmp_path / "qa.jsonl", QA)))
+    res = run(tmp_path, job, "--out", str(tmp_path / "here"))
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "here" / "train.jsonl").is_file()  # the folder itself, as before
+    assert "--out is deprecated: use --output ROOT" in res.stderr
+    s3 = run(tmp_path, job, "--output", "s3://bucket/runs")
+    assert s3.exit_code == 2 and "prepare writes local files" in s3.output
+    assert not list(tmp_path.glob("**/prepared"))
+    show = run(tmp_path, job, "--show", "2", "-o", "json")
+    assert show.exit_code == 2 and "--show prints text" in show.output

@@ -7,12 +7,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from data_support import REPO
 
 from kubetune_trainer.data import parse_finance_answer, prepare
+from tests.support.trainer.data import REPO, dataset_job
 
 DATA = REPO / "examples" / "data"
 # (file, dataset extras, objective, expected format, expected kind, rows read)
@@ -30,17 +29,17 @@ SAMPLES = [
 
 @pytest.mark.parametrize(("name", "extra", "objective", "fmt", "kind", "read"), SAMPLES)
 def test_sample_is_clean_and_auto_detected(
-    make_job: Any, name: str, extra: dict, objective: str, fmt: str, kind: str, read: int
+    name: str, extra: dict, objective: str, fmt: str, kind: str, read: int
 ) -> None:
     path = DATA / name
     assert path.stat().st_size < 300_000
-    data = prepare(make_job(path, _objective=objective, **extra))  # format: auto
+    data = prepare(dataset_job(path, _objective=objective, **extra))  # format: auto
     assert (data.format, data.kind, data.stats.read) == (fmt, kind, read)
     assert data.stats.problems == [] and data.train and data.validation
 
 
-def test_finance_sample_is_consistent_and_learnable(make_job: Any) -> None:
-    data = prepare(make_job(DATA / "finance_qa/train.jsonl"))
+def test_finance_sample_is_consistent_and_learnable() -> None:
+    data = prepare(dataset_job(DATA / "finance_qa/train.jsonl"))
     for rec in data.train + data.validation:
         parsed = parse_finance_answer(rec["completion"])
         assert parsed["complete"] and parsed["citations"] and parsed["risk"]

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 from click.testing import CliRunner
-from data_support import job_dict, write_jsonl
 
 from kubetune_trainer.cli import main
+from tests.support.trainer.data import job_dict, write_jsonl
 
 QA = [{"question": f"What is test {i}?", "answer": f"Result {i}."} for i in range(6)]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from data_support import job_dict, write_jsonl
 
 from kubetune_trainer.cli import main
+from tests.support.trainer.data import job_dict, write_jsonl
 
 QA = [{"question": f"Q{i}?", "answer": f"A{i}."} for i in range(6)]
 

@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data_support import REPO, write_jsonl
 
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.formats.trading import MAX_SUMMARY, parse_recommendation
+from tests.support.trainer.data import REPO, dataset_job, write_jsonl
 
 SAMPLE = REPO / "examples" / "data" / "trading"
 OPTS = {"news": "", "window": 10, "horizon": 5, "holdBandPct": 1.0}
 
 
-def job(make_job: Any, folder: Path, **kw: Any) -> Any:
+def job(folder: Path, **kw: Any) -> Any:
     opts = {**OPTS, "news": str(folder / "news.jsonl"), **kw}
-    return make_job(folder / "prices.csv", format="trading", trading=opts,
+    return dataset_job(folder / "prices.csv", format="trading", trading=opts,
                     validation={"fraction": 0.2})  # fmt: skip
 
 
@@ -36,8 +36,8 @@ def by_key(data: Any) -> dict[tuple[str, str], dict]:
     return {(r["meta"]["ticker"], r["meta"]["date"]): r for r in data.train + data.validation}
 
 
-def test_changing_the_future_leaves_inputs_unchanged(sample: Path, make_job: Any) -> None:
-    before = by_key(prepare(job(make_job, sample, window=20)))
+def test_changing_the_future_leaves_inputs_unchanged(sample: Path) -> None:
+    before = by_key(prepare(job(sample, window=20)))
     cut = "2023-06-15"
     rows = list(csv.DictReader((sample / "prices.csv").open()))
     for r in rows:  # a consistent but different ACME future: prices doubled, volume x5
@@ -54,7 +54,7 @@ def test_changing_the_future_leaves_inputs_unchanged(sample: Path, make_job: Any
              "summary": "Shares will double.", "source": "Oracle"}
             for day in ("2023-06-16", "2023-07-03", "2023-09-01")]  # fmt: skip
     (sample / "news.jsonl").write_text(news + "".join(json.dumps(n) + "\n" for n in late))
-    after = by_key(prepare(job(make_job, sample, window=20)))
+    after = by_key(prepare(job(sample, window=20)))
     acme = sorted(k for k in before if k[0] == "ACME")
     assert len(acme) > 200
     changed_targets = 0
@@ -75,8 +75,8 @@ def test_changing_the_future_leaves_inputs_unchanged(sample: Path, make_job: Any
     assert float(ratio.findall(first_after)[0]) > 2.5 * old_ratio  # 5x volume on that day
 
 
-def test_labels_follow_realized_forward_return(sample: Path, make_job: Any) -> None:
-    data = prepare(job(make_job, sample))
+def test_labels_follow_realized_forward_return(sample: Path) -> None:
+    data = prepare(job(sample))
     closes: dict[tuple[str, str], float] = {}
     for r in csv.DictReader((sample / "prices.csv").open()):
         closes[(r["ticker"], r["date"])] = float(r["close"])
@@ -94,8 +94,8 @@ def test_labels_follow_realized_forward_return(sample: Path, make_job: Any) -> N
         assert "RSI14" in ans["rationale"]
 
 
-def test_split_is_chronological_and_purged(sample: Path, make_job: Any) -> None:
-    data = prepare(job(make_job, sample))
+def test_split_is_chronological_and_purged(sample: Path) -> None:
+    data = prepare(job(sample))
     first_val = min(r["meta"]["date"] for r in data.validation)
     assert all(r["meta"]["target_date"] < first_val for r in data.train)
     assert parse_recommendation('noise {"x": 1} then {"action": "hold", "confidence": 0.6}') == {
@@ -121,16 +121,16 @@ GOOD = [f"2024-01-{d:02d},ACME,10,11,9,10.5,1000" for d in range(2, 30)]
         ("2024-01-31,,10,11,9,10.5,1000", "field `ticker` is empty"),
     ],
 )
-def test_bad_price_rows(tmp_path: Path, make_job: Any, row: str, reason: str) -> None:
+def test_bad_price_rows(tmp_path: Path, row: str, reason: str) -> None:
     (tmp_path / "prices.csv").write_text("\n".join([HEAD, *GOOD, row]) + "\n")
     write_jsonl(tmp_path / "news.jsonl", [])
-    data = prepare(make_job(tmp_path / "prices.csv", format="trading", bad_rows="skip",
+    data = prepare(dataset_job(tmp_path / "prices.csv", format="trading", bad_rows="skip",
                             trading={"window": 5, "horizon": 2}))  # fmt: skip
     assert len(data.stats.problems) == 1
     assert data.stats.problems[0].startswith(f"{tmp_path / 'prices.csv'}:30: {reason}")
 
 
-def test_news_summaries_appear_under_their_headlines(tmp_path: Path, make_job: Any) -> None:
+def test_news_summaries_appear_under_their_headlines(tmp_path: Path) -> None:
     (tmp_path / "prices.csv").write_text("\n".join([HEAD, *GOOD]) + "\n")
     long = "Revenue   rose on\nstrong demand for the new line. " * 20
     news = write_jsonl(tmp_path / "news.jsonl", [
@@ -139,7 +139,7 @@ def test_news_summaries_appear_under_their_headlines(tmp_path: Path, make_job: A
         {"date": "2024-01-05", "ticker": "ACME", "headline": "Acme beats", "summary": long},
         {"date": "2024-01-08", "ticker": "ACME", "headline": "Acme quiet"},
     ])  # fmt: skip
-    data = prepare(make_job(tmp_path / "prices.csv", format="trading",
+    data = prepare(dataset_job(tmp_path / "prices.csv", format="trading",
                             trading={"window": 5, "horizon": 2, "news": str(news)}))  # fmt: skip
     rec = next(r for r in data.train if r["meta"]["date"] == "2024-01-08")
     lines = rec["prompt"].splitlines()
@@ -166,21 +166,21 @@ def test_news_summaries_appear_under_their_headlines(tmp_path: Path, make_job: A
         ({"date": "2024-01-05", "headline": "x"}, "missing field `ticker`"),
     ],
 )
-def test_bad_news_rows(tmp_path: Path, make_job: Any, item: dict, reason: str) -> None:
+def test_bad_news_rows(tmp_path: Path, item: dict, reason: str) -> None:
     (tmp_path / "prices.csv").write_text("\n".join([HEAD, *GOOD]) + "\n")
     ok = {"date": "2024-01-04", "ticker": "acme", "headline": "Acme opens plant"}
     news = write_jsonl(tmp_path / "news.jsonl", [ok, item])
-    data = prepare(make_job(tmp_path / "prices.csv", format="trading", bad_rows="skip",
+    data = prepare(dataset_job(tmp_path / "prices.csv", format="trading", bad_rows="skip",
                             trading={"window": 5, "horizon": 2, "news": str(news)}))  # fmt: skip
     assert data.stats.problems == [f"{news}:2: " + data.stats.problems[0].split(": ", 1)[1]]
     assert reason in data.stats.problems[0]
     assert any("Acme opens plant" in r["prompt"] for r in data.train + data.validation)
 
 
-def test_field_map_and_auto_detection(tmp_path: Path, make_job: Any) -> None:
+def test_field_map_and_auto_detection(tmp_path: Path) -> None:
     rows = [line.replace(",ACME,", ",acme,") for line in GOOD]
     (tmp_path / "p.csv").write_text("\n".join(["Day,Symbol,open,high,low,close,volume", *rows]))
-    data = prepare(make_job(tmp_path / "p.csv", field_map={"date": "Day", "ticker": "Symbol"},
+    data = prepare(dataset_job(tmp_path / "p.csv", field_map={"date": "Day", "ticker": "Symbol"},
                             trading={"window": 5, "horizon": 2}))  # fmt: skip
     assert data.format == "trading" and data.stats.problems == []
     assert {r["meta"]["ticker"] for r in data.train} == {"ACME"}

@@ -4,15 +4,14 @@ over zero examples are null (with their count), never 0.0."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 from click.testing import CliRunner
-from data_support import job_dict, write_jsonl
 
 from kubetune_trainer.cli import main
 from kubetune_trainer.data import prepare
 from kubetune_trainer.evaluation.domain import finance_metrics, trading_metrics
+from tests.support.trainer.data import dataset_job, job_dict, write_jsonl
 
 TAIL = ("; no base/tuned comparison will be made (add data, raise validation.fraction, or "
         "give validation.source)")  # fmt: skip
@@ -23,26 +22,26 @@ def qa(n: int, same_answer: bool = False) -> list[dict[str, str]]:
             for i in range(n)]  # fmt: skip
 
 
-def test_one_group_fraction_zero_and_min_examples(tmp_path: Path, make_job: Any) -> None:
+def test_one_group_fraction_zero_and_min_examples(tmp_path: Path) -> None:
     same = write_jsonl(tmp_path / "same.jsonl", qa(10, same_answer=True))
-    assert prepare(make_job(same)).stats.validation_note == (
+    assert prepare(dataset_job(same)).stats.validation_note == (
         "validation has 0 example(s), fewer than validation.minExamples 1: every example is "
         "in one split group (identical answers, or a single paper), and a group is never "
         "split" + TAIL
     )
     many = write_jsonl(tmp_path / "many.jsonl", qa(40))
-    assert prepare(make_job(many, validation={"fraction": 0})).stats.validation_note == (
+    assert prepare(dataset_job(many, validation={"fraction": 0})).stats.validation_note == (
         "validation has 0 example(s), fewer than validation.minExamples 1: "
         "validation.fraction is 0" + TAIL
     )
-    data = prepare(make_job(many, validation={"fraction": 0.1, "minExamples": 20}))
+    data = prepare(dataset_job(many, validation={"fraction": 0.1, "minExamples": 20}))
     n = len(data.validation)
     assert 0 < n < 20
     assert data.stats.validation_note == (
         f"validation has {n} example(s), fewer than validation.minExamples 20: "
         f"validation.fraction 0.1 of the data's groups gave {n}" + TAIL
     )
-    assert prepare(make_job(many)).stats.validation_note is None
+    assert prepare(dataset_job(many)).stats.validation_note is None
 
 
 def test_prepare_prints_the_warning(tmp_path: Path) -> None:

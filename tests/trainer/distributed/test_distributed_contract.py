@@ -7,24 +7,18 @@ from typing import Any
 import pytest
 
 from kubetune_api.constants import Env, ExitCode
-from kubetune_api.loader import parse_job
 from kubetune_api.spec import FineTuneJob
 from kubetune_trainer.distributed import LaunchEnvError, read_launch_env, torchrun_command
+from tests.support.builders import MINIMAL_SPEC, make_job
 
 
-def make_job(**distributed: Any) -> FineTuneJob:
-    return parse_job(
-        {
-            "apiVersion": "kubetune.io/v1alpha1",
-            "kind": "FineTuneJob",
-            "metadata": {"name": "llama-med", "namespace": "team-a"},
-            "spec": {
-                "model": {"base": "builtin:tiny-llama"},
-                "dataset": {"source": "data.jsonl", "format": "instruction"},
-                "distributed": distributed,
-                "output": {"uri": "s3://bucket/runs"},
-            },
-        }
+def launch_job(**distributed: Any) -> FineTuneJob:
+    return make_job(
+        "s3://bucket/runs",
+        "llama-med",
+        namespace="team-a",
+        base=MINIMAL_SPEC,
+        distributed=distributed,
     )
 
 
@@ -46,7 +40,7 @@ def pod_env(**over: str) -> dict[str, str]:
     return {k: v for k, v in env.items() if v != "<unset>"}
 
 
-JOB = make_job(nodes=2, processesPerNode=2, rendezvousTimeoutSeconds=300)
+JOB = launch_job(nodes=2, processesPerNode=2, rendezvousTimeoutSeconds=300)
 
 
 def option(cmd: list[str], name: str) -> str:
@@ -88,7 +82,7 @@ def test_pod_zero_hosts_the_rendezvous_store() -> None:
 
 
 def test_port_and_timeout_default_to_the_spec() -> None:
-    job = make_job(nodes=2, masterPort=31000, rendezvousTimeoutSeconds=45)
+    job = launch_job(nodes=2, masterPort=31000, rendezvousTimeoutSeconds=45)
     env = pod_env(
         **{Env.MASTER_PORT: "<unset>", Env.RDZV_TIMEOUT: "<unset>", Env.NPROC_PER_NODE: "1"}
     )
@@ -98,7 +92,7 @@ def test_port_and_timeout_default_to_the_spec() -> None:
 
 
 def test_single_node_needs_no_index_or_master() -> None:
-    job = make_job(processesPerNode=2)
+    job = launch_job(processesPerNode=2)
     env = pod_env(**{Env.NNODES: "1", Env.NODE_RANK: "<unset>", Env.MASTER_ADDR: "<unset>"})
     launch = read_launch_env(env, job)
     assert (launch.node_rank, launch.master_addr, launch.world_size) == (0, "127.0.0.1", 2)

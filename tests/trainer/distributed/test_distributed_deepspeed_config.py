@@ -7,32 +7,26 @@ from typing import Any
 
 import pytest
 
-from kubetune_api.loader import InvalidSpecError, parse_job
+from kubetune_api.loader import InvalidSpecError
 from kubetune_api.spec import FineTuneJob
 from kubetune_trainer.distributed import deepspeed_config
 from kubetune_trainer.errors import ConfigError
+from tests.support.builders import MINIMAL_SPEC, make_job
 
 
-def make_job(
+def ds_job(
     distributed: dict[str, Any],
     training: dict[str, Any] | None = None,
     quantization: dict[str, Any] | None = None,
 ) -> FineTuneJob:
-    spec: dict[str, Any] = {
-        "model": {"base": "builtin:tiny-llama"},
-        "dataset": {"source": "data.jsonl", "format": "instruction"},
-        "distributed": distributed,
-        "training": training or {},
-    }
-    if quantization:
-        spec["quantization"] = quantization
-    return parse_job(
-        {
-            "apiVersion": "kubetune.io/v1alpha1",
-            "kind": "FineTuneJob",
-            "metadata": {"name": "ds"},
-            "spec": spec,
-        }
+    extra = {"quantization": quantization} if quantization else {}
+    return make_job(
+        name="ds",
+        namespace=None,
+        base=MINIMAL_SPEC,
+        distributed=distributed,
+        training=training or {},
+        **extra,
     )
 
 
@@ -47,7 +41,7 @@ AUTO_KEYS = (
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_trainer_owned_values_are_auto(stage: str) -> None:
-    cfg = deepspeed_config(make_job({"deepspeed": stage}))
+    cfg = deepspeed_config(ds_job({"deepspeed": stage}))
     assert all(cfg[k] == "auto" for k in AUTO_KEYS)
     assert cfg["bf16"] == {"enabled": "auto"}
     assert cfg["fp16"] == {"enabled": "auto"}
@@ -57,18 +51,18 @@ def test_trainer_owned_values_are_auto(stage: str) -> None:
 
 
 def test_zero2_has_no_zero3_keys() -> None:
-    zero = deepspeed_config(make_job({"deepspeed": "zero2"}))["zero_optimization"]
+    zero = deepspeed_config(ds_job({"deepspeed": "zero2"}))["zero_optimization"]
     assert not any(k.startswith("stage3") or k == "offload_param" for k in zero)
 
 
 def test_zero3_gathers_weights_for_saving() -> None:
-    zero = deepspeed_config(make_job({"deepspeed": "zero3"}))["zero_optimization"]
+    zero = deepspeed_config(ds_job({"deepspeed": "zero3"}))["zero_optimization"]
     assert zero["stage3_gather_16bit_weights_on_model_save"] is True
     assert "offload_param" not in zero and "offload_optimizer" not in zero
 
 
 def test_offload_zero2_moves_the_optimizer_only() -> None:
-    cfg = deepspeed_config(make_job({"deepspeed": "zero2", "cpuOffload": True}))
+    cfg = deepspeed_config(ds_job({"deepspeed": "zero2", "cpuOffload": True}))
     assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert "offload_param" not in cfg["zero_optimization"]
     # DeepSpeed's CPU Adam steps offloaded state; hyper-parameters still come from the Trainer.
@@ -77,44 +71,40 @@ def test_offload_zero2_moves_the_optimizer_only() -> None:
 
 
 def test_offload_zero3_moves_parameters_too() -> None:
-    zero = deepspeed_config(make_job({"deepspeed": "zero3", "cpuOffload": True}))[
-        "zero_optimization"
-    ]
+    zero = deepspeed_config(ds_job({"deepspeed": "zero3", "cpuOffload": True}))["zero_optimization"]
     assert zero["offload_optimizer"]["device"] == "cpu"
     assert zero["offload_param"]["device"] == "cpu"
 
 
 def test_none_has_no_config() -> None:
     with pytest.raises(ConfigError, match=r"spec\.distributed\.deepspeed"):
-        deepspeed_config(make_job({}))
-    make_job({}, {"optimizer": "sgd"})  # no DeepSpeed: no DeepSpeed rules
+        deepspeed_config(ds_job({}))
+    ds_job({}, {"optimizer": "sgd"})  # no DeepSpeed: no DeepSpeed rules
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw_8bit", "paged_adamw_8bit"])
 def test_offload_needs_an_offloadable_optimizer(optimizer: str) -> None:
     """A contract rule (spec.py): `kubetune validate` and the operator refuse it too."""
     with pytest.raises(InvalidSpecError) as err:
-        make_job({"deepspeed": "zero2", "cpuOffload": True}, {"optimizer": optimizer})
+        ds_job({"deepspeed": "zero2", "cpuOffload": True}, {"optimizer": optimizer})
     (problem,) = err.value.errors
     assert problem.path == "spec.training.optimizer" and "cpuOffload" in problem.message
 
 
 def test_bitsandbytes_optimizer_cannot_step_zero3() -> None:
     with pytest.raises(InvalidSpecError, match=r"'adamw_8bit' \(bitsandbytes\)"):
-        make_job({"deepspeed": "zero3"}, {"optimizer": "adamw_8bit"})
-    deepspeed_config(make_job({"deepspeed": "zero2"}, {"optimizer": "adamw_8bit"}))
+        ds_job({"deepspeed": "zero3"}, {"optimizer": "adamw_8bit"})
+    deepspeed_config(ds_job({"deepspeed": "zero2"}, {"optimizer": "adamw_8bit"}))
 
 
 def test_spec_rules_for_quantized_zero3_still_apply() -> None:
     """The contract rejects these before any config is built (spec.py validators)."""
     with pytest.raises(InvalidSpecError, match="quantStorageDtype"):
-        make_job({"deepspeed": "zero3"}, quantization={"mode": "4bit"})
-    ok = make_job(
-        {"deepspeed": "zero3"}, quantization={"mode": "4bit", "quantStorageDtype": "bf16"}
-    )
+        ds_job({"deepspeed": "zero3"}, quantization={"mode": "4bit"})
+    ok = ds_job({"deepspeed": "zero3"}, quantization={"mode": "4bit", "quantStorageDtype": "bf16"})
     assert deepspeed_config(ok)["zero_optimization"]["stage"] == 3
     with pytest.raises(InvalidSpecError, match="8-bit"):
-        make_job({"deepspeed": "zero3"}, quantization={"mode": "8bit"})
+        ds_job({"deepspeed": "zero3"}, quantization={"mode": "8bit"})
 
 
 @pytest.mark.parametrize("offload", [False, True])
@@ -125,7 +115,7 @@ def test_config_is_bound_to_the_engines_training_arguments(tmp_path: Path, offlo
 
     from kubetune_trainer.engine.args import training_kwargs
 
-    job = make_job(
+    job = ds_job(
         {"deepspeed": "zero3", "cpuOffload": offload},
         {"microBatchSize": 3, "gradientAccumulation": 4, "precision": "bf16", "maxGradNorm": 0.5},
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dist_support import (
+from kubetune_api.constants import ExitCode
+from tests.support.trainer.distributed import (
     HERE,
     PYTHON,
     Procs,
@@ -18,8 +19,6 @@ from dist_support import (
     wait_bounded,
     write_json,
 )
-
-from kubetune_api.constants import ExitCode
 
 NODE = [PYTHON, str(HERE / "node_program.py")]
 

@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
-import test_distributed_training as dt
-from dist_support import Procs
-from test_distributed_training import (
+
+from kubetune_trainer.engine.memwatch import INTERVAL_ENV, LIMIT_ENV
+from tests.support.trainer.distributed import (
+    Procs,
     assert_same_curve,
     launch_nodes,
     losses,
@@ -21,10 +22,7 @@ from test_distributed_training import (
     write_data,
 )
 
-from kubetune_trainer.engine.memwatch import INTERVAL_ENV, LIMIT_ENV
-
 pytestmark = pytest.mark.slow
-reference = dt.reference  # the one-process curve (a module fixture there)
 
 
 def test_one_ranks_pressure_makes_every_rank_react_at_the_same_step(

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dist_support import KUBETUNE, Procs, write_json
-from test_distributed_training import (
+
+from tests.support.trainer.distributed import (
+    KUBETUNE,
+    Procs,
     adapter_weights,
     assert_same_curve,
     launch_nodes,
@@ -26,6 +28,7 @@ from test_distributed_training import (
     spec,
     wait_ok,
     write_data,
+    write_json,
 )
 
 pytestmark = pytest.mark.slow

@@ -9,156 +9,35 @@ examples to each global step, so the loss curves agree to float rounding.
 from __future__ import annotations
 
 import json
-import random
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dist_support import (
+
+from kubetune_api.constants import ExitCode
+from tests.support.trainer.distributed import (
     KUBETUNE,
+    STEPS,
     Procs,
-    job_manifest,
-    operator_env,
+    adapter_weights,
+    assert_same_curve,
+    launch_nodes,
+    losses,
+    run_dir,
+    spec,
     wait_bounded,
+    wait_ok,
+    write_data,
     write_json,
 )
 
-from kubetune_api.constants import Env, ExitCode
-
 pytestmark = pytest.mark.slow
-STEPS = 6
 # The SIGTERM test needs steps left when the signal lands: a tiny step takes ~40 ms and the
 # signal travels test -> launcher -> torchrun -> ranks, so 6 steps can all finish first.
 LONG_STEPS = 80  # 24 was not enough under load: all 22 steps left finished first
-TOLERANCE = 1e-4
-COLORS = ["red", "blue", "green", "black", "white", "gold", "pink", "gray"]
-ITEMS = ["apple", "car", "sky", "coat", "door", "ring", "cup", "lamp"]
-
-
-def write_data(path: Path, n: int = 64) -> Path:
-    rnd = random.Random(0)
-    rows = []
-    for _ in range(n):
-        c, i = rnd.choice(COLORS), rnd.choice(ITEMS)
-        rows.append(
-            {"question": f"What color is the {i}? It is {c}.", "answer": f"The {i} is {c}."}
-        )
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def spec(data: Path, output: str, micro: int = 1, **distributed: Any) -> dict[str, Any]:
-    return job_manifest(
-        name="dist",
-        model={"base": "builtin:tiny-llama"},
-        # No dropout anywhere: the same batches must give the same updates.
-        adapter={"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]},
-        dataset={
-            "source": str(data),
-            "format": "qa",
-            "maxSeqLength": 64,
-            "validation": {"fraction": 0.1},
-        },
-        training={
-            "maxSteps": STEPS,
-            "microBatchSize": micro,
-            "learningRate": 0.02,
-            "loggingSteps": 1,
-            "scheduler": "constant",
-            "seed": 7,
-            "precision": "fp32",
-            "saveSteps": 3,
-        },
-        evaluation={"enabled": False},
-        distributed={"rendezvousTimeoutSeconds": 30, **distributed},
-        output={"uri": output},
-    ) | {"metadata": {"name": "dist", "namespace": "test"}}
-
-
-def run_dir(out: Path) -> Path:
-    return out / "test" / "dist"
-
-
-def losses(out: Path) -> dict[int, float]:
-    rows = [
-        json.loads(x)
-        for x in (run_dir(out) / "report" / "metrics.jsonl").read_text().splitlines()
-        if x.strip()
-    ]
-    return {r["step"]: r["loss"] for r in rows if "loss" in r}
-
-
-def assert_same_curve(got: dict[int, float], ref: dict[int, float]) -> None:
-    steps = max(ref)
-    assert sorted(got) == sorted(ref) == list(range(1, steps + 1))
-    worst = max(abs(got[s] - ref[s]) for s in ref)
-    print(f"max |loss - reference loss| over {steps} steps: {worst:.2e}")
-    assert worst < TOLERANCE, f"max |loss difference| {worst:.2e}: {got} vs {ref}"
-
-
-def adapter_weights(out: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    return load_file(str(run_dir(out) / "adapter" / "adapter_model.safetensors"))
-
-
-def launch_nodes(
-    procs: Procs,
-    tmp: Path,
-    manifest: dict[str, Any],
-    env: dict[str, str],
-    port: int,
-    output: Path | None = None,
-    tag: str = "node",
-    node_extra: Sequence[Mapping[str, str]] = (),
-) -> list[subprocess.Popen[str]]:
-    """`kubetune launch` once per node, with the operator's pod environment.
-
-    Each simulated node gets its own cache (and so its own checkpoint staging folder), as
-    separate pods would: files one node writes are not visible to the other.
-    `node_extra[i]` adds variables to node i only (e.g. that pod's credentials).
-    """
-    dist = manifest["spec"]["distributed"]
-    nnodes, nproc = dist.get("nodes", 1), dist.get("processesPerNode", 1)
-    spec_file = write_json(tmp / f"{tag}-job.json", manifest)
-    extra = {Env.OUTPUT_URI: str(output)} if output else {}
-    nodes = []
-    for i in range(nnodes):
-        own = dict(extra) | dict(node_extra[i] if i < len(node_extra) else {})
-        if nnodes > 1:
-            own["KUBETUNE_CACHE"] = f"{env['KUBETUNE_CACHE']}-node{i}"
-        node_env = operator_env(
-            env, spec_file, nnodes, nproc, i, port, dist["rendezvousTimeoutSeconds"], **own
-        )
-        nodes.append(procs.start([KUBETUNE, "launch"], node_env, tmp / f"{tag}{i}.log"))
-    return nodes
-
-
-def wait_ok(nodes: list[subprocess.Popen[str]], tmp: Path, tag: str = "node") -> None:
-    for i, p in enumerate(nodes):
-        code = p.wait(600)
-        assert code == ExitCode.OK, (tmp / f"{tag}{i}.log").read_text()[-3000:]
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, base_env: dict[str, str]) -> Path:
-    """One process, micro batch 2: the curve every distributed layout must reproduce."""
-    tmp = tmp_path_factory.mktemp("reference")
-    out = tmp / "out"
-    job = write_json(tmp / "job.json", spec(write_data(tmp / "data.jsonl"), str(out), micro=2))
-    proc = subprocess.run(
-        [KUBETUNE, "train", "--spec", str(job)],
-        env=base_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return out
 
 
 def test_ddp_two_processes_match_one_process(
@@ -230,7 +109,7 @@ def test_two_nodes_only_rank0_writes_to_s3(
     """
     import botocore.exceptions
 
-    from tests.fixtures.servers import s3_server
+    from tests.support.servers.servers import s3_server
 
     bucket = "kubetune-test"
     # The first 6 requests (2 IAM users x 3 calls) are unauthenticated; every later one

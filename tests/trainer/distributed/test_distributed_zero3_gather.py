@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from dist_support import HERE, Procs
 
 from kubetune_api.constants import ExitCode
+from tests.support.trainer.distributed import HERE, Procs
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 

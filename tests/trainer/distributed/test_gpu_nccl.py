@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_support import KUBETUNE, Procs, write_json
-from test_distributed_training import (
+
+from tests.support.trainer.distributed import (
+    KUBETUNE,
+    Procs,
     assert_same_curve,
     launch_nodes,
     losses,
     spec,
     wait_ok,
     write_data,
+    write_json,
 )
 
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from base_sources_support import s3_server  # noqa: F401 - the moto fixture, found by name
 
 
 @pytest.fixture(autouse=True)

@@ -10,17 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from base_sources_support import (
-    S3_BUCKET,
-    first_last,
-    job,
-    s3_keys,
-    sha256,
-    tensor_names,
-    tiny_llama_copy,
-    upload_folder,
-)
-from helpers import prepared, train_losses
 
 from kubetune_api.constants import ExitCode
 from kubetune_trainer.engine.main import execute
@@ -29,7 +18,18 @@ from kubetune_trainer.engine.setup import training_texts
 from kubetune_trainer.export.gguf_export import write_gguf
 from kubetune_trainer.export.merge import merge_adapter
 from kubetune_trainer.modeling import loader
-from tests.fixtures.servers import S3Server
+from tests.support.builders import prepared, train_losses
+from tests.support.servers.plugin import S3_BUCKET
+from tests.support.servers.servers import S3Server
+from tests.support.trainer.base_sources import (
+    first_last,
+    job,
+    s3_keys,
+    sha256,
+    tensor_names,
+    tiny_llama_copy,
+    upload_folder,
+)
 
 TEXT = "What color is the lamp? It is gold. The lamp is gold."
 

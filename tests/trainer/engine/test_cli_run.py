@@ -10,14 +10,15 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import BASE_SPEC, write_jsonl
+
+from tests.support.builders import BASE_SPEC, write_qa_jsonl
 
 KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
 
 
 def test_kubetune_run_applies_overrides_and_prints_where_the_results_are(tmp_path: Path) -> None:
     spec = json.loads(json.dumps(BASE_SPEC))  # maxSteps 20 in the file
-    spec["dataset"]["source"] = str(write_jsonl(tmp_path / "data.jsonl", 40))
+    spec["dataset"]["source"] = str(write_qa_jsonl(tmp_path / "data.jsonl", 40))
     spec["dataset"]["validation"] = {"fraction": 0.25}
     spec["output"] = {"uri": str(tmp_path / "spec-output")}  # --output wins over this
     job_file = tmp_path / "job.yaml"

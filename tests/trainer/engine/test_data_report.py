@@ -8,13 +8,12 @@ import json
 import random
 from pathlib import Path
 
-from helpers import COLORS, ITEMS, make_job
-
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.tokenize import tokenize
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.engine.setup import load_all
 from kubetune_trainer.recipes.sft import SFT_TRUNCATION
+from tests.support.builders import COLORS, ITEMS, make_job
 
 MAX_LEN = 48
 

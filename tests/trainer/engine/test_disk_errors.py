@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_job, write_jsonl
 from transformers import TrainerCallback
 
 from kubetune_api.constants import ExitCode
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
+from tests.support.builders import make_job, write_qa_jsonl
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def _run(tmp: Path, out: Path, callback: At) -> tuple[int, dict[str, Any]]:
     job = make_job(
         out,
         name="disk",
-        dataset={"source": str(write_jsonl(tmp / "d.jsonl", 24)), "packing": "none"},
+        dataset={"source": str(write_qa_jsonl(tmp / "d.jsonl", 24)), "packing": "none"},
         training={"maxSteps": 6, "saveSteps": 2, "keepLastCheckpoints": 5},
     )
     code, result = execute(job, say=lambda _: None, extra_callbacks=[callback])

@@ -9,13 +9,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from helpers import make_job, prepared
 from prometheus_client.parser import text_string_to_metric_families
 from transformers import TrainerCallback
 
 from kubetune_trainer.engine import eta as eta_mod
 from kubetune_trainer.engine.main import execute
-from tests.fixtures._process import free_port
+from tests.support.builders import make_job, prepared
+from tests.support.net import free_port
 
 
 def scrape(port: int) -> dict[str, float]:

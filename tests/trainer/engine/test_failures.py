@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import make_job, prepared
 from transformers import TrainerCallback
 
 from kubetune_api.constants import ExitCode
@@ -18,6 +17,7 @@ from kubetune_trainer.engine.progress import Progress
 from kubetune_trainer.modeling.cache import cache_root
 from kubetune_trainer.storage import LocalStore, open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
+from tests.support.builders import make_job, prepared
 
 
 class FailAt(TrainerCallback):

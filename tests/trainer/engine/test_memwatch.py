@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import make_job, prepared, train_losses
 from transformers import TrainerCallback
 
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.engine.memwatch import INTERVAL_ENV, LIMIT_ENV, MemoryWatch, Reading
+from tests.support.builders import make_job, prepared, train_losses
 
 
 class Checkpointed(TrainerCallback):

@@ -8,10 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from helpers import make_job, prepared
-
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.reporting.report import EVAL_LOSS_NOTE, markdown
+from tests.support.builders import make_job, prepared
 
 
 def _report(res: Any) -> tuple[dict[str, Any], str]:

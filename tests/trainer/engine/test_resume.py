@@ -15,20 +15,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BASE_SPEC, make_job, prepared, write_jsonl
 
 from kubetune_api.constants import ExitCode
 from kubetune_api.loader import load_job
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
+from tests.support.builders import BASE_SPEC, make_job, prepared, write_qa_jsonl
 
 KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
 
 
 def _job_file(tmp: Path, out: Path, name: str = "pre") -> Path:
     spec = json.loads(json.dumps(BASE_SPEC))
-    spec["dataset"]["source"] = str(write_jsonl(tmp / "data.jsonl", 80))
+    spec["dataset"]["source"] = str(write_qa_jsonl(tmp / "data.jsonl", 80))
     spec["dataset"]["validation"] = {"fraction": 0.2}
     spec["training"].update(maxSteps=30, saveSteps=5, keepLastCheckpoints=2)
     spec["output"] = {"uri": str(out)}

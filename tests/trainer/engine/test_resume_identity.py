@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import BASE_SPEC, make_job, write_jsonl
 
 from kubetune_api.constants import Env, ExitCode
 from kubetune_trainer.engine.main import execute
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
+from tests.support.builders import BASE_SPEC, make_job, write_qa_jsonl
 
 KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
 SHORT = {"maxSteps": 4, "saveSteps": 2, "keepLastCheckpoints": 5}
@@ -52,7 +52,7 @@ def _summary(tmp: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def first_run(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
-    data = write_jsonl(tmp_path / "data.jsonl", 24)
+    data = write_qa_jsonl(tmp_path / "data.jsonl", 24)
     code, result, _ = _run(_job(tmp_path, data))
     assert code == 0 and result is not None and result.steps == 4
     run_dir = Path(result.run_uri)
@@ -83,7 +83,7 @@ def test_other_data_behind_the_same_path_refuses(
     tmp_path: Path, first_run: tuple[Path, Path, dict[str, str]]
 ) -> None:
     data, run_dir, before = first_run
-    write_jsonl(data, 24, seed=5)  # same file name, other records
+    write_qa_jsonl(data, 24, seed=5)  # same file name, other records
     code, result, said = _run(_job(tmp_path, data))
     assert code == 64 and result is None
     msg = _summary(tmp_path)["message"]
@@ -129,7 +129,7 @@ def test_a_recreated_finetunejob_starts_fresh_unless_forced(
 ) -> None:
     """The operator passes metadata.uid as KUBETUNE_JOB_UID: a new incarnation of the same
     name (same spec, same data) does not continue the old one's checkpoints."""
-    data = write_jsonl(tmp_path / "data.jsonl", 24)
+    data = write_qa_jsonl(tmp_path / "data.jsonl", 24)
     monkeypatch.setenv(Env.JOB_UID, "uid-a")
     code, first, _ = _run(_job(tmp_path, data))
     assert code == 0
@@ -162,7 +162,7 @@ def test_kubetune_run_twice_with_other_data_refuses_then_no_resume(tmp_path: Pat
     """The real command twice with the same name and output: exit 64 and a one-line
     reason, no traceback; --no-resume then trains from step 0."""
     spec = json.loads(json.dumps(BASE_SPEC))
-    spec["dataset"]["source"] = str(write_jsonl(tmp_path / "data.jsonl", 24))
+    spec["dataset"]["source"] = str(write_qa_jsonl(tmp_path / "data.jsonl", 24))
     spec["training"].update(SHORT)
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump({
@@ -181,7 +181,7 @@ def test_kubetune_run_twice_with_other_data_refuses_then_no_resume(tmp_path: Pat
         )
 
     assert run().returncode == 0
-    write_jsonl(tmp_path / "data.jsonl", 24, seed=9)
+    write_qa_jsonl(tmp_path / "data.jsonl", 24, seed=9)
     refused = run()
     assert refused.returncode == 64, refused.stderr[-2000:]
     assert "Traceback" not in refused.stderr

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import COLORS, ITEMS, make_job
 from safetensors import safe_open
 
 from kubetune_trainer.engine.adapter import read_back, upload_adapter
@@ -32,6 +31,7 @@ from kubetune_trainer.records import PreparedDataset
 from kubetune_trainer.reporting.report import curve_figure, curve_series
 from kubetune_trainer.storage import LocalStore, open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
+from tests.support.builders import COLORS, ITEMS, make_job
 
 STEPS_PER_EPOCH, EPOCHS, BATCH = 7, 2, 4
 TOTAL = STEPS_PER_EPOCH * EPOCHS

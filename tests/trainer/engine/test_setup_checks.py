@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_job, prepared
 from transformers import AutoConfig, TrainingArguments
 
 from kubetune_trainer.engine.args import training_kwargs
@@ -18,6 +17,7 @@ from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.modeling import hardware, loader, preflight
 from kubetune_trainer.modeling.hardware import SystemReport, resolve_precision
 from kubetune_trainer.modeling.loader import quantization_config
+from tests.support.builders import make_job, prepared
 
 GIB = 1024**3
 

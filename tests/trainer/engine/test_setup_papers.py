@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import make_job
-
 from kubetune_trainer.data import prepare
 from kubetune_trainer.data.tokenize import tokenize_text
 from kubetune_trainer.engine.setup import load_all
+from tests.support.builders import make_job
 
 REPO = Path(__file__).resolve().parents[3]
 PAPERS = REPO / "examples" / "data" / "papers" / "papers.json"

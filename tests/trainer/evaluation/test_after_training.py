@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kt_tiny_lm import finance_job
 
 from kubetune_trainer.data.prepare import prepare
 from kubetune_trainer.evaluation import after_training
 from kubetune_trainer.evaluation.generation import validation_loss
 from kubetune_trainer.evaluation.models import load_model
+from tests.support.trainer.tiny_lm import finance_job
 
 
 def test_after_training_base_is_adapter_disabled(tiny_dirs: dict[str, Path]) -> None:

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 from click.testing import CliRunner
-from kt_tiny_lm import finance_doc, finance_job, random_adapter
 
 from kubetune_trainer.evaluation.compare import before_after, before_after_text, pair_results
 from kubetune_trainer.evaluation.report import comparison_html, comparison_markdown
+from tests.support.trainer.tiny_lm import finance_doc, finance_job, random_adapter
 
 
 def _result(model: str, output: str, loss: float) -> dict:
@@ -90,7 +90,7 @@ def test_compare_cli_adapter_vs_adapter(tiny_dirs: dict[str, Path], tmp_path: Pa
     res = CliRunner().invoke(
         main,
         ["compare", str(spec_file), "--a", str(other), "--b", str(tiny_dirs["adapter"]),
-         "--labels", "v1,v2", "-o", str(out)],
+         "--labels", "v1,v2", "--report", str(out)],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "| metric | v1 | v2 | better |" in res.output
@@ -115,7 +115,7 @@ def test_compare_cli_default_is_base_vs_adapter(tiny_dirs: dict[str, Path], tmp_
     # Sampling (seeded): the untrained base answers with text too, not just an EOS.
     sampled = "spec.evaluation.generation.temperature=1.0"
     args = ["compare", str(spec_file), "--b", str(tiny_dirs["adapter"]),
-            "--labels", "base,tuned", "-o", str(out), "--set", sampled]  # fmt: skip
+            "--labels", "base,tuned", "--report", str(out), "--set", sampled]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "| metric | base | tuned | better |" in res.output

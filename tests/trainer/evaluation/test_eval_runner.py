@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from kt_tiny_lm import TICKERS, finance_doc, finance_job
 
 from kubetune_api.loader import parse_job
 from kubetune_trainer.data.prepare import prepare
@@ -17,6 +16,7 @@ from kubetune_trainer.data.tokenize import tokenize
 from kubetune_trainer.evaluation.generation import format_prompts, generate, validation_loss
 from kubetune_trainer.evaluation.models import load_model
 from kubetune_trainer.evaluation.runner import evaluate, evaluate_job
+from tests.support.trainer.tiny_lm import TICKERS, finance_doc, finance_job
 
 
 def test_validation_loss_matches_model_loss(tiny_dirs: dict[str, Path]) -> None:
@@ -81,13 +81,17 @@ def test_eval_cli_writes_json(tiny_dirs: dict[str, Path], tmp_path: Path) -> Non
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(json.dumps(finance_doc(tiny_dirs["data"], str(tiny_dirs["base"]))))
     out = tmp_path / "eval.json"
-    res = CliRunner().invoke(
-        main, ["eval", str(spec_file), "--adapter", str(tiny_dirs["adapter"]), "-o", str(out)]
-    )
+    args = ["eval", str(spec_file), "--adapter", str(tiny_dirs["adapter"]), "--result", str(out)]
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())
     assert result["format"] == "finance_qa" and result["kind"] == "sft"
     assert "perplexity" in res.output and "rouge_l" in res.output
+    # -o json: the same result document on stdout, and only it
+    res = CliRunner().invoke(main, [*args, "-o", "json"])
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.stdout)
+    assert printed["metrics"] == result["metrics"] and set(printed) == set(result)
 
 
 def test_preference_and_ranked_results(tiny_dirs: dict[str, Path]) -> None:

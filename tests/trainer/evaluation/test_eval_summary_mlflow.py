@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 from kubetune_trainer.evaluation.report import evaluation_summary
 from kubetune_trainer.reporting.sinks import RunInfo
 from kubetune_trainer.reporting.tracking import MlflowSink
-from tests.fixtures.plugin import mlflow_server  # noqa: F401 - the fixture, found by name
-from tests.fixtures.servers import MlflowServer
+from tests.support.servers.plugin import mlflow_server  # noqa: F401 - the fixture, found by name
+from tests.support.servers.servers import MlflowServer
 
 pytestmark = pytest.mark.services
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from kt_tiny_lm import finance_job
 
 from kubetune_trainer.engine.main import execute
+from tests.support.trainer.tiny_lm import finance_job
 
 
 @pytest.mark.slow

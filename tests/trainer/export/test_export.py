@@ -52,11 +52,11 @@ def test_4bit_trained_adapter_merges_into_full_precision(
     tiny_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     import torch
-    from kt_tiny_lm import finance_job
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from kubetune_trainer.engine.adapter import model_card, save_adapter
+    from tests.support.trainer.tiny_lm import finance_job
 
     # An adapter made on the 4-bit NF4 base, saved by the engine with its model card.
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -150,10 +150,10 @@ def test_export_cli(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
 
     res = CliRunner().invoke(
         main,
-        ["export", str(tiny_dirs["adapter"]), "-o", str(tmp_path), "--merge", "--gguf", "q8_0"],
+        ["export", str(tiny_dirs["adapter"]), "--dest", str(tmp_path), "--merge", "--gguf", "q8_0"],
     )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     assert (tmp_path / "model-q8_0.gguf").is_file() and "quantization unknown" in res.output
-    res = CliRunner().invoke(main, ["export", str(tiny_dirs["adapter"]), "-o", str(tmp_path)])
+    res = CliRunner().invoke(main, ["export", str(tiny_dirs["adapter"]), "--dest", str(tmp_path)])
     assert res.exit_code == 2 and "nothing to do" in res.output

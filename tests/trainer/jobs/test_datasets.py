@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
-from jobs_support import cli, job_doc, write_data
 
 from kubetune_api.constants import ExitCode
 from kubetune_api.loader import InvalidSpecError, parse_job
 from kubetune_trainer import dataset_registry as dsr
 from kubetune_trainer.errors import BadDataError, ConfigError
+from tests.support.trainer.local_jobs import cli, job_doc, write_data
 
 
 def _job(source: str, name: str = "by-id") -> object:

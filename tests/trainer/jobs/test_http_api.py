@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobs_support import cli, write_job
 
 from kubetune_trainer.jobs import Client, UnknownJobError
 from kubetune_trainer.jobs.http_api import create_app
 from kubetune_trainer.jobs.local import LocalBackend
 from kubetune_trainer.serving.server import ServerThread
-from tests.fixtures._process import free_port
+from tests.support.net import free_port
+from tests.support.trainer.local_jobs import cli, write_job
 
 TOKEN = "s3cret-token"
 

@@ -8,12 +8,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from jobs_support import cli, poll, write_job
 
 from kubetune_trainer.jobs import Client
 from kubetune_trainer.jobs.lock import worker_pid
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
+from tests.support.trainer.local_jobs import cli, poll, write_job
 
 
 def _committed(run: Path) -> list[int]:

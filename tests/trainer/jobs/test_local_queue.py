@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from jobs_support import KUBETUNE, cli, poll, write_job
 
 from kubetune_trainer.jobs import Client
 from kubetune_trainer.jobs.lock import worker_pid
+from tests.support.trainer.local_jobs import KUBETUNE, cli, poll, write_job
 
 
 @pytest.mark.slow

@@ -7,12 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from jobs_support import cli, write_job
 
 from kubetune_trainer.jobs import JobsError
 from kubetune_trainer.jobs.local import LocalBackend
 from kubetune_trainer.jobs.lock import try_lock
 from kubetune_trainer.jobs.queue import QUEUE_FILE, Queue
+from tests.support.trainer.local_jobs import cli, write_job
 
 
 def test_a_spec_that_does_not_validate_is_refused_before_queueing(

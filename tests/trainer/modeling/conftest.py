@@ -1,27 +1,20 @@
 """Model families end to end: a tiny model per family, trained once per session.
 
-Reuses the engine tests' job helpers (tests/trainer/engine/helpers.py) and the serving
-tests' port helper; every family's base is a local folder built by
-kubetune_trainer.modeling.families.
+Jobs come from tests/support (builders, trainer/families); every family's base is a local
+folder built by kubetune_trainer.modeling.families.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-_HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE))
-for folder in ("engine", "evaluation", "serving"):
-    sys.path.insert(0, str(_HERE.parent / folder))
-
-from family_support import train  # noqa: E402
-from helpers import qa_records  # noqa: E402
+from tests.support.builders import qa_records
+from tests.support.trainer.families import train
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from family_support import FAMILIES
 
 from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.export.gguf_export import SUPPORTED_ARCHS, write_gguf
+from tests.support.trainer.families import FAMILIES
 
 TEXT = "What color is the lamp? It is gold. The lamp is gold."
 TOLERANCE = {"f16": 0.01, "q8_0": 0.05, "q4_k_m": 0.15, "q4_0": 0.2}
@@ -123,7 +123,7 @@ def test_export_cli_writes_4bit_gguf(
     from kubetune_trainer.cli import main
 
     run = family_trained("qwen2")
-    res = CliRunner().invoke(main, ["export", str(run["adapter"]), "-o", str(tmp_path),
+    res = CliRunner().invoke(main, ["export", str(run["adapter"]), "--dest", str(tmp_path),
                                     "--gguf", "q4_k_m", "--gguf", "f16"])  # fmt: skip
     assert res.exit_code == 0, res.output
     q4, f16 = tmp_path / "model-q4_k_m.gguf", tmp_path / "model-f16.gguf"

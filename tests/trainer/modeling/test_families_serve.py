@@ -8,13 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-from family_support import CHAT_MARKERS, FAMILIES
-from test_serving import free_port
 
 from kubetune_api.spec_training import GenerationOptions
 from kubetune_trainer.evaluation.models import load_model
 from kubetune_trainer.serving.app import ServeConfig, create_app
 from kubetune_trainer.serving.server import ServerThread
+from tests.support.net import free_port
+from tests.support.trainer.families import CHAT_MARKERS, FAMILIES
 
 PROMPT = "What color is the ring? It is pink."
 

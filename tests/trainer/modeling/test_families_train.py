@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from family_support import CHAT_MARKERS, FAMILIES, train
-from helpers import train_losses
+
+from tests.support.builders import train_losses
+from tests.support.trainer.families import CHAT_MARKERS, FAMILIES, train
 
 ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
         "qwen2": "Qwen2ForCausalLM", "gemma": "GemmaForCausalLM"}  # fmt: skip

@@ -11,7 +11,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from gpu_support import CUDA
+
+from tests.support.trainer.gpu import CUDA
 
 ROOT = Path(__file__).resolve().parents[3]
 

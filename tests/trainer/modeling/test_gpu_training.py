@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from family_support import train
-from gpu_support import gpu_marks
-from helpers import train_losses
 
 from kubetune_api.constants import ExitCode
+from tests.support.builders import train_losses
+from tests.support.trainer.families import train
+from tests.support.trainer.gpu import gpu_marks
 
 pytestmark = gpu_marks()
 

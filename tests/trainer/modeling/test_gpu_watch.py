@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from family_support import train
-from gpu_support import gpu_marks
 
 from kubetune_trainer.engine.memwatch import LIMIT_ENV, read_memory
+from tests.support.trainer.families import train
+from tests.support.trainer.gpu import gpu_marks
 
 pytestmark = gpu_marks()
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from family_support import FAMILIES
-from helpers import make_job
 
 from kubetune_api import memory
 from kubetune_api.memory import ModelNumbers, decoder_numbers, estimate_bytes
 from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.modeling.hardware import local_device_index
+from tests.support.builders import make_job
+from tests.support.trainer.families import FAMILIES
 
 # A 1B-parameter model: 0.8B in the blocks' Linear layers, LoRA r=8 over 1M (in+out) rows.
 N = ModelNumbers(params_total=10**9, params_quantizable=8 * 10**8, lora_per_rank=10**6,

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_job, prepared
 
 from kubetune_api.constants import ExitCode
 from kubetune_trainer.engine.callbacks import SelectionEarlyStopping
 from kubetune_trainer.engine.main import execute
+from tests.support.builders import make_job, prepared
 
 
 @pytest.fixture(autouse=True)

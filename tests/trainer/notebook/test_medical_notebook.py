@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.fixtures.servers import S3Server, s3_server
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))  # the API emulator
-from kube_cluster import FTJ, EmulatorServer
+from tests.support.kube.cluster import FTJ, EmulatorServer
+from tests.support.servers.servers import S3Server, s3_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]  # a Jupyter kernel and moto S3
 

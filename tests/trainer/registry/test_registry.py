@@ -129,8 +129,16 @@ def test_cli_list_and_show(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     row = res.output.splitlines()[1].split()
     assert row[:3] == ["fin-qa", "v2", "2"] and "0.5000" in row
+    res = runner.invoke(main, ["adapters", "list", "--output", out, "-o", "json"])
+    assert res.exit_code == 0, res.output
+    (listed,) = json.loads(res.stdout)["adapters"]
+    assert (listed["name"], listed["version"], listed["final_loss"]) == ("fin-qa", 2, 0.5)
+    old = runner.invoke(main, ["adapters", "list", "--output", out, "--json"])  # old spelling
+    assert json.loads(old.stdout) == [listed]
     res = runner.invoke(main, ["adapters", "show", "fin-qa:1", "--output", out])
     assert res.exit_code == 0 and json.loads(res.output)["final_loss"] == 1.25
+    res = runner.invoke(main, ["adapters", "show", "fin-qa:1", "--output", out, "-o", "json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["version"] == 1
     res = runner.invoke(main, ["adapters", "show", "fin-qa:7", "--output", out])
     assert res.exit_code == 1 and "versions: 1, 2" in res.output
     empty = runner.invoke(main, ["adapters", "list", "--output", str(tmp_path / "none")])
@@ -192,7 +200,7 @@ def test_tracking_alone_registers_under_the_job_name(tmp_path: Path, mlflow_serv
 def test_mlflow_outage_still_stores_the_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.fixtures.servers import free_port
+    from tests.support.net import free_port
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -291,11 +299,11 @@ def test_record_of_a_real_engine_run(
     that model version carries the same lineage."""
     import hashlib
 
-    from kt_pref_data import SUFFIXES, make_job, pairs, tiny_base
     from mlflow.tracking import MlflowClient
 
     from kubetune_trainer.data.prepare import prepare
     from kubetune_trainer.engine.main import execute
+    from tests.support.trainer.preference import SUFFIXES, pairs, preference_job, tiny_base
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # not left to the sink's
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")  # setdefault, past this test
@@ -303,7 +311,7 @@ def test_record_of_a_real_engine_run(
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in pairs(12, 1, *SUFFIXES[:2])))
     out = tmp_path / "runs"
-    job = make_job(str(out), "dpo", name="reg-dpo", model={"base": base},
+    job = preference_job(str(out), "dpo", name="reg-dpo", model={"base": base},
                    dataset={"source": str(data), "validation": {"fraction": 0.25}},
                    training={"maxSteps": 2, "learningRate": 0.005,
                              "dpo": {"beta": 0.2, "lossType": "hinge"}},

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kt_tiny_lm import finance_doc
 
 from kubetune_api.spec_training import GenerationOptions
 from kubetune_trainer.data.formats.finance import finance_prompt
@@ -23,12 +21,8 @@ from kubetune_trainer.evaluation.generation import generate
 from kubetune_trainer.evaluation.models import load_model
 from kubetune_trainer.serving.app import ServeConfig, create_app
 from kubetune_trainer.serving.server import ServerThread
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.net import free_port
+from tests.support.trainer.tiny_lm import finance_doc
 
 
 @pytest.fixture(scope="module")

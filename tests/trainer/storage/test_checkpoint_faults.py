@@ -15,8 +15,8 @@ import pytest
 from kubetune_trainer.errors import RetryableError
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
-from tests.fixtures.plugin import S3_BUCKET
-from tests.fixtures.servers import S3Server, s3_server
+from tests.support.servers.plugin import S3_BUCKET
+from tests.support.servers.servers import S3Server, s3_server
 
 pytestmark = pytest.mark.services
 MB = 1 << 20

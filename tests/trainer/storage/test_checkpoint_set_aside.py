@@ -10,8 +10,8 @@ import pytest
 
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
-from tests.fixtures.plugin import S3_BUCKET
-from tests.fixtures.servers import S3Server
+from tests.support.servers.plugin import S3_BUCKET
+from tests.support.servers.servers import S3Server
 
 
 def _set_aside_keeps_everything(root: str, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from kubetune_trainer.reporting.sinks import LogRow, RunInfo
 
 pytestmark = pytest.mark.services
 SEL = '{namespace="team-a",finetunejob="tiny"}'
-README = Path(__file__).resolve().parents[3] / "README.md"
+OBSERVABILITY = Path(__file__).resolve().parents[3] / "docs" / "observability.md"
 
 
 def tiny_loop(steps: int) -> list[LogRow]:
@@ -57,19 +57,18 @@ def value(result: list[dict]) -> float:
     return float(result[0]["value"][1])
 
 
-def readme_trainer_metrics(readme: str) -> set[str]:
-    """The trainer's names in the README's Observability table (the row "| trainer ...").
+def documented_trainer_metrics(doc: str) -> set[str]:
+    """The trainer's names in docs/observability.md's table (the row "| trainer ...").
 
     A counter is listed as it is read (`kubetune_train_tokens_total`); labels in braces and
     a `(histogram)` note are dropped.
     """
-    section = readme.split("## Observability", 1)[1].split("\n## ", 1)[0]
-    row = next(line for line in section.splitlines() if line.startswith("| trainer"))
+    row = next(line for line in doc.splitlines() if line.startswith("| trainer"))
     return set(re.findall(r"`(kubetune_[a-z_]+)(?:\{[^`]*\})?`", row))
 
 
 def test_exported_names_are_the_documented_names() -> None:
-    """What /metrics exports == the README's trainer list; no series is labelled `job`."""
+    """What /metrics exports == the documented trainer list; no series is labelled `job`."""
     assert {m.name: m.kind for m in METRICS}["kubetune_checkpoint_seconds"] == "histogram"
     sink = PrometheusSink(0, addr="127.0.0.1")
     try:
@@ -89,7 +88,7 @@ def test_exported_names_are_the_documented_names() -> None:
     assert types["kubetune_train_tokens_total"] == "counter"
     labels = set(re.findall(r"[{,](\w+)=", text))
     assert labels == {"namespace", "finetunejob", "kind", "le"}, labels
-    assert readme_trainer_metrics(README.read_text(encoding="utf-8")) == read_as
+    assert documented_trainer_metrics(OBSERVABILITY.read_text(encoding="utf-8")) == read_as
 
 
 def test_eval_loss_rises_counts_evaluations_in_a_row() -> None:

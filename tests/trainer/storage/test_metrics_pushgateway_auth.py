@@ -18,7 +18,8 @@ import pytest
 
 from kubetune_trainer.reporting.prometheus import PrometheusSink, pushgateway_target
 from kubetune_trainer.reporting.sinks import LogRow, RunInfo
-from tests.fixtures.servers import HOST, Process, free_port, wait_until
+from tests.support.net import free_port
+from tests.support.servers.servers import HOST, Process, wait_until
 
 pytestmark = pytest.mark.services
 USER, PASSWORD = "bob", "kt-pg-canary-5d1e"

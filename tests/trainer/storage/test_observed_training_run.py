@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from tracked_run_support import tiny_tracked_job
 
-from tests.fixtures.plugin import S3_BUCKET
-from tests.fixtures.servers import MlflowServer, S3Server, free_port
+from tests.support.net import free_port
+from tests.support.servers.plugin import S3_BUCKET
+from tests.support.servers.servers import MlflowServer, S3Server
+from tests.support.trainer.tracked_run import tiny_tracked_job
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 STEPS = 8
@@ -30,9 +31,9 @@ def job_file(tmp_path: Path, metrics_port: int, mlflow_uri: str) -> Path:
 
 
 def readme_commands(s3: S3Server, mlflow_uri: str, prom_url: str) -> dict[str, str]:
-    """Run README.md's three commands in bash; their standard output by view.
+    """Run docs/observability.md's three commands in bash; their standard output by view.
 
-    README names (my-bucket, team-a/my-job, MLflow on :5000, Prometheus on :9090) become
+    The doc's names (my-bucket, team-a/my-job, MLflow on :5000, Prometheus on :9090) become
     this test's; `aws`, `mlflow` come from the venv ([dev] extra), jq and curl from Debian
     (scripts/apt-packages.txt).
     """
@@ -44,7 +45,7 @@ def readme_commands(s3: S3Server, mlflow_uri: str, prom_url: str) -> dict[str, s
             f'"$(aws --endpoint-url "$AWS_ENDPOINT_URL" s3 cp {prefix}/tracking/mlflow-run.json'
             ' - | jq -r .run_id)"'
         ),
-        # With a range ([10m]): the run has ended and its target is gone, so the README's
+        # With a range ([10m]): the run has ended and its target is gone, so the doc's
         # instant selector alone returns no series (they are stale): [] here.
         "prometheus": (
             f"curl -s {prom_url}/api/v1/query --data-urlencode "
@@ -143,7 +144,7 @@ def test_prometheus_scrapes_a_real_tiny_training_run(
         png = client.download_artifacts(run.info.run_id, "report/loss_curve.png", str(tmp_path))
         assert Path(png).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
-        # The README's three commands, as a person runs them (its names replaced by this
+        # The doc's three commands, as a person runs them (its names replaced by this
         # test's bucket, job and servers): the S3 prefix, the MLflow run, the series.
         shown = readme_commands(s3_server, mlflow_server.uri, prom.url)
         assert "runs/test/observed/checkpoints/step-000008/MANIFEST.json" in shown["s3"]

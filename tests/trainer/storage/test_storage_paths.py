@@ -24,8 +24,8 @@ from kubetune_trainer.storage.paths import (
     run_location,
     safe_join,
 )
-from tests.fixtures.plugin import S3_BUCKET
-from tests.fixtures.servers import S3Server
+from tests.support.servers.plugin import S3_BUCKET
+from tests.support.servers.servers import S3Server
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -13,8 +13,8 @@ from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.storage import S3Store, delete_run, fetch, open_store, write_manifest
 from kubetune_trainer.storage.base import IntegrityError
 from kubetune_trainer.storage.checkpoints import CheckpointStore
-from tests.fixtures.plugin import S3_BUCKET
-from tests.fixtures.servers import S3Server, s3_server
+from tests.support.servers.plugin import S3_BUCKET
+from tests.support.servers.servers import S3Server, s3_server
 
 pytestmark = pytest.mark.services
 MB = 1 << 20
@@ -181,7 +181,7 @@ def _one_file(folder: Path) -> Path:
 
 def test_unreachable_endpoint_is_retryable_and_names_it(monkeypatch) -> None:
     from kubetune_trainer.errors import RetryableError
-    from tests.fixtures.servers import free_port
+    from tests.support.net import free_port
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from kubetune_trainer.errors import RetryableError
 from kubetune_trainer.reporting.sinks import LogRow, RunInfo
 from kubetune_trainer.reporting.tracking import MlflowSink, flatten_params
-from tests.fixtures.servers import MlflowServer, TcpProxy, free_port
+from tests.support.net import free_port
+from tests.support.servers.servers import MlflowServer, TcpProxy
 
 pytestmark = pytest.mark.services
 

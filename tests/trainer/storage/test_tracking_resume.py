@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from tracked_run_support import tiny_tracked_job
 
 from kubetune_api.constants import ExitCode
 from kubetune_api.loader import load_job
@@ -21,7 +20,8 @@ from kubetune_trainer.engine.main import execute
 from kubetune_trainer.reporting.tracking import RUN_ID_FILE
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.storage.checkpoints import CheckpointStore
-from tests.fixtures.servers import MlflowServer
+from tests.support.servers.servers import MlflowServer
+from tests.support.trainer.tracked_run import tiny_tracked_job
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 STEPS = 24

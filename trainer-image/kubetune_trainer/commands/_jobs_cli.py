@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from kubetune_trainer.commands._options import emit_json, output_format
 from kubetune_trainer.jobs import Client, JobsError
+
+__all__ = ["backend_options", "emit_json", "make_client", "refusals"]
 
 
 def backend_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,8 +27,7 @@ def backend_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="http: the `kubetune serve-api` address."),
         click.option("--token", default=None, envvar="KUBETUNE_API_TOKEN",
                      help="http: the serve-api token."),
-        click.option("-o", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-                     default="text", show_default=True, help="json: machine-readable output."),
+        output_format,
     ]):  # fmt: skip
         fn = opt(fn)
     return fn
@@ -49,7 +50,3 @@ def refusals(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise SystemExit(exc.exit_code) from None
 
     return wrapper
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))

@@ -1,4 +1,4 @@
-"""`kubetune adapters list [--output URI]` and `kubetune adapters show NAME[:VERSION]`.
+"""`kubetune adapters list [--output ROOT] [-o json]` and `kubetune adapters show NAME[:VERSION]`.
 
 The registry lives under the output root (spec.output.uri; a folder or s3://), see
 kubetune_trainer.registry.
@@ -7,17 +7,12 @@ kubetune_trainer.registry.
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
-_OUTPUT = click.option(
-    "--output",
-    "output",
-    default=lambda: os.environ.get("KUBETUNE_OUTPUT_URI", "./runs"),
-    show_default="$KUBETUNE_OUTPUT_URI or ./runs",
-    help="Output root holding registry/ (a folder or s3://bucket/prefix).",
-)
+from kubetune_trainer.commands._options import emit_json, output_format, output_root
+
+_OUTPUT = output_root("holding registry/ (the jobs' spec.output.uri)")
 _ENDPOINT = click.option("--s3-endpoint", help="S3-compatible endpoint URL.")
 
 
@@ -29,14 +24,18 @@ def command() -> None:
 @command.command("list")
 @_OUTPUT
 @_ENDPOINT
-@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
-def list_cmd(output: str, s3_endpoint: str | None, as_json: bool) -> None:
+@output_format
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as -o json.")
+def list_cmd(output: str, s3_endpoint: str | None, fmt: str, as_json: bool) -> None:
     """The latest version of every adapter."""
     from kubetune_trainer.registry import list_adapters, load_index
 
     records = list_adapters(output, s3_endpoint)
-    if as_json:
+    if as_json:  # the old spelling: its exact output
         click.echo(json.dumps(records, indent=2))
+        return
+    if fmt == "json":
+        emit_json({"adapters": records})
         return
     if not records:
         click.echo(f"no adapters registered under {output.rstrip('/')}/registry")
@@ -58,8 +57,9 @@ def list_cmd(output: str, s3_endpoint: str | None, as_json: bool) -> None:
 @click.argument("ref")
 @_OUTPUT
 @_ENDPOINT
-def show_cmd(ref: str, output: str, s3_endpoint: str | None) -> None:
-    """One record as JSON: REF is NAME (latest) or NAME:VERSION."""
+@output_format
+def show_cmd(ref: str, output: str, s3_endpoint: str | None, fmt: str) -> None:
+    """One record: REF is NAME (latest) or NAME:VERSION (text and json both print JSON)."""
     from kubetune_trainer.errors import ConfigError
     from kubetune_trainer.registry import get
 
@@ -67,4 +67,7 @@ def show_cmd(ref: str, output: str, s3_endpoint: str | None) -> None:
         record = get(output, ref, s3_endpoint)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        emit_json(record)
+        return
     click.echo(json.dumps(record, indent=2))

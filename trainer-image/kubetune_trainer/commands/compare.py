@@ -1,7 +1,7 @@
-"""`kubetune compare JOB.yaml --b ADAPTER [--a base|ADAPTER] [-o DIR]`.
+"""`kubetune compare JOB.yaml --b ADAPTER [--a base|ADAPTER] [--report DIR]`.
 
 Evaluates A and B on the same validation records with the same generation settings and
-prints the metrics side by side; `-o DIR` writes comparison.md, comparison.html and the
+prints the metrics side by side; `--report DIR` writes comparison.md, comparison.html and the
 two results as JSON.
 """
 
@@ -26,7 +26,7 @@ BASE = "base"
 @click.option("--b", "model_b", required=True, help="An adapter folder or s3:// prefix.")
 @click.option("--base", help="Base model (default: the one adapter B was trained on).")
 @click.option("--labels", default="A,B", show_default=True, help="Column names, comma-separated.")
-@click.option("-o", "--output", type=click.Path(file_okay=False), help="Folder for the report.")
+@click.option("--report", type=click.Path(file_okay=False), help="Folder for the report.")
 @click.option("--set", "overrides", multiple=True, help="Spec override, e.g. spec.x.y=value.")
 def command(
     job_file: str,
@@ -34,7 +34,7 @@ def command(
     model_b: str,
     base: str | None,
     labels: str,
-    output: str | None,
+    report: str | None,
     overrides: tuple[str, ...],
 ) -> None:
     """Compare base vs adapter, or adapter A vs adapter B, on JOB_FILE's validation set."""
@@ -62,10 +62,10 @@ def command(
         lm_a, lm_b, job, data.kind, data.format, data.validation, (names[0], names[1])
     )
     click.echo(metrics_table([cmp["a"], cmp["b"]], names))
-    if output:
-        md, page = write_comparison(cmp, output)
+    if report:
+        md, page = write_comparison(cmp, report)
         for side in ("a", "b"):
-            (Path(output) / f"result-{side}.json").write_text(
+            (Path(report) / f"result-{side}.json").write_text(
                 json.dumps(cmp[side], indent=2) + "\n"
             )
         click.echo(f"wrote {md} and {page}")

@@ -10,23 +10,16 @@ Records live under <output>/registry/_datasets (see kubetune_trainer.dataset_reg
 from __future__ import annotations
 
 import json
-import os
 import typing
 
 import click
 
 from kubetune_api.spec_data import DatasetFormat
+from kubetune_trainer.commands._options import output_format, output_root
 
-_OUTPUT = click.option(
-    "--output",
-    "output",
-    default=lambda: os.environ.get("KUBETUNE_OUTPUT_URI", "./runs"),
-    show_default="$KUBETUNE_OUTPUT_URI or ./runs",
-    help="Output root holding registry/ (the jobs' spec.output.uri).",
-)
+_OUTPUT = output_root("holding registry/ (the jobs' spec.output.uri)")
 _ENDPOINT = click.option("--s3-endpoint", help="S3-compatible endpoint URL.")
-_JSON = click.option("-o", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-                     default="text", show_default=True)  # fmt: skip
+_JSON = output_format
 
 
 def _refusals(fn: typing.Callable[..., None]) -> typing.Callable[..., None]:

@@ -1,4 +1,4 @@
-"""`kubetune export SOURCE -o DIR [--merge] [--gguf f16|q8_0|f32]`.
+"""`kubetune export SOURCE --dest DIR [--merge] [--gguf f16|q8_0|f32]`.
 
 SOURCE is an adapter (folder or s3:// prefix; its base comes from adapter_config.json
 unless --base is given) or an already merged model folder (for --gguf alone).
@@ -15,7 +15,7 @@ from kubetune_trainer.export.merge import DTYPES
 
 @click.command("export")
 @click.argument("source")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder.")
+@click.option("--dest", required=True, type=click.Path(file_okay=False), help="Folder to write to.")
 @click.option("--base", help="Base model (default: the one named in adapter_config.json).")
 @click.option("--merge", is_flag=True, help="Merge the adapter into the base (safetensors).")
 @click.option("--gguf", "gguf_types", multiple=True, type=click.Choice(OUT_TYPES),
@@ -24,7 +24,7 @@ from kubetune_trainer.export.merge import DTYPES
               help="Precision of the merged weights.")  # fmt: skip
 def command(
     source: str,
-    output: str,
+    dest: str,
     base: str | None,
     merge: bool,
     gguf_types: tuple[str, ...],
@@ -40,7 +40,7 @@ def command(
 
     if not merge and not gguf_types:
         raise click.UsageError("nothing to do: give --merge and/or --gguf TYPE")
-    out = Path(output)
+    out = Path(dest)
     try:
         src = localize_dir(source)
         is_adapter = (src / ADAPTER_CONFIG).is_file()

@@ -1,10 +1,12 @@
 """`kubetune prepare JOB.yaml`: validate and prepare the dataset, write it out, print counts.
 
     kubetune prepare examples/finance-qa.yaml
-    kubetune prepare job.yaml --out /tmp/prepared --set dataset.badRows=skip
+    kubetune prepare job.yaml --output /tmp/runs --set dataset.badRows=skip
     kubetune prepare job.yaml --show 3     # 3 training examples as the model sees them
+    kubetune prepare job.yaml -o json      # the same summary as one JSON document
 
-Writes train.jsonl and validation.jsonl (default ./runs/<namespace>/<name>/prepared/) and
+Writes train.jsonl and validation.jsonl to <ROOT>/<namespace>/<name>/prepared/ (--output
+ROOT, default ./runs; the hidden, deprecated --out DIR writes to DIR itself) and
 prints rows read, kept, skipped, filtered, truncated (when the job's tokenizer loads
 offline) and the fingerprint. Exit 64: invalid spec; 65: bad data (`file:line: reason`).
 
@@ -28,6 +30,7 @@ from kubetune_api.constants import ExitCode
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.commands._job import job_from_file
+from kubetune_trainer.commands._options import emit_json, output_format
 from kubetune_trainer.errors import BadDataError, ConfigError, TrainerError
 from kubetune_trainer.records import PreparedDataset, PreparedFiles
 
@@ -86,17 +89,31 @@ def count_truncated(
 
 @click.command("prepare")
 @click.argument("job_file", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output folder (default ./runs/<namespace>/<name>/prepared).")  # fmt: skip
+@click.option("--output", "root", type=click.Path(file_okay=False), default=None, metavar="ROOT",
+              help="Artifact root, a local folder: the files go to "
+                   "ROOT/<namespace>/<name>/prepared (default ./runs).")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False), default=None, hidden=True,
+              help="Deprecated: the prepared folder itself (use --output ROOT).")  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a spec field, e.g. --set dataset.badRows=skip.")  # fmt: skip
 @click.option("--show", "show", type=click.IntRange(min=0), default=0, metavar="N",
               help="Print the first N training examples as the model sees them: template "
                    "applied, prompt (masked, no loss) and completion (trained) apart.")  # fmt: skip
-def command(job_file: str, out: str | None, overrides: tuple[str, ...], show: int) -> None:
+@output_format
+def command(
+    job_file: str, root: str | None, out: str | None, overrides: tuple[str, ...], show: int,
+    fmt: str,
+) -> None:  # fmt: skip
     """Validate and prepare JOB_FILE's dataset; write train/validation JSONL."""
     from kubetune_trainer.data.prepare import prepare_to_files
 
+    if out is not None:
+        click.echo("kubetune: --out is deprecated: use --output ROOT", err=True)
+    if root and scheme_of(root):
+        raise click.BadParameter(f"{root}: prepare writes local files; give a folder",
+                                 param_hint="--output")  # fmt: skip
+    if show and fmt == "json":
+        raise click.UsageError("--show prints text: not with -o json")
     job = job_from_file(job_file, list(overrides))
     try:
         # dataset://NAME[@vN]: the registered data, as a run reads it (dataset_registry.py)
@@ -105,11 +122,11 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...], show: in
         _, job = resolve_job(job, os.environ.get("KUBETUNE_OUTPUT_URI") or job.spec.output.uri)
         if out:
             folder = Path(out)
-        else:  # namespace and name as single path segments under ./runs (storage/paths.py)
+        else:  # namespace and name as single path segments under the root (storage/paths.py)
             from kubetune_trainer.storage.paths import run_location
 
             meta = job.metadata
-            folder = Path(run_location("runs", meta.namespace, meta.name)) / "prepared"
+            folder = Path(run_location(root or "runs", meta.namespace, meta.name)) / "prepared"
         data = prepare_to_files(job, folder)
     except BadDataError as exc:
         click.echo(f"bad data: {exc}", err=True)
@@ -120,10 +137,19 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...], show: in
     except TrainerError as exc:  # e.g. storage unreachable (retryable)
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(exc.exit_code) from None
+
     tokenizer, why = _tokenizer(job, data)
     if tokenizer is not None and data.format == "papers":
         # chunks sized in the base's tokens, as training does
         data = prepare_to_files(job, folder, tokenizer)
+    max_len = job.spec.dataset.max_seq_length
+    truncated = None
+    if tokenizer is not None:
+        records = (r for p in (data.train_path, data.validation_path) for r in read_jsonl(p))
+        truncated = count_truncated(data.kind, records, tokenizer, job)
+    if fmt == "json":
+        emit_json(summary(job, data, truncated, why))
+        return
     s = data.stats
     click.echo(f"format: {data.format} -> {data.kind} records")
     click.echo(f"read: {s.read} rows; skipped (bad): {s.skipped}; filtered: {s.filtered}")
@@ -142,13 +168,10 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...], show: in
         click.echo(f"warnings: {s.warned} row(s) kept with a warning")
         for warning in s.warnings:
             click.echo(f"  warning {warning}")
-    max_len = job.spec.dataset.max_seq_length
-    if tokenizer is None:
+    if truncated is None:
         click.echo(f"truncated: not counted: {why}")
     else:
-        records = (r for p in (data.train_path, data.validation_path) for r in read_jsonl(p))
-        click.echo(f"truncated: {count_truncated(data.kind, records, tokenizer, job)} examples "
-                   f"longer than maxSeqLength {max_len}")  # fmt: skip
+        click.echo(f"truncated: {truncated} examples longer than maxSeqLength {max_len}")
     click.echo(f"fingerprint: {data.fingerprint}")
     click.echo(f"wrote: {data.train_path}, {data.validation_path}")
     if show:
@@ -158,3 +181,31 @@ def command(job_file: str, out: str | None, overrides: tuple[str, ...], show: in
             click.echo(f"tokens not shown: {why}")
         ds = job.spec.dataset
         click.echo(show_examples(read_jsonl(data.train_path), show, data.kind, tokenizer, ds))
+
+
+def summary(job: FineTuneJob, data: PreparedFiles, truncated: int | None, why: str) -> dict:
+    """What the text summary says, as `prepare -o json` prints it (a stable shape)."""
+    s = data.stats
+    return {
+        "format": data.format,
+        "kind": data.kind,
+        "read": s.read,
+        "skipped": s.skipped,
+        "filtered": s.filtered,
+        "filtered_by": dict(s.filtered_by),
+        "kept": s.kept,
+        "train_examples": data.train_examples,
+        "validation_examples": data.validation_examples,
+        "problems": [str(p) for p in s.problems],
+        "duplicates": s.duplicates,
+        "duplicates_removed": bool(s.duplicates and job.spec.dataset.dedupe),
+        "validation_note": s.validation_note or None,
+        "warned": s.warned,
+        "warnings": [str(w) for w in s.warnings],
+        "truncated": truncated,
+        "truncated_not_counted": None if truncated is not None else why,
+        "max_seq_length": job.spec.dataset.max_seq_length,
+        "fingerprint": data.fingerprint,
+        "train_path": str(data.train_path),
+        "validation_path": str(data.validation_path),
+    }

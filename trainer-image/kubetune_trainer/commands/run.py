@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from ._job import job_from_file, setup_logging
+from ._options import ROOT_HELP
 
 
 @click.command("run")
@@ -20,7 +21,9 @@ from ._job import job_from_file, setup_logging
     metavar="KEY=VALUE",
     help="Override a spec field, e.g. --set training.maxSteps=10.",
 )
-@click.option("--output", default=None, help="Artifact root (default: spec.output.uri).")
+@click.option(
+    "--output", default=None, metavar="ROOT", help=f"{ROOT_HELP} (default: spec.output.uri)."
+)
 @click.option(
     "--resume/--no-resume",
     default=True,

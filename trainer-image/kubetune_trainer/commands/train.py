@@ -13,6 +13,7 @@ import click
 from kubetune_api.constants import Env
 
 from ._job import job_from_file, setup_logging
+from ._options import ROOT_HELP
 
 
 @click.command("train")
@@ -26,7 +27,9 @@ from ._job import job_from_file, setup_logging
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec field."
 )
-@click.option("--output", default=None, help=f"Artifact root (default: ${Env.OUTPUT_URI}).")
+@click.option(
+    "--output", default=None, metavar="ROOT", help=f"{ROOT_HELP} (default: ${Env.OUTPUT_URI})."
+)
 @click.option("--resume/--no-resume", default=True, show_default=True)
 def command(
     spec_file: str | None, overrides: tuple[str, ...], output: str | None, resume: bool
