@@ -274,7 +274,7 @@ def test_random_specs_refused_alike() -> None:
 
 
 def test_spec_invalid_cases_of_cross_field_rules_are_refused_by_the_api_server() -> None:
-    from test_spec_invalid import CASES, mutate
+    from tests.support.spec_cases import CASES, mutate
 
     checked = 0
     for _, changes, path, _words in CASES:
