@@ -173,7 +173,24 @@ def check_env_list(env: list[EnvVar], *, platform: bool) -> list[EnvVar]:
     return env
 
 
-class PodSpec(SpecModel):
+class ExtraMetadata(SpecModel):
+    """The checks of `labels` and `annotations` added to trainer pods (the job's and the
+    platform's); the subclass declares the fields with its own descriptions."""
+
+    @field_validator("labels", check_fields=False)
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        check_extra_labels(v, "label", annotations=False)
+        return v
+
+    @field_validator("annotations", check_fields=False)
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        check_extra_labels(v, "annotation", annotations=True)
+        return v
+
+
+class PodSpec(ExtraMetadata):
     """What a researcher sets on the job's trainer pods, refining the platform's defaults."""
 
     env: list[EnvVar] = Field(
@@ -203,15 +220,3 @@ class PodSpec(SpecModel):
     @classmethod
     def _env(cls, v: list[EnvVar]) -> list[EnvVar]:
         return check_env_list(v, platform=False)
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        check_extra_labels(v, "label", annotations=False)
-        return v
-
-    @field_validator("annotations")
-    @classmethod
-    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
-        check_extra_labels(v, "annotation", annotations=True)
-        return v

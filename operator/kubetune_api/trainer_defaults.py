@@ -21,7 +21,7 @@ from .kube_names import (
     qualified_name_problem,
 )
 from .loader import read_documents
-from .pod import EnvFromSource, EnvVar, check_env_list, check_extra_labels
+from .pod import EnvFromSource, EnvVar, ExtraMetadata, check_env_list
 from .safe_yaml import YamlLimitError, shorten
 from .spec_infra import Toleration
 
@@ -222,7 +222,7 @@ class TopologySpread(SpecModel):
         return v
 
 
-class TrainerDefaults(SpecModel):
+class TrainerDefaults(ExtraMetadata):
     """Trainer-pod settings for every FineTuneJob this operator runs."""
 
     image_pull_secrets: list[NameRef] = Field(
@@ -283,18 +283,6 @@ class TrainerDefaults(SpecModel):
     @classmethod
     def _selector(cls, v: dict[str, str]) -> dict[str, str]:
         return check_labels(v, "nodeSelector")
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        check_extra_labels(v, "label", annotations=False)
-        return v
-
-    @field_validator("annotations")
-    @classmethod
-    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
-        check_extra_labels(v, "annotation", annotations=True)
-        return v
 
     @field_validator("gpu_resource_name")
     @classmethod
