@@ -17,6 +17,7 @@ this CPU), for the same one epoch, so tokens/s compares the data pipeline and th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,34 +61,26 @@ def _common(staging: Path, micro_batch: int) -> dict[str, Any]:
     }
 
 
-def build(
-    name: str,
-    model_dir: Path,
-    rows: list[dict[str, str]],
-    max_len: int,
-    micro_batch: int,
-    lora: dict[str, Any],
-    timer: Any,
-    staging: Path,
-    counting: Any,
-) -> tuple[Any, Any]:
+@dataclass(frozen=True)
+class Setup:
+    """What every alternative trains with (the same as kubetune's run in throughput.py)."""
+
+    model_dir: Path
+    rows: list[dict[str, str]]
+    max_len: int
+    micro_batch: int
+    lora: dict[str, Any]
+    timer: Any  # the step timer callback
+    staging: Path
+    counting: Any  # wraps a data collator to count real tokens
+
+
+def build(name: str, setup: Setup) -> tuple[Any, Any]:
     """(trainer, counting collator) for the alternative `name`."""
-    if name.startswith("hf-"):
-        return _hf(name, model_dir, rows, max_len, micro_batch, lora, timer, staging, counting)
-    return _trl(name, model_dir, rows, max_len, micro_batch, lora, timer, staging, counting)
+    return (_hf if name.startswith("hf-") else _trl)(name, setup)
 
 
-def _hf(
-    name: str,
-    model_dir: Path,
-    rows: list[dict[str, str]],
-    max_len: int,
-    micro_batch: int,
-    lora: dict[str, Any],
-    timer: Any,
-    staging: Path,
-    counting: Any,
-) -> tuple[Any, Any]:
+def _hf(name: str, a: Setup) -> tuple[Any, Any]:
     import datasets
     from transformers import (
         AutoTokenizer,
@@ -96,7 +89,7 @@ def _hf(
         TrainingArguments,
     )
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(a.model_dir)
 
     def fmt(batch: dict[str, list[str]]) -> dict[str, Any]:
         texts = [
@@ -106,43 +99,33 @@ def _hf(
             )
             for p, c in zip(batch["prompt"], batch["completion"], strict=True)
         ]
-        return tok(texts, truncation=True, max_length=max_len)
+        return tok(texts, truncation=True, max_length=a.max_len)
 
-    ds = datasets.Dataset.from_list(rows).map(
+    ds = datasets.Dataset.from_list(a.rows).map(
         fmt, batched=True, remove_columns=["prompt", "completion"]
     )
-    kw = _common(staging, micro_batch)
+    kw = _common(a.staging, a.micro_batch)
     if name == "hf-group-by-length":
         ds = ds.map(lambda r: {"length": len(r["input_ids"])})
         kw["train_sampling_strategy"] = "group_by_length"
-    collator = counting(DataCollatorForLanguageModeling(tok, mlm=False), tok.pad_token_id)
+    collator = a.counting(DataCollatorForLanguageModeling(tok, mlm=False), tok.pad_token_id)
     trainer = Trainer(
-        model=_model(model_dir, lora),
+        model=_model(a.model_dir, a.lora),
         args=TrainingArguments(**kw),
         train_dataset=ds,
         data_collator=collator,
-        callbacks=[timer],
+        callbacks=[a.timer],
     )
     return trainer, collator
 
 
-def _trl(
-    name: str,
-    model_dir: Path,
-    rows: list[dict[str, str]],
-    max_len: int,
-    micro_batch: int,
-    lora: dict[str, Any],
-    timer: Any,
-    staging: Path,
-    counting: Any,
-) -> tuple[Any, Any]:
+def _trl(name: str, a: Setup) -> tuple[Any, Any]:
     import datasets
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(a.model_dir)
     # Conversational prompt/completion records: TRL applies the chat template itself.
     ds = datasets.Dataset.from_list(
         [
@@ -150,26 +133,26 @@ def _trl(
                 "prompt": [{"role": "user", "content": r["prompt"]}],
                 "completion": [{"role": "assistant", "content": r["completion"]}],
             }
-            for r in rows
+            for r in a.rows
         ]
     )
     cfg = SFTConfig(
-        **_common(staging, micro_batch),
+        **_common(a.staging, a.micro_batch),
         # padding_free without packing refuses a max_length it would not enforce; the
         # records are generated within it (the template adds a few tokens at most).
-        max_length=None if name == "trl-padding-free" else max_len,
+        max_length=None if name == "trl-padding-free" else a.max_len,
         packing=name == "trl-packing",
         padding_free=name == "trl-padding-free",
     )
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(a.model_dir, dtype=torch.float32)
     trainer = SFTTrainer(
         model=model,
         args=cfg,
         train_dataset=ds,
         processing_class=tok,
-        peft_config=_lora(lora),
-        callbacks=[timer],
+        peft_config=_lora(a.lora),
+        callbacks=[a.timer],
     )
-    collator = counting(trainer.data_collator, tok.pad_token_id)
+    collator = a.counting(trainer.data_collator, tok.pad_token_id)
     trainer.data_collator = collator
     return trainer, collator

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alternatives import ALTERNATIVES
+from alternatives import ALTERNATIVES, Setup
 from alternatives import build as build_alternative
 from common import Child, emit, loadavg, peak_rss_bytes, say, stats
 from workload import FULL, QUICK, VS, VS_QUICK, Size, build, length_summary, records
@@ -243,10 +243,9 @@ def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = Fal
     timer = _timer()
     with tempfile.TemporaryDirectory(prefix="kt-bench-") as tmp:
         if config in ALTERNATIVES:
-            trainer, collator = build_alternative(
-                config, model_dir, records(folder), size.max_len, MICRO_BATCH, LORA,
-                timer, Path(tmp), Counting,
-            )  # fmt: skip
+            setup = Setup(model_dir, records(folder), size.max_len, MICRO_BATCH, LORA, timer,
+                          Path(tmp), Counting)  # fmt: skip
+            trainer, collator = build_alternative(config, setup)
             precision = "fp32"
         elif CONFIGS[config] is None:
             trainer, collator, precision = _baseline(model_dir, size, timer, Path(tmp))
