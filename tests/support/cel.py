@@ -17,6 +17,7 @@ from celpy import celtypes
 
 from kubetune_api.crd import build_crd
 from kubetune_api.loader import InvalidSpecError, parse_job
+from tests.support.spec_cases import BASE
 
 Found = list[tuple[str, str]]  # (path, message)
 
@@ -118,16 +119,6 @@ def rule_nodes(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[s
 # --- FineTuneJobs to check ------------------------------------------------------------
 
 ABSENT = object()  # a field left out of the spec
-
-BASE: dict[str, Any] = {
-    "apiVersion": "kubetune.io/v1alpha1",
-    "kind": "FineTuneJob",
-    "metadata": {"name": "ok-job", "namespace": "default"},
-    "spec": {
-        "model": {"base": "meta-llama/Llama-2-7b-hf"},
-        "dataset": {"source": "data/train.jsonl", "format": "qa"},
-    },
-}
 
 
 def job(changes: dict[str, Any]) -> dict[str, Any]:

@@ -20,17 +20,9 @@ from kubetune_api.constants import ConditionType, Phase, Reason
 from kubetune_api.crd import build_crd
 from kubetune_api.loader import InvalidSpecError, load_file, parse_job, parse_spec
 from kubetune_operator.decide import Inputs, decide
+from tests.support.spec_cases import BASE
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE: dict[str, Any] = {
-    "apiVersion": "kubetune.io/v1alpha1",
-    "kind": "FineTuneJob",
-    "metadata": {"name": "ok-job", "namespace": "default"},
-    "spec": {
-        "model": {"base": "meta-llama/Llama-2-7b-hf"},
-        "dataset": {"source": "data/train.jsonl", "format": "qa"},
-    },
-}
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
