@@ -39,7 +39,8 @@ def test_the_trainers_start_estimate_is_the_eta_before_step_one(
     gauges["kubetune_train_step"].set(0)
     gauges["kubetune_train_eta_seconds"].set(321.0)
     cluster.create(FTJ, load_ftj(metrics={"port": port}))
-    wait_for(lambda: status(cluster).get("jobName"), what="the Job")
+    # The Job itself, not status.jobName: the status may be written before the Job is.
+    wait_for(lambda: cluster.get("batch/v1/jobs", NS, "llama-lora-a1"), what="the Job")
     for pod in create_pods(cluster, NS, "llama-lora-a1"):
         set_running(cluster, NS, pod, "127.0.0.1")
     set_job_status(cluster, NS, "llama-lora-a1", active=2)
