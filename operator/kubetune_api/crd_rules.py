@@ -2,19 +2,21 @@
 
 A template's `{a.b}` becomes `(has(self.a) && has(self.a.b) ? self.a.b : <default>)`, the
 default taken from the pydantic model (the API server fills defaults in before it evaluates
-a rule, but a section itself may be absent), and `{?a.b}` becomes
-`has(self.a) && has(self.a.b)`.
+a rule, but a section itself may be absent), `{?a.b}` becomes
+`has(self.a) && has(self.a.b)`, and `{=name}` the rule's derived value (its own template).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .errors import _model_in
-from .rules import NAME_RULE, PLACEHOLDER, RULES, Rule, cel_literal, cel_string
+from .rule_core import PLACEHOLDER, Derived, Rule, cel_literal, cel_string
+from .rules import NAME_RULE, RULES
 from .spec import FineTuneJobSpec
 
 
@@ -49,7 +51,7 @@ def _access(model: type[BaseModel], path: str, presence: bool) -> str:
     prefixes = ["self." + ".".join(keys[: i + 1]) for i in range(len(keys))]
     if presence:
         return " && ".join(f"has({p})" for p in prefixes)
-    default = leaf.get_default(call_default_factory=False)
+    default = leaf.get_default(call_default_factory=True, validated_data={})
     if default is None or leaf.is_required():  # read after a {?...} guard / always present
         return prefixes[-1]
     # The API server fills the default in, but the rule must not depend on it.
@@ -57,24 +59,33 @@ def _access(model: type[BaseModel], path: str, presence: bool) -> str:
     return f"({guard} ? {prefixes[-1]} : {cel_literal(default)})"
 
 
-def expand(template: str, at: str) -> str:
-    """A rule template as CEL for the section at `at`."""
+def expand(template: str, at: str, values: dict[str, Derived] | None = None) -> str:
+    """A rule template as CEL for the section at `at` (`values`: the rule's derived values)."""
     if not PLACEHOLDER.search(template):
         return template
     model = section_model(at)
-    return PLACEHOLDER.sub(lambda m: _access(model, m.group(2), bool(m.group(1))), template)
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) == "=":
+            return f"({expand((values or {})[m.group(2)].cel, at)})"
+        return _access(model, m.group(2), m.group(1) == "?")
+
+    return PLACEHOLDER.sub(sub, template)
 
 
-def message_expression(template: str, at: str) -> str:
-    """CEL building the message: literal text + string(<field>) + ..."""
+def message_expression(template: str, at: str, values: dict[str, Derived] | None = None) -> str:
+    """CEL building the message: literal text + string(<field>) + (<derived value>) + ..."""
     model = section_model(at)
     parts: list[str] = []
     pos = 0
     for m in PLACEHOLDER.finditer(template):
         if m.start() > pos:
             parts.append(cel_string(template[pos : m.start()]))
-        value = _access(model, m.group(2), False)
-        parts.append(f"string({value[1:-1] if value.startswith('(') else value})")
+        if m.group(1) == "=":
+            parts.append(expand(m.group(0), at, values))
+        else:
+            value = _access(model, m.group(2), False)
+            parts.append(f"string({value[1:-1] if value.startswith('(') else value})")
         pos = m.end()
     if pos < len(template):
         parts.append(cel_string(template[pos:]))
@@ -83,9 +94,9 @@ def message_expression(template: str, at: str) -> str:
 
 def validation(rule: Rule) -> dict[str, Any]:
     """The x-kubernetes-validations entry of one rule."""
-    out: dict[str, Any] = {"rule": expand(rule.rule, rule.at)}
+    out: dict[str, Any] = {"rule": expand(rule.rule, rule.at, rule.values)}
     if PLACEHOLDER.search(rule.message):
-        out["messageExpression"] = message_expression(rule.message, rule.at)
+        out["messageExpression"] = message_expression(rule.message, rule.at, rule.values)
     else:
         out["message"] = rule.message
     if rule.field:

@@ -7,78 +7,25 @@ operator refuse it), with one message template and one field path.
 tests/unit/test_cel_rules.py evaluates the CEL with cel-python against the Python check on
 every example, an invalid spec per rule, and every combination of the fields either reads.
 
-In a template, `{a.b}` is the value of field a.b below the rule's section (its default when
-a.b or a section on the way is absent) and `{?a.b}` whether it is present; the message's
-`{a.b}` are filled in with the values. No list or map is iterated: each rule costs a few
-comparisons, far below the API server's cost budget.
+Templates: rule_core.py. No list or map of the object is iterated: each rule costs a few
+comparisons (field-map-keys: a comprehension over a literal list), far below the API
+server's cost budget.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from pydantic.alias_generators import to_camel, to_snake
 
 from .kube_names import DNS1035_LABEL, anchored, matches
+from .rule_core import PLACEHOLDER, Rule, cel_list, cel_literal, cel_string
+from .rules_field_map import FIELD_MAP_RULE
 from .spec_data import FORMATS_FOR_OBJECTIVE
 from .spec_model import QuantizationSpec
 from .uris import is_remote
 
-Reason = Literal["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired"]
-# {a.b}: the value of a.b (its default if absent); {?a.b}: whether a.b is present.
-PLACEHOLDER: Final = re.compile(r"\{(\??)([A-Za-z][A-Za-z0-9.]*)\}")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One cross-field rule. `self` (CEL) and the object `check` receives (Python) are the
-    spec section at `at`; `field` is the path of the offending field below it."""
-
-    name: str
-    at: str  # "spec" or "spec.<section>" ("" for the object: NAME_RULE)
-    field: str  # ".dataset.format" (Kubernetes' fieldPath; "" is `at` itself)
-    rule: str  # CEL template, true when the object is valid
-    message: str  # template: {a.b} is filled in with the value
-    check: Callable[[Any], bool]  # Python, true when the object is valid
-    reason: Reason = "FieldValueInvalid"
-
-    @property
-    def path(self) -> str:
-        return (self.at + self.field).removeprefix(".")
-
-    def render(self, obj: Any) -> str:
-        """The message with its placeholders filled in from a pydantic section."""
-
-        def value(match: re.Match[str]) -> str:
-            node = obj
-            for key in match.group(2).split("."):
-                node = getattr(node, to_snake(key))
-            return str(node)
-
-        return PLACEHOLDER.sub(value, self.message)
-
-
-def cel_string(text: str) -> str:
-    """A CEL string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def cel_literal(value: Any) -> str:
-    """A CEL literal for a default value (bool, int or string)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return cel_string(value)
-    raise ValueError(f"no CEL literal for {value!r}")
-
-
-def cel_list(values: tuple[str, ...]) -> str:
-    return "[" + ", ".join(cel_string(v) for v in values) + "]"
+__all__ = ["NAME_RULE", "PLACEHOLDER", "RULES", "Rule", "enforce"]
 
 
 def enforce(spec: Any) -> None:
@@ -179,6 +126,7 @@ RULES: Final[tuple[Rule, ...]] = (
         )
         for opt in ("trading", "papers", "rated")
     ),
+    FIELD_MAP_RULE,
     # spec.training
     Rule(
         name="warmup-steps-or-ratio",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from ._base import SpecModel
 from .uris import check_dataset_source, check_storage_uri
@@ -20,8 +20,9 @@ FORMATS_FOR_OBJECTIVE: dict[str, tuple[str, ...]] = {
     "ranking": ("auto", "ranked"),
 }
 
-# Every field a format reads (what dataset.fieldMap may map to). The trainer's detection
-# keys (data.formats.FORMAT_KEYS) are a subset of these; a test keeps them in step.
+# Every field a format reads (what dataset.fieldMap may map to: rules_field_map.py). The
+# trainer's detection keys (data.formats.FORMAT_KEYS) are a subset of these; a test keeps
+# them in step.
 FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
     "instruction": ("instruction", "input", "output", "prompt", "response", "completion"),
     "qa": ("question", "answer", "context"),
@@ -107,7 +108,9 @@ class PapersOptions(SpecModel):
     )
     drop_citations: bool = Field(default=True, description="Remove bracketed citations like [12].")
     label_field: str | None = Field(
-        default=None, description="Paper field used as the class label (BERT classification)."
+        default=None,
+        max_length=128,  # so the fieldMap message that lists it stays whole (rules_field_map)
+        description="Paper field used as the class label (BERT classification).",
     )
 
 
@@ -191,17 +194,3 @@ class DatasetSpec(SpecModel):
         if not ascii_compatible:
             raise ValueError(f"encoding {v!r} is not ASCII-compatible; convert the files to utf-8")
         return v
-
-    @model_validator(mode="after")
-    def _field_map_targets(self) -> DatasetSpec:
-        label = self.papers.label_field if self.papers else None
-        allowed = format_fields(self.format, label)
-        unknown = [k for k in self.field_map if k not in allowed]
-        if unknown:
-            what = "any format" if self.format == "auto" else f"format {self.format}"
-            raise ValueError(
-                f"fieldMap maps to {', '.join(f'`{k}`' for k in unknown)}, not a field of "
-                f"{what}; keys are the format's fields ({', '.join(allowed)}), values the "
-                "source's fields, e.g. {question: Q}"
-            )
-        return self

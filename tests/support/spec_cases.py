@@ -155,6 +155,8 @@ CASES: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
     ("int-bool", {"spec.runPolicy.suspend": 1}, "spec.runPolicy.suspend", ("valid boolean",)),
     ("int-in-string-map", {"spec.dataset.fieldMap": {"question": 1}},
      "spec.dataset.fieldMap.question", ("valid string",)),
+    ("field-map-reversed", {"spec.dataset.fieldMap": {"Q": "question"}}, "spec.dataset.fieldMap",
+     ("not a field of format qa", "(question, answer, context)", "e.g. {question: Q}")),
     ("inf", {"spec.training.learningRate": float("inf")}, "spec.training.learningRate",
      ("finite number",)),
     ("nan", {"spec.adapter.alpha": float("nan")}, "spec.adapter.alpha", ("finite number",)),

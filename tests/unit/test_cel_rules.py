@@ -11,7 +11,7 @@ import itertools
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -22,6 +22,7 @@ from kubetune_api.crd_rules import section_model, validation
 from kubetune_api.errors import _model_in
 from kubetune_api.rules import NAME_RULE, PLACEHOLDER, RULES, Rule
 from kubetune_api.spec import FineTuneJobSpec
+from kubetune_api.spec_data import FORMATS_FOR_OBJECTIVE, DatasetFormat, format_fields
 from tests.support.cel import (
     ABSENT,
     api_server_errors,
@@ -43,6 +44,7 @@ INVALID: dict[str, dict[str, Any]] = {
     "trading-options-need-format": {"dataset.trading": {"window": 10}},
     "papers-options-need-format": {"dataset.papers": {}},
     "rated-options-need-format": {"dataset.rated": {"minRating": 3.0}},
+    "field-map-keys": {"dataset.fieldMap": {"Q": "question", "answer": "A"}},
     "warmup-steps-or-ratio": {"training.warmupSteps": 10, "training.warmupRatio": 0.1},
     "early-stopping-needs-eval-steps": {"training.earlyStopping": {"patience": 2}},
     "early-stopping-save-on-eval": {
@@ -84,7 +86,12 @@ INVALID: dict[str, dict[str, Any]] = {
 DOMAIN: dict[str, list[Any]] = {
     "objective": ["sft", "dpo", "ranking"],
     "dataset.format": ["auto", "qa", "preference", "ranked", "rated", "trading", "papers"],
-    "dataset.trading": [{}], "dataset.papers": [{}], "dataset.rated": [{}],
+    "dataset.trading": [{}], "dataset.rated": [{}],
+    "dataset.papers": [{}, {"labelField": "topic"}, {"labelField": "year"}, {"labelField": ""}],
+    "dataset.fieldMap": [
+        {}, {"question": "Q"}, {"Q": "question", "answer": "A"}, {"topic": "t"},
+        {"title": "T", "year": "Y"}, {"prompt": "p", "chosen": "c", "rejected": "r"}, {"": "x"},
+    ],
     "model.task": ["causal_lm", "sequence_classification", "masked_lm"],
     "model.numLabels": [3],
     "quantization.mode": ["none", "8bit", "4bit"],
@@ -140,7 +147,8 @@ def rule_paths(rule: Rule) -> list[str]:
     Python check reads (on the base spec and the rule's invalid spec), so that a field
     either side alone reads is varied too."""
     base = rule.at.removeprefix("spec").removeprefix(".")
-    found = [m.group(2) for m in PLACEHOLDER.finditer(rule.rule + rule.message)]
+    templates = rule.rule + rule.message + "".join(v.cel for v in rule.values.values())
+    found = [m.group(2) for m in PLACEHOLDER.finditer(templates) if m.group(1) != "="]
     paths = [f"{base}.{f}" if base else f for f in found]
     for doc in (job({}), job(INVALID[rule.name])):
         data = doc["spec"]
@@ -284,3 +292,52 @@ def test_spec_invalid_cases_of_cross_field_rules_are_refused_by_the_api_server()
             assert python[0] in api_server_errors(doc), (changes, python)
             checked += 1
     assert checked >= 10
+
+
+# --- dataset.fieldMap: the one rule that reads a map's keys ---------------------------------
+
+
+def _field_map_job(fmt: str, field_map: dict[str, str], **changes: Any) -> dict[str, Any]:
+    objective = next(o for o, formats in FORMATS_FOR_OBJECTIVE.items() if fmt in formats)
+    return job({"objective": objective, "dataset.format": fmt, "dataset.fieldMap": field_map,
+                **changes})  # fmt: skip
+
+
+def _field_map_message(fmt: str, label: str | None = None) -> str:
+    if fmt == "auto":
+        what = "any format"
+        fields = "any format's" + (f", or {label}" if label else "") + "; set dataset.format to "
+        fields += "list them"
+    else:
+        what, fields = f"format {fmt}", ", ".join(format_fields(fmt, label))
+    return (
+        f"a key is not a field of {what}; keys are the format's fields ({fields}), values the "
+        "source's fields, e.g. {question: Q}"
+    )
+
+
+@pytest.mark.parametrize("fmt", get_args(DatasetFormat))
+def test_field_map_keys_of_the_format_accepted_and_others_refused_alike(fmt: str) -> None:
+    every = {f: f"src.{f}" for f in format_fields(fmt)}
+    assert python_errors(_field_map_job(fmt, every)) == []
+    assert api_server_errors(_field_map_job(fmt, every)) == []
+    for wrong in ({**every, "Q": "question"}, {"questoin": "Q"}, {"": "x"}):
+        doc = _field_map_job(fmt, wrong)
+        python = python_errors(doc)
+        assert python == [("spec.dataset.fieldMap", _field_map_message(fmt))]
+        assert api_server_errors(doc) == python
+
+
+@pytest.mark.parametrize("fmt", ["papers", "auto"])
+def test_field_map_may_name_the_papers_label_field(fmt: str) -> None:
+    labelled = _field_map_job(fmt, {"topic": "meta.area", "title": "T"},
+                              **{"dataset.papers": {"labelField": "topic"}})  # fmt: skip
+    assert python_errors(labelled) == [] and api_server_errors(labelled) == []
+    # A label field that is also a format field (listed twice, as Python lists it), and the
+    # longest label field: the message stays under the length errors are cut to.
+    for label in ("year", "x" * 128):
+        doc = _field_map_job(fmt, {label: "Y", "topic": "t"},
+                             **{"dataset.papers": {"labelField": label}})  # fmt: skip
+        expected = [("spec.dataset.fieldMap", _field_map_message(fmt, label))]
+        assert python_errors(doc) == expected
+        assert api_server_errors(doc) == expected

@@ -28,7 +28,7 @@ def test_validate_refuses_a_reversed_mapping_with_the_allowed_names(tmp_path: Pa
     res = validate(tmp_path, format="qa", fieldMap={"Q": "question", "answer": "A"})
     assert res.exit_code == 1
     assert (
-        "spec.dataset: fieldMap maps to `Q`, not a field of format qa; keys are the format's "
+        "spec.dataset.fieldMap: a key is not a field of format qa; keys are the format's "
         "fields (question, answer, context), values the source's fields, e.g. {question: Q}"
     ) in res.output
 
@@ -36,7 +36,7 @@ def test_validate_refuses_a_reversed_mapping_with_the_allowed_names(tmp_path: Pa
 def test_validate_refuses_a_misspelled_target_under_auto(tmp_path: Path) -> None:
     res = validate(tmp_path, fieldMap={"questoin": "Q"})
     assert res.exit_code == 1
-    assert "fieldMap maps to `questoin`, not a field of any format; keys are" in res.output
+    assert "spec.dataset.fieldMap: a key is not a field of any format; keys are" in res.output
     assert validate(tmp_path, fieldMap={"question": "Q"}).exit_code == 0
     labelled = validate(tmp_path, format="papers", papers={"labelField": "topic"},
                         fieldMap={"topic": "meta.area"})  # fmt: skip
