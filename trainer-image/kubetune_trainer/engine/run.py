@@ -201,6 +201,7 @@ def run_job(
         ctx = RecipeContext(
             job, loaded.model, loaded.tokenizer, prep, kwargs, callbacks, loaded.precision
         )
+        ctx.data_store = store  # the tokenized-data cache lives in the run's store
         built = recipe.build_trainer(ctx)
         trainer = built.trainer
         trainer.remove_callback(PrinterCallback)  # the console sink prints rows instead
