@@ -4,8 +4,9 @@ The engine's own SIGTERM handler only sets a flag that the training loop reads a
 step; before the first step there is no step, so a preempted pod preparing a large
 dataset would run on until it is killed. Inside `preemptible(...)` a SIGTERM first calls
 that handler (the flag stays right for whoever reads it), then raises PreemptedError in
-the main thread: the work in progress is abandoned, temporary files are removed by their
-owners' `finally`, nothing is committed, and the process exits with the preemption code.
+the main thread (and again at the next `check()`, should library code swallow it): the
+work in progress is abandoned, temporary files are removed by their owners' `finally`,
+nothing is committed, and the process exits with the preemption code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from kubetune_trainer.errors import PreemptedError
+
+# The region SIGTERM hit, until it is left: `check` raises from there on. A raise from the
+# handler alone can be lost: when the signal lands inside logging's emit (a progress line
+# to a pipe), logging swallows it as a failed write and the work goes on.
+_HIT: dict[str, str | None] = {"what": None}
+
+
+def check() -> None:
+    """Raise PreemptedError if SIGTERM arrived inside the current region (cheap; call it
+    from loops, e.g. progress updates)."""
+    if _HIT["what"] is not None:
+        raise PreemptedError(_message(_HIT["what"]))
 
 
 def _message(what: str) -> str:
@@ -35,6 +48,7 @@ def preemptible(what: str) -> Iterator[None]:
         if hit["yes"]:
             return  # a second SIGTERM while unwinding changes nothing
         hit["yes"] = True
+        _HIT["what"] = what
         if callable(previous):
             previous(signum, frame)
         raise PreemptedError(_message(what))
@@ -50,5 +64,9 @@ def preemptible(what: str) -> Iterator[None]:
         if hit["yes"]:
             raise PreemptedError(_message(what)) from exc
         raise
+    else:
+        if hit["yes"]:  # swallowed, and no check() came after it
+            raise PreemptedError(_message(what))
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _HIT["what"] = None

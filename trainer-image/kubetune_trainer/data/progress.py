@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+from .interrupt import check
+
 log = logging.getLogger("kubetune_trainer.data")
 EVERY = float(os.environ.get("KUBETUNE_PROGRESS_SECONDS", "10"))
 
@@ -51,6 +53,7 @@ class RateLog:
         return text
 
     def add(self, n: int) -> None:
+        check()  # a SIGTERM whose exception something swallowed stops here (interrupt.py)
         self.done += n
         if self.bar is not None:
             self.bar.update(n)

@@ -87,8 +87,10 @@ def load_all(
     # 2. data: a built-in tokenizer is trained on it, and bad rows must fail early
     if prepared is None:
         from kubetune_trainer.data import prepare
+        from kubetune_trainer.data.interrupt import preemptible
 
-        prepared = prepare(job)
+        with preemptible("data preparation"):  # SIGTERM here stops now (exit 76)
+            prepared = prepare(job)
     say(
         f"data: {len(prepared.train)} train / {len(prepared.validation)} validation "
         f"{prepared.kind} records (format {prepared.format}, {prepared.fingerprint[:19]})"
@@ -102,8 +104,10 @@ def load_all(
         # Validation above ran before any model file was read; papers chunks are sized in
         # tokens, so cut them again with the real tokenizer (the estimate can overshoot).
         from kubetune_trainer.data import prepare
+        from kubetune_trainer.data.interrupt import preemptible
 
-        prepared = prepare(job, tokenizer)
+        with preemptible("data preparation"):
+            prepared = prepare(job, tokenizer)
         say(
             f"data: papers re-chunked with the base's tokenizer: {len(prepared.train)} train "
             f"/ {len(prepared.validation)} validation chunks ({prepared.fingerprint[:19]})"
