@@ -19,6 +19,7 @@ model, is what the first step waits for. Each figure comes from a fresh process:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -53,8 +54,8 @@ def data_file(n: int) -> Path:
     tok = AutoTokenizer.from_pretrained(folder / "model")
     rnd = random.Random(n)
     words = sorted({w for r in _rows(folder / "data.jsonl") for w in r.split()})
-    weights = [1 / (i + 1) for i in range(len(words))]
-    sample = " ".join(rnd.choices(words, weights, k=2000))
+    weights = list(itertools.accumulate(1 / (i + 1) for i in range(len(words))))
+    sample = " ".join(rnd.choices(words, cum_weights=weights, k=2000))
     per_word = len(tok(sample, add_special_tokens=False)["input_ids"]) / 2000
     tmp = path.with_suffix(".part")
     with open(tmp, "w") as f:
@@ -64,8 +65,8 @@ def data_file(n: int) -> Path:
             p = max(1, round(budget * rnd.uniform(0.3, 0.6) / per_word))
             c = max(1, round(budget / per_word) - p)
             q, a = (
-                " ".join(rnd.choices(words, weights, k=p)),
-                " ".join(rnd.choices(words, weights, k=c)),
+                " ".join(rnd.choices(words, cum_weights=weights, k=p)),
+                " ".join(rnd.choices(words, cum_weights=weights, k=c)),
             )
             f.write(json.dumps({"question": q, "answer": a}) + "\n")
     tmp.rename(path)
