@@ -3,7 +3,7 @@
 `tokenize_to_arrow` turns records into one Arrow file per split, in three steps:
 
 1. the records are written as one JSON string a row (`records.arrow`), in batches;
-2. `Dataset.map(batched=True)` renders the template and tokenizes a thousand rows per call
+2. `Dataset.map(batched=True)` renders the template and tokenizes BATCH rows per call
    with the fast tokenizer (`num_proc` workers for large sets when there are cores), the
    same prompt/completion/truncation rules as tokenize.py, token by token (tested);
 3. the result is `tokens.arrow` (or one shard per worker): input_ids and labels as int32
@@ -30,7 +30,9 @@ from .templates import messages_of, render, resolve
 from .tokenize import IGNORE
 
 RECORDS = "records.arrow"
-BATCH = 1000
+# Rows a tokenizer call sees: large enough for the fast tokenizer's batching, small enough
+# that a batch's Python lists (~36 bytes a token before truncation) stay a few MB.
+BATCH = 256
 PARALLEL_FROM = 20_000  # examples: below this, starting workers costs more than it saves
 
 
@@ -68,7 +70,7 @@ def write_records(records: Iterable[dict[str, Any]], path: Path) -> int:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for rec in records:
             batch.append(json.dumps(rec, ensure_ascii=False))
-            if len(batch) == 10 * BATCH:
+            if len(batch) == 4 * BATCH:
                 writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema))
                 n, batch = n + len(batch), []
         if batch or not n:
@@ -83,7 +85,11 @@ def write_records(records: Iterable[dict[str, Any]], path: Path) -> int:
 def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
     if not texts:
         return []
-    return [list(x) for x in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+    # No attention mask (a second list as long as the ids) and no copy: this batch's ids
+    # are the largest Python object tokenization holds.
+    enc = tokenizer(texts, add_special_tokens=special, return_attention_mask=False,
+                    return_token_type_ids=False)  # fmt: skip
+    return enc["input_ids"]
 
 
 def _sft(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
