@@ -107,3 +107,20 @@ def test_stored_plan_rows_equal_the_in_memory_packing(tokenizer: Any, tmp_path: 
     assert [packed[r] for r in range(len(packed))] == pack_position_ids(want, 256)
     wrapped = WrappedRows(arrow, 100)
     assert [wrapped[r] for r in range(len(wrapped))] == pack_wrapped(want, 100)
+
+
+def test_tokenization_reports_rows_per_second_and_eta(
+    tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import logging
+
+    from kubetune_trainer.data import progress
+
+    monkeypatch.setattr(progress, "EVERY", 0.0)  # a line every batch (pods: every 10 s)
+    with caplog.at_level(logging.INFO, logger="kubetune_trainer.data"):
+        tokenize_to_arrow("sft", _sft_records(600), tokenizer, spec(), tmp_path, num_proc=None)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tokenize:")]
+    assert any("/600 rows (" in x and "rows/s, ETA " in x for x in lines), lines
+    rate = progress.RateLog("prepare", every=3600)
+    rate.add(5)
+    assert rate.line().startswith("prepare: 5 rows, ") and "ETA" not in rate.line()  # no total
