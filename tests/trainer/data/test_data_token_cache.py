@@ -154,3 +154,15 @@ def test_two_ranks_on_two_nodes_prepare_once(tokenizer: Any, tmp_path: Path) -> 
     assert sum(r["count"] for r in res) == 1
     assert "waits for rank 0" in outs[0]
     assert res[0]["rows"] == res[1]["rows"] and res[0]["first"] == res[1]["first"]
+
+
+def test_other_records_under_the_same_claimed_fingerprint_are_not_reused(
+    tokenizer: Any, cache: Path
+) -> None:
+    a, b = _prepared(40), _prepared(40)
+    b.train[0] = {"prompt": "Something else?", "completion": "Yes."}
+    assert a.fingerprint == b.fingerprint  # a hand-made PreparedDataset may claim anything
+    first = tokenized_splits(a, tokenizer, DS, "none")
+    second = tokenized_splits(b, tokenizer, DS, "none")
+    assert first.built and second.built and first.key != second.key
+    assert second.train[0] != first.train[0]

@@ -87,6 +87,20 @@ def cache_key(kind: str, fingerprint: str, tok: Any, ds: DatasetSpec, packing: s
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _data_identity(prepared: Any) -> str:
+    """The records' fingerprint. Records prepare() handed over in memory are hashed again
+    (~1 s per 100k): a caller-made PreparedDataset (tests, notebooks) may carry any
+    fingerprint, and a cache entry must never be found for other records. Records kept
+    on disk carry the fingerprint prepare_to_files computed while writing them."""
+    from .fingerprint import fingerprint
+    from .streamed import JsonlRecords
+
+    if isinstance(prepared.train, JsonlRecords):
+        return str(prepared.fingerprint)
+    splits = [("train", prepared.train), ("validation", prepared.validation)]
+    return fingerprint(prepared.kind, prepared.format, splits)
+
+
 @dataclass
 class Tokenized:
     train: ArrowTokens
@@ -186,7 +200,7 @@ def tokenized_splits(
     Trainer reads for `packing` (none | position_ids | wrapped)."""
     say = say or log.info
     rank = int(os.environ.get("RANK", "0"))
-    key = cache_key(prepared.kind, prepared.fingerprint, tok, ds, packing)
+    key = cache_key(prepared.kind, _data_identity(prepared), tok, ds, packing)
     final = _local_dir(key)
     where = store.uri(join_key(PREFIX, key)) if store is not None else str(final)
     built = False
