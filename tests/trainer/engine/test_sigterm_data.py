@@ -84,3 +84,24 @@ def test_sigterm_during_data_work_stops_at_once_with_76(
     # Nothing half-built left in the local cache either (a temporary folder is removed).
     cache = Path(os.environ["KUBETUNE_CACHE"]) / "data"
     assert not cache.exists() or not [p for p in cache.iterdir() if p.name.startswith(".")]
+
+
+_EXITER = """
+import atexit, logging, sys
+from kubetune_trainer.distributed import exit_rank
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+atexit.register(lambda: print("teardown ran", flush=True))
+print("buffered line")  # no flush: exit_rank must not lose it
+logging.getLogger("t").info("logged line")
+exit_rank(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize(("code", "teardown"), [(ExitCode.PREEMPTED, False), (3, True)])
+def test_a_preempted_single_process_skips_the_slow_teardown(code: int, teardown: bool) -> None:
+    env = {**os.environ, "WORLD_SIZE": "1"}
+    out = subprocess.run([sys.executable, "-c", _EXITER, str(code)], env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == code
+    assert "buffered line" in out.stdout and "logged line" in out.stderr
+    assert ("teardown ran" in out.stdout) is teardown
