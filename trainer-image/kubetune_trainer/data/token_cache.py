@@ -276,8 +276,9 @@ def _obtain(
     build()
     TOKENIZED["count"] += 1
     manifest = json.loads((tmp / MANIFEST).read_text())
-    if store is not None:
+    if store is not None and rank == 0:  # rank 0 alone writes to the store
         _commit(store, key, tmp, manifest)
     _install(tmp, final)
-    say(f"data: tokenized in {time.monotonic() - t0:.1f}s, committed to {where}")
+    kept = where if store is not None and rank == 0 else str(final)
+    say(f"data: tokenized in {time.monotonic() - t0:.1f}s, committed to {kept}")
     return True
