@@ -3,6 +3,7 @@
     python bench/run_all.py                       # everything, full sizes (see BENCHMARKS.md)
     python bench/run_all.py --quick               # tiny sizes, a smoke test (~3 minutes)
     python bench/run_all.py throughput mfu        # chosen benchmarks only
+    BENCH_DATA_SIZES=10000,100000 python bench/run_all.py data-scale   # chosen sizes
     python bench/run_all.py --report-only         # rewrite BENCHMARKS.md from bench/results/
 
 Each benchmark saves bench/results/<name>.json (quick runs: <name>.quick.json); the
@@ -24,7 +25,7 @@ from common import ROOT, git_state, machine, save_result, say
 
 NAMES = (
     "throughput", "throughput-vs", "mfu", "memory", "memory-large", "operator",
-    "operator-lifecycle", "checkpoint",
+    "operator-lifecycle", "checkpoint", "data-scale",
 )  # fmt: skip
 
 
@@ -53,6 +54,10 @@ def _run_one(name: str, quick: bool) -> dict:
         import operator_lifecycle
 
         return operator_lifecycle.run(quick)
+    if name == "data-scale":
+        import data_scale
+
+        return data_scale.run(quick)
     import checkpoint_io
 
     return checkpoint_io.run(quick)

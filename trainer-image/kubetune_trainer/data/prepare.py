@@ -45,6 +45,7 @@ from .decoding import Decoding
 from .duplicates import Dedupe
 from .fingerprint import SplitHash, combine
 from .formats.base import Context, Record
+from .progress import RateLog
 from .report import Report
 from .sampling import sample
 from .sources import Row, SourceError, read_rows
@@ -64,6 +65,17 @@ def _rows(
         yield from read_rows(uri, streaming, cache_dir, endpoint, decoding)
     except SourceError as exc:
         raise BadDataError(str(exc), problems=[str(exc)]) from None
+
+
+def _counted(rows: Iterable[Row]) -> Iterator[Row]:
+    """Rows/s of the read, in a terminal bar or a log line every few seconds (progress.py)."""
+    rate = RateLog("prepare")
+    try:
+        for row in rows:
+            rate.add(1)
+            yield row
+    finally:
+        rate.close()
 
 
 def resolve_format(job: FineTuneJob, head: list[Row]) -> str:
@@ -153,7 +165,7 @@ def _run(
     report = Report(ds.bad_rows, ds.max_errors)
     decoding = Decoding(ds.encoding, ds.on_decode_error, report.warn)
     seen = Dedupe(report, ds.dedupe)  # shared by the source and the validation source
-    rows = seen.rows(_rows(ds.source, ds.streaming, cache_dir, endpoint, decoding))
+    rows = _counted(seen.rows(_rows(ds.source, ds.streaming, cache_dir, endpoint, decoding)))
     head = list(islice(rows, DETECT_ROWS))
     fmt = resolve_format(job, head)
     label_field = bool(ds.papers and ds.papers.label_field)

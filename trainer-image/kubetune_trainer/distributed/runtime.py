@@ -178,13 +178,16 @@ def exit_rank(code: int) -> NoReturn:
     gather) that had finished their work were seen to die there with SIGABRT ("terminate
     called without an active exception", a native thread still joinable), which torchrun
     reports as a failure and the operator would retry. So does a single process that had
-    a process group (DeepSpeed makes one); any other process exits normally.
+    a process group (DeepSpeed makes one), and a preempted process; any other process
+    exits normally.
     """
     from kubetune_trainer.storage.committer import wait_for_commits
 
     wait_for_commits()  # os._exit below would not wait for the checkpoint being uploaded
     had_group = shutdown()
-    if had_group or world_size() > 1:
+    # Preempted: the grace period is short and what was to be kept is committed; the
+    # teardown of torch/transformers alone takes 2-9 s on a busy 2-core node.
+    if had_group or world_size() > 1 or code == ExitCode.PREEMPTED:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

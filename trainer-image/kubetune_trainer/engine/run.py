@@ -315,6 +315,7 @@ def build(run: Run, extra_callbacks: list[Any]) -> None:
     ctx = RecipeContext(
         job, loaded.model, loaded.tokenizer, prep, kwargs, callbacks, loaded.precision
     )
+    ctx.data_store = run.store  # the tokenized-data cache lives in the run's store
     run.built = run.recipe.build_trainer(ctx)
     run.trainer.remove_callback(PrinterCallback)  # the console sink prints rows instead
     if run.built.truncation is not None:

@@ -41,10 +41,22 @@ def offline_env(job: FineTuneJob) -> None:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# A built-in tokenizer learns from at most this many records of a streamed (large) set.
+BUILTIN_TEXT_RECORDS = 20_000
+
+
 def training_texts(prepared: PreparedDataset) -> list[str]:
-    """The text a built-in tokenizer is trained on (records of every kind)."""
+    """The text a built-in tokenizer is trained on (records of every kind; of data kept on
+    disk, the first BUILTIN_TEXT_RECORDS records)."""
+    from itertools import islice
+
+    from kubetune_trainer.data.streamed import JsonlRecords
+
+    records: Any = prepared.train
+    if isinstance(records, JsonlRecords):
+        records = islice(records, BUILTIN_TEXT_RECORDS)
     out = []
-    for r in prepared.train:
+    for r in records:
         for k in ("prompt", "completion", "text", "chosen", "rejected"):
             if isinstance(r.get(k), str):
                 out.append(r[k])
@@ -86,9 +98,11 @@ def load_all(
     precision = hardware.resolve_precision(spec, system)
     # 2. data: a built-in tokenizer is trained on it, and bad rows must fail early
     if prepared is None:
-        from kubetune_trainer.data import prepare
+        from kubetune_trainer.data.interrupt import preemptible
+        from kubetune_trainer.data.streamed import prepare_for_training
 
-        prepared = prepare(job)
+        with preemptible("data preparation"):  # SIGTERM here stops now (exit 76)
+            prepared = prepare_for_training(job)  # on disk when large (data/streamed.py)
     say(
         f"data: {len(prepared.train)} train / {len(prepared.validation)} validation "
         f"{prepared.kind} records (format {prepared.format}, {prepared.fingerprint[:19]})"
@@ -101,9 +115,11 @@ def load_all(
     if prepared.format == "papers" and not prepared.exact_chunks:
         # Validation above ran before any model file was read; papers chunks are sized in
         # tokens, so cut them again with the real tokenizer (the estimate can overshoot).
-        from kubetune_trainer.data import prepare
+        from kubetune_trainer.data.interrupt import preemptible
+        from kubetune_trainer.data.streamed import prepare_for_training
 
-        prepared = prepare(job, tokenizer)
+        with preemptible("data preparation"):
+            prepared = prepare_for_training(job, tokenizer)
         say(
             f"data: papers re-chunked with the base's tokenizer: {len(prepared.train)} train "
             f"/ {len(prepared.validation)} validation chunks ({prepared.fingerprint[:19]})"

@@ -25,6 +25,7 @@ class RecipeContext:
     args_kwargs: dict[str, Any]  # TrainingArguments keywords resolved by the engine
     callbacks: list[Any] = field(default_factory=list)
     precision: str = "fp32"
+    data_store: Any = None  # the run's Store: the tokenized-data cache lives under it
 
     @property
     def spec(self) -> Any:

@@ -40,14 +40,8 @@ def truncation_policy(kind: str, tokenizer: Any) -> str:
 
 
 def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
-    from kubetune_trainer.data.collate import (
-        PackedCollator,
-        PaddingCollator,
-        pack_position_ids,
-        pack_wrapped,
-        resolve_packing,
-    )
-    from kubetune_trainer.data.tokenize import tokenize
+    from kubetune_trainer.data.collate import PackedCollator, PaddingCollator, resolve_packing
+    from kubetune_trainer.data.token_cache import tokenized_splits
 
     spec, prep, tok = ctx.spec, ctx.prepared, ctx.tokenizer
     if prep.kind not in ("sft", "text", "classification"):
@@ -55,24 +49,25 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
             f"the sft recipe trains sft, text or classification records, not {prep.kind!r}; "
             "check dataset.format against spec.objective"
         )
-    train = tokenize(prep.kind, prep.train, tok, spec.dataset)
-    evals = tokenize(prep.kind, prep.validation, tok, spec.dataset)
-    train_tokens = sum(train.lengths)
+    # The architecture decides whether packed examples stay apart (data.collate.plan_packing).
+    packing = resolve_packing(spec.dataset.packing, spec.model.task, prep.kind, ctx.model)
+    if spec.model.task == "masked_lm" and (prep.kind != "text" or packing != "none"):
+        raise ConfigError(
+            "spec.model.task masked_lm trains text records (dataset.format papers) with "
+            f"dataset.packing none or auto, not {prep.kind} records with packing {packing}"
+        )
+    # Arrow, memory-mapped, built once per run (data/token_cache.py); packed rows are read
+    # through the stored plan.
+    tokens = tokenized_splits(prep, tok, spec.dataset, packing, ctx.data_store)
+    train, evals = tokens.train, tokens.validation
+    train_tokens = train.total_tokens
     cut = Truncation(
         spec.dataset.max_seq_length, truncation_policy(prep.kind, tok),
         train.truncated, len(train), evals.truncated, len(evals),
     )  # fmt: skip
     kwargs: dict[str, Any] = dict(ctx.args_kwargs)
-    # The architecture decides whether packed examples stay apart (data.collate.plan_packing).
-    packing = resolve_packing(spec.dataset.packing, spec.model.task, prep.kind, ctx.model)
     max_len = spec.dataset.max_seq_length
-    train_ds: Any = train
     if spec.model.task == "masked_lm":
-        if prep.kind != "text" or packing != "none":
-            raise ConfigError(
-                "spec.model.task masked_lm trains text records (dataset.format papers) with "
-                f"dataset.packing none or auto, not {prep.kind} records with packing {packing}"
-            )
         mlm = MaskedLMCollator(tok, spec.training.seed)
         kwargs.setdefault("train_sampling_strategy", "group_by_length")
         return _build(ctx, kwargs, train, len(train), evals, mlm, mlm, train_tokens, cut)
@@ -80,16 +75,15 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
         collator: Any = PaddingCollator(tok.pad_token_id, max_length=max_len)
         kwargs.setdefault("train_sampling_strategy", "group_by_length")
     else:
-        pack = pack_position_ids if packing == "position_ids" else pack_wrapped
-        train_ds = pack(train, max_len)
         collator = PackedCollator(tok.pad_token_id, max_len, packing == "wrapped")
         # Packed rows carry position ids; a KV cache would let examples see each other.
         ctx.model.config.use_cache = False
     # Evaluation is always per example, padded: eval loss is comparable across packings.
     eval_collator = PaddingCollator(tok.pad_token_id, max_length=max_len)
     return _build(
-        ctx, kwargs, train_ds, len(train), evals, collator, eval_collator, train_tokens, cut
-    )
+        ctx, kwargs, tokens.train_rows, len(train), evals, collator, eval_collator,
+        train_tokens, cut,
+    )  # fmt: skip
 
 
 def _build(
@@ -175,6 +169,12 @@ class _Trainer(Trainer):
         self._eval_collator = eval_collator
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        data = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(data, "lengths"):
+            # The stored length column: the stock sampler would read every example for it.
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return SeededLengthGroupedSampler(batch, data.lengths, seed)
         sampler = super()._get_train_sampler(train_dataset)
         if type(sampler) is LengthGroupedSampler:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed

@@ -1,0 +1,126 @@
+"""The Arrow store tokenizes exactly as tokenize.py does (ids, labels, truncation), stores
+int32 ids memory-mapped, and with workers gives the same result as in process."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetune_api.spec_data import DatasetSpec
+from kubetune_trainer.data.arrow_tokens import ArrowTokens, tokenize_to_arrow
+from kubetune_trainer.data.tokenize import tokenize
+
+WORDS = ["blood", "pressure", "statins", "diet", "genome", "LDL", "heart", "risk", "what"]
+
+
+def spec(**kw: Any) -> DatasetSpec:
+    return DatasetSpec(source="x.jsonl", **kw)
+
+
+def _sft_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+
+    def text(k: int) -> str:
+        return " ".join(rnd.choice(WORDS) for _ in range(k))
+
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        if i % 5 == 0:  # a chat record with a system turn and two exchanges
+            msgs = [{"role": "user", "content": text(3)}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": text(rnd.randint(1, 40))},
+                    {"role": "assistant", "content": text(rnd.randint(1, 30))}]  # fmt: skip
+            out.append({"messages": msgs, "meta": {"line": i}})
+        else:
+            out.append({"prompt": text(rnd.randint(1, 60)), "completion": text(rnd.randint(1, 25)),
+                        "meta": {"line": i}})  # fmt: skip
+    return out
+
+
+def _same(arrow: ArrowTokens, want: Any) -> None:
+    assert len(arrow) == len(want)
+    assert arrow.truncated == want.truncated
+    assert arrow.lengths == want.lengths
+    for i in range(len(want)):
+        assert arrow[i] == want[i], i
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"template": "plain", "max_seq_length": 160},
+        {"template": "alpaca", "max_seq_length": 240, "completion_only_loss": False},
+        {"template": "auto", "max_seq_length": 200, "system_prompt": "Be brief."},
+    ],
+)
+def test_sft_ids_labels_and_truncation_match_the_list_tokenizer(
+    tokenizer: Any, chat_tokenizer: Any, tmp_path: Path, options: dict[str, Any]
+) -> None:
+    records = _sft_records(120)
+    for tok in (tokenizer, chat_tokenizer):
+        ds = spec(**options)
+        want = tokenize("sft", records, tok, ds)
+        assert 0 < want.truncated < len(records)  # both paths of the truncation rule run
+        got = tokenize_to_arrow("sft", records, tok, ds, tmp_path / f"{id(tok)}", num_proc=None)
+        _same(got, want)
+
+
+def test_text_and_classification_match(tokenizer: Any, tmp_path: Path) -> None:
+    rnd = random.Random(3)
+    texts = [" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 30))) for _ in range(50)]
+    ds = spec(max_seq_length=16)
+    text = [{"text": t} for t in texts]
+    _same(tokenize_to_arrow("text", text, tokenizer, ds, tmp_path / "t", num_proc=None),
+          tokenize("text", text, tokenizer, ds))  # fmt: skip
+    cls = [{"text": t, "label": i % 3} for i, t in enumerate(texts)]
+    _same(tokenize_to_arrow("classification", cls, tokenizer, ds, tmp_path / "c", num_proc=None),
+          tokenize("classification", cls, tokenizer, ds))  # fmt: skip
+
+
+def test_ids_are_int32_memory_mapped_and_workers_agree(tokenizer: Any, tmp_path: Path) -> None:
+    records = _sft_records(400, seed=1)
+    ds = spec(template="plain", max_seq_length=160)
+    one = tokenize_to_arrow("sft", records, tokenizer, ds, tmp_path / "one", num_proc=None)
+    two = tokenize_to_arrow("sft", records, tokenizer, ds, tmp_path / "two", num_proc=2)
+    assert str(one.ds.features["input_ids"].feature.dtype) == "int32"
+    assert str(one.ds.features["labels"].feature.dtype) == "int32"
+    assert one.ds.data.__class__.__name__ == "MemoryMappedTable"  # read from disk, not RAM
+    assert len(list((tmp_path / "two").glob("tokens_*.arrow"))) == 2  # one shard a worker
+    assert not list((tmp_path / "one").glob("records.arrow"))  # the JSON rows are gone
+    _same(two, tokenize("sft", records, tokenizer, ds))
+    assert one.rows([3, 1]) == {"input_ids": [one[3]["input_ids"], one[1]["input_ids"]],
+                                "labels": [one[3]["labels"], one[1]["labels"]]}  # fmt: skip
+
+
+def test_stored_plan_rows_equal_the_in_memory_packing(tokenizer: Any, tmp_path: Path) -> None:
+    from kubetune_trainer.data.collate import pack_position_ids, pack_wrapped
+    from kubetune_trainer.data.packed import PackedRows, WrappedRows, save_plan
+
+    records = _sft_records(200, seed=2)
+    ds = spec(template="plain", max_seq_length=160)
+    arrow = tokenize_to_arrow("sft", records, tokenizer, ds, tmp_path, num_proc=None)
+    want = tokenize("sft", records, tokenizer, ds)
+    save_plan(tmp_path, arrow.length_array, 256)
+    packed = PackedRows(arrow, tmp_path, 256)
+    assert [packed[r] for r in range(len(packed))] == pack_position_ids(want, 256)
+    wrapped = WrappedRows(arrow, 100)
+    assert [wrapped[r] for r in range(len(wrapped))] == pack_wrapped(want, 100)
+
+
+def test_tokenization_reports_rows_per_second_and_eta(
+    tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import logging
+
+    from kubetune_trainer.data import progress
+
+    monkeypatch.setattr(progress, "EVERY", 0.0)  # a line every batch (pods: every 10 s)
+    with caplog.at_level(logging.INFO, logger="kubetune_trainer.data"):
+        tokenize_to_arrow("sft", _sft_records(600), tokenizer, spec(), tmp_path, num_proc=None)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tokenize:")]
+    assert any("/600 rows (" in x and "rows/s, ETA " in x for x in lines), lines
+    rate = progress.RateLog("prepare", every=3600)
+    rate.add(5)
+    assert rate.line().startswith("prepare: 5 rows, ") and "ETA" not in rate.line()  # no total

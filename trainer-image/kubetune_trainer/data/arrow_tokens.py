@@ -1,0 +1,268 @@
+"""Tokenized examples as Apache Arrow (Hugging Face `datasets`): batched, int32, memory-mapped.
+
+`tokenize_to_arrow` turns records into one Arrow file per split, in three steps:
+
+1. the records are written as one JSON string a row (`records.arrow`), in batches;
+2. `Dataset.map(batched=True)` renders the template and tokenizes BATCH rows per call
+   with the fast tokenizer (`num_proc` workers for large sets when there are cores), the
+   same prompt/completion/truncation rules as tokenize.py, token by token (tested);
+3. the result is `tokens.arrow` (or one shard per worker): input_ids and labels as int32
+   lists (a classification label as one int), the example's length and whether it was cut.
+
+Reads are memory-mapped (`Dataset.from_file`): the process holds pages, not Python ints
+(a token costs 4 bytes on disk instead of ~49 in a Python list). `ArrowTokens` offers
+what the recipes used from TokenizedSet (len, [i], lengths, truncated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubetune_api.spec_data import DatasetSpec
+
+from .progress import RateLog
+from .templates import messages_of, render, resolve
+from .tokenize import IGNORE
+
+RECORDS = "records.arrow"
+# Rows a tokenizer call sees: large enough for the fast tokenizer's batching, small enough
+# that a batch's Python lists (~36 bytes a token before truncation) stay a few MB.
+BATCH = 256
+PARALLEL_FROM = 20_000  # examples: below this, starting workers costs more than it saves
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def workers_for(n: int) -> int | None:
+    """num_proc for `n` examples: every core for a large set, none (in process) otherwise."""
+    c = min(cores(), 8)
+    return c if c > 1 and n >= PARALLEL_FROM else None
+
+
+def features_for(kind: str) -> Any:
+    from datasets import Features, Sequence, Value
+
+    label = Value("int64") if kind == "classification" else Sequence(Value("int32"))
+    return Features(
+        input_ids=Sequence(Value("int32")),
+        labels=label,
+        length=Value("int32"),
+        truncated=Value("bool"),
+    )
+
+
+def write_records(records: Iterable[dict[str, Any]], path: Path) -> int:
+    """Records as one JSON string a row (Arrow stream format, what Dataset.from_file reads)."""
+    import pyarrow as pa
+
+    schema = pa.schema([("record", pa.large_string())])
+    n, batch = 0, []
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for rec in records:
+            batch.append(json.dumps(rec, ensure_ascii=False))
+            if len(batch) == 4 * BATCH:
+                writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema))
+                n, batch = n + len(batch), []
+        if batch or not n:
+            writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema))
+            n += len(batch)
+    return n
+
+
+# --- batch functions (module level: picklable for num_proc workers) ----------------------
+
+
+def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
+    if not texts:
+        return []
+    # No attention mask (a second list as long as the ids) and no copy: this batch's ids
+    # are the largest Python object tokenization holds.
+    enc = tokenizer(texts, add_special_tokens=special, return_attention_mask=False,
+                    return_token_type_ids=False)  # fmt: skip
+    return enc["input_ids"]
+
+
+def _sft(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
+    max_len, chat, eos = ds.max_seq_length, resolve(ds.template, tok) == "chat", tok.eos_token_id
+    prompts, completions = [], []
+    for rec in recs:
+        prompt, completion = render(messages_of(rec, ds.system_prompt), tok, ds.template)
+        if tok.eos_token and completion.rstrip().endswith(tok.eos_token):
+            completion = completion.rstrip()  # the template closed the turn with EOS already
+        prompts.append(prompt)
+        completions.append(completion)
+    # A chat template writes its own BOS; other layouts let the tokenizer add it.
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    for p, c in zip(_ids(tok, prompts, not chat), _ids(tok, completions, False), strict=True):
+        if eos is not None and (not c or c[-1] != eos):
+            c.append(eos)
+        cut = len(p) + len(c) > max_len
+        if cut:
+            keep_p = max(min(len(p), max_len // 2), max_len - len(c))
+            p = p[len(p) - keep_p :] if keep_p > 0 else []
+            c = c[: max_len - len(p)]
+        out["input_ids"].append(p + c)
+        out["labels"].append(([IGNORE] * len(p) if ds.completion_only_loss else p) + c)
+        out["length"].append(len(p) + len(c))
+        out["truncated"].append(cut)
+    return out
+
+
+def _text(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    eos = tok.eos_token_id
+    for ids in _ids(tok, [r["text"] for r in recs], True):
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids.append(eos)
+        cut = len(ids) > ds.max_seq_length
+        ids = ids[: ds.max_seq_length]
+        out["input_ids"].append(ids)
+        out["labels"].append(ids)
+        out["length"].append(len(ids))
+        out["truncated"].append(cut)
+    return out
+
+
+def _classification(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    texts = [r["text"] for r in recs]
+    full = _ids(tok, texts, True)
+    long = [i for i, ids in enumerate(full) if len(ids) > ds.max_seq_length]
+    if long:  # the tokenizer's own truncation (special tokens kept), as tokenize.py does
+        enc = tok([texts[i] for i in long], truncation=True, max_length=ds.max_seq_length)
+        for i, ids in zip(long, enc["input_ids"], strict=True):
+            full[i] = list(ids)
+    cut = set(long)
+    for i, (ids, rec) in enumerate(zip(full, recs, strict=True)):
+        out["input_ids"].append(ids)
+        out["labels"].append(int(rec["label"]))
+        out["length"].append(len(ids))
+        out["truncated"].append(i in cut)
+    return out
+
+
+_KINDS = {"sft": _sft, "text": _text, "classification": _classification}
+
+
+def _batch(
+    batch: dict[str, list[str]], tokenizer: Any, dataset: DatasetSpec, kind: str, total: int
+) -> dict[str, list[Any]]:
+    global _RATE
+    if _RATE is None:  # one per process: each worker reports its own share
+        _RATE = RateLog("tokenize", total)
+    out = _KINDS[kind]([json.loads(r) for r in batch["record"]], tokenizer, dataset)
+    _RATE.add(len(batch["record"]))
+    return out
+
+
+_RATE: RateLog | None = None
+
+
+# --- the tokenized split -----------------------------------------------------------------
+
+
+@dataclass
+class ArrowTokens:
+    """One tokenized split, memory-mapped: a torch-style dataset of {input_ids, labels}."""
+
+    ds: Any  # datasets.Dataset over the split's Arrow files
+    truncated: int
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.ds[int(i)]
+        return {"input_ids": row["input_ids"], "labels": row["labels"]}
+
+    def rows(self, idx: list[int]) -> dict[str, list[Any]]:
+        """Several examples at once (one Arrow take): {"input_ids": [...], "labels": [...]}."""
+        return self.ds.select_columns(["input_ids", "labels"])[idx]
+
+    @property
+    def length_array(self) -> Any:
+        """Token count per example (numpy int32, zero-copy from the Arrow column)."""
+        import numpy as np
+
+        col = self.ds.data.column("length")
+        return np.asarray(col.to_numpy(), dtype=np.int32) if len(col) else np.zeros(0, np.int32)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [int(x) for x in self.length_array.tolist()]
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.length_array.sum(dtype="int64"))
+
+
+def open_split(folder: Path) -> ArrowTokens:
+    """The split written by tokenize_to_arrow in `folder` (its meta.json lists the shards)."""
+    from datasets import Dataset, concatenate_datasets
+
+    meta = json.loads((folder / "meta.json").read_text())
+    parts = [Dataset.from_file(str(folder / name)) for name in meta["shards"]]
+    ds = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    return ArrowTokens(ds, int(meta["truncated"]))
+
+
+def tokenize_to_arrow(
+    kind: str,
+    records: Iterable[dict[str, Any]],
+    tokenizer: Any,
+    dataset: DatasetSpec,
+    folder: Path,
+    num_proc: int | None = -1,
+) -> ArrowTokens:
+    """Tokenize `records` into Arrow files under `folder` (created); `num_proc` -1: decided
+    by the size (workers_for). The records file is removed once tokenized."""
+    from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
+
+    if kind not in _KINDS:
+        raise ValueError(f"records of kind {kind!r} are tokenized by their recipe (dpo/ranking)")
+    resolve(dataset.template, tokenizer)  # a bad template fails here, not in a worker
+    folder.mkdir(parents=True, exist_ok=True)
+    n = write_records(records, folder / RECORDS)
+    procs = workers_for(n) if num_proc == -1 else num_proc
+    disable_progress_bar()  # RateLog reports (tqdm in a terminal, log lines in a pod)
+    raw = Dataset.from_file(str(folder / RECORDS))
+    global _RATE
+    _RATE = None
+    tokens = raw.map(
+        _batch,
+        batched=True,
+        batch_size=BATCH,
+        fn_kwargs={"tokenizer": tokenizer, "dataset": dataset, "kind": kind,
+                   "total": -(-n // (procs or 1))},
+        num_proc=procs,
+        remove_columns=["record"],
+        features=features_for(kind),
+        cache_file_name=str(folder / "tokens.arrow"),
+        new_fingerprint=f"kubetune-{kind}-{n}",  # no hashing of the tokenizer: we key it
+        load_from_cache_file=False,
+    )  # fmt: skip
+    if _RATE is not None:
+        _RATE.close()
+    shards = sorted({Path(f["filename"]).name for f in tokens.cache_files})
+    truncated = int(sum(tokens.data.column("truncated").to_pylist())) if n else 0
+    del tokens, raw
+    (folder / RECORDS).unlink()
+    meta = {"kind": kind, "examples": n, "truncated": truncated, "shards": shards}
+    (folder / "meta.json").write_text(json.dumps(meta, sort_keys=True))
+    return open_split(folder)
+
+
+def iter_examples(data: ArrowTokens) -> Iterator[dict[str, Any]]:
+    for i in range(len(data)):
+        yield data[i]
