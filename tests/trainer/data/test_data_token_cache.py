@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data_support import S3_BUCKET
 
 from kubetune_api.spec_data import DatasetSpec
 from kubetune_trainer.data import token_cache
@@ -20,6 +19,7 @@ from kubetune_trainer.data.token_cache import PREFIX, tokenized_splits
 from kubetune_trainer.records import PreparedDataset
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.storage.manifest import MANIFEST
+from tests.support.servers.plugin import S3_BUCKET
 
 DS = DatasetSpec(source="x.jsonl", template="plain", max_seq_length=64)
 

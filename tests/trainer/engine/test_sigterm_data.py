@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BASE_SPEC, write_jsonl
 
 from kubetune_api.constants import ExitCode
+from tests.support.builders import BASE_SPEC, write_qa_jsonl
 
 KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
 
 
 def _start(tmp: Path, rows: int) -> subprocess.Popen[str]:
     spec = json.loads(json.dumps(BASE_SPEC))
-    spec["dataset"]["source"] = str(write_jsonl(tmp / "data.jsonl", rows))
+    spec["dataset"]["source"] = str(write_qa_jsonl(tmp / "data.jsonl", rows))
     spec["output"] = {"uri": str(tmp / "out")}
     doc = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
            "metadata": {"name": "sig", "namespace": "test"}, "spec": spec}  # fmt: skip

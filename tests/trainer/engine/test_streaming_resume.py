@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_job, write_jsonl
 from transformers import TrainerCallback
 
 from kubetune_trainer.engine.main import execute
+from tests.support.builders import make_job, write_qa_jsonl
 
 
 class Seen(TrainerCallback):
@@ -46,7 +46,7 @@ class Seen(TrainerCallback):
 def test_streamed_run_resumes_mid_epoch_at_the_same_examples(
     tmp_path: Path, trainer_env: None
 ) -> None:
-    source = write_jsonl(tmp_path / "data.jsonl", 200)
+    source = write_qa_jsonl(tmp_path / "data.jsonl", 200)
     options = {"dataset": {"source": str(source), "streaming": True, "packing": "none"},
                "training": {"maxSteps": 8, "saveSteps": 3}}  # fmt: skip
     ref = Seen()
