@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "worker": "Run the local queue's jobs (started on demand by submit).",
     "serve-api": "Serve the local job queue over HTTP (submit, poll, logs, cancel).",
     "datasets": "Register, list and show datasets by name (dataset://NAME[@vN]).",
+    "data": "Rewrite dataset files (finance raw values -> placeholders).",
 }
 _PKG = "kubetune_trainer.commands"
 
