@@ -237,10 +237,23 @@ def resolve_precision(spec: FineTuneJobSpec, system: SystemReport) -> str:
             f"({system.device_name}); set precision: auto or fp32"
         )
     if wanted == "auto":
-        # On a CPU, bf16 only pays with AMX; elsewhere autocast makes LoRA steps slower.
-        fast = system.bf16_supported and (cuda or system.cpu_amx)
-        return "bf16" if fast else "fp32"
+        return auto_precision(system)
     return wanted
+
+
+def auto_precision(system: SystemReport) -> str:
+    """`precision: auto`: bf16 on a GPU that supports it, fp32 on every CPU.
+
+    On a CPU, bf16 is autocast over fp32 master weights: every forward casts the weights
+    again. Measured on 2-core Xeons (bench/findings.md, FACTS): without AMX, LoRA steps in
+    bf16 run at 0.62x of fp32; with AMX, bf16 GEMMs are faster but the quickstart demo took
+    1,387 s in bf16, mostly generation and evaluation, where a few tokens per forward do not
+    pay for re-casting 135M weights (one greedy decode step: ~15x slower than fp32). A
+    deterministic rule also keeps the resolved precision, and with it a resume's identity,
+    the same on every attempt (a timing probe would flip under load). bf16 stays one
+    explicit `precision: bf16` away where it has been measured to pay.
+    """
+    return "bf16" if system.device == "cuda" and system.bf16_supported else "fp32"
 
 
 def check_hardware(spec: FineTuneJobSpec, system: SystemReport) -> None:
