@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "launch": "Start torchrun from the operator's pod environment.",
     "eval": "Evaluate a base model or adapter on a job's validation data.",
     "compare": "Compare base vs adapter, or adapter A vs B, side by side.",
+    "rubric": "Merge a reviewer's clarity/correctness scores into a comparison report.",
     "adapters": "List and show adapters in the registry.",
     "export": "Merge an adapter into its base and/or write GGUF.",
     "serve": "Serve base + adapter over HTTP.",
