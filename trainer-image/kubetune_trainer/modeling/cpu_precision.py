@@ -42,7 +42,9 @@ def _time_step(layer: Any, x: Any, bf16: bool) -> float:
 
 def measure() -> dict[str, float]:
     """Best-of-REPEATS seconds of one fp32 and one bf16-autocast training-shaped step,
-    interleaved so a busy neighbour slows both alike (the minimum is the least disturbed)."""
+    interleaved so a busy neighbour slows both alike: the minimum is the least disturbed
+    run, the machine's own speed. (Medians drift towards 1.0 on a loaded machine, where
+    both wait for the same time slices.)"""
     import torch
 
     gen = torch.Generator().manual_seed(0)
