@@ -54,9 +54,13 @@ crd: install
 docs: install
 	$(VENV)/bin/kubetune reference > docs/reference.md
 
-## demo: install, then fine-tune the real SmolLM2-135M on CPU and show before/after
-demo: install-demo
-	$(VENV)/bin/kubetune run examples/quickstart.yaml
+## demo: install, then fine-tune the real SmolLM2-135M on CPU and show before/after;
+##       prints the set-up and run times (the issue's target: under 6 minutes in all)
+demo:
+	@t0=$$(date +%s); $(MAKE) --no-print-directory install-demo || exit $$?; t1=$$(date +%s); \
+	$(VENV)/bin/kubetune run examples/quickstart.yaml; rc=$$?; t2=$$(date +%s); \
+	echo "==> make demo: set-up $$((t1 - t0)) s, demo run $$((t2 - t1)) s, total $$((t2 - t0)) s" \
+	  "(load average $$(cut -d' ' -f1-3 /proc/loadavg), $$(nproc) cores)"; exit $$rc
 
 bench: install system-deps tools
 	$(PY) bench/run_all.py

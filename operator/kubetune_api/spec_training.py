@@ -66,6 +66,15 @@ class EvaluationSpec(SpecModel):
         "Metrics other than eval_loss generate text at every evaluation.",
         examples=["eval_loss", "rougeL", "format_compliance"],
     )
+    metrics: list[Literal["medical_mcq", "genomics"]] = Field(
+        default_factory=list,
+        description="Domain metrics to add to the dataset format's own (any format): "
+        "medical_mcq (answer_accuracy: the option chosen on multiple-choice questions vs "
+        "the reference's); genomics (on generated answers: gene_symbol_recall, "
+        "variant_recall, unsupported_variant_rate; on papers text: gene_cloze_accuracy). "
+        "Their names can be used in selectBy.",
+        examples=[["medical_mcq"], ["genomics"]],
+    )
     final_adapter: Literal["last", "best"] = Field(
         default="last",
         description="The adapter saved at the end: the last weights, or the best checkpoint's "
@@ -104,7 +113,9 @@ class TrainingSpec(SpecModel):
         default=42, ge=0, le=2**32 - 1, description="Seed for data order, init and dropout."
     )
     precision: Precision = Field(
-        default="auto", description="auto: bf16 where supported, else fp32; fp16 needs a GPU."
+        default="auto",
+        description="auto: bf16 on a GPU that supports it, and on a CPU where a bf16 "
+        "training step was measured to pay (once per machine kind), else fp32; fp16 needs a GPU.",
     )
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
         default="auto", description="auto turns it on when the memory preflight is above 80%."

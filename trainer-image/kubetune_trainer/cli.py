@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "launch": "Start torchrun from the operator's pod environment.",
     "eval": "Evaluate a base model or adapter on a job's validation data.",
     "compare": "Compare base vs adapter, or adapter A vs B, side by side.",
+    "rubric": "Merge a reviewer's clarity/correctness scores into a comparison report.",
     "adapters": "List and show adapters in the registry.",
     "export": "Merge an adapter into its base and/or write GGUF.",
     "serve": "Serve base + adapter over HTTP.",
@@ -34,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "worker": "Run the local queue's jobs (started on demand by submit).",
     "serve-api": "Serve the local job queue over HTTP (submit, poll, logs, cancel).",
     "datasets": "Register, list and show datasets by name (dataset://NAME[@vN]).",
+    "data": "Rewrite dataset files (finance raw values -> placeholders).",
 }
 # Not listed in `kubetune --help` (nor completed); still callable by name.
 INTERNAL = frozenset({"train", "launch", "worker"})  # run by pods and the local queue

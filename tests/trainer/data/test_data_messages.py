@@ -37,13 +37,14 @@ def prices(folder: Path, days: int = 18) -> Path:
 def test_every_problem_of_a_row_is_reported(tmp_path: Path) -> None:
     bad = {**FIN, "question": "", "tickers": ["aapl"], "context_required": "yes",
            "answer": "Hold at ¥27,000 after +2.3% on 2024-05-01."}  # fmt: skip
-    del bad["risk_note"]
+    del bad["risk_note"]  # optional: the default risk note, not a problem
+    bad["citations"] = [{"timestamp": "2024-05-01"}]
     path = write_jsonl(tmp_path / "f.jsonl", [FIN, bad])
     lines = error_lines(dataset_job(path, format="finance_qa"))
     assert lines[1] == (
-        f"{path}:2: field `question` is empty; missing field `risk_note`; field `tickers`: "
-        "'aapl' is not a ticker symbol (e.g. AAPL, BRK.B); field `context_required` must be "
-        "true or false"
+        f"{path}:2: field `question` is empty; field `tickers`: "
+        "'aapl' is not a ticker symbol (e.g. AAPL, BRK.B); field `citations[0]`: `source` must "
+        "be a non-empty string; field `context_required` must be true or false"
     )
     raw = {**FIN, "answer": "Sell at $1.50, $2.50, $3.50, $4.50, $5.50 and $6.50 then."}
     path = write_jsonl(tmp_path / "g.jsonl", [raw])

@@ -22,7 +22,7 @@ from tests.support.builders import make_job, prepared
 GIB = 1024**3
 
 
-def system(device: str, bf16: bool, amx: bool = False) -> SystemReport:
+def system(device: str, bf16: bool, amx: bool = False, fast: bool | None = None) -> SystemReport:
     return SystemReport(
         device=device,
         device_name="NVIDIA L4" if device == "cuda" else "Xeon",
@@ -33,6 +33,7 @@ def system(device: str, bf16: bool, amx: bool = False) -> SystemReport:
         bf16_supported=bf16,
         python="3.11",
         cpu_amx=amx,
+        cpu_bf16_fast=fast,
     )
 
 
@@ -41,8 +42,13 @@ def system(device: str, bf16: bool, amx: bool = False) -> SystemReport:
     [
         (system("cuda", bf16=True), "auto", "bf16"),
         (system("cuda", bf16=False), "auto", "fp32"),  # a T4: no bf16
-        (system("cpu", bf16=True, amx=True), "auto", "bf16"),  # AMX tiles: bf16 pays
-        (system("cpu", bf16=True, amx=False), "auto", "fp32"),  # avx512_bf16 alone: slower
+        # CPUs: bf16 only where a bf16 training step was measured to pay (cpu_precision),
+        # whatever the flags say (avx512_bf16 without AMX: bf16 works, at 0.62x of fp32).
+        (system("cpu", bf16=True, amx=True, fast=True), "auto", "bf16"),
+        (system("cpu", bf16=True, amx=True, fast=False), "auto", "fp32"),
+        (system("cpu", bf16=True, amx=False, fast=False), "auto", "fp32"),
+        (system("cpu", bf16=True, amx=True), "auto", "fp32"),  # not measured: fp32
+        (system("cpu", bf16=False, fast=True), "auto", "fp32"),
         (system("cpu", bf16=False), "auto", "fp32"),
         (system("cpu", bf16=True), "bf16", "bf16"),  # an explicit choice is kept
         (system("cpu", bf16=True, amx=True), "fp32", "fp32"),

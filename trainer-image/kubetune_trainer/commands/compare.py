@@ -1,8 +1,8 @@
 """`kubetune compare JOB.yaml --b ADAPTER [--a base|ADAPTER] [--report DIR]`.
 
 Evaluates A and B on the same validation records with the same generation settings and
-prints the metrics side by side; `--report DIR` writes comparison.md, comparison.html and the
-two results as JSON.
+prints the metrics side by side; `--report DIR` writes comparison.md, comparison.html, the
+two results as JSON and rubric.csv for a human reviewer (merged by `kubetune rubric DIR`).
 """
 
 from __future__ import annotations
@@ -69,3 +69,6 @@ def command(
                 json.dumps(cmp[side], indent=2) + "\n"
             )
         click.echo(f"wrote {md} and {page}")
+        click.echo(
+            f"human review: fill {Path(output) / 'rubric.csv'}, then `kubetune rubric {output}`"
+        )

@@ -54,12 +54,16 @@ def compare_models(
 
 
 def write_comparison(cmp: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """comparison.md and comparison.html in out_dir."""
+    """comparison.md and comparison.html in out_dir, and rubric.csv for a human reviewer
+    (rubric.py; kept when it exists)."""
+    from .rubric import write_template
+
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     md, page = d / "comparison.md", d / "comparison.html"
     md.write_text(comparison_markdown(cmp))
     page.write_text(comparison_html(cmp))
+    write_template(cmp, d)
     return md, page
 
 
@@ -80,8 +84,9 @@ def before_after_text(cmp: dict[str, Any], n_examples: int = 2, width: int = 48)
     ma, mb = cmp["a"]["metrics"], cmp["b"]["metrics"]
     keys = [k for k in ("format_compliance", "citation_rate", "risk_note_rate",
                         "placeholder_use_rate", "placeholder_compliance", "exact_match",
-                        "rouge_l", "loss", "preference_accuracy", "ordering_accuracy",
-                        "perplexity")
+                        "answer_accuracy", "gene_symbol_recall", "variant_recall",
+                        "unsupported_variant_rate", "gene_cloze_accuracy", "rouge_l", "loss",
+                        "preference_accuracy", "ordering_accuracy", "perplexity")
             if k in ma]  # fmt: skip
     lines = [f"{'metric':<24}{la:>12}{lb:>12}"]
     for k in keys:

@@ -13,12 +13,13 @@ report.md, not logged to MLflow), never 0.0, and the count it is over is always 
 - trading: parse rate of the JSON recommendation, direction accuracy against the realized
   label/return in the record's meta, and the Brier score of the stated confidence.
 - qa: exact match (with ROUGE-L added by the runner for every format).
+- any format, when evaluation.metrics names them: medical_mcq and genomics (domain_bio.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kubetune_trainer.data.formats.finance import PLACEHOLDERS, parse_finance_answer
@@ -153,7 +154,15 @@ DOMAIN_METRICS: dict[str, Callable[[list[str], list[Record]], Metrics]] = {
 }
 
 
-def domain_metrics(fmt: str, outputs: list[str], records: list[Record]) -> Metrics:
-    """The metrics of one dataset format ({} for formats without domain metrics)."""
+def domain_metrics(
+    fmt: str, outputs: list[str], records: list[Record], extra: Sequence[str] = ()
+) -> Metrics:
+    """The metrics of one dataset format ({} for formats without domain metrics), plus
+    those of the evaluation.metrics names in `extra` (domain_bio.py)."""
+    from .domain_bio import EXTRA_METRICS
+
     fn = DOMAIN_METRICS.get(fmt)
-    return fn(outputs, records) if fn else {}
+    out = fn(outputs, records) if fn else {}
+    for name in extra:
+        out.update(EXTRA_METRICS[name](outputs, records))
+    return out

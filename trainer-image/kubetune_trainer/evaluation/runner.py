@@ -2,8 +2,10 @@
 
 What is measured depends on the record kind:
 - sft: loss + perplexity on all validation records; on the first `maxSamples`, generation,
-  ROUGE-L, BLEU and the format's domain metrics; per-example outputs are kept.
-- text (papers): held-out loss + perplexity.
+  ROUGE-L, BLEU, the format's domain metrics and evaluation.metrics' (medical_mcq,
+  genomics); per-example outputs are kept.
+- text (papers): held-out loss + perplexity; with evaluation.metrics genomics, the gene
+  cloze accuracy on up to `maxSamples` records.
 - preference / ranked: preference accuracy / pairwise ordering accuracy.
 Generation settings are recorded with every result.
 """
@@ -47,7 +49,7 @@ def evaluate(
         refs = [r.get("completion", "") for r in sample]
         metrics["rouge_l"] = rouge_l(outputs, refs)
         metrics["bleu"] = bleu(outputs, refs)
-        metrics.update(domain_metrics(fmt, outputs, sample))
+        metrics.update(domain_metrics(fmt, outputs, sample, ev.metrics))
         examples = [
             {"prompt": r["prompt"], "reference": ref, "output": out}
             for r, ref, out in zip(sample, refs, outputs, strict=True)
@@ -58,6 +60,10 @@ def evaluate(
     elif kind == "ranked":
         prompts = format_prompts(sample, lm.tokenizer, ds)
         metrics.update(ordering_accuracy(lm.model, lm.tokenizer, sample, prompts))
+    elif kind == "text" and "genomics" in ev.metrics:
+        from .domain_bio import gene_cloze_metrics
+
+        metrics.update(gene_cloze_metrics(lm, records, ev.max_samples))
     elif kind != "text":
         raise ConfigError(f"evaluation of {kind!r} records is not supported; use a causal LM job")
     return {

@@ -3,7 +3,8 @@
 eval_loss comes from the Trainer's own evaluation. Any other metric is measured on
 generations of the first evaluation.maxSamples validation examples, with the job's
 generation settings, at every evaluation: rougeL, bleu, or a domain metric of the
-dataset format (evaluation/domain.py). Direction: higher is better except LOWER_IS_BETTER.
+dataset format (evaluation/domain.py) or of evaluation.metrics (domain_bio.py).
+Direction: higher is better except LOWER_IS_BETTER.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from .models import LoadedModel
 from .text_metrics import bleu, rouge_l
 
 Record = dict[str, Any]
-LOWER_IS_BETTER = frozenset({"eval_loss", "brier_score", "unsupported_number_rate"})
+LOWER_IS_BETTER = frozenset(
+    {"eval_loss", "brier_score", "unsupported_number_rate", "unsupported_variant_rate"}
+)
 TEXT_METRICS = {"rougeL": rouge_l, "bleu": bleu}
 
 
@@ -34,7 +37,19 @@ def greater_is_better(name: str) -> bool:
 
 def check_select_by(job: FineTuneJob, kind: str, fmt: str, records: list[Record]) -> None:
     """ConfigError naming evaluation.selectBy when the metric cannot be measured here."""
-    name = job.spec.evaluation.select_by
+    ev = job.spec.evaluation
+    name = ev.select_by
+    if ev.metrics and kind not in ("sft", "text"):
+        raise ConfigError(
+            f"evaluation.metrics {ev.metrics} are measured on generated answers or text, "
+            f"which needs an sft or papers dataset (this one has {kind!r} records); "
+            "remove evaluation.metrics"
+        )
+    if kind == "text" and ev.metrics and job.spec.model.task != "causal_lm":
+        raise ConfigError(
+            f"evaluation.metrics {ev.metrics} on text records needs a causal LM (the gene "
+            f"cloze generates the name); model.task is {job.spec.model.task!r}: remove them"
+        )
     if name == "eval_loss":
         return
     if kind != "sft":
@@ -47,7 +62,7 @@ def check_select_by(job: FineTuneJob, kind: str, fmt: str, records: list[Record]
             f"evaluation.selectBy {name!r} needs validation data; set "
             "dataset.validation.fraction above 0 or dataset.validation.source"
         )
-    known = sorted(TEXT_METRICS) + sorted(domain_metrics(fmt, [""], records[:1]))
+    known = sorted(TEXT_METRICS) + sorted(domain_metrics(fmt, [""], records[:1], ev.metrics))
     if name not in known:
         raise ConfigError(
             f"evaluation.selectBy {name!r} is not measured for dataset format {fmt!r}; "
@@ -69,4 +84,5 @@ def measure(
     refs = [r.get("completion", "") for r in sample]
     if name in TEXT_METRICS:
         return float(TEXT_METRICS[name](outputs, refs))
-    return float(domain_metrics(fmt, outputs, sample)[name])
+    value = domain_metrics(fmt, outputs, sample, ev.metrics)[name]
+    return float("nan") if value is None else float(value)

@@ -25,6 +25,8 @@ import torch
 from kubetune_api.spec import FineTuneJobSpec
 from kubetune_trainer.errors import ConfigError
 
+from .cpu_precision import cpu_bf16_fast
+
 _LIBS = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "deepspeed")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -42,6 +44,9 @@ class SystemReport:
     versions: dict[str, str] = field(default_factory=dict)
     # bf16 matmuls run on AMX tiles (CPU only); without AMX, bf16 works but is not faster.
     cpu_amx: bool = False
+    # CPU only: a bf16-autocast training step measured at most 0.8x of fp32 here
+    # (cpu_precision.py; None where not measured: no bf16, or a GPU).
+    cpu_bf16_fast: bool | None = None
     # Where the memory figures come from: "host", "cgroup v2 memory.max",
     # "cgroup v1 memory.limit_in_bytes" or "cuda:<local rank>".
     memory_source: str = "host"
@@ -207,6 +212,7 @@ def system_report(cgroup_root: str | Path = CGROUP_ROOT) -> SystemReport:
             memory_source=f"cuda:{index}",
         )
     total, available, source = host_memory(cgroup_root)
+    bf16 = cpu_bf16_supported()
     return SystemReport(
         device="cpu",
         device_name=_cpu_name(),
@@ -214,11 +220,12 @@ def system_report(cgroup_root: str | Path = CGROUP_ROOT) -> SystemReport:
         memory_total_bytes=total,
         memory_available_bytes=available,
         cpu_count=cpus or 1,
-        bf16_supported=cpu_bf16_supported(),
+        bf16_supported=bf16,
         python=platform.python_version(),
         versions=versions,
         cpu_amx=cpu_has_amx(),
         memory_source=source,
+        cpu_bf16_fast=cpu_bf16_fast(_cpu_name()) if bf16 else None,
     )
 
 
@@ -237,10 +244,20 @@ def resolve_precision(spec: FineTuneJobSpec, system: SystemReport) -> str:
             f"({system.device_name}); set precision: auto or fp32"
         )
     if wanted == "auto":
-        # On a CPU, bf16 only pays with AMX; elsewhere autocast makes LoRA steps slower.
-        fast = system.bf16_supported and (cuda or system.cpu_amx)
-        return "bf16" if fast else "fp32"
+        return auto_precision(system)
     return wanted
+
+
+def auto_precision(system: SystemReport) -> str:
+    """`precision: auto`: bf16 on a GPU that supports it; on a CPU, bf16 only where a
+    training step in bf16 autocast was measured to pay (cpu_precision.py), else fp32.
+
+    CPU flags alone mislead: with avx512_bf16 but no AMX, bf16 LoRA steps run at 0.62x of
+    fp32 (bench/findings.md), yet torch reports bf16 as supported there.
+    """
+    if system.device == "cuda":
+        return "bf16" if system.bf16_supported else "fp32"
+    return "bf16" if system.bf16_supported and system.cpu_bf16_fast else "fp32"
 
 
 def check_hardware(spec: FineTuneJobSpec, system: SystemReport) -> None:

@@ -20,7 +20,7 @@ FORMAT_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "chat": (("messages",),),
     "instruction": (("instruction", "output"), ("prompt", "response"), ("prompt", "completion")),
     "qa": (("question", "answer"),),
-    "finance_qa": (("question", "answer", "rationale", "tickers", "citations", "risk_note"),),
+    "finance_qa": (("question", "answer", "rationale", "tickers", "citations"),),
     "preference": (("prompt", "chosen", "rejected"),),
     "ranked": (("prompt", "responses"),),
     "rated": (("prompt", "output", "rating"),),

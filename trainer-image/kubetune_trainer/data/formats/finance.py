@@ -2,8 +2,12 @@
 
 Row schema (after field_map):
   question: str, answer: str, rationale: str, tickers: [str] (1-5 capital letters, may end
-  in .X), citations: [str] (at least one), context_required: bool, risk_note: str,
-  context?: str (market data given to the model).
+  in .X), citations: [str | {source, timestamp?}] (at least one), context_required: bool,
+  risk_note?: str (DEFAULT_RISK_NOTE when absent), context?: str (market data given).
+
+A citation object renders as `source (timestamp)`, a string as itself, so both kinds
+share one answer layout. Without a risk_note the target still has its Risk line, with
+DEFAULT_RISK_NOTE: every answer keeps the four sections the evaluation checks.
 
 Placeholders: when `context_required` is true and no `context` is given, the answer depends
 on live data the model cannot know, so answer and rationale must say `<PRICE>`,
@@ -36,11 +40,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..report import Problems
+from ..report import Problems, RowError
 from ..sources import Row
 from .base import Record, sft, str_list, text
 
 PLACEHOLDERS = ("<PRICE>", "<CHANGE>", "<TIMESTAMP>")
+DEFAULT_RISK_NOTE = "This is not investment advice; check live data before acting."
 _TICKER = re.compile(r"^[A-Z]{1,5}(\.[A-Z])?$")
 _MONTH = (
     r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
@@ -86,19 +91,55 @@ _SECTION = re.compile(r"^(Answer|Rationale|Citations|Risk):[ \t]*", re.MULTILINE
 _CITE = re.compile(r"\[(\d+)\]\s*([^\[]*?)\s*(?=;?\s*\[\d+\]|$)", re.DOTALL)
 
 
+def placeholder_spans(text_: str) -> list[tuple[int, int, str]]:
+    """(start, end, placeholder) of every raw price/change/timestamp in text, in order.
+    Text inside placeholders is not looked at."""
+    masked = _PLACEHOLDER.sub(lambda m: " " * len(m.group(0)), text_)
+    found: list[tuple[int, int, str]] = []
+    for placeholder, pattern in _RAW:
+        for m in pattern.finditer(masked):
+            if any(m.start() < end and start < m.end() for start, end, _ in found):
+                continue
+            value = m.group(0)
+            start = m.start() + len(value) - len(value.lstrip())
+            found.append((start, start + len(value.strip()), placeholder))
+    return sorted(found)
+
+
 def placeholder_violations(text_: str) -> list[tuple[str, str]]:
     """(raw value, placeholder it should be) for every raw price/change/timestamp in
     text, in the order they appear. Text inside placeholders is not looked at."""
-    masked = _PLACEHOLDER.sub(lambda m: " " * len(m.group(0)), text_)
-    found: list[tuple[int, str, str]] = []
-    taken: list[tuple[int, int]] = []
-    for placeholder, pattern in _RAW:
-        for m in pattern.finditer(masked):
-            if any(m.start() < end and start < m.end() for start, end in taken):
-                continue
-            taken.append(m.span())
-            found.append((m.start(), m.group(0).strip(), placeholder))
-    return [(value, placeholder) for _, value, placeholder in sorted(found)]
+    return [(text_[a:b], placeholder) for a, b, placeholder in placeholder_spans(text_)]
+
+
+def citation_list(d: Record, key: str = "citations") -> list[str]:
+    """Citations as rendered text: strings as given, `{source, timestamp?}` objects as
+    `source (timestamp)`. RowError names the entry that is neither."""
+    v = d.get(key)
+    if v is None:
+        raise RowError(f"missing field `{key}`")
+    if not isinstance(v, list) or not v:
+        raise RowError(
+            f"field `{key}` must be a list of strings or {{source, timestamp}} objects "
+            "(at least one)"
+        )
+    out: list[str] = []
+    for i, c in enumerate(v):
+        if isinstance(c, dict):
+            source, stamp = c.get("source"), c.get("timestamp")
+            if not isinstance(source, str) or not source.strip():
+                raise RowError(f"field `{key}[{i}]`: `source` must be a non-empty string")
+            if stamp is not None and not isinstance(stamp, str):
+                raise RowError(f"field `{key}[{i}]`: `timestamp` must be a string")
+            stamp = (stamp or "").strip()
+            out.append(f"{source.strip()} ({stamp})" if stamp else source.strip())
+        elif isinstance(c, str) and c.strip():
+            out.append(c.strip())
+        else:
+            raise RowError(
+                f"field `{key}[{i}]` must be a non-empty string or a {{source, timestamp}} object"
+            )
+    return out
 
 
 def format_finance_answer(answer: str, rationale: str, citations: list[str], risk: str) -> str:
@@ -144,12 +185,13 @@ def finance_prompt(question: str, tickers: list[str], context: str = "") -> str:
 def finance_row(d: Record, row: Row) -> list[Record]:
     check = Problems()
     question, answer = check(text, d, "question"), check(text, d, "answer")
-    rationale, risk = check(text, d, "rationale"), check(text, d, "risk_note")
+    rationale = check(text, d, "rationale")
+    risk = check(text, d, "risk_note", required=False)
     tickers = check(str_list, d, "tickers") or []
     bad = [t for t in tickers if not _TICKER.match(t)]
     if bad:
         check.add(f"field `tickers`: {bad[0]!r} is not a ticker symbol (e.g. AAPL, BRK.B)")
-    citations = check(str_list, d, "citations")
+    citations = check(citation_list, d, "citations")
     needs = d.get("context_required")
     if not isinstance(needs, bool):
         check.add("field `context_required` must be true or false")
@@ -162,5 +204,8 @@ def finance_row(d: Record, row: Row) -> list[Record]:
                     "(context_required is true and no context is given)"
                 )
     check.done()
-    target = format_finance_answer(answer, rationale, citations, risk)
-    return [sft(finance_prompt(question, tickers, context), target, tickers=tickers)]
+    target = format_finance_answer(answer, rationale, citations, risk or DEFAULT_RISK_NOTE)
+    meta: dict[str, Any] = {"tickers": tickers}
+    if not risk:
+        meta["risk_note_default"] = True
+    return [sft(finance_prompt(question, tickers, context), target, **meta)]
