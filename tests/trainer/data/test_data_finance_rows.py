@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
-from data_support import REPO, write_jsonl
 
 from kubetune_trainer.cli import main
 from kubetune_trainer.data import prepare
@@ -18,6 +17,7 @@ from kubetune_trainer.data.formats.finance import (
     parse_finance_answer,
     placeholder_violations,
 )
+from tests.support.trainer.data import REPO, write_jsonl
 
 # The finance requirement's example row: citation objects, no risk_note, placeholders.
 REQUIREMENT_ROW = {

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_tiny_lm import finance_doc
 
 from kubetune_api.loader import parse_job
 from kubetune_trainer.errors import ConfigError
@@ -26,6 +25,7 @@ from kubetune_trainer.evaluation.domain_bio import (
 from kubetune_trainer.evaluation.models import LoadedModel
 from kubetune_trainer.evaluation.runner import evaluate
 from kubetune_trainer.evaluation.selection import LOWER_IS_BETTER, check_select_by
+from tests.support.trainer.tiny_lm import finance_doc
 
 OPTS = "\nA) Metformin\nB) Lisinopril\nC) Insulin glargine\nD) Aspirin"
 MCQ = [
