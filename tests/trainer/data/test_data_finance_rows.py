@@ -17,7 +17,7 @@ from kubetune_trainer.data.formats.finance import (
     parse_finance_answer,
     placeholder_violations,
 )
-from tests.support.trainer.data import REPO, write_jsonl
+from tests.support.trainer.data import REPO, dataset_job, write_jsonl
 
 # The finance requirement's example row: citation objects, no risk_note, placeholders.
 REQUIREMENT_ROW = {
@@ -43,14 +43,14 @@ STRING_ROW = {**RAW_ROW, "answer": "MSFT is in the software sector.", "rationale
               "citations": ["MSFT 10-K 2023"], "context_required": False}  # fmt: skip
 
 
-def completions(path: Path, make_job: Any) -> list[str]:
-    data = prepare(make_job(path, format="auto", validation={"fraction": 0}))
+def completions(path: Path) -> list[str]:
+    data = prepare(dataset_job(path, format="auto", validation={"fraction": 0}))
     return [r["completion"] for r in data.train]
 
 
-def test_requirement_row_is_accepted_with_default_risk_note(tmp_path: Path, make_job: Any) -> None:
+def test_requirement_row_is_accepted_with_default_risk_note(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "f.jsonl", [REQUIREMENT_ROW])
-    data = prepare(make_job(path, format="auto", validation={"fraction": 0}))
+    data = prepare(dataset_job(path, format="auto", validation={"fraction": 0}))
     assert data.format == "finance_qa"  # detected without a risk_note key
     (rec,) = data.train
     assert rec["completion"] == (
@@ -62,12 +62,12 @@ def test_requirement_row_is_accepted_with_default_risk_note(tmp_path: Path, make
     assert parsed["complete"] and parsed["citations"] == ["Exchange market data feed (<TIMESTAMP>)"]
 
 
-def test_citation_objects_and_strings_share_one_layout(tmp_path: Path, make_job: Any) -> None:
+def test_citation_objects_and_strings_share_one_layout(tmp_path: Path) -> None:
     mixed = {**STRING_ROW, "citations": [
         "MSFT 10-K 2023", {"source": "Reuters", "timestamp": "2024-05-01T14:30Z"},
         {"source": "Company profile"}]}  # fmt: skip
     path = write_jsonl(tmp_path / "f.jsonl", [mixed])
-    (target,) = completions(path, make_job)
+    (target,) = completions(path)
     line = "Citations: [1] MSFT 10-K 2023; [2] Reuters (2024-05-01T14:30Z); [3] Company profile"
     assert line in target.splitlines()
     assert parse_finance_answer(target)["citations"] == [
@@ -78,7 +78,7 @@ def run_placeholders(src: Path, dst: Path, *args: str) -> Any:
     return CliRunner().invoke(main, ["data", "placeholders", str(src), str(dst), *args])
 
 
-def test_placeholders_rewrites_raw_values_and_reports_each(tmp_path: Path, make_job: Any) -> None:
+def test_placeholders_rewrites_raw_values_and_reports_each(tmp_path: Path) -> None:
     rows = [RAW_ROW, CONTEXT_ROW, STRING_ROW, REQUIREMENT_ROW]
     src = write_jsonl(tmp_path / "raw.jsonl", rows)
     # As written, the raw row is a bad row: the tool is what makes it usable.
@@ -100,7 +100,7 @@ def test_placeholders_rewrites_raw_values_and_reports_each(tmp_path: Path, make_
     assert out[0]["rationale"] == "From the closing print at <TIMESTAMP>."
     assert out[0]["citations"] == RAW_ROW["citations"]  # sources keep their dates
     assert out[1:] == rows[1:]  # context given / not required / already clean: unchanged
-    assert len(completions(tmp_path / "out" / "clean.jsonl", make_job)) == 4  # all pass
+    assert len(completions(tmp_path / "out" / "clean.jsonl")) == 4  # all pass
 
 
 def test_placeholders_json_report(tmp_path: Path) -> None:

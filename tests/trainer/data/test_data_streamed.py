@@ -13,6 +13,7 @@ import pytest
 
 from kubetune_trainer.data.streamed import JsonlRecords, prepare_for_training
 from kubetune_trainer.data.token_cache import tokenized_splits
+from tests.support.trainer.data import dataset_job
 
 
 def _big(path: Path, n: int) -> Path:
@@ -35,14 +36,14 @@ def _peak(work: Any) -> tuple[Any, int]:
 
 @pytest.mark.slow  # 20 MB through prepare and the tokenizer twice, under tracemalloc
 def test_streamed_training_data_never_sits_in_the_python_heap(
-    tmp_path: Path, make_job: Any, tokenizer: Any, monkeypatch: Any
+    tmp_path: Path, tokenizer: Any, monkeypatch: Any
 ) -> None:
     monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RANK", "0")
     path = _big(tmp_path / "big.jsonl", 20_000)
     size = path.stat().st_size
     assert size > 20_000_000
-    job = make_job(path, format="qa", maxSeqLength=64, template="plain", streaming=True)
+    job = dataset_job(path, format="qa", maxSeqLength=64, template="plain", streaming=True)
 
     def streamed(job: Any = job) -> Any:
         prep = prepare_for_training(job)
@@ -53,7 +54,7 @@ def test_streamed_training_data_never_sits_in_the_python_heap(
 
     # Once on a small file first: the modules this imports (datasets, pyarrow) are not data.
     small = _big(tmp_path / "small.jsonl", 50)
-    streamed(make_job(small, format="qa", maxSeqLength=64, template="plain", streaming=True))
+    streamed(dataset_job(small, format="qa", maxSeqLength=64, template="plain", streaming=True))
     (prep, tokens, rows), peak = _peak(streamed)
     assert isinstance(prep.train, JsonlRecords) and isinstance(prep.validation, JsonlRecords)
     # What remains is one tokenizer batch's working set (~6 MB here), whatever the file's
@@ -63,7 +64,7 @@ def test_streamed_training_data_never_sits_in_the_python_heap(
 
     # The same job in memory: the heap holds the data (what the bound above rules out),
     # and the records, their order and the fingerprint are the same.
-    mem_job = make_job(path, format="qa", maxSeqLength=64, template="plain")
+    mem_job = dataset_job(path, format="qa", maxSeqLength=64, template="plain")
     mem, mem_peak = _peak(lambda: prepare_for_training(mem_job))
     assert mem_peak > size, (mem_peak, size)
     assert mem.fingerprint == prep.fingerprint
