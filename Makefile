@@ -30,9 +30,13 @@ images: system-deps
 
 ## test: install everything, build the images, lint, then run the whole suite
 ##       (unit, trainer, operator, e2e, chart, images)
-test: install system-deps tools images
-	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+##       prints the set-up time (install, Debian packages, tools, images) and the suite's time
+test:
+	@t0=$$(date +%s); $(MAKE) --no-print-directory install system-deps tools images || exit $$?; \
+	t1=$$(date +%s); echo "==> make test: set-up $$((t1 - t0)) s"; \
+	$(PY) -m ruff check . && $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; t2=$$(date +%s); \
+	echo "==> make test: set-up $$((t1 - t0)) s, lint and suite $$((t2 - t1)) s, total" \
+	  "$$((t2 - t0)) s (load average $$(cut -d' ' -f1-3 /proc/loadavg), $$(nproc) cores)"; exit $$rc
 
 test-fast: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
