@@ -341,6 +341,16 @@ def one_size(n: int, window: float) -> dict[str, Any]:
     })  # fmt: skip
 
 
+def _by_kind(requests: list[Any]) -> collections.Counter[str]:
+    """Requests by verb and resource (watches left out: one per resource, long-lived)."""
+    return collections.Counter(
+        f"{_method(r)} {r.resource.plural if r.resource else '-'}"
+        + (f"/{r.subresource}" if r.subresource else "")
+        for r in requests
+        if not r.params.get("watch")
+    )
+
+
 def _figures(
     n: int, life: list[Any], window: list[Any], received: dict[int, float], m: dict[str, Any]
 ) -> dict[str, Any]:
@@ -361,12 +371,11 @@ def _figures(
     latency = [jobs[k] - posts[k] for k in posts if k in jobs]
     op_life = [r for r in life if _is_op(r)]
     op_window = [r for r in window if _is_op(r)]
-    by_kind = collections.Counter(
-        f"{_method(r)} {r.resource.plural if r.resource else '-'}"
-        + (f"/{r.subresource}" if r.subresource else "")
-        for r in op_window
-        if not r.params.get("watch")
-    )
+    by_kind = _by_kind(op_window)
+    # Creation: every operator request until the last Job's POST (what the QPS cap spends
+    # before the last job gets its Job).
+    last_job = max(jobs.values(), default=0.0)
+    creation = _by_kind([r for r in op_life if received[r.id] <= last_job])
     minutes = m["window_seconds"] / 60
     status_w = sum(1 for r in op_window if _method(r) == "PATCH" and r.subresource == "status")
     return {
@@ -377,6 +386,10 @@ def _figures(
         "requests_per_s_per_running_job": len(op_window) / m["window_seconds"] / n,
         "status_writes_per_running_minute": status_w / n / minutes,
         "window_requests_by_kind_per_job": {k: round(v / n, 3) for k, v in by_kind.most_common()},
+        "creation_requests_by_kind_per_job": {
+            k: round(v / n, 3) for k, v in creation.most_common()
+        },
+        "creation_requests_per_job": sum(creation.values()) / n,
         "writes_per_job_life": sum(1 for r in op_life if _method(r) in WRITES) / n,
         "requests_per_job_life": len(op_life) / n,
         "cpu_seconds_per_job": (m["cpu_first_operator"] + m["cpu_second"]) / n,
