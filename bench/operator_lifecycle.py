@@ -356,7 +356,10 @@ def _figures(
 ) -> dict[str, Any]:
     posts: dict[str, float] = {}
     jobs: dict[str, float] = {}
+    first_status: dict[str, float] = {}  # the operator's first status write: work began
     for r in life:
+        if _method(r) == "PATCH" and r.subresource == "status" and _is_op(r) and r.name:
+            first_status.setdefault(r.name, received[r.id])
         if _method(r) != "POST" or r.resource is None:
             continue
         name = (
@@ -369,6 +372,10 @@ def _figures(
         elif r.resource.plural == "jobs" and _is_op(r):
             jobs.setdefault(name.rsplit("-a", 1)[0], received[r.id])
     latency = [jobs[k] - posts[k] for k in posts if k in jobs]
+    # Split: POST -> first status write (kopf's queue: finalizer, daemon start, our
+    # creation slot), first status write -> Job POST (our requests under the --qps cap).
+    to_status = [first_status[k] - posts[k] for k in posts if k in first_status]
+    to_job = [jobs[k] - first_status[k] for k in jobs if k in first_status]
     op_life = [r for r in life if _is_op(r)]
     op_window = [r for r in window if _is_op(r)]
     by_kind = _by_kind(op_window)
@@ -382,6 +389,11 @@ def _figures(
         "jobs": n,
         "create_to_job_p50": _pct(latency, 0.5),
         "create_to_job_p99": _pct(latency, 0.99),
+        "create_to_job_p10": _pct(latency, 0.1),
+        "create_to_status_p50": _pct(to_status, 0.5),
+        "create_to_status_p99": _pct(to_status, 0.99),
+        "status_to_job_p50": _pct(to_job, 0.5),
+        "status_to_job_p99": _pct(to_job, 0.99),
         "jobs_with_job": len(latency),
         "requests_per_s_per_running_job": len(op_window) / m["window_seconds"] / n,
         "status_writes_per_running_minute": status_w / n / minutes,

@@ -40,6 +40,7 @@ CREATING_AT_ONCE = 16
 
 
 def creating(memo: kopf.Memo) -> asyncio.Semaphore:
+    """Shared by every job's loop (setup.configure); a caller without it gets its own."""
     if memo.get("creating") is None:
         memo.creating = asyncio.Semaphore(CREATING_AT_ONCE)
     return memo.creating  # type: ignore[no-any-return]
