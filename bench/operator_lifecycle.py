@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -145,12 +146,18 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_operator(kubeconfig: Path, log: Path) -> Any:
+def _start_operator(
+    kubeconfig: Path, log: Path, cap: tuple[float, int], lease: bool = False
+) -> Any:
+    """The operator as its Deployment runs it: --standalone, or one replica electing a
+    leader through the Lease (default timings: 15 s lease, 2 s retry)."""
     import subprocess
 
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    cmd = [PY, "-m", "kubetune_operator", "--namespace", NS, "--standalone",
-           "--metrics-port", "0", "--liveness-port", "0"]  # fmt: skip
+    cmd = [PY, "-m", "kubetune_operator", "--namespace", NS,
+           "--metrics-port", "0", "--liveness-port", "0",
+           "--qps", f"{cap[0]:g}", "--burst", str(cap[1])]  # fmt: skip
+    cmd += ["--lease-namespace", NS] if lease else ["--standalone"]
     out = open(log, "ab")  # noqa: SIM115  (the child keeps it)
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                             start_new_session=True)  # fmt: skip
@@ -228,7 +235,71 @@ class Kubelet:
         list(self.pool.map(one, jobs))
 
 
-def one_size(n: int, window: float) -> dict[str, Any]:
+def _lease_holder(cluster: Any) -> str:
+    lease = cluster.get("coordination.k8s.io/v1/leases", NS, "kubetune-operator") or {}
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+
+def _phases(emu: Any) -> collections.Counter[str]:
+    return collections.Counter(
+        str((_raw(o).get("status") or {}).get("phase") or "-")
+        for o in _objects(emu, "finetunejobs")
+    )
+
+
+class Looks:
+    """Counts, in the new part of the emulator's log only (a full scan would slow the
+    run), our client's reads of accepted specs: one per job at an operator's first look."""
+
+    def __init__(self, emu: Any, since: int) -> None:
+        self.emu, self.index, self.gets, self.first_at = emu, since, 0, 0.0
+
+    def __call__(self) -> int:
+        log = self.emu._requests
+        for r in log[self.index : len(log)]:
+            res = r.resource
+            if _is_op(r) and _method(r) == "GET" and res and res.plural == "configmaps":
+                self.gets += 1
+                self.first_at = self.first_at or self.emu.received[r.id]
+        self.index = len(log)
+        return self.gets
+
+
+def _failover(cluster: Any, log: Path, n: int, limit: float, cap: tuple[float, int]) -> Any:
+    """Two replicas with the Lease: A leads and has looked at every job, B stands by; A is
+    killed (SIGKILL by its PID: no release of the Lease, like a lost node). Seconds from
+    the kill to B holding the Lease, to B's first look at a job, to B having looked at all.
+    Returns B (still running) and the figures."""
+    emu = cluster.emu
+    looks = Looks(emu, len(cluster.requests()))
+    a = _start_operator(cluster.kubeconfig, log, cap, lease=True)
+    t0 = time.monotonic()
+    while not _lease_holder(cluster) and time.monotonic() - t0 < 120:
+        time.sleep(0.2)
+    holder_a = _lease_holder(cluster)
+    while looks() < n and time.monotonic() - t0 < limit:
+        time.sleep(0.5)
+    b = _start_operator(cluster.kubeconfig, log, cap, lease=True)
+    time.sleep(5)  # B is up and polling the Lease
+    cpu_a = _cpu_seconds(a.pid)
+    looks = Looks(emu, len(cluster.requests()))
+    killed = time.monotonic()
+    a.kill()  # only the process we started
+    a.wait(10)
+    while _lease_holder(cluster) in ("", holder_a) and time.monotonic() - killed < 120:
+        time.sleep(0.1)
+    took_lease = time.monotonic() - killed
+    while looks() < n and time.monotonic() - killed < limit:
+        time.sleep(0.5)
+    return b, {
+        "failover_lease_seconds": took_lease,
+        "failover_first_look_seconds": (looks.first_at - killed) if looks.first_at else None,
+        "failover_all_looked_seconds": time.monotonic() - killed,
+        "failover_leader_cpu": cpu_a,
+    }
+
+
+def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dict[str, Any]:
     kc, play = _tests()
     port = free_port()
     ips = [pod_ip(i) for i in range(n)]
@@ -240,7 +311,7 @@ def one_size(n: int, window: float) -> dict[str, Any]:
         cluster.apply_crd()
         cluster.create_namespace(NS)
         log = Path(tmp) / "operator.log"
-        proc = _start_operator(cluster.kubeconfig, log)
+        proc = _start_operator(cluster.kubeconfig, log, cap)
         emu = cluster.emu
         deadline = time.monotonic() + 120
         while not any(_is_op(r) and r.params.get("watch") for r in cluster.requests()):
@@ -264,7 +335,14 @@ def one_size(n: int, window: float) -> dict[str, Any]:
         all_running = time.monotonic() - t0
         cpu_create = _cpu_seconds(proc.pid) - cpu0
         say(f"{n}: {len(kubelet.running)} pods running after {all_running:.1f} s")
-        # Steady state: after the Running writes and one status interval, `window` seconds.
+        # The operator has caught up: every FineTuneJob says Running (the status writes
+        # of the Pending -> Running transitions share the --qps budget with creation).
+        while _phases(emu)["Running"] < n and time.monotonic() - t0 < limit + all_running:
+            time.sleep(1)
+            rss.append(rss_bytes(proc.pid))
+        all_running_status = time.monotonic() - t0
+        say(f"{n}: every status Running after {all_running_status:.1f} s")
+        # Steady state: after one status interval, `window` seconds.
         time.sleep(35)
         w0, wcpu0, wt0 = len(cluster.requests()), _cpu_seconds(proc.pid), time.monotonic()
         while time.monotonic() - wt0 < window:
@@ -277,24 +355,15 @@ def one_size(n: int, window: float) -> dict[str, Any]:
         say(f"{n}: steady window done; restarting the operator")
         # Restart with every job running.
         _stop(proc)
+        phases_at_restart = dict(_phases(emu))
         r0, tr0 = len(cluster.requests()), time.monotonic()
-        proc = _start_operator(cluster.kubeconfig, log)
-        cpu1 = 0.0
-
-        seen = {"index": r0, "gets": 0}
-
-        def resynced() -> int:  # only the new part of the log: the scan must not slow the run
-            log = emu._requests
-            for r in log[seen["index"] : len(log)]:
-                if _is_op(r) and _method(r) == "GET" and r.resource is not None:
-                    seen["gets"] += r.resource.plural == "configmaps"
-            seen["index"] = len(log)
-            return seen["gets"]
-
+        proc = _start_operator(cluster.kubeconfig, log, cap)
+        resynced = Looks(emu, r0)
         while resynced() < n and time.monotonic() - tr0 < limit:
             time.sleep(0.5)
         resync = time.monotonic() - tr0
         time.sleep(10)
+        cpu_restart = _cpu_seconds(proc.pid)
         after = [r for r in cluster.requests()[r0:] if _is_op(r)]
         restart_creates = sum(
             1 for r in after if _method(r) == "POST" and "events" not in r.url.path
@@ -306,7 +375,14 @@ def one_size(n: int, window: float) -> dict[str, Any]:
             1 for r in status if set((r.data or {}).get("status") or {}) - {"progress"}
         )
         restart_progress = len(status) - restart_status
-        say(f"{n}: resync {resync:.1f} s; finishing the jobs")
+        restart_keys = collections.Counter(
+            ",".join(sorted((r.data or {}).get("status") or {})) for r in status
+        )
+        say(f"{n}: resync {resync:.1f} s; failover with two replicas")
+        _stop(proc)
+        proc, failover = _failover(cluster, log, n, limit, cap)
+        cpu_b0 = _cpu_seconds(proc.pid)
+        say(f"{n}: failover {failover}; finishing the jobs")
         # The end: every pod succeeds, every Job completes.
         kubelet.stop.set()
         kubelet.thread.join()
@@ -324,7 +400,7 @@ def one_size(n: int, window: float) -> dict[str, Any]:
             time.sleep(1)
         done = succeeded()
         time.sleep(3)
-        cpu1 = _cpu_seconds(proc.pid)
+        cpu1 = _cpu_seconds(proc.pid) - cpu_b0  # the finish only (resyncs: own figures)
         hwm = max(hwm, hwm_bytes(proc.pid))
         _stop(proc)
         reqs = cluster.requests()
@@ -336,6 +412,9 @@ def one_size(n: int, window: float) -> dict[str, Any]:
         "rss_steady": rss_steady, "rss_max_sampled": max(rss or [0]), "rss_hwm": hwm,
         "resync_seconds": resync, "restart_creates": restart_creates,
         "restart_status_writes": restart_status, "restart_progress_writes": restart_progress,
+        "restart_status_keys": dict(restart_keys), "phases_at_restart": phases_at_restart,
+        "cpu_restart_resync": cpu_restart, "all_running_status_seconds": all_running_status,
+        "qps": cap[0], "burst": cap[1], **failover,
         "succeeded": done, "scrapes": rank0.scrapes,
         "load_end": loadavg(),
     })  # fmt: skip
@@ -376,13 +455,21 @@ def _figures(
     # creation slot), first status write -> Job POST (our requests under the --qps cap).
     to_status = [first_status[k] - posts[k] for k in posts if k in first_status]
     to_job = [jobs[k] - first_status[k] for k in jobs if k in first_status]
-    op_life = [r for r in life if _is_op(r)]
+    # The Lease's renewals (every 2 s by the leader while it leads) are not per job.
+    op_life = [r for r in life if _is_op(r) and not (r.resource and r.resource.plural == "leases")]
     op_window = [r for r in window if _is_op(r)]
     by_kind = _by_kind(op_window)
     # Creation: every operator request until the last Job's POST (what the QPS cap spends
     # before the last job gets its Job).
     last_job = max(jobs.values(), default=0.0)
     creation = _by_kind([r for r in op_life if received[r.id] <= last_job])
+    capped = sum(  # our client's (under --qps); kopf's finalizer patches and Events are not
+        1
+        for r in op_life
+        if received[r.id] <= last_job
+        and r.headers.get("User-Agent") == "kubetune-operator"
+        and not r.params.get("watch")
+    )
     minutes = m["window_seconds"] / 60
     status_w = sum(1 for r in op_window if _method(r) == "PATCH" and r.subresource == "status")
     return {
@@ -402,6 +489,7 @@ def _figures(
             k: round(v / n, 3) for k, v in creation.most_common()
         },
         "creation_requests_per_job": sum(creation.values()) / n,
+        "creation_capped_requests_per_job": capped / n,
         "writes_per_job_life": sum(1 for r in op_life if _method(r) in WRITES) / n,
         "requests_per_job_life": len(op_life) / n,
         "cpu_seconds_per_job": (m["cpu_first_operator"] + m["cpu_second"]) / n,
@@ -411,15 +499,29 @@ def _figures(
     }
 
 
+DEFAULT_CAP = (50.0, 100)  # the operator's --qps/--burst defaults
+RAISED_CAP = (500.0, 1000)  # what docs/operations.md suggests for bursts of ~1000 jobs
+
+
+def _sizes() -> list[int]:
+    """KUBETUNE_BENCH_LIFECYCLE_SIZES=1000,2000,5000 (default 1000,2000: 5000 jobs take over
+    an hour on a loaded 2-core machine)."""
+    text = os.environ.get("KUBETUNE_BENCH_LIFECYCLE_SIZES", "1000,2000")
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def run(quick: bool = False, sizes: list[int] | None = None, window: float = 0) -> dict[str, Any]:
-    sizes = sizes or ([50] if quick else [1000, 2000])
+    """Every size at the default cap, then the smallest with the cap raised."""
+    sizes = sizes or ([50] if quick else _sizes())
     window = window or (20.0 if quick else 60.0)
+    runs = [(n, DEFAULT_CAP) for n in sizes] + [(sizes[0], RAISED_CAP)]
     rows = []
-    for n in sizes:
-        r = one_size(n, window)
+    for n, cap in runs:
+        r = one_size(n, window, cap)
         rows.append(r)
         say(
-            f"lifecycle {n}: p99 create->Job {r['create_to_job_p99']:.1f} s, "
+            f"lifecycle {n} (--qps {cap[0]:g} --burst {cap[1]}): "
+            f"p99 create->Job {r['create_to_job_p99']:.1f} s, "
             f"{r['requests_per_s_per_running_job']:.4f} req/s/job, "
             f"{r['writes_per_job_life']:.1f} writes/job, RSS {r['rss_hwm'] / 2**20:.0f} MiB"
         )
@@ -429,8 +531,10 @@ def run(quick: bool = False, sizes: list[int] | None = None, window: float = 0) 
         "settings": {
             "reconcile_interval": 10,
             "status_interval": 30,
-            "qps": 50,
-            "burst": 100,
+            "qps": DEFAULT_CAP[0],
+            "burst": DEFAULT_CAP[1],
+            "raised_qps": RAISED_CAP[0],
+            "raised_burst": RAISED_CAP[1],
             "step_seconds": STEP_SECONDS,
             "window_seconds": window,
         },
@@ -457,43 +561,68 @@ EMULATOR_LIMITS = (
 )
 
 
+def _f(x: dict[str, Any], key: str, fmt: str = ".1f") -> str:
+    v = x.get(key)
+    return "-" if v is None else format(v, fmt)
+
+
+def _doubling(rows: list[dict[str, Any]], key: str) -> str:
+    pairs = itertools.pairwise(rows)
+    text = ", ".join(
+        f"{a['jobs']}->{b['jobs']} {b[key] / a[key]:.2f}x" for a, b in pairs if a.get(key)
+    )
+    return text or "one size only"
+
+
 def report(r: dict[str, Any]) -> list[str]:
     """The BENCHMARKS.md section (bench/report.py)."""
     s, t = r["settings"], r["targets"]
     out = [
         "## 4b. Operator over the whole lifecycle\n",
         f"FineTuneJobs POSTed in one burst; each Job's pod Pending, then Running (its /metrics "
-        f"advancing a step every {s['step_seconds']:g} s), a steady window of "
-        f"{s['window_seconds']:g} s, an operator restart with every job running, then every "
+        f"advancing a step every {s['step_seconds']:g} s); once every status says Running, a "
+        f"steady window of {s['window_seconds']:g} s; an operator restart with every job "
+        "running; failover: two replicas electing a leader through the Lease (default "
+        "timings: 15 s lease, 2 s retry), the leader killed (SIGKILL, no release); then every "
         f"pod Succeeded. Operator defaults: --reconcile-interval {s['reconcile_interval']}, "
-        f"--status-interval {s['status_interval']}, --qps {s['qps']} --burst {s['burst']}.\n",
+        f"--status-interval {s['status_interval']}, --qps {s['qps']:g} --burst {s['burst']}; "
+        f"the last row runs the smallest burst again with --qps {s.get('raised_qps', 0):g} "
+        f"--burst {s.get('raised_burst', 0)}.\n",
         f"Emulator limits: {EMULATOR_LIMITS}\n",
-        "| jobs | create->Job p50 / p99 s | all running after s | req/s per running job "
+        "| jobs | --qps / --burst | create->Job p50 / p99 s | capped requests per creation "
+        "| all Running (status) after s | req/s per running job "
         "| status writes per job-minute | writes/job (life) | operator CPU s/job "
         "| RSS steady / peak MiB | restart: resync s, creates, status writes (+ paced progress) "
-        "| load |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| failover: Lease taken / first look / all looked s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["rows"]:
+        cap = f"{x['qps']:g} / {x['burst']}" if "qps" in x else "50 / 100"
         out.append(
-            f"| {x['jobs']} | {x['create_to_job_p50']:.1f} / {x['create_to_job_p99']:.1f} | "
-            f"{x['all_running_seconds']:.0f} | {x['requests_per_s_per_running_job']:.4f} | "
+            f"| {x['jobs']} | {cap} | {x['create_to_job_p50']:.1f} / "
+            f"{x['create_to_job_p99']:.1f} | {_f(x, 'creation_capped_requests_per_job')} | "
+            f"{_f(x, 'all_running_status_seconds', '.0f')} | "
+            f"{x['requests_per_s_per_running_job']:.4f} | "
             f"{x['status_writes_per_running_minute']:.2f} | {x['writes_per_job_life']:.1f} | "
             f"{x['cpu_seconds_per_job']:.3f} | {x['rss_steady'] / 2**20:.0f} / "
             f"{x['rss_hwm'] / 2**20:.0f} | {x['resync_seconds']:.1f}, {x['restart_creates']}, "
-            f"{x['restart_status_writes']}"
-            + (
-                f" (+{x['restart_progress_writes']})"
-                if "restart_progress_writes" in x
-                else " (progress writes included: not split by this run)"
-            )
-            + f" | {x['load_end']} |"
+            f"{x['restart_status_writes']} (+{x.get('restart_progress_writes', '?')}) | "
+            f"{_f(x, 'failover_lease_seconds')} / {_f(x, 'failover_first_look_seconds')} / "
+            f"{_f(x, 'failover_all_looked_seconds')} | {x['load_end']} |"
         )
-    last = r["rows"][-1]
+    default = [x for x in r["rows"] if x.get("qps", 50) == s["qps"]]
+    last = default[-1]
     kinds = ", ".join(f"{k} {v}" for k, v in last["window_requests_by_kind_per_job"].items())
+    created = ", ".join(
+        f"{k} {v}" for k, v in last.get("creation_requests_by_kind_per_job", {}).items()
+    )
     out.append(
-        f"\nSteady-window requests per job ({last['jobs']} jobs): {kinds or 'none'}. "
-        f"Targets: p99 create->Job <= {t['p99_1000']} s at 1000; <= {t['req_per_s_per_job']} "
+        f"\nPer doubling (default cap): p99 create->Job {_doubling(default, 'create_to_job_p99')}; "
+        f"all Running {_doubling(default, 'all_running_status_seconds')}. "
+        f"Requests per job until the last Job ({last['jobs']} jobs, kopf's finalizer PATCH "
+        f"and Events included, not capped by --qps): {created or 'not recorded'}. "
+        f"Steady-window requests per job: {kinds or 'none'}. Targets: p99 create->Job <= "
+        f"{t['p99_1000']} s at 1000; <= 2.2x per doubling; <= {t['req_per_s_per_job']} "
         f"req/s per running job; <= {t['writes_per_job']} writes/job plus <= "
         f"{t['writes_per_minute']} per running minute; RSS < {t['rss_mb_5000']} MB at 5000.\n"
     )
