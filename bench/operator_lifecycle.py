@@ -436,9 +436,18 @@ def _figures(
     posts: dict[str, float] = {}
     jobs: dict[str, float] = {}
     first_status: dict[str, float] = {}  # the operator's first status write: work began
+    ran: dict[str, float] = {}  # when the status first said Running
+    ended: dict[str, float] = {}  # ... and Succeeded
+    progress_only = 0  # status writes of progress alone (paced: <= 1 per status interval)
     for r in life:
         if _method(r) == "PATCH" and r.subresource == "status" and _is_op(r) and r.name:
             first_status.setdefault(r.name, received[r.id])
+            st = (r.data or {}).get("status") or {} if isinstance(r.data, dict) else {}
+            progress_only += bool(st) and set(st) <= {"progress"}
+            if st.get("phase") == "Running":
+                ran.setdefault(r.name, received[r.id])
+            elif st.get("phase") == "Succeeded":
+                ended.setdefault(r.name, received[r.id])
         if _method(r) != "POST" or r.resource is None:
             continue
         name = (
@@ -491,6 +500,8 @@ def _figures(
         "creation_requests_per_job": sum(creation.values()) / n,
         "creation_capped_requests_per_job": capped / n,
         "writes_per_job_life": sum(1 for r in op_life if _method(r) in WRITES) / n,
+        "progress_writes_per_job_life": progress_only / n,
+        "running_minutes_per_job": sum(ended[k] - ran[k] for k in ran if k in ended) / 60 / n,
         "requests_per_job_life": len(op_life) / n,
         "cpu_seconds_per_job": (m["cpu_first_operator"] + m["cpu_second"]) / n,
         "cpu_seconds_per_job_create": m["cpu_create"] / n,
@@ -589,9 +600,11 @@ def report(r: dict[str, Any]) -> list[str]:
         f"the last row runs the smallest burst again with --qps {s.get('raised_qps', 0):g} "
         f"--burst {s.get('raised_burst', 0)}.\n",
         f"Emulator limits: {EMULATOR_LIMITS}\n",
-        "| jobs | --qps / --burst | create->Job p50 / p99 s | capped requests per creation "
+        "| jobs | --qps / --burst | create->Job p50 / p99 s (p99 of: POST->first status "
+        "write + that->Job) | capped requests per creation "
         "| all Running (status) after s | req/s per running job "
-        "| status writes per job-minute | writes/job (life) | operator CPU s/job "
+        "| status writes per job-minute | writes/job over its life (other + progress in its "
+        "running minutes) | operator CPU s/job "
         "| RSS steady / peak MiB | restart: resync s, creates, status writes (+ paced progress) "
         "| failover: Lease taken / first look / all looked s | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -600,10 +613,19 @@ def report(r: dict[str, Any]) -> list[str]:
         cap = f"{x['qps']:g} / {x['burst']}" if "qps" in x else "50 / 100"
         out.append(
             f"| {x['jobs']} | {cap} | {x['create_to_job_p50']:.1f} / "
-            f"{x['create_to_job_p99']:.1f} | {_f(x, 'creation_capped_requests_per_job')} | "
+            f"{x['create_to_job_p99']:.1f} ({_f(x, 'create_to_status_p99')} + "
+            f"{_f(x, 'status_to_job_p99')}) | {_f(x, 'creation_capped_requests_per_job')} | "
             f"{_f(x, 'all_running_status_seconds', '.0f')} | "
             f"{x['requests_per_s_per_running_job']:.4f} | "
-            f"{x['status_writes_per_running_minute']:.2f} | {x['writes_per_job_life']:.1f} | "
+            f"{x['status_writes_per_running_minute']:.2f} | {x['writes_per_job_life']:.1f}"
+            + (
+                f" ({x['writes_per_job_life'] - x['progress_writes_per_job_life']:.1f} + "
+                f"{x['progress_writes_per_job_life']:.1f} progress in "
+                f"{x['running_minutes_per_job']:.1f} running min)"
+                if "running_minutes_per_job" in x
+                else ""
+            )
+            + " | "
             f"{x['cpu_seconds_per_job']:.3f} | {x['rss_steady'] / 2**20:.0f} / "
             f"{x['rss_hwm'] / 2**20:.0f} | {x['resync_seconds']:.1f}, {x['restart_creates']}, "
             f"{x['restart_status_writes']} (+{x.get('restart_progress_writes', '?')}) | "
