@@ -213,16 +213,21 @@ class Kubelet:
         seen: set[str] = set()
         while not self.stop.is_set():
             names = [_raw(o)["metadata"]["name"] for o in _objects(self.cluster.emu, "jobs")]
-            futures = [self.pool.submit(self._create, n) for n in names if n not in seen]
-            seen.update(names)
+            new = [n for n in names if n not in seen]
+            futures = {self.pool.submit(self._create, n): ("create", n) for n in new}
+            seen.update(new)
             now = time.monotonic()
             due = [
                 j for j, t in list(self.created.items()) if j not in self.running and now - t > 1
             ]
             self.running.update(due)
-            futures += [self.pool.submit(self._run, j) for j in due]
-            for f in futures:
-                f.result()
+            futures |= {self.pool.submit(self._run, j): ("run", j) for j in due}
+            for f, (what, job) in futures.items():
+                try:
+                    f.result()
+                except Exception as exc:  # the emulator too slow: try again
+                    say(f"kubelet: {what} {job}: {exc!r}; again")
+                    (seen if what == "create" else self.running).discard(job)
             time.sleep(0.5)
 
     def finish(self, jobs: list[str]) -> None:
@@ -310,6 +315,9 @@ def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dic
     ):
         cluster.apply_crd()
         cluster.create_namespace(NS)
+        # The simulated kubelet's own client: the emulator serving thousands of watches and
+        # the operator can take longer than the tests' 10 s to answer.
+        cluster.http.timeout = 120
         log = Path(tmp) / "operator.log"
         proc = _start_operator(cluster.kubeconfig, log, cap)
         emu = cluster.emu
