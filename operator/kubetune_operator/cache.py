@@ -92,6 +92,9 @@ class Written:
     without it, the reconcile right after a status patch would decide from the old status."""
 
     ftjs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Jobs we created (trimmed), until the Job index has them: the look right after a
+    # create (woken by another event) would otherwise GET the Job and list its pods.
+    jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
 
     def remember(self, ns: str, name: str, obj: Mapping[str, Any]) -> None:
         rv = (obj.get("metadata") or {}).get("resourceVersion")
@@ -110,6 +113,8 @@ class Written:
 
     def forget(self, ns: str, name: str) -> None:
         self.ftjs.pop((ns, name), None)
+        for key in [k for k in self.jobs if k[:2] == (ns, name)]:
+            del self.jobs[key]
 
 
 def one(store: Iterable[dict[str, Any]] | None, name: str) -> dict[str, Any] | None:

@@ -321,22 +321,21 @@ class KubeClient:
 
     async def create_if_missing(
         self, res: Resource, obj: dict[str, Any], owner_uid: str | None
-    ) -> bool:
+    ) -> dict[str, Any] | None:
         """Create; an existing object with that name (409) counts as done if `owner_uid` owns
         it, else ForeignObject (None: no check, for Secrets the operator may not read).
-        True if created."""
+        The created object as the server answered, or None if it existed."""
         meta = obj["metadata"]
         ns = meta["namespace"]
         try:
-            await self.request("POST", res.path(ns), body=obj, expected=(409,))
-            return True
+            return await self.request("POST", res.path(ns), body=obj, expected=(409,))
         except Conflict:
             if owner_uid is None:
-                return False
+                return None
             existing = await self.get(res, ns, meta["name"])
             if existing is not None and not owned_by(existing, owner_uid):
                 raise ForeignObject(obj["kind"], ns, meta["name"]) from None
-            return False
+            return None
 
     async def patch(
         self, res: Resource, ns: str, name: str, patch: dict[str, Any], sub: str = ""

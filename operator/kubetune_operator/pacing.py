@@ -6,7 +6,9 @@ hundreds of status PATCHes a second. So (per job):
     is written at once;
   * a change of `progress` alone is written at most once per `status_interval`
     (--status-interval, default 30 s), and not at all if only the estimates moved
-    (etaSeconds, tokensPerSecond: no step was done, nothing `kubectl get` shows changed);
+    (etaSeconds, its display eta, tokensPerSecond: no step was done). Besides, a restarted
+    operator knows no rate until it has seen steps advance: its first look would erase
+    every job's ETA, a write per job that says nothing new;
   * rank 0 is scraped no more often than a write could show it (status_interval), and
     no more often than a step finishes (a slow model's step can take minutes), capped
     at MAX_SCRAPE_INTERVAL so a job is never unwatched for long.
@@ -23,7 +25,7 @@ from typing import Any
 
 MAX_SCRAPE_INTERVAL = 300.0
 # Progress fields that are estimates derived from the others (they move between steps).
-ESTIMATES = frozenset({"etaSeconds", "tokensPerSecond"})
+ESTIMATES = frozenset({"etaSeconds", "eta", "tokensPerSecond"})
 
 
 @dataclass

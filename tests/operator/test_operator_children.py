@@ -169,11 +169,11 @@ def test_api_timeout_is_counted_and_retried(cluster):
     port = free_port()
     config = OperatorConfig(reconcile_interval=0.5, metrics_port=port, metrics_addr="127.0.0.1",
                             api_timeout=1.0)  # fmt: skip
-    # The first look reads the job's ConfigMap (its accepted spec): the API server stalls
-    # past the client's timeout on that read twice in a row.
-    path = api_path("v1/configmaps", NS, "llama-lora-spec")
+    # The first look creates the job's ConfigMap: the API server stalls past the client's
+    # timeout on that create twice in a row.
+    path = api_path("v1/configmaps", NS)
     with run_operator(cluster, [NS], config):
-        fault = cluster.emu.fail("GET", path, 500, times=2, agent="kubetune-operator", delay=3)
+        fault = cluster.emu.fail("POST", path, 500, times=2, agent="kubetune-operator", delay=3)
         began = time.monotonic()
         cluster.create(FTJ, load_ftj())
         wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), timeout=20, what="the Job")
@@ -181,6 +181,6 @@ def test_api_timeout_is_counted_and_retried(cluster):
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert fault.hits == 2
     errors = metric_samples(text, "kubetune_api_errors_total")
-    assert errors == {(("code", "timeout"), ("verb", "get")): 2.0}, errors
+    assert errors == {(("code", "timeout"), ("verb", "post")): 2.0}, errors
     # Two 1 s timeouts, then backoff 0.5 s and 1 s before the looks that follow them.
     assert took >= 2 + 0.5 + 1.0, took

@@ -229,9 +229,10 @@ def test_operator_metrics_endpoint_and_api_errors(cluster):
         text = wait_for(lambda: scrape('kubetune_jobs{phase="Pending"} 1.0'), what="kubetune_jobs")
         assert 'kubetune_jobs{phase="Running"} 0.0' in text
         assert "kubetune_reconcile_seconds_count" in text
-        # The API server has a bad moment: the operator's look for attempt 2's Service
-        # (before creating it) gets a 500.
-        path = api_path("v1/services", NS, "llama-lora-a2")
+        # The API server has a bad moment: the operator's list of the job's Jobs (stale
+        # attempts swept before attempt 2's Job is created) gets a 500; the look after it
+        # reads attempt 2's Job, not there yet (404).
+        path = api_path(JOBS, NS)
         fault = cluster.emu.fail("GET", path, 500, agent="kubetune-operator")
         # A retryable failure: attempt 2 creates the existing ConfigMap again (409).
         set_terminated(cluster, NS, create_pods(cluster, NS, "llama-lora-a1")[0], 75)

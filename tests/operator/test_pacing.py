@@ -27,6 +27,9 @@ def test_progress_alone_waits_for_the_interval_and_estimates_alone_are_never_wri
     assert should_write(step, pace, 130.0, 30)
     estimates = {"progress": {"etaSeconds": 12.5, "tokensPerSecond": 900.0}}
     assert classify(estimates) == "estimates" and not should_write(estimates, pace, 1e9, 30)
+    # A restarted operator knows no rate yet: the ETA it would erase is an estimate too.
+    erased = {"progress": {"etaSeconds": None, "eta": ""}}
+    assert classify(erased) == "estimates" and not should_write(erased, pace, 1e9, 30)
     assert should_write(step, Pace(), 0.0, 30)  # the first write of a job is never held
 
 

@@ -20,10 +20,12 @@ from typing import Any
 import kopf
 
 from kubetune_api import constants as c
+from kubetune_api.constants import ConditionType as CT
 from kubetune_api.loader import InvalidSpecError, parse_spec
 from kubetune_api.uris import strip_spec_credentials
 
 from .. import builders as b
+from ..cache import trim_job
 from ..config import OperatorConfig
 from ..decide import Inputs, Plan, decide
 from ..k8s import (
@@ -120,10 +122,34 @@ async def _sleep(poke: asyncio.Event, stopped: Any, timeout: float | None) -> No
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _conflict_stored(status: dict[str, Any]) -> bool:
+    return any(
+        cond.get("type") == CT.CHILD_CONFLICT and cond.get("status") == "True"
+        for cond in status.get("conditions") or ()
+    )
+
+
 async def _foreign_child(
-    client: KubeClient, ns: str, name: str, uid: str, attempt: int
+    memo: kopf.Memo,
+    src: view.Sources,
+    status: dict[str, Any],
+    ns: str,
+    name: str,
+    uid: str,
+    attempt: int,
 ) -> str | None:
-    """Before creating an attempt: is any of its children's names taken by a foreign object?"""
+    """Before creating an attempt: is any of its children's names taken by a foreign object?
+
+    Three GETs per creation would be most of a new job's requests (and with the --qps cap,
+    of a burst's latency), so they are made only while a conflict is stored (is it gone?).
+    Otherwise the Job index answers for a Job with our labels, and a create's 409 on an
+    object we do not own raises ForeignObject (then the conflict is decided and stored)."""
+    if not _conflict_stored(status):
+        job = view.cached_job(src, ns, name, attempt)
+        if job is not None and not owned_by(job, uid):
+            return str(ForeignObject("Job", ns, b.job_name(name, attempt)))
+        return None
+    client: KubeClient = memo.client
     children = (
         (CONFIGMAPS, "ConfigMap", b.configmap_name(name)),
         (SERVICES, "Service", b.service_name(name, attempt)),
@@ -152,7 +178,12 @@ async def reconcile_once(
         return STOP
     meta = body["metadata"]
     raw_status = body.get("status") or {}
-    accepted = await accepted_spec(memo, client, namespace, name, meta["uid"])
+    # A job without an attempt has no ConfigMap of ours yet (the status is written first).
+    accepted = (
+        await accepted_spec(memo, client, namespace, name, meta["uid"])
+        if raw_status.get("attempt")
+        else None
+    )
     spec = body.get("spec") or {}
     obs = progress = conflict = None
     attempt = int(raw_status.get("attempt") or 0)
@@ -175,24 +206,33 @@ async def reconcile_once(
     )  # fmt: skip
     plan = decide(inputs)
     if plan.ensure_attempt is not None and conflict is None:
-        conflict = await _foreign_child(client, namespace, name, meta["uid"], plan.ensure_attempt)
+        conflict = await _foreign_child(
+            memo, src, raw_status, namespace, name, meta["uid"], plan.ensure_attempt
+        )
         if conflict:
             inputs = dataclasses.replace(inputs, conflict=conflict)
             plan = decide(inputs)
     try:
-        await _execute(memo, body, plan, accepted, logger)
-    except ForeignObject as exc:  # created between the look and ours: the next look says so
-        logger.warning(str(exc))
-        return 0.05
-    except ChildRejected as exc:
-        # The API server refused a child for good (invalid, forbidden): retrying cannot
-        # help, so the attempt ends as Failed with the server's own words, now.
+        if plan.ensure_attempt is None:
+            await _execute(memo, body, plan, accepted, logger)
+        else:
+            # Depth first: a few jobs at a time go through status + children, so each job's
+            # requests are not queued behind every other new job's (breadth first, the
+            # --qps cap would give every Job of a burst only at the burst's end).
+            async with view.creating(memo):
+                await _execute(memo, body, plan, accepted, logger)
+    except (ForeignObject, ChildRejected) as exc:
+        # A child's name is taken by an object not ours (its create said 409): the status
+        # says so and nothing is created until it goes (_foreign_child looks again). Or the
+        # API server refused a child for good (invalid, forbidden): retrying cannot help, so
+        # the attempt ends as Failed with the server's own words, now.
         logger.warning(f"{namespace}/{name}: {exc}")
         metrics.cache_misses.labels("finetunejob").inc()  # rare: read what we just wrote
         fresh = await client.get(FINETUNEJOBS, namespace, name)
         if fresh is None:
             return STOP
-        inputs = dataclasses.replace(inputs, status=fresh.get("status") or {}, rejected=str(exc))
+        why = {"conflict": str(exc)} if isinstance(exc, ForeignObject) else {"rejected": str(exc)}
+        inputs = dataclasses.replace(inputs, status=fresh.get("status") or {}, **why)
         plan = decide(inputs)
         await _execute(memo, fresh, plan, accepted, logger)
     metrics.reconcile_seconds.observe(time.monotonic() - started)
@@ -284,7 +324,9 @@ async def _execute(
     for attempt in plan.delete_attempts:
         await _delete_attempt(client, ns, name, attempt, owner.uid)
     if plan.ensure_attempt is not None and plan.job is not None:
-        for job in await client.list(JOBS, ns, {c.LABEL_JOB: name}):
+        # Attempt 1 has no earlier attempt to sweep: no list for a new job.
+        stale = await client.list(JOBS, ns, {c.LABEL_JOB: name}) if plan.ensure_attempt > 1 else []
+        for job in stale:
             other = job["metadata"].get("labels", {}).get(c.LABEL_ATTEMPT)
             if other != str(plan.ensure_attempt) and other and other.isdigit():
                 await _delete_attempt(client, ns, name, int(other), owner.uid)
@@ -293,7 +335,7 @@ async def _execute(
         plan.job.metadata.labels = dict(meta.get("labels") or {})
         # The credentials the spec's URLs carry go to the job's own Secret, nowhere else.
         _, credentials = strip_spec_credentials(body.get("spec") or {})
-        await _ensure_children(client, config, plan, owner, accepted, credentials)
+        await _ensure_children(memo, plan, owner, accepted, credentials)
         memo.accepted[(ns, name)] = (owner.uid, accepted)
     for ev in plan.events:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
@@ -328,13 +370,14 @@ async def _delete_attempt(client: KubeClient, ns: str, name: str, attempt: int, 
 
 
 async def _ensure_children(
-    client: KubeClient,
-    config: OperatorConfig,
+    memo: kopf.Memo,
     plan: Plan,
     owner: b.Owner,
     accepted: dict[str, Any],
     credentials: dict[str, str],
 ) -> None:
+    client: KubeClient = memo.client
+    config: OperatorConfig = memo.config
     job, attempt, st = plan.job, plan.ensure_attempt, plan.status
     assert job is not None and attempt is not None
     remaining = None
@@ -362,8 +405,11 @@ async def _ensure_children(
     ]
     for res, obj, uid in children:
         try:
-            await client.create_if_missing(res, obj, uid)
+            created = await client.create_if_missing(res, obj, uid)
         except ApiError as exc:
             if exc.permanent:
                 raise ChildRejected(exc) from exc
             raise
+        if res is JOBS and created:
+            key = (owner.namespace, owner.name, str(attempt))
+            view.written(memo).jobs[key] = trim_job(created)

@@ -15,6 +15,7 @@ from ..cache import Written
 from ..config import OperatorConfig
 from ..k8s import KubeClient, login
 from ..metrics import OperatorMetrics
+from .view import CREATING_AT_ONCE
 
 CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={MANAGED_BY}"
 
@@ -53,6 +54,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
     memo.paces = {}  # (namespace, name) -> pacing.Pace: last status write, next scrape
     memo.written = Written()  # statuses we wrote that the watch has not shown yet
+    # Set here, in the operator's memo: kopf gives each object a shallow copy of it, so
+    # only what exists before the copies are made is shared by every job's loop.
+    memo.creating = asyncio.Semaphore(CREATING_AT_ONCE)  # depth-first creation (reconcile)
     memo.client = KubeClient(
         login(), memo.metrics, timeout=config.api_timeout, qps=config.api_qps,
         burst=config.api_burst,

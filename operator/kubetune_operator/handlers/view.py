@@ -3,6 +3,7 @@ cache (cache.py) when it can answer, else from the API with the miss counted."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,19 @@ class Sources:
 
 def _miss(memo: kopf.Memo, kind: str) -> None:
     memo.metrics.cache_misses.labels(kind).inc()
+
+
+# Jobs whose status and children are being created at once (reconcile.py): enough to keep
+# the --qps budget busy while each request waits for its answer, few enough that a job's
+# own requests are not queued behind a whole burst's.
+CREATING_AT_ONCE = 16
+
+
+def creating(memo: kopf.Memo) -> asyncio.Semaphore:
+    """Shared by every job's loop (setup.configure); a caller without it gets its own."""
+    if memo.get("creating") is None:
+        memo.creating = asyncio.Semaphore(CREATING_AT_ONCE)
+    return memo.creating  # type: ignore[no-any-return]
 
 
 def written(memo: kopf.Memo) -> Written:
@@ -61,6 +75,14 @@ def pod_of(pod: Mapping[str, Any], job_uid: str) -> bool:
     return any(labels.get(k) == job_uid for k in CONTROLLER_UID_LABELS)
 
 
+def cached_job(src: Sources, ns: str, name: str, number: int) -> dict[str, Any] | None:
+    """The attempt's Job as the Job index has it (None: not there, or no index)."""
+    if src.jobs is None:
+        return None
+    key = child_key(ns, {c.LABEL_JOB: name, c.LABEL_ATTEMPT: str(number)})
+    return one(src.jobs.get(key), b.job_name(name, number))
+
+
 async def attempt(
     memo: kopf.Memo, src: Sources, ns: str, name: str, number: int, uid: str
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
@@ -71,6 +93,10 @@ async def attempt(
     job = pods = None
     if src.jobs is not None:
         job = one(src.jobs.get(key), jname)
+        # Created by us a moment ago, its event not here yet? Our copy serves one look only
+        # (it must not outlive a deletion the index would show).
+        ours = written(memo).jobs.pop(key, None)
+        job = job if job is not None else ours
         if job is not None:  # its pods' watch is as complete as its own
             pods = list(src.pods.get(key) or ()) if src.pods is not None else None
     if job is None:

@@ -140,12 +140,14 @@ def phase_is(cluster: EmulatorServer, phase: str) -> dict | None:
 
 
 def operator_posts(cluster: EmulatorServer, plural: str) -> list:
-    """The operator's own creates of this kind (not the test's)."""
+    """The operator's own creates of this kind (not the test's) that created something: a
+    create answered 409 (the name is taken) is how the operator finds a foreign object."""
     return [
         r
         for r in cluster.requests()
         if r.method.value == "POST" and r.url.path.endswith(f"/{plural}")
         and r.headers.get("User-Agent") == "kubetune-operator"
+        and cluster.emu.statuses.get(r.id) != 409
     ]  # fmt: skip
 
 

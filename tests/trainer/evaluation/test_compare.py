@@ -119,6 +119,7 @@ def test_compare_cli_default_is_base_vs_adapter(tiny_dirs: dict[str, Path], tmp_
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "| metric | base | tuned | better |" in res.output
+    assert (out / "rubric.csv").is_file() and f"kubetune rubric {out}" in res.output
     a = json.loads((out / "result-a.json").read_text())
     b = json.loads((out / "result-b.json").read_text())
     # A is the base alone (the one adapter B was trained on), B is base + adapter.

@@ -70,5 +70,5 @@ def command(
             )
         click.echo(f"wrote {md} and {page}")
         click.echo(
-            f"human review: fill {Path(output) / 'rubric.csv'}, then `kubetune rubric {output}`"
+            f"human review: fill {Path(report) / 'rubric.csv'}, then `kubetune rubric {report}`"
         )

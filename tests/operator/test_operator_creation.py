@@ -1,0 +1,52 @@
+"""What a new FineTuneJob costs under the --qps cap, and in which order a burst is served:
+the real operator against the API emulator, counting requests on the emulator's log."""
+
+from __future__ import annotations
+
+from kubetune_operator.config import OperatorConfig
+from kubetune_operator.handlers.view import CREATING_AT_ONCE
+from tests.support.kube.cluster import FTJ, run_operator, wait_for
+from tests.support.kube.operator import NS, load_ftj
+
+JOBS = "batch/v1/jobs"
+
+
+def _ours(cluster) -> list[tuple[str, str]]:
+    """(method, path) of our capped client's requests, watches left out."""
+    return [
+        (r.method.value, r.url.path)
+        for r in cluster.requests()
+        if r.headers.get("User-Agent") == "kubetune-operator"
+        and r.params.get("watch") not in ("true", "1")
+    ]
+
+
+def test_a_new_job_costs_its_status_and_three_creates(cluster):
+    config = OperatorConfig(reconcile_interval=0.5, metrics_port=None)
+    with run_operator(cluster, [NS], config):
+        cluster.create(FTJ, load_ftj())
+        wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
+        sent = _ours(cluster)
+    until_job = sent[: next(i for i, (m, p) in enumerate(sent) if p.endswith("/jobs")) + 1]
+    # No read before the Job: no ConfigMap read (a new job has none), no look for foreign
+    # objects by name (a create's 409 says so), no list of earlier attempts (there are none).
+    assert [m for m, _ in until_job] == ["PATCH", "POST", "POST", "POST"], until_job
+    assert until_job[0][1].endswith("/finetunejobs/llama-lora/status")
+    assert [p.rsplit("/", 1)[1] for _, p in until_job[1:]] == ["configmaps", "services", "jobs"]
+
+
+def test_a_burst_is_created_depth_first(cluster):
+    # A slow cap, so the order is the cap's: each request waits for its token.
+    config = OperatorConfig(reconcile_interval=5, metrics_port=None, api_qps=40, api_burst=1)
+    n = 2 * CREATING_AT_ONCE + 8
+    with run_operator(cluster, [NS], config):
+        for i in range(n):
+            doc = load_ftj()
+            doc["metadata"]["name"] = f"job-{i}"
+            cluster.create(FTJ, doc)
+        wait_for(lambda: len(cluster.list(JOBS, NS)) == n, timeout=60, what="every Job")
+        sent = _ours(cluster)
+    first_job = next(i for i, (_, p) in enumerate(sent) if p.endswith("/jobs"))
+    begun = sum(1 for m, p in sent[:first_job] if m == "PATCH" and p.endswith("/status"))
+    # Breadth first, every job's status write would come before the first Job (n of them).
+    assert begun <= CREATING_AT_ONCE, (begun, sent[: first_job + 1])
