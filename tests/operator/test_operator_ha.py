@@ -25,15 +25,29 @@ from tests.support.net import free_port
 LEASES = "coordination.k8s.io/v1/leases"
 
 
-def chart_operator_args(*sets: str) -> list[str]:
-    """The operator container's args, as the real helm renders the chart."""
+def chart_operator_args(mounts: Path, *sets: str) -> list[str]:
+    """The operator container's args, as the real helm renders the chart; its ConfigMap
+    volumes are written under `mounts` as the kubelet would mount them, and the args point
+    there instead of the pod's paths."""
     cmd = [helpers.find_tool("helm"), "template", helpers.RELEASE, str(helpers.CHART)]
     cmd += ["--namespace", LEASE_NS]
     for s in sets:
         cmd += ["--set", s]
     manifests = [d for d in yaml.safe_load_all(helpers.run(cmd).stdout) if d]
-    deployment = helpers.one(manifests, "Deployment")
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    pod = helpers.one(manifests, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    configmaps = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "ConfigMap"}
+    args = container["args"]
+    for mount in container.get("volumeMounts", []):
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        if "configMap" not in volume:
+            continue  # emptyDir /tmp: this host's own
+        here = mounts / mount["name"]
+        here.mkdir(parents=True, exist_ok=True)
+        for key, text in configmaps[volume["configMap"]["name"]]["data"].items():
+            (here / key).write_text(text)
+        args = [a.replace(mount["mountPath"], str(here)) for a in args]
+    return args
 
 
 def on_this_host(args: list[str]) -> list[str]:
@@ -71,7 +85,7 @@ def test_two_replicas_from_the_chart_one_acts_and_fails_over(cluster: EmulatorSe
     """HA with exactly what the chart runs for replicaCount=2: one replica acts, the other
     stands by (healthy, creating nothing); SIGKILL the active one and the standby creates
     the next FineTuneJob's Job within 30 s (leaseDurationSeconds 15 + retry + kopf start)."""
-    args = chart_operator_args("replicaCount=2")
+    args = chart_operator_args(cluster.workdir / "mounts", "replicaCount=2")
     assert "--standalone" not in args
     cluster.create_namespace(LEASE_NS)
     logs = [cluster.workdir / f"operator-{i}.log" for i in (0, 1)]
