@@ -42,13 +42,16 @@ def test_two_nodes_one_process_each(world: World) -> None:
         endpoints.add(line.split("--rdzv-endpoint ")[1].split()[0])
     assert len(endpoints) == 1 and next(iter(endpoints)).startswith("127.0.0.1:"), endpoints
 
-    # S3 holds one set of artifacts, written by rank 0 alone: one adapter, one report, and
-    # each checkpoint exactly the files its manifest lists (node 1's RNG state reaches rank
-    # 0 over the process group and is committed by it: no file of node 1's own upload).
+    # S3 holds one set of artifacts, written by rank 0 alone: one adapter, one report, the
+    # tokenized-data cache, and each checkpoint exactly the files its manifest lists (node 1's
+    # RNG state reaches rank 0 over the process group and is committed by it: no file of
+    # node 1's own upload).
     prefix = world.run_prefix(name)
     keys = world.s3_keys(prefix)
     tops = {k[len(prefix) :].split("/")[0] for k in keys}
-    assert tops <= {"adapter", "checkpoints", "report", "registry"}, tops
+    assert tops <= {"adapter", "checkpoints", "report", "registry", "data-cache"}, tops
+    caches = {k[len(prefix) :].split("/")[1] for k in keys if "/data-cache/" in k}
+    assert len(caches) <= 1, caches  # prepared once, by rank 0, for both nodes
     weights = [k for k in keys if k.startswith(prefix + "adapter/") and ".safetensors" in k]
     assert weights == [prefix + "adapter/adapter_model.safetensors"], keys
     assert [k for k in keys if k.endswith("report.json")] == [prefix + "report/report.json"]
