@@ -117,7 +117,10 @@ c = BackgroundCommitter(CheckpointStore(Slow(tmp / "store")), 2, tmp / "staging"
 c.submit(tmp / "c5", 5, set())
 if sys.argv[2] == "exit_rank":  # a rank of a multi-process run leaves through os._exit
     exit_rank(75)
-raise RuntimeError("training crashed right after handing the checkpoint over")
+try:  # as run_job does: its finally settles the commit in flight before the run ends
+    raise RuntimeError("training crashed right after handing the checkpoint over")
+finally:
+    c.wait()
 """
 
 

@@ -176,6 +176,16 @@ class CommitCallback(TrainerCallback):
             self._report()
         return control
 
+    def settle(self) -> None:
+        """When the run ends another way (an exception): let the commit in flight finish while
+        the interpreter is alive (at its shutdown, thread pools refuse new uploads), and log,
+        not raise, what it raised: the original failure is the one to report."""
+        try:
+            self.committer.wait()
+            self._report()
+        except Exception as exc:
+            log.warning("the checkpoint being committed when the run ended failed: %s", exc)
+
     def _report(self) -> None:
         self.committer.raise_failed()
         done = self.committer.drain()

@@ -170,6 +170,9 @@ def run_job(
             run.report,
         )
     finally:
+        if run.commit is not None:
+            run.commit.settle()  # a checkpoint handed over just before a failure still commits
+            run.progress.checkpoint = run.commit.last_uri or run.progress.checkpoint
         if run.watch is not None:
             run.watch.stop()
         run.sinks.close()
