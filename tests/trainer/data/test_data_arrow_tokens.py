@@ -124,3 +124,13 @@ def test_tokenization_reports_rows_per_second_and_eta(
     rate = progress.RateLog("prepare", every=3600)
     rate.add(5)
     assert rate.line().startswith("prepare: 5 rows, ") and "ETA" not in rate.line()  # no total
+
+
+@pytest.mark.parametrize("kind", ["sft", "text", "classification"])
+def test_an_empty_split_is_an_empty_store_with_the_token_columns(
+    kind: str, tokenizer: Any, tmp_path: Path
+) -> None:
+    """No validation rows (one split group): `map` writes nothing, the split still opens."""
+    got = tokenize_to_arrow(kind, [], tokenizer, spec(), tmp_path / kind, num_proc=None)
+    assert len(got) == 0 and got.lengths == [] and got.total_tokens == 0
+    assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["meta.json", "tokens.arrow"]

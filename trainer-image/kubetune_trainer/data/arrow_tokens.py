@@ -234,6 +234,8 @@ def tokenize_to_arrow(
     resolve(dataset.template, tokenizer)  # a bad template fails here, not in a worker
     folder.mkdir(parents=True, exist_ok=True)
     n = write_records(records, folder / RECORDS)
+    if n == 0:  # e.g. no validation split: `map` would write nothing and keep the records file
+        return _empty_split(kind, folder)
     procs = workers_for(n) if num_proc == -1 else num_proc
     disable_progress_bar()  # RateLog reports (tqdm in a terminal, log lines in a pod)
     raw = Dataset.from_file(str(folder / RECORDS))
@@ -259,6 +261,19 @@ def tokenize_to_arrow(
     del tokens, raw
     (folder / RECORDS).unlink()
     meta = {"kind": kind, "examples": n, "truncated": truncated, "shards": shards}
+    (folder / "meta.json").write_text(json.dumps(meta, sort_keys=True))
+    return open_split(folder)
+
+
+def _empty_split(kind: str, folder: Path) -> ArrowTokens:
+    """A split with no examples, with the token columns' schema (what open_split reads)."""
+    from datasets.arrow_writer import ArrowWriter
+
+    (folder / RECORDS).unlink(missing_ok=True)
+    writer = ArrowWriter(features=features_for(kind), path=str(folder / "tokens.arrow"))
+    writer.finalize()
+    writer.close()
+    meta = {"kind": kind, "examples": 0, "truncated": 0, "shards": ["tokens.arrow"]}
     (folder / "meta.json").write_text(json.dumps(meta, sort_keys=True))
     return open_split(folder)
 
