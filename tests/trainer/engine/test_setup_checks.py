@@ -47,7 +47,6 @@ def system(device: str, bf16: bool, amx: bool = False, fast: bool | None = None)
         (system("cpu", bf16=True, amx=True, fast=True), "auto", "bf16"),
         (system("cpu", bf16=True, amx=True, fast=False), "auto", "fp32"),
         (system("cpu", bf16=True, amx=False, fast=False), "auto", "fp32"),
-        (system("cpu", bf16=True, amx=True), "auto", "fp32"),  # not measured: fp32
         (system("cpu", bf16=False, fast=True), "auto", "fp32"),
         (system("cpu", bf16=False), "auto", "fp32"),
         (system("cpu", bf16=True), "bf16", "bf16"),  # an explicit choice is kept
@@ -60,6 +59,20 @@ def test_precision_auto_and_explicit(
 ) -> None:
     job = make_job(tmp_path, training={"precision": wanted})
     assert resolve_precision(job.spec, machine) == expected
+
+
+def test_cpu_bf16_speed_is_measured_only_for_precision_auto(tmp_path: Path) -> None:
+    here = hardware.system_report()
+    assert here.cpu_bf16_fast is None  # start-up (and the notebook's view) measure nothing
+    if here.device != "cpu" or not here.bf16_supported:
+        pytest.skip("the measurement is for CPUs with bf16")
+    for wanted in ("fp32", "bf16"):  # an explicit choice needs no measurement
+        resolve_precision(make_job(tmp_path, training={"precision": wanted}).spec, here)
+        assert here.cpu_bf16_fast is None
+    got = resolve_precision(make_job(tmp_path, training={"precision": "auto"}).spec, here)
+    assert here.cpu_bf16_fast is not None  # measured (or read from the cache) and reported
+    assert got == ("bf16" if here.cpu_bf16_fast else "fp32")
+    assert hardware.auto_precision(dataclasses.replace(here, cpu_bf16_fast=None)) == "fp32"
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,8 @@ class SystemReport:
     # bf16 matmuls run on AMX tiles (CPU only); without AMX, bf16 works but is not faster.
     cpu_amx: bool = False
     # CPU only: a bf16-autocast training step measured at most 0.8x of fp32 here
-    # (cpu_precision.py; None where not measured: no bf16, or a GPU).
+    # (cpu_precision.py; None where not measured: no bf16, a GPU, or an explicit precision:
+    # resolve_precision measures it for `auto` alone).
     cpu_bf16_fast: bool | None = None
     # Where the memory figures come from: "host", "cgroup v2 memory.max",
     # "cgroup v1 memory.limit_in_bytes" or "cuda:<local rank>".
@@ -212,7 +213,6 @@ def system_report(cgroup_root: str | Path = CGROUP_ROOT) -> SystemReport:
             memory_source=f"cuda:{index}",
         )
     total, available, source = host_memory(cgroup_root)
-    bf16 = cpu_bf16_supported()
     return SystemReport(
         device="cpu",
         device_name=_cpu_name(),
@@ -220,12 +220,11 @@ def system_report(cgroup_root: str | Path = CGROUP_ROOT) -> SystemReport:
         memory_total_bytes=total,
         memory_available_bytes=available,
         cpu_count=cpus or 1,
-        bf16_supported=bf16,
+        bf16_supported=cpu_bf16_supported(),
         python=platform.python_version(),
         versions=versions,
         cpu_amx=cpu_has_amx(),
         memory_source=source,
-        cpu_bf16_fast=cpu_bf16_fast(_cpu_name()) if bf16 else None,
     )
 
 
@@ -244,6 +243,10 @@ def resolve_precision(spec: FineTuneJobSpec, system: SystemReport) -> str:
             f"({system.device_name}); set precision: auto or fp32"
         )
     if wanted == "auto":
+        if system.device == "cpu" and system.bf16_supported and system.cpu_bf16_fast is None:
+            # Measured (or read from the cache) only when the answer decides something:
+            # not for an explicit precision, a GPU, or the notebook's environment() view.
+            system.cpu_bf16_fast = cpu_bf16_fast(system.device_name)
         return auto_precision(system)
     return wanted
 
