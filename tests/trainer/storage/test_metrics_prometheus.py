@@ -12,6 +12,7 @@ import psutil
 import pytest
 import torch
 
+from kubetune_trainer.reporting.local import JsonlSink, SinkFanout
 from kubetune_trainer.reporting.prometheus import METRIC_NAMES, METRICS, PrometheusSink
 from kubetune_trainer.reporting.sinks import LogRow, RunInfo
 
@@ -183,3 +184,29 @@ def test_engine_hook_serves_on_the_spec_port_or_a_free_one_when_busy(monkeypatch
         finally:
             sink.close()
         assert sink_for(job, RunInfo("ns", "j", 1, "/tmp/unused", rank=1)) is None
+
+
+def test_gauge_rows_reach_prometheus_only_and_a_failing_sink_never_ends_the_run(
+    tmp_path: Path,
+) -> None:
+    """ETA and memory-mark rows (SinkFanout.on_gauges): Prometheus sets its gauges,
+    metrics.jsonl gets no extra row, and a sink raising is logged, not raised."""
+
+    class Broken:
+        def on_gauges(self, row: LogRow) -> None:
+            raise RuntimeError("dashboard down")
+
+    prom = PrometheusSink(0, addr="127.0.0.1")
+    jsonl = JsonlSink(tmp_path / "metrics.jsonl")
+    try:
+        fanout = SinkFanout([Broken(), jsonl, prom])
+        fanout.on_start(RunInfo("ns", "j", 1, "/tmp/unused"), {})
+        row = LogRow(step=3, total_steps=9, epoch=0.1, eta_seconds=42.0)
+        row.memory_bytes = {"used": 7, "limit": 10}
+        fanout.on_gauges(row)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{prom.port}/metrics").read().decode()
+    finally:
+        prom.close()
+    assert 'kubetune_train_eta_seconds{finetunejob="j",namespace="ns"} 42.0' in text
+    assert re.search(r'kubetune_memory_bytes\{[^}]*kind="used"[^}]*\} 7\.0', text)
+    assert not (tmp_path / "metrics.jsonl").exists()  # one row per logging step only

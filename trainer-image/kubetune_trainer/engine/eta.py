@@ -92,7 +92,7 @@ def measured_tps(rows: list[dict[str, Any]]) -> float | None:
 class EtaCallback(TrainerCallback):
     """The start estimate at on_train_begin, the refined one after WARMUP_STEPS steps.
 
-    `export(row)`: where ETA rows go (the run's Prometheus gauges; see `prometheus_export`).
+    `export(row)`: where ETA rows go (SinkFanout.on_gauges: the run's Prometheus gauges).
     `earlier`: metrics.jsonl rows of earlier attempts (their tokens/s is a measurement).
     """
 
@@ -214,14 +214,3 @@ class EtaCallback(TrainerCallback):
                               "actual_seconds_left": round(self._t[-1][0] - at, 2)}  # fmt: skip
         return out
 
-
-def prometheus_export(sinks: Any) -> Callable[[LogRow], None]:
-    """Send an ETA row to the run's Prometheus sink only (metrics.jsonl, MLflow and the
-    console keep one row per logging step)."""
-
-    def send(row: LogRow) -> None:
-        for sink in getattr(sinks, "sinks", []):
-            if type(sink).__name__ == "PrometheusSink":
-                sink.on_log(row)
-
-    return send

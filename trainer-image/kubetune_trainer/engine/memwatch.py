@@ -92,7 +92,8 @@ def _env_float(name: str, default: float) -> float:
 
 class MemoryWatch(TrainerCallback):
     """Marks, the sampler thread and the reaction (module doc). `read`: the memory reading
-    (read_memory by default); `export`: where mark rows go (the run's Prometheus gauges)."""
+    (read_memory by default); `export`: where mark rows go (SinkFanout.on_gauges: the
+    run's Prometheus gauges)."""
 
     def __init__(
         self,

@@ -50,7 +50,7 @@ from .callbacks import (
     TrainingDone,
     selection_callbacks,
 )
-from .eta import EtaCallback, prometheus_export
+from .eta import EtaCallback
 from .memwatch import MemoryWatch, load_label
 from .progress import Progress, ProgressCallback
 from .setup import Loaded, load_all, offline_env
@@ -307,7 +307,7 @@ def build(run: Run, extra_callbacks: list[Any]) -> None:
     callbacks += selection_callbacks(job, loaded.tokenizer, prep)
     callbacks += [run.logs, run.commit, PreemptionCallback(run.preemption)]
     callbacks.append(ProgressCallback(run.progress, run.commit))  # after commit: its last URI
-    export = prometheus_export(run.sinks)
+    export = run.sinks.on_gauges  # a failing sink is logged, never ends the run
     run.eta = EtaCallback(job, loaded.model, loaded.system.device, run.say, export, run.restored)
     run.watch = MemoryWatch(job, loaded.model, loaded.system.device, run.say, export)
     run.watch.mark(load_label(job))

@@ -212,6 +212,11 @@ class SinkFanout:
         """Optional hook, every optimizer step (the console bar)."""
         self._each("on_step", step, optional=True)
 
+    def on_gauges(self, row: LogRow) -> None:
+        """Optional hook: a row for live gauges only (the ETA, memory at each operation);
+        metrics.jsonl, MLflow and the console keep one row per logging step."""
+        self._each("on_gauges", row, optional=True)
+
     def on_checkpoint(self, uri: str, step: int, seconds: float) -> None:
         self._each("on_checkpoint", uri, step, seconds)
 

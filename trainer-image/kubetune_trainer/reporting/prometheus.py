@@ -156,6 +156,8 @@ class PrometheusSink:
         for kind, used in row.memory_bytes.items():
             self.gauges["kubetune_memory_bytes"].labels(**self._labels, kind=kind).set(used)
 
+    on_gauges = on_log  # SinkFanout.on_gauges: ETA and memory rows between logging steps
+
     def on_checkpoint(self, uri: str, step: int, seconds: float) -> None:
         self.checkpoint_seconds.labels(**self._labels).observe(seconds)
         self.gauges["kubetune_checkpoint_timestamp_seconds"].labels(**self._labels).set(time.time())
