@@ -85,6 +85,7 @@ def mean_tokens(dataset: Any, fallback: int, sample: int = 2000) -> float:
 
 
 def measured_tps(rows: list[dict[str, Any]]) -> float | None:
+    """Mean tokens/s of metrics.jsonl rows (an earlier attempt's speed; report.json's)."""
     tps = [r["tokens_per_second"] for r in rows if r.get("tokens_per_second")]
     return sum(tps) / len(tps) if tps else None
 
@@ -213,4 +214,3 @@ class EtaCallback(TrainerCallback):
             out["refined"] = {"at_step": self.refined_at, "seconds_left": round(self.refined, 2),
                               "actual_seconds_left": round(self._t[-1][0] - at, 2)}  # fmt: skip
         return out
-

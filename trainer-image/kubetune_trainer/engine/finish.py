@@ -19,6 +19,7 @@ from kubetune_trainer.reporting.report import stop_reason, write_report
 from . import resume as resume_mod
 from .adapter import model_card, portable_base, save_adapter, upload_adapter
 from .callbacks import best_step, objective_metrics
+from .eta import measured_tps
 from .memwatch import technique_savings
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def _results(run: Run, history: list[dict[str, Any]]) -> dict[str, Any]:
         train_examples=built.train_examples,
         eval_examples=built.eval_examples,
         # Every attempt's rows (metrics.jsonl is restored on resume), not this one's only.
-        tokens_per_second=_mean_tps(_metrics_rows(run.report_dir) or run.logs.history),
+        tokens_per_second=measured_tps(_metrics_rows(run.report_dir) or run.logs.history),
         best_checkpoint=_best_uri(run.ckpts, state),
         precision=run.loaded.precision,
         data_fingerprint=prep.fingerprint,
@@ -205,11 +206,6 @@ def _final_metrics(
 
 def _ppl(loss: float | None) -> float | None:
     return None if loss is None else (math.exp(loss) if loss < 50 else float("inf"))
-
-
-def _mean_tps(rows: list[dict[str, Any]]) -> float | None:
-    tps = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
-    return sum(tps) / len(tps) if tps else None
 
 
 def _post_train_evaluation(job: FineTuneJob, loaded: Any, prep: Any, say: Any) -> Any:
