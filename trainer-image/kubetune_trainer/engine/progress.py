@@ -19,11 +19,12 @@ class Progress:
 
 
 class ProgressCallback(TrainerCallback):
-    """Keep `Progress` current during training, so a crash at step 900 says step 900."""
+    """Keep `Progress` current during training, so a crash at step 900 says step 900. (The
+    last committed checkpoint is set once, in run_job's finally, after the commit in flight
+    settled: only then is it final.)"""
 
-    def __init__(self, progress: Progress, commit: Any) -> None:
+    def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.commit = commit  # CommitCallback: knows the last committed checkpoint
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
         self.progress.step = state.global_step
@@ -32,9 +33,4 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
         if logs and "loss" in logs:
             self.progress.loss = float(logs["loss"])
-        self.progress.checkpoint = self.commit.last_uri or self.progress.checkpoint
-        return control
-
-    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-        self.progress.checkpoint = self.commit.last_uri or self.progress.checkpoint
         return control

@@ -306,7 +306,7 @@ def build(run: Run, extra_callbacks: list[Any]) -> None:
     # evaluation.selectBy's metric joins each evaluation before LogCallback records it.
     callbacks += selection_callbacks(job, loaded.tokenizer, prep)
     callbacks += [run.logs, run.commit, PreemptionCallback(run.preemption)]
-    callbacks.append(ProgressCallback(run.progress, run.commit))  # after commit: its last URI
+    callbacks.append(ProgressCallback(run.progress))
     export = run.sinks.on_gauges  # a failing sink is logged, never ends the run
     run.eta = EtaCallback(job, loaded.model, loaded.system.device, run.say, export, run.restored)
     run.watch = MemoryWatch(job, loaded.model, loaded.system.device, run.say, export)
@@ -358,7 +358,6 @@ def train(run: Run) -> None:
         )
     run.train_seconds = time.monotonic() - t_train
     p.step = trainer.state.global_step
-    p.checkpoint = run.commit.last_uri or p.checkpoint
     train_losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     p.loss = train_losses[-1] if train_losses else None
     if run.preemption.requested:
