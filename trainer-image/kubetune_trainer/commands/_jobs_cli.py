@@ -8,10 +8,8 @@ from typing import Any
 
 import click
 
-from kubetune_trainer.commands._options import emit_json, output_format
+from kubetune_trainer.commands._options import output_format
 from kubetune_trainer.jobs import Client, JobsError
-
-__all__ = ["backend_options", "emit_json", "make_client", "refusals"]
 
 
 def backend_options(fn: Callable[..., Any]) -> Callable[..., Any]:

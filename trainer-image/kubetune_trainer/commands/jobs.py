@@ -13,7 +13,8 @@ import click
 
 from kubetune_trainer.jobs import JobInfo
 
-from ._jobs_cli import backend_options, emit_json, make_client, refusals
+from ._jobs_cli import backend_options, make_client, refusals
+from ._options import emit_json
 
 _COLUMNS = ("ID", "PHASE", "REASON", "ATTEMPT", "CREATED")
 

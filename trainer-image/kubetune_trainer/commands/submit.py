@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from ._jobs_cli import backend_options, emit_json, make_client, refusals
+from ._jobs_cli import backend_options, make_client, refusals
+from ._options import emit_json
 
 
 @click.command("submit")
