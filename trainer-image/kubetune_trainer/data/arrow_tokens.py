@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,8 +276,3 @@ def _empty_split(kind: str, folder: Path) -> ArrowTokens:
     meta = {"kind": kind, "examples": 0, "truncated": 0, "shards": ["tokens.arrow"]}
     (folder / "meta.json").write_text(json.dumps(meta, sort_keys=True))
     return open_split(folder)
-
-
-def iter_examples(data: ArrowTokens) -> Iterator[dict[str, Any]]:
-    for i in range(len(data)):
-        yield data[i]
