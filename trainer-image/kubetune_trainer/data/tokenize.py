@@ -19,7 +19,7 @@ from typing import Any
 
 from kubetune_api.spec_data import DatasetSpec
 
-from .templates import messages_of, render, resolve
+from .templates import messages_of, render_batch, resolve
 
 IGNORE = -100
 
@@ -67,8 +67,8 @@ def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
 def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
     max_len, chat, eos = ds.max_seq_length, resolve(ds.template, tok) == "chat", tok.eos_token_id
     prompts, completions = [], []
-    for rec in recs:
-        prompt, completion = render(messages_of(rec, ds.system_prompt), tok, ds.template)
+    conversations = [messages_of(rec, ds.system_prompt) for rec in recs]
+    for prompt, completion in render_batch(conversations, tok, ds.template):
         if tok.eos_token and completion.rstrip().endswith(tok.eos_token):
             completion = completion.rstrip()  # the template closed the turn with EOS already
         prompts.append(prompt)
