@@ -1,5 +1,5 @@
-"""The Arrow store tokenizes exactly as tokenize.py does (ids, labels, truncation), stores
-int32 ids memory-mapped, and with workers gives the same result as in process."""
+"""The Arrow store holds exactly what tokenize.py gives (ids, labels, truncation, lengths),
+as int32 memory-mapped, and with workers the same result as in process."""
 
 from __future__ import annotations
 
@@ -63,6 +63,10 @@ def test_sft_ids_labels_and_truncation_match_the_list_tokenizer(
         ds = spec(**options)
         want = tokenize("sft", records, tok, ds)
         assert 0 < want.truncated < len(records)  # both paths of the truncation rule run
+        # Both paths run tokenize.py's batch functions: a batch of many gives each example
+        # what it gets alone (nothing shifts or leaks between a batch's examples).
+        alone = [tokenize("sft", [r], tok, ds)[0] for r in records[:40]]
+        assert alone == [want[i] for i in range(40)]
         got = tokenize_to_arrow("sft", records, tok, ds, tmp_path / f"{id(tok)}", num_proc=None)
         _same(got, want)
 

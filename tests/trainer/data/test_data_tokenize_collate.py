@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from kubetune_trainer.data.collate import (
     plan_packing,
     resolve_packing,
 )
-from kubetune_trainer.data.templates import PREAMBLE, render, render_prompt
+from kubetune_trainer.data.templates import PREAMBLE, render, render_batch, render_prompt
 from kubetune_trainer.data.tokenize import (
     IGNORE,
     TokenizedSet,
@@ -50,6 +51,28 @@ def test_chat_template_used_when_present(chat_tokenizer: Any) -> None:
     assert render(msgs, chat_tokenizer, "auto")[1] == "Yo</s>\n"
     ids = tokenize_sft([REC], chat_tokenizer, spec())
     assert chat_tokenizer.decode(ids.input_ids[0]).endswith("<|assistant|>\nStatins and diet.</s>")
+
+
+def test_batched_chat_render_is_the_per_conversation_render(chat_tokenizer: Any) -> None:
+    # The chat template renders a batch in two calls; each conversation must come out as
+    # render() gives it alone, multi-turn and history-rewriting templates included.
+    convs = [
+        [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": f"A{i}"}]
+        for i in range(3)
+    ]
+    convs.append([{"role": "system", "content": "Be brief."}, *convs[0], *convs[1]])
+    got = render_batch(convs, chat_tokenizer, "chat")
+    assert got == [render(m, chat_tokenizer, "chat") for m in convs]
+    assert got[3] == ("<|system|>\nBe brief.</s>\n<|user|>\nQ0</s>\n<|assistant|>\nA0</s>\n"
+                      "<|user|>\nQ1</s>\n<|assistant|>\n", "A1</s>\n")  # fmt: skip
+    tok = copy.deepcopy(chat_tokenizer)  # drops earlier assistant turns: no common prefix
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}"
+        "<|{{ m['role'] }}|>{{ m['content'] }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    assert render_batch(convs, tok, "chat") == [render(m, tok, "chat") for m in convs]
+    assert render_batch(convs, tok, "chat")[3][1] == "A1"  # the raw turn (fallback)
 
 
 def test_completion_only_labels_and_eos(tokenizer: Any) -> None:

@@ -10,10 +10,11 @@ their raw prices, changes and timestamps in `answer` and `rationale` replaced by
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from kubetune_trainer.commands._options import emit_json, output_format
 
 
 @click.group("data")
@@ -24,8 +25,7 @@ def command() -> None:
 @command.command("placeholders")
 @click.argument("src", metavar="IN", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-              default="text", show_default=True, help="Report format.")  # fmt: skip
+@output_format
 def placeholders(src: Path, dst: Path, fmt: str) -> None:
     """Write IN's finance_qa rows to OUT (JSONL) with raw values made placeholders."""
     from kubetune_api.constants import ExitCode
@@ -40,7 +40,7 @@ def placeholders(src: Path, dst: Path, fmt: str) -> None:
         click.echo(f"kubetune: {exc}", err=True)
         raise SystemExit(ExitCode.BAD_DATA) from None
     if fmt == "json":
-        click.echo(json.dumps({"output": str(dst), **report.to_json()}, indent=2))
+        emit_json({"output": str(dst), **report.to_json()})
         return
     for line in report.lines():
         click.echo(line)

@@ -4,8 +4,8 @@
 
 1. the records are written as one JSON string a row (`records.arrow`), in batches;
 2. `Dataset.map(batched=True)` renders the template and tokenizes BATCH rows per call
-   with the fast tokenizer (`num_proc` workers for large sets when there are cores), the
-   same prompt/completion/truncation rules as tokenize.py, token by token (tested);
+   with the fast tokenizer (`num_proc` workers for large sets when there are cores),
+   through tokenize.py's batch functions (the same rules as in memory);
 3. the result is `tokens.arrow` (or one shard per worker): input_ids and labels as int32
    lists (a classification label as one int), the example's length and whether it was cut.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,10 @@ from typing import Any
 from kubetune_api.spec_data import DatasetSpec
 
 from .progress import RateLog
-from .templates import messages_of, render, resolve
-from .tokenize import IGNORE
+from .templates import resolve
+from .tokenize import BATCH, BATCHES
 
 RECORDS = "records.arrow"
-# Rows a tokenizer call sees: large enough for the fast tokenizer's batching, small enough
-# that a batch's Python lists (~36 bytes a token before truncation) stay a few MB.
-BATCH = 256
 PARALLEL_FROM = 20_000  # examples: below this, starting workers costs more than it saves
 
 
@@ -79,79 +76,7 @@ def write_records(records: Iterable[dict[str, Any]], path: Path) -> int:
     return n
 
 
-# --- batch functions (module level: picklable for num_proc workers) ----------------------
-
-
-def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
-    if not texts:
-        return []
-    # No attention mask (a second list as long as the ids) and no copy: this batch's ids
-    # are the largest Python object tokenization holds.
-    enc = tokenizer(texts, add_special_tokens=special, return_attention_mask=False,
-                    return_token_type_ids=False)  # fmt: skip
-    return enc["input_ids"]
-
-
-def _sft(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
-    max_len, chat, eos = ds.max_seq_length, resolve(ds.template, tok) == "chat", tok.eos_token_id
-    prompts, completions = [], []
-    for rec in recs:
-        prompt, completion = render(messages_of(rec, ds.system_prompt), tok, ds.template)
-        if tok.eos_token and completion.rstrip().endswith(tok.eos_token):
-            completion = completion.rstrip()  # the template closed the turn with EOS already
-        prompts.append(prompt)
-        completions.append(completion)
-    # A chat template writes its own BOS; other layouts let the tokenizer add it.
-    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
-    for p, c in zip(_ids(tok, prompts, not chat), _ids(tok, completions, False), strict=True):
-        if eos is not None and (not c or c[-1] != eos):
-            c.append(eos)
-        cut = len(p) + len(c) > max_len
-        if cut:
-            keep_p = max(min(len(p), max_len // 2), max_len - len(c))
-            p = p[len(p) - keep_p :] if keep_p > 0 else []
-            c = c[: max_len - len(p)]
-        out["input_ids"].append(p + c)
-        out["labels"].append(([IGNORE] * len(p) if ds.completion_only_loss else p) + c)
-        out["length"].append(len(p) + len(c))
-        out["truncated"].append(cut)
-    return out
-
-
-def _text(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
-    eos = tok.eos_token_id
-    for ids in _ids(tok, [r["text"] for r in recs], True):
-        if eos is not None and (not ids or ids[-1] != eos):
-            ids.append(eos)
-        cut = len(ids) > ds.max_seq_length
-        ids = ids[: ds.max_seq_length]
-        out["input_ids"].append(ids)
-        out["labels"].append(ids)
-        out["length"].append(len(ids))
-        out["truncated"].append(cut)
-    return out
-
-
-def _classification(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
-    texts = [r["text"] for r in recs]
-    full = _ids(tok, texts, True)
-    long = [i for i, ids in enumerate(full) if len(ids) > ds.max_seq_length]
-    if long:  # the tokenizer's own truncation (special tokens kept), as tokenize.py does
-        enc = tok([texts[i] for i in long], truncation=True, max_length=ds.max_seq_length)
-        for i, ids in zip(long, enc["input_ids"], strict=True):
-            full[i] = list(ids)
-    cut = set(long)
-    for i, (ids, rec) in enumerate(zip(full, recs, strict=True)):
-        out["input_ids"].append(ids)
-        out["labels"].append(int(rec["label"]))
-        out["length"].append(len(ids))
-        out["truncated"].append(i in cut)
-    return out
-
-
-_KINDS = {"sft": _sft, "text": _text, "classification": _classification}
+# --- the batch function (module level: picklable for num_proc workers) ------------------
 
 
 def _batch(
@@ -160,7 +85,7 @@ def _batch(
     global _RATE
     if _RATE is None:  # one per process: each worker reports its own share
         _RATE = RateLog("tokenize", total)
-    out = _KINDS[kind]([json.loads(r) for r in batch["record"]], tokenizer, dataset)
+    out = BATCHES[kind]([json.loads(r) for r in batch["record"]], tokenizer, dataset)
     _RATE.add(len(batch["record"]))
     return out
 
@@ -229,7 +154,7 @@ def tokenize_to_arrow(
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
 
-    if kind not in _KINDS:
+    if kind not in BATCHES:
         raise ValueError(f"records of kind {kind!r} are tokenized by their recipe (dpo/ranking)")
     resolve(dataset.template, tokenizer)  # a bad template fails here, not in a worker
     folder.mkdir(parents=True, exist_ok=True)
@@ -276,8 +201,3 @@ def _empty_split(kind: str, folder: Path) -> ArrowTokens:
     meta = {"kind": kind, "examples": 0, "truncated": 0, "shards": ["tokens.arrow"]}
     (folder / "meta.json").write_text(json.dumps(meta, sort_keys=True))
     return open_split(folder)
-
-
-def iter_examples(data: ArrowTokens) -> Iterator[dict[str, Any]]:
-    for i in range(len(data)):
-        yield data[i]

@@ -9,7 +9,8 @@ and MANIFEST.json (size and sha256 of every file), written last.
 Where: the run's store under `data-cache/<key>/` (local folder or S3, committed like a
 checkpoint: files first, manifest last), and a local copy in `$KUBETUNE_CACHE/data/<key>`
 that is memory-mapped. An entry whose manifest is missing or whose files do not match it
-is never used: it is rebuilt (and re-committed).
+(sha256 when fetched from the store; presence and size for the local copy) is never
+used: it is rebuilt (and re-committed).
 
 Ranks: rank 0 builds (or fetches) and commits; the other ranks wait for the commit and
 fetch it (or find rank 0's local copy on a shared host). A retry or a resume of the run
@@ -118,9 +119,13 @@ def _local_dir(key: str) -> Path:
 
 
 def _local_ok(folder: Path) -> bool:
+    """The local entry is complete: every file listed, at its size. Not re-hashed on each
+    start (GBs for a large set): the bytes were hashed when built or fetched, and an entry
+    appears only by an atomic rename of a complete folder (as storage/fetch.py trusts its
+    local copies)."""
     if not (folder / MANIFEST).is_file():
         return False
-    problems = verify_dir(folder)
+    problems = verify_dir(folder, hashes=False)
     if problems:
         log.warning("data cache %s ignored (rebuilt): %s", folder, "; ".join(problems[:3]))
     return not problems

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from kubetune_api.spec_data import DatasetSpec
 
-from .templates import messages_of, render, resolve
+from .templates import messages_of, render_batch, resolve
 
 IGNORE = -100
 
@@ -43,76 +44,120 @@ class TokenizedSet:
         return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 
 
-def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+# Rows a tokenizer call sees: large enough for the fast tokenizer's batching, small enough
+# that a batch's Python lists (~36 bytes a token before truncation) stay a few MB.
+BATCH = 256
 
 
-def tokenize_sft(
-    records: Iterable[dict[str, Any]], tokenizer: Any, dataset: DatasetSpec
-) -> TokenizedSet:
-    out = TokenizedSet()
-    max_len = dataset.max_seq_length
-    chat = resolve(dataset.template, tokenizer) == "chat"
-    eos = tokenizer.eos_token_id
-    for rec in records:
-        prompt, completion = render(
-            messages_of(rec, dataset.system_prompt), tokenizer, dataset.template
-        )
-        eos_text = tokenizer.eos_token
-        if eos_text and completion.rstrip().endswith(eos_text):
+def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
+    if not texts:
+        return []
+    # No attention mask (a second list as long as the ids) and no copy: this batch's ids
+    # are the largest Python object tokenization holds.
+    enc = tokenizer(texts, add_special_tokens=special, return_attention_mask=False,
+                    return_token_type_ids=False)  # fmt: skip
+    return enc["input_ids"]
+
+
+# --- one batch of records -> columns (input_ids, labels, length, truncated) ----------------
+# The one implementation of the rules above: `tokenize` (in memory) and arrow_tokens
+# (Dataset.map, picklable module-level functions) both call these.
+
+
+def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
+    max_len, chat, eos = ds.max_seq_length, resolve(ds.template, tok) == "chat", tok.eos_token_id
+    prompts, completions = [], []
+    conversations = [messages_of(rec, ds.system_prompt) for rec in recs]
+    for prompt, completion in render_batch(conversations, tok, ds.template):
+        if tok.eos_token and completion.rstrip().endswith(tok.eos_token):
             completion = completion.rstrip()  # the template closed the turn with EOS already
-        # A chat template writes its own BOS; other layouts let the tokenizer add it.
-        p = _ids(tokenizer, prompt, special=not chat)
-        c = _ids(tokenizer, completion, special=False)
+        prompts.append(prompt)
+        completions.append(completion)
+    # A chat template writes its own BOS; other layouts let the tokenizer add it.
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    for p, c in zip(_ids(tok, prompts, not chat), _ids(tok, completions, False), strict=True):
         if eos is not None and (not c or c[-1] != eos):
             c.append(eos)
-        if len(p) + len(c) > max_len:
-            out.truncated += 1
+        cut = len(p) + len(c) > max_len
+        if cut:
             keep_p = max(min(len(p), max_len // 2), max_len - len(c))
             p = p[len(p) - keep_p :] if keep_p > 0 else []
             c = c[: max_len - len(p)]
-        out.input_ids.append(p + c)
-        out.labels.append(([IGNORE] * len(p) if dataset.completion_only_loss else p) + c)
+        out["input_ids"].append(p + c)
+        out["labels"].append(([IGNORE] * len(p) if ds.completion_only_loss else p) + c)
+        out["length"].append(len(p) + len(c))
+        out["truncated"].append(cut)
     return out
 
 
-def tokenize_text(
-    records: Iterable[dict[str, Any]], tokenizer: Any, dataset: DatasetSpec
-) -> TokenizedSet:
-    out = TokenizedSet()
-    eos = tokenizer.eos_token_id
-    for rec in records:
-        ids = _ids(tokenizer, rec["text"], special=True)
+def text_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    eos = tok.eos_token_id
+    for ids in _ids(tok, [r["text"] for r in recs], True):
         if eos is not None and (not ids or ids[-1] != eos):
             ids.append(eos)
-        if len(ids) > dataset.max_seq_length:
-            out.truncated += 1
-            ids = ids[: dataset.max_seq_length]
-        out.input_ids.append(ids)
-        out.labels.append(list(ids))
+        cut = len(ids) > ds.max_seq_length
+        ids = ids[: ds.max_seq_length]
+        out["input_ids"].append(ids)
+        out["labels"].append(list(ids))  # its own list: a caller may edit labels in place
+        out["length"].append(len(ids))
+        out["truncated"].append(cut)
     return out
 
 
-def tokenize_classification(
-    records: Iterable[dict[str, Any]], tokenizer: Any, dataset: DatasetSpec
-) -> TokenizedSet:
-    out = TokenizedSet()
-    for rec in records:
-        ids = _ids(tokenizer, rec["text"], special=True)
-        if len(ids) > dataset.max_seq_length:
-            out.truncated += 1
-            enc = tokenizer(rec["text"], truncation=True, max_length=dataset.max_seq_length)
-            ids = list(enc["input_ids"])
-        out.input_ids.append(ids)
-        out.labels.append(int(rec["label"]))
+def classification_batch(
+    recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec
+) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    texts = [r["text"] for r in recs]
+    full = _ids(tok, texts, True)
+    long = [i for i, ids in enumerate(full) if len(ids) > ds.max_seq_length]
+    if long:  # the tokenizer's own truncation (special tokens kept)
+        enc = tok([texts[i] for i in long], truncation=True, max_length=ds.max_seq_length)
+        for i, ids in zip(long, enc["input_ids"], strict=True):
+            full[i] = list(ids)
+    cut = set(long)
+    for i, (ids, rec) in enumerate(zip(full, recs, strict=True)):
+        out["input_ids"].append(ids)
+        out["labels"].append(int(rec["label"]))
+        out["length"].append(len(ids))
+        out["truncated"].append(i in cut)
     return out
+
+
+BATCHES = {"sft": sft_batch, "text": text_batch, "classification": classification_batch}
 
 
 def tokenize(
     kind: str, records: Iterable[dict[str, Any]], tokenizer: Any, dataset: DatasetSpec
 ) -> TokenizedSet:
-    """Dispatch by record kind (sft, text, classification)."""
-    fn = {"sft": tokenize_sft, "text": tokenize_text, "classification": tokenize_classification}
-    if kind not in fn:
+    """Dispatch by record kind (sft, text, classification); BATCH records per call."""
+    if kind not in BATCHES:
         raise ValueError(f"records of kind {kind!r} are tokenized by their recipe (dpo/ranking)")
-    return fn[kind](records, tokenizer, dataset)
+    if kind == "sft":
+        resolve(dataset.template, tokenizer)  # a bad template fails even with no records
+    out, it = TokenizedSet(), iter(records)
+    while batch := list(islice(it, BATCH)):
+        cols = BATCHES[kind](batch, tokenizer, dataset)
+        out.input_ids += cols["input_ids"]
+        out.labels += cols["labels"]
+        out.truncated += sum(cols["truncated"])
+    return out
+
+
+def tokenize_sft(
+    records: Iterable[dict[str, Any]], tokenizer: Any, dataset: DatasetSpec
+) -> TokenizedSet:
+    return tokenize("sft", records, tokenizer, dataset)
+
+
+def tokenize_text(
+    records: Iterable[dict[str, Any]], tokenizer: Any, dataset: DatasetSpec
+) -> TokenizedSet:
+    return tokenize("text", records, tokenizer, dataset)
+
+
+def tokenize_classification(
+    records: Iterable[dict[str, Any]], tokenizer: Any, dataset: DatasetSpec
+) -> TokenizedSet:
+    return tokenize("classification", records, tokenizer, dataset)
