@@ -32,15 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_api.spec_data import DatasetSpec
-from kubetune_trainer.storage.base import IntegrityError, StorageError, Store, join_key
-from kubetune_trainer.storage.manifest import (
-    MANIFEST,
-    dump_manifest,
-    parse_manifest,
-    verify_dir,
-    write_manifest,
-)
-from kubetune_trainer.storage.paths import check_names, safe_join
+from kubetune_trainer.storage.base import StorageError, Store, join_key
+from kubetune_trainer.storage.folders import check_folder, commit_folder, fetch_folder
+from kubetune_trainer.storage.local import atomic_write_bytes
+from kubetune_trainer.storage.manifest import MANIFEST, dump_manifest, verify_dir, write_manifest
 
 from .arrow_tokens import ArrowTokens, open_split, tokenize_to_arrow
 from .interrupt import preemptible
@@ -132,44 +127,35 @@ def _local_ok(folder: Path) -> bool:
 
 
 def _committed(store: Store, key: str) -> dict[str, Any] | None:
-    """The entry's manifest when it is committed (manifest there, every file at its size)."""
+    """The entry's manifest when it is committed (storage/folders.py: manifest there, every
+    file at its size); a damaged or torn entry is logged and rebuilt."""
     base = join_key(PREFIX, key)
-    sizes = store.sizes(base + "/")
-    if join_key(base, MANIFEST) not in sizes:
-        return None
     try:
-        manifest = parse_manifest(store.get_bytes(join_key(base, MANIFEST)), base)
-        check_names(manifest["files"], f"file name in {store.uri(base)}/{MANIFEST}")
-    except (ValueError, FileNotFoundError, StorageError) as exc:
-        log.warning("data cache %s ignored (rebuilt): %s", store.uri(base), exc)
+        sizes = {k[len(base) + 1 :]: n for k, n in store.sizes(base + "/").items()}
+        if MANIFEST not in sizes:
+            return None  # never committed (or still being committed by rank 0)
+        reason, manifest = check_folder(store, base, sizes)
+    except StorageError as exc:
+        reason, manifest = str(exc), {}
+    if reason:
+        log.warning("data cache %s ignored (rebuilt): %s", store.uri(base), reason)
         return None
-    for name, meta in manifest["files"].items():
-        if sizes.get(join_key(base, name)) != meta["size"]:
-            log.warning("data cache %s ignored (rebuilt): %s missing or of another size",
-                        store.uri(base), name)  # fmt: skip
-            return None
     return manifest
 
 
 def _fetch(store: Store, key: str, manifest: dict[str, Any], dest: Path) -> bool:
     base = join_key(PREFIX, key)
-    try:
-        for name, meta in manifest["files"].items():
-            target = safe_join(dest, name, what=f"file name in {store.uri(base)}/{MANIFEST}")
-            store.get_file(join_key(base, name), target, meta["sha256"])
-    except IntegrityError as exc:
-        log.warning("data cache %s ignored (rebuilt): %s", store.uri(base), exc)
-        return False
-    (dest / MANIFEST).write_bytes(dump_manifest(manifest))
-    return True
+    problems = fetch_folder(store, base, manifest, dest)
+    if problems:
+        log.warning("data cache %s ignored (rebuilt): %s", store.uri(base), "; ".join(problems))
+    return not problems
 
 
-def _commit(store: Store, key: str, folder: Path, manifest: dict[str, Any]) -> None:
+def _commit(store: Store, key: str, folder: Path) -> dict[str, Any]:
+    """Commit the local entry `folder` (files, then the manifest); returns the manifest."""
     base = join_key(PREFIX, key)
     store.delete_prefix(base + "/")  # a torn or damaged earlier upload: start clean
-    for name in sorted(manifest["files"], key=lambda n: -manifest["files"][n]["size"]):
-        store.put_file(folder / name, join_key(base, name))
-    store.put_bytes(join_key(base, MANIFEST), dump_manifest(manifest))  # the commit
+    return commit_folder(store, folder, base)
 
 
 def _install(tmp: Path, final: Path) -> None:
@@ -190,7 +176,6 @@ def _build(tmp: Path, kind: str, prepared: Any, tok: Any, ds: DatasetSpec, packi
         if split == "train" and packing == "position_ids":
             save_plan(tmp / split, tokens.length_array, ds.max_seq_length)
         del tokens
-    write_manifest(tmp)
 
 
 def tokenized_splits(
@@ -229,7 +214,7 @@ def tokenized_splits(
         else:
             if store is not None and rank == 0 and _committed(store, key) is None:
                 # Other nodes and later pods look in the store: give them this copy.
-                _commit(store, key, final, json.loads((final / MANIFEST).read_text()))
+                _commit(store, key, final)
             say(f"data: tokenized dataset reused from {final} (no tokenization)")
     train, validation = open_split(final / "train"), open_split(final / "validation")
     rows: Any = train
@@ -280,9 +265,11 @@ def _obtain(
     say("data: tokenizing (batched, Arrow, cached for retries and other ranks)...")
     build()
     TOKENIZED["count"] += 1
-    manifest = json.loads((tmp / MANIFEST).read_text())
     if store is not None and rank == 0:  # rank 0 alone writes to the store
-        _commit(store, key, tmp, manifest)
+        # The upload hashes each file once; its manifest is the local entry's too.
+        atomic_write_bytes(tmp / MANIFEST, dump_manifest(_commit(store, key, tmp)))
+    else:
+        write_manifest(tmp)
     _install(tmp, final)
     kept = where if store is not None and rank == 0 else str(final)
     say(f"data: tokenized in {time.monotonic() - t0:.1f}s, committed to {kept}")

@@ -16,24 +16,13 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune_trainer.errors import StorageWriteError
-
-from .base import IntegrityError, Store, join_key
-from .manifest import (
-    MANIFEST,
-    dump_manifest,
-    folder_files,
-    new_manifest,
-    parse_manifest,
-    verify_dir,
-    write_manifest,
-)
-from .paths import check_names, safe_join
+from .base import Store, join_key
+from .folders import check_folder, commit_folder, fetch_folder
+from .manifest import MANIFEST, verify_dir, write_manifest
 
 __all__ = [
     "CheckpointRef",
@@ -94,42 +83,13 @@ class CheckpointStore:
         If this raises, nothing was committed: the files already uploaded form a torn
         checkpoint that `latest` skips, and the next `commit` of the same step overwrites it.
         """
-        local = Path(local_dir)
-        paths = folder_files(local)
-        if not paths:
-            raise ValueError(f"checkpoint folder {local} is empty")
         base = self._dir_key(step)
         # Re-committing a step (a retry after a failed upload) must not leave a stale
         # manifest that could vouch for a mix of old and new files while uploading.
         if self.store.exists(join_key(base, MANIFEST)):
             self.store.delete_prefix(base + "/")
-        files: dict[str, dict[str, Any]] = {}
-        # Files upload in parallel (a bounded pool; S3 multipart adds its own threads per
-        # file). Largest first, so a failure in the long upload comes before the cheap ones.
-        order = sorted(paths.items(), key=lambda kv: -kv[1].stat().st_size)
-
-        def put(item: tuple[str, Path]) -> tuple[str, dict[str, Any]]:
-            name, path = item
-            size = path.stat().st_size
-            # The store hashes what it sends: each file is read once, not twice.
-            return name, {"size": size, "sha256": self.store.put_file(path, join_key(base, name))}
-
-        try:
-            with ThreadPoolExecutor(max_workers=min(self.parallel, len(order))) as pool:
-                files.update(pool.map(put, order))
-        except StorageWriteError:
-            self._drop_torn(base)  # disk full: give the space back at once, leave no torn files
-            raise
-        # Only now, every part written and hashed: the manifest commits the checkpoint.
-        manifest = new_manifest(dict(sorted(files.items())), step)
-        self.store.put_bytes(join_key(base, MANIFEST), dump_manifest(manifest))
+        commit_folder(self.store, Path(local_dir), base, step, self.parallel)
         return self.store.uri(base)
-
-    def _drop_torn(self, base: str) -> None:
-        try:
-            self.store.delete_prefix(base + "/")
-        except Exception as exc:  # the original failure matters more; `latest` skips it
-            log.warning("could not remove the torn checkpoint %s: %s", self.store.uri(base), exc)
 
     def retain(self, keep_last: int, protect: set[int | str] | None = None) -> list[str]:
         """Delete committed checkpoints older than the newest `keep_last`; returns their URIs.
@@ -197,19 +157,7 @@ class CheckpointStore:
         return committed, torn
 
     def _check(self, key: str, files: dict[str, int]) -> tuple[str | None, dict[str, Any]]:
-        if MANIFEST not in files:
-            return f"no {MANIFEST} (upload interrupted before the commit)", {}
-        try:
-            data = self.store.get_bytes(join_key(key, MANIFEST))
-            manifest = parse_manifest(data, self.store.uri(join_key(key, MANIFEST)))
-        except (ValueError, FileNotFoundError) as e:
-            return str(e), {}
-        for name, meta in sorted(manifest["files"].items()):
-            if name not in files:
-                return f"{name} listed in the manifest is missing", {}
-            if files[name] != meta["size"]:
-                return f"{name} is {files[name]} bytes, the manifest says {meta['size']}", {}
-        return None, manifest
+        return check_folder(self.store, key, files)
 
     def list_committed(self) -> list[CheckpointRef]:
         """Committed checkpoints, oldest first."""
@@ -235,19 +183,9 @@ class CheckpointStore:
         damage but tampering: UnsafePathError, before anything is written.
         """
         dest = Path(local_dir)
-        check_names(ref.manifest["files"], f"file name in {self.store.uri(ref.key)}/{MANIFEST}")
         if dest.exists():
             shutil.rmtree(dest)
-        dest.mkdir(parents=True)
-        problems = []
-        for name, meta in ref.manifest["files"].items():
-            # Verified while downloading; a damaged file never lands in `dest`.
-            target = safe_join(dest, name, what=f"file name in {ref.uri}/{MANIFEST}")
-            try:
-                self.store.get_file(join_key(ref.key, name), target, meta["sha256"])
-            except IntegrityError:
-                problems.append(f"{name}: sha256 differs from the manifest")
-        (dest / MANIFEST).write_bytes(dump_manifest(ref.manifest))
+        problems = fetch_folder(self.store, ref.key, ref.manifest, dest)
         if problems:
             self.damaged.add(ref.step)
             raise TornCheckpointError(f"checkpoint {ref.uri} is damaged: " + "; ".join(problems))
