@@ -26,7 +26,6 @@ import collections
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +39,6 @@ FTJ = "kubetune.io/v1alpha1/finetunejobs"
 
 
 def _tests() -> tuple[Any, Any]:
-    sys.path.insert(0, str(ROOT))  # tests.support: the API emulator and the pod player
     from tests.support.kube import cluster, job_play
 
     return cluster, job_play
