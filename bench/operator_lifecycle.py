@@ -33,7 +33,7 @@ from typing import Any
 
 from common import OPERATOR_TESTS, PY, ROOT, free_port, hwm_bytes, loadavg, rss_bytes, say
 from lifecycle_pods import NS, STEP_SECONDS, Kubelet, Rank0, _raw, objects, pod_ip
-from lifecycle_report import figures, is_op, method, report  # noqa: F401  (report.py)
+from lifecycle_report import figures, is_op, method
 
 FTJ = "kubetune.io/v1alpha1/finetunejobs"
 
