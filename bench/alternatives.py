@@ -24,7 +24,8 @@ from typing import Any
 ALTERNATIVES = ("hf-dynamic", "hf-group-by-length", "trl-sft", "trl-packing", "trl-padding-free")
 
 
-def _model(model_dir: Path, lora: dict[str, Any]) -> Any:
+def lora_model(model_dir: Path, lora: dict[str, Any]) -> Any:
+    """The base in fp32 with the shared LoRA, as peft's docs set it up."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
@@ -45,7 +46,8 @@ def _lora(lora: dict[str, Any]) -> Any:
     )
 
 
-def _common(staging: Path, micro_batch: int) -> dict[str, Any]:
+def trainer_args(staging: Path, micro_batch: int) -> dict[str, Any]:
+    """TrainingArguments every run shares (no checkpoints, no logging, one epoch)."""
     return {
         "output_dir": str(staging),
         "per_device_train_batch_size": micro_batch,
@@ -75,6 +77,17 @@ class Setup:
     counting: Any  # wraps a data collator to count real tokens
 
 
+def chat_texts(tok: Any, batch: dict[str, list[str]]) -> list[str]:
+    """A batch of prompt/completion rows through the chat template, as the tutorials do."""
+    return [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p}, {"role": "assistant", "content": c}],
+            tokenize=False,
+        )
+        for p, c in zip(batch["prompt"], batch["completion"], strict=True)
+    ]
+
+
 def build(name: str, setup: Setup) -> tuple[Any, Any]:
     """(trainer, counting collator) for the alternative `name`."""
     return (_hf if name.startswith("hf-") else _trl)(name, setup)
@@ -92,25 +105,18 @@ def _hf(name: str, a: Setup) -> tuple[Any, Any]:
     tok = AutoTokenizer.from_pretrained(a.model_dir)
 
     def fmt(batch: dict[str, list[str]]) -> dict[str, Any]:
-        texts = [
-            tok.apply_chat_template(
-                [{"role": "user", "content": p}, {"role": "assistant", "content": c}],
-                tokenize=False,
-            )
-            for p, c in zip(batch["prompt"], batch["completion"], strict=True)
-        ]
-        return tok(texts, truncation=True, max_length=a.max_len)
+        return tok(chat_texts(tok, batch), truncation=True, max_length=a.max_len)
 
     ds = datasets.Dataset.from_list(a.rows).map(
         fmt, batched=True, remove_columns=["prompt", "completion"]
     )
-    kw = _common(a.staging, a.micro_batch)
+    kw = trainer_args(a.staging, a.micro_batch)
     if name == "hf-group-by-length":
         ds = ds.map(lambda r: {"length": len(r["input_ids"])})
         kw["train_sampling_strategy"] = "group_by_length"
     collator = a.counting(DataCollatorForLanguageModeling(tok, mlm=False), tok.pad_token_id)
     trainer = Trainer(
-        model=_model(a.model_dir, a.lora),
+        model=lora_model(a.model_dir, a.lora),
         args=TrainingArguments(**kw),
         train_dataset=ds,
         data_collator=collator,
@@ -137,7 +143,7 @@ def _trl(name: str, a: Setup) -> tuple[Any, Any]:
         ]
     )
     cfg = SFTConfig(
-        **_common(a.staging, a.micro_batch),
+        **trainer_args(a.staging, a.micro_batch),
         # padding_free without packing refuses a max_length it would not enforce; the
         # records are generated within it (the template adds a few tokens at most).
         max_length=None if name == "trl-padding-free" else a.max_len,

@@ -31,16 +31,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import PY, free_port, loadavg, say, stats
+from common import loadavg, say, stats
 
-VENV_BIN = Path(PY).parent
 MB = 1 << 20
 
 
@@ -67,41 +65,6 @@ def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Moto:
-    """moto_server on a free loopback port, stopped by its own pid."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log = open(workdir / "moto.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        import urllib.request
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/data.json", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
 
 
 VARIANTS: dict[str, dict[str, int]] = {
@@ -133,8 +96,9 @@ def run(quick: bool = False, reps: int | None = None, mb: int | None = None) -> 
         tmp = Path(tmp_s)
         src = tmp / "ckpt"
         nbytes = make_checkpoint(src, mb)
-        moto = Moto(tmp)
-        try:
+        from tests.support.servers.s3 import s3_server
+
+        with s3_server(tmp) as moto:
             import boto3
 
             boto3.client("s3", endpoint_url=moto.endpoint).create_bucket(Bucket="bench")
@@ -182,8 +146,6 @@ def run(quick: bool = False, reps: int | None = None, mb: int | None = None) -> 
                     )
                 )
             stalls = stall(quick, moto.endpoint, tmp)
-        finally:
-            moto.stop()
     summary = {k: {op: stats(v) for op, v in ops.items()} for k, ops in rows.items()}
     disk = summary["disk-copy"]
     ratios = {

@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,9 @@ RESULTS = BENCH / "results"
 PY = sys.executable
 # The operator's KMock emulator lives with its tests; the benchmark reuses it as is.
 OPERATOR_TESTS = ROOT / "tests" / "operator"
+# tests.support: the API emulator, the pod player, moto_server and free_port the tests use.
+sys.path.insert(0, str(ROOT))
+from tests.support.net import free_port  # noqa: E402,F401 - re-exported to the benchmarks
 
 # Never reach a model hub, whoever starts us (make bench exports these too).
 for _k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -97,12 +99,6 @@ def stats(values: Sequence[float]) -> dict[str, float]:
         "max": max(vals),
         "n": len(vals),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def peak_rss_bytes() -> int:

@@ -31,9 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import PY, ROOT, Child, emit, hwm_bytes, loadavg, rss_bytes, say
+from common import PY, ROOT, Child, emit, hwm_bytes, loadavg, peak_rss_bytes, rss_bytes, say
 from workload import CACHE, Size, build, length_summary
 
 SIZE = Size("data-scale", 128, 2, 4, 256, 8192, 64, max_len=512)
@@ -116,7 +114,7 @@ def worker_prep(n: int) -> dict[str, Any]:
     import datasets  # noqa: F401 - its import is not memory held by the data
     import pyarrow  # noqa: F401
 
-    rss0, pid = rss_bytes(), os.getpid()
+    rss0 = rss_bytes()
     t0 = time.monotonic()
     cold = tokenized_splits(prep, tok, ds, "position_ids")
     t_cold = time.monotonic() - t0
@@ -138,7 +136,7 @@ def worker_prep(n: int) -> dict[str, Any]:
         "packed_rows": len(cold.train_rows), "rss_before_tokenize": rss0,
         "held_bytes_per_token": round(held / max(tokens, 1), 2),
         "disk_bytes_per_token": round(_du(cold.folder) / max(tokens, 1), 2),
-        "peak_rss": hwm_bytes(pid),
+        "peak_rss": peak_rss_bytes(),
     }  # fmt: skip
     return out
 
@@ -162,7 +160,7 @@ def worker_lists(n: int) -> dict[str, Any]:
     tokens = sum(lists.lengths)
     return {"tokenize_s": round(t_tok, 2), "tokenize_pack_s": round(time.monotonic() - t0, 2),
             "held_bytes_per_token": round((rss_bytes() - rss0) / max(tokens, 1), 2),
-            "packed_rows": len(packed), "peak_rss": hwm_bytes(os.getpid())}  # fmt: skip
+            "packed_rows": len(packed), "peak_rss": peak_rss_bytes()}  # fmt: skip
 
 
 def _du(folder: Path) -> int:
@@ -207,7 +205,7 @@ def worker_trl(n: int) -> dict[str, Any]:
     t_built = time.time()
     trainer.train()
     return {"first_step_s": round(first["t"] - t_start, 2),
-            "build_s": round(t_built - t_start, 2), "peak_rss": hwm_bytes(os.getpid())}  # fmt: skip
+            "build_s": round(t_built - t_start, 2), "peak_rss": peak_rss_bytes()}  # fmt: skip
 
 
 def first_step_run(n: int, cache: Path, out: Path) -> dict[str, Any]:

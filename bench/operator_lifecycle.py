@@ -26,7 +26,6 @@ import collections
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,13 +33,12 @@ from typing import Any
 
 from common import OPERATOR_TESTS, PY, ROOT, free_port, hwm_bytes, loadavg, rss_bytes, say
 from lifecycle_pods import NS, STEP_SECONDS, Kubelet, Rank0, _raw, objects, pod_ip
-from lifecycle_report import figures, is_op, method, report  # noqa: F401  (report.py)
+from lifecycle_report import figures, is_op, method
 
 FTJ = "kubetune.io/v1alpha1/finetunejobs"
 
 
 def _tests() -> tuple[Any, Any]:
-    sys.path.insert(0, str(ROOT))  # tests.support: the API emulator and the pod player
     from tests.support.kube import cluster, job_play
 
     return cluster, job_play

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import operator_lifecycle
+import lifecycle_report
 from common import BENCH, load_results
 
 MIB = 1 << 20
@@ -379,7 +379,7 @@ SECTIONS = {
     "memory": memory,
     "memory-large": memory,
     "operator": operator,
-    "operator-lifecycle": operator_lifecycle.report,
+    "operator-lifecycle": lifecycle_report.report,
     "checkpoint": checkpoint,
     "data-scale": data_scale,
 }

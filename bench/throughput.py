@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alternatives import ALTERNATIVES, Setup
+from alternatives import ALTERNATIVES, Setup, chat_texts, lora_model, trainer_args
 from alternatives import build as build_alternative
 from common import Child, emit, loadavg, peak_rss_bytes, say, stats
 from workload import FULL, QUICK, VS, VS_QUICK, Size, build, length_summary, records
@@ -125,10 +125,7 @@ def _timer() -> Any:
 def _baseline(model_dir: Path, size: Size, timer: Any, staging: Path) -> tuple[Any, Any, str]:
     """The usual recipe, written as its tutorials write it."""
     import datasets
-    import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import (
-        AutoModelForCausalLM,
         AutoTokenizer,
         DataCollatorForLanguageModeling,
         Trainer,
@@ -136,45 +133,18 @@ def _baseline(model_dir: Path, size: Size, timer: Any, staging: Path) -> tuple[A
     )
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=LORA["r"],
-            lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"],
-            target_modules=LORA["targetModules"],
-            task_type="CAUSAL_LM",
-        ),
-    )
+    model = lora_model(model_dir, LORA)
     rows = records(model_dir.parent)
 
     def fmt(batch: dict[str, list[str]]) -> dict[str, Any]:
-        texts = [
-            tok.apply_chat_template(
-                [{"role": "user", "content": p}, {"role": "assistant", "content": c}],
-                tokenize=False,
-            )
-            for p, c in zip(batch["prompt"], batch["completion"], strict=True)
-        ]
+        texts = chat_texts(tok, batch)
         return tok(texts, padding="max_length", truncation=True, max_length=size.max_len)
 
     ds = datasets.Dataset.from_list(rows).map(
         fmt, batched=True, remove_columns=["prompt", "completion"]
     )
-    args = TrainingArguments(
-        output_dir=str(staging),
-        per_device_train_batch_size=MICRO_BATCH,
-        max_steps=STEPS[size.name],
-        learning_rate=2e-4,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1000,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=42,
-    )
+    # max_steps overrides the shared args' one epoch: every configuration times the same steps.
+    args = TrainingArguments(**trainer_args(staging, MICRO_BATCH), max_steps=STEPS[size.name])
     collator = Counting(DataCollatorForLanguageModeling(tok, mlm=False), tok.pad_token_id)
     trainer = Trainer(
         model=model, args=args, train_dataset=ds, data_collator=collator, callbacks=[timer]

@@ -1,4 +1,4 @@
-"""Scenario 11's audit is not blind: a canary planted in each place e2e_audit.find_canary
+"""Scenario 11's audit is not blind: a canary planted in each place audit.find_canary
 searches (API request bodies and stored objects: a FineTuneJob status, a ConfigMap, an
 Event; container and operator logs; S3 objects; a server's folder; scraped series) is
 reported there, in plain and base64 form, and nothing else is (the Secret holding it is

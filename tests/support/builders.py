@@ -121,5 +121,6 @@ def prepared(n_train: int = 48, n_val: int = 12) -> PreparedDataset:
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
-    rows = [json.loads(x) for x in (run_dir / "report" / "metrics.jsonl").read_text().splitlines()]
+    text = (run_dir / "report" / "metrics.jsonl").read_text()
+    rows = [json.loads(x) for x in text.splitlines() if x.strip()]
     return {r["step"]: r["loss"] for r in rows if "loss" in r}

@@ -50,10 +50,12 @@ def test_helpers_live_in_tests_support() -> None:
 
 
 def test_one_make_job_and_one_free_port() -> None:
+    """The benchmarks reuse tests.support too (bench/common.py re-exports free_port)."""
+    files = python_files() + sorted((TESTS.parent / "bench").glob("*.py"))
     for name, home in (("make_job", "support/builders.py"), ("free_port", "support/net.py")):
         defs = [
             rel(p)
-            for p in python_files()
+            for p in files
             if re.search(rf"^\s*def {name}\(", p.read_text(encoding="utf-8"), re.M)
         ]
         assert defs == [f"tests/{home}"], (name, defs)

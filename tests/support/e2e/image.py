@@ -1,7 +1,7 @@
 """Image mode of the e2e kubelet: a pod's container run inside the built trainer image.
 
 See tests/support/e2e/kubelet.py's docstring for what the mode honours; the runtime is
-tests/images/containers.py (buildah + crun).
+tests/support/containers.py (buildah + crun).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ and its `readOnly`, activeDeadlineSeconds,
 replacement pods (backoffLimit > 0 is counted but no pod is re-created).
 
 Image mode (`Kubelet(rootfs=...)`, the scenarios marked `in_image`): each pod's container
-runs inside the trainer image built by `make images` (tests/images/containers.py: crun on the
+runs inside the trainer image built by `make images` (tests/support/containers.py: crun on the
 image's root filesystem, read-only, as the pod's runAsUser/runAsGroup, its own PID namespace
 so tini is PID 1, the host's network). Its volumes and termination-message file are real bind
 mounts there (no path remapping); env, command/args, workingDir and hostname are the pod's;

@@ -1,4 +1,4 @@
-"""Pure pieces of the kubelet/Job-controller stand-in (e2e_kubelet.py): the Pod an Indexed
+"""Pure pieces of the kubelet/Job-controller stand-in (kubelet.py): the Pod an Indexed
 Job creates, a container's environment as the kubelet resolves it, and pod/Job statuses.
 
 Nothing here talks to the API or starts processes, so each rule can be read next to the

@@ -36,7 +36,7 @@ class World:
     cluster: EmulatorServer
     namespace: str
     workdir: Path
-    s3: Any  # tests.fixtures.servers.S3Server
+    s3: Any  # tests.support.servers.s3.S3Server
     bucket: str
     canary: str
     kubelet: Kubelet
@@ -240,7 +240,7 @@ class World:
 
     # -- secrets ------------------------------------------------------------------------------
     def assert_no_canary(self, **extra: Any) -> None:
-        """The Secret's value is nowhere: API objects, logs, S3 (see e2e_audit)."""
+        """The Secret's value is nowhere: API objects, logs, S3 (see tests/support/e2e/audit.py)."""
         from tests.support.e2e.audit import find_canary
 
         logs = {**self.kubelet.logs(), "operator": self.operator.log()}

@@ -17,8 +17,7 @@ import asyncio
 import contextlib
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +29,7 @@ import yaml
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.leader import LeaseConfig, run_with_lease
 from tests.support.kube.emulator import Emulator
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_FILE = ROOT / "crds" / "finetunejobs.kubetune.io.yaml"
@@ -47,18 +47,6 @@ def api_path(res: str, ns: str | None = None, name: str | None = None, sub: str 
     if name:
         base += f"/{name}"
     return base + (f"/{sub}" if sub else "")
-
-
-def wait_for(fn: Callable[[], T], timeout: float = 20, what: str = "condition") -> T:
-    """Poll until fn() is truthy (returns it); fail with `what` after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < end:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 class EmulatorServer:

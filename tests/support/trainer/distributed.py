@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kubetune_api.constants import Env, ExitCode
-from tests.support.builders import MINIMAL_SPEC, job_doc, write_qa_jsonl
+from tests.support.builders import MINIMAL_SPEC, job_doc, train_losses, write_qa_jsonl
 
 REPO = Path(__file__).resolve().parents[3]
 HERE = REPO / "tests" / "trainer" / "distributed"  # the *_program.py scripts the tests run
@@ -141,31 +141,35 @@ def write_data(path: Path, n: int = 64) -> Path:
 
 
 def spec(data: Path, output: str, micro: int = 1, **distributed: Any) -> dict[str, Any]:
-    return job_manifest(
-        name="dist",
-        model={"base": "builtin:tiny-llama"},
-        # No dropout anywhere: the same batches must give the same updates.
-        adapter={"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]},
-        dataset={
-            "source": str(data),
-            "format": "qa",
-            "maxSeqLength": 64,
-            "validation": {"fraction": 0.1},
-        },
-        training={
-            "maxSteps": STEPS,
-            "microBatchSize": micro,
-            "learningRate": 0.02,
-            "loggingSteps": 1,
-            "scheduler": "constant",
-            "seed": 7,
-            "precision": "fp32",
-            "saveSteps": 3,
-        },
-        evaluation={"enabled": False},
-        distributed={"rendezvousTimeoutSeconds": 30, **distributed},
-        output={"uri": output},
-    ) | {"metadata": {"name": "dist", "namespace": "test"}}
+    """The job every layout runs (namespace test, name dist)."""
+    return job_doc(
+        dict(
+            model={"base": "builtin:tiny-llama"},
+            # No dropout anywhere: the same batches must give the same updates.
+            adapter={"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]},
+            dataset={
+                "source": str(data),
+                "format": "qa",
+                "maxSeqLength": 64,
+                "validation": {"fraction": 0.1},
+            },
+            training={
+                "maxSteps": STEPS,
+                "microBatchSize": micro,
+                "learningRate": 0.02,
+                "loggingSteps": 1,
+                "scheduler": "constant",
+                "seed": 7,
+                "precision": "fp32",
+                "saveSteps": 3,
+            },
+            evaluation={"enabled": False},
+            distributed={"rendezvousTimeoutSeconds": 30, **distributed},
+            output={"uri": output},
+        ),
+        "dist",
+        "test",
+    )
 
 
 def run_dir(out: Path) -> Path:
@@ -173,12 +177,7 @@ def run_dir(out: Path) -> Path:
 
 
 def losses(out: Path) -> dict[int, float]:
-    rows = [
-        json.loads(x)
-        for x in (run_dir(out) / "report" / "metrics.jsonl").read_text().splitlines()
-        if x.strip()
-    ]
-    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+    return train_losses(run_dir(out))
 
 
 def assert_same_curve(got: dict[int, float], ref: dict[int, float]) -> None:

@@ -6,12 +6,13 @@ import json
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.support.wait import wait_for
 
 KUBETUNE = [sys.executable, "-m", "kubetune_trainer.cli"]
 
@@ -66,10 +67,5 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 def poll(check: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """wait_for at the jobs API's pace (each check may be an HTTP call or a file read)."""
+    return wait_for(check, timeout, what, interval=0.3)
