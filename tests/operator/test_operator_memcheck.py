@@ -119,6 +119,30 @@ def test_a_job_that_cannot_fit_is_refused_before_any_job(op, models, s3) -> None
     wait_for(lambda: cluster.get(JOBS, NS, "fits-a1"), what="the Job of a job that fits")
 
 
+def test_config_json_is_read_once_per_generation(op, models) -> None:
+    """A job that stays unaccepted (here: suspended from the start) is reconciled every
+    interval; its config.json is read for its generation, not again at each reconcile."""
+    import time
+
+    cluster = op
+    tiny = {**LLAMA_7B, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1000}  # fmt: skip
+    base = write_model(models, "m", tiny)
+    doc = named("held", model={"base": str(base)}, resources=CPU_POD, distributed=ONE_PROCESS,
+                runPolicy={"suspend": True})  # fmt: skip
+    cluster.create(FTJ, doc)
+    wait_for(lambda: status(cluster, "held").get("phase") == "Suspended", what="Suspended")
+    (base / "config.json").write_text(json.dumps(LLAMA_7B))  # would not fit: unread for now
+    time.sleep(4 * 0.5)  # four reconcile intervals
+    assert status(cluster, "held")["phase"] == "Suspended"
+    # Resuming is a spec edit (a new generation): checked again, and now refused.
+    cluster.patch(FTJ, NS, "held", {"spec": {"runPolicy": {"suspend": False}}})
+    st = wait_for(lambda: (s := status(cluster, "held")).get("phase") == "Failed" and s,
+                  what="Failed")  # fmt: skip
+    assert cond(st, "Failed")["reason"] == "OutOfMemory"
+    assert cluster.get(JOBS, NS, "held-a1") is None
+
+
 def test_unreachable_configs_leave_the_check_to_the_trainer(op, models, tmp_path) -> None:
     cluster = op
     outside = write_model(tmp_path / "elsewhere", "llama-7b", LLAMA_7B)  # not under the root
