@@ -30,6 +30,8 @@ from kubetune_api import memory
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import scheme_of
 
+from .config import endpoint_allowed
+
 MAX_CONFIG_BYTES = 1024 * 1024  # a config.json is a few KiB; anything bigger is not one
 TIMEOUT_SECONDS = 5.0
 _GPU_GB = re.compile(r"(?<![0-9])(\d{1,4})GB(?![A-Za-z])")  # A100-SXM4-80GB, H100-80GB-HBM3
@@ -75,8 +77,6 @@ def _read_local(base: str, roots: tuple[str, ...]) -> bytes:
 
 
 def _read_s3(base: str, endpoint: str | None, allow: tuple[str, ...], timeout: float) -> bytes:
-    from .handlers.delete import endpoint_allowed  # (its module imports this one's caller)
-
     if not endpoint_allowed(endpoint, allow):
         raise NotReadable(f"s3Endpoint {endpoint} is not in --s3-endpoint-allow")
     import boto3
