@@ -131,13 +131,7 @@ def verdict(job: FineTuneJob, config: dict[str, Any]) -> str | None:
         return None
     kind, available = device
     try:
-        if kind == "cuda":
-            memory.check_before_start(job.spec, config, available)
-        else:
-            wanted = job.spec.training.precision
-            precision = "bf16" if wanted == "auto" else wanted
-            n = memory.decoder_numbers(config, job.spec.adapter.target_modules)
-            memory.check(job.spec, n, precision, available, "cpu")
+        memory.check_before_start(job.spec, config, available, kind)
     except memory.DoesNotFit as exc:
         return str(exc)
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
