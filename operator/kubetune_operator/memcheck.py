@@ -89,9 +89,7 @@ def _read_s3(base: str, endpoint: str | None, allow: tuple[str, ...], timeout: f
         raise NotReadable("the operator has no S3 credentials")
     cfg = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1})
     s3 = session.client("s3", endpoint_url=endpoint, config=cfg)
-    head = s3.head_object(Bucket=bucket, Key=key)
-    if int(head.get("ContentLength", 0)) > MAX_CONFIG_BYTES:
-        raise NotReadable(f"s3://{bucket}/{key} is over {MAX_CONFIG_BYTES} bytes")
+    # One ranged GET, no HEAD: a byte past the limit is enough for read_config to refuse it.
     body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_CONFIG_BYTES}")["Body"]
     return body.read(MAX_CONFIG_BYTES + 1)
 

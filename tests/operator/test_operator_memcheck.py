@@ -192,6 +192,19 @@ def test_read_config_bounds_and_sources(tmp_path: Path) -> None:
     assert memcheck.quantity_bytes("500M") == 500 * 10**6
 
 
+def test_an_oversized_config_on_s3_is_not_read(s3) -> None:
+    huge = json.dumps({**LLAMA_7B, "pad": "x" * memcheck.MAX_CONFIG_BYTES}).encode()
+    s3.client().put_object(Bucket="models", Key="huge/config.json", Body=huge)
+    out = {"s3Endpoint": s3.endpoint}
+
+    def job(base: str) -> Any:
+        return parse_spec(named("h", model={"base": base}, output=out)["spec"], "h", NS)
+
+    assert memcheck.read_config(job("s3://models/llama-13b"), (), (s3.endpoint,)) == LLAMA_13B
+    with pytest.raises(memcheck.NotReadable, match="over 1048576 bytes"):
+        memcheck.read_config(job("s3://models/huge"), (), (s3.endpoint,))
+
+
 def test_a_silent_s3_endpoint_is_given_up_after_the_timeout(monkeypatch) -> None:
     """An allowed endpoint that accepts the connection and never answers."""
     import asyncio

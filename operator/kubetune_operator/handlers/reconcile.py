@@ -272,7 +272,7 @@ async def _memory_preflight(
 ) -> str | None:
     """memcheck.refusal for a spec not yet accepted, once per generation: a job that stays
     unaccepted (suspended from the start, a child conflict) is reconciled every interval,
-    and config.json (an S3 HEAD + GET) must not be read again each time."""
+    and config.json (an S3 GET) must not be read again each time."""
     key, seen = (ns, name), (meta["uid"], meta.get("generation"))
     known = memo.preflights.get(key)
     if known is not None and known[0] == seen:
