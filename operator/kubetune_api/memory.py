@@ -243,15 +243,15 @@ def decoder_numbers(config: dict[str, Any], targets: list[str]) -> ModelNumbers:
 
 
 def check_before_start(
-    spec: FineTuneJobSpec, config: dict[str, Any], gpu_memory_bytes: int
+    spec: FineTuneJobSpec, config: dict[str, Any], memory_bytes: int, device: str = "cuda"
 ) -> MemoryEstimate:
-    """The trainer's preflight for one GPU of `gpu_memory_bytes`, from the base's config.json
-    alone (no weights, no torch), for a check before any GPU is held: DoesNotFit carries the
-    same message the trainer would give. precision auto is taken as bf16 (what a current
-    GPU resolves it to); the trainer checks again with the GPU's real free memory."""
+    """The trainer's preflight for one GPU (or a CPU pod) of `memory_bytes`, from the base's
+    config.json alone (no weights, no torch), for a check before any GPU is held: DoesNotFit
+    carries the same message the trainer would give. precision auto is taken as bf16 (what a
+    current GPU resolves it to); the trainer checks again with the real free memory."""
     precision = "bf16" if spec.training.precision == "auto" else spec.training.precision
     n = decoder_numbers(config, spec.adapter.target_modules)
-    return check(spec, n, precision, gpu_memory_bytes, "cuda")
+    return check(spec, n, precision, memory_bytes, device)
 
 
 def savings(

@@ -131,14 +131,19 @@ class EnvVar(SpecModel):
         return self
 
 
-class ObjectRef(SpecModel):
+class NameRef(SpecModel):
+    """An object by name (a LocalObjectReference, e.g. an imagePullSecret)."""
+
     name: str = Field(description="Name in the FineTuneJob's namespace.", json_schema_extra=_DNS)
-    optional: bool | None = Field(default=None, description="Start even if it is missing.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_dns_label(v, "name")
+
+
+class ObjectRef(NameRef):
+    optional: bool | None = Field(default=None, description="Start even if it is missing.")
 
 
 class EnvFromSource(SpecModel):

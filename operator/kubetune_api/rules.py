@@ -54,6 +54,22 @@ def _formats_for_objective() -> list[Rule]:
     ]
 
 
+def _s3_output_only(**names: str) -> list[Rule]:
+    """Output fields (attribute -> rule name) that only an s3:// output.uri uses."""
+    return [
+        Rule(
+            name=name,
+            at="spec.output",
+            field=f".{to_camel(attr)}",
+            rule=f"!{{?{to_camel(attr)}}} || {{uri}}.startsWith('s3://')",
+            message="only applies to an s3:// output.uri; remove it for a local output",
+            check=lambda o, a=attr: getattr(o, a) is None or is_remote(o.uri),
+            reason="FieldValueForbidden",
+        )
+        for attr, name in names.items()
+    ]
+
+
 _ZERO3_4BIT = "{distributed.deepspeed} == 'zero3' && {quantization.mode} == '4bit'"
 _COMPUTE = "({quantization.computeDtype} == 'auto' ? 'bf16' : {quantization.computeDtype})"
 _BNB_OPTIMIZERS: Final = ("paged_adamw_8bit", "adamw_8bit")
@@ -176,24 +192,7 @@ RULES: Final[tuple[Rule, ...]] = (
         check=lambda d: not d.cpu_offload or d.deepspeed != "none",
     ),
     # spec.output
-    Rule(
-        name="credentials-need-s3",
-        at="spec.output",
-        field=".credentialsSecret",
-        rule="!{?credentialsSecret} || {uri}.startsWith('s3://')",
-        message="only applies to an s3:// output.uri; remove it for a local output",
-        check=lambda o: o.credentials_secret is None or is_remote(o.uri),
-        reason="FieldValueForbidden",
-    ),
-    Rule(
-        name="endpoint-needs-s3",
-        at="spec.output",
-        field=".s3Endpoint",
-        rule="!{?s3Endpoint} || {uri}.startsWith('s3://')",
-        message="only applies to an s3:// output.uri; remove it for a local output",
-        check=lambda o: o.s3_endpoint is None or is_remote(o.uri),
-        reason="FieldValueForbidden",
-    ),
+    *_s3_output_only(credentials_secret="credentials-need-s3", s3_endpoint="endpoint-needs-s3"),
     # spec.tracking
     Rule(
         name="register-needs-mlflow",

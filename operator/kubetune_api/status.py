@@ -22,6 +22,7 @@ CONDITION_TYPE_PATTERN = (
     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
 CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_MESSAGE_MAX = 32768
 
 
 class Condition(StatusModel):
@@ -46,7 +47,9 @@ class Condition(StatusModel):
         pattern=CONDITION_REASON_PATTERN,
         description="CamelCase reason (kubetune_api.constants.Reason).",
     )
-    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
+    message: str = Field(
+        default="", max_length=CONDITION_MESSAGE_MAX, description="Human-readable detail."
+    )
     last_transition_time: str = Field(
         default_factory=now_rfc3339,
         json_schema_extra={"format": "date-time"},

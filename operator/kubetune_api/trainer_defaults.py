@@ -21,7 +21,7 @@ from .kube_names import (
     qualified_name_problem,
 )
 from .loader import read_documents
-from .pod import EnvFromSource, EnvVar, ExtraMetadata, check_env_list
+from .pod import EnvFromSource, EnvVar, ExtraMetadata, NameRef, check_env_list
 from .safe_yaml import YamlLimitError, shorten
 from .spec_infra import Toleration
 
@@ -44,15 +44,6 @@ def _resource_name(value: str, what: str) -> str:
             "use the device plugin's, e.g. nvidia.com/gpu, nvidia.com/mig-3g.40gb, amd.com/gpu"
         )
     return value
-
-
-class NameRef(SpecModel):
-    name: str = Field(description="Object name in the FineTuneJob's namespace.")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_dns_label(v, "name")
 
 
 class PvcSource(SpecModel):

@@ -5,11 +5,27 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.trainer_defaults import TrainerDefaults
 
 from . import DEFAULT_IMAGE
+
+
+def _endpoint_key(url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
+
+
+def endpoint_allowed(endpoint: str | None, allow: tuple[str, ...]) -> bool:
+    """--s3-endpoint-allow, for every S3 request the operator makes (cleanup, the memory
+    preflight): AWS S3 itself (no endpoint) always; any other endpoint only if listed
+    (scheme, host, port and path compared exactly, so http:// does not allow https:// or
+    another port)."""
+    if not endpoint:
+        return True
+    return _endpoint_key(endpoint) in {_endpoint_key(a) for a in allow}
 
 
 @dataclass(frozen=True)

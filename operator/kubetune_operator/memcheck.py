@@ -30,6 +30,8 @@ from kubetune_api import memory
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import scheme_of
 
+from .config import endpoint_allowed
+
 MAX_CONFIG_BYTES = 1024 * 1024  # a config.json is a few KiB; anything bigger is not one
 TIMEOUT_SECONDS = 5.0
 _GPU_GB = re.compile(r"(?<![0-9])(\d{1,4})GB(?![A-Za-z])")  # A100-SXM4-80GB, H100-80GB-HBM3
@@ -75,8 +77,6 @@ def _read_local(base: str, roots: tuple[str, ...]) -> bytes:
 
 
 def _read_s3(base: str, endpoint: str | None, allow: tuple[str, ...], timeout: float) -> bytes:
-    from .handlers.delete import endpoint_allowed  # (its module imports this one's caller)
-
     if not endpoint_allowed(endpoint, allow):
         raise NotReadable(f"s3Endpoint {endpoint} is not in --s3-endpoint-allow")
     import boto3
@@ -89,9 +89,7 @@ def _read_s3(base: str, endpoint: str | None, allow: tuple[str, ...], timeout: f
         raise NotReadable("the operator has no S3 credentials")
     cfg = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1})
     s3 = session.client("s3", endpoint_url=endpoint, config=cfg)
-    head = s3.head_object(Bucket=bucket, Key=key)
-    if int(head.get("ContentLength", 0)) > MAX_CONFIG_BYTES:
-        raise NotReadable(f"s3://{bucket}/{key} is over {MAX_CONFIG_BYTES} bytes")
+    # One ranged GET, no HEAD: a byte past the limit is enough for read_config to refuse it.
     body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_CONFIG_BYTES}")["Body"]
     return body.read(MAX_CONFIG_BYTES + 1)
 
@@ -131,13 +129,7 @@ def verdict(job: FineTuneJob, config: dict[str, Any]) -> str | None:
         return None
     kind, available = device
     try:
-        if kind == "cuda":
-            memory.check_before_start(job.spec, config, available)
-        else:
-            wanted = job.spec.training.precision
-            precision = "bf16" if wanted == "auto" else wanted
-            n = memory.decoder_numbers(config, job.spec.adapter.target_modules)
-            memory.check(job.spec, n, precision, available, "cpu")
+        memory.check_before_start(job.spec, config, available, kind)
     except memory.DoesNotFit as exc:
         return str(exc)
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:

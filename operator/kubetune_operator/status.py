@@ -12,10 +12,7 @@ from typing import Any
 
 from kubetune_api.constants import ConditionType as CT
 from kubetune_api.constants import Phase, Reason
-from kubetune_api.status import Condition, FineTuneJobStatus, Progress
-
-# metav1.Condition.message's limit (the CRD says so too: a longer one is refused).
-MAX_MESSAGE = 32768
+from kubetune_api.status import CONDITION_MESSAGE_MAX, Condition, FineTuneJobStatus, Progress
 
 
 def rfc3339(t: datetime) -> str:
@@ -68,7 +65,7 @@ def set_condition(
 ) -> None:
     """Add or update one condition in place; keep its transition time if status is unchanged."""
     new = "True" if value else "False"
-    message = message[:MAX_MESSAGE]
+    message = message[:CONDITION_MESSAGE_MAX]  # the CRD refuses a longer one
     old = get_condition(status, ctype)
     if old is None:
         status.conditions.append(

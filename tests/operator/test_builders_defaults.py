@@ -40,12 +40,6 @@ def bare_ftj(**resources: Any) -> dict[str, Any]:
     return doc
 
 
-def test_no_defaults_is_the_pod_kubetune_builds_alone():
-    doc = load_ftj()
-    assert build(doc, TrainerDefaults()) == build(doc)
-    assert b.build_job(parse_job(doc), OWNER, 3) == build(doc, TrainerDefaults.model_validate({}))
-
-
 def test_platform_defaults_exact_manifest():
     doc = bare_ftj()
     plain = build(doc)

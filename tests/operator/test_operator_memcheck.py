@@ -119,6 +119,30 @@ def test_a_job_that_cannot_fit_is_refused_before_any_job(op, models, s3) -> None
     wait_for(lambda: cluster.get(JOBS, NS, "fits-a1"), what="the Job of a job that fits")
 
 
+def test_config_json_is_read_once_per_generation(op, models) -> None:
+    """A job that stays unaccepted (here: suspended from the start) is reconciled every
+    interval; its config.json is read for its generation, not again at each reconcile."""
+    import time
+
+    cluster = op
+    tiny = {**LLAMA_7B, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1000}  # fmt: skip
+    base = write_model(models, "m", tiny)
+    doc = named("held", model={"base": str(base)}, resources=CPU_POD, distributed=ONE_PROCESS,
+                runPolicy={"suspend": True})  # fmt: skip
+    cluster.create(FTJ, doc)
+    wait_for(lambda: status(cluster, "held").get("phase") == "Suspended", what="Suspended")
+    (base / "config.json").write_text(json.dumps(LLAMA_7B))  # would not fit: unread for now
+    time.sleep(4 * 0.5)  # four reconcile intervals
+    assert status(cluster, "held")["phase"] == "Suspended"
+    # Resuming is a spec edit (a new generation): checked again, and now refused.
+    cluster.patch(FTJ, NS, "held", {"spec": {"runPolicy": {"suspend": False}}})
+    st = wait_for(lambda: (s := status(cluster, "held")).get("phase") == "Failed" and s,
+                  what="Failed")  # fmt: skip
+    assert cond(st, "Failed")["reason"] == "OutOfMemory"
+    assert cluster.get(JOBS, NS, "held-a1") is None
+
+
 def test_unreachable_configs_leave_the_check_to_the_trainer(op, models, tmp_path) -> None:
     cluster = op
     outside = write_model(tmp_path / "elsewhere", "llama-7b", LLAMA_7B)  # not under the root
@@ -166,6 +190,19 @@ def test_read_config_bounds_and_sources(tmp_path: Path) -> None:
         assert memcheck.device_memory(gpu) == (("cuda", size) if size else None), gpu_type
     assert memcheck.quantity_bytes("16Gi") == 16 * 1024**3
     assert memcheck.quantity_bytes("500M") == 500 * 10**6
+
+
+def test_an_oversized_config_on_s3_is_not_read(s3) -> None:
+    huge = json.dumps({**LLAMA_7B, "pad": "x" * memcheck.MAX_CONFIG_BYTES}).encode()
+    s3.client().put_object(Bucket="models", Key="huge/config.json", Body=huge)
+    out = {"s3Endpoint": s3.endpoint}
+
+    def job(base: str) -> Any:
+        return parse_spec(named("h", model={"base": base}, output=out)["spec"], "h", NS)
+
+    assert memcheck.read_config(job("s3://models/llama-13b"), (), (s3.endpoint,)) == LLAMA_13B
+    with pytest.raises(memcheck.NotReadable, match="over 1048576 bytes"):
+        memcheck.read_config(job("s3://models/huge"), (), (s3.endpoint,))
 
 
 def test_a_silent_s3_endpoint_is_given_up_after_the_timeout(monkeypatch) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import kopf
 
@@ -30,7 +29,7 @@ from kubetune_api.constants import Reason
 from kubetune_api.status import Condition
 from kubetune_api.uris import is_remote, run_prefix
 
-from ..config import OperatorConfig
+from ..config import OperatorConfig, endpoint_allowed
 from ..k8s import CONFIGMAPS, FINETUNEJOBS, JOBS, PODS, SERVICES, KubeClient, Resource, owned_by
 from .reconcile import accepted_spec
 
@@ -78,19 +77,6 @@ async def on_delete(
         await _deny_cleanup(client, body, str(output.get("uri") or ""), str(endpoint))
         return
     _cleanup_artifacts(body, spec, namespace, name, logger)
-
-
-def _endpoint_key(url: str) -> tuple[str, str, str]:
-    parts = urlsplit(url.strip())
-    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
-
-
-def endpoint_allowed(endpoint: str | None, allow: tuple[str, ...]) -> bool:
-    """AWS S3 itself (no endpoint) always; any other endpoint only if listed (scheme, host,
-    port and path compared exactly, so http:// does not allow https:// or another port)."""
-    if not endpoint:
-        return True
-    return _endpoint_key(endpoint) in {_endpoint_key(a) for a in allow}
 
 
 async def _deny_cleanup(client: KubeClient, body: kopf.Body, uri: str, endpoint: str) -> None:

@@ -21,7 +21,7 @@ import kopf
 
 from kubetune_api import constants as c
 from kubetune_api.constants import ConditionType as CT
-from kubetune_api.loader import InvalidSpecError, parse_spec
+from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import strip_spec_credentials
 
 from .. import builders as b
@@ -101,6 +101,7 @@ async def follow(
     finally:
         memo.pokes.pop((namespace, name), None)
         memo.accepted.pop((namespace, name), None)
+        memo.preflights.pop((namespace, name), None)
         view.written(memo).forget(namespace, name)
         memo.paces.pop((namespace, name), None)
         for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
@@ -195,16 +196,18 @@ async def reconcile_once(
             progress = await _progress(
                 memo, client, namespace, name, attempt, obs.pod0_ip, port, logger
             )
-    refused = None
-    if accepted is None and raw_status.get("phase") not in c.Phase.FINISHED:
-        refused = await _memory_preflight(memo, spec, namespace, name, logger)
     inputs = Inputs(
         name=name, namespace=namespace, generation=int(meta.get("generation") or 1),
         spec=spec, accepted_spec=accepted, status=raw_status, observation=obs,
         progress=progress, now=datetime.now(UTC), conflict=conflict,
-        policy=memo.config.policy, memory_refusal=refused,
+        policy=memo.config.policy,
     )  # fmt: skip
     plan = decide(inputs)
+    if plan.accept_spec is not None and plan.job is not None:  # valid, allowed, not accepted
+        refused = await _memory_preflight(memo, plan.job, namespace, name, meta, logger)
+        if refused:
+            inputs = dataclasses.replace(inputs, memory_refusal=refused)
+            plan = decide(inputs)
     if plan.ensure_attempt is not None and conflict is None:
         conflict = await _foreign_child(
             memo, src, raw_status, namespace, name, meta["uid"], plan.ensure_attempt
@@ -260,15 +263,24 @@ async def accepted_spec(
 
 
 async def _memory_preflight(
-    memo: kopf.Memo, spec: dict[str, Any], ns: str, name: str, logger: logging.Logger
+    memo: kopf.Memo,
+    job: FineTuneJob,
+    ns: str,
+    name: str,
+    meta: dict[str, Any],
+    logger: logging.Logger,
 ) -> str | None:
-    """memcheck.refusal for a spec not yet accepted (an invalid one is decide()'s)."""
-    try:
-        job = parse_spec(strip_spec_credentials(spec)[0], name, ns)
-    except InvalidSpecError:
-        return None
+    """memcheck.refusal for a spec not yet accepted, once per generation: a job that stays
+    unaccepted (suspended from the start, a child conflict) is reconciled every interval,
+    and config.json (an S3 GET) must not be read again each time."""
+    key, seen = (ns, name), (meta["uid"], meta.get("generation"))
+    known = memo.preflights.get(key)
+    if known is not None and known[0] == seen:
+        return known[1]
     config: OperatorConfig = memo.config
-    return await refusal(job, config.model_config_roots, config.s3_endpoint_allow, logger)
+    verdict = await refusal(job, config.model_config_roots, config.s3_endpoint_allow, logger)
+    memo.preflights[key] = (seen, verdict)
+    return verdict
 
 
 async def _progress(
