@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,8 +37,7 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def _emulator() -> Any:
-    sys.path.insert(0, str(ROOT))  # tests.support: the API emulator
-    from tests.support.kube import cluster
+    from tests.support.kube import cluster  # common.py put the repository on sys.path
 
     return cluster
 

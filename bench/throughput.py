@@ -301,7 +301,6 @@ def run(quick: bool = False, reps: int | None = None, configs: list[str] | None 
                 f"({r['precision']}, {r['steps']} steps, width {r['mean_width']:.0f})"
             )
             runs[c].append(r)
-    from kubetune_trainer.data.tokenize import tokenize_sft  # noqa: F401  (import check)
 
     lengths = _lengths(folder, size)
     summary = {c: stats([r["tokens_per_second"] for r in rs]) for c, rs in runs.items()}

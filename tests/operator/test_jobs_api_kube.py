@@ -5,16 +5,14 @@ API emulator with the real operator running; the tests play the Job controller a
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import Gauge
 
 from kubetune_api.termination import TerminationSummary
 from kubetune_trainer.jobs import Client, UnknownJobError
@@ -28,21 +26,6 @@ CLI = [sys.executable, "-m", "kubetune_trainer.cli"]
 def kt(cluster: EmulatorServer, *args: str) -> subprocess.CompletedProcess[str]:
     opts = ["--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig)]
     return subprocess.run([*CLI, *args, *opts], capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def rank0_gauges() -> Iterator[tuple[int, dict[str, Gauge]]]:
-    """Rank 0's /metrics on 127.0.0.1, as the trainer serves it (its own registry)."""
-    reg = CollectorRegistry()
-    gauges = {n: Gauge(n, n, registry=reg) for n in ("kubetune_train_step", "kubetune_train_loss")}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
-    yield port, gauges
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 def _job_file(tmp_path: Path, name: str, metrics_port: int | None = None) -> Path:
@@ -60,10 +43,10 @@ def _pods_of(cluster: EmulatorServer, name: str) -> list[dict]:
 
 
 def test_submit_poll_logs_metrics_to_success(
-    operator: EmulatorServer, tmp_path: Path, rank0_gauges: tuple[int, dict[str, Gauge]]
+    operator: EmulatorServer, tmp_path: Path, rank0_metrics: tuple[int, dict[str, Gauge]]
 ) -> None:
     cluster = operator
-    port, gauges = rank0_gauges
+    port, gauges = rank0_metrics  # tests/support/kube/operator.py
     gauges["kubetune_train_step"].set(40)
     gauges["kubetune_train_loss"].set(1.25)
     got = kt(cluster, "submit", str(_job_file(tmp_path, "llama-lora", port)), "-o", "json")
@@ -83,7 +66,8 @@ def test_submit_poll_logs_metrics_to_success(
     set_job_status(cluster, NS, "llama-lora-a1", active=2)
     assert client.wait(job_id, until={"Running"}, timeout=20).phase == "Running"
     live = client.metrics(job_id)["live"]  # rank 0's /metrics, read directly (reachable here)
-    assert live == {"kubetune_train_step": 40.0, "kubetune_train_loss": 1.25}
+    assert set(live) == set(gauges)  # every sample rank 0 serves (the operator's names)
+    assert (live["kubetune_train_step"], live["kubetune_train_loss"]) == (40.0, 1.25)
 
     followed: list[str] = []
     follower = threading.Thread(target=lambda: followed.extend(client.logs(job_id, follow=True)))
