@@ -118,7 +118,7 @@ def test_a_checkpoint_holds_everything_a_resume_needs(run: dict[str, Any]) -> No
         "examples_seen": TOTAL * BATCH,
     }
     assert state["data_fingerprint"] == "sha256:test"
-    assert state["base_eval_loss"] == pytest.approx(run["res"].base_eval_loss)
+    assert "base_eval_loss" not in state  # evaluated after training, not before step 1
     assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == TOTAL
     optimizer = torch.load(folder / "optimizer.pt", weights_only=False)
     with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
@@ -129,6 +129,18 @@ def test_a_checkpoint_holds_everything_a_resume_needs(run: dict[str, Any]) -> No
     assert torch.load(folder / "scheduler.pt", weights_only=False)["last_epoch"] == TOTAL
     rng = torch.load(folder / "rng_state.pth", weights_only=False)
     assert {"python", "numpy", "cpu"} <= rng.keys()
+
+
+def test_the_base_is_evaluated_after_training_not_before_the_first_step(
+    run: dict[str, Any],
+) -> None:
+    said = run["said"]
+    base = [i for i, s in enumerate(said) if s.startswith("base eval loss")]
+    first = [i for i, s in enumerate(said) if s.startswith("memory at first step")]
+    saves = [i for i, s in enumerate(said) if s.startswith("memory at checkpoint")]
+    assert len(base) == 1 and first and saves, said
+    assert base[0] > max(saves) > first[0], said
+    assert run["res"].base_eval_loss is not None
 
 
 def test_every_logged_row_carries_the_training_signals(run: dict[str, Any]) -> None:

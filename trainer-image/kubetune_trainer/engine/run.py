@@ -278,7 +278,6 @@ def resume_from_checkpoint(run: Run) -> None:
         **run.identity,  # spec_hash, spec_fields, data_fingerprint, job_uid
         "data_fingerprint": prep.fingerprint,
         "attempt": info.attempt,
-        "base_eval_loss": run.prior.get("base_eval_loss"),
         "sink_state": info.state,  # filled by on_start; every checkpoint carries it
     }
 
@@ -327,21 +326,15 @@ def build(run: Run, extra_callbacks: list[Any]) -> None:
 
 
 def train(run: Run) -> None:
-    """Needs build's Trainer and the resumed checkpoint. The base's evaluation when it can
-    come first, then training; a SIGTERM ends here once its checkpoint is committed."""
+    """Needs build's Trainer and the resumed checkpoint. Training; a SIGTERM ends here once
+    its checkpoint is committed. The base is evaluated after training (finish.evaluate,
+    adapter disabled: the same frozen base), never before: over a large validation split
+    that pass would delay the first step by minutes, and an evaluate() before train()
+    marks the model as prepared, so accelerate would skip the DDP/DeepSpeed wrapper."""
     p, trainer = run.progress, run.trainer
-    p.phase = "base-evaluation"
     run.base_eval = run.prior.get("base_eval_loss")
     # The base's objective metrics (ranking: base_ordering_accuracy), kept like its loss.
     run.base_metrics = dict(run.prior.get("base_metrics") or {})
-    # An evaluate() before train() marks the model as prepared, and accelerate then
-    # skips the DDP/DeepSpeed wrapper: ranks would train apart. Distributed runs
-    # evaluate the base after training (adapter disabled: the same frozen base).
-    base_first = run.world == 1 and run.job.spec.distributed.deepspeed == "none"
-    if base_first and run.base_eval is None and run.built.eval_examples:
-        run.base_eval, run.base_metrics = finish.evaluate_base(run)
-    run.extra_state["base_eval_loss"] = run.base_eval
-    run.extra_state["base_metrics"] = run.base_metrics
 
     p.phase = "training"
     t_train = time.monotonic()
