@@ -38,6 +38,7 @@ from kubetune_trainer.storage.local import atomic_write_bytes
 from kubetune_trainer.storage.manifest import MANIFEST, dump_manifest, verify_dir, write_manifest
 
 from .arrow_tokens import ArrowTokens, open_split, tokenize_to_arrow
+from .evict import evict, touch
 from .interrupt import preemptible
 from .packed import PackedRows, WrappedRows, save_plan
 
@@ -168,6 +169,7 @@ def _install(tmp: Path, final: Path) -> None:
     except OSError:
         if not _local_ok(final):
             raise
+    evict(final.parent)
 
 
 def _build(tmp: Path, kind: str, prepared: Any, tok: Any, ds: DatasetSpec, packing: str) -> None:
@@ -212,6 +214,7 @@ def tokenized_splits(
             finally:  # fmt: skip
                 shutil.rmtree(tmp, ignore_errors=True)
         else:
+            touch(final)  # its last use, for eviction
             if store is not None and rank == 0 and _committed(store, key) is None:
                 # Other nodes and later pods look in the store: give them this copy.
                 _commit(store, key, final)
