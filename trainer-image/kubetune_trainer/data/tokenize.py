@@ -52,11 +52,32 @@ BATCH = 256
 def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
     if not texts:
         return []
+    backend = _backend(tokenizer)
+    if backend is not None:
+        # The Rust tokenizer directly: the same ids as tokenizer(texts) (tested), without
+        # offsets (encode_batch_fast) or transformers' per-encoding conversion to dicts.
+        encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        return [e.ids for e in encode(texts, add_special_tokens=special)]
     # No attention mask (a second list as long as the ids) and no copy: this batch's ids
     # are the largest Python object tokenization holds.
     enc = tokenizer(texts, add_special_tokens=special, return_attention_mask=False,
                     return_token_type_ids=False)  # fmt: skip
     return enc["input_ids"]
+
+
+def _backend(tokenizer: Any) -> Any:
+    """The fast tokenizer's Rust backend when calling it directly gives what tokenizer(...)
+    would: no truncation or padding left set on it (a truncating call elsewhere sets them;
+    tokenizer(...) resets them), and special tokens split as the wrapper would."""
+    if not getattr(tokenizer, "is_fast", False):
+        return None  # a slow (Python) tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.truncation is not None or backend.padding is not None:
+        return None
+    split = bool(getattr(tokenizer, "split_special_tokens", False))
+    if getattr(backend, "encode_special_tokens", split) != split:
+        return None
+    return backend
 
 
 # --- one batch of records -> columns (input_ids, labels, length, truncated) ----------------
