@@ -31,7 +31,7 @@ from typing import Any
 
 from kubetune_trainer.errors import ConfigError
 
-from .chat_frame import Roles, frame_for, roles_of, turn_off
+from .chat_frame import Frame, Roles, frame_for, roles_of, turn_off
 
 PREAMBLE = (
     "Below is an instruction that describes a task. "
@@ -102,9 +102,12 @@ def render_batch(
         return [render(m, tokenizer, template) for m in conversations]
     out: list[tuple[str, str] | None] = [None] * len(conversations)
     sampled: dict[Roles, int] = {}  # the first framed row of each shape: checked below
+    frames: dict[Roles | None, Frame | None] = {}  # looked up once per shape and batch
     for i, m in enumerate(conversations):
         roles = roles_of(m)
-        frame = frame_for(tokenizer, roles)
+        if roles not in frames:
+            frames[roles] = frame_for(tokenizer, roles)
+        frame = frames[roles]
         if frame is not None:
             contents = [t["content"] for t in m]
             out[i] = _split_chat(*frame.render(contents), contents[-1])
