@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from kubetune_api.spec_data import DatasetSpec
 from .chat_frame import roles_of
 from .progress import RateLog
 from .templates import messages_of, resolve
-from .tokenize import BATCH, BATCHES
+from .tokenize import BATCH, BATCHES, IGNORE, sft_pieces
 
 RECORDS = "records.arrow"
 PARALLEL_FROM = 20_000  # examples: below this, starting workers costs more than it saves
@@ -123,9 +124,38 @@ def _batch(
     global _RATE
     if _RATE is None:  # one per process: each worker reports its own share
         _RATE = RateLog("tokenize", total)
-    out = BATCHES[kind](_records(kind, batch), tokenizer, dataset)
+    recs = _records(kind, batch)
+    if kind == "sft":
+        out = _sft_table(*sft_pieces(recs, tokenizer, dataset), dataset.completion_only_loss)
+    else:
+        out = BATCHES[kind](recs, tokenizer, dataset)
     _RATE.add(len(batch["record"]))
     return out
+
+
+def _sft_table(ps: list[list[int]], cs: list[list[int]], cut: list[bool], masked: bool) -> Any:
+    """sft_batch's columns built as Arrow arrays from flat numpy buffers: no per-row lists
+    (prompt + completion, labels) and no per-row conversion by the datasets writer."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(ps)
+    plen = np.fromiter(map(len, ps), np.int64, n)
+    length = plen + np.fromiter(map(len, cs), np.int64, n)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(length, out=offsets[1:])
+    rows = chain.from_iterable(zip(ps, cs, strict=True))  # p0, c0, p1, c1, ...
+    ids = np.fromiter(chain.from_iterable(rows), np.int32, int(offsets[-1]))
+    labels = ids
+    if masked:  # the prompt's positions: label IGNORE
+        labels = ids.copy()
+        at = np.arange(len(ids)) - np.repeat(offsets[:-1], length)
+        labels[at < np.repeat(plen, length)] = IGNORE
+    off = pa.array(offsets)
+    columns = [pa.ListArray.from_arrays(off, pa.array(ids)),
+               pa.ListArray.from_arrays(off, pa.array(labels)),
+               pa.array(length.astype(np.int32)), pa.array(cut, pa.bool_())]  # fmt: skip
+    return pa.Table.from_arrays(columns, schema=features_for("sft").arrow_schema)
 
 
 _RATE: RateLog | None = None

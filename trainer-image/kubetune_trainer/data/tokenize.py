@@ -85,7 +85,10 @@ def _backend(tokenizer: Any) -> Any:
 # (Dataset.map, picklable module-level functions) both call these.
 
 
-def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
+def sft_pieces(
+    recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec
+) -> tuple[list[list[int]], list[list[int]], list[bool]]:
+    """(prompt ids, completion ids, cut) per record, the EOS and truncation rules applied."""
     max_len, chat, eos = ds.max_seq_length, resolve(ds.template, tok) == "chat", tok.eos_token_id
     prompts, completions = [], []
     conversations = [messages_of(rec, ds.system_prompt) for rec in recs]
@@ -95,7 +98,7 @@ def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str
         prompts.append(prompt)
         completions.append(completion)
     # A chat template writes its own BOS; other layouts let the tokenizer add it.
-    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    ps, cs, cuts = [], [], []
     for p, c in zip(_ids(tok, prompts, not chat), _ids(tok, completions, False), strict=True):
         if eos is not None and (not c or c[-1] != eos):
             c.append(eos)
@@ -104,6 +107,15 @@ def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str
             keep_p = max(min(len(p), max_len // 2), max_len - len(c))
             p = p[len(p) - keep_p :] if keep_p > 0 else []
             c = c[: max_len - len(p)]
+        ps.append(p)
+        cs.append(c)
+        cuts.append(cut)
+    return ps, cs, cuts
+
+
+def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    for p, c, cut in zip(*sft_pieces(recs, tok, ds), strict=True):
         out["input_ids"].append(p + c)
         out["labels"].append(([IGNORE] * len(p) if ds.completion_only_loss else p) + c)
         out["length"].append(len(p) + len(c))
