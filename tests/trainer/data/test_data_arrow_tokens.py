@@ -3,6 +3,7 @@ as int32 memory-mapped, and with workers the same result as in process."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,19 @@ def test_an_empty_split_is_an_empty_store_with_the_token_columns(
     got = tokenize_to_arrow(kind, [], tokenizer, spec(), tmp_path / kind, num_proc=None)
     assert len(got) == 0 and got.lengths == [] and got.total_tokens == 0
     assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["meta.json", "tokens.arrow"]
+
+
+def test_workers_tokenize_on_one_thread_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Forked workers would each start the Rust tokenizer's thread pool (2 workers, 2 cores:
+    # 6 threads); in process the pool stays; a value the user set is theirs.
+    from kubetune_trainer.data.arrow_tokens import _serial_tokenizer
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    with _serial_tokenizer(2):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+    with _serial_tokenizer(None):
+        assert "TOKENIZERS_PARALLELISM" not in os.environ
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    with _serial_tokenizer(2):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"

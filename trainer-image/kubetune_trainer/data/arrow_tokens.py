@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -86,6 +87,21 @@ def _records(kind: str, batch: dict[str, list[Any]]) -> list[dict[str, Any]]:
         for roles, contents, rec in zip(batch["roles"], batch["contents"], batch["record"],
                                         strict=True)
     ]  # fmt: skip
+
+
+@contextmanager
+def _serial_tokenizer(procs: int | None) -> Iterator[None]:
+    """With worker processes, each worker's Rust tokenizer runs on one thread: unset, a
+    forked worker starts its own thread pool (measured: 3 threads a worker), so 2 workers
+    ran 4+ busy threads on 2 cores. In process (no workers) it keeps its threads."""
+    if not procs or procs < 2 or "TOKENIZERS_PARALLELISM" in os.environ:
+        yield
+        return
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        del os.environ["TOKENIZERS_PARALLELISM"]
 
 
 def write_records(records: Iterable[dict[str, Any]], path: Path, kind: str = "sft") -> int:
@@ -234,19 +250,20 @@ def tokenize_to_arrow(
     raw = Dataset.from_file(str(folder / RECORDS))
     global _RATE
     _RATE = None
-    tokens = raw.map(
-        _batch,
-        batched=True,
-        batch_size=BATCH,
-        fn_kwargs={"tokenizer": tokenizer, "dataset": dataset, "kind": kind,
-                   "total": -(-n // (procs or 1))},
-        num_proc=procs,
-        remove_columns=record_columns(kind),
-        features=features_for(kind),
-        cache_file_name=str(folder / "tokens.arrow"),
-        new_fingerprint=f"kubetune-{kind}-{n}",  # no hashing of the tokenizer: we key it
-        load_from_cache_file=False,
-    )  # fmt: skip
+    with _serial_tokenizer(procs):
+        tokens = raw.map(
+            _batch,
+            batched=True,
+            batch_size=BATCH,
+            fn_kwargs={"tokenizer": tokenizer, "dataset": dataset, "kind": kind,
+                       "total": -(-n // (procs or 1))},
+            num_proc=procs,
+            remove_columns=record_columns(kind),
+            features=features_for(kind),
+            cache_file_name=str(folder / "tokens.arrow"),
+            new_fingerprint=f"kubetune-{kind}-{n}",  # no hashing of the tokenizer: we key it
+            load_from_cache_file=False,
+        )  # fmt: skip
     if _RATE is not None:
         _RATE.close()
     shards = sorted({Path(f["filename"]).name for f in tokens.cache_files})
