@@ -4,8 +4,9 @@
 
 1. the records are written as Arrow columns (`records.arrow`, record_columns), in batches;
 2. `Dataset.map(batched=True)` renders the template and tokenizes BATCH rows per call
-   with the fast tokenizer (`num_proc` workers for large sets when there are cores),
-   through tokenize.py's batch functions (the same rules as in memory);
+   with the fast tokenizer (`num_proc` workers for large sets when there are cores, each
+   tokenizing on one thread), through tokenize.py's batch functions (the same rules as in
+   memory; SFT columns come back as an Arrow table built from flat numpy buffers);
 3. the result is `tokens.arrow` (or one shard per worker): input_ids and labels as int32
    lists (a classification label as one int), the example's length and whether it was cut.
 
