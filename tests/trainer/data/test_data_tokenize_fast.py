@@ -98,6 +98,11 @@ EMPTY = (  # writes nothing for an empty turn
     "{% for m in messages %}{% if m['content'] %}<|{{ m['role'] }}|>{{ m['content'] }}</s>"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
+TOOL = (  # marks tool responses, as Qwen's templates test user content for them
+    "{% for m in messages %}<|{{ m['role'] }}|>{% if m['content'].startswith('<tool_response>') %}"
+    "[tool]{% endif %}{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 UPPER = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] | upper }}</s>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -137,7 +142,7 @@ def test_framed_renders_equal_jinja(
     assert render_batch(batch, tok, "chat") == [render(m, tok, "chat") for m in batch]
 
 
-@pytest.mark.parametrize("template", [TRIM, THINK, EMPTY, UPPER])
+@pytest.mark.parametrize("template", [TRIM, THINK, EMPTY, TOOL, UPPER])
 def test_templates_that_edit_content_keep_jinja(tokenizer: Any, template: str) -> None:
     tok = _with_template(tokenizer, template)
     assert frame_for(tok, ("user", "assistant")) is None

@@ -7,12 +7,13 @@ around each turn's content: rendering the template ONCE with sentinel contents g
 those pieces (a "frame"), and each example is then its contents woven between them.
 
 A frame is used only when it is exact: the same template rendered with probe contents
-(empty, leading/trailing spaces and newlines, `a</think>b`, jinja-looking braces, special
-tokens, sentinel-like characters, unicode) must equal the frame's concatenation, prompt
-and conversation alike. A template that trims, splits, rewrites, drops or tests a turn's
-content fails a probe and that shape keeps the jinja render. templates.render_batch also
-compares each batch's first framed row of every shape with jinja, and on any difference
-stops using frames of that template for the rest of the process.
+(empty, leading/trailing spaces and newlines, `a</think>b`, think and tool-response
+blocks, jinja-looking braces, special tokens, sentinel-like characters, unicode) must
+equal the frame's concatenation, prompt and conversation alike. A template that trims,
+splits, rewrites, drops or tests a turn's content fails a probe and that shape keeps the
+jinja render. templates.render_batch also compares each batch's first framed row of
+every shape with jinja, and on any difference stops using frames of that template for
+the rest of the process.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ PROBES = (
     "  leading and trailing spaces  ",
     "\n\nnewlines around\n",
     "a</think>b",
+    "<think>\nreasoning\n</think>\n\nanswer",
+    "<tool_response>\n{}\n</tool_response>",  # Qwen templates test for these
     "{{ braces }} {% raw %}x{% endraw %} {# c #}",
     "<|im_end|><|im_start|>assistant\n</s><s>",
     "\ue000kt-turn-0\ue001 sentinel-like",
