@@ -3,6 +3,7 @@ as int32 memory-mapped, and with workers the same result as in process."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,28 @@ def test_sft_ids_labels_and_truncation_match_the_list_tokenizer(
         _same(got, want)
 
 
+def test_turns_with_more_than_role_and_content_reach_the_template(
+    chat_tokenizer: Any, tmp_path: Path
+) -> None:
+    # The records file keeps plain turns as role/content columns; a turn with other keys
+    # (here a name the template writes) must reach the template whole.
+    import copy
+
+    tok = copy.deepcopy(chat_tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{% if m.get('name') %}({{ m['name'] }})"
+        "{% endif %}{{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    records = _sft_records(30, seed=2)
+    records[3] = {"messages": [{"role": "user", "content": "what", "name": "genome"},
+                               {"role": "assistant", "content": "risk"}]}  # fmt: skip
+    ds = spec(template="chat", max_seq_length=200)
+    want = tokenize("sft", records, tok, ds)
+    assert "(genome)" in tok.decode(want[3]["input_ids"])
+    _same(tokenize_to_arrow("sft", records, tok, ds, tmp_path / "a", num_proc=None), want)
+
+
 def test_text_and_classification_match(tokenizer: Any, tmp_path: Path) -> None:
     rnd = random.Random(3)
     texts = [" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 30))) for _ in range(50)]
@@ -92,7 +115,7 @@ def test_ids_are_int32_memory_mapped_and_workers_agree(tokenizer: Any, tmp_path:
     assert str(one.ds.features["labels"].feature.dtype) == "int32"
     assert one.ds.data.__class__.__name__ == "MemoryMappedTable"  # read from disk, not RAM
     assert len(list((tmp_path / "two").glob("tokens_*.arrow"))) == 2  # one shard a worker
-    assert not list((tmp_path / "one").glob("records.arrow"))  # the JSON rows are gone
+    assert not list((tmp_path / "one").glob("records.arrow"))  # the record rows are gone
     _same(two, tokenize("sft", records, tokenizer, ds))
     assert one.rows([3, 1]) == {"input_ids": [one[3]["input_ids"], one[1]["input_ids"]],
                                 "labels": [one[3]["labels"], one[1]["labels"]]}  # fmt: skip
@@ -138,3 +161,19 @@ def test_an_empty_split_is_an_empty_store_with_the_token_columns(
     got = tokenize_to_arrow(kind, [], tokenizer, spec(), tmp_path / kind, num_proc=None)
     assert len(got) == 0 and got.lengths == [] and got.total_tokens == 0
     assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["meta.json", "tokens.arrow"]
+
+
+def test_workers_tokenize_on_one_thread_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Forked workers would each start the Rust tokenizer's thread pool (2 workers, 2 cores:
+    # 6 threads); in process the pool stays; a value the user set is theirs.
+    from kubetune_trainer.data.arrow_tokens import _serial_tokenizer
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    with _serial_tokenizer(2):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+    with _serial_tokenizer(None):
+        assert "TOKENIZERS_PARALLELISM" not in os.environ
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    with _serial_tokenizer(2):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"

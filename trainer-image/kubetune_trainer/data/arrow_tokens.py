@@ -2,10 +2,11 @@
 
 `tokenize_to_arrow` turns records into one Arrow file per split, in three steps:
 
-1. the records are written as one JSON string a row (`records.arrow`), in batches;
+1. the records are written as Arrow columns (`records.arrow`, record_columns), in batches;
 2. `Dataset.map(batched=True)` renders the template and tokenizes BATCH rows per call
-   with the fast tokenizer (`num_proc` workers for large sets when there are cores),
-   through tokenize.py's batch functions (the same rules as in memory);
+   with the fast tokenizer (`num_proc` workers for large sets when there are cores, each
+   tokenizing on one thread), through tokenize.py's batch functions (the same rules as in
+   memory; SFT columns come back as an Arrow table built from flat numpy buffers);
 3. the result is `tokens.arrow` (or one shard per worker): input_ids and labels as int32
    lists (a classification label as one int), the example's length and whether it was cut.
 
@@ -18,16 +19,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from kubetune_api.spec_data import DatasetSpec
 
+from .chat_frame import roles_of
 from .progress import RateLog
-from .templates import resolve
-from .tokenize import BATCH, BATCHES
+from .templates import messages_of, resolve
+from .tokenize import BATCH, BATCHES, IGNORE, sft_pieces
 
 RECORDS = "records.arrow"
 PARALLEL_FROM = 20_000  # examples: below this, starting workers costs more than it saves
@@ -58,21 +62,73 @@ def features_for(kind: str) -> Any:
     )
 
 
-def write_records(records: Iterable[dict[str, Any]], path: Path) -> int:
-    """Records as one JSON string a row (Arrow stream format, what Dataset.from_file reads)."""
+def record_columns(kind: str) -> list[str]:
+    """The records file's columns: an SFT conversation as its turns' roles and contents
+    (no JSON to write or parse; `record` holds JSON only for turns with more than a role
+    and a string content); other kinds one JSON string a record."""
+    return ["roles", "contents", "record"] if kind == "sft" else ["record"]
+
+
+def _row(kind: str, rec: dict[str, Any]) -> tuple[Any, ...]:
+    if kind != "sft":
+        return (json.dumps(rec, ensure_ascii=False),)
+    msgs = messages_of(rec)  # (the system prompt is added by sft_batch, as in memory)
+    if roles_of(msgs) is None:
+        return [], [], json.dumps({"messages": msgs}, ensure_ascii=False)
+    return [m["role"] for m in msgs], [m["content"] for m in msgs], ""
+
+
+def _records(kind: str, batch: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """What _row wrote, back as records for tokenize.py's batch functions."""
+    if kind != "sft":
+        return [json.loads(r) for r in batch["record"]]
+    return [
+        json.loads(rec) if rec else
+        {"messages": [{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)]}
+        for roles, contents, rec in zip(batch["roles"], batch["contents"], batch["record"],
+                                        strict=True)
+    ]  # fmt: skip
+
+
+@contextmanager
+def _serial_tokenizer(procs: int | None) -> Iterator[None]:
+    """With worker processes, each worker's Rust tokenizer runs on one thread: unset, a
+    forked worker starts its own thread pool (measured: 3 threads a worker), so 2 workers
+    ran 4+ busy threads on 2 cores. In process (no workers) it keeps its threads."""
+    if not procs or procs < 2 or "TOKENIZERS_PARALLELISM" in os.environ:
+        yield
+        return
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        del os.environ["TOKENIZERS_PARALLELISM"]
+
+
+def write_records(records: Iterable[dict[str, Any]], path: Path, kind: str = "sft") -> int:
+    """Records as Arrow columns (record_columns; the stream format Dataset.from_file reads)."""
     import pyarrow as pa
 
-    schema = pa.schema([("record", pa.large_string())])
-    n, batch = 0, []
+    text, turns = pa.large_string(), pa.list_(pa.large_string())
+    types = {"roles": turns, "contents": turns, "record": text}
+    names = record_columns(kind)
+    schema = pa.schema([(c, types[c]) for c in names])
+    n, cols = 0, [[] for _ in names]
+
+    def flush(writer: Any) -> None:
+        arrays = [pa.array(col, types[c]) for col, c in zip(cols, names, strict=True)]
+        writer.write_batch(pa.record_batch(arrays, schema=schema))
+
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for rec in records:
-            batch.append(json.dumps(rec, ensure_ascii=False))
-            if len(batch) == 4 * BATCH:
-                writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema))
-                n, batch = n + len(batch), []
-        if batch or not n:
-            writer.write_batch(pa.record_batch([pa.array(batch, pa.large_string())], schema))
-            n += len(batch)
+            for col, value in zip(cols, _row(kind, rec), strict=True):
+                col.append(value)
+            if len(cols[0]) == 4 * BATCH:
+                flush(writer)
+                n, cols = n + len(cols[0]), [[] for _ in names]
+        if cols[0] or not n:
+            flush(writer)
+            n += len(cols[0])
     return n
 
 
@@ -80,14 +136,43 @@ def write_records(records: Iterable[dict[str, Any]], path: Path) -> int:
 
 
 def _batch(
-    batch: dict[str, list[str]], tokenizer: Any, dataset: DatasetSpec, kind: str, total: int
+    batch: dict[str, list[Any]], tokenizer: Any, dataset: DatasetSpec, kind: str, total: int
 ) -> dict[str, list[Any]]:
     global _RATE
     if _RATE is None:  # one per process: each worker reports its own share
         _RATE = RateLog("tokenize", total)
-    out = BATCHES[kind]([json.loads(r) for r in batch["record"]], tokenizer, dataset)
+    recs = _records(kind, batch)
+    if kind == "sft":
+        out = _sft_table(*sft_pieces(recs, tokenizer, dataset), dataset.completion_only_loss)
+    else:
+        out = BATCHES[kind](recs, tokenizer, dataset)
     _RATE.add(len(batch["record"]))
     return out
+
+
+def _sft_table(ps: list[list[int]], cs: list[list[int]], cut: list[bool], masked: bool) -> Any:
+    """sft_batch's columns built as Arrow arrays from flat numpy buffers: no per-row lists
+    (prompt + completion, labels) and no per-row conversion by the datasets writer."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(ps)
+    plen = np.fromiter(map(len, ps), np.int64, n)
+    length = plen + np.fromiter(map(len, cs), np.int64, n)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(length, out=offsets[1:])
+    rows = chain.from_iterable(zip(ps, cs, strict=True))  # p0, c0, p1, c1, ...
+    ids = np.fromiter(chain.from_iterable(rows), np.int32, int(offsets[-1]))
+    labels = ids
+    if masked:  # the prompt's positions: label IGNORE
+        labels = ids.copy()
+        at = np.arange(len(ids)) - np.repeat(offsets[:-1], length)
+        labels[at < np.repeat(plen, length)] = IGNORE
+    off = pa.array(offsets)
+    columns = [pa.ListArray.from_arrays(off, pa.array(ids)),
+               pa.ListArray.from_arrays(off, pa.array(labels)),
+               pa.array(length.astype(np.int32)), pa.array(cut, pa.bool_())]  # fmt: skip
+    return pa.Table.from_arrays(columns, schema=features_for("sft").arrow_schema)
 
 
 _RATE: RateLog | None = None
@@ -158,7 +243,7 @@ def tokenize_to_arrow(
         raise ValueError(f"records of kind {kind!r} are tokenized by their recipe (dpo/ranking)")
     resolve(dataset.template, tokenizer)  # a bad template fails here, not in a worker
     folder.mkdir(parents=True, exist_ok=True)
-    n = write_records(records, folder / RECORDS)
+    n = write_records(records, folder / RECORDS, kind)
     if n == 0:  # e.g. no validation split: `map` would write nothing and keep the records file
         return _empty_split(kind, folder)
     procs = workers_for(n) if num_proc == -1 else num_proc
@@ -166,19 +251,20 @@ def tokenize_to_arrow(
     raw = Dataset.from_file(str(folder / RECORDS))
     global _RATE
     _RATE = None
-    tokens = raw.map(
-        _batch,
-        batched=True,
-        batch_size=BATCH,
-        fn_kwargs={"tokenizer": tokenizer, "dataset": dataset, "kind": kind,
-                   "total": -(-n // (procs or 1))},
-        num_proc=procs,
-        remove_columns=["record"],
-        features=features_for(kind),
-        cache_file_name=str(folder / "tokens.arrow"),
-        new_fingerprint=f"kubetune-{kind}-{n}",  # no hashing of the tokenizer: we key it
-        load_from_cache_file=False,
-    )  # fmt: skip
+    with _serial_tokenizer(procs):
+        tokens = raw.map(
+            _batch,
+            batched=True,
+            batch_size=BATCH,
+            fn_kwargs={"tokenizer": tokenizer, "dataset": dataset, "kind": kind,
+                       "total": -(-n // (procs or 1))},
+            num_proc=procs,
+            remove_columns=record_columns(kind),
+            features=features_for(kind),
+            cache_file_name=str(folder / "tokens.arrow"),
+            new_fingerprint=f"kubetune-{kind}-{n}",  # no hashing of the tokenizer: we key it
+            load_from_cache_file=False,
+        )  # fmt: skip
     if _RATE is not None:
         _RATE.close()
     shards = sorted({Path(f["filename"]).name for f in tokens.cache_files})

@@ -31,6 +31,8 @@ from typing import Any
 
 from kubetune_trainer.errors import ConfigError
 
+from .chat_frame import Frame, Roles, frame_for, roles_of, turn_off
+
 PREAMBLE = (
     "Below is an instruction that describes a task. "
     "Write a response that appropriately completes the request."
@@ -91,12 +93,37 @@ def _split_chat(prompt: str, full: str, last: str) -> tuple[str, str]:
 def render_batch(
     conversations: list[list[dict[str, str]]], tokenizer: Any, template: str = "auto"
 ) -> list[tuple[str, str]]:
-    """`render` of each conversation. A chat template renders the batch's prompts in one
-    apply_chat_template call and the full conversations in another, instead of two calls
-    per conversation (the per-call overhead was a large share of the render time)."""
+    """`render` of each conversation. A chat template renders by proven frames where it can
+    (chat_frame.py: string concatenation, checked against jinja), and the other rows in
+    two apply_chat_template calls for the batch (prompts, full conversations) instead of
+    two calls per conversation."""
     if resolve(template, tokenizer) != "chat" or any(len(m) < 2 for m in conversations):
         # (no head: render() raises the tokenizer's own error for an empty conversation)
         return [render(m, tokenizer, template) for m in conversations]
+    out: list[tuple[str, str] | None] = [None] * len(conversations)
+    sampled: dict[Roles, int] = {}  # the first framed row of each shape: checked below
+    frames: dict[Roles | None, Frame | None] = {}  # looked up once per shape and batch
+    for i, m in enumerate(conversations):
+        roles = roles_of(m)
+        if roles not in frames:
+            frames[roles] = frame_for(tokenizer, roles)
+        frame = frames[roles]
+        if frame is not None:
+            contents = [t["content"] for t in m]
+            out[i] = _split_chat(*frame.render(contents), contents[-1])
+            sampled.setdefault(roles, i)  # type: ignore[arg-type]
+    if sampled:
+        idx = list(sampled.values())
+        if _jinja([conversations[i] for i in idx], tokenizer) != [out[i] for i in idx]:
+            turn_off(tokenizer, "a framed render differed from jinja")
+            out = [None] * len(conversations)
+    rest = [i for i, r in enumerate(out) if r is None]
+    for i, r in zip(rest, _jinja([conversations[i] for i in rest], tokenizer), strict=True):
+        out[i] = r
+    return out  # type: ignore[return-value]
+
+
+def _jinja(conversations: list[list[dict[str, str]]], tokenizer: Any) -> list[tuple[str, str]]:
     if not conversations:
         return []
     prompts = tokenizer.apply_chat_template(

@@ -52,6 +52,12 @@ BATCH = 256
 def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
     if not texts:
         return []
+    backend = _backend(tokenizer)
+    if backend is not None:
+        # The Rust tokenizer directly: the same ids as tokenizer(texts) (tested), without
+        # offsets (encode_batch_fast) or transformers' per-encoding conversion to dicts.
+        encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        return [e.ids for e in encode(texts, add_special_tokens=special)]
     # No attention mask (a second list as long as the ids) and no copy: this batch's ids
     # are the largest Python object tokenization holds.
     enc = tokenizer(texts, add_special_tokens=special, return_attention_mask=False,
@@ -59,12 +65,30 @@ def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
     return enc["input_ids"]
 
 
+def _backend(tokenizer: Any) -> Any:
+    """The fast tokenizer's Rust backend when calling it directly gives what tokenizer(...)
+    would: no truncation or padding left set on it (a truncating call elsewhere sets them;
+    tokenizer(...) resets them), and special tokens split as the wrapper would."""
+    if not getattr(tokenizer, "is_fast", False):
+        return None  # a slow (Python) tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.truncation is not None or backend.padding is not None:
+        return None
+    split = bool(getattr(tokenizer, "split_special_tokens", False))
+    if getattr(backend, "encode_special_tokens", split) != split:
+        return None
+    return backend
+
+
 # --- one batch of records -> columns (input_ids, labels, length, truncated) ----------------
 # The one implementation of the rules above: `tokenize` (in memory) and arrow_tokens
 # (Dataset.map, picklable module-level functions) both call these.
 
 
-def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
+def sft_pieces(
+    recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec
+) -> tuple[list[list[int]], list[list[int]], list[bool]]:
+    """(prompt ids, completion ids, cut) per record, the EOS and truncation rules applied."""
     max_len, chat, eos = ds.max_seq_length, resolve(ds.template, tok) == "chat", tok.eos_token_id
     prompts, completions = [], []
     conversations = [messages_of(rec, ds.system_prompt) for rec in recs]
@@ -74,7 +98,7 @@ def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str
         prompts.append(prompt)
         completions.append(completion)
     # A chat template writes its own BOS; other layouts let the tokenizer add it.
-    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    ps, cs, cuts = [], [], []
     for p, c in zip(_ids(tok, prompts, not chat), _ids(tok, completions, False), strict=True):
         if eos is not None and (not c or c[-1] != eos):
             c.append(eos)
@@ -83,6 +107,15 @@ def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str
             keep_p = max(min(len(p), max_len // 2), max_len - len(c))
             p = p[len(p) - keep_p :] if keep_p > 0 else []
             c = c[: max_len - len(p)]
+        ps.append(p)
+        cs.append(c)
+        cuts.append(cut)
+    return ps, cs, cuts
+
+
+def sft_batch(recs: list[dict[str, Any]], tok: Any, ds: DatasetSpec) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+    for p, c, cut in zip(*sft_pieces(recs, tok, ds), strict=True):
         out["input_ids"].append(p + c)
         out["labels"].append(([IGNORE] * len(p) if ds.completion_only_loss else p) + c)
         out["length"].append(len(p) + len(c))
