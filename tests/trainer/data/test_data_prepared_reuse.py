@@ -65,7 +65,7 @@ def test_a_changed_source_or_spec_is_prepared_again(
     changed, reused = _prepare(dataset_job(src, format="qa", streaming=True), caplog)
     assert not reused and changed.fingerprint != first.fingerprint
     assert all(r["completion"].endswith(" b") for r in changed.train)
-    other, reused = _prepare(dataset_job(src, format="qa", streaming=True, dedupe=True), caplog)
+    _, reused = _prepare(dataset_job(src, format="qa", streaming=True, dedupe=True), caplog)
     assert not reused  # a field that changes records is part of the key
 
 
