@@ -47,7 +47,8 @@ def test_above_the_threshold_gradient_checkpointing_turns_on(tmp_path: Path, mon
     # Logged at each major operation.
     ops = [m["op"] for m in mem["marks"]]
     assert ops[0] == "load (LoRA attached)"
-    assert ops[1:] == ["eval", "first step", "eval", "checkpoint", "export (adapter saved)"]
+    # The base is evaluated after training (the second eval).
+    assert ops[1:] == ["first step", "eval", "checkpoint", "eval", "export (adapter saved)"], ops
     assert any(s.startswith("memory at first step: ") for s in said)
     # The reaction: at the first step end, live, and from then on the layers checkpoint.
     assert mem["warnings"] >= 1
