@@ -6,7 +6,7 @@ from __future__ import annotations
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.handlers.view import CREATING_AT_ONCE
 from tests.support.kube.cluster import FTJ, run_operator, wait_for
-from tests.support.kube.operator import NS, load_ftj
+from tests.support.kube.operator import NS, load_ftj, operator_posts
 
 JOBS = "batch/v1/jobs"
 
@@ -33,6 +33,28 @@ def test_a_new_job_costs_its_status_and_three_creates(cluster):
     assert [m for m, _ in until_job] == ["PATCH", "POST", "POST", "POST"], until_job
     assert until_job[0][1].endswith("/finetunejobs/llama-lora/status")
     assert [p.rsplit("/", 1)[1] for _, p in until_job[1:]] == ["configmaps", "services", "jobs"]
+
+
+def test_a_single_node_job_has_no_service(cluster):
+    # One node's ranks meet on 127.0.0.1: no headless Service, one capped request less.
+    config = OperatorConfig(reconcile_interval=0.5, metrics_port=None)
+    with run_operator(cluster, [NS], config):
+        # A foreign Service with the attempt's name is no conflict: the job has none.
+        svc = {"metadata": {"name": "llama-lora-a1", "namespace": NS}, "spec": {"ports": []}}
+        cluster.create("v1/services", svc)
+        cluster.create(FTJ, load_ftj(distributed={"nodes": 1}))
+        job = wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
+        sent = _ours(cluster)
+        assert not [p for m, p in sent if p.endswith("/services") or "/services/" in p], sent
+    until_job = sent[: next(i for i, (m, p) in enumerate(sent) if p.endswith("/jobs")) + 1]
+    assert [(m, p.rsplit("/", 1)[1]) for m, p in until_job] == [
+        ("PATCH", "status"), ("POST", "configmaps"), ("POST", "jobs"),
+    ]  # fmt: skip
+    assert "subdomain" not in job["spec"]["template"]["spec"]
+    assert (
+        cluster.get("v1/services", NS, "llama-lora-a1")["metadata"].get("ownerReferences") is None
+    )
+    assert not operator_posts(cluster, "services")
 
 
 def test_a_burst_is_created_depth_first(cluster):

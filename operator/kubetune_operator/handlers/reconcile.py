@@ -138,8 +138,10 @@ async def _foreign_child(
     name: str,
     uid: str,
     attempt: int,
+    service: bool,
 ) -> str | None:
     """Before creating an attempt: is any of its children's names taken by a foreign object?
+    (`service`: the attempt has a headless Service, i.e. more than one node.)
 
     Three GETs per creation would be most of a new job's requests (and with the --qps cap,
     of a burst's latency), so they are made only while a conflict is stored (is it gone?).
@@ -153,7 +155,7 @@ async def _foreign_child(
     client: KubeClient = memo.client
     children = (
         (CONFIGMAPS, "ConfigMap", b.configmap_name(name)),
-        (SERVICES, "Service", b.service_name(name, attempt)),
+        *([(SERVICES, "Service", b.service_name(name, attempt))] if service else []),
         (JOBS, "Job", b.job_name(name, attempt)),
     )
     for res, kind, child in children:
@@ -209,8 +211,9 @@ async def reconcile_once(
             inputs = dataclasses.replace(inputs, memory_refusal=refused)
             plan = decide(inputs)
     if plan.ensure_attempt is not None and conflict is None:
+        multi = plan.job is None or b.needs_service(plan.job)
         conflict = await _foreign_child(
-            memo, src, raw_status, namespace, name, meta["uid"], plan.ensure_attempt
+            memo, src, raw_status, namespace, name, meta["uid"], plan.ensure_attempt, multi
         )
         if conflict:
             inputs = dataclasses.replace(inputs, conflict=conflict)
@@ -401,7 +404,8 @@ async def _ensure_children(
         job, owner, attempt, image=config.image, deadline_remaining=remaining,
         url_credentials=bool(credentials), defaults=config.trainer_defaults,
     )  # fmt: skip
-    # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
+    # Dependencies first: the pods mount the ConfigMap and (on more than one node) resolve
+    # pod 0 via the Service.
     # Named with our uid (see builders.credentials_secret_name), the Secret is never read.
     children: list[tuple[Resource, dict[str, Any], str | None]] = [
         # The NetworkPolicy before any pod exists: the rendezvous is never open to all.
@@ -412,7 +416,11 @@ async def _ensure_children(
         ),
         (CONFIGMAPS, b.build_configmap(job, owner, accepted), owner.uid),
         *([(SECRETS, b.build_secret(owner, credentials), None)] if credentials else []),
-        (SERVICES, b.build_service(job, owner, attempt), owner.uid),
+        *(
+            [(SERVICES, b.build_service(job, owner, attempt), owner.uid)]
+            if b.needs_service(job)
+            else []
+        ),
         (JOBS, manifest, owner.uid),
     ]
     for res, obj, uid in children:
