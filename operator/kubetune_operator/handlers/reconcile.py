@@ -45,9 +45,10 @@ from ..memcheck import refusal
 from ..metrics import OperatorMetrics
 from ..netpol import build_network_policy
 from ..observe import observe
-from ..pacing import Pace, scrape_interval, should_write
+from ..pacing import Pace, classify, scrape_interval, should_write
 from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, merge_patch, parse_time
+from ..throttle import Deferred
 from . import view
 
 STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
@@ -225,8 +226,10 @@ async def reconcile_once(
             # Depth first: a few jobs at a time go through status + children, so each job's
             # requests are not queued behind every other new job's (breadth first, the
             # --qps cap would give every Job of a burst only at the burst's end).
-            async with view.creating(memo):
-                await _execute(memo, body, plan, accepted, logger)
+            # Queued creations also hold back running jobs' progress writes (throttle.py).
+            with client.bucket.creation():
+                async with view.creating(memo):
+                    await _execute(memo, body, plan, accepted, logger)
     except (ForeignObject, ChildRejected) as exc:
         # A child's name is taken by an object not ours (its create said 409): the status
         # says so and nothing is created until it goes (_foreign_child looks again). Or the
@@ -333,9 +336,17 @@ async def _execute(
     patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
     pace = memo.paces.setdefault((ns, name), Pace(last_write=time.monotonic()))
     if plan.status_changed and should_write(patch, pace, time.monotonic(), config.status_interval):
-        fresh = await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
-        pace.last_write = time.monotonic()
-        view.written(memo).remember(ns, name, fresh)
+        try:
+            # Progress alone gives way to creations: the next look writes it (not paced yet).
+            fresh = await client.patch(
+                FINETUNEJOBS, ns, name, {"status": patch}, "status",
+                deferrable=classify(patch) == "progress",
+            )  # fmt: skip
+        except Deferred:
+            memo.metrics.api_deferred.inc()
+        else:
+            pace.last_write = time.monotonic()
+            view.written(memo).remember(ns, name, fresh)
     for attempt in plan.delete_attempts:
         await _delete_attempt(client, ns, name, attempt, owner.uid)
     if plan.ensure_attempt is not None and plan.job is not None:
