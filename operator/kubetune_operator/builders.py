@@ -67,6 +67,14 @@ def service_name(name: str, attempt: int) -> str:
     return job_name(name, attempt)
 
 
+def needs_service(job: FineTuneJob) -> bool:
+    """Only a multi-node attempt has a headless Service: its ranks dial pod 0 by DNS name.
+    One node's ranks meet on 127.0.0.1 (the trainer's default without KUBETUNE_MASTER_ADDR)
+    and the operator and the PodMonitor scrape the pod's own IP, so a Service would be one
+    create per job (a quarter of a new job's capped requests) that nothing resolves."""
+    return job.spec.distributed.nodes > 1
+
+
 def configmap_name(name: str) -> str:
     return f"{name}-spec"
 
@@ -196,7 +204,11 @@ def _env(job: FineTuneJob, owner: Owner, attempt: int) -> list[dict[str, Any]]:
         (c.Env.NNODES, str(spec.distributed.nodes)),
         (c.Env.NPROC_PER_NODE, str(spec.distributed.processes_per_node)),
         # Indexed Job pods get the hostname <job>-<index>; with `subdomain` it resolves.
-        (c.Env.MASTER_ADDR, f"{jname}-0.{service_name(owner.name, attempt)}"),
+        *(
+            [(c.Env.MASTER_ADDR, f"{jname}-0.{service_name(owner.name, attempt)}")]
+            if needs_service(job)
+            else []
+        ),
         (c.Env.MASTER_PORT, str(spec.distributed.master_port)),
         (c.Env.RDZV_TIMEOUT, str(spec.distributed.rendezvous_timeout_seconds)),
         (c.Env.METRICS_PORT, str(spec.metrics.port)),
@@ -293,7 +305,6 @@ def build_pod_template(
     res = job.spec.resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # a failed rank fails the attempt; the operator retries
-        "subdomain": service_name(owner.name, attempt),
         "automountServiceAccountToken": False,  # the trainer never talks to the API
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": {
@@ -316,6 +327,8 @@ def build_pod_template(
         ],
         **ps.placement(job, defaults, selector(owner, attempt)),
     }
+    if needs_service(job):  # the pods' DNS names <job>-<index>.<service>
+        pod_spec["subdomain"] = service_name(owner.name, attempt)
     meta: dict[str, Any] = {"labels": {**ps.labels(job, defaults), **labels(owner, attempt)}}
     extra_annotations = ps.annotations(job, defaults)
     if extra_annotations:

@@ -230,14 +230,18 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         expected: tuple[int, ...] = (),
+        deferrable: bool = False,
     ) -> dict[str, Any]:
-        """One API call; `expected` error codes are still raised but not counted."""
+        """One API call; `expected` error codes are still raised but not counted.
+        `deferrable`: may raise throttle.Deferred instead while jobs are being created."""
         for fresh_login in (False, True):
             if fresh_login:
                 # Projected service-account tokens rotate: read the token again, once.
                 self.auth = _authorization(login())
             try:
-                return await self._request(method, path, params, body, content_type, expected)
+                return await self._request(
+                    method, path, params, body, content_type, expected, deferrable
+                )
             except ApiError as exc:
                 if exc.status != 401 or fresh_login:
                     raise
@@ -251,10 +255,11 @@ class KubeClient:
         body: Any,
         content_type: str,
         expected: tuple[int, ...],
+        deferrable: bool = False,
     ) -> dict[str, Any]:
         verb = method.lower()
         for retry in range(MAX_THROTTLED_RETRIES + 1):
-            waited = await self.bucket.acquire()
+            waited = await self.bucket.acquire(deferrable and retry == 0)
             if waited:
                 self.metrics.api_wait.inc(waited)
             self.metrics.api_requests.labels(verb).inc()
@@ -338,11 +343,17 @@ class KubeClient:
             return None
 
     async def patch(
-        self, res: Resource, ns: str, name: str, patch: dict[str, Any], sub: str = ""
+        self,
+        res: Resource,
+        ns: str,
+        name: str,
+        patch: dict[str, Any],
+        sub: str = "",
+        deferrable: bool = False,
     ) -> dict[str, Any]:
         return await self.request(
             "PATCH", res.path(ns, name, sub), body=patch,
-            content_type="application/merge-patch+json",
+            content_type="application/merge-patch+json", deferrable=deferrable,
         )  # fmt: skip
 
     async def delete(

@@ -68,6 +68,11 @@ class OperatorMetrics:
             "Seconds requests waited for the client-side rate limit (--qps/--burst).",
             registry=r,
         )  # fmt: skip
+        self.api_deferred = Counter(
+            "kubetune_api_deferred_total",
+            "Progress-only status writes left to a later look while jobs were being created.",
+            registry=r,
+        )  # fmt: skip
         self.api_throttled = Counter(
             "kubetune_api_throttled_total",
             "429 answers (API priority and fairness) retried after Retry-After.",

@@ -156,6 +156,25 @@ def test_service_and_configmap():
     assert b.accepted_spec(None, OWNER.uid) is None
 
 
+def test_single_node_job_needs_no_service():
+    """One node: no subdomain and no KUBETUNE_MASTER_ADDR (its ranks meet on 127.0.0.1, the
+    trainer's default); more than one: pod 0's name through the attempt's Service."""
+    from kubetune_trainer.distributed.contract import read_launch_env
+
+    one = parse_job(load_ftj(distributed={"nodes": 1}))
+    two = parse_job(load_ftj(distributed={"nodes": 2}))
+    assert not b.needs_service(one) and b.needs_service(two)
+    pod = b.build_job(one, OWNER, 1, deadline_remaining=None)["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
+    assert "subdomain" not in pod and c.Env.MASTER_ADDR not in env
+    assert read_launch_env(env, one).master_addr == "127.0.0.1"
+    pod = b.build_job(two, OWNER, 1, deadline_remaining=None)["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
+    assert pod["subdomain"] == b.service_name(OWNER.name, 1)
+    launch = read_launch_env({**env, "JOB_COMPLETION_INDEX": "1"}, two)
+    assert launch.master_addr == "llama-lora-a1-0.llama-lora-a1"
+
+
 def test_builders_are_pure():
     ftj = parse_job(load_ftj())
     assert b.build_job(ftj, OWNER, 1) == b.build_job(ftj, OWNER, 1)

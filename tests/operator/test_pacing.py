@@ -3,6 +3,10 @@ and API flow control (throttle.py: QPS/burst, Retry-After)."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from kubetune_operator.pacing import (
     MAX_SCRAPE_INTERVAL,
     Pace,
@@ -10,7 +14,7 @@ from kubetune_operator.pacing import (
     scrape_interval,
     should_write,
 )
-from kubetune_operator.throttle import TokenBucket, retry_after
+from kubetune_operator.throttle import Deferred, TokenBucket, retry_after
 
 
 def test_a_phase_or_condition_change_is_written_at_once():
@@ -45,6 +49,29 @@ def test_token_bucket_lets_a_burst_through_then_spaces_requests_at_qps():
     waits = [bucket.reserve() for _ in range(5)]
     assert waits[:3] == [0, 0, 0]
     assert 0.09 <= waits[3] <= 0.1 and 0.19 <= waits[4] <= 0.2
+
+
+def test_deferrable_requests_give_their_slot_to_creations():
+    async def scenario() -> None:
+        bucket = TokenBucket(qps=20, burst=1)
+        assert await bucket.acquire(deferrable=True) == 0  # no creation: it goes
+        with bucket.creation():
+            with pytest.raises(Deferred):  # a creation is under way: not even queued
+                await bucket.acquire(deferrable=True)
+            assert await bucket.acquire() > 0  # anything else waits its turn as ever
+        # A creation that begins while a deferrable request waits for its slot takes it.
+        before, stamp = bucket.tokens, bucket.stamp
+        waiting = asyncio.ensure_future(bucket.acquire(deferrable=True))
+        await asyncio.sleep(0)
+        with bucket.creation():
+            with pytest.raises(Deferred):
+                await waiting
+            tokens = bucket.tokens
+        # The slot was given back: the tokens are what refill alone made of them.
+        refilled = min(bucket.burst, before + (bucket.stamp - stamp) * bucket.qps)
+        assert bucket.creating == 0 and abs(tokens - refilled) < 1e-9
+
+    asyncio.run(scenario())
 
 
 def test_retry_after_is_a_floor_with_backoff_and_a_cap():

@@ -45,9 +45,10 @@ from ..memcheck import refusal
 from ..metrics import OperatorMetrics
 from ..netpol import build_network_policy
 from ..observe import observe
-from ..pacing import Pace, scrape_interval, should_write
+from ..pacing import Pace, classify, scrape_interval, should_write
 from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, merge_patch, parse_time
+from ..throttle import Deferred
 from . import view
 
 STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
@@ -138,8 +139,10 @@ async def _foreign_child(
     name: str,
     uid: str,
     attempt: int,
+    service: bool,
 ) -> str | None:
     """Before creating an attempt: is any of its children's names taken by a foreign object?
+    (`service`: the attempt has a headless Service, i.e. more than one node.)
 
     Three GETs per creation would be most of a new job's requests (and with the --qps cap,
     of a burst's latency), so they are made only while a conflict is stored (is it gone?).
@@ -153,7 +156,7 @@ async def _foreign_child(
     client: KubeClient = memo.client
     children = (
         (CONFIGMAPS, "ConfigMap", b.configmap_name(name)),
-        (SERVICES, "Service", b.service_name(name, attempt)),
+        *([(SERVICES, "Service", b.service_name(name, attempt))] if service else []),
         (JOBS, "Job", b.job_name(name, attempt)),
     )
     for res, kind, child in children:
@@ -209,8 +212,9 @@ async def reconcile_once(
             inputs = dataclasses.replace(inputs, memory_refusal=refused)
             plan = decide(inputs)
     if plan.ensure_attempt is not None and conflict is None:
+        multi = plan.job is None or b.needs_service(plan.job)
         conflict = await _foreign_child(
-            memo, src, raw_status, namespace, name, meta["uid"], plan.ensure_attempt
+            memo, src, raw_status, namespace, name, meta["uid"], plan.ensure_attempt, multi
         )
         if conflict:
             inputs = dataclasses.replace(inputs, conflict=conflict)
@@ -222,8 +226,10 @@ async def reconcile_once(
             # Depth first: a few jobs at a time go through status + children, so each job's
             # requests are not queued behind every other new job's (breadth first, the
             # --qps cap would give every Job of a burst only at the burst's end).
-            async with view.creating(memo):
-                await _execute(memo, body, plan, accepted, logger)
+            # Queued creations also hold back running jobs' progress writes (throttle.py).
+            with client.bucket.creation():
+                async with view.creating(memo):
+                    await _execute(memo, body, plan, accepted, logger)
     except (ForeignObject, ChildRejected) as exc:
         # A child's name is taken by an object not ours (its create said 409): the status
         # says so and nothing is created until it goes (_foreign_child looks again). Or the
@@ -330,9 +336,17 @@ async def _execute(
     patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
     pace = memo.paces.setdefault((ns, name), Pace(last_write=time.monotonic()))
     if plan.status_changed and should_write(patch, pace, time.monotonic(), config.status_interval):
-        fresh = await client.patch(FINETUNEJOBS, ns, name, {"status": patch}, "status")
-        pace.last_write = time.monotonic()
-        view.written(memo).remember(ns, name, fresh)
+        try:
+            # Progress alone gives way to creations: the next look writes it (not paced yet).
+            fresh = await client.patch(
+                FINETUNEJOBS, ns, name, {"status": patch}, "status",
+                deferrable=classify(patch) == "progress",
+            )  # fmt: skip
+        except Deferred:
+            memo.metrics.api_deferred.inc()
+        else:
+            pace.last_write = time.monotonic()
+            view.written(memo).remember(ns, name, fresh)
     for attempt in plan.delete_attempts:
         await _delete_attempt(client, ns, name, attempt, owner.uid)
     if plan.ensure_attempt is not None and plan.job is not None:
@@ -401,7 +415,8 @@ async def _ensure_children(
         job, owner, attempt, image=config.image, deadline_remaining=remaining,
         url_credentials=bool(credentials), defaults=config.trainer_defaults,
     )  # fmt: skip
-    # Dependencies first: the pods mount the ConfigMap and resolve pod 0 via the Service.
+    # Dependencies first: the pods mount the ConfigMap and (on more than one node) resolve
+    # pod 0 via the Service.
     # Named with our uid (see builders.credentials_secret_name), the Secret is never read.
     children: list[tuple[Resource, dict[str, Any], str | None]] = [
         # The NetworkPolicy before any pod exists: the rendezvous is never open to all.
@@ -412,7 +427,11 @@ async def _ensure_children(
         ),
         (CONFIGMAPS, b.build_configmap(job, owner, accepted), owner.uid),
         *([(SECRETS, b.build_secret(owner, credentials), None)] if credentials else []),
-        (SERVICES, b.build_service(job, owner, attempt), owner.uid),
+        *(
+            [(SERVICES, b.build_service(job, owner, attempt), owner.uid)]
+            if b.needs_service(job)
+            else []
+        ),
         (JOBS, manifest, owner.uid),
     ]
     for res, obj, uid in children:
