@@ -21,7 +21,7 @@ from kubetune_api.spec import FineTuneJobSpec
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.errors import ConfigError
 
-from . import builtin, quantized, stream_quant
+from . import builtin, embeddings16, quantized, stream_quant
 from .cache import cache_root
 from .gguf import convert_gguf
 
@@ -181,6 +181,8 @@ def load_base_model(
     if device == "cpu":
         release_checkpoint_maps(model)
         keep_4bit_training_layout(model)
+    # Cast in attach_lora: prepare_model_for_kbit_training would upcast them again.
+    model._kubetune_bf16_embeddings = embeddings16.wanted(True, precision)
     return model
 
 
@@ -224,6 +226,11 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing
         )
+        if getattr(model, "_kubetune_bf16_embeddings", False):
+            saved = embeddings16.apply(model)
+            log.info(
+                "embeddings stored in bf16 beside the quantized base: %d MiB saved", saved >> 20
+            )
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # frozen embeddings: let checkpointed grads flow
