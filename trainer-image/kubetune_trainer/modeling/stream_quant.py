@@ -18,6 +18,8 @@ Everything else returns False and takes from_pretrained's in-memory path.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -195,4 +197,16 @@ def quantize_to(
     config.save_pretrained(dest)
     if (folder / "generation_config.json").is_file():
         shutil.copy(folder / "generation_config.json", dest / "generation_config.json")
+    trim_heap()
     return True
+
+
+def trim_heap() -> None:
+    """Hand the freed full-precision tensors' heap back to the OS before the warm read.
+
+    glibc keeps freed blocks below its mmap threshold in the heap: after streaming the 1.1B
+    model the process held ~430 MiB it no longer used (RSS 885 -> 454 MiB after a trim).
+    """
+    # Not glibc (musl, macOS): no libc.so.6 or no malloc_trim, nothing to give back.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
