@@ -222,6 +222,14 @@ def memory(r: dict[str, Any]) -> list[str]:
                 out.append(
                     f"- {mode} ({what}): {v:.0%} — {_met(v <= t['nf4_peak_vs_fp32'])}{vs_gc}"
                 )
+        for pair, v in r.get("like_for_like", {}).items():  # same checkpointing both sides
+            out.append(f"- like for like, {pair}: {v:.0%} — {_met(v <= t['nf4_peak_vs_fp32'])}")
+        for mode, cw in r.get("cold_vs_warm", {}).items():
+            ok = _met(cw["load_peak"] <= t.get("cold_vs_warm", 1.5))
+            out.append(
+                f"- {mode} cold / warm peak: while loading {cw['load_peak']:.2f}x — {ok}; "
+                f"whole run {cw['peak']:.2f}x"
+            )
         out.append("")
     return out
 

@@ -45,6 +45,9 @@ class Size:
     median_len: int = 120
     sigma: float = 0.8
     min_len: int = 16
+    kv_heads: int = 0  # grouped-query attention; 0: one per query head
+    tied: bool = True  # lm_head shares the embedding
+    model_vocab: int = 0  # embedding rows when more than the trained tokenizer's (memory shape)
 
 
 # 1024 examples: a pool the size of a small real instruction set (packing's fill depends
@@ -61,6 +64,11 @@ VS_QUICK = {256: QUICK}
 # TinyLlama-1.1B's shape (hidden 2048, 22 layers, MLP 5632) with the 8k vocabulary: a
 # model whose weights, not the runtime, dominate memory, as they do for the users' 7B.
 LARGE = Size("llama1b", 2048, 22, 32, 5632, 8192, 64)
+# TinyLlama-1.1B's whole shape: 32k untied vocabulary, 4 kv heads (GQA). The tokenizer
+# still has 8k tokens; the rows above it are never looked up but weigh what they weigh.
+LARGE_32K = Size(
+    "llama1b-32k", 2048, 22, 32, 5632, 8192, 64, kv_heads=4, tied=False, model_vocab=32000
+)
 
 
 def _words(rnd: random.Random, n: int) -> list[str]:
@@ -129,17 +137,17 @@ def build(size: Size) -> Path:
             f.write(json.dumps(r) + "\n")
 
     config = LlamaConfig(
-        vocab_size=len(fast),
+        vocab_size=max(len(fast), size.model_vocab),
         hidden_size=size.hidden,
         intermediate_size=size.intermediate,
         num_hidden_layers=size.layers,
         num_attention_heads=size.heads,
-        num_key_value_heads=size.heads,
+        num_key_value_heads=size.kv_heads or size.heads,
         max_position_embeddings=max(1024, size.max_len),
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=size.tied,
     )
     torch.manual_seed(0)
     # Shards of 500 MB: loading (and quantizing) then holds one shard at a time.

@@ -21,7 +21,7 @@ from kubetune_api.spec import FineTuneJobSpec
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.errors import ConfigError
 
-from . import builtin, quantized
+from . import builtin, embeddings16, quantized, stream_quant
 from .cache import cache_root
 from .gguf import convert_gguf
 
@@ -168,10 +168,21 @@ def load_base_model(
     # A non-uint8 4-bit storage dtype exists for ZeRO-3/FSDP sharding: load those fresh.
     plain_storage = spec.quantization.quant_storage_dtype in (None, "uint8")
     key = quantized.cache_key(base.location, qconf, extra) if plain_storage else None
-    model = quantized.load_or_quantize(key, load, base.location)
+    # bitsandbytes quantizes on the device the model goes to (the GPU's kernels are faster).
+    quant_device = f"cuda:{kwargs['device_map']['']}" if device == "cuda" else "cpu"
+
+    def stream(dest: Path) -> bool:
+        """Quantize the checkpoint tensor by tensor into dest (a 4-bit causal LM only)."""
+        return stream_quant.supported(base.location, qconf, m.task) and stream_quant.quantize_to(
+            dest, base.location, qconf, kwargs["dtype"], quant_device, m.trust_remote_code
+        )
+
+    model = quantized.load_or_quantize(key, load, base.location, stream=stream)
     if device == "cpu":
         release_checkpoint_maps(model)
         keep_4bit_training_layout(model)
+    # Cast in attach_lora: prepare_model_for_kbit_training would upcast them again.
+    model._kubetune_bf16_embeddings = embeddings16.wanted(True, precision)
     return model
 
 
@@ -215,6 +226,11 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing
         )
+        if getattr(model, "_kubetune_bf16_embeddings", False):
+            saved = embeddings16.apply(model)
+            log.info(
+                "embeddings stored in bf16 beside the quantized base: %d MiB saved", saved >> 20
+            )
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # frozen embeddings: let checkpointed grads flow
