@@ -5,6 +5,7 @@ it does not know falls back to the model's own loss."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,10 @@ def test_unknown_heads_fall_back_to_the_models_own_loss(
     base.get_output_embeddings().weight.requires_grad_(True)
     assert lm_loss.lm_head_of(model) is None
     base.get_output_embeddings().weight.requires_grad_(False)
+    # A forward that does not go through lm_head (a patched model) returns logits: their loss.
+    monkeypatch.setattr(lm_loss, "hidden_states_out", lambda head: contextlib.nullcontext())
+    assert float(trainer.compute_loss(model, batch)) == pytest.approx(own, rel=1e-6)
+    monkeypatch.undo()
     calls.clear()
     monkeypatch.setenv("KUBETUNE_LOSS", "model")
     monkeypatch.setattr(

@@ -172,4 +172,10 @@ def causal_lm_loss(
     with hidden_states_out(head):
         out = model(**forward)
     hidden = out["logits"] if isinstance(out, dict) else out[0]
+    if hidden.shape[-1] != head.in_features:  # a forward that did not call lm_head: logits
+        shifted = F.pad(inputs["labels"], (0, 1), value=IGNORE)[..., 1:].to(hidden.device)
+        flat = hidden.float().reshape(-1, hidden.shape[-1])
+        reduction = "mean" if num_items_in_batch is None else "sum"
+        loss = F.cross_entropy(flat, shifted.reshape(-1), reduction=reduction)
+        return loss if num_items_in_batch is None else loss / num_items_in_batch
     return loss_from_hidden(hidden, inputs["labels"], head, num_items_in_batch, chosen == "fused")
