@@ -124,6 +124,11 @@ def test_unknown_heads_fall_back_to_the_models_own_loss(
     base.get_output_embeddings().weight.requires_grad_(True)
     assert lm_loss.lm_head_of(model) is None
     base.get_output_embeddings().weight.requires_grad_(False)
+    # A head partitioned by ZeRO-3 is an empty placeholder outside the module's forward.
+    monkeypatch.setattr(base.get_output_embeddings().weight, "ds_id", 3, raising=False)
+    assert lm_loss.lm_head_of(model) is None
+    monkeypatch.undo()
+    assert lm_loss.lm_head_of(model) is not None
     # A forward that does not go through lm_head (a patched model) returns logits: their loss.
     monkeypatch.setattr(lm_loss, "hidden_states_out", lambda head: contextlib.nullcontext())
     assert float(trainer.compute_loss(model, batch)) == pytest.approx(own, rel=1e-6)

@@ -19,7 +19,8 @@ positions divided by `num_items_in_batch` when the Trainer passes it to the mode
 gradient-accumulation fix), else the mean. Anything this does not know to be plain
 `lm_head(hidden)` + ForCausalLMLoss falls back to the model's own loss (`lm_head_of`
 returns None): other architectures (logit soft-capping, scaling), classification and
-masked-LM heads, a trainable or adapted head, label smoothing.
+masked-LM heads, a trainable or adapted head, a head partitioned by ZeRO-3 or FSDP, label
+smoothing.
 
 `KUBETUNE_LOSS=model` turns it off (the model's own loss); `select` keeps only step 2 (the
 head on kept rows, one block); the default is `fused`.
@@ -75,6 +76,13 @@ def lm_head_of(model: Any) -> torch.nn.Linear | None:
     if head is None or type(head) is not torch.nn.Linear:
         return None
     if any(p.requires_grad for p in head.parameters()):
+        return None
+    # ZeRO-3 (a DeepSpeed `ds_id`) or FSDP (DTensor) gather the weight only inside the
+    # module's own forward; used after it, it is an empty or sharded placeholder.
+    weight = head.weight
+    if hasattr(weight, "ds_id") or weight.numel() != head.in_features * head.out_features:
+        return None
+    if type(weight.data).__name__ == "DTensor":
         return None
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
         return None
