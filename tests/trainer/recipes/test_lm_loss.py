@@ -153,3 +153,13 @@ def test_a_classifier_trains_on_its_own_loss(tmp_path: Path) -> None:
     assert lm_loss.lm_head_of(model) is None
     batch = {"input_ids": torch.randint(1, 64, (2, 5)), "labels": torch.tensor([0, 2])}
     assert lm_loss.causal_lm_loss(model, batch) is None
+
+
+def test_an_unknown_loss_mode_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kubetune_trainer.errors import ConfigError
+
+    monkeypatch.setenv("KUBETUNE_LOSS", "fast")
+    with pytest.raises(ConfigError, match="KUBETUNE_LOSS='fast': use one of fused, select"):
+        lm_loss.causal_lm_loss(torch.nn.Linear(2, 2), {"labels": torch.zeros(1, 2)})

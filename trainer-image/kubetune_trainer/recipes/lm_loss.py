@@ -36,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kubetune_trainer.errors import ConfigError
+
 IGNORE = -100
 # Model types whose *ForCausalLM forward is exactly lm_head(last_hidden_state) followed by
 # ForCausalLMLoss (no soft-capping or logit scaling). Checked against the model's own loss
@@ -49,7 +51,7 @@ CHUNK_ELEMENTS = 1 << 24
 def mode() -> str:
     value = os.environ.get("KUBETUNE_LOSS", "fused")
     if value not in MODES:
-        raise ValueError(f"KUBETUNE_LOSS={value!r}: use one of {', '.join(MODES)}")
+        raise ConfigError(f"KUBETUNE_LOSS={value!r}: use one of {', '.join(MODES)} (or unset it)")
     return value
 
 
