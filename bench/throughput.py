@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ from typing import Any
 from alternatives import ALTERNATIVES, Setup, chat_texts, lora_model, trainer_args
 from alternatives import build as build_alternative
 from common import Child, emit, loadavg, peak_rss_bytes, say, stats
-from workload import FULL, QUICK, VS, VS_QUICK, Size, build, length_summary, records
+from workload import FULL, QUICK, VS, VS_49K, VS_QUICK, Size, build, length_summary, records
 
 # name -> spec overrides on top of the shared spec (None: the usual-recipe baseline)
 CONFIGS: dict[str, dict[str, Any] | None] = {
@@ -45,6 +46,12 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "kt-wrapped-fp32": {"dataset": {"packing": "wrapped"}, "training": {"precision": "fp32"}},
 }
 FULL_CONFIGS = ["baseline", "kubetune", "kt-posid-bf16", "kt-pad-fp32"]
+# kubetune's default path with another training loss (recipes/lm_loss.py, KUBETUNE_LOSS):
+# the model's own (full logits) or the head on completion rows in one block (no chunks).
+LOSS_VARIANTS = {"kt-model-loss": "model", "kt-select-loss": "select"}
+CONFIGS.update({name: {} for name in LOSS_VARIANTS})
+# kubetune's default path with TrainingArguments(torch_compile=True) (inductor on the CPU).
+CONFIGS["kt-compile"] = {}
 # One full epoch each, side by side with what users pick instead (bench/alternatives.py).
 VS_CONFIGS = ["kubetune", *ALTERNATIVES]
 MICRO_BATCH = 4
@@ -110,6 +117,7 @@ def _timer() -> Any:
             self.start: float | None = None
             self.end = 0.0
             self.steps = 0
+            self.ends: list[float] = []
 
         def on_step_begin(self, *a: Any, **k: Any) -> None:
             if self.start is None:
@@ -118,6 +126,7 @@ def _timer() -> Any:
         def on_step_end(self, *a: Any, **k: Any) -> None:
             self.end = time.perf_counter()
             self.steps += 1
+            self.ends.append(self.end)
 
     return StepTimer()
 
@@ -159,6 +168,7 @@ def _kubetune(
     timer: Any,
     staging: Path,
     epoch: bool = False,
+    compile_model: bool = False,
 ) -> tuple[Any, Any, str]:
     """kubetune's engine + sft recipe on a FineTuneJob (the path `kubetune run` takes)."""
     from kubetune_trainer.engine.args import training_kwargs
@@ -178,6 +188,8 @@ def _kubetune(
     loaded = load_all(job, prepared, lambda _msg: None)
     kwargs = training_kwargs(job, staging, loaded.precision, False, False)
     kwargs["save_strategy"] = "no"  # checkpoint I/O has its own benchmark
+    if compile_model:
+        kwargs["torch_compile"] = True
     ctx = RecipeContext(
         job, loaded.model, loaded.tokenizer, prepared, kwargs, [timer], loaded.precision
     )
@@ -207,6 +219,8 @@ def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = Fal
     import torch
 
     size = size or (QUICK if quick else FULL)
+    if config in LOSS_VARIANTS:
+        os.environ["KUBETUNE_LOSS"] = LOSS_VARIANTS[config]
     folder = build(size)
     model_dir = folder / "model"
     torch.manual_seed(0)
@@ -221,8 +235,9 @@ def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = Fal
             trainer, collator, precision = _baseline(model_dir, size, timer, Path(tmp))
         else:
             trainer, collator, precision = _kubetune(
-                model_dir, size, CONFIGS[config] or {}, timer, Path(tmp), epoch
-            )
+                model_dir, size, CONFIGS[config] or {}, timer, Path(tmp), epoch,
+                config == "kt-compile",
+            )  # fmt: skip
         load_before = loadavg()
         trainer.train()
     seconds = timer.end - (timer.start or timer.end)
@@ -244,6 +259,9 @@ def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = Fal
             "load_after": loadavg(),
             "sampling": str(trainer.args.train_sampling_strategy),
             "torch_threads": torch.get_num_threads(),
+            # step ends from the first step's start: the first holds one-time set-up
+            # (torch.compile's compilation); the rest is the steady state.
+            "step_ends": [round(e - (timer.start or e), 3) for e in timer.ends],
         }
     )
 
@@ -330,12 +348,17 @@ def run(quick: bool = False, reps: int | None = None, configs: list[str] | None 
     }
 
 
-def run_vs(quick: bool = False, reps: int | None = None, configs: list[str] | None = None) -> dict:
+def run_vs(
+    quick: bool = False,
+    reps: int | None = None,
+    configs: list[str] | None = None,
+    sizes: dict[int, Size] | None = None,
+) -> dict:
     """One full epoch per run, kubetune's default path against HF Trainer and TRL, at
     maxSeqLength 512 and 2048, runs interleaved; min/median real tokens/s and ratios."""
     reps = reps or (1 if quick else 3)
     configs = configs or VS_CONFIGS
-    sizes = VS_QUICK if quick else VS
+    sizes = sizes or (VS_QUICK if quick else VS)
     out: dict[str, Any] = {
         "reps": reps,
         "quick": quick,
@@ -396,7 +419,7 @@ def main() -> None:
         print(json.dumps(saved["boundary"]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        sizes = {s.name: s for s in (*VS.values(), *VS_QUICK.values())}
+        sizes = {s.name: s for s in (*VS.values(), *VS_QUICK.values(), VS_49K)}
         size = next((sizes[a[7:]] for a in sys.argv if a.startswith("--size=")), None)
         worker(sys.argv[2], "--quick" in sys.argv, size, "--epoch" in sys.argv)
         return
@@ -405,10 +428,18 @@ def main() -> None:
     p.add_argument("--reps", type=int)
     p.add_argument("--configs")
     p.add_argument("--vs", action="store_true", help="full epochs against HF Trainer and TRL")
+    p.add_argument("--max-len", type=int, help="--vs at this maxSeqLength only (512, 2048)")
+    p.add_argument("--vocab49k", action="store_true", help="--vs on a 49k-vocabulary model")
+    p.add_argument("--out", help="also write the --vs result as JSON here")
     a = p.parse_args()
     configs = a.configs.split(",") if a.configs else None
     if a.vs:
-        vs = run_vs(a.quick, a.reps, configs)
+        sizes = {512: VS_49K} if a.vocab49k else None
+        if a.max_len:
+            sizes = {a.max_len: (VS_QUICK if a.quick else VS)[a.max_len]}
+        vs = run_vs(a.quick, a.reps, configs, sizes)
+        if a.out:
+            Path(a.out).write_text(json.dumps(vs, indent=1))
         print(json.dumps({k: vs[k] for k in ("tokens_per_second", "ratios")}, indent=1))
         return
     res = run(a.quick, a.reps, configs)

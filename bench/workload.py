@@ -47,7 +47,9 @@ class Size:
     min_len: int = 16
     kv_heads: int = 0  # grouped-query attention; 0: one per query head
     tied: bool = True  # lm_head shares the embedding
-    model_vocab: int = 0  # embedding rows when more than the trained tokenizer's (memory shape)
+    # The model's vocabulary when larger than the tokenizer's (whose BPE cannot learn 49k
+    # tokens from this corpus): the head and the loss then cost what a real 49k one does.
+    model_vocab: int = 0
 
 
 # 1024 examples: a pool the size of a small real instruction set (packing's fill depends
@@ -61,6 +63,9 @@ VS = {
     2048: Size("llama30m-vs2048", 512, 8, 8, 1408, 8192, 256, max_len=2048),
 }
 VS_QUICK = {256: QUICK}
+# The loss levers at a realistic vocabulary: SmolLM2's 49,152 (logits are then the largest
+# activation); 64 examples keep one epoch short.
+VS_49K = Size("llama30m-vs512-v49k", 512, 8, 8, 1408, 8192, 64, model_vocab=49152)
 # TinyLlama-1.1B's shape (hidden 2048, 22 layers, MLP 5632) with the 8k vocabulary: a
 # model whose weights, not the runtime, dominate memory, as they do for the users' 7B.
 LARGE = Size("llama1b", 2048, 22, 32, 5632, 8192, 64)

@@ -161,8 +161,26 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class _Trainer(Trainer):
-    """A Trainer whose evaluation batches use their own (padding) collator, and whose
-    length-grouped training order is seeded (resumable)."""
+    """A Trainer whose evaluation batches use their own (padding) collator, whose
+    length-grouped training order is seeded (resumable), and whose causal-LM training loss
+    never builds the full logits tensor (recipes/lm_loss.py)."""
+
+    def compute_loss(
+        self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        from .lm_loss import causal_lm_loss
+
+        if return_outputs or not model.training or self.label_smoother or self.compute_loss_func:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # Normalised as the model would be: by num_items_in_batch only when it receives it.
+        items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        loss = causal_lm_loss(model, inputs, items)
+        if loss is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and items is not None:
+            # The same rescaling as Trainer.compute_loss (the mean over devices follows).
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return loss
 
     def __init__(self, *args: Any, eval_collator: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
