@@ -122,8 +122,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad = torch.empty_like(hidden) if need_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for s in range(0, hidden.shape[0], chunk):
-            h, y = hidden[s : s + chunk], labels[s : s + chunk]
-            logits = F.linear(h, weight, bias).float()  # autocast applies, as in the model
+            h, y = hidden[s : s + chunk].to(weight.dtype), labels[s : s + chunk]
+            # Autocast applies when on; off (the loss is computed after the model's
+            # autocast forward), a bf16 head (4-bit bases train with one) takes bf16 rows.
+            logits = F.linear(h, weight, bias).float()
             lse = torch.logsumexp(logits, dim=-1)
             total += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
             if grad is not None:
@@ -161,7 +163,7 @@ def loss_from_hidden(
             h, head.weight, head.bias, y, chunk_rows(head.out_features)
         )
     else:
-        total = F.cross_entropy(head(h).float(), y, reduction="sum")
+        total = F.cross_entropy(head(h.to(head.weight.dtype)).float(), y, reduction="sum")
     if num_items_in_batch is None:
         return total / y.numel()  # the mean over kept rows (nan when none, as in torch)
     if torch.is_tensor(num_items_in_batch):
