@@ -22,8 +22,10 @@ from tests.support.builders import BASE_SPEC, write_qa_jsonl
 KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
 
 
-def _start(tmp: Path, rows: int) -> subprocess.Popen[str]:
+def _start(tmp: Path, rows: int, **sections: dict) -> subprocess.Popen[str]:
     spec = json.loads(json.dumps(BASE_SPEC))
+    for key, values in sections.items():
+        spec[key] = {**spec.get(key, {}), **values}
     spec["dataset"]["source"] = str(write_qa_jsonl(tmp / "data.jsonl", rows))
     spec["output"] = {"uri": str(tmp / "out")}
     doc = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
@@ -84,6 +86,23 @@ def test_sigterm_during_data_work_stops_at_once_with_76(
     # Nothing half-built left in the local cache either (a temporary folder is removed).
     cache = Path(os.environ["KUBETUNE_CACHE"]) / "data"
     assert not cache.exists() or not [p for p in cache.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow  # a validation split large enough that its evaluation takes a while
+def test_sigterm_during_the_evaluation_after_training_stops_at_once_with_76(
+    tmp_path: Path, trainer_env: None
+) -> None:
+    # 2 steps, then the base and tuned evaluation over ~8k validation examples.
+    proc = _start(tmp_path, 16_000, training={"maxSteps": 2, "saveSteps": 2},
+                  dataset={"validation": {"fraction": 0.5}})  # fmt: skip
+    took, lines = _stop_when(proc, "evaluating the base (adapter disabled)")
+    out = "".join(lines[-40:])
+    assert proc.returncode == ExitCode.PREEMPTED == 76, out
+    assert took < 10, f"{took:.1f}s to stop\n{out}"
+    assert "SIGTERM during the evaluation after training" in out
+    run = tmp_path / "out" / "test" / "sig"
+    assert (run / "checkpoints" / "step-000002" / "MANIFEST.json").is_file()  # kept
+    assert not (run / "adapter").exists()
 
 
 _EXITER = """

@@ -1,4 +1,5 @@
-"""SIGTERM during data work (prepare, tokenize, pack, cache upload) stops at once.
+"""SIGTERM during data work (prepare, tokenize, pack, cache upload) or the evaluation after
+training stops at once.
 
 The engine's own SIGTERM handler only sets a flag that the training loop reads after a
 step; before the first step there is no step, so a preempted pod preparing a large
@@ -22,22 +23,21 @@ from kubetune_trainer.errors import PreemptedError
 # The region SIGTERM hit, until it is left: `check` raises from there on. A raise from the
 # handler alone can be lost: when the signal lands inside logging's emit (a progress line
 # to a pipe), logging swallows it as a failed write and the work goes on.
-_HIT: dict[str, str | None] = {"what": None}
+_HIT: dict[str, str | None] = {"message": None}
+BEFORE_TRAINING = "before training: stopped, nothing committed"
 
 
 def check() -> None:
     """Raise PreemptedError if SIGTERM arrived inside the current region (cheap; call it
     from loops, e.g. progress updates)."""
-    if _HIT["what"] is not None:
-        raise PreemptedError(_message(_HIT["what"]))
-
-
-def _message(what: str) -> str:
-    return f"SIGTERM during {what}, before training: stopped, nothing committed"
+    if _HIT["message"] is not None:
+        raise PreemptedError(_HIT["message"])
 
 
 @contextmanager
-def preemptible(what: str) -> Iterator[None]:
+def preemptible(what: str, outcome: str = BEFORE_TRAINING) -> Iterator[None]:
+    """`outcome`: what the stop leaves behind, for the message."""
+    message = f"SIGTERM during {what}, {outcome}"
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread (a notebook may run us elsewhere)
         return
@@ -48,10 +48,10 @@ def preemptible(what: str) -> Iterator[None]:
         if hit["yes"]:
             return  # a second SIGTERM while unwinding changes nothing
         hit["yes"] = True
-        _HIT["what"] = what
+        _HIT["message"] = message
         if callable(previous):
             previous(signum, frame)
-        raise PreemptedError(_message(what))
+        raise PreemptedError(message)
 
     signal.signal(signal.SIGTERM, handle)
     try:
@@ -62,11 +62,11 @@ def preemptible(what: str) -> Iterator[None]:
         # Library code may turn our exception into its own while unwinding (datasets'
         # worker pool re-raises a TimeoutError from its cleanup): still a preemption.
         if hit["yes"]:
-            raise PreemptedError(_message(what)) from exc
+            raise PreemptedError(message) from exc
         raise
     else:
         if hit["yes"]:  # swallowed, and no check() came after it
-            raise PreemptedError(_message(what))
+            raise PreemptedError(message)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _HIT["what"] = None
+        _HIT["message"] = None

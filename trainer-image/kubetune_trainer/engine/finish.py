@@ -33,6 +33,8 @@ def evaluate(run: Run) -> None:
     p, trainer, say = run.progress, run.trainer, run.say
     p.phase = "evaluation"
     if run.base_eval is None and run.built.eval_examples:
+        say(f"evaluating the base (adapter disabled) on {run.built.eval_examples:,} "
+            "validation examples...")  # fmt: skip
         run.base_eval, run.base_metrics = evaluate_base(run)
     final_eval_restored = any("eval_loss" in r and r.get("step") == p.step for r in run.restored)
     if not run.trained and final_eval_restored:

@@ -29,6 +29,7 @@ from transformers.trainer_callback import PrinterCallback
 from kubetune_api.constants import Env
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import redact_spec
+from kubetune_trainer.data.interrupt import preemptible
 from kubetune_trainer.errors import PreemptedError
 from kubetune_trainer.modeling.cache import cache_root
 from kubetune_trainer.recipes.base import RecipeContext
@@ -54,6 +55,11 @@ from .eta import EtaCallback
 from .memwatch import MemoryWatch, load_label
 from .progress import Progress, ProgressCallback
 from .setup import Loaded, load_all, offline_env
+
+AFTER_TRAINING = (
+    "after training: stopped; the last checkpoint is committed, the next attempt resumes "
+    "there and evaluates"
+)
 
 
 @dataclass
@@ -155,7 +161,11 @@ def run_job(
         resume_from_checkpoint(run)
         build(run, extra_callbacks or [])
         train(run)
-        finish.evaluate(run)
+        # Over a large validation split this takes minutes: a SIGTERM (preemption) stops it
+        # at once; the last step's checkpoint is committed (settled in `finally`), and the
+        # next attempt resumes there, trains no step more and evaluates.
+        with preemptible("the evaluation after training", AFTER_TRAINING):
+            finish.evaluate(run)
         finish.finish(run)
         run.progress.phase = "done"
         return RunResult(
