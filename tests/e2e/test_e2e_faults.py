@@ -139,9 +139,11 @@ def test_operator_restarted_mid_run(world: World) -> None:
 
     st = world.succeeded(name)
     assert st["progress"]["step"] == TOTAL and st["attempt"] == 1 and st["restarts"] == 0, st
-    # No duplicate children: exactly one Job, Service and ConfigMap were ever created.
-    for plural in ("jobs", "services", "configmaps"):
+    # No duplicate children: exactly one Job and ConfigMap were ever created (and no
+    # Service: a single-node job has none).
+    for plural in ("jobs", "configmaps"):
         assert len(world.posts(plural)) == 1, (plural, world.posts(plural))
+    assert world.posts("services") == []
     assert len(world.pods_of(name, 1)) == 1
     assert "operator start #2" in world.operator.log()
     world.assert_no_canary()

@@ -1,6 +1,6 @@
 """Scenarios 1, 10 and 11: examples/quickstart.yaml on one node, end to end.
 
-YAML -> the real operator (its own process) -> ConfigMap/Service/Indexed Job in the API
+YAML -> the real operator (its own process) -> ConfigMap/Indexed Job in the API
 emulator -> the kubelet stand-in runs `kubetune launch` -> the trainer reads data from and
 writes artifacts to moto S3, reports to MLflow, serves /metrics -> a real Prometheus
 scrapes the trainer and the operator -> the operator writes status and Events.
