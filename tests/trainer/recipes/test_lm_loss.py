@@ -100,6 +100,7 @@ def test_chunks_give_the_unchunked_loss_and_gradient(monkeypatch: pytest.MonkeyP
 def test_unknown_heads_fall_back_to_the_models_own_loss(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("KUBETUNE_LOSS", "fused")  # opt-in (lm_loss.mode)
     trainer = _trainer(tmp_path, "position_ids", True)
     model, batch = trainer.model, _batch(trainer)
     own = float(model(**batch).loss)
@@ -116,11 +117,13 @@ def test_unknown_heads_fall_back_to_the_models_own_loss(
     assert lm_loss.lm_head_of(model) is None
     assert float(trainer.compute_loss(model, batch)) == pytest.approx(own, rel=1e-6)
     monkeypatch.undo()
+    monkeypatch.setenv("KUBETUNE_LOSS", "fused")
     # So does a model type not known to be lm_head + ForCausalLMLoss (soft-capping, ...),
     # and a head that trains.
     monkeypatch.setattr(base.config, "model_type", "gemma2")
     assert lm_loss.lm_head_of(model) is None
     monkeypatch.undo()
+    monkeypatch.setenv("KUBETUNE_LOSS", "fused")
     base.get_output_embeddings().weight.requires_grad_(True)
     assert lm_loss.lm_head_of(model) is None
     base.get_output_embeddings().weight.requires_grad_(False)
@@ -128,12 +131,21 @@ def test_unknown_heads_fall_back_to_the_models_own_loss(
     monkeypatch.setattr(base.get_output_embeddings().weight, "ds_id", 3, raising=False)
     assert lm_loss.lm_head_of(model) is None
     monkeypatch.undo()
+    monkeypatch.setenv("KUBETUNE_LOSS", "fused")
     assert lm_loss.lm_head_of(model) is not None
     # A forward that does not go through lm_head (a patched model) returns logits: their loss.
     monkeypatch.setattr(lm_loss, "hidden_states_out", lambda head: contextlib.nullcontext())
     assert float(trainer.compute_loss(model, batch)) == pytest.approx(own, rel=1e-6)
     monkeypatch.undo()
+    monkeypatch.setenv("KUBETUNE_LOSS", "fused")
     calls.clear()
+    monkeypatch.delenv("KUBETUNE_LOSS")  # the default: the model's own loss
+    monkeypatch.setattr(
+        lm_loss, "loss_from_hidden", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    assert float(trainer.compute_loss(model, batch)) == pytest.approx(own, rel=1e-6)
+    assert calls == []
+    monkeypatch.undo()
     monkeypatch.setenv("KUBETUNE_LOSS", "model")
     monkeypatch.setattr(
         lm_loss, "loss_from_hidden", lambda *a, **k: calls.append(1) or real(*a, **k)
