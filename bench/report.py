@@ -347,7 +347,7 @@ def data_scale(r: dict[str, Any]) -> list[str]:
         "| peak RSS kubetune / TRL GiB | load before / after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, x in r["sizes"].items():
+    for n, x in sorted(r["sizes"].items(), key=lambda kv: int(kv[0])):
         p, lists = x["prep"], x.get("lists") or {}
         ex, cold = int(n), p["tokenize_pack_cold_s"]
         again = f" / {p['prepare_warm_s']:.1f}" if "prepare_warm_s" in p else ""
@@ -402,7 +402,7 @@ def _data_targets(sizes: dict[str, Any]) -> list[str]:
             row("peak RSS growth 10k -> 1M <= 1 GB", f"{growth:+.2f} GiB", growth <= 1)
         warm = big["run_warm"]["first_step_s"]
         row("first step, warm cache, 1M <= 30 s", f"{warm:.0f} s", warm <= 30)
-    for n, x in sizes.items():
+    for n, x in sorted(sizes.items(), key=lambda kv: int(kv[0])):
         cold, warm, trl = (x["run_cold"]["first_step_s"], x["run_warm"]["first_step_s"],
                            x["trl"]["first_step_s"])  # fmt: skip
         row(f"cold <= 3x TRL, warm faster than TRL ({int(n):,})",
