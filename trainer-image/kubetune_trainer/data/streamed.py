@@ -106,11 +106,7 @@ def streams(job: FineTuneJob) -> bool:
         return True
     try:
         paths = _local_sources(job) or []
-        return (
-            bool(paths)
-            and os.path.isfile(paths[0])
-            and os.path.getsize(paths[0]) > (STREAM_ABOVE_BYTES)
-        )
+        return bool(paths) and paths[0].is_file() and paths[0].stat().st_size > STREAM_ABOVE_BYTES
     except OSError:
         return False
 

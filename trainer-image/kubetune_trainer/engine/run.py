@@ -342,10 +342,6 @@ def train(run: Run) -> None:
     that pass would delay the first step by minutes, and an evaluate() before train()
     marks the model as prepared, so accelerate would skip the DDP/DeepSpeed wrapper."""
     p, trainer = run.progress, run.trainer
-    run.base_eval = run.prior.get("base_eval_loss")
-    # The base's objective metrics (ranking: base_ordering_accuracy), kept like its loss.
-    run.base_metrics = dict(run.prior.get("base_metrics") or {})
-
     p.phase = "training"
     t_train = time.monotonic()
     try:
