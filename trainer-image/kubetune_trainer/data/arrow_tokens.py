@@ -126,7 +126,7 @@ def write_records(records: Iterable[dict[str, Any]], path: Path, kind: str = "sf
             if len(cols[0]) == 4 * BATCH:
                 flush(writer)
                 n, cols = n + len(cols[0]), [[] for _ in names]
-        if cols[0] or not n:
+        if cols[0]:  # (no rows: tokenize_to_arrow writes an empty split, not read here)
             flush(writer)
             n += len(cols[0])
     return n
