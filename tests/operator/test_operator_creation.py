@@ -9,7 +9,7 @@ from kubetune_api.constants import TrainerMetric
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.handlers.view import CREATING_AT_ONCE
 from tests.support.kube.cluster import FTJ, run_operator, wait_for
-from tests.support.kube.operator import NS, load_ftj, operator_posts, start_attempt
+from tests.support.kube.operator import NS, load_ftj, op_metric, operator_posts, start_attempt
 
 JOBS = "batch/v1/jobs"
 
@@ -121,6 +121,7 @@ def test_progress_writes_give_way_to_a_burst_of_creations(cluster, rank0_metrics
                 what="a progress write after the burst",
             )
             sent = cluster.requests()
+            deferred = op_metric(cluster, "kubetune_api_deferred_total")
     finally:
         stop.set()
         trainer.join()
@@ -140,3 +141,4 @@ def test_progress_writes_give_way_to_a_burst_of_creations(cluster, rank0_metrics
         k for k in _progress_writes(cluster, "llama-lora") if any(a < k < b for a, b in windows)
     ]
     assert not during, (during, windows)
+    assert deferred > 0  # the held-back writes are counted (kubetune_api_deferred_total)

@@ -18,7 +18,7 @@ from kubetune_api.loader import parse_spec
 from kubetune_operator import memcheck
 from kubetune_operator.config import OperatorConfig
 from tests.support.kube.cluster import FTJ, EmulatorServer, run_operator, wait_for
-from tests.support.kube.operator import NS, cond, load_ftj, status
+from tests.support.kube.operator import NS, cond, load_ftj, reconciles, status
 from tests.support.servers.servers import S3Server, s3_server
 
 JOBS = "batch/v1/jobs"
@@ -122,8 +122,6 @@ def test_a_job_that_cannot_fit_is_refused_before_any_job(op, models, s3) -> None
 def test_config_json_is_read_once_per_generation(op, models) -> None:
     """A job that stays unaccepted (here: suspended from the start) is reconciled every
     interval; its config.json is read for its generation, not again at each reconcile."""
-    import time
-
     cluster = op
     tiny = {**LLAMA_7B, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1000}  # fmt: skip
@@ -133,7 +131,8 @@ def test_config_json_is_read_once_per_generation(op, models) -> None:
     cluster.create(FTJ, doc)
     wait_for(lambda: status(cluster, "held").get("phase") == "Suspended", what="Suspended")
     (base / "config.json").write_text(json.dumps(LLAMA_7B))  # would not fit: unread for now
-    time.sleep(4 * 0.5)  # four reconcile intervals
+    done = reconciles(cluster)
+    wait_for(lambda: reconciles(cluster) >= done + 4, what="four more reconciles")
     assert status(cluster, "held")["phase"] == "Suspended"
     # Resuming is a spec edit (a new generation): checked again, and now refused.
     cluster.patch(FTJ, NS, "held", {"spec": {"runPolicy": {"suspend": False}}})

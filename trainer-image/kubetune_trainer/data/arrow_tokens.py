@@ -126,7 +126,7 @@ def write_records(records: Iterable[dict[str, Any]], path: Path, kind: str = "sf
             if len(cols[0]) == 4 * BATCH:
                 flush(writer)
                 n, cols = n + len(cols[0]), [[] for _ in names]
-        if cols[0] or not n:
+        if cols[0]:  # (no rows: tokenize_to_arrow writes an empty split, not read here)
             flush(writer)
             n += len(cols[0])
     return n
@@ -236,6 +236,7 @@ def tokenize_to_arrow(
 ) -> ArrowTokens:
     """Tokenize `records` into Arrow files under `folder` (created); `num_proc` -1: decided
     by the size (workers_for). The records file is removed once tokenized."""
+    import pyarrow.compute as pc
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
 
@@ -268,7 +269,8 @@ def tokenize_to_arrow(
     if _RATE is not None:
         _RATE.close()
     shards = sorted({Path(f["filename"]).name for f in tokens.cache_files})
-    truncated = int(sum(tokens.data.column("truncated").to_pylist())) if n else 0
+    # counted in Arrow: no Python list of every row's flag (n > 0 here: see _empty_split)
+    truncated = int(pc.sum(tokens.data.column("truncated")).as_py() or 0)
     del tokens, raw
     (folder / RECORDS).unlink()
     meta = {"kind": kind, "examples": n, "truncated": truncated, "shards": shards}

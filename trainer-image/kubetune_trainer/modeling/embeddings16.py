@@ -20,9 +20,9 @@ import torch
 ENABLED = True  # the memory benchmark turns it off to measure what it saves
 
 
-def wanted(quantized: bool, precision: str) -> bool:
-    """bf16 embeddings for a quantized base trained in bf16 (bf16 pays on the hardware)."""
-    return ENABLED and quantized and precision == "bf16"
+def wanted(precision: str) -> bool:
+    """bf16 embeddings for a quantized base (the loader's caller) trained in bf16."""
+    return ENABLED and precision == "bf16"
 
 
 def _modules(model: Any) -> list[torch.nn.Module]:

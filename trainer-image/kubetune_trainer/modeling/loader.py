@@ -182,7 +182,7 @@ def load_base_model(
         release_checkpoint_maps(model)
         keep_4bit_training_layout(model)
     # Cast in attach_lora: prepare_model_for_kbit_training would upcast them again.
-    model._kubetune_bf16_embeddings = embeddings16.wanted(True, precision)
+    model._kubetune_bf16_embeddings = embeddings16.wanted(precision)
     return model
 
 

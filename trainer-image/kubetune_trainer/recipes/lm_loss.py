@@ -22,8 +22,8 @@ returns None): other architectures (logit soft-capping, scaling), classification
 masked-LM heads, a trainable or adapted head, a head partitioned by ZeRO-3 or FSDP, label
 smoothing.
 
-`KUBETUNE_LOSS=model` turns it off (the model's own loss); `select` keeps only step 2 (the
-head on kept rows, one block); the default is `fused`.
+Opt-in: `KUBETUNE_LOSS=fused` turns it on, `select` keeps only step 2 (the head on kept
+rows, one block); the default, `model`, is the model's own loss (see mode()).
 """
 
 from __future__ import annotations
