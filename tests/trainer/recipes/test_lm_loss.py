@@ -175,3 +175,17 @@ def test_an_unknown_loss_mode_is_a_config_error_naming_the_variable(
     monkeypatch.setenv("KUBETUNE_LOSS", "fast")
     with pytest.raises(ConfigError, match="KUBETUNE_LOSS='fast': use one of fused, select"):
         lm_loss.causal_lm_loss(torch.nn.Linear(2, 2), {"labels": torch.zeros(1, 2)})
+
+
+def test_a_bad_loss_mode_stops_the_run_before_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubetune_api.constants import ExitCode
+    from kubetune_trainer.engine.main import execute
+    from tests.support.builders import make_job, prepared
+
+    monkeypatch.setenv("KUBETUNE_LOSS", "fast")
+    said: list[str] = []
+    code, res = execute(make_job(tmp_path / "out"), prepared=prepared(), say=said.append)
+    assert code == ExitCode.INVALID_SPEC and res is None
+    assert not any(s.startswith(("data:", "model:")) for s in said), said

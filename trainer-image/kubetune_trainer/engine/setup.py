@@ -89,6 +89,9 @@ def load_all(
             "large ones)"
         )
     hardware.check_hardware(spec, system)
+    from kubetune_trainer.recipes.lm_loss import mode
+
+    mode()  # a bad KUBETUNE_LOSS is refused here, not at the first step
     if spec.training.engine == "unsloth":
         unsloth_backend.preflight(
             job,
