@@ -1,13 +1,16 @@
 """What a user would pick instead of kubetune, set up as their documentation sets it up.
 
 Every alternative trains the same LoRA (r, alpha, targets) on the same records, tokenizer,
-chat template, micro batch, learning rate and precision (fp32, like kubetune's default on
-this CPU), for the same one epoch, so tokens/s compares the data pipeline and the loop:
+chat template, micro batch and learning rate, for the same one epoch, in the precision its
+own defaults give (TRL's SFTConfig turns bf16 autocast on, transformers' Trainer does not;
+a `-bf16` name sets `bf16=True`, what a user on a bf16-capable CPU would add), so tokens/s
+compares the data pipeline, the loop and the dtype each user gets:
 
 - hf-dynamic: transformers Trainer with the tokenizer truncating (no padding) and
-  DataCollatorForLanguageModeling padding each batch to its longest row: the defaults.
+  DataCollatorForLanguageModeling padding each batch to its longest row: the defaults (fp32).
 - hf-group-by-length: the same with `train_sampling_strategy="group_by_length"`
-  (transformers 5's name for `group_by_length=True`): batches of similar lengths.
+  (transformers 5's name for `group_by_length=True`): batches of similar lengths;
+  hf-group-by-length-bf16 with bf16 autocast too.
 - trl-sft: TRL SFTTrainer defaults on prompt/completion records (completion-only loss,
   dynamic padding).
 - trl-packing: SFTTrainer `packing=True` (best-fit decreasing into max_length rows, with
@@ -21,11 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ALTERNATIVES = ("hf-dynamic", "hf-group-by-length", "trl-sft", "trl-packing", "trl-padding-free")
+ALTERNATIVES = (
+    "hf-dynamic",
+    "hf-group-by-length",
+    "hf-group-by-length-bf16",
+    "trl-sft",
+    "trl-packing",
+    "trl-padding-free",
+)
 
 
 def lora_model(model_dir: Path, lora: dict[str, Any]) -> Any:
-    """The base in fp32 with the shared LoRA, as peft's docs set it up."""
+    """The base in fp32 with the shared LoRA, as peft's docs set it up (bf16 is autocast)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
@@ -111,7 +121,8 @@ def _hf(name: str, a: Setup) -> tuple[Any, Any]:
         fmt, batched=True, remove_columns=["prompt", "completion"]
     )
     kw = trainer_args(a.staging, a.micro_batch)
-    if name == "hf-group-by-length":
+    kw["bf16"] = name.endswith("-bf16")  # autocast; the fp32 weights stay fp32
+    if name.startswith("hf-group-by-length"):
         ds = ds.map(lambda r: {"length": len(r["input_ids"])})
         kw["train_sampling_strategy"] = "group_by_length"
     collator = a.counting(DataCollatorForLanguageModeling(tok, mlm=False), tok.pad_token_id)

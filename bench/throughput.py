@@ -47,8 +47,9 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
 }
 FULL_CONFIGS = ["baseline", "kubetune", "kt-posid-bf16", "kt-pad-fp32"]
 # kubetune's default path with another training loss (recipes/lm_loss.py, KUBETUNE_LOSS):
-# the model's own (full logits) or the head on completion rows in one block (no chunks).
-LOSS_VARIANTS = {"kt-model-loss": "model", "kt-select-loss": "select"}
+# the model's own (full logits, the default), the head on completion rows in one block, or
+# chunked head + cross-entropy on those rows.
+LOSS_VARIANTS = {"kt-model-loss": "model", "kt-select-loss": "select", "kt-fused-loss": "fused"}
 CONFIGS.update({name: {} for name in LOSS_VARIANTS})
 # kubetune's default path with TrainingArguments(torch_compile=True) (inductor on the CPU).
 CONFIGS["kt-compile"] = {}
@@ -230,7 +231,8 @@ def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = Fal
             setup = Setup(model_dir, records(folder), size.max_len, MICRO_BATCH, LORA, timer,
                           Path(tmp), Counting)  # fmt: skip
             trainer, collator = build_alternative(config, setup)
-            precision = "fp32"
+            # What the Trainer will autocast to (TRL's SFTConfig turns bf16 on by default).
+            precision = "bf16" if trainer.args.bf16 else "fp32"
         elif CONFIGS[config] is None:
             trainer, collator, precision = _baseline(model_dir, size, timer, Path(tmp))
         else:
