@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_SCRAPE_INTERVAL = 300.0
+# A progress write gives way to job creations (throttle.py) only while the status it would
+# update is younger than this many status intervals: a long burst of new jobs cannot hold
+# a running job's progress back for the whole burst (2 min at the default 30 s).
+MAX_DEFERRED_INTERVALS = 4
 # Progress fields that are estimates derived from the others (they move between steps).
 ESTIMATES = frozenset({"etaSeconds", "eta", "tokensPerSecond"})
 
@@ -59,3 +63,8 @@ def scrape_interval(step_seconds: float | None, status_interval: float) -> float
     """Seconds until the next scrape: one status interval, or one step if that is longer."""
     interval = max(status_interval, step_seconds or 0.0)
     return min(interval, max(MAX_SCRAPE_INTERVAL, status_interval))
+
+
+def may_defer(pace: Pace, now: float, status_interval: float) -> bool:
+    """May this job's progress write give way to creations? Not once it is stale."""
+    return now - pace.last_write < MAX_DEFERRED_INTERVALS * status_interval

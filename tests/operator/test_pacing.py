@@ -8,9 +8,11 @@ import asyncio
 import pytest
 
 from kubetune_operator.pacing import (
+    MAX_DEFERRED_INTERVALS,
     MAX_SCRAPE_INTERVAL,
     Pace,
     classify,
+    may_defer,
     scrape_interval,
     should_write,
 )
@@ -35,6 +37,14 @@ def test_progress_alone_waits_for_the_interval_and_estimates_alone_are_never_wri
     erased = {"progress": {"etaSeconds": None, "eta": ""}}
     assert classify(erased) == "estimates" and not should_write(erased, pace, 1e9, 30)
     assert should_write(step, Pace(), 0.0, 30)  # the first write of a job is never held
+
+
+def test_progress_gives_way_to_creations_only_while_it_is_fresh():
+    pace = Pace(last_write=100.0)
+    limit = 100.0 + MAX_DEFERRED_INTERVALS * 30
+    assert may_defer(pace, 131.0, 30) and may_defer(pace, limit - 0.1, 30)
+    assert not may_defer(pace, limit, 30)  # a long burst does not hold it back any longer
+    assert not may_defer(Pace(), 0.0, 30)  # never written: not held back at all
 
 
 def test_scrape_interval_follows_slow_steps_within_bounds():

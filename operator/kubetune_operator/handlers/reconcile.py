@@ -20,36 +20,28 @@ from typing import Any
 import kopf
 
 from kubetune_api import constants as c
-from kubetune_api.constants import ConditionType as CT
 from kubetune_api.spec import FineTuneJob
 from kubetune_api.uris import strip_spec_credentials
 
 from .. import builders as b
-from ..cache import trim_job
 from ..config import OperatorConfig
 from ..decide import Inputs, Plan, decide
 from ..k8s import (
     CONFIGMAPS,
     FINETUNEJOBS,
     JOBS,
-    NETWORKPOLICIES,
-    SECRETS,
-    SERVICES,
     ApiError,
     ForeignObject,
     KubeClient,
-    Resource,
-    owned_by,
 )
 from ..memcheck import refusal
 from ..metrics import OperatorMetrics
-from ..netpol import build_network_policy
 from ..observe import observe
-from ..pacing import Pace, classify, scrape_interval, should_write
+from ..pacing import Pace, classify, may_defer, scrape_interval, should_write
 from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, merge_patch, parse_time
 from ..throttle import Deferred
-from . import view
+from . import children, view
 
 STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
 IDLE = math.inf  # nothing to wait for (finished, no TTL): sleep until poked (a spec change)
@@ -124,48 +116,6 @@ async def _sleep(poke: asyncio.Event, stopped: Any, timeout: float | None) -> No
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _conflict_stored(status: dict[str, Any]) -> bool:
-    return any(
-        cond.get("type") == CT.CHILD_CONFLICT and cond.get("status") == "True"
-        for cond in status.get("conditions") or ()
-    )
-
-
-async def _foreign_child(
-    memo: kopf.Memo,
-    src: view.Sources,
-    status: dict[str, Any],
-    ns: str,
-    name: str,
-    uid: str,
-    attempt: int,
-    service: bool,
-) -> str | None:
-    """Before creating an attempt: is any of its children's names taken by a foreign object?
-    (`service`: the attempt has a headless Service, i.e. more than one node.)
-
-    Three GETs per creation would be most of a new job's requests (and with the --qps cap,
-    of a burst's latency), so they are made only while a conflict is stored (is it gone?).
-    Otherwise the Job index answers for a Job with our labels, and a create's 409 on an
-    object we do not own raises ForeignObject (then the conflict is decided and stored)."""
-    if not _conflict_stored(status):
-        job = view.cached_job(src, ns, name, attempt)
-        if job is not None and not owned_by(job, uid):
-            return str(ForeignObject("Job", ns, b.job_name(name, attempt)))
-        return None
-    client: KubeClient = memo.client
-    children = (
-        (CONFIGMAPS, "ConfigMap", b.configmap_name(name)),
-        *([(SERVICES, "Service", b.service_name(name, attempt))] if service else []),
-        (JOBS, "Job", b.job_name(name, attempt)),
-    )
-    for res, kind, child in children:
-        obj = await client.get(res, ns, child)
-        if obj is not None and not owned_by(obj, uid):
-            return str(ForeignObject(kind, ns, child))
-    return None
-
-
 async def reconcile_once(
     memo: kopf.Memo,
     namespace: str,
@@ -213,7 +163,7 @@ async def reconcile_once(
             plan = decide(inputs)
     if plan.ensure_attempt is not None and conflict is None:
         multi = plan.job is None or b.needs_service(plan.job)
-        conflict = await _foreign_child(
+        conflict = await children.foreign_child(
             memo, src, raw_status, namespace, name, meta["uid"], plan.ensure_attempt, multi
         )
         if conflict:
@@ -230,9 +180,9 @@ async def reconcile_once(
             with client.bucket.creation():
                 async with view.creating(memo):
                     await _execute(memo, body, plan, accepted, logger)
-    except (ForeignObject, ChildRejected) as exc:
+    except (ForeignObject, children.ChildRejected) as exc:
         # A child's name is taken by an object not ours (its create said 409): the status
-        # says so and nothing is created until it goes (_foreign_child looks again). Or the
+        # says so and nothing is created until it goes (foreign_child looks again). Or the
         # API server refused a child for good (invalid, forbidden): retrying cannot help, so
         # the attempt ends as Failed with the server's own words, now.
         logger.warning(f"{namespace}/{name}: {exc}")
@@ -335,33 +285,35 @@ async def _execute(
     # bring the old attempt back; stale attempts are swept before a Job is created.
     patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
     pace = memo.paces.setdefault((ns, name), Pace(last_write=time.monotonic()))
-    if plan.status_changed and should_write(patch, pace, time.monotonic(), config.status_interval):
+    now = time.monotonic()
+    if plan.status_changed and should_write(patch, pace, now, config.status_interval):
+        # Progress alone gives way to creations: the next look writes it (not paced yet),
+        # unless the job's status has waited for too long already.
+        defer = classify(patch) == "progress" and may_defer(pace, now, config.status_interval)
         try:
-            # Progress alone gives way to creations: the next look writes it (not paced yet).
             fresh = await client.patch(
-                FINETUNEJOBS, ns, name, {"status": patch}, "status",
-                deferrable=classify(patch) == "progress",
-            )  # fmt: skip
+                FINETUNEJOBS, ns, name, {"status": patch}, "status", deferrable=defer
+            )
         except Deferred:
             memo.metrics.api_deferred.inc()
         else:
             pace.last_write = time.monotonic()
             view.written(memo).remember(ns, name, fresh)
     for attempt in plan.delete_attempts:
-        await _delete_attempt(client, ns, name, attempt, owner.uid)
+        await children.delete_attempt(client, ns, name, attempt, owner.uid)
     if plan.ensure_attempt is not None and plan.job is not None:
         # Attempt 1 has no earlier attempt to sweep: no list for a new job.
         stale = await client.list(JOBS, ns, {c.LABEL_JOB: name}) if plan.ensure_attempt > 1 else []
         for job in stale:
             other = job["metadata"].get("labels", {}).get(c.LABEL_ATTEMPT)
             if other != str(plan.ensure_attempt) and other and other.isdigit():
-                await _delete_attempt(client, ns, name, int(other), owner.uid)
+                await children.delete_attempt(client, ns, name, int(other), owner.uid)
         assert accepted is not None  # a job to start was parsed from an accepted spec
         # Labels are live metadata (the spec is what was accepted): Kueue's priority class.
         plan.job.metadata.labels = dict(meta.get("labels") or {})
         # The credentials the spec's URLs carry go to the job's own Secret, nowhere else.
         _, credentials = strip_spec_credentials(body.get("spec") or {})
-        await _ensure_children(memo, plan, owner, accepted, credentials)
+        await children.ensure_children(memo, plan, owner, accepted, credentials)
         memo.accepted[(ns, name)] = (owner.uid, accepted)
     for ev in plan.events:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
@@ -376,71 +328,3 @@ async def _execute(
     if plan.delete_self:
         logger.info(f"ttlSecondsAfterFinished passed: deleting {ns}/{name}")
         await client.delete(FINETUNEJOBS, ns, name)
-
-
-class ChildRejected(Exception):
-    """Creating a child got an answer no retry can change (ApiError.permanent)."""
-
-    def __init__(self, error: ApiError) -> None:
-        super().__init__(str(error))
-
-
-async def _delete_attempt(client: KubeClient, ns: str, name: str, attempt: int, uid: str) -> None:
-    # Background propagation: the Job goes now, its pods with the garbage collector.
-    # Only our own: an object with the same name that another owner made is left alone.
-    children = ((JOBS, b.job_name(name, attempt)), (SERVICES, b.service_name(name, attempt)))
-    for res, child in children:
-        obj = await client.get(res, ns, child)
-        if obj is not None and owned_by(obj, uid):
-            await client.delete(res, ns, child)
-
-
-async def _ensure_children(
-    memo: kopf.Memo,
-    plan: Plan,
-    owner: b.Owner,
-    accepted: dict[str, Any],
-    credentials: dict[str, str],
-) -> None:
-    client: KubeClient = memo.client
-    config: OperatorConfig = memo.config
-    job, attempt, st = plan.job, plan.ensure_attempt, plan.status
-    assert job is not None and attempt is not None
-    remaining = None
-    deadline = job.spec.run_policy.active_deadline_seconds
-    if deadline:
-        start = parse_time(st.start_time) or datetime.now(UTC)
-        remaining = deadline - (datetime.now(UTC) - start).total_seconds()
-    manifest = b.build_job(
-        job, owner, attempt, image=config.image, deadline_remaining=remaining,
-        url_credentials=bool(credentials), defaults=config.trainer_defaults,
-    )  # fmt: skip
-    # Dependencies first: the pods mount the ConfigMap and (on more than one node) resolve
-    # pod 0 via the Service.
-    # Named with our uid (see builders.credentials_secret_name), the Secret is never read.
-    children: list[tuple[Resource, dict[str, Any], str | None]] = [
-        # The NetworkPolicy before any pod exists: the rendezvous is never open to all.
-        *(
-            [(NETWORKPOLICIES, build_network_policy(job, owner, config.metrics_peers), owner.uid)]
-            if config.network_policy
-            else []
-        ),
-        (CONFIGMAPS, b.build_configmap(job, owner, accepted), owner.uid),
-        *([(SECRETS, b.build_secret(owner, credentials), None)] if credentials else []),
-        *(
-            [(SERVICES, b.build_service(job, owner, attempt), owner.uid)]
-            if b.needs_service(job)
-            else []
-        ),
-        (JOBS, manifest, owner.uid),
-    ]
-    for res, obj, uid in children:
-        try:
-            created = await client.create_if_missing(res, obj, uid)
-        except ApiError as exc:
-            if exc.permanent:
-                raise ChildRejected(exc) from exc
-            raise
-        if res is JOBS and created:
-            key = (owner.namespace, owner.name, str(attempt))
-            view.written(memo).jobs[key] = trim_job(created)
