@@ -423,6 +423,33 @@ def _data_targets(sizes: dict[str, Any]) -> list[str]:
     return ["| target | measured | met? |", "|---|---|---|", *rows, ""]
 
 
+def first_step(r: dict[str, Any]) -> list[str]:
+    out = [
+        "## 7. Time to the first step\n",
+        f"`kubetune train` of the quickstart job (`{r['model']}`, maxSteps {r['steps']}, a "
+        "checkpoint every step, evaluation off), each attempt a new process with a new cache "
+        "holding only what a node keeps (the converted base, the precision verdict): records "
+        "are prepared and tokenized again, as in a new pod. *fresh*: a new output, process "
+        "start to its first step line. *resume*: the run SIGTERMed at step 2 (exit 76, "
+        "checkpoint committed), started again: process start to its first step line, the "
+        f"restore included. S3 = moto_server on 127.0.0.1. {r['reps']} interleaved "
+        "repetitions.\n",
+        "| output | fresh s (min / median) | resume s (min / median) | resumed at step "
+        "| peak RSS GiB (fresh / resume) | load at the end |",
+        "|---|---|---|---|---|---|",
+    ]
+    for store, s in r["seconds"].items():
+        runs = r["runs"][store]
+        at = sorted({x["resume"]["first_step"] for x in runs})
+        rss = [max(x[k]["peak_rss"] for x in runs) / 2**30 for k in ("fresh", "resume")]
+        out.append(
+            f"| {store} | {_mm(s['fresh'], 1, 1)} | {_mm(s['resume'], 1, 1)} | "
+            f"{', '.join(map(str, at))} | {rss[0]:.2f} / {rss[1]:.2f} | {runs[-1]['load']} |"
+        )
+    out.append("")
+    return out
+
+
 SECTIONS = {
     "throughput": throughput,
     "throughput-vs": throughput_vs,
@@ -433,6 +460,7 @@ SECTIONS = {
     "operator-lifecycle": lifecycle_report.report,
     "checkpoint": checkpoint,
     "data-scale": data_scale,
+    "first-step": first_step,
 }
 
 

@@ -25,7 +25,7 @@ from common import ROOT, git_state, machine, save_result, say
 
 NAMES = (
     "throughput", "throughput-vs", "mfu", "memory", "memory-large", "operator",
-    "operator-lifecycle", "checkpoint", "data-scale",
+    "operator-lifecycle", "checkpoint", "data-scale", "first-step",
 )  # fmt: skip
 
 
@@ -58,6 +58,10 @@ def _run_one(name: str, quick: bool) -> dict:
         import data_scale
 
         return data_scale.run(quick)
+    if name == "first-step":
+        import first_step
+
+        return first_step.run(quick)
     import checkpoint_io
 
     return checkpoint_io.run(quick)

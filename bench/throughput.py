@@ -35,7 +35,18 @@ from typing import Any
 from alternatives import ALTERNATIVES, Setup, chat_texts, lora_model, trainer_args
 from alternatives import build as build_alternative
 from common import Child, emit, loadavg, peak_rss_bytes, say, stats
-from workload import FULL, QUICK, VS, VS_49K, VS_QUICK, Size, build, length_summary, records
+from workload import (
+    FULL,
+    QUICK,
+    VS,
+    VS_49K,
+    VS_1024,
+    VS_QUICK,
+    Size,
+    build,
+    length_summary,
+    records,
+)  # fmt: skip
 
 # name -> spec overrides on top of the shared spec (None: the usual-recipe baseline)
 CONFIGS: dict[str, dict[str, Any] | None] = {
@@ -53,6 +64,9 @@ LOSS_VARIANTS = {"kt-model-loss": "model", "kt-select-loss": "select", "kt-fused
 CONFIGS.update({name: {} for name in LOSS_VARIANTS})
 # kubetune's default path with TrainingArguments(torch_compile=True) (inductor on the CPU).
 CONFIGS["kt-compile"] = {}
+# kubetune's default path with transformers' sdpa over whole packed rows (a dense block-
+# diagonal mask) instead of attention inside each example (modeling/packed_attention.py).
+CONFIGS["kt-sdpa"] = {"model": {"attnImplementation": "sdpa"}}
 # One full epoch each, side by side with what users pick instead (bench/alternatives.py).
 VS_CONFIGS = ["kubetune", *ALTERNATIVES]
 MICRO_BATCH = 4
@@ -421,7 +435,7 @@ def main() -> None:
         print(json.dumps(saved["boundary"]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        sizes = {s.name: s for s in (*VS.values(), *VS_QUICK.values(), VS_49K)}
+        sizes = {s.name: s for s in (*VS.values(), *VS_QUICK.values(), VS_49K, VS_1024)}
         size = next((sizes[a[7:]] for a in sys.argv if a.startswith("--size=")), None)
         worker(sys.argv[2], "--quick" in sys.argv, size, "--epoch" in sys.argv)
         return

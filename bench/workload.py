@@ -63,6 +63,8 @@ VS = {
     2048: Size("llama30m-vs2048", 512, 8, 8, 1408, 8192, 256, max_len=2048),
 }
 VS_QUICK = {256: QUICK}
+# Between the two, for where attention inside each example starts to pay (findings.md).
+VS_1024 = Size("llama30m-vs1024", 512, 8, 8, 1408, 8192, 256, max_len=1024)
 # The loss levers at a realistic vocabulary: SmolLM2's 49,152 (logits are then the largest
 # activation); 64 examples keep one epoch short.
 VS_49K = Size("llama30m-vs512-v49k", 512, 8, 8, 1408, 8192, 64, model_vocab=49152)

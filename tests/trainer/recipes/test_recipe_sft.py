@@ -14,8 +14,8 @@ from kubetune_trainer.recipes.sft import SeededLengthGroupedSampler, build_train
 from tests.support.builders import make_job, prepared
 
 
-def _built(tmp_path: Path, packing: str) -> object:
-    job = make_job(tmp_path, dataset={"packing": packing, "maxSeqLength": 128})
+def _built(tmp_path: Path, packing: str, max_len: int = 128) -> object:
+    job = make_job(tmp_path, dataset={"packing": packing, "maxSeqLength": max_len})
     loaded = load_all(job, prepared(), lambda s: None)
     kwargs = training_kwargs(job, tmp_path / "staging", "fp32", False, True)
     ctx = RecipeContext(job, loaded.model, loaded.tokenizer, loaded.prepared, kwargs)
@@ -31,6 +31,17 @@ def test_auto_packing_packs_a_llama_and_none_pads(tmp_path: Path) -> None:
     assert len(padded.trainer.train_dataset) == 48
     sampler = padded.trainer._get_train_sampler()
     assert isinstance(sampler, SeededLengthGroupedSampler) and sampler.seed == 7
+
+
+def test_long_packed_rows_attend_inside_each_example_on_the_cpu(tmp_path: Path) -> None:
+    from kubetune_trainer.modeling import packed_attention
+
+    short = _built(tmp_path, "auto")
+    assert short.trainer.model.config._attn_implementation == "sdpa"
+    long = _built(tmp_path, "auto", packed_attention.MIN_ROW)
+    assert long.trainer.model.config._attn_implementation == packed_attention.NAME
+    padded = _built(tmp_path, "none", packed_attention.MIN_ROW)
+    assert padded.trainer.model.config._attn_implementation == "sdpa"
 
 
 def test_the_length_grouped_order_comes_from_seed_and_epoch_not_the_global_rng() -> None:

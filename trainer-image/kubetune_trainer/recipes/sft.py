@@ -42,6 +42,7 @@ def truncation_policy(kind: str, tokenizer: Any) -> str:
 def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
     from kubetune_trainer.data.collate import PackedCollator, PaddingCollator, resolve_packing
     from kubetune_trainer.data.token_cache import tokenized_splits
+    from kubetune_trainer.modeling import packed_attention
 
     spec, prep, tok = ctx.spec, ctx.prepared, ctx.tokenizer
     if prep.kind not in ("sft", "text", "classification"):
@@ -78,6 +79,8 @@ def build_trainer(ctx: RecipeContext) -> BuiltTrainer:
         collator = PackedCollator(tok.pad_token_id, max_len, packing == "wrapped")
         # Packed rows carry position ids; a KV cache would let examples see each other.
         ctx.model.config.use_cache = False
+        # On the CPU, long rows attend within each example instead of over masked rows.
+        packed_attention.use(ctx.model, spec.model.attn_implementation, packing, max_len)
     # Evaluation is always per example, padded: eval loss is comparable across packings.
     eval_collator = PaddingCollator(tok.pad_token_id, max_length=max_len)
     return _build(

@@ -1,0 +1,140 @@
+"""Attention inside each packed example only, for position-id packing on the CPU.
+
+Position-id packing puts several examples in one row, their positions restarting at 0.
+transformers' sdpa path then builds a dense block-diagonal causal mask over the whole row and
+SDPA computes every block of it, the masked ones too: at 2048-token rows holding ~12
+examples, most of the square is wasted work (attention alone was 291 ms per layer, forward +
+backward, for 4 such rows; bench/findings.md). Here the flattened queries, keys and values are
+split into the examples (torch.split: views, one cat in backward) and each example gets a
+causal SDPA of its own; the outputs are concatenated back. The result is the masked call's.
+
+Registered with transformers as the attention implementation "kubetune_packed". Its mask
+function builds no mask when there is no padding mask (packed training rows), and is
+transformers' own sdpa mask otherwise (padded evaluation batches, generation). Anything
+that is not a packed row (a mask, a cache offset, dropout, a non-causal module) goes to
+transformers' own sdpa attention. Selected by the sft recipe for causal LMs on the CPU with
+`packing: position_ids`, `attnImplementation: auto` and rows of at least MIN_ROW tokens;
+GPUs have flash-attention's varlen kernels for this (`attnImplementation:
+flash_attention_2`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+NAME = "kubetune_packed"
+# Rows at least this long: measured on the llama30m workload (bf16, 2 cores), rows of 2048
+# ran 1.28x faster this way, rows of 1024 and 512 0.94x and 0.89x (the split/cat copies
+# cost more than the masked blocks there), so shorter rows keep the dense mask.
+MIN_ROW = 2048
+# Model types whose attention goes through transformers' attention interface with full
+# (not sliding-window) causal masks; others keep sdpa.
+MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+def segment_lengths(position_ids: torch.Tensor | None, batch: int, length: int) -> list[int] | None:
+    """Lengths of the examples of the flattened (batch x length) rows, in order, or None if
+    every row holds one sequence (nothing to split). A new example starts wherever the
+    position does not follow the one before (as transformers' find_packed_sequence_indices)."""
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[1] != length:
+        return None
+    pos = position_ids.expand(batch, length)
+    prev = torch.cat([pos[:, :1] - 1, pos[:, :-1]], dim=1)
+    starts = (pos != prev + 1).reshape(-1)
+    starts[::length] = True  # every row starts an example
+    idx = torch.nonzero(starts).flatten().tolist()
+    if len(idx) == batch:
+        return None
+    return [b - a for a, b in zip(idx, [*idx[1:], batch * length], strict=True)]
+
+
+def attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """query [batch, heads, L, dim], key/value [batch, kv_heads, L, dim] -> [batch, L, heads,
+    dim], as transformers' sdpa_attention_forward returns it."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch, heads, length = query.shape[:3]
+    lengths = None
+    if (
+        attention_mask is None
+        and key.shape[2] == length
+        and not (dropout and module.training)
+        and getattr(module, "is_causal", True)
+        and kwargs.get("is_causal") is not False
+    ):
+        lengths = segment_lengths(kwargs.get("position_ids"), batch, length)
+    if lengths is None:
+        return sdpa_attention_forward(  # type: ignore[no-any-return]
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    kv_heads = key.shape[1]
+    gqa = {"enable_gqa": True} if kv_heads != heads else {}
+
+    def flat(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = t.shape[1]  # [batch, n, L, d] -> [n, batch*L, d], split into the examples
+        return t.transpose(0, 1).reshape(n, batch * length, t.shape[-1]).split(lengths, dim=1)
+
+    outs = [
+        F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, **gqa)
+        for q, k, v in zip(flat(query), flat(key), flat(value), strict=True)
+    ]
+    out = torch.cat(outs, dim=1).view(heads, batch, length, value.shape[-1])
+    return out.permute(1, 2, 0, 3).contiguous(), None
+
+
+def mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """No mask for rows without padding (attention() splits them by position); transformers'
+    sdpa mask for everything else."""
+    from transformers.masking_utils import sdpa_mask
+
+    plain = (
+        kwargs.get("attention_mask") is None
+        and kwargs.get("q_length") == kwargs.get("kv_length")
+        and not kwargs.get("q_offset")
+        and not kwargs.get("kv_offset")
+    )
+    return None if plain else sdpa_mask(*args, **kwargs)
+
+
+def register() -> str:
+    """Make NAME known to transformers (idempotent); returns it."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(NAME, attention)
+    AttentionMaskInterface.register(NAME, mask)
+    return NAME
+
+
+def use(model: Any, attn_implementation: str, packing: str, row: int) -> bool:
+    """Switch `model` (PEFT-wrapped or not) to NAME if it trains packed rows of `row` tokens
+    (at least MIN_ROW) on the CPU with transformers' sdpa chosen for it: a causal LM of a
+    known type without a sliding window, `attnImplementation: auto`, `packing:
+    position_ids`. True if switched."""
+    if attn_implementation != "auto" or packing != "position_ids" or row < MIN_ROW:
+        return False
+    if torch.cuda.is_available():
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if getattr(config, "model_type", None) not in MODEL_TYPES:
+        return False
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False  # eager or a kernel chosen for it: left as it is
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True) is not False:
+        return False
+    base.set_attn_implementation(register())
+    return True
