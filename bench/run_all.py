@@ -79,6 +79,7 @@ def main() -> int:
         for name in names:
             say(f"== {name}{' (quick)' if a.quick else ''}")
             t0 = time.monotonic()
+            state = git_state()  # at the start: commits made while it runs are not measured
             try:
                 result = _run_one(name, a.quick)
             except Exception:  # one broken benchmark must not hide the others' figures
@@ -86,7 +87,7 @@ def main() -> int:
                 failed.append(name)
                 continue
             result["seconds"] = round(time.monotonic() - t0, 1)
-            result.update(git_state())  # which code these figures measured
+            result.update(state)  # which code these figures measured
             result["machine"] = machine()  # and on which CPU (hosts differ: AMX or not)
             result["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
             save_result(f"{name}.quick" if a.quick else name, result)
