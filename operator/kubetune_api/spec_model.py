@@ -56,7 +56,9 @@ class ModelSpec(SpecModel):
         default=None, ge=2, le=1000, description="Classes for sequence_classification."
     )
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
-        default="auto", description="Attention kernel; auto picks sdpa, flash_attention_2 on GPU."
+        default="auto",
+        description="Attention kernel; auto picks sdpa, flash_attention_2 on GPU, and on a CPU "
+        "attention inside each example for position_ids-packed rows of 2048+ tokens.",
     )
 
     @field_validator("base")
