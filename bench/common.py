@@ -52,7 +52,9 @@ def git_state() -> dict[str, Any]:
         return out.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # Results and the report a batch writes as it goes are not code changes.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                 ":!bench/results", ":!BENCHMARKS.md")  # fmt: skip
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

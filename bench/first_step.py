@@ -137,7 +137,7 @@ def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
     }
     return {"quick": quick, "reps": reps, "model": "builtin:tiny-llama" if quick else
             "builtin:smollm2-135m-instruct", "steps": STEPS, "runs": runs,
-            "seconds": summary}  # fmt: skip
+            "to_step": summary}  # fmt: skip
 
 
 def main() -> None:
@@ -145,7 +145,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int)
     a = p.parse_args()
-    print(json.dumps(run(a.quick, a.reps)["seconds"], indent=1))
+    print(json.dumps(run(a.quick, a.reps)["to_step"], indent=1))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lifecycle_report
-from common import BENCH, load_results
+from common import BENCH, load_results, stats
 
 MIB = 1 << 20
 
@@ -438,8 +438,8 @@ def first_step(r: dict[str, Any]) -> list[str]:
         "| peak RSS GiB (fresh / resume) | load at the end |",
         "|---|---|---|---|---|---|",
     ]
-    for store, s in r["seconds"].items():
-        runs = r["runs"][store]
+    for store, runs in r["runs"].items():
+        s = {k: stats([x[k]["seconds"] for x in runs]) for k in ("fresh", "resume")}
         at = sorted({x["resume"]["first_step"] for x in runs})
         rss = [max(x[k]["peak_rss"] for x in runs) / 2**30 for k in ("fresh", "resume")]
         out.append(
