@@ -12,6 +12,7 @@ at load 11). Neither counts the allocator's fragmentation, which RSS includes.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import gc
 import json
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import types
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,11 @@ def _census() -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for o in gc.get_objects():
         t = type(o)
-        row = out.setdefault(f"{t.__module__}.{t.__qualname__}", [0, 0])
+        key = f"{t.__module__}.{t.__qualname__}"
+        if isinstance(o, (types.CoroutineType, asyncio.Task)):  # whose code: kopf's or ours
+            coro = o.get_coro() if isinstance(o, asyncio.Task) else o
+            key += f" {getattr(coro, '__qualname__', '?')}"
+        row = out.setdefault(key, [0, 0])
         row[0] += 1
         row[1] += sys.getsizeof(o, 0)
     return out
@@ -85,7 +91,7 @@ def report(before: dict[str, Any], after: dict[str, Any], n: int) -> None:
     print(f"\nObjects the GC tracks, growth for {n} running jobs: {total / 2**20:.1f} MiB shallow "
           f"= {total / n / 1024:.1f} KiB per job\n")  # fmt: skip
     print("| type | objects per job | shallow KiB per job |\n|---|---:|---:|")
-    for k, (count, size) in sorted(grown.items(), key=lambda kv: -kv[1][1])[:25]:
+    for k, (count, size) in sorted(grown.items(), key=lambda kv: -kv[1][1])[:40]:
         print(f"| {k} | {count / n:.1f} | {size / n / 1024:.2f} |")
     if "trace" not in after:
         return
