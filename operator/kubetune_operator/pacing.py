@@ -25,9 +25,11 @@ from typing import Any
 
 MAX_SCRAPE_INTERVAL = 300.0
 # A progress write gives way to job creations (throttle.py) only while the status it would
-# update is younger than this many status intervals: a long burst of new jobs cannot hold
-# a running job's progress back for the whole burst (2 min at the default 30 s).
+# update is younger than this many status intervals, and at least MIN_DEFERRED_SECONDS: a
+# long burst of new jobs cannot hold a running job's progress back for the whole burst
+# (2 min at the default 30 s), and a short interval does not end the priority lane at once.
 MAX_DEFERRED_INTERVALS = 4
+MIN_DEFERRED_SECONDS = 60.0
 # Progress fields that are estimates derived from the others (they move between steps).
 ESTIMATES = frozenset({"etaSeconds", "eta", "tokensPerSecond"})
 
@@ -67,4 +69,5 @@ def scrape_interval(step_seconds: float | None, status_interval: float) -> float
 
 def may_defer(pace: Pace, now: float, status_interval: float) -> bool:
     """May this job's progress write give way to creations? Not once it is stale."""
-    return now - pace.last_write < MAX_DEFERRED_INTERVALS * status_interval
+    limit = max(MAX_DEFERRED_INTERVALS * status_interval, MIN_DEFERRED_SECONDS)
+    return now - pace.last_write < limit

@@ -10,6 +10,7 @@ import pytest
 from kubetune_operator.pacing import (
     MAX_DEFERRED_INTERVALS,
     MAX_SCRAPE_INTERVAL,
+    MIN_DEFERRED_SECONDS,
     Pace,
     classify,
     may_defer,
@@ -45,6 +46,9 @@ def test_progress_gives_way_to_creations_only_while_it_is_fresh():
     assert may_defer(pace, 131.0, 30) and may_defer(pace, limit - 0.1, 30)
     assert not may_defer(pace, limit, 30)  # a long burst does not hold it back any longer
     assert not may_defer(Pace(), 0.0, 30)  # never written: not held back at all
+    # A short interval still gives creations a minute (the burst tests run at 0.2 s).
+    assert may_defer(pace, 100.0 + MIN_DEFERRED_SECONDS - 0.1, 0.2)
+    assert not may_defer(pace, 100.0 + MIN_DEFERRED_SECONDS, 0.2)
 
 
 def test_scrape_interval_follows_slow_steps_within_bounds():
