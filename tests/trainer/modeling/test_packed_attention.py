@@ -62,6 +62,16 @@ def test_packed_rows_give_the_masked_sdpa_logits_and_gradients(
         assert torch.allclose(p.grad, q.grad, atol=1e-5), name
 
 
+def test_segment_lengths_cross_no_row_and_refuse_what_is_not_packed() -> None:
+    pos = torch.tensor([[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]])
+    assert pa.segment_lengths(pos, 2, 5) == [3, 2, 2, 3]
+    # Row 2 continues row 1's positions: still a new example (a row always starts one).
+    assert pa.segment_lengths(torch.tensor([[0, 1, 2], [3, 4, 0]]), 2, 3) == [3, 2, 1]
+    assert pa.segment_lengths(torch.arange(5)[None], 2, 5) is None  # one sequence a row
+    assert pa.segment_lengths(pos, 3, 5) is None  # position ids of another batch
+    assert pa.segment_lengths(None, 2, 5) is None
+
+
 def test_each_example_alone_is_itself_inside_the_row() -> None:
     _, packed = _models()
     batch = _batch()

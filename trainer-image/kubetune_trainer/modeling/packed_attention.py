@@ -24,31 +24,36 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import (
+    AttentionMaskInterface,
+    find_packed_sequence_indices,
+    sdpa_mask,
+)
 
 NAME = "kubetune_packed"
 # Rows at least this long: measured on the llama30m workload (bf16, 2 cores), rows of 2048
 # ran 1.28x faster this way, rows of 1024 and 512 0.94x and 0.89x (the split/cat copies
 # cost more than the masked blocks there), so shorter rows keep the dense mask.
 MIN_ROW = 2048
-# Model types whose attention goes through transformers' attention interface with full
-# (not sliding-window) causal masks; others keep sdpa.
-MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 def segment_lengths(position_ids: torch.Tensor | None, batch: int, length: int) -> list[int] | None:
     """Lengths of the examples of the flattened (batch x length) rows, in order, or None if
-    every row holds one sequence (nothing to split). A new example starts wherever the
-    position does not follow the one before (as transformers' find_packed_sequence_indices)."""
+    every row holds one sequence (nothing to split). Examples are where transformers' own
+    masks find them (find_packed_sequence_indices: wherever a position does not follow the
+    one before)."""
     if position_ids is None or position_ids.dim() != 2 or position_ids.shape[1] != length:
         return None
-    pos = position_ids.expand(batch, length)
-    prev = torch.cat([pos[:, :1] - 1, pos[:, :-1]], dim=1)
-    starts = (pos != prev + 1).reshape(-1)
-    starts[::length] = True  # every row starts an example
-    idx = torch.nonzero(starts).flatten().tolist()
-    if len(idx) == batch:
+    if position_ids.shape[0] not in (1, batch):
         return None
-    return [b - a for a, b in zip(idx, [*idx[1:], batch * length], strict=True)]
+    seq = find_packed_sequence_indices(position_ids.expand(batch, length))
+    if seq is None:
+        return None
+    # Each row counts its examples from 0: offset the rows so no two rows share an id.
+    ids = seq + torch.arange(batch, device=seq.device)[:, None] * length
+    return torch.unique_consecutive(ids.reshape(-1), return_counts=True)[1].tolist()  # type: ignore[no-any-return]
 
 
 def attention(
@@ -63,8 +68,6 @@ def attention(
 ) -> tuple[torch.Tensor, None]:
     """query [batch, heads, L, dim], key/value [batch, kv_heads, L, dim] -> [batch, L, heads,
     dim], as transformers' sdpa_attention_forward returns it."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     batch, heads, length = query.shape[:3]
     lengths = None
     if (
@@ -97,8 +100,6 @@ def attention(
 def mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
     """No mask for rows without padding (attention() splits them by position); transformers'
     sdpa mask for everything else."""
-    from transformers.masking_utils import sdpa_mask
-
     plain = (
         kwargs.get("attention_mask") is None
         and kwargs.get("q_length") == kwargs.get("kv_length")
@@ -110,9 +111,6 @@ def mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
 
 def register() -> str:
     """Make NAME known to transformers (idempotent); returns it."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
     AttentionInterface.register(NAME, attention)
     AttentionMaskInterface.register(NAME, mask)
     return NAME
@@ -120,17 +118,16 @@ def register() -> str:
 
 def use(model: Any, attn_implementation: str, packing: str, row: int) -> bool:
     """Switch `model` (PEFT-wrapped or not) to NAME if it trains packed rows of `row` tokens
-    (at least MIN_ROW) on the CPU with transformers' sdpa chosen for it: a causal LM of a
-    known type without a sliding window, `attnImplementation: auto`, `packing:
-    position_ids`. True if switched."""
+    (at least MIN_ROW) on the CPU with transformers' sdpa chosen for it and no sliding
+    window, `attnImplementation: auto`, `packing: position_ids` (which data.collate's
+    packing plan resolves only for the causal LMs known to keep packed examples apart by
+    position ids). True if switched."""
     if attn_implementation != "auto" or packing != "position_ids" or row < MIN_ROW:
         return False
     if torch.cuda.is_available():
         return False
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
-    if getattr(config, "model_type", None) not in MODEL_TYPES:
-        return False
     if getattr(config, "_attn_implementation", None) != "sdpa":
         return False  # eager or a kernel chosen for it: left as it is
     window = getattr(config, "sliding_window", None)
