@@ -18,27 +18,23 @@ model, is what the first step waits for. Each figure comes from a fresh process:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import PY, ROOT, Child, emit, hwm_bytes, loadavg, peak_rss_bytes, rss_bytes, say
+from common import Child, emit, loadavg, peak_rss_bytes, rss_bytes, say
 from workload import CACHE, Size, build, length_summary
 
 SIZE = Size("data-scale", 128, 2, 4, 256, 8192, 64, max_len=512)
 FULL_SIZES = (10_000, 100_000, 200_000, 1_000_000)
 QUICK_SIZES = (2_000,)
-KUBETUNE = str(Path(PY).with_name("kubetune"))
 MAX_LEN = 512
 
 
@@ -214,35 +210,17 @@ def worker_trl(n: int) -> dict[str, Any]:
 
 
 def first_step_run(n: int, cache: Path, out: Path) -> dict[str, Any]:
-    """`kubetune train` from process start to its step-1 line; its peak RSS."""
-    job = _job(data_file(n), out)
-    spec = out.parent / f"{out.name}.yaml"
+    """`kubetune train` from process start to its step-1 line (first_step.attempt: stopped
+    there by SIGTERM, as a preemption would; what comes after, the evaluations, is not what
+    this measures); its peak RSS, and whether it tokenized."""
     import yaml
+    from first_step import attempt
 
-    spec.write_text(yaml.safe_dump(job.to_manifest()))
-    env = {**os.environ, "KUBETUNE_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
-    t0 = time.monotonic()
-    cmd = [KUBETUNE, "train", "--spec", str(spec)]
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    first, peak, tail = None, 0, []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        tail = [*tail[-30:], line]
-        with contextlib.suppress(OSError):  # the process may be gone
-            peak = max(peak, hwm_bytes(proc.pid))
-        if first is None and line.startswith("step 1/"):
-            first = time.monotonic() - t0
-            # What comes after (the base and tuned evaluation over the validation split:
-            # 10k examples at 1M) is not what this measures: stop it as a preemption would.
-            proc.send_signal(signal.SIGTERM)
-    code = proc.wait()
-    if code not in (0, 76) or first is None:
-        raise RuntimeError(f"kubetune train exit {code}:\n" + "".join(tail))
-    log = "".join(tail)
-    return {"first_step_s": round(first, 2), "peak_rss": peak,
-            "tokenized": "data: tokenizing" in log}  # fmt: skip
+    spec = out.parent / f"{out.name}.yaml"
+    spec.write_text(yaml.safe_dump(_job(data_file(n), out).to_manifest()))
+    r = attempt(spec, cache, stop_at=1, watch=("data: tokenizing",))
+    return {"first_step_s": r["seconds"], "peak_rss": r["peak_rss"],
+            "tokenized": bool(r["seen"])}  # fmt: skip
 
 
 def run(quick: bool = False) -> dict[str, Any]:

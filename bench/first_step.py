@@ -50,8 +50,8 @@ def _spec(output: str, endpoint: str | None, quick: bool) -> dict[str, Any]:
         spec["model"] = {"base": "builtin:tiny-llama"}
     spec["dataset"]["source"] = str(ROOT / spec["dataset"]["source"])
     spec["training"].update({"maxSteps": STEPS, "saveSteps": 1, "loggingSteps": 1,
-                             "evalSteps": None, "warmupSteps": 0})  # fmt: skip
-    spec["training"] = {k: v for k, v in spec["training"].items() if v is not None}
+                             "warmupSteps": 0})  # fmt: skip
+    spec["training"].pop("evalSteps", None)
     spec["evaluation"] = {"enabled": False}
     spec["output"] = {"uri": output, **({"s3Endpoint": endpoint} if endpoint else {})}
     doc["metadata"] = {"name": "first-step", "namespace": "bench"}
@@ -60,7 +60,9 @@ def _spec(output: str, endpoint: str | None, quick: bool) -> dict[str, Any]:
 
 def _node_cache(dest: Path) -> Path:
     """A new cache holding only the node-level entries of the user's cache (linked)."""
-    src = Path(os.environ.get("KUBETUNE_CACHE", Path.home() / ".cache" / "kubetune"))
+    from kubetune_trainer.modeling.cache import cache_root
+
+    src = cache_root()
     dest.mkdir(parents=True)
     for name in NODE_CACHE:
         if (src / name).exists():
@@ -68,15 +70,18 @@ def _node_cache(dest: Path) -> Path:
     return dest
 
 
-def attempt(spec_file: Path, cache: Path, stop_at: int | None) -> dict[str, Any]:
-    """One `kubetune train`: seconds to its first step line (and SIGTERM at `stop_at`)."""
+def attempt(
+    spec_file: Path, cache: Path, stop_at: int | None, watch: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """One `kubetune train`: seconds to its first step line (and SIGTERM at `stop_at`, as a
+    preemption would), its peak RSS, and which of the `watch` strings its output held."""
     env = {**os.environ, "KUBETUNE_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
     t0 = time.monotonic()
     cmd = [KUBETUNE, "train", "--spec", str(spec_file)]
     out, err = subprocess.PIPE, subprocess.STDOUT
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=err, text=True)
     first: tuple[int, float] | None = None
-    peak, tail, resumed = 0, [], None
+    peak, tail, resumed, seen = 0, [], None, set()
     assert proc.stdout is not None
     for line in proc.stdout:
         tail = [*tail[-40:], line]
@@ -84,6 +89,7 @@ def attempt(spec_file: Path, cache: Path, stop_at: int | None) -> dict[str, Any]
             peak = max(peak, hwm_bytes(proc.pid))
         if line.startswith("resuming from"):
             resumed = line.strip()
+        seen.update(w for w in watch if w in line)
         m = _STEP.match(line)
         if m and first is None:
             first = (int(m.group(1)), time.monotonic() - t0)
@@ -93,7 +99,7 @@ def attempt(spec_file: Path, cache: Path, stop_at: int | None) -> dict[str, Any]
     if first is None or code not in (0, 76):
         raise RuntimeError(f"kubetune train exit {code}:\n" + "".join(tail))
     return {"seconds": round(first[1], 2), "first_step": first[0], "exit": code,
-            "resumed": resumed, "peak_rss": peak}  # fmt: skip
+            "resumed": resumed, "peak_rss": peak, "seen": sorted(seen)}  # fmt: skip
 
 
 def one_rep(tmp: Path, store: str, endpoint: str | None, quick: bool, rep: int) -> dict:
