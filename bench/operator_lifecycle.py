@@ -60,20 +60,36 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _start_operator(
-    kubeconfig: Path, log: Path, cap: tuple[float, int], lease: bool = False
+    kubeconfig: Path,
+    log: Path,
+    cap: tuple[float, int],
+    lease: bool = False,
+    program: tuple[str, ...] = ("-m", "kubetune_operator"),
+    env: dict[str, str] | None = None,
 ) -> Any:
     """The operator as its Deployment runs it: --standalone, or one replica electing a
-    leader through the Lease (default timings: 15 s lease, 2 s retry)."""
+    leader through the Lease (default timings: 15 s lease, 2 s retry). `program`: what
+    Python runs (operator_memory.py runs it inside its probe)."""
     import subprocess
 
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    cmd = [PY, "-m", "kubetune_operator", "--namespace", NS,
+    env = {**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig)}
+    cmd = [PY, *program, "--namespace", NS,
            "--metrics-port", "0", "--liveness-port", "0",
            "--qps", f"{cap[0]:g}", "--burst", str(cap[1])]  # fmt: skip
     cmd += ["--lease-namespace", NS] if lease else ["--standalone"]
     out = open(log, "ab")  # noqa: SIM115  (the child keeps it)
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                             start_new_session=True)  # fmt: skip
+
+
+def _await_watch(cluster: Any, proc: Any, log: Path) -> None:
+    """Until the operator watches (its startup done), or its log if it exited."""
+    deadline = time.monotonic() + 120
+    while not any(is_op(r) and r.params.get("watch") for r in cluster.requests()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(log.read_text()[-3000:])
+        time.sleep(0.1)
+    time.sleep(1.0)
 
 
 def _stop(proc: Any) -> None:
@@ -165,12 +181,7 @@ def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dic
         log = Path(tmp) / "operator.log"
         proc = _start_operator(cluster.kubeconfig, log, cap)
         emu = cluster.emu
-        deadline = time.monotonic() + 120
-        while not any(is_op(r) and r.params.get("watch") for r in cluster.requests()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log.read_text()[-3000:])
-            time.sleep(0.1)
-        time.sleep(1.0)
+        _await_watch(cluster, proc, log)
         kubelet = Kubelet(cluster, play, rank0)
         kubelet.thread.start()
         rss: list[int] = []
