@@ -57,10 +57,10 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "kt-wrapped-fp32": {"dataset": {"packing": "wrapped"}, "training": {"precision": "fp32"}},
 }
 FULL_CONFIGS = ["baseline", "kubetune", "kt-posid-bf16", "kt-pad-fp32"]
-# kubetune's default path with another training loss (recipes/lm_loss.py, KUBETUNE_LOSS):
-# the model's own (full logits, the default), the head on completion rows in one block, or
-# chunked head + cross-entropy on those rows.
-LOSS_VARIANTS = {"kt-model-loss": "model", "kt-select-loss": "select", "kt-fused-loss": "fused"}
+# kubetune's default path with an opt-in training loss (recipes/lm_loss.py, KUBETUNE_LOSS;
+# the default, the model's own, is "kubetune" itself): the head on completion rows in one
+# block, or chunked head + cross-entropy on those rows.
+LOSS_VARIANTS = {"kt-select-loss": "select", "kt-fused-loss": "fused"}
 CONFIGS.update({name: {} for name in LOSS_VARIANTS})
 # kubetune's default path with TrainingArguments(torch_compile=True) (inductor on the CPU).
 CONFIGS["kt-compile"] = {}
