@@ -43,20 +43,22 @@ MODES: dict[str, dict[str, Any]] = {
     },
     "fp32-gc": {"training": {"precision": "fp32", "gradientCheckpointing": "on"}},
 }
-# The same with the frozen embedding and lm_head left in fp32 (modeling/embeddings16 off):
-# what bf16 embeddings beside the 4-bit body save.
+# The same with the frozen weights left in fp32 (modeling/frozen16 off): what bf16
+# embeddings and head beside the 4-bit body save, and what a bf16-stored base saves.
 MODES["nf4-dq-gc-emb32"] = MODES["nf4-dq-gc"]
+MODES["bf16-w32"] = MODES["bf16"]
 # "-cold": the quantized-base cache is emptied first, so the run quantizes the checkpoint
 # while loading; the plain quantized modes run after a cold one and read its cached copy.
 COLD = {f"{m}-cold": m for m in ("8bit", "nf4", "nf4-dq", "nf4-dq-gc")}
 QUICK_MODES = ["fp32", "8bit-cold", "nf4-dq-cold", "nf4-dq"]
-FULL_MODES = ["fp32", "bf16", "8bit-cold", "8bit", "nf4-cold", "nf4", "nf4-dq-cold", "nf4-dq"]
+FULL_MODES = ["fp32", "bf16", "bf16-w32", "8bit-cold", "8bit", "nf4-cold", "nf4"]
+FULL_MODES += ["nf4-dq-cold", "nf4-dq"]
 FULL_MODES += ["nf4-dq-gc-cold", "nf4-dq-gc", "nf4-dq-gc-emb32", "fp32-gc"]
-# The 1.1B model: bf16 is left out (kubetune keeps fp32 master weights on CPUs; see the
-# 135M table). Like for like: every 4-bit mode cold and warm, with and without checkpointing.
+# The 1.1B model: bf16 (the frozen base stored in bf16, modeling/frozen16) beside fp32.
+# Like for like: every 4-bit mode cold and warm, with and without checkpointing.
 # (8-bit and NF4 without double quantization: see the 135M table; each 1.1B run takes minutes.)
 LARGE_MODES = ["fp32", "fp32-gc", "nf4-dq-cold", "nf4-dq", "nf4-dq-gc-cold", "nf4-dq-gc"]
-LARGE_MODES += ["nf4-dq-gc-emb32"]
+LARGE_MODES += ["nf4-dq-gc-emb32", "bf16"]
 # (quantized mode, its full-precision twin): the same training settings but the quantization.
 LIKE_FOR_LIKE = [("nf4-dq", "fp32"), ("nf4-dq-cold", "fp32"), ("nf4-dq-gc", "fp32-gc")]
 LIKE_FOR_LIKE += [("nf4-dq-gc-cold", "fp32-gc")]
@@ -114,12 +116,12 @@ def worker(mode: str, quick: bool, large: bool = False) -> None:
     from kubetune_api.loader import parse_job
     from kubetune_trainer.engine.args import training_kwargs
     from kubetune_trainer.engine.setup import load_all
-    from kubetune_trainer.modeling import embeddings16
+    from kubetune_trainer.modeling import frozen16
     from kubetune_trainer.recipes import sft
     from kubetune_trainer.recipes.base import RecipeContext
     from kubetune_trainer.records import PreparedDataset
 
-    embeddings16.ENABLED = not mode.endswith("-emb32")
+    frozen16.ENABLED = not mode.endswith(("-emb32", "-w32"))
     floor = rss_bytes()
     if large:
         base = str(build(LARGE_32K) / "model")

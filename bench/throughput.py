@@ -67,6 +67,9 @@ CONFIGS["kt-compile"] = {}
 # kubetune's default path with transformers' sdpa over whole packed rows (a dense block-
 # diagonal mask) instead of attention inside each example (modeling/packed_attention.py).
 CONFIGS["kt-sdpa"] = {"model": {"attnImplementation": "sdpa"}}
+# kubetune's default path with the frozen base left in fp32 under bf16 autocast (as before
+# modeling/frozen16: autocast casts every frozen weight at each use).
+CONFIGS["kt-weights-fp32"] = {}
 # One full epoch each, side by side with what users pick instead (bench/alternatives.py).
 VS_CONFIGS = ["kubetune", *ALTERNATIVES]
 MICRO_BATCH = 4
@@ -236,6 +239,10 @@ def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = Fal
     size = size or (QUICK if quick else FULL)
     if config in LOSS_VARIANTS:
         os.environ["KUBETUNE_LOSS"] = LOSS_VARIANTS[config]
+    if config == "kt-weights-fp32":
+        from kubetune_trainer.modeling import frozen16
+
+        frozen16.ENABLED = False
     folder = build(size)
     model_dir = folder / "model"
     torch.manual_seed(0)

@@ -25,6 +25,15 @@ GIB = 1024**3
 HIGH_WATER = 0.80  # above this share of memory, gradient checkpointing: auto turns on
 OVERHEAD = {"cpu": int(1.0 * GIB), "cuda": int(1.5 * GIB)}  # framework, CUDA context
 LORA_BYTES = {"weight": 4, "grad": 4, "adam": 8}  # fp32 LoRA weight, grad, exp_avg + exp_avg_sq
+# Activation bytes kept for backward per token, per layer and hidden unit, by device and
+# activation bytes. GPU: Korthikanti et al.'s ~34 in half precision (twice that in fp32),
+# not measured here. CPU: measured (bench/findings.md, "The memory preflight, measured"):
+# ~100 in bf16 autocast, which keeps the residual stream and the norms in fp32, ~160 in
+# fp32; the estimate's old 34/68 were 2.5x low there.
+LAYER_BYTES = {("cuda", 2): 34, ("cuda", 4): 68, ("cpu", 2): 100, ("cpu", 4): 160}
+# Per logit: the head's output, the loss's fp32 copy and log-softmax, and their gradients
+# (measured ~16.5 on the CPU; the old estimate counted 8).
+LOGIT_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -97,21 +106,28 @@ class DoesNotFit(ValueError):
     """The job cannot fit; the message carries the numbers and the recommendations."""
 
 
-def weight_bytes(spec: FineTuneJobSpec, n: ModelNumbers, dense_bytes: int) -> int:
+def weight_bytes(spec: FineTuneJobSpec, n: ModelNumbers, dense: int) -> int:
     """The whole base's weights as loaded (quantized Linear layers packed)."""
     q = spec.quantization
     if q.mode == "4bit":
         # 0.5 B/param plus absmax constants: fp32 per 64 values, or ~8-bit when double-quantized.
         per = 0.5 + (1 / 64 + 4 / (64 * 256) if q.double_quant else 4 / 64)
-        return int(
-            n.params_quantizable * per + (n.params_total - n.params_quantizable) * dense_bytes
-        )
+        return int(n.params_quantizable * per + (n.params_total - n.params_quantizable) * dense)
     if q.mode == "8bit":
         return int(
-            n.params_quantizable * (1 + 4 / 4096)
-            + (n.params_total - n.params_quantizable) * dense_bytes
+            n.params_quantizable * (1 + 4 / 4096) + (n.params_total - n.params_quantizable) * dense
         )
-    return n.params_total * dense_bytes  # fmt: skip
+    return n.params_total * dense  # fmt: skip
+
+
+def dense_bytes(spec: FineTuneJobSpec, precision: str, device: str) -> int:
+    """Bytes per frozen dense (unquantized) weight as loaded. Half precision on a GPU; on a
+    CPU the base loads in fp32 and a bf16 job stores its frozen weights in bf16 after
+    attaching LoRA (the trainer's modeling/frozen16), except under DeepSpeed, whose engine
+    keeps the dtypes it was configured with."""
+    if device == "cuda":
+        return 2 if precision in ("bf16", "fp16") else 4
+    return 2 if precision == "bf16" and spec.distributed.deepspeed == "none" else 4
 
 
 def estimate_bytes(
@@ -123,12 +139,11 @@ def estimate_bytes(
     gradient_checkpointing: bool,
 ) -> MemoryEstimate:
     """Per-rank bytes of `spec` on `device` ("cuda" or "cpu") for a model of numbers `n`."""
-    dense_bytes = 2 if precision in ("bf16", "fp16") and device == "cuda" else 4
     d = spec.distributed
     stage = d.deepspeed
     world = d.world_size if stage != "none" else 1
     offload = d.cpu_offload and stage != "none" and device == "cuda"
-    whole = weight_bytes(spec, n, dense_bytes)
+    whole = weight_bytes(spec, n, dense_bytes(spec, precision, device))
     offloaded = 0
     if stage == "zero3" and world > 1:
         shard, gathered = -(-whole // world), whole // max(n.layers, 1)
@@ -148,18 +163,22 @@ def estimate_bytes(
             adam, lora_w = 0, (0 if stage == "zero3" else lora_w)
         adapter_opt = lora_w + grads + adam
     t = spec.training
-    seq, mb = spec.dataset.max_seq_length, t.micro_batch_size
-    act_bytes = 2 if precision in ("bf16", "fp16") else 4
-    # Per layer (Korthikanti et al.): ~34·s·b·h half-precision bytes + 5·a·s²·b for eager
-    # attention scores; sdpa avoids most of the s² term, so count it once, not per layer.
-    per_layer = 17 * seq * mb * n.hidden * act_bytes
-    scores = 5 * n.heads * seq * seq * mb * act_bytes // 2
+    tokens, seq = spec.dataset.max_seq_length * t.micro_batch_size, spec.dataset.max_seq_length
+    half = precision in ("bf16", "fp16")
+    act_bytes = 2 if half else 4
+    per_layer = LAYER_BYTES[(device if device in ("cpu", "cuda") else "cpu", act_bytes)]
+    per_layer *= tokens * n.hidden
+    # 5·a·s²·b for eager attention scores; sdpa avoids most of it: counted once, not per layer
+    scores = 5 * n.heads * seq * tokens * act_bytes // 2
     if gradient_checkpointing:
-        activations = n.layers * seq * mb * n.hidden * act_bytes + per_layer + scores
+        # each layer's input (the CPU's autocast keeps the residual stream in fp32), plus
+        # the layer recomputed in backward
+        kept = 4 if device == "cpu" else act_bytes
+        activations = n.layers * tokens * n.hidden * kept + per_layer + scores
     else:
         activations = n.layers * per_layer + scores
     if spec.model.task in ("causal_lm", "masked_lm"):
-        activations += 2 * seq * mb * n.vocab * 4  # fp32 logits and their gradient
+        activations += tokens * n.vocab * LOGIT_BYTES
     return MemoryEstimate(
         params_total=n.params_total,
         params_quantizable=n.params_quantizable,

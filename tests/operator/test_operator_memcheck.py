@@ -28,7 +28,7 @@ LLAMA_7B = {"architectures": ["LlamaForCausalLM"], "hidden_size": 4096,
 LLAMA_13B = {**LLAMA_7B, "hidden_size": 5120, "intermediate_size": 13824,
              "num_hidden_layers": 40, "num_attention_heads": 40,
              "num_key_value_heads": 40}  # fmt: skip
-CPU_POD = {"gpusPerNode": 0, "gpuType": None, "memory": "16Gi"}
+CPU_POD = {"gpusPerNode": 0, "gpuType": None, "memory": "12Gi"}
 ONE_PROCESS = {"nodes": 1, "processesPerNode": 1}
 
 
@@ -97,7 +97,7 @@ def test_a_job_that_cannot_fit_is_refused_before_any_job(op, models, s3) -> None
     st = wait_for(lambda: (s := status(cluster)).get("phase") == "Failed" and s, what="Failed")
     c = cond(st, "Failed")
     assert c["reason"] == "OutOfMemory"
-    expected = trainer_message(doc, LLAMA_7B, 16 * 1024**3, "cpu")
+    expected = trainer_message(doc, LLAMA_7B, 12 * 1024**3, "cpu")
     assert c["message"] == f"out of memory (operator preflight, no pod started): {expected}"
     assert "Recommendations: load the base in 4-bit" in c["message"]
     assert cluster.get(JOBS, NS, "llama-lora-a1") is None

@@ -21,9 +21,10 @@ from tests.support.trainer.families import FAMILIES
 N = ModelNumbers(params_total=10**9, params_quantizable=8 * 10**8, lora_per_rank=10**6,
                  vocab=32000, hidden=4096, layers=32, heads=32)  # fmt: skip
 # bf16 on a GPU: whole weights 2e9 B; LoRA 8e6 params -> weight 32e6, grads 32e6, AdamW 64e6.
-# Activations (gc on, seq 512, batch 1): 32*512*4096*2 + 17*512*4096*2 + 5*32*512²
-#   + logits 2*512*32000*4 = 134,217,728 + 71,303,168 + 41,943,040 + 131,072,000.
-ACTIVATIONS = 378_535_936
+# Activations (gc on, seq 512, batch 1): each layer's input 32*512*4096*2 + the layer
+#   recomputed 34*512*4096 + 5*32*512² + logits 512*32000*16
+#   = 134,217,728 + 71,303,168 + 41,943,040 + 262,144,000.
+ACTIVATIONS = 509_607_936
 OVERHEAD = 1_610_612_736  # 1.5 GiB
 
 
@@ -151,9 +152,9 @@ def test_the_bytes_each_technique_saves(tmp_path: Path) -> None:
     saved = memory.savings(spec, N, "bf16", "cuda", gradient_checkpointing=True)
     packed = int(8 * 10**8 * (0.5 + 1 / 64 + 4 / (64 * 256)) + 2 * 10**8 * 2)
     assert saved["quantization_4bit"] == 2 * 10**9 - packed
-    # Without checkpointing all 32 layers keep 17·s·b·h·2 bytes; with it, one hidden state
-    # per layer plus the one layer being recomputed.
-    assert saved["gradient_checkpointing"] == 31 * 17 * 512 * 4096 * 2 - 32 * 512 * 4096 * 2
+    # Without checkpointing all 32 layers keep 34·s·b·h bytes; with it, one hidden state
+    # per layer plus the layer being recomputed.
+    assert saved["gradient_checkpointing"] == 31 * 34 * 512 * 4096 - 32 * 512 * 4096 * 2
     # Full fine-tune: fp32 grads + AdamW for 1e9 params; LoRA: 8e6 params x 16 bytes.
     assert saved["lora"] == 10**9 * 12 - 8 * 10**6 * 16
     assert set(memory.savings(spec, N, "bf16", "cuda", False)) == {"quantization_4bit", "lora"}

@@ -32,7 +32,7 @@ def test_70b_is_refused_with_its_numbers(tmp_path: Path) -> None:
     with pytest.raises(OutOfMemoryError) as err:
         preflight(job.spec, LLAMA_70B, "bf16", 24 * GIB, "cpu")
     msg = str(err.value)
-    assert "weights 256.96 GiB (68976.6M params)" in msg  # fp32 master weights on a CPU
+    assert "weights 128.48 GiB (68976.6M params)" in msg  # bf16-stored frozen weights (frozen16)
     assert "of 24.00 GiB available" in msg
     # auto already turned checkpointing on: it is shown, and 4-bit is the next lever
     assert "(gradient checkpointing on)" in msg and "quantization.mode: 4bit" in msg

@@ -22,9 +22,10 @@ from tests.support.builders import make_job, prepared
 
 def _trainer(tmp_path: Path, packing: str, completion_only: bool) -> Any:
     dataset = {"packing": packing, "maxSeqLength": 64, "completionOnlyLoss": completion_only}
-    job = make_job(tmp_path, dataset=dataset)
+    # fp32 throughout (no bf16-stored base): exact comparisons
+    job = make_job(tmp_path, dataset=dataset, training={"precision": "fp32"})
     loaded = load_all(job, prepared(), lambda s: None)
-    kwargs = training_kwargs(job, tmp_path / "staging", "fp32", False, True)
+    kwargs = training_kwargs(job, tmp_path / "staging", loaded.precision, False, True)
     ctx = RecipeContext(job, loaded.model, loaded.tokenizer, loaded.prepared, kwargs)
     trainer = build_trainer(ctx).trainer
     trainer.model.train()

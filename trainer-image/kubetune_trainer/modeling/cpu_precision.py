@@ -1,12 +1,11 @@
 """Does bf16 autocast pay on this CPU? Measured once per CPU model, then remembered.
 
 `precision: auto` on a CPU trains in bf16 only when a training-shaped step (a 1024-token
-Linear forward and backward, fp32 master weights, as the Trainer runs it) takes at most
-BF16_MAX_RATIO of the fp32 time. CPU flags alone mislead: on 2-core Xeons with
-avx512_bf16 but no AMX, bf16 LoRA steps ran at 0.62x of fp32 (bench/findings.md); on
-AMX hosts this probe measured bf16 at 0.3-0.7x of the fp32 time (2026-12-06, loaded).
-Generation is not affected either way: PEFT's generate runs the base model's own forward,
-outside the autocast the Trainer wraps around the PEFT model's.
+Linear forward and backward under autocast) takes at most BF16_MAX_RATIO of the fp32 time.
+CPU flags alone mislead: on 2-core Xeons with avx512_bf16 but no AMX, bf16 LoRA steps ran
+at 0.62x of fp32 (bench/findings.md); on AMX hosts this probe measured bf16 at 0.3-0.7x of
+the fp32 time (2026-12-06, loaded). A bf16 verdict also stores the frozen base in bf16
+(frozen16), so generation outside the Trainer's autocast runs its matmuls in bf16 too.
 
 The verdict is cached in <cache>/cpu-precision.json under the CPU model, thread count and
 torch version, so every attempt of a job on one kind of machine resolves the same precision

@@ -21,7 +21,7 @@ from kubetune_api.spec import FineTuneJobSpec
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.errors import ConfigError
 
-from . import builtin, embeddings16, quantized, stream_quant
+from . import builtin, frozen16, quantized, stream_quant
 from .cache import cache_root
 from .gguf import convert_gguf
 
@@ -125,6 +125,7 @@ def load_base_model(
 ) -> Any:
     """The frozen base, quantized as the spec says, on the GPU or the CPU."""
     from transformers import (
+        AutoConfig,
         AutoModelForCausalLM,
         AutoModelForMaskedLM,
         AutoModelForSequenceClassification,
@@ -135,7 +136,8 @@ def load_base_model(
     kwargs: dict[str, Any] = {
         "revision": m.revision,
         "trust_remote_code": m.trust_remote_code,
-        # Master weights stay fp32 on the CPU; bf16 is applied by autocast in the Trainer.
+        # fp32 on the CPU: bf16 comes from the Trainer's autocast, and the frozen weights of
+        # a bf16 job are stored in bf16 once LoRA is attached (frozen16).
         "dtype": torch.float32
         if precision == "fp32" or not torch.cuda.is_available()
         else (torch.bfloat16 if precision == "bf16" else torch.float16),
@@ -161,9 +163,19 @@ def load_base_model(
             return AutoModelForMaskedLM.from_pretrained(location, **args)
         return AutoModelForCausalLM.from_pretrained(location, **args)
 
-    if qconf is None:
-        return load(base.location, cached=False)
+    # Cast in attach_lora, once peft has frozen the base (and, for a quantized base,
+    # prepare_model_for_kbit_training has upcast what it upcasts).
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    frozen_bf16 = frozen16.wanted(spec, precision, device)
+    if qconf is None:
+        if frozen_bf16:
+            config = AutoConfig.from_pretrained(
+                base.location, revision=m.revision, trust_remote_code=m.trust_remote_code
+            )
+            kwargs["dtype"] = frozen16.load_dtype(config)
+        model = load(base.location, cached=False)
+        model._kubetune_frozen_bf16 = frozen_bf16
+        return model
     extra = {"dtype": str(kwargs["dtype"]), "task": m.task, "labels": num_labels, "device": device}
     # A non-uint8 4-bit storage dtype exists for ZeRO-3/FSDP sharding: load those fresh.
     plain_storage = spec.quantization.quant_storage_dtype in (None, "uint8")
@@ -181,8 +193,7 @@ def load_base_model(
     if device == "cpu":
         release_checkpoint_maps(model)
         keep_4bit_training_layout(model)
-    # Cast in attach_lora: prepare_model_for_kbit_training would upcast them again.
-    model._kubetune_bf16_embeddings = embeddings16.wanted(precision)
+    model._kubetune_frozen_bf16 = frozen_bf16
     return model
 
 
@@ -201,19 +212,21 @@ def keep_4bit_training_layout(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def release_checkpoint_maps(model: Any) -> None:
+def release_checkpoint_maps(model: Any, only: torch.dtype | None = None) -> None:
     """Give the unquantized tensors (embeddings, norms) memory of their own.
 
     On a CPU, from_pretrained leaves them as views into the memory-mapped checkpoint, and
-    one view keeps its whole shard mapped: every page quantization read stays resident
-    (4.4 GB of file pages under a 0.6 GB 4-bit 1.1B model). Copying the few unquantized
-    tensors lets the maps go.
+    one view keeps its whole shard mapped: every page quantization (or frozen16's cast)
+    read stays resident (4.4 GB of file pages under a 0.6 GB 4-bit 1.1B model). Copying
+    the few tensors left lets the maps go. `only`: just the tensors of that dtype (after
+    frozen16's cast, the fp32 ones: its bf16 copies have memory of their own already).
     """
     for module in model.modules():
         for store in (module._parameters, module._buffers):
             for t in store.values():
-                quantized_weight = type(t).__name__ in ("Params4bit", "Int8Params")
-                if t is not None and not quantized_weight and t.device.type == "cpu":
+                if t is None or t.device.type != "cpu" or (only and t.dtype != only):
+                    continue
+                if type(t).__name__ not in ("Params4bit", "Int8Params"):
                     t.data = t.data.clone()
 
 
@@ -226,11 +239,6 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing
         )
-        if getattr(model, "_kubetune_bf16_embeddings", False):
-            saved = embeddings16.apply(model)
-            log.info(
-                "embeddings stored in bf16 beside the quantized base: %d MiB saved", saved >> 20
-            )
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # frozen embeddings: let checkpointed grads flow
@@ -249,8 +257,9 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
         modules_to_save=a.modules_to_save or None,
         task_type=task_type,
     )
+    frozen_bf16 = getattr(model, "_kubetune_frozen_bf16", False)
     try:
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
     except ValueError as exc:
         names = sorted(
             {
@@ -262,6 +271,11 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
         raise ConfigError(
             f"spec.adapter.targetModules: {exc}. Linear modules in this model: {', '.join(names)}"
         ) from None
+    if frozen_bf16:
+        saved = frozen16.apply(peft_model)
+        release_checkpoint_maps(peft_model, only=torch.float32)
+        log.info("frozen weights stored in bf16 (bf16 autocast): %d MiB saved", saved >> 20)
+    return peft_model
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:

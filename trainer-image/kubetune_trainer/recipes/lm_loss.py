@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.modeling.frozen16 import Linear16
 
 IGNORE = -100
 # Model types whose *ForCausalLM forward is exactly lm_head(last_hidden_state) followed by
@@ -78,8 +79,9 @@ def lm_head_of(model: Any) -> torch.nn.Linear | None:
         return None
     get_head = getattr(base, "get_output_embeddings", None)
     head = get_head() if get_head else None
-    # type() is: a PEFT LoRA layer or another wrapper on the head is not a plain Linear.
-    if head is None or type(head) is not torch.nn.Linear:
+    # type() is: a PEFT LoRA layer or another wrapper on the head is not a plain Linear
+    # (frozen16's bf16-stored Linear is).
+    if head is None or type(head) not in (torch.nn.Linear, Linear16):
         return None
     if any(p.requires_grad for p in head.parameters()):
         return None
