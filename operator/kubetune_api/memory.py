@@ -121,10 +121,10 @@ def weight_bytes(spec: FineTuneJobSpec, n: ModelNumbers, dense: int) -> int:
 
 
 def dense_bytes(spec: FineTuneJobSpec, precision: str, device: str) -> int:
-    """Bytes per frozen dense (unquantized) weight as loaded. Half precision on a GPU; on a
-    CPU the base loads in fp32 and a bf16 job stores its frozen weights in bf16 after
-    attaching LoRA (the trainer's modeling/frozen16), except under DeepSpeed, whose engine
-    keeps the dtypes it was configured with."""
+    """Bytes per frozen dense (unquantized) weight while training. Half precision on a GPU;
+    on a CPU, fp32 under autocast, except that a bf16 job stores its frozen weights in bf16
+    (the trainer's modeling/frozen16) unless DeepSpeed, whose engine keeps the dtypes it
+    was configured with, runs it."""
     if device == "cuda":
         return 2 if precision in ("bf16", "fp16") else 4
     return 2 if precision == "bf16" and spec.distributed.deepspeed == "none" else 4

@@ -1,11 +1,12 @@
 """Frozen weights stored in bf16 when a CPU job trains in bf16 autocast.
 
-On the CPU the base loads in fp32 and the Trainer runs bf16 autocast. Autocast caches its
-bf16 copies only of weights that require grad, so every frozen weight was cast anew at
-each use, forward and backward, and its bf16 copy was kept for backward beside the fp32
-original: `aten::copy_` was a quarter of a training step (bench/findings.md). Under LoRA
-the base is frozen, so it is stored in bf16 once: autocast's matmuls see the very same
-bf16 weights as before (same numbers), with no casts and half the bytes.
+On the CPU the Trainer runs bf16 autocast over fp32 weights. Autocast caches its bf16
+copies only of weights that require grad, so every frozen weight was cast anew at each use,
+forward and backward, and its bf16 copy was kept for backward beside the fp32 original:
+`aten::copy_` was a quarter of a training step (bench/findings.md). Under LoRA the base is
+frozen, so it is stored in bf16 once: autocast's matmuls see the very same bf16 weights as
+before (same numbers), with no casts and half the bytes. A bf16 checkpoint is loaded in
+bf16 to begin with (load_dtype): no fp32 copy of the whole base at load.
 
 What is cast: every frozen fp32 `nn.Linear` (the base's projections beside their LoRA
 layers, the lm_head) and `nn.Embedding`; trainable parameters (LoRA, modulesToSave) and
@@ -68,15 +69,15 @@ def _weight_and_bias(m: torch.nn.Module) -> list[torch.Tensor]:
 def apply(model: Any) -> int:
     """Store every frozen Linear and Embedding weight in bf16 and everything else in fp32
     (the base may have been loaded in bf16: load_dtype); bytes saved against fp32."""
-    saved = 0
+    stored: dict[int, int] = {}  # id -> numel: a tied head shares its embedding's weight
     for m in model.modules():
         new_class = CLASSES.get(type(m))
         own = _weight_and_bias(m) if new_class else []
         if own and not any(p.requires_grad for p in own):
             for p in own:
-                if p.dtype in (torch.float32, torch.bfloat16):  # a tied head shares its weight
-                    saved += p.numel() * 2 if p.dtype == torch.float32 else 0
+                if p.dtype in (torch.float32, torch.bfloat16):
                     p.data = p.data.to(torch.bfloat16)
+                    stored[id(p)] = p.numel()
             m.__class__ = new_class
             continue
         # The rest as an fp32 load leaves it: norms, trainable copies, biases, buffers.
@@ -84,7 +85,7 @@ def apply(model: Any) -> int:
             for t in store.values():
                 if t is not None and t.dtype == torch.bfloat16:
                     t.data = t.data.float()
-    return saved
+    return 2 * sum(stored.values())
 
 
 def load_dtype(config: Any) -> torch.dtype:
