@@ -137,7 +137,8 @@ def load_base_model(
         "revision": m.revision,
         "trust_remote_code": m.trust_remote_code,
         # fp32 on the CPU: bf16 comes from the Trainer's autocast, and the frozen weights of
-        # a bf16 job are stored in bf16 once LoRA is attached (frozen16).
+        # a bf16 job are stored in bf16 once LoRA is attached (frozen16; a bf16 checkpoint
+        # of such a job is loaded in bf16 to begin with, below).
         "dtype": torch.float32
         if precision == "fp32" or not torch.cuda.is_available()
         else (torch.bfloat16 if precision == "bf16" else torch.float16),
