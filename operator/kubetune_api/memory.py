@@ -164,10 +164,8 @@ def estimate_bytes(
         adapter_opt = lora_w + grads + adam
     t = spec.training
     tokens, seq = spec.dataset.max_seq_length * t.micro_batch_size, spec.dataset.max_seq_length
-    half = precision in ("bf16", "fp16")
-    act_bytes = 2 if half else 4
-    per_layer = LAYER_BYTES[(device if device in ("cpu", "cuda") else "cpu", act_bytes)]
-    per_layer *= tokens * n.hidden
+    act_bytes = 2 if precision in ("bf16", "fp16") else 4
+    per_layer = LAYER_BYTES[("cuda" if device == "cuda" else "cpu", act_bytes)] * tokens * n.hidden
     # 5·a·s²·b for eager attention scores; sdpa avoids most of it: counted once, not per layer
     scores = 5 * n.heads * seq * tokens * act_bytes // 2
     if gradient_checkpointing:

@@ -5,8 +5,9 @@ copies only of weights that require grad, so every frozen weight was cast anew a
 forward and backward, and its bf16 copy was kept for backward beside the fp32 original:
 `aten::copy_` was a quarter of a training step (bench/findings.md). Under LoRA the base is
 frozen, so it is stored in bf16 once: autocast's matmuls see the very same bf16 weights as
-before (same numbers), with no casts and half the bytes. A bf16 checkpoint is loaded in
-bf16 to begin with (load_dtype): no fp32 copy of the whole base at load.
+before (same numbers), with no casts and half the bytes. The loader reads such a job's
+checkpoint in its own dtype (`dtype="auto"`): a bf16 base makes no fp32 copy at load, and
+apply() puts everything that is not a frozen Linear or Embedding back in fp32, exactly.
 
 What is cast: every frozen fp32 `nn.Linear` (the base's projections beside their LoRA
 layers, the lm_head) and `nn.Embedding`; trainable parameters (LoRA, modulesToSave) and
@@ -68,14 +69,14 @@ def _weight_and_bias(m: torch.nn.Module) -> list[torch.Tensor]:
 
 def apply(model: Any) -> int:
     """Store every frozen Linear and Embedding weight in bf16 and everything else in fp32
-    (the base may have been loaded in bf16: load_dtype); bytes saved against fp32."""
+    (the base may have been loaded in bf16 or fp16); bytes saved against fp32."""
     stored: dict[int, int] = {}  # id -> numel: a tied head shares its embedding's weight
     for m in model.modules():
         new_class = CLASSES.get(type(m))
         own = _weight_and_bias(m) if new_class else []
         if own and not any(p.requires_grad for p in own):
             for p in own:
-                if p.dtype in (torch.float32, torch.bfloat16):
+                if p.dtype.is_floating_point:
                     p.data = p.data.to(torch.bfloat16)
                     stored[id(p)] = p.numel()
             m.__class__ = new_class
@@ -83,14 +84,6 @@ def apply(model: Any) -> int:
         # The rest as an fp32 load leaves it: norms, trainable copies, biases, buffers.
         for store in (m._parameters, m._buffers):
             for t in store.values():
-                if t is not None and t.dtype == torch.bfloat16:
+                if t is not None and t.dtype in (torch.bfloat16, torch.float16):
                     t.data = t.data.float()
     return 2 * sum(stored.values())
-
-
-def load_dtype(config: Any) -> torch.dtype:
-    """The dtype to load a base in whose frozen weights apply() stores in bf16: bf16 when
-    the checkpoint holds bf16 (no fp32 copy of a 7B's 14 GB at load; apply() upcasts the
-    norms back, exactly), else fp32 (an fp32 checkpoint's norms keep their precision)."""
-    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    return torch.bfloat16 if stored in (torch.bfloat16, "bfloat16") else torch.float32

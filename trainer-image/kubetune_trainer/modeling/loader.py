@@ -125,7 +125,6 @@ def load_base_model(
 ) -> Any:
     """The frozen base, quantized as the spec says, on the GPU or the CPU."""
     from transformers import (
-        AutoConfig,
         AutoModelForCausalLM,
         AutoModelForMaskedLM,
         AutoModelForSequenceClassification,
@@ -137,8 +136,8 @@ def load_base_model(
         "revision": m.revision,
         "trust_remote_code": m.trust_remote_code,
         # fp32 on the CPU: bf16 comes from the Trainer's autocast, and the frozen weights of
-        # a bf16 job are stored in bf16 once LoRA is attached (frozen16; a bf16 checkpoint
-        # of such a job is loaded in bf16 to begin with, below).
+        # a bf16 job are stored in bf16 once LoRA is attached (frozen16; such a job loads
+        # the checkpoint in its own dtype, below).
         "dtype": torch.float32
         if precision == "fp32" or not torch.cuda.is_available()
         else (torch.bfloat16 if precision == "bf16" else torch.float16),
@@ -169,11 +168,8 @@ def load_base_model(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     frozen_bf16 = frozen16.wanted(spec, precision, device)
     if qconf is None:
-        if frozen_bf16:
-            config = AutoConfig.from_pretrained(
-                base.location, revision=m.revision, trust_remote_code=m.trust_remote_code
-            )
-            kwargs["dtype"] = frozen16.load_dtype(config)
+        if frozen_bf16:  # in the checkpoint's own dtype: a bf16 base makes no fp32 copy
+            kwargs["dtype"] = "auto"
         model = load(base.location, cached=False)
         model._kubetune_frozen_bf16 = frozen_bf16
         return model
