@@ -137,3 +137,24 @@ def test_a_bf16_checkpoint_loads_in_bf16_and_computes_as_its_fp32_load(tmp_path:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         got, want = (models[p](input_ids=IDS).logits for p in ("bf16", "fp32"))
     assert torch.equal(got, want)  # LoRA's B starts at zero: the base's logits, exactly
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_one_row_outside_autocast_is_a_matrix_vector_product_of_the_same_result(
+    bias: bool,
+) -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 96, bias=bias).requires_grad_(False)
+    weight = layer.weight.detach().bfloat16().float()  # what the cast keeps
+    b = None if layer.bias is None else layer.bias.detach().bfloat16().float()
+    frozen16.apply(layer)
+    assert type(layer) is frozen16.Linear16 and layer.weight.dtype == torch.bfloat16
+    x = torch.randn(2, 1, 64)
+    exact = torch.nn.functional.linear(x.bfloat16().float(), weight, b)
+    rows = layer(x)  # two rows: bf16 F.linear
+    one = layer(x[:1])  # decoding one sequence: torch.mv
+    flat = layer(x[1, 0])  # a 1-D input keeps its shape too
+    assert one.shape == (1, 1, 96) and flat.shape == (96,)
+    assert one.dtype == flat.dtype == torch.float32
+    for got, want in ((rows, exact), (one, exact[:1]), (flat, exact[1, 0])):
+        assert torch.allclose(got, want, atol=2e-2, rtol=1e-2)
