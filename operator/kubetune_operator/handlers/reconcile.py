@@ -3,8 +3,9 @@
 Design: one kopf daemon per FineTuneJob runs `follow()`, the only writer of that job's
 status (no races between handlers). It reconciles at once, then sleeps until either
 the reconcile interval passes (progress scraping, deadlines, backoff) or it is poked:
-Job and Pod events (server-side filtered by our managed-by label) and spec updates
-poke it through `memo.pokes`, so reactions do not wait for the interval.
+Job and Pod events (server-side filtered by our managed-by label), spec updates and the
+job's deletion poke it through `memo.pokes` (wake.py), so reactions do not wait for the
+interval.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..pacing import Pace, classify, may_defer, scrape_interval, should_write
 from ..progress import RateSample, parse_metrics, to_progress
 from ..status import dump_status, merge_patch, parse_time
 from ..throttle import Deferred
+from ..wake import Wake
 from . import children, view
 
 STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
@@ -60,11 +62,11 @@ async def follow(
 ) -> None:
     src = src or view.Sources()
     config: OperatorConfig = memo.config
-    poke = memo.pokes.setdefault((namespace, name), asyncio.Event())
+    wake: Wake = memo.pokes.setdefault((namespace, name), Wake())
     errors = 0  # consecutive failed reconciles: the backoff before the next one
     try:
         while not stopped:
-            poke.clear()
+            wake.clear()
             try:
                 requeue = await reconcile_once(memo, namespace, name, logger, src)
                 errors = 0
@@ -89,8 +91,16 @@ async def follow(
                 wait = requeue
             else:
                 wait = min(max(requeue, 0.05), config.reconcile_interval)
-            # While the API fails, events do not cut the backoff short (no hammering).
-            await _sleep(asyncio.Event() if errors else poke, stopped, wait)
+            try:
+                # While the API fails, events do not cut the backoff short (no hammering);
+                # a deletion does (spec_event).
+                await wake.sleep(wait, pokeable=not errors)
+            except asyncio.CancelledError:
+                # The sleep does not watch kopf's `stopped` (wake.py): on shutdown kopf sets
+                # it, then cancels the daemon. That is this loop's normal end, not an error.
+                if not stopped:
+                    raise
+                return
     finally:
         memo.pokes.pop((namespace, name), None)
         memo.accepted.pop((namespace, name), None)
@@ -99,21 +109,6 @@ async def follow(
         memo.paces.pop((namespace, name), None)
         for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
             del memo.rates[key]
-
-
-async def _sleep(poke: asyncio.Event, stopped: Any, timeout: float | None) -> None:
-    """Until poked, stopped by kopf (deletion, shutdown) or the timeout: whichever first."""
-
-    async def until_stopped() -> None:
-        await stopped.wait()
-
-    tasks = {asyncio.ensure_future(poke.wait()), asyncio.ensure_future(until_stopped())}
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def reconcile_once(

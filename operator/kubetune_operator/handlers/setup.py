@@ -49,7 +49,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     # A retry of a failed handler (API hiccup) after 10 s instead of kopf's default 60 s.
     settings.execution.default_backoff = 10
     memo.metrics = memo.get("metrics") or OperatorMetrics()  # the Lease's client counts too
-    memo.pokes = {}  # (namespace, name) -> asyncio.Event: wakes that job's follow loop
+    memo.pokes = {}  # (namespace, name) -> wake.Wake: wakes that job's follow loop
     memo.accepted = {}  # (namespace, name) -> (uid, accepted spec): read once per job
     memo.preflights = {}  # (namespace, name) -> ((uid, generation), memory preflight verdict)
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
@@ -86,7 +86,11 @@ async def shutdown(memo: kopf.Memo) -> None:
 
 
 def spec_event(memo: kopf.Memo, namespace: str | None, name: str, body: kopf.Body) -> None:
-    """Wake the loop when the spec moved past what it last acted on (not on our own writes)."""
+    """Wake the loop when the spec moved past what it last acted on (not on our own writes),
+    and when the job is being deleted: its loop ends now (kopf's `stopped` wakes no sleep)."""
+    if body.metadata.get("deletionTimestamp"):
+        poke(memo, namespace, {c.LABEL_JOB: name}, urgent=True)
+        return
     observed = int((body.status or {}).get("observedGeneration") or 0)
     if int(body.metadata.get("generation") or 0) > observed:
         poke(memo, namespace, {c.LABEL_JOB: name})
@@ -103,9 +107,12 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def poke(memo: kopf.Memo, namespace: str | None, labels: dict[str, str]) -> None:
-    """A child changed: wake its FineTuneJob's loop now instead of at the next interval."""
+def poke(
+    memo: kopf.Memo, namespace: str | None, labels: dict[str, str], urgent: bool = False
+) -> None:
+    """A child changed: wake its FineTuneJob's loop now instead of at the next interval
+    (`urgent`: even from an error backoff)."""
     name = labels.get(c.LABEL_JOB)
-    event = memo.get("pokes", {}).get((namespace, name)) if name else None
-    if event is not None:
-        event.set()
+    wake = memo.get("pokes", {}).get((namespace, name)) if name else None
+    if wake is not None:
+        wake.set(urgent)
