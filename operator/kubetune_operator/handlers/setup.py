@@ -50,7 +50,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.execution.default_backoff = 10
     memo.metrics = memo.get("metrics") or OperatorMetrics()  # the Lease's client counts too
     memo.pokes = {}  # (namespace, name) -> wake.Wake: wakes that job's follow loop
-    memo.accepted = {}  # (namespace, name) -> (uid, accepted spec): read once per job
+    memo.accepted = {}  # (namespace, name) -> (uid, accepted spec as JSON): read once per job
     memo.preflights = {}  # (namespace, name) -> ((uid, generation), memory preflight verdict)
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
     memo.paces = {}  # (namespace, name) -> pacing.Pace: last status write, next scrape
