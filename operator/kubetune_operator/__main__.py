@@ -29,6 +29,7 @@ from kubetune_api.trainer_defaults import (
 from . import DEFAULT_IMAGE, leader, netpol
 from . import main as _routing  # noqa: F401  (registers the handlers)
 from .config import OperatorConfig
+from .handlers.setup import SharedMemo
 
 # Where a pod's own namespace is (the service-account mount): the Lease's default home.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
     config = operator_config(args)
-    memo = kopf.Memo(config=config)
+    memo = SharedMemo(config=config)  # one memo for every object's handlers (issue 21)
     if not args.standalone:
         asyncio.run(run_elected(args, memo))
         return

@@ -27,6 +27,7 @@ import kopf
 import yaml
 
 from kubetune_operator.config import OperatorConfig
+from kubetune_operator.handlers.setup import SharedMemo
 from kubetune_operator.leader import LeaseConfig, run_with_lease
 from tests.support.kube.emulator import Emulator
 from tests.support.wait import wait_for
@@ -191,7 +192,7 @@ def run_operator(
     config = config or OperatorConfig(
         reconcile_interval=0.5, status_interval=0.5, metrics_port=None
     )
-    memo = memo if memo is not None else kopf.Memo()
+    memo = memo if memo is not None else SharedMemo()  # as __main__ makes it
     memo.config = config
     cluster.op_memo = memo  # the latest operator's: tests read what it counted
     stop = threading.Event()
