@@ -8,7 +8,8 @@ except right after our own create (the event is on its way): then one GET, count
 kubetune_cache_misses_total.
 
 Memory per job is bounded: an index keeps only the fields observe() reads (no pod spec,
-no managedFields, no template), one entry per object, dropped with the object.
+no managedFields, no template, only the labels read), one entry per object, dropped with
+the object.
 """
 
 from __future__ import annotations
@@ -32,10 +33,19 @@ def child_key(namespace: str | None, labels: Mapping[str, str]) -> Key | None:
     return (namespace, name, attempt)
 
 
-def _meta(obj: Mapping[str, Any], annotations: tuple[str, ...] = ()) -> dict[str, Any]:
+# The labels the Job controller puts on its pods: the Job's uid (old and new spelling).
+CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+# What is read of a pod's labels (view.pod_of, observe.pod_index); of a Job's, nothing: the
+# index's key (our labels) files it. Real pods carry ~8 labels, copied FineTuneJob labels too.
+_POD_LABELS = (*CONTROLLER_UID_LABELS, INDEX_ANNOTATION)
+
+
+def _meta(
+    obj: Mapping[str, Any], annotations: tuple[str, ...] = (), labels: tuple[str, ...] = ()
+) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     out = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta}
-    out["labels"] = dict(meta.get("labels") or {})
+    out["labels"] = {k: v for k, v in (meta.get("labels") or {}).items() if k in labels}
     out["ownerReferences"] = [
         {"uid": r.get("uid"), "kind": r.get("kind")} for r in meta.get("ownerReferences") or []
     ]
@@ -64,7 +74,7 @@ def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     """A pod as observe() reads it: identity, completion index, status (never its spec)."""
     status = pod.get("status") or {}
     return {
-        "metadata": _meta(pod, (INDEX_ANNOTATION,)),
+        "metadata": _meta(pod, (INDEX_ANNOTATION,), _POD_LABELS),
         "status": {k: status[k] for k in _POD_STATUS if k in status},
     }
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from kubetune_api.constants import Phase
 from kubetune_api.status import FineTuneJobStatus
@@ -38,12 +40,10 @@ class OperatorMetrics:
         )  # fmt: skip
         # One series per job, labelled with its phase now: alerts read "Failed since when"
         # from the job's own status, so an operator restart or a new pod never looks like
-        # a new failure.
-        self.phase_since = Gauge(
-            "kubetune_job_phase_timestamp_seconds",
-            "Unix time the FineTuneJob entered its current phase (reason: the phase's condition).",
-            ["namespace", "finetunejob", "phase", "reason"], registry=r,
-        )  # fmt: skip
+        # a new failure. Made at scrape time from `_since`: a Gauge child per job would
+        # hold ~0.75 KiB (its own object, lock and value) for a tuple's worth (issue 21).
+        self._since: dict[tuple[str, str], tuple[str, str, float]] = {}  # -> phase, reason, t
+        r.register(PhaseSince(self._since))
         self.duration = Histogram(
             "kubetune_job_duration_seconds", "From first attempt to the end of a FineTuneJob.",
             ["phase"], registry=r,
@@ -79,7 +79,6 @@ class OperatorMetrics:
             ["verb"], registry=r,
         )  # fmt: skip
         self._phases: dict[tuple[str, str], str] = {}
-        self._since: dict[tuple[str, str], tuple[str, str]] = {}  # key -> (phase, reason)
 
     def set_phase(
         self, namespace: str, name: str, phase: str | None, entered: tuple[float, str] | None = None
@@ -88,14 +87,10 @@ class OperatorMetrics:
         runs on every reconcile of every job). `entered` is (Unix time, reason) from
         phase_entered(): the per-job series."""
         key = (namespace, name)
-        since = (phase, entered[1]) if phase is not None and entered is not None else None
-        old_since = self._since.get(key)
-        if old_since is not None and old_since != since:
-            self.phase_since.remove(namespace, name, *old_since)
-            del self._since[key]
-        if since is not None and entered is not None:
-            self._since[key] = since
-            self.phase_since.labels(namespace, name, *since).set(entered[0])
+        if phase is not None and entered is not None:
+            self._since[key] = (phase, entered[1], entered[0])
+        else:
+            self._since.pop(key, None)
         old = self._phases.get(key)
         if old == phase:
             return
@@ -131,3 +126,21 @@ class OperatorMetrics:
         """Start /metrics in a thread; returns the server (call .shutdown() to stop)."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         return server
+
+
+class PhaseSince(Collector):
+    """kubetune_job_phase_timestamp_seconds{namespace,finetunejob,phase,reason}, one series
+    per job, read from OperatorMetrics._since when scraped."""
+
+    def __init__(self, since: dict[tuple[str, str], tuple[str, str, float]]) -> None:
+        self._since = since
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "kubetune_job_phase_timestamp_seconds",
+            "Unix time the FineTuneJob entered its current phase (reason: the phase's condition).",
+            labels=["namespace", "finetunejob", "phase", "reason"],
+        )
+        for (ns, name), (phase, reason, at) in list(self._since.items()):
+            family.add_metric([ns, name, phase, reason], at)
+        yield family

@@ -34,7 +34,7 @@ MIN_DEFERRED_SECONDS = 60.0
 ESTIMATES = frozenset({"etaSeconds", "eta", "tokensPerSecond"})
 
 
-@dataclass
+@dataclass(slots=True)  # one per running job: no __dict__ (issue 21)
 class Pace:
     last_write: float = -math.inf  # monotonic time of our last status write
     next_scrape: float = 0.0  # monotonic time rank 0 may be scraped again

@@ -25,7 +25,7 @@ _NAMES = {
 }
 
 
-@dataclass
+@dataclass(slots=True)  # one per running job: no __dict__ (issue 21)
 class RateSample:
     """The first (time, step) seen in this attempt: ETA = remaining steps / observed rate.
 

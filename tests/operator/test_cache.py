@@ -10,8 +10,9 @@ import pytest
 from kubetune_api.loader import parse_spec
 from kubetune_operator import builders
 from kubetune_operator.cache import Written, child_key, trim_job, trim_pod
+from kubetune_operator.handlers import view
 from kubetune_operator.metrics import OperatorMetrics
-from kubetune_operator.observe import observe
+from kubetune_operator.observe import observe, pod_index
 from tests.support.kube.operator import NS, load_ftj
 
 TERM = {"exitCode": 137, "reason": "OOMKilled", "message": json.dumps({"message": "oom"})}
@@ -103,3 +104,42 @@ def test_a_deleted_job_leaves_no_series_in_the_operator_metrics():
     assert m.registry.get_sample_value("kubetune_jobs", {"phase": "Failed"}) == 0
     labels = {"namespace": NS, "job": "a", "reason": "retryable"}
     assert m.registry.get_sample_value("kubetune_job_restarts_total", labels) is None
+
+
+def test_the_phase_timestamp_is_one_series_per_job_with_its_current_phase():
+    m = OperatorMetrics()
+    name = "kubetune_job_phase_timestamp_seconds"
+    m.set_phase(NS, "a", "Pending", (100.0, ""))
+    m.set_phase(NS, "a", "Running", (200.0, "PodsRunning"))
+    m.set_phase(NS, "b", "Failed", (300.0, "OutOfMemory"))
+    samples = {
+        tuple(sorted(s.labels.items())): s.value
+        for family in m.registry.collect()
+        for s in family.samples
+        if s.name == name
+    }
+    running = {"namespace": NS, "finetunejob": "a", "phase": "Running", "reason": "PodsRunning"}
+    failed = {"namespace": NS, "finetunejob": "b", "phase": "Failed", "reason": "OutOfMemory"}
+    assert samples == {tuple(sorted(running.items())): 200.0, tuple(sorted(failed.items())): 300.0}
+    m.set_phase(NS, "a", None)  # deleted: its series goes
+    assert m.registry.get_sample_value(name, running) is None
+    assert m.registry.get_sample_value(name, failed) == 300.0
+
+
+def test_trimmed_objects_keep_only_the_labels_read():
+    job, pods = _job_and_pods({"phase": "Running"}, {"active": 2})
+    assert trim_job(job)["metadata"]["labels"] == {}  # filed by the index's key
+    pod = pods[0]
+    pod["metadata"]["labels"].update(
+        {"batch.kubernetes.io/controller-uid": "job-uid", "team": "nlp"}
+    )
+    pod["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] = "0"
+    del pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+    del pod["metadata"]["ownerReferences"]  # belongs to its Job by the controller's label
+    small = trim_pod(pod)
+    assert small["metadata"]["labels"] == {
+        "controller-uid": "job-uid",
+        "batch.kubernetes.io/controller-uid": "job-uid",
+        "batch.kubernetes.io/job-completion-index": "0",
+    }
+    assert view.pod_of(small, "job-uid") and pod_index(small) == "0"

@@ -13,11 +13,8 @@ import kopf
 from kubetune_api import constants as c
 
 from .. import builders as b
-from ..cache import Written, child_key, one
+from ..cache import CONTROLLER_UID_LABELS, Written, child_key, one
 from ..k8s import FINETUNEJOBS, JOBS, PODS, ForeignObject, KubeClient, owned_by
-
-# The labels the Job controller puts on its pods: the Job's uid (old and new spelling).
-CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 
 @dataclass
