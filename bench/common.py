@@ -140,16 +140,24 @@ class Child:
     module: str
     args: list[str]
     timeout: float = 1800
+    # kubetune's own path: the worker runs with the malloc `kubetune` gives its heavy
+    # commands (jemalloc where installed: kubetune_trainer/allocator.py); others with glibc's.
+    kubetune: bool = False
 
     def run(self, env: dict[str, str] | None = None) -> dict[str, Any]:
         cmd = [PY, str(BENCH / f"{self.module}.py"), "--worker", *self.args]
+        base = dict(os.environ)
+        if self.kubetune:
+            from kubetune_trainer import allocator
+
+            base = allocator.preload_env(base) or base
         t0 = time.monotonic()
         proc = subprocess.run(
             cmd,
             capture_output=True,
             text=True,
             timeout=self.timeout,
-            env={**os.environ, **(env or {})},
+            env={**base, **(env or {})},
             cwd=ROOT,
         )
         lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT:")]

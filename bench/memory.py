@@ -114,6 +114,7 @@ def worker(mode: str, quick: bool, large: bool = False) -> None:
     from workload import LARGE_32K, QUICK, build, records
 
     from kubetune_api.loader import parse_job
+    from kubetune_trainer import allocator
     from kubetune_trainer.engine.args import training_kwargs
     from kubetune_trainer.engine.setup import load_all
     from kubetune_trainer.modeling import frozen16
@@ -186,6 +187,7 @@ def worker(mode: str, quick: bool, large: bool = False) -> None:
             "peak_rss": peak_rss_bytes(),
             "load": loadavg(),
             "dtypes": sorted({str(p.dtype) for p in loaded.model.parameters()}),
+            "malloc": allocator.in_use(),
         }
     )
 
@@ -227,7 +229,8 @@ def run(
         for mode in modes:
             if mode in COLD:
                 shutil.rmtree(BENCH_CACHE / "quantized", ignore_errors=True)
-            r = Child("memory", [mode, *flags]).run({"KUBETUNE_CACHE": str(BENCH_CACHE)})
+            child = Child("memory", [mode, *flags], kubetune=True)  # jemalloc, as `kubetune`
+            r = child.run({"KUBETUNE_CACHE": str(BENCH_CACHE)})
             r["cache"] = "cold" if mode in COLD else "warm"
             runs[mode].append(r)
             say(

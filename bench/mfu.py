@@ -97,12 +97,13 @@ def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
     per_token = flops_per_token(flops, lengths, n_lora)
     per_token_no_discount = flops_per_token(flops, lengths, n_lora, causal=False)
     rows = []
+    quick_flag = ["--quick"] if quick else []
     for rep in range(reps):
-        peak = Child("mfu", ["peak"] + (["--quick"] if quick else [])).run()
+        peak = Child("mfu", ["peak", *quick_flag]).run()
         train = (
             reused[rep]
             if rep < len(reused)
-            else Child("throughput", ["kubetune"] + (["--quick"] if quick else [])).run()
+            else Child("throughput", ["kubetune", *quick_flag], kubetune=True).run()
         )
         achieved = train["tokens_per_second"] * per_token
         dtype = "bf16" if train["precision"] == "bf16" else "fp32"

@@ -70,6 +70,9 @@ CONFIGS["kt-sdpa"] = {"model": {"attnImplementation": "sdpa"}}
 # kubetune's default path with the frozen base left in fp32 under bf16 autocast (as before
 # modeling/frozen16: autocast casts every frozen weight at each use).
 CONFIGS["kt-weights-fp32"] = {}
+# kubetune's default path with glibc's malloc (KUBETUNE_ALLOCATOR=system) instead of the
+# jemalloc `kubetune` preloads (kubetune_trainer/allocator.py).
+CONFIGS["kt-system-malloc"] = {}
 # One full epoch each, side by side with what users pick instead (bench/alternatives.py).
 VS_CONFIGS = ["kubetune", *ALTERNATIVES]
 MICRO_BATCH = 4
@@ -233,8 +236,16 @@ def model_flops(model_dir: Path) -> dict[str, int]:
     }
 
 
+def ours(config: str) -> bool:
+    """kubetune's configurations run with its malloc (jemalloc), except the one measuring
+    glibc's; the baseline and the alternatives run as their users start them."""
+    return config.startswith(("kubetune", "kt-")) and config != "kt-system-malloc"
+
+
 def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = False) -> None:
     import torch
+
+    from kubetune_trainer import allocator
 
     size = size or (QUICK if quick else FULL)
     if config in LOSS_VARIANTS:
@@ -282,6 +293,7 @@ def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = Fal
             "load_after": loadavg(),
             "sampling": str(trainer.args.train_sampling_strategy),
             "torch_threads": torch.get_num_threads(),
+            "malloc": allocator.in_use(),
             # step ends from the first step's start: the first holds one-time set-up
             # (torch.compile's compilation); the rest is the steady state.
             "step_ends": [round(e - (timer.start or e), 3) for e in timer.ends],
@@ -336,7 +348,7 @@ def run(quick: bool = False, reps: int | None = None, configs: list[str] | None 
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     for rep in range(reps):
         for c in configs:  # interleaved: every configuration sees the same load drift
-            r = Child("throughput", [c] + (["--quick"] if quick else [])).run()
+            r = Child("throughput", [c] + (["--quick"] if quick else []), kubetune=ours(c)).run()
             say(
                 f"throughput rep {rep + 1}/{reps} {c}: {r['tokens_per_second']:.0f} tok/s "
                 f"({r['precision']}, {r['steps']} steps, width {r['mean_width']:.0f})"
@@ -395,7 +407,7 @@ def run_vs(
             for c in configs:  # interleaved: every configuration sees the same load drift
                 args = [c, f"--size={size.name}", "--epoch"]
                 try:
-                    r = Child("throughput", args, timeout=3600).run()
+                    r = Child("throughput", args, timeout=3600, kubetune=ours(c)).run()
                 except RuntimeError as e:  # e.g. an alternative that does not run here
                     say(f"throughput-vs {max_len} {c}: FAILED {str(e).splitlines()[-1]}")
                     continue

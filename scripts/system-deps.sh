@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 missing=()
 while read -r pkg bin; do
   [ -z "$pkg" ] || [ "${pkg:0:1}" = "#" ] && continue
-  command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
+  case $bin in
+    lib*.so*) /sbin/ldconfig -p | grep -qF "$bin" || missing+=("$pkg") ;;  # a shared library
+    *) command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg") ;;
+  esac
 done <scripts/apt-packages.txt
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "==> apt-get install ${missing[*]}"

@@ -110,6 +110,7 @@ def test_two_real_training_steps_inside_the_image_to_s3(
         timeout=600,
     )
     assert code == 0, out[-4000:]
+    assert "malloc jemalloc;" in out  # the image's libjemalloc2, preloaded by `kubetune`
     keys = s3_keys(s3_server, "runs/test/in-image/")
     assert any(k.endswith("adapter/adapter_model.safetensors") for k in keys), keys
     metrics = [k for k in keys if k.endswith("metrics.jsonl")]

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 import click
+
+from kubetune_trainer import allocator
 
 # name -> one-line help shown in `kubetune --help` (the module holds the rest).
 COMMANDS: dict[str, str] = {
@@ -73,5 +76,12 @@ def main() -> None:
     """kubetune: fine-tune LLMs with LoRA/QLoRA/DPO, locally or on Kubernetes."""
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `kubetune` executable: a heavy command first re-executes itself with jemalloc
+    (allocator.py); then the command group."""
+    allocator.reexec(sys.argv)
     main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -23,6 +23,7 @@ import psutil
 import torch
 
 from kubetune_api.spec import FineTuneJobSpec
+from kubetune_trainer import allocator
 from kubetune_trainer.errors import ConfigError
 
 from .cpu_precision import cpu_bf16_fast
@@ -51,6 +52,8 @@ class SystemReport:
     # Where the memory figures come from: "host", "cgroup v2 memory.max",
     # "cgroup v1 memory.limit_in_bytes" or "cuda:<local rank>".
     memory_source: str = "host"
+    # The process's malloc: "jemalloc" when `kubetune` preloaded it (allocator.py).
+    allocator: str = "system"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +65,7 @@ class SystemReport:
             f"device: {self.device} x{self.device_count} ({self.device_name}), memory "
             f"{self.memory_available_bytes / gib:.1f} of {self.memory_total_bytes / gib:.1f} GiB "
             f"free ({self.memory_source}), {self.cpu_count} CPU cores, "
-            f"bf16 {'yes' if self.bf16_supported else 'no'}; "
+            f"bf16 {'yes' if self.bf16_supported else 'no'}, malloc {self.allocator}; "
             f"python {self.python}; {libs}"
         )
 
@@ -211,6 +214,7 @@ def system_report(cgroup_root: str | Path = CGROUP_ROOT) -> SystemReport:
             python=platform.python_version(),
             versions=versions,
             memory_source=f"cuda:{index}",
+            allocator=allocator.in_use(),
         )
     total, available, source = host_memory(cgroup_root)
     return SystemReport(
@@ -225,6 +229,7 @@ def system_report(cgroup_root: str | Path = CGROUP_ROOT) -> SystemReport:
         versions=versions,
         cpu_amx=cpu_has_amx(),
         memory_source=source,
+        allocator=allocator.in_use(),
     )
 
 
