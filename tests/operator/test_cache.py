@@ -143,3 +143,58 @@ def test_trimmed_objects_keep_only_the_labels_read():
         "batch.kubernetes.io/job-completion-index": "0",
     }
     assert view.pod_of(small, "job-uid") and pod_index(small) == "0"
+
+
+def test_trimmed_pods_keep_only_the_conditions_and_container_states_read():
+    kubelet_status = {
+        "phase": "Failed",
+        "conditions": [
+            {"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": "t0"}
+            for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady")
+        ]
+        + [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": "t0"},
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": "preempted",
+                "lastTransitionTime": "t1",
+            },
+        ],
+        "containerStatuses": [
+            {
+                "name": "trainer",
+                "image": "registry.test/trainer:1",
+                "imageID": "sha256:" + "a" * 64,
+                "containerID": "containerd://" + "b" * 64,
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {"terminated": {**TERM, "startedAt": "t0", "finishedAt": "t1"}},
+                "lastState": {"running": {"startedAt": "t0"}},
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }
+        ],
+    }
+    job, pods = _job_and_pods(kubelet_status, {"failed": 1})
+    small = trim_pod(pods[0])
+    assert small["status"] == {
+        "phase": "Failed",
+        "podIP": "10.0.0.0",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": "preempted",
+            },
+        ],
+        "containerStatuses": [{"state": {"terminated": TERM}}],
+    }
+    assert observe(job, [trim_pod(p) for p in pods]) == observe(job, pods)
+    waiting = {"containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
+    job, pods = _job_and_pods({"phase": "Pending", **waiting}, {"active": 2})
+    assert observe(job, [trim_pod(p) for p in pods]) == observe(job, pods)
+    assert trim_pod(pods[0])["status"]["containerStatuses"] == waiting["containerStatuses"]
