@@ -22,7 +22,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,6 +323,21 @@ class KubeClient:
         sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         data = await self.request("GET", res.path(ns), params={"labelSelector": sel})
         return list(data.get("items") or [])
+
+    async def list_pages(
+        self, res: Resource, ns: str, selector: dict[str, str], limit: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The matching objects `limit` at a time (the API's limit/continue chunks), so a
+        namespace with thousands of them is never one response in memory."""
+        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))}
+        params["limit"] = str(limit)
+        while True:
+            data = await self.request("GET", res.path(ns), params=params)
+            yield list(data.get("items") or [])
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            params["continue"] = token
 
     async def create_if_missing(
         self, res: Resource, obj: dict[str, Any], owner_uid: str | None

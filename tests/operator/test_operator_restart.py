@@ -70,3 +70,15 @@ def test_a_restart_with_running_jobs_writes_nothing_when_nothing_changed(
         writes = _ours(cluster, since)
     assert writes == [], writes
     assert {n: status(cluster, n) for n in NAMES} == before
+    # Every job's accepted spec came from one paginated LIST of the namespace's spec
+    # ConfigMaps (listing.py), not a GET per job.
+    reads = [
+        (r.url.path, dict(r.url.query))
+        for r in cluster.requests()[since:]
+        if r.headers.get("User-Agent") == "kubetune-operator"
+        and r.method.value == "GET"
+        and "/configmaps" in r.url.path
+    ]
+    path = f"/api/v1/namespaces/{NS}/configmaps"
+    assert [q.get("limit") for p, q in reads if p == path] == ["500"], reads
+    assert not [p for p, _ in reads if p != path], reads

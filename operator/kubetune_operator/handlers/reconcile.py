@@ -36,6 +36,7 @@ from ..k8s import (
     ForeignObject,
     KubeClient,
 )
+from ..listing import Listings
 from ..memcheck import refusal
 from ..metrics import OperatorMetrics
 from ..observe import observe
@@ -207,8 +208,12 @@ async def accepted_spec(
     known = memo.accepted.get((ns, name))
     if known is not None and known[0] == uid:
         return json.loads(known[1])  # type: ignore[no-any-return]
-    memo.metrics.cache_misses.labels("configmap").inc()  # once per job and operator start
-    spec = b.accepted_spec(await client.get(CONFIGMAPS, ns, b.configmap_name(name)), uid)
+    # An operator start: the namespace's one listing answers (listing.py), else a GET.
+    listings: Listings = memo.listings
+    spec = await listings.accepted(client, ns, name, uid)
+    if spec is None:
+        memo.metrics.cache_misses.labels("configmap").inc()
+        spec = b.accepted_spec(await client.get(CONFIGMAPS, ns, b.configmap_name(name)), uid)
     if spec is not None:
         remember_accepted(memo, ns, name, uid, spec)
     return spec

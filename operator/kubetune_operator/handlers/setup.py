@@ -14,6 +14,7 @@ from ..builders import MANAGED_BY
 from ..cache import Written
 from ..config import OperatorConfig
 from ..k8s import KubeClient, login
+from ..listing import Listings
 from ..metrics import OperatorMetrics
 from .view import CREATING_AT_ONCE
 
@@ -51,6 +52,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.metrics = memo.get("metrics") or OperatorMetrics()  # the Lease's client counts too
     memo.pokes = {}  # (namespace, name) -> wake.Wake: wakes that job's follow loop
     memo.accepted = {}  # (namespace, name) -> (uid, accepted spec as JSON): read once per job
+    memo.listings = Listings()  # per namespace: the spec ConfigMaps listed at the first miss
     memo.preflights = {}  # (namespace, name) -> ((uid, generation), memory preflight verdict)
     memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
     memo.paces = {}  # (namespace, name) -> pacing.Pace: last status write, next scrape

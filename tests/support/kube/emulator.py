@@ -14,10 +14,11 @@ every resource request itself:
   (bumped when anything outside metadata/status changes), generateName;
 * POST (409 AlreadyExists), GET, LIST (`kind: <Kind>List`, list resourceVersion,
   labelSelector: =, ==, !=, in, notin, exists, !exists; fieldSelector: = and != on
-  any dotted path), PUT (optimistic concurrency on metadata.resourceVersion),
-  PATCH (merge, strategic as merge, JSON patch with `test` -> 422), DELETE (finalizers
-  -> deletionTimestamp; the object goes when the last finalizer is removed), DELETE
-  of a collection by selector;
+  any dotted path; `limit` and `continue` chunks in (namespace, name) order, as etcd's
+  key order gives them; `remainingItemCount`), PUT (optimistic concurrency on
+  metadata.resourceVersion), PATCH (merge, strategic as merge, JSON patch with `test` ->
+  422), DELETE (finalizers -> deletionTimestamp; the object goes when the last finalizer
+  is removed), DELETE of a collection by selector;
 * `/status` isolation for resources with the status subresource (both directions);
 * WATCH: from a resourceVersion it replays exactly the later events from an in-memory
   log (410 Gone if too old); without one it sends the current objects as ADDED; the
@@ -50,6 +51,7 @@ through the API (job_play.py).
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import secrets
@@ -210,7 +212,12 @@ class Emulator(kmock.KubernetesEmulator):
             return await self._watch(req, info, ns)
         if method == "GET" and name is None:
             items = self._select(req.resource, ns, req.params)
-            return self._respond(req, info, self._list(info, items), items)
+            listed, token = _page(items, req.params)
+            body = self._list(info, listed)
+            if token:
+                body["metadata"]["continue"] = token
+                body["metadata"]["remainingItemCount"] = len(items) - len(listed)
+            return self._respond(req, info, body, listed)
         if method == "GET" and sub == "log":  # the pods log API: plain text, no follow
             self._get(req.resource, ns, name)
             return aiohttp.web.Response(text=self.pod_logs.get((ns, name), ""))
@@ -489,3 +496,25 @@ class Emulator(kmock.KubernetesEmulator):
     def close_watches(self) -> None:
         for w in list(self.watchers):
             w.queue.put_nowait(None)
+
+
+def _page(items: list[Obj], params: Any) -> tuple[list[Obj], str | None]:
+    """`limit`/`continue` chunking: the objects after the token's key, `limit` of them in
+    (namespace, name) order, and the token for the rest (None: this was the last chunk)."""
+    limit = int(params.get("limit") or 0)
+    after = params.get("continue")
+    if not limit and not after:
+        return items, None
+    key = lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"])  # noqa: E731
+    items = sorted(items, key=key)
+    if after:
+        try:
+            last = tuple(json.loads(base64.urlsafe_b64decode(after.encode())))
+        except ValueError:
+            raise ApiStatus(400, "BadRequest", "invalid continue token") from None
+        items = [o for o in items if key(o) > last]
+    if not limit or len(items) <= limit:
+        return items, None
+    page = items[:limit]
+    token = base64.urlsafe_b64encode(json.dumps(list(key(page[-1]))).encode()).decode()
+    return page, token
