@@ -74,4 +74,8 @@ def reexec(argv: Sequence[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # As a module, whether this started as the `kubetune` script or `python -m ...cli`.
-    os.execve(sys.executable, [sys.executable, "-m", "kubetune_trainer.cli", *argv[1:]], env)
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "kubetune_trainer.cli", *argv[1:]], env)
+    except OSError as exc:  # the command still runs, with the system's malloc
+        print(f"kubetune: could not preload {LIBRARY} ({exc}); using the system malloc",
+              file=sys.stderr)  # fmt: skip
