@@ -75,6 +75,19 @@ def test_cpu_bf16_speed_is_measured_only_for_precision_auto(tmp_path: Path) -> N
     assert hardware.auto_precision(dataclasses.replace(here, cpu_bf16_fast=None)) == "fp32"
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_ranks_of_a_distributed_cpu_job_resolve_auto_alike_without_a_timing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx: bool
+) -> None:
+    # A timing per rank disagreed under load (CI: rank 0 fp32, rank 1 bf16, then a gloo
+    # size mismatch in DDP's first broadcast): ranks go by the AMX flag, measuring nothing.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(hardware, "cpu_bf16_fast", lambda _name: pytest.fail("measured"))
+    machine = system("cpu", bf16=True, amx=amx)
+    got = resolve_precision(make_job(tmp_path, training={"precision": "auto"}).spec, machine)
+    assert got == ("bf16" if amx else "fp32") and machine.cpu_bf16_fast is amx
+
+
 @pytest.mark.parametrize(
     ("wanted", "machine", "field"),
     [("fp16", system("cpu", bf16=True), "fp16 needs a CUDA GPU"),

@@ -24,6 +24,7 @@ import torch
 
 from kubetune_api.spec import FineTuneJobSpec
 from kubetune_trainer import allocator
+from kubetune_trainer.distributed.runtime import world_size
 from kubetune_trainer.errors import ConfigError
 
 from .cpu_precision import cpu_bf16_fast
@@ -249,9 +250,16 @@ def resolve_precision(spec: FineTuneJobSpec, system: SystemReport) -> str:
         )
     if wanted == "auto":
         if system.device == "cpu" and system.bf16_supported and system.cpu_bf16_fast is None:
-            # Measured (or read from the cache) only when the answer decides something:
-            # not for an explicit precision, a GPU, or the notebook's environment() view.
-            system.cpu_bf16_fast = cpu_bf16_fast(system.device_name)
+            if world_size() > 1:
+                # Every rank must resolve the same precision, and a timing on each rank can
+                # disagree under load: one rank in bf16 (its frozen weights stored in bf16)
+                # and another in fp32 broke DDP's first broadcast with a gloo size mismatch.
+                # Ranks go by the CPU's AMX flag instead: the same on like nodes.
+                system.cpu_bf16_fast = system.cpu_amx
+            else:
+                # Measured (or read from the cache) only when the answer decides something:
+                # not for an explicit precision, a GPU, or the notebook's environment() view.
+                system.cpu_bf16_fast = cpu_bf16_fast(system.device_name)
         return auto_precision(system)
     return wanted
 
