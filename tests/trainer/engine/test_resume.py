@@ -140,3 +140,34 @@ def test_a_finished_run_whose_adapter_was_lost_trains_no_step_more(tmp_path: Pat
     # Throughput over every attempt's rows: the first attempt's, as nothing was trained since.
     tps = again.report["results"]["tokens_per_second"]
     assert tps is not None and tps == pytest.approx(first.report["results"]["tokens_per_second"])
+
+
+def test_a_sigterm_handled_inside_the_step_end_collective_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CI: both ranks logged the SIGTERM while waiting in the step end's any_rank, then its
+    # answer (False: what they had sent) overwrote the flag, and they trained to the end.
+    import time
+
+    from transformers import TrainerControl
+
+    from kubetune_trainer import distributed
+    from kubetune_trainer.engine.callbacks import Preemption, PreemptionCallback
+
+    def collective(flag: bool) -> bool:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the rank waits for the others
+        time.sleep(0.05)  # the handler runs here, on the main thread
+        return flag  # what every rank sent before it: no stop yet
+
+    preemption = Preemption()
+    preemption.install()
+    try:
+        callback = PreemptionCallback(preemption)
+        monkeypatch.setattr(distributed, "any_rank", collective)
+        first = callback.on_step_end(None, None, TrainerControl())
+        assert preemption.requested and not first.should_training_stop
+        monkeypatch.setattr(distributed, "any_rank", lambda flag: flag)
+        second = callback.on_step_end(None, None, TrainerControl())  # the next step's end
+        assert second.should_training_stop and second.should_save
+    finally:
+        preemption.uninstall()

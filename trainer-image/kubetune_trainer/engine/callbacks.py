@@ -58,8 +58,11 @@ class PreemptionCallback(TrainerCallback):
         from kubetune_trainer.distributed import any_rank
 
         # SIGTERM reaches ranks at slightly different steps; they must stop at the same one.
-        self.preemption.requested = any_rank(self.preemption.requested)
-        if self.preemption.requested:
+        # The flag only ever goes up: a SIGTERM handled while this rank waits in the
+        # collective must not be overwritten by its answer (that lost the stop for good in
+        # CI: both ranks logged the SIGTERM, then trained to the last step).
+        if any_rank(self.preemption.requested):
+            self.preemption.requested = True
             control.should_save = True
             control.should_training_stop = True
         return control
