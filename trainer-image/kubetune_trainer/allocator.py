@@ -3,7 +3,7 @@
 glibc's malloc keeps freed activation buffers in its heap once its dynamic mmap threshold
 has risen (bench/findings.md, "Peak RSS and glibc's mmap threshold"): peak RSS sits well
 above what a step holds. jemalloc returns them: measured on this CPU, peak RSS -17% on the
-throughput workload for ~6% fewer tokens/s there, and -10 to -12% for a 1.1B model's LoRA
+throughput workload for ~7% fewer tokens/s there, and -10 to -12% for a 1.1B model's LoRA
 and QLoRA steps (findings, "jemalloc"). Fixing glibc's threshold instead halved tokens/s.
 
 The allocator must be in place before the process starts, so `kubetune` re-executes itself
