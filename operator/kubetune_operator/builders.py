@@ -170,7 +170,11 @@ def accepted_spec(configmap: dict[str, Any] | None, owner_uid: str) -> dict[str,
     if owner_uid not in {o.get("uid") for o in meta.get("ownerReferences") or []}:
         return None  # left by an earlier FineTuneJob of the same name
     raw = (meta.get("annotations") or {}).get(ACCEPTED_SPEC)
-    return json.loads(raw) if raw else None
+    try:
+        spec = json.loads(raw) if raw else None
+    except ValueError:
+        return None  # edited by hand into something unreadable: as if there were none
+    return spec if isinstance(spec, dict) else None
 
 
 def build_service(job: FineTuneJob, owner: Owner, attempt: int) -> dict[str, Any]:

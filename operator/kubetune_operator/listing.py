@@ -9,15 +9,15 @@ from that listing. Later misses (a ConfigMap deleted by hand, a job created by a
 replica after the listing) GET as before: a listing is made once per namespace and process,
 so a miss that keeps recurring cannot turn into repeated LISTs of the whole namespace.
 
-What a listing holds is only (owner uid, compact spec) per ConfigMap named as ours, at most
-MAX_LISTED of them; entries move into memo.accepted when their job asks (the uid must match,
-as on a GET), and the rest is dropped when the listing expires.
+What a listing holds is only each ConfigMap named as ours cut to its owner uids and spec
+annotation, at most MAX_LISTED of them; builders.accepted_spec reads an entry when its job
+asks, exactly as it reads a GET's copy (the uid must match), and the rest is dropped when the
+listing expires.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +36,8 @@ SPEC_CONFIGMAPS = {c.LABEL_MANAGED_BY: b.MANAGED_BY, c.LABEL_COMPONENT: "spec"}
 @dataclass
 class Listing:
     at: float
-    specs: dict[str, tuple[str, str]] = field(default_factory=dict)  # job -> (uid, spec JSON)
+    # job -> its ConfigMap cut to what builders.accepted_spec reads (owner uids, annotation)
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,11 +61,7 @@ class Listings:
         if time.monotonic() - listing.at > LISTING_SECONDS:
             listing.specs.clear()  # expired: later misses GET (the listing stays made)
             return None
-        entry = listing.specs.pop(name, None)
-        if entry is None or entry[0] != uid:
-            return None
-        spec: dict[str, Any] = json.loads(entry[1])
-        return spec
+        return b.accepted_spec(listing.specs.pop(name, None), uid)  # as a GET's copy is read
 
 
 async def _list(client: KubeClient, ns: str) -> Listing:
@@ -74,20 +71,13 @@ async def _list(client: KubeClient, ns: str) -> Listing:
             job = ((cm.get("metadata") or {}).get("labels") or {}).get(c.LABEL_JOB)
             if not job or cm["metadata"].get("name") != b.configmap_name(job):
                 continue  # not a spec ConfigMap of ours by name: a GET would not read it
-            raw = (cm["metadata"].get("annotations") or {}).get(b.ACCEPTED_SPEC)
-            owners = [r for r in cm["metadata"].get("ownerReferences") or [] if r.get("uid")]
-            uids = [str(r["uid"]) for r in owners if r.get("kind") == c.KIND]
-            if raw and uids and _is_object(raw):
-                listing.specs[job] = (uids[0], raw)  # compact JSON as builders wrote it
+            meta = cm["metadata"]
+            raw = (meta.get("annotations") or {}).get(b.ACCEPTED_SPEC)
+            if raw:
+                owners = [{"uid": r.get("uid")} for r in meta.get("ownerReferences") or []]
+                kept = {"ownerReferences": owners, "annotations": {b.ACCEPTED_SPEC: raw}}
+                listing.specs[job] = {"metadata": kept}
             if len(listing.specs) >= MAX_LISTED:
                 return listing
     listing.at = time.monotonic()  # answers from when it is complete
     return listing
-
-
-def _is_object(raw: str) -> bool:
-    """A spec annotation that parses as a JSON object (a hand-edited one may not)."""
-    try:
-        return isinstance(json.loads(raw), dict)
-    except ValueError:
-        return False

@@ -154,6 +154,10 @@ def test_service_and_configmap():
     assert b.accepted_spec(cm, OWNER.uid) == written != data["spec"]
     assert b.accepted_spec(cm, "uid-of-an-earlier-job") is None
     assert b.accepted_spec(None, OWNER.uid) is None
+    # Edited by hand into something unreadable: no accepted spec, not a traceback.
+    for raw in ("{not json", "[1, 2]"):
+        cm["metadata"]["annotations"][b.ACCEPTED_SPEC] = raw
+        assert b.accepted_spec(cm, OWNER.uid) is None
 
 
 def test_single_node_job_needs_no_service():

@@ -505,16 +505,20 @@ def _page(items: list[Obj], params: Any) -> tuple[list[Obj], str | None]:
     after = params.get("continue")
     if not limit and not after:
         return items, None
-    key = lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"])  # noqa: E731
-    items = sorted(items, key=key)
+    items = sorted(items, key=_key)
     if after:
         try:
             last = tuple(json.loads(base64.urlsafe_b64decode(after.encode())))
         except ValueError:
             raise ApiStatus(400, "BadRequest", "invalid continue token") from None
-        items = [o for o in items if key(o) > last]
+        items = [o for o in items if _key(o) > last]
     if not limit or len(items) <= limit:
         return items, None
     page = items[:limit]
-    token = base64.urlsafe_b64encode(json.dumps(list(key(page[-1]))).encode()).decode()
+    token = base64.urlsafe_b64encode(json.dumps(list(_key(page[-1]))).encode()).decode()
     return page, token
+
+
+def _key(obj: Obj) -> tuple[str, str]:
+    """Where etcd keeps an object: list order."""
+    return (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
