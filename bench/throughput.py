@@ -73,8 +73,9 @@ CONFIGS["kt-weights-fp32"] = {}
 # kubetune's default path with glibc's malloc (KUBETUNE_ALLOCATOR=system) instead of the
 # jemalloc `kubetune` preloads (kubetune_trainer/allocator.py).
 CONFIGS["kt-system-malloc"] = {}
-# One full epoch each, side by side with what users pick instead (bench/alternatives.py).
-VS_CONFIGS = ["kubetune", *ALTERNATIVES]
+# One full epoch each, side by side with what users pick instead (bench/alternatives.py);
+# kubetune on glibc's malloc beside it, so the allocator default is decided on the same run.
+VS_CONFIGS = ["kubetune", "kt-system-malloc", *ALTERNATIVES]
 MICRO_BATCH = 4
 STEPS = {QUICK.name: 6, FULL.name: 16}  # steps timed per run (after the first began)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "v_proj"]}
