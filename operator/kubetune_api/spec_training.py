@@ -116,7 +116,8 @@ class TrainingSpec(SpecModel):
         default="auto",
         description="auto: bf16 on a GPU that supports it, and on a CPU where a bf16 "
         "training step was measured to pay (once per machine kind; a multi-process CPU job: "
-        "where the CPU has AMX, so every rank agrees), else fp32; fp16 needs a GPU.",
+        "where the CPU has AMX), else fp32; ranks that resolve differently (unlike nodes) "
+        "all train in fp32; fp16 needs a GPU.",
     )
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
         default="auto", description="auto turns it on when the memory preflight is above 80%."

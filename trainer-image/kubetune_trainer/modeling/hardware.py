@@ -24,6 +24,7 @@ import torch
 
 from kubetune_api.spec import FineTuneJobSpec
 from kubetune_trainer import allocator
+from kubetune_trainer.distributed.agree import common_precision
 from kubetune_trainer.distributed.runtime import world_size
 from kubetune_trainer.errors import ConfigError
 
@@ -260,7 +261,9 @@ def resolve_precision(spec: FineTuneJobSpec, system: SystemReport) -> str:
                 # Measured (or read from the cache) only when the answer decides something:
                 # not for an explicit precision, a GPU, or the notebook's environment() view.
                 system.cpu_bf16_fast = cpu_bf16_fast(system.device_name)
-        return auto_precision(system)
+        # Unlike nodes (AMX and not, a GPU without bf16) still differ: all ranks meet on one.
+        timeout = float(spec.distributed.rendezvous_timeout_seconds)
+        return common_precision(auto_precision(system), timeout)
     return wanted
 
 
