@@ -1,11 +1,11 @@
 """The watch cache: FineTuneJobs, their Jobs and pods as kopf already receives them.
 
-A running job's reconcile reads nothing from the API server: its FineTuneJob is the
-daemon's live body (kopf replaces it on every watch event), its Jobs and pods come from
-two kopf indexes fed by the same watches that wake the loop (main.py). kopf starts no
-daemon before every index holds its initial listing, so an absent entry means absent,
-except right after our own create (the event is on its way): then one GET, counted in
-kubetune_cache_misses_total.
+A running job's reconcile reads nothing from the API server: its FineTuneJob is the copy
+the scheduler keeps (`trim_ftj`, replaced on every watch event), its Jobs and pods come
+from two kopf indexes fed by the same watches that wake the job (main.py). kopf calls no
+event handler (which is what registers a job with the scheduler) before every index holds
+its initial listing, so an absent entry means absent, except right after our own create
+(the event is on its way): then one GET, counted in kubetune_cache_misses_total.
 
 Memory per job is bounded: an index keeps only the fields observe() reads (no pod spec,
 no managedFields, no template, only the labels read), one entry per object, dropped with
@@ -55,6 +55,25 @@ def _meta(
     if meta.get("deletionTimestamp"):
         out["deletionTimestamp"] = meta["deletionTimestamp"]
     return out
+
+
+# What a pass reads of its FineTuneJob's metadata (reconcile.py, view.py, kopf's Events):
+# not managedFields, annotations (kopf's progress: the deletion handler has its own body),
+# finalizers or ownerReferences.
+_FTJ_META = ("name", "namespace", "uid", "resourceVersion", "generation",
+             "creationTimestamp", "deletionTimestamp", "labels")  # fmt: skip
+
+
+def trim_ftj(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A FineTuneJob as the scheduler keeps it: identity, labels, spec and status."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in _FTJ_META if k in meta},
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
 
 
 def trim_job(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,7 +157,7 @@ class Written:
                                  "status": obj.get("status") or {}}  # fmt: skip
 
     def fresh_status(self, ns: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """The live body's status, or ours if we wrote a later version than it shows."""
+        """The body's status, or ours if we wrote a later version than it shows."""
         ours = self.ftjs.get((ns, name))
         if ours is None:
             return dict(body.get("status") or {})

@@ -10,20 +10,25 @@ import kopf
 from kubetune_api import constants as c
 
 from . import cache
-from .handlers import delete, reconcile, setup, view
+from .handlers import delete, setup
 
 
 @kopf.on.startup()
 async def configure(
-    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    child_jobs: kopf.Index,
+    child_pods: kopf.Index,
+    **_: Any,
 ) -> None:
-    """Finalizer, annotation storage, watch timeouts; API client and metrics."""
-    setup.configure(settings, memo, logger)
+    """Finalizer, annotation storage, watch timeouts; API client, metrics, the scheduler."""
+    setup.configure(settings, memo, logger, (child_jobs, child_pods))
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    """Close the API session and stop the metrics server."""
+    """Stop the scheduler, close the API session and stop the metrics server."""
     await setup.shutdown(memo)
 
 
@@ -33,24 +38,6 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
     from .k8s import login as k8s_login
 
     return k8s_login()
-
-
-# An unexpected error (not an API error, which the loop absorbs) restarts the loop in 10 s.
-@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=5.0, backoff=10)
-async def follow(
-    memo: kopf.Memo,
-    namespace: str,
-    name: str,
-    stopped: Any,
-    logger: logging.Logger,
-    body: kopf.Body,
-    child_jobs: kopf.Index,
-    child_pods: kopf.Index,
-    **_: Any,
-) -> None:
-    """Create and follow the job: children, status, progress, retries, TTL."""
-    src = view.Sources(body=body, jobs=child_jobs, pods=child_pods)
-    await reconcile.follow(memo, namespace, name, stopped, logger, src)
 
 
 @kopf.index("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT})
@@ -68,22 +55,23 @@ def child_pods(namespace: str, labels: Any, body: kopf.Body, **_: Any) -> Any:
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-async def spec_changed(
-    memo: kopf.Memo, namespace: str, name: str, body: kopf.Body, **_: Any
+async def finetunejob_event(
+    memo: kopf.Memo, event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, **_: Any
 ) -> None:
-    """Wake the job's loop on a new spec generation: suspend, run policy, a rejected edit."""
-    setup.spec_event(memo, namespace, name, body)
+    """Create and follow the job (schedule.py): its copy kept current, due now when new, on a
+    new spec generation (suspend, run policy, a rejected edit) and on its deletion."""
+    setup.ftj_event(memo, event.get("type"), namespace, name, body)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT})
 async def job_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
-    """A Job of ours changed: wake its FineTuneJob's loop."""
+    """A Job of ours changed: its FineTuneJob is due now."""
     setup.poke(memo, namespace, dict(labels))
 
 
 @kopf.on.event("v1", "pods", labels={c.LABEL_JOB: kopf.PRESENT})
 async def pod_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
-    """A pod of ours changed: wake its FineTuneJob's loop."""
+    """A pod of ours changed: its FineTuneJob is due now."""
     setup.poke(memo, namespace, dict(labels))
 
 

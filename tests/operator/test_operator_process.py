@@ -170,7 +170,7 @@ def test_module_entry_point_serves_health_metrics_and_reconciles(cluster: Emulat
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     assert code == 0, log.read_text()[-3000:]
-    # The follow loops stop on kopf's flag at once: no daemon needed cancelling.
+    # The scheduler stops in the cleanup handler: kopf has nothing of ours to cancel.
     assert "cancelled" not in log.read_text()
 
 

@@ -1,20 +1,19 @@
-"""Follow one FineTuneJob: observe -> decide (pure) -> act through the API module.
+"""One pass over one FineTuneJob: observe -> decide (pure) -> act through the API module.
 
-Design: one kopf daemon per FineTuneJob runs `follow()`, the only writer of that job's
-status (no races between handlers). It reconciles at once, then sleeps until either
-the reconcile interval passes (progress scraping, deadlines, backoff) or it is poked:
-Job and Pod events (server-side filtered by our managed-by label), spec updates and the
-job's deletion poke it through `memo.pokes` (wake.py), so reactions do not wait for the
-interval.
+The scheduler (schedule.py) runs the passes: one task for every job, never two passes of a
+job at once, so a pass is the only writer of its job's status (no races between handlers).
+A job is due again at the reconcile interval (progress scraping, deadlines, backoff) or at
+once when poked: Job and Pod events (server-side filtered by our managed-by label), spec
+updates and the job's deletion poke it (setup.py), so reactions do not wait for the
+interval. `run_pass` reads what the scheduler holds (the trimmed FineTuneJob) and kopf's
+two child indexes; `forget` drops the job's state when its entry goes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
-import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +31,6 @@ from ..k8s import (
     CONFIGMAPS,
     FINETUNEJOBS,
     JOBS,
-    ApiError,
     ForeignObject,
     KubeClient,
 )
@@ -42,75 +40,27 @@ from ..metrics import OperatorMetrics
 from ..observe import observe
 from ..pacing import Pace, classify, may_defer, scrape_interval, should_write
 from ..progress import RateSample, parse_metrics, to_progress
+from ..schedule import IDLE, STOP, Entry, step_aside
 from ..status import dump_status, merge_patch, parse_time
 from ..throttle import Deferred
-from ..wake import Wake
 from . import children, view
 
-STOP = -1.0  # follow() ends: the FineTuneJob is gone or being deleted
-IDLE = math.inf  # nothing to wait for (finished, no TTL): sleep until poked (a spec change)
-# Longest wait between looks while the API keeps failing (timeouts, 5xx): the backoff
-# doubles from the reconcile interval up to this.
-MAX_ERROR_BACKOFF = 60.0
+
+async def run_pass(memo: kopf.Memo, entry: Entry, logger: Any) -> float | None:
+    """The scheduler's pass over one job: its entry's body, kopf's indexes (setup.py)."""
+    jobs, pods = memo.indexes
+    src = view.Sources(body=entry.body, jobs=jobs, pods=pods)
+    return await reconcile_once(memo, entry.key[0], entry.key[1], logger, src)
 
 
-async def follow(
-    memo: kopf.Memo,
-    namespace: str,
-    name: str,
-    stopped: Any,
-    logger: logging.Logger,
-    src: view.Sources | None = None,
-) -> None:
-    src = src or view.Sources()
-    config: OperatorConfig = memo.config
-    wake: Wake = memo.pokes.setdefault((namespace, name), Wake())
-    errors = 0  # consecutive failed reconciles: the backoff before the next one
-    try:
-        while not stopped:
-            wake.clear()
-            try:
-                requeue = await reconcile_once(memo, namespace, name, logger, src)
-                errors = 0
-            except ApiError as exc:
-                # Transient API trouble (a permanent refusal of a child is handled inside):
-                # log and look again later with backoff (counted in api_errors).
-                errors += 1
-                requeue = min(
-                    config.reconcile_interval * 2 ** (errors - 1),
-                    max(MAX_ERROR_BACKOFF, config.reconcile_interval),
-                )
-                logger.warning(
-                    f"reconcile of {namespace}/{name} failed: {exc}; again in {requeue:g}s"
-                )
-            if requeue == STOP:
-                return
-            if requeue is None:
-                wait: float | None = config.reconcile_interval
-            elif requeue == IDLE:
-                wait = None
-            elif errors:
-                wait = requeue
-            else:
-                wait = min(max(requeue, 0.05), config.reconcile_interval)
-            try:
-                # While the API fails, events do not cut the backoff short (no hammering);
-                # a deletion does (spec_event).
-                await wake.sleep(wait, pokeable=not errors)
-            except asyncio.CancelledError:
-                # The sleep does not watch kopf's `stopped` (wake.py): on shutdown kopf sets
-                # it, then cancels the daemon. That is this loop's normal end, not an error.
-                if not stopped:
-                    raise
-                return
-    finally:
-        memo.pokes.pop((namespace, name), None)
-        memo.accepted.pop((namespace, name), None)
-        memo.preflights.pop((namespace, name), None)
-        view.written(memo).forget(namespace, name)
-        memo.paces.pop((namespace, name), None)
-        for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
-            del memo.rates[key]
+def forget(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """Everything kept about a job whose entry the scheduler drops (STOP)."""
+    memo.accepted.pop((namespace, name), None)
+    memo.preflights.pop((namespace, name), None)
+    view.written(memo).forget(namespace, name)
+    memo.paces.pop((namespace, name), None)
+    for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
+        del memo.rates[key]
 
 
 async def reconcile_once(
@@ -174,6 +124,8 @@ async def reconcile_once(
             # requests are not queued behind every other new job's (breadth first, the
             # --qps cap would give every Job of a burst only at the burst's end).
             # Queued creations also hold back running jobs' progress writes (throttle.py).
+            # The wait for a creation slot is bounded by that semaphore, not the scheduler's.
+            step_aside()
             with client.bucket.creation():
                 async with view.creating(memo):
                     await _execute(memo, body, plan, accepted, logger)

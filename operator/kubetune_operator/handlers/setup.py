@@ -11,17 +11,21 @@ import kopf
 from kubetune_api import constants as c
 
 from ..builders import MANAGED_BY
-from ..cache import Written
+from ..cache import Written, trim_ftj
 from ..config import OperatorConfig
-from ..k8s import KubeClient, login
+from ..k8s import ApiError, KubeClient, login
 from ..listing import Listings
 from ..metrics import OperatorMetrics
+from ..schedule import Entry, Scheduler
+from . import reconcile
 from .view import CREATING_AT_ONCE
 
 CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger) -> None:
+def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, indexes: Any
+) -> None:
     config: OperatorConfig = memo.get("config") or OperatorConfig()
     memo.config = config
     # Our own finalizer name: `kubectl get -o yaml` tells whose it is, and an uninstalled
@@ -50,7 +54,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     # A retry of a failed handler (API hiccup) after 10 s instead of kopf's default 60 s.
     settings.execution.default_backoff = 10
     memo.metrics = memo.get("metrics") or OperatorMetrics()  # the Lease's client counts too
-    memo.pokes = {}  # (namespace, name) -> wake.Wake: wakes that job's follow loop
     memo.accepted = {}  # (namespace, name) -> (uid, accepted spec as JSON): read once per job
     memo.listings = Listings()  # per namespace: the spec ConfigMaps listed at the first miss
     memo.preflights = {}  # (namespace, name) -> ((uid, generation), memory preflight verdict)
@@ -64,9 +67,33 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
         login(), memo.metrics, timeout=config.api_timeout, qps=config.api_qps,
         burst=config.api_burst,
     )  # fmt: skip
+    # kopf's two child indexes (Jobs, pods): the same objects all along, filled by the
+    # watches; a pass reads them (reconcile.run_pass).
+    memo.indexes = indexes
+    memo.scheduler = scheduler(settings, memo, config)
+    memo.scheduler.start()
     if memo.get("metrics_server") is None:  # a standby already serves it (leader.py)
         memo.metrics_server = serve_metrics(memo)
     logger.info("kubetune operator configured (reconcile every %ss)", config.reconcile_interval)
+
+
+def scheduler(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, config: OperatorConfig
+) -> Scheduler:
+    """The one task that runs every job's passes (schedule.py)."""
+
+    def logger_for(entry: Entry) -> kopf.ObjectLogger:
+        # kopf's object logger, for one pass: what a pass logs at INFO or above is also
+        # posted as an Event of its FineTuneJob, as a daemon's logger did.
+        return kopf.ObjectLogger(body=entry.body, settings=settings)  # type: ignore[arg-type]
+
+    return Scheduler(
+        lambda entry, logger: reconcile.run_pass(memo, entry, logger),
+        lambda key: reconcile.forget(memo, *key),
+        logger_for,
+        interval=config.reconcile_interval,
+        transient=(ApiError,),
+    )
 
 
 def serve_metrics(memo: kopf.Memo) -> Any:
@@ -77,6 +104,9 @@ def serve_metrics(memo: kopf.Memo) -> Any:
 
 
 async def shutdown(memo: kopf.Memo) -> None:
+    running: Scheduler | None = memo.get("scheduler")
+    if running is not None:  # its passes use the client
+        await running.stop()
     client: KubeClient | None = memo.get("client")
     if client is not None:
         await client.close()
@@ -87,15 +117,24 @@ async def shutdown(memo: kopf.Memo) -> None:
         server.server_close()
 
 
-def spec_event(memo: kopf.Memo, namespace: str | None, name: str, body: kopf.Body) -> None:
-    """Wake the loop when the spec moved past what it last acted on (not on our own writes),
-    and when the job is being deleted: its loop ends now (kopf's `stopped` wakes no sleep)."""
-    if body.metadata.get("deletionTimestamp"):
-        poke(memo, namespace, {c.LABEL_JOB: name}, urgent=True)
+def ftj_event(memo: kopf.Memo, kind: str | None, ns: str | None, name: str, body: Any) -> None:
+    """Every event of a FineTuneJob (`kind` None: the listing at a start) keeps the
+    scheduler's copy current; a new spec generation (not our own writes) and the job's
+    deletion make it due now (the deletion even during an error backoff)."""
+    scheduler: Scheduler = memo.scheduler
+    key = (ns or "", name)
+    if kind == "DELETED":
+        scheduler.delete(key)
         return
+    if body.metadata.get("deletionTimestamp"):
+        if key in scheduler.entries:  # its pass ends it (STOP); none starts for it after
+            scheduler.upsert(key, trim_ftj(body))
+            scheduler.poke(key, urgent=True)
+        return
+    scheduler.upsert(key, trim_ftj(body))
     observed = int((body.status or {}).get("observedGeneration") or 0)
     if int(body.metadata.get("generation") or 0) > observed:
-        poke(memo, namespace, {c.LABEL_JOB: name})
+        scheduler.poke(key)
 
 
 class SharedMemo(kopf.Memo):
@@ -112,7 +151,7 @@ class SharedMemo(kopf.Memo):
 
 class NoDiffBase(kopf.DiffBaseStorage):
     """No diff-base: we have no on.create/on.update handlers to feed, and storing it would
-    cost every FineTuneJob one more PATCH. Spec changes wake the loop via `spec_event`."""
+    cost every FineTuneJob one more PATCH. Spec changes make the job due via `ftj_event`."""
 
     def fetch(self, *, body: kopf.Body) -> None:
         return None
@@ -121,12 +160,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def poke(
-    memo: kopf.Memo, namespace: str | None, labels: dict[str, str], urgent: bool = False
-) -> None:
-    """A child changed: wake its FineTuneJob's loop now instead of at the next interval
-    (`urgent`: even from an error backoff)."""
+def poke(memo: kopf.Memo, namespace: str | None, labels: dict[str, str]) -> None:
+    """A child changed: reconcile its FineTuneJob now instead of at the next interval."""
     name = labels.get(c.LABEL_JOB)
-    wake = memo.get("pokes", {}).get((namespace, name)) if name else None
-    if wake is not None:
-        wake.set(urgent)
+    scheduler: Scheduler | None = memo.get("scheduler")
+    if name and namespace and scheduler is not None:
+        scheduler.poke((namespace, name))

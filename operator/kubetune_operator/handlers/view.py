@@ -19,7 +19,8 @@ from ..k8s import FINETUNEJOBS, JOBS, PODS, ForeignObject, KubeClient, owned_by
 
 @dataclass
 class Sources:
-    """The daemon's live body and kopf's two child indexes (None: read the API)."""
+    """The scheduler's copy of the FineTuneJob and kopf's two child indexes (None: read
+    the API)."""
 
     body: Mapping[str, Any] | None = None
     jobs: Any = None  # kopf.Index[Key, trimmed Job]
@@ -37,7 +38,7 @@ CREATING_AT_ONCE = 16
 
 
 def creating(memo: kopf.Memo) -> asyncio.Semaphore:
-    """Shared by every job's loop (setup.configure); a caller without it gets its own."""
+    """Shared by every job's pass (setup.configure); a caller without it gets its own."""
     if memo.get("creating") is None:
         memo.creating = asyncio.Semaphore(CREATING_AT_ONCE)
     return memo.creating  # type: ignore[no-any-return]
@@ -50,8 +51,8 @@ def written(memo: kopf.Memo) -> Written:
 
 
 async def finetunejob(memo: kopf.Memo, src: Sources, ns: str, name: str) -> dict[str, Any] | None:
-    """The FineTuneJob: kopf's live body with the status we last wrote if the watch has not
-    shown it yet; a GET only without a live body (a caller outside a daemon)."""
+    """The FineTuneJob: the scheduler's copy with the status we last wrote if the watch has
+    not shown it yet; a GET only without a copy (a caller outside the scheduler)."""
     if src.body is None:
         _miss(memo, "finetunejob")
         return await memo.client.get(FINETUNEJOBS, ns, name)  # type: ignore[no-any-return]
