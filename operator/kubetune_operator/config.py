@@ -88,7 +88,7 @@ class Policy:
 @dataclass(frozen=True)
 class OperatorConfig:
     # How often a running FineTuneJob is looked at without any event (progress scraping,
-    # deadlines); Job/Pod events and spec changes wake its loop at once.
+    # deadlines); Job/Pod events and spec changes make it due at once.
     reconcile_interval: float = 10.0
     # A running job's progress is written to its status at most this often (seconds); a
     # phase or condition change is written at once (pacing.py).

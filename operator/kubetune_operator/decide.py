@@ -243,7 +243,7 @@ def decide(inp: Inputs) -> Plan:
     plan = Plan(status=st)
     if st.phase in Phase.FINISHED and inp.status:
         # A finished job still acknowledges spec edits (e.g. a ttlSecondsAfterFinished
-        # added afterwards): a stale observedGeneration would wake its loop on every event.
+        # added afterwards): a stale observedGeneration would make it due on every event.
         st.observed_generation = inp.generation
         _ttl(inp, st, plan)
         summarize(st, inp.generation, inp.now)

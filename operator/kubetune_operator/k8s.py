@@ -7,7 +7,7 @@ every call, and merge-patches are explicit. Every failure is raised as ApiError
 (NotFound/Conflict) and counted in kubetune_api_errors_total{verb,code}, except the
 answers a call expects: 404 of a GET or DELETE (None/False) and 409 of create-if-missing
 (it exists) are how those calls work, not errors. A request that hits the client timeout
-is an ApiError too (code "timeout"), so the follow loop retries it with backoff.
+is an ApiError too (code "timeout"), so the scheduler retries it with backoff.
 
 An existing object with a child's name is used only if it is ours: its ownerReferences
 name the FineTuneJob's uid (`owned_by`); anything else raises ForeignObject.
@@ -162,7 +162,7 @@ def _authorization(info: kopf.ConnectionInfo) -> str | None:
 # is not trusted: a bigger or endless body is cut here, so it cannot grow the operator's
 # memory past its limit (the chart's 512Mi is shared by every job it follows).
 MAX_SCRAPE_BYTES = 4 * 1024 * 1024
-# Seconds for one whole scrape (connect + body): a slow pod cannot stall the follow loop.
+# Seconds for one whole scrape (connect + body): a slow pod cannot stall its job's pass.
 SCRAPE_TIMEOUT = 3.0
 _log = logging.getLogger(__name__)
 

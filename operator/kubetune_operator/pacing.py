@@ -12,7 +12,7 @@ hundreds of status PATCHes a second. So (per job):
   * rank 0 is scraped no more often than a write could show it (status_interval), and
     no more often than a step finishes (a slow model's step can take minutes), capped
     at MAX_SCRAPE_INTERVAL so a job is never unwatched for long.
-One small record per job, dropped when its loop ends: no per-job history. A record starts
+One small record per job, dropped with the job (its STOP): no per-job history. A record starts
 as if just written, so an operator restart with many running jobs does not rewrite every
 job's progress at once (a phase change still goes through at once).
 """

@@ -46,7 +46,7 @@ _log = logging.getLogger(__name__)
 
 def parse_metrics(text: str, logger: logging.Logger | None = None) -> dict[str, float]:
     """Our gauges from rank 0's text; +Inf/NaN and absurd counts are dropped with a warning
-    (the trainer's pod is not trusted: a bad value must never stop the follow loop)."""
+    (the trainer's pod is not trusted: a bad value must never stop the job's passes)."""
     values: dict[str, float] = {}
     dropped: list[str] = []
     try:

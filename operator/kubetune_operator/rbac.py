@@ -25,7 +25,7 @@ JOB_RULES: Final[tuple[Rule, ...]] = (
     # The custom resource: kopf lists/watches/patches it (finalizer, deletion progress); we
     # GET it fresh in each reconcile and DELETE it after its TTL.
     (GROUP, PLURAL, ("get", "list", "watch", "patch", "delete")),
-    # Status subresource: merge-patched by the follow loop.
+    # Status subresource: merge-patched by the job's reconcile pass.
     (GROUP, f"{PLURAL}/status", ("patch",)),
     # Children carry ownerReferences with blockOwnerDeletion: true. With the admission
     # plugin OwnerReferencesPermissionEnforcement (on in OpenShift and many hardened

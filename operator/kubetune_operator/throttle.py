@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Mapping
 
-# 429 answers retried per request before it fails as an ApiError (then the follow loop's
+# 429 answers retried per request before it fails as an ApiError (then the scheduler's
 # own backoff applies), and the longest single wait whatever Retry-After says.
 MAX_THROTTLED_RETRIES = 5
 MAX_RETRY_AFTER = 60.0
