@@ -109,9 +109,9 @@ class Scheduler:
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._passes: set[asyncio.Task[None]] = set()
-        # kopf's Event poster (kopf.event, and the object logger's Events) is found through
-        # ContextVars that kopf sets only in the task handling an object, not in the startup
-        # handler's: passes run in a copy of the context of the first upsert (an event handler).
+        # kopf's Event poster (kopf.event: a pass's Events) is found through ContextVars that
+        # kopf sets only in the task handling an object, not in the startup handler's:
+        # passes run in a copy of the context of the first upsert (an event handler).
         self._context: contextvars.Context | None = None
 
     # -- called by the operator ---------------------------------------------------------------

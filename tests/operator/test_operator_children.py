@@ -165,7 +165,7 @@ def test_quota_403_is_retried_not_failed(operator):
     assert status(cluster)["phase"] == "Pending" and len(operator_posts(cluster, "jobs")) == 2
 
 
-def test_api_timeout_is_counted_and_retried(cluster):
+def test_api_timeout_is_counted_and_retried(cluster, caplog):
     port = free_port()
     config = OperatorConfig(reconcile_interval=0.5, metrics_port=port, metrics_addr="127.0.0.1",
                             api_timeout=1.0)  # fmt: skip
@@ -184,3 +184,11 @@ def test_api_timeout_is_counted_and_retried(cluster):
     assert errors == {(("code", "timeout"), ("verb", "post")): 2.0}, errors
     # Two 1 s timeouts, then backoff 0.5 s and 1 s before the looks that follow them.
     assert took >= 2 + 0.5 + 1.0, took
+    # Logged through kopf's object logger: each record names the job (the log's
+    # `[namespace/name]` prefix, JSON logs' object reference).
+    refs = [
+        getattr(r, "k8s_ref", {}).get("name")
+        for r in caplog.records
+        if "failed: " in r.getMessage() and "again in 0.5s" in r.getMessage()
+    ]
+    assert refs == ["llama-lora"], refs

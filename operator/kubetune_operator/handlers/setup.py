@@ -83,8 +83,9 @@ def scheduler(
     """The one task that runs every job's passes (schedule.py)."""
 
     def logger_for(entry: Entry) -> kopf.ObjectLogger:
-        # kopf's object logger, for one pass: what a pass logs at INFO or above is also
-        # posted as an Event of its FineTuneJob, as a daemon's logger did.
+        # kopf's object logger, built for one pass (none is held per job): each record
+        # names the job (the `[namespace/name]` prefix, JSON logs' object), as a daemon's
+        # logger did; kopf posts log records as Events only with posting.loggers (off).
         return kopf.ObjectLogger(body=entry.body, settings=settings)  # type: ignore[arg-type]
 
     return Scheduler(
