@@ -141,12 +141,13 @@ class Child:
     args: list[str]
     timeout: float = 1800
     # kubetune's own path: the worker runs with the malloc `kubetune` gives its heavy
-    # commands (jemalloc where installed: kubetune_trainer/allocator.py); others with glibc's.
+    # commands (glibc's, or jemalloc with KUBETUNE_ALLOCATOR=jemalloc in the environment:
+    # kubetune_trainer/allocator.py); others as their users start them (glibc's).
     kubetune: bool = False
 
     def run(self, env: dict[str, str] | None = None) -> dict[str, Any]:
         cmd = [PY, str(BENCH / f"{self.module}.py"), "--worker", *self.args]
-        base = dict(os.environ)
+        base = {**os.environ, **(env or {})}
         if self.kubetune:
             from kubetune_trainer import allocator
 

@@ -229,7 +229,7 @@ def run(
         for mode in modes:
             if mode in COLD:
                 shutil.rmtree(BENCH_CACHE / "quantized", ignore_errors=True)
-            child = Child("memory", [mode, *flags], kubetune=True)  # jemalloc, as `kubetune`
+            child = Child("memory", [mode, *flags], kubetune=True)  # as `kubetune` runs it
             r = child.run({"KUBETUNE_CACHE": str(BENCH_CACHE)})
             r["cache"] = "cold" if mode in COLD else "warm"
             runs[mode].append(r)

@@ -70,12 +70,13 @@ CONFIGS["kt-sdpa"] = {"model": {"attnImplementation": "sdpa"}}
 # kubetune's default path with the frozen base left in fp32 under bf16 autocast (as before
 # modeling/frozen16: autocast casts every frozen weight at each use).
 CONFIGS["kt-weights-fp32"] = {}
-# kubetune's default path with glibc's malloc (KUBETUNE_ALLOCATOR=system) instead of the
-# jemalloc `kubetune` preloads (kubetune_trainer/allocator.py).
-CONFIGS["kt-system-malloc"] = {}
+# kubetune's default path with jemalloc preloaded (KUBETUNE_ALLOCATOR=jemalloc, opt-in:
+# kubetune_trainer/allocator.py) instead of glibc's malloc.
+CONFIGS["kt-jemalloc"] = {}
+ENVS = {"kt-jemalloc": {"KUBETUNE_ALLOCATOR": "jemalloc"}}
 # One full epoch each, side by side with what users pick instead (bench/alternatives.py);
-# kubetune on glibc's malloc beside it, so the allocator default is decided on the same run.
-VS_CONFIGS = ["kubetune", "kt-system-malloc", *ALTERNATIVES]
+# kubetune with jemalloc beside it: the allocator's speed cost measured in the same run.
+VS_CONFIGS = ["kubetune", "kt-jemalloc", *ALTERNATIVES]
 MICRO_BATCH = 4
 STEPS = {QUICK.name: 6, FULL.name: 16}  # steps timed per run (after the first began)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "v_proj"]}
@@ -238,9 +239,9 @@ def model_flops(model_dir: Path) -> dict[str, int]:
 
 
 def ours(config: str) -> bool:
-    """kubetune's configurations run with its malloc (jemalloc), except the one measuring
-    glibc's; the baseline and the alternatives run as their users start them."""
-    return config.startswith(("kubetune", "kt-")) and config != "kt-system-malloc"
+    """kubetune's configurations run with the malloc `kubetune` gives them (ENVS); the
+    baseline and the alternatives run as their users start them."""
+    return config.startswith(("kubetune", "kt-"))
 
 
 def worker(config: str, quick: bool, size: Size | None = None, epoch: bool = False) -> None:
@@ -349,7 +350,9 @@ def run(quick: bool = False, reps: int | None = None, configs: list[str] | None 
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     for rep in range(reps):
         for c in configs:  # interleaved: every configuration sees the same load drift
-            r = Child("throughput", [c] + (["--quick"] if quick else []), kubetune=ours(c)).run()
+            r = Child("throughput", [c] + (["--quick"] if quick else []), kubetune=ours(c)).run(
+                ENVS.get(c)
+            )
             say(
                 f"throughput rep {rep + 1}/{reps} {c}: {r['tokens_per_second']:.0f} tok/s "
                 f"({r['precision']}, {r['steps']} steps, width {r['mean_width']:.0f})"
@@ -408,7 +411,7 @@ def run_vs(
             for c in configs:  # interleaved: every configuration sees the same load drift
                 args = [c, f"--size={size.name}", "--epoch"]
                 try:
-                    r = Child("throughput", args, timeout=3600, kubetune=ours(c)).run()
+                    r = Child("throughput", args, timeout=3600, kubetune=ours(c)).run(ENVS.get(c))
                 except RuntimeError as e:  # e.g. an alternative that does not run here
                     say(f"throughput-vs {max_len} {c}: FAILED {str(e).splitlines()[-1]}")
                     continue

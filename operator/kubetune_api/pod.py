@@ -22,6 +22,9 @@ _CONFIG_KEY: Final = r"[-._a-zA-Z0-9]+"
 # (kubetune_api.constants.Env), torch.distributed's rendezvous, and the caches the read-only
 # root filesystem sends to /cache and /tmp. Nobody may set these, platform or job.
 RESERVED_ENV_PREFIXES: Final = ("KUBETUNE_", "TORCHELASTIC_")
+# kubetune's settings a job or a platform may choose: they pick among what the image has
+# (KUBETUNE_ALLOCATOR: glibc's malloc or the image's jemalloc) and change no contract.
+SETTABLE_KUBETUNE_ENV: Final = frozenset({"KUBETUNE_ALLOCATOR"})
 RESERVED_ENV: Final = frozenset({
     "MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
     "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "NODE_RANK",
@@ -48,6 +51,8 @@ RESERVED_KEY_PREFIXES: Final = (f"{GROUP}/", f"{ANNOTATION_PREFIX}/", "kueue.x-k
 
 def reserved_env_problem(name: str, *, platform: bool) -> str | None:
     """Why `name` may not be set (by a platform default, or else by a job), or None."""
+    if name in SETTABLE_KUBETUNE_ENV:
+        return None
     if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
         return (
             f"{name!r} is set by kubetune in every trainer pod (the launcher and torchrun "
@@ -203,7 +208,8 @@ class PodSpec(ExtraMetadata):
         max_length=200,
         description="Environment variables, merged by name over the platform's defaults (the "
         "job's value wins). Secrets by reference: `valueFrom.secretKeyRef` (e.g. HF_TOKEN). "
-        "KUBETUNE_*, the torchrun rendezvous variables and a few kubetune sets are refused.",
+        "KUBETUNE_* (but KUBETUNE_ALLOCATOR: system or jemalloc), the torchrun rendezvous "
+        "variables and a few kubetune sets are refused.",
     )
     env_from: list[EnvFromSource] = Field(
         default_factory=list,

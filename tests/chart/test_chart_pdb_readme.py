@@ -95,7 +95,7 @@ def test_the_values_table_is_current() -> None:
     current = CHART_README.read_text()
     assert current == chart_readme(current), (
         "charts/kubetune/README.md is stale: run "
-        "PATH=.venv/bin:$PATH .venv/bin/python tests/chart/chart_files.py"
+        "PATH=.venv/bin:$PATH .venv/bin/python -m tests.support.chart.files"
     )
 
 

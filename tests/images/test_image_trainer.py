@@ -106,11 +106,12 @@ def test_two_real_training_steps_inside_the_image_to_s3(
         trainer_image,
         args=["train", "--spec", "/job/job.yaml"],
         mounts=mounts(volumes, Mount(folder, "/job", readonly=True)),
-        env=pod_env(s3_server),
+        # The opt-in allocator (a job's env): the image's libjemalloc2, preloaded by `kubetune`.
+        env=pod_env(s3_server) | {"KUBETUNE_ALLOCATOR": "jemalloc"},
         timeout=600,
     )
     assert code == 0, out[-4000:]
-    assert "malloc jemalloc;" in out  # the image's libjemalloc2, preloaded by `kubetune`
+    assert "malloc jemalloc;" in out
     keys = s3_keys(s3_server, "runs/test/in-image/")
     assert any(k.endswith("adapter/adapter_model.safetensors") for k in keys), keys
     metrics = [k for k in keys if k.endswith("metrics.jsonl")]

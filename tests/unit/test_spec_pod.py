@@ -41,6 +41,9 @@ def test_accepted_spec_pod():
     }), by_name=False)  # fmt: skip
     assert [v.name for v in job.spec.pod.env] == ["HF_HUB_OFFLINE", "HF_TOKEN"]
     assert parse_job(JOB, by_name=False).spec.pod.env == []
+    # The one kubetune setting a job may choose: the allocator (the image has both).
+    allocator = parse_job(job_with({"env": [env("KUBETUNE_ALLOCATOR", value="jemalloc")]}))
+    assert [v.name for v in allocator.spec.pod.env] == ["KUBETUNE_ALLOCATOR"]
 
 
 REFUSED_JOB = [

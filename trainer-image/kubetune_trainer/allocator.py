@@ -1,15 +1,18 @@
-"""jemalloc for the processes that train, evaluate and serve, when the machine has it.
+"""jemalloc, opt-in, for the processes that train, evaluate and serve.
 
 glibc's malloc keeps freed activation buffers in its heap once its dynamic mmap threshold
 has risen (bench/findings.md, "Peak RSS and glibc's mmap threshold"): peak RSS sits well
-above what a step holds. jemalloc returns them: measured on this CPU, peak RSS -17% on the
-throughput workload for ~7% fewer tokens/s there, and -10 to -12% for a 1.1B model's LoRA
-and QLoRA steps (findings, "jemalloc"). Fixing glibc's threshold instead halved tokens/s.
+above what a step holds. jemalloc returns them: measured on this CPU, peak RSS -15 to -17%
+on the throughput workload and -10 to -12% for a 1.1B model's LoRA and QLoRA steps. It
+costs speed, more the longer the step: ~7% fewer tokens/s at maxSeqLength 512 and ~37% at
+2048, where every step faults its freed pages back in (findings, "jemalloc"; its decay and
+oversize settings do not buy the speed back without giving up the memory). So glibc's stays
+the default, and KUBETUNE_ALLOCATOR=jemalloc is for a job short of memory, not of time.
 
 The allocator must be in place before the process starts, so `kubetune` re-executes itself
 once with LD_PRELOAD for the heavy commands (`entry`); child processes (torchrun's workers,
-the local queue's jobs) inherit the variable. KUBETUNE_ALLOCATOR=system keeps glibc's.
-Without libjemalloc.so.2 (Debian: libjemalloc2) nothing changes.
+the local queue's jobs) inherit the variable. Without libjemalloc.so.2 (Debian:
+libjemalloc2) the setting is refused by name.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-ENV = "KUBETUNE_ALLOCATOR"  # jemalloc (default: when installed) | system
+ENV = "KUBETUNE_ALLOCATOR"  # system (default) | jemalloc
 LIBRARY = "libjemalloc.so.2"
 # Commands whose process trains, evaluates or serves a model: worth the re-exec (~0.1 s).
 HEAVY = frozenset({"run", "train", "launch", "worker", "eval", "compare", "serve", "export"})
@@ -47,14 +50,19 @@ def library() -> str | None:
 
 
 def preload_env(env: Mapping[str, str]) -> dict[str, str] | None:
-    """`env` with jemalloc preloaded, or None when it is not wanted or not installed."""
-    choice = env.get(ENV, "jemalloc").strip().lower()
+    """`env` with jemalloc preloaded, or None when it is not wanted or there already."""
+    choice = (env.get(ENV) or "system").strip().lower()
     if choice == "system":
         return None
     if choice != "jemalloc":
-        raise SystemExit(f"{ENV}={choice!r}: use 'jemalloc' (the default) or 'system'")
+        raise SystemExit(f"{ENV}={choice!r}: use 'system' (the default) or 'jemalloc'")
     lib = library()
-    if lib is None or lib in env.get("LD_PRELOAD", "").split(":"):
+    if lib is None:
+        raise SystemExit(
+            f"{ENV}=jemalloc: {LIBRARY} is not installed here (Debian/Ubuntu: apt-get install "
+            f"libjemalloc2; the trainer image has it); unset {ENV} to use the system malloc"
+        )
+    if lib in env.get("LD_PRELOAD", "").split(":"):
         return None
     preload = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
     return {**env, "LD_PRELOAD": preload, _REEXEC: "1"}

@@ -1,5 +1,5 @@
-"""jemalloc for the heavy commands (kubetune_trainer/allocator.py): when it is wanted,
-how the environment is built, and that a re-executed `kubetune` really runs with it."""
+"""jemalloc, opt-in, for the heavy commands (kubetune_trainer/allocator.py): when it is
+wanted, how the environment is built, and that a re-executed `kubetune` really runs with it."""
 
 from __future__ import annotations
 
@@ -21,11 +21,24 @@ needs_jemalloc = pytest.mark.skipif(
 
 @needs_jemalloc
 def test_the_environment_preloads_jemalloc_before_what_was_there() -> None:
-    env = allocator.preload_env({"PATH": "/bin", "LD_PRELOAD": "libother.so"})
+    wanted = {allocator.ENV: "jemalloc"}
+    env = allocator.preload_env({**wanted, "PATH": "/bin", "LD_PRELOAD": "libother.so"})
     assert env is not None and env["LD_PRELOAD"] == f"{allocator.LIBRARY}:libother.so"
     assert env["PATH"] == "/bin"
-    assert allocator.preload_env({"LD_PRELOAD": allocator.LIBRARY}) is None  # already there
-    assert allocator.preload_env({allocator.ENV: "system"}) is None  # opted out
+    assert allocator.preload_env({**wanted, "LD_PRELOAD": allocator.LIBRARY}) is None  # there
+    # glibc's malloc is the default: jemalloc costs speed at long steps (findings, "jemalloc").
+    assert allocator.preload_env({"PATH": "/bin"}) is None
+    assert allocator.preload_env({allocator.ENV: "", "PATH": "/bin"}) is None
+    assert allocator.preload_env({allocator.ENV: "system"}) is None
+
+
+def test_jemalloc_asked_for_but_not_installed_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(allocator, "library", lambda: None)  # a machine without libjemalloc2
+    with pytest.raises(SystemExit, match=r"KUBETUNE_ALLOCATOR=jemalloc: .* apt-get install"):
+        allocator.preload_env({allocator.ENV: "jemalloc"})
+    assert allocator.preload_env({}) is None  # the default needs nothing installed
 
 
 def test_an_unknown_allocator_is_refused_by_name() -> None:
@@ -54,8 +67,9 @@ print(sys.argv[1:], allocator.in_use())
 @needs_jemalloc
 @pytest.mark.parametrize(
     ("command", "setting", "want"),
-    [("train", "jemalloc", "jemalloc"), ("train", "system", "system"), ("validate", "", "system")],
-)
+    [("train", "jemalloc", "jemalloc"), ("train", "system", "system"), ("train", "", "system"),
+     ("validate", "jemalloc", "system")],
+)  # fmt: skip
 def test_a_heavy_command_re_executes_itself_with_jemalloc(
     tmp_path: Path, command: str, setting: str, want: str
 ) -> None:
