@@ -9,11 +9,18 @@
 # bundle) through read-only build-time mounts: never copied into a layer. Layers and pip's
 # wheel cache are kept by buildah, so a rebuild after a source change takes seconds to a minute.
 #
+# Each image's build records the layer images it used (`--> <id>` lines, cache hits too); the
+# next build of that image removes the ones it no longer uses and no other recorded build
+# does: a source change otherwise leaves ~5 GB of dangling trainer layers per rebuild. Only
+# images these builds made are ever removed (never another project's dangling images).
+#
 # Images and buildah's storage live outside the repository (/var/lib/containers). Needs root
 # (CI runs as root) or sudo for apt. Environment:
 #   KUBETUNE_BASE_IMAGE / KUBETUNE_TRAINER_IMAGE / KUBETUNE_OPERATOR_IMAGE  image names
 #   KUBETUNE_DEBIAN_MIRROR  the Debian mirror mmdebstrap uses (default deb.debian.org)
 #   KUBETUNE_IMAGES         which to build: "operator trainer" (default)
+#   KUBETUNE_BUILD_RECORDS  where each image's layer record is kept
+#                           (default ~/.cache/kubetune/image-layers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # chroot isolation: RUN steps need no user namespaces or cgroups (buildah 1.28 ignores
@@ -29,6 +36,7 @@ OPERATOR=${KUBETUNE_OPERATOR_IMAGE:-localhost/kubetune/operator:$VERSION}
 MIRROR=${KUBETUNE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 WHICH=${KUBETUNE_IMAGES:-operator trainer}
 HOST_PREFIX=/tmp/kubetune-build-host # where the host's pip files appear during the build
+RECORDS=${KUBETUNE_BUILD_RECORDS:-${XDG_CACHE_HOME:-$HOME/.cache}/kubetune/image-layers}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 elapsed() { echo $(($(date +%s) - $1)); }
@@ -60,10 +68,34 @@ build() { # image dockerfile [buildah bud args...]
   echo "==> $image ($file)"
   t=$(date +%s)
   # docker format: OCI image configs cannot carry SHELL (the Dockerfiles use bash -o pipefail).
-  nice -n 10 buildah bud --quiet --pull=never --layers --format docker \
+  nice -n 10 buildah bud --pull=never --layers --format docker \
     --build-arg BASE_IMAGE="$BASE" --build-arg PIP_CONFIG_FILE="$HOST_PREFIX/pip.conf" \
-    "${volumes[@]}" "$@" -f "$file" -t "$image" . >/dev/null
+    "${volumes[@]}" "$@" -f "$file" -t "$image" . >"$work/build.log" ||
+    { tail -n 40 "$work/build.log" >&2; return 1; }
+  # Every step's image, new or from the cache, by its short id (11 hex digits).
+  sed -nE 's/^--> (Using cache )?([0-9a-f]{11})[0-9a-f]*$/\2/p' "$work/build.log" | LC_ALL=C sort -u \
+    >"$work/layers.${image//[^A-Za-z0-9._-]/_}"
   echo "==> $image built in $(elapsed "$t") s"
+}
+
+prune_old_layers() { # after every build succeeded: what earlier builds used and none uses now
+  mkdir -p "$RECORDS"
+  local now name others gone id n=0
+  for now in "$work"/layers.*; do
+    [ -e "$now" ] || continue
+    name=${now##*/layers.}
+    if [ -f "$RECORDS/$name" ]; then
+      # In use: this run's builds, and the last recorded build of every other image.
+      others=$(find "$RECORDS" -type f ! -name "$name")
+      # shellcheck disable=SC2086 # $others: file names without spaces (sanitized above)
+      gone=$(LC_ALL=C comm -23 "$RECORDS/$name" <(cat "$work"/layers.* $others | LC_ALL=C sort -u))
+      for id in $gone; do
+        buildah rmi "$id" >/dev/null 2>&1 && n=$((n + 1))
+      done
+    fi
+    cp "$now" "$RECORDS/$name"
+  done
+  [ "$n" -eq 0 ] || echo "==> removed $n layer image(s) that earlier builds used and these do not"
 }
 
 for what in $WHICH; do
@@ -77,4 +109,5 @@ for what in $WHICH; do
     *) echo "unknown image '$what' in KUBETUNE_IMAGES (operator, trainer)" >&2; exit 2 ;;
   esac
 done
-buildah images --filter reference='localhost/kubetune*'
+prune_old_layers
+buildah images | grep -E "^(REPOSITORY|localhost/kubetune)"
