@@ -50,6 +50,7 @@ class Rank0:
         self.started: dict[str, float] = {}
         self.finished: set[str] = set()
         self.scrapes = 0
+        self.scraped_at: dict[str, float] = {}  # pod IP -> monotonic time of its last scrape
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -73,6 +74,7 @@ class Rank0:
             writer.write(head.encode() + b"\r\nConnection: close\r\n\r\n" + body)
             await writer.drain()
             self.scrapes += 1
+            self.scraped_at[ip] = time.monotonic()
         writer.close()
 
     def _run(self) -> None:

@@ -65,7 +65,7 @@ def figures(
         elif r.resource.plural == "jobs" and is_op(r):
             jobs.setdefault(name.rsplit("-a", 1)[0], received[r.id])
     latency = [jobs[k] - posts[k] for k in posts if k in jobs]
-    # Split: POST -> first status write (kopf's queue: finalizer, daemon start, our
+    # Split: POST -> first status write (kopf's queue: finalizer, the scheduler's first pass, our
     # creation slot), first status write -> Job POST (our requests under the --qps cap).
     to_status = [first_status[k] - posts[k] for k in posts if k in first_status]
     to_job = [jobs[k] - first_status[k] for k in jobs if k in first_status]

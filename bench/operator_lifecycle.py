@@ -113,30 +113,29 @@ def _phases(emu: Any) -> collections.Counter[str]:
 
 
 class Looks:
-    """Counts, in the new part of the emulator's log only (a full scan would slow the
-    run), our client's reads of accepted specs: one per job at an operator's first look."""
+    """Running jobs an operator has looked at since `since` (monotonic): a pass over a
+    running job scrapes its rank 0, and a new operator has no pacing yet, so its first pass
+    does. (Its API reads do not tell: since listing.py a start lists the spec ConfigMaps
+    once per namespace instead of a GET per job.)"""
 
-    def __init__(self, emu: Any, since: int) -> None:
-        self.emu, self.index, self.gets, self.first_at = emu, since, 0, 0.0
+    def __init__(self, rank0: Rank0, since: float) -> None:
+        self.rank0, self.since, self.first_at = rank0, since, 0.0
 
     def __call__(self) -> int:
-        log = self.emu._requests
-        for r in log[self.index : len(log)]:
-            res = r.resource
-            if is_op(r) and method(r) == "GET" and res and res.plural == "configmaps":
-                self.gets += 1
-                self.first_at = self.first_at or self.emu.received[r.id]
-        self.index = len(log)
-        return self.gets
+        times = [t for t in list(self.rank0.scraped_at.values()) if t >= self.since]
+        if times:
+            self.first_at = min(times)
+        return len(times)
 
 
-def _failover(cluster: Any, log: Path, n: int, limit: float, cap: tuple[float, int]) -> Any:
+def _failover(
+    cluster: Any, rank0: Rank0, log: Path, n: int, limit: float, cap: tuple[float, int]
+) -> Any:
     """Two replicas with the Lease: A leads and has looked at every job, B stands by; A is
     killed (SIGKILL by its PID: no release of the Lease, like a lost node). Seconds from
     the kill to B holding the Lease, to B's first look at a job, to B having looked at all.
     Returns B (still running) and the figures."""
-    emu = cluster.emu
-    looks = Looks(emu, len(cluster.requests()))
+    looks = Looks(rank0, time.monotonic())
     a = _start_operator(cluster.kubeconfig, log, cap, lease=True)
     t0 = time.monotonic()
     while not _lease_holder(cluster) and time.monotonic() - t0 < 120:
@@ -147,8 +146,8 @@ def _failover(cluster: Any, log: Path, n: int, limit: float, cap: tuple[float, i
     b = _start_operator(cluster.kubeconfig, log, cap, lease=True)
     time.sleep(5)  # B is up and polling the Lease
     cpu_a = _cpu_seconds(a.pid)
-    looks = Looks(emu, len(cluster.requests()))
     killed = time.monotonic()
+    looks = Looks(rank0, killed)
     a.kill()  # only the process we started
     a.wait(10)
     while _lease_holder(cluster) in ("", holder_a) and time.monotonic() - killed < 120:
@@ -221,7 +220,7 @@ def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dic
         phases_at_restart = dict(_phases(emu))
         r0, tr0 = len(cluster.requests()), time.monotonic()
         proc = _start_operator(cluster.kubeconfig, log, cap)
-        resynced = Looks(emu, r0)
+        resynced = Looks(rank0, tr0)
         while resynced() < n and time.monotonic() - tr0 < limit:
             time.sleep(0.5)
         resync = time.monotonic() - tr0
@@ -243,7 +242,7 @@ def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dic
         )
         say(f"{n}: resync {resync:.1f} s; failover with two replicas")
         _stop(proc)
-        proc, failover = _failover(cluster, log, n, limit, cap)
+        proc, failover = _failover(cluster, rank0, log, n, limit, cap)
         cpu_b0 = _cpu_seconds(proc.pid)
         say(f"{n}: failover {failover}; finishing the jobs")
         # The end: every pod succeeds, every Job completes.

@@ -83,7 +83,8 @@ class OperatorProcess:
             return None
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM (kopf stops its daemons and exits), SIGKILL to its group if it lingers."""
+        """SIGTERM (kopf runs its cleanup, the scheduler stops, it exits), SIGKILL to its group
+        if it lingers."""
         if self.popen is None:
             return
         if self.popen.poll() is None:
