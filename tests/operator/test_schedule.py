@@ -148,15 +148,22 @@ def test_an_error_backoff_ignores_pokes_but_not_an_urgent_one(caplog):
     assert "failed: HTTP 503: unavailable; again in 30s" in caplog.text
 
 
+def failing_job(interval: float) -> tuple[Fake, Scheduler]:
+    """A started scheduler whose one job (A) fails with an API error at every pass."""
+
+    async def failing(entry: Entry) -> float | None:
+        raise ApiError(500, "boom")
+
+    fake = Fake(failing)
+    s = fake.scheduler(interval=interval, transient=(ApiError,))
+    s.start()
+    s.upsert(A, body("a"))
+    return fake, s
+
+
 def test_the_error_backoff_doubles_up_to_its_cap():
     async def scenario() -> list[float]:
-        async def failing(entry: Entry) -> float | None:
-            raise ApiError(0, "timeout")
-
-        fake = Fake(failing)
-        s = fake.scheduler(interval=20.0, transient=(ApiError,))
-        s.start()
-        s.upsert(A, body("a"))
+        fake, s = failing_job(interval=20.0)
         waits = []
         for n in range(1, 5):
             await until(
@@ -234,13 +241,7 @@ def test_stop_drops_the_entry_and_forgets_the_jobs_state():
 
 def test_a_deleted_job_ends_without_a_reconcile_even_in_a_backoff():
     async def scenario() -> Fake:
-        async def failing(entry: Entry) -> float | None:
-            raise ApiError(500, "boom")
-
-        fake = Fake(failing)
-        s = fake.scheduler(interval=60.0, transient=(ApiError,))
-        s.start()
-        s.upsert(A, body("a"))
+        fake, s = failing_job(interval=60.0)
         await until(lambda: A in s.entries and s.entries[A].backoff)
         s.delete(A)  # the DELETED event
         await until(lambda: A not in s.entries)
