@@ -185,7 +185,8 @@ def test_rotated_credentials_are_picked_up_without_a_restart(operator):
     rotated_at = len(cluster.requests())
     cluster.patch(FTJ, NS, "llama-lora", {"spec": {"runPolicy": {"suspend": True}}})
     wait_for(lambda: status(cluster).get("phase") == "Suspended", what="Suspended")
-    assert cluster.get("batch/v1/jobs", NS, "llama-lora-a1") is None
+    # The status is written before the attempt's Job is deleted (reconcile._execute).
+    wait_for(lambda: cluster.get("batch/v1/jobs", NS, "llama-lora-a1") is None, what="Job gone")
     after = cluster.requests()[rotated_at:]
     ours = [r for r in after if r.headers.get("User-Agent") == "kubetune-operator"]
     refused = [
