@@ -17,6 +17,7 @@ built-in kind, needs one Role in the operator's namespace, and a deposed leader 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -251,11 +252,14 @@ async def run_with_lease(
         await client.close()
 
 
-async def serve_health(host: str, port: int) -> asyncio.Server:
+async def serve_health(
+    host: str, port: int, check: Callable[[], dict[str, Any]] | None = None
+) -> asyncio.Server:
     """/healthz for the whole life of the process: kopf serves its own only once it runs,
     and a standby failing its liveness probe would be restarted again and again. Served by
     the event loop itself (a stuck loop fails the probe), with no HTTP library: only k8s.py
-    imports aiohttp."""
+    imports aiohttp. `check` adds its answer to the body; its exception is a 503 (the
+    leader's scheduler is gone: setup.scheduler_health)."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -263,6 +267,11 @@ async def serve_health(host: str, port: int) -> asyncio.Server:
             path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
             ok = path.split(b"?")[0] == b"/healthz"
             status, body = (b"200 OK", b"{}") if ok else (b"404 Not Found", b"")
+            if ok and check is not None:
+                try:
+                    body = json.dumps(check()).encode()
+                except Exception as exc:  # the check's own words, for `kubectl describe`
+                    status, body = b"503 Service Unavailable", json.dumps(str(exc)).encode()
             writer.write(
                 b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
                 b"Content-Length: "

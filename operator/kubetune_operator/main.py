@@ -32,6 +32,12 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     await setup.shutdown(memo)
 
 
+@kopf.on.probe(id="scheduler")
+def scheduler_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
+    """/healthz: the scheduler follows the jobs (job and in-flight pass counts)."""
+    return setup.scheduler_health(memo)
+
+
 @kopf.on.login()
 async def login(**_: Any) -> kopf.ConnectionInfo:
     """Log in like the API client: service account, else $KUBECONFIG read now."""

@@ -166,6 +166,10 @@ class Scheduler:
     def in_flight(self) -> int:
         return len(self._passes)
 
+    def alive(self) -> bool:
+        """Its loop runs (started, not ended): false means no job is followed any more."""
+        return self._task is not None and not self._task.done()
+
     # -- the loop -------------------------------------------------------------------------
 
     def _at(self, entry: Entry, when: float) -> None:

@@ -3,6 +3,7 @@ started with exactly the arguments the Helm chart renders."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -11,12 +12,14 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import kopf
 import pytest
 import yaml
 
-from kubetune_operator.leader import LOST_EXIT_CODE
+from kubetune_operator.leader import LOST_EXIT_CODE, serve_health
 from tests.support.chart import helpers
 from tests.support.kube.cluster import FTJ, EmulatorServer, api_path, wait_for
 from tests.support.kube.operator import LEASE_NS, NS, load_ftj
@@ -105,6 +108,10 @@ def test_two_replicas_from_the_chart_one_acts_and_fails_over(cluster: EmulatorSe
         assert holder in ids and None not in ids, (holder, ids)
         active, standby = (0, 1) if holder == ids[0] else (1, 0)
         assert healthy(pods[standby])  # a standby is alive: the kubelet must not restart it
+        # The leader's /healthz includes its scheduler, which follows the one job.
+        port = next(a.split("=")[1] for a in pods[active] if a.startswith("--liveness-port="))
+        probe = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+        assert probe["scheduler"]["jobs"] == 1, probe
         time.sleep(1)  # a second replica acting would have posted its Job by now
         posts = [
             r
@@ -199,3 +206,33 @@ def test_a_standby_creates_nothing_stays_healthy_and_stops_on_sigterm(cluster: E
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_healthz_answers_503_with_the_reason_when_its_check_fails():
+    """The leader's /healthz fails (the kubelet restarts the pod) once its scheduler is gone,
+    and answers what the check returns while it runs; a standby has no check to fail."""
+    state: dict[str, Any] = {"alive": True}
+
+    def check() -> dict[str, Any]:
+        if not state["alive"]:
+            raise kopf.PermanentError("the scheduler's loop is not running: no job is followed")
+        return {"scheduler": {"jobs": 3, "passes": 0}}
+
+    async def scenario() -> list[tuple[int, Any]]:
+        port = free_port()
+        server = await serve_health("127.0.0.1", port, check)
+        out = []
+        try:
+            async with httpx.AsyncClient() as client:
+                for alive in (True, False):
+                    state["alive"] = alive
+                    r = await client.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                    out.append((r.status_code, r.json()))
+        finally:
+            server.close()
+            await server.wait_closed()
+        return out
+
+    ok, failed = asyncio.run(scenario())
+    assert ok == (200, {"scheduler": {"jobs": 3, "passes": 0}})
+    assert failed[0] == 503 and "no job is followed" in failed[1]

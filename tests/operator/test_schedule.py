@@ -5,6 +5,7 @@ passes of a job at once, error backoff, a bug in one job contained, a bound on p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -362,3 +363,30 @@ def test_a_poke_makes_a_waiting_job_due_now():
         return time.monotonic() - t0
 
     assert run(scenario()) < 1
+
+
+def test_the_liveness_probe_fails_once_the_scheduler_loop_is_not_running():
+    from kubetune_operator.handlers.setup import scheduler_health
+
+    async def scenario() -> list[object]:
+        fake = Fake()
+        s = fake.scheduler()
+        memo = kopf.Memo()
+        memo.scheduler = s
+        seen: list[object] = []
+        with contextlib.suppress(kopf.PermanentError):
+            scheduler_health(memo)  # not started yet
+            seen.append("healthy before start")
+        s.start()
+        s.upsert(A, body("a"))
+        seen.append(scheduler_health(memo))
+        await s.stop()  # the loop ends (as if it had died): the pod must be restarted
+        try:
+            scheduler_health(memo)
+        except kopf.PermanentError as exc:
+            seen.append(str(exc))
+        return seen
+
+    seen = run(scenario())
+    assert seen[0] == {"jobs": 1, "passes": seen[0]["passes"]}  # type: ignore[index]
+    assert "no job is followed" in str(seen[1])

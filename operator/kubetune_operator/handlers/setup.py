@@ -97,6 +97,16 @@ def scheduler(
     )
 
 
+def scheduler_health(memo: kopf.Memo) -> dict[str, int]:
+    """/healthz's part: the scheduler's loop runs, else the probe fails at once (a
+    PermanentError: kopf would retry any other error inside the request) and the kubelet
+    restarts the pod, instead of an operator that answers but follows no job."""
+    running: Scheduler | None = memo.get("scheduler")
+    if running is None or not running.alive():
+        raise kopf.PermanentError("the scheduler's loop is not running: no job is followed")
+    return {"jobs": len(running.entries), "passes": running.in_flight()}
+
+
 def serve_metrics(memo: kopf.Memo) -> Any:
     config: OperatorConfig = memo.get("config") or OperatorConfig()
     if config.metrics_port is None:
