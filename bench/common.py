@@ -147,18 +147,18 @@ class Child:
 
     def run(self, env: dict[str, str] | None = None) -> dict[str, Any]:
         cmd = [PY, str(BENCH / f"{self.module}.py"), "--worker", *self.args]
-        base = {**os.environ, **(env or {})}
+        full = {**os.environ, **(env or {})}
         if self.kubetune:
             from kubetune_trainer import allocator
 
-            base = allocator.preload_env(base) or base
+            full = allocator.preload_env(full) or full
         t0 = time.monotonic()
         proc = subprocess.run(
             cmd,
             capture_output=True,
             text=True,
             timeout=self.timeout,
-            env={**base, **(env or {})},
+            env=full,
             cwd=ROOT,
         )
         lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT:")]

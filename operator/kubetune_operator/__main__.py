@@ -29,7 +29,7 @@ from kubetune_api.trainer_defaults import (
 from . import DEFAULT_IMAGE, leader, netpol
 from . import main as _routing  # noqa: F401  (registers the handlers)
 from .config import OperatorConfig
-from .handlers.setup import SharedMemo, scheduler_health
+from .handlers.setup import SharedMemo, healthz
 
 # Where a pod's own namespace is (the service-account mount): the Lease's default home.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -129,14 +129,6 @@ def lease_config(args: argparse.Namespace) -> leader.LeaseConfig:
     )
 
 
-def _health(memo: kopf.Memo) -> dict[str, Any]:
-    """A standby (kopf not running here: no scheduler yet) is healthy; the leader is while
-    its scheduler runs."""
-    if memo.get("scheduler") is None:
-        return {}
-    return {"scheduler": scheduler_health(memo)}
-
-
 async def run_elected(args: argparse.Namespace, memo: kopf.Memo) -> None:
     """Wait for the Lease, then run kopf; SIGTERM stops a standby or the leader cleanly."""
     stop = asyncio.Event()
@@ -144,7 +136,7 @@ async def run_elected(args: argparse.Namespace, memo: kopf.Memo) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)  # kopf installs its own once it runs
     health = (
-        await leader.serve_health(args.bind, args.liveness_port, lambda: _health(memo))
+        await leader.serve_health(args.bind, args.liveness_port, lambda: healthz(memo))
         if args.liveness_port
         else None
     )

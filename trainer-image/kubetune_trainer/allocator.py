@@ -72,7 +72,8 @@ def reexec(argv: Sequence[str]) -> None:
     """Replace this process by itself with jemalloc preloaded, for a heavy command.
 
     Returns (and the command runs as it is) when it is not heavy, jemalloc is loaded
-    already, not wanted, not installed, or this is the re-executed process."""
+    already or not wanted, or this is the re-executed process; asked for and not installed,
+    it stops with SystemExit naming the package (preload_env)."""
     command = next((a for a in argv[1:] if not a.startswith("-")), None)
     if command not in HEAVY or os.environ.get(_REEXEC) or in_use() != "system":
         return

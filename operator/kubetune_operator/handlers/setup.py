@@ -107,6 +107,14 @@ def scheduler_health(memo: kopf.Memo) -> dict[str, int]:
     return {"jobs": len(running.entries), "passes": running.in_flight()}
 
 
+def healthz(memo: kopf.Memo) -> dict[str, Any]:
+    """The Lease path's /healthz body (leader.serve_health): a standby (kopf not running
+    here, no scheduler) is healthy; the leader is while its scheduler runs."""
+    if memo.get("scheduler") is None:
+        return {}
+    return {"scheduler": scheduler_health(memo)}
+
+
 def serve_metrics(memo: kopf.Memo) -> Any:
     config: OperatorConfig = memo.get("config") or OperatorConfig()
     if config.metrics_port is None:

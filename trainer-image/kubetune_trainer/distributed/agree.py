@@ -56,7 +56,7 @@ def every_rank(topic: str, value: str, timeout: float) -> list[str] | None:
     scoped.set(str(rank()), value)
     try:
         return [scoped.get(str(r)).decode() for r in range(world_size())]
-    except (RuntimeError, dist.DistError) as exc:  # DistStoreError: a key never came
+    except RuntimeError as exc:  # DistStoreError (a key never came) is one
         raise RetryableError(
             f"ranks could not agree on {topic} within {timeout:g}s (a peer did not answer: "
             f"{exc}); the attempt is retried"
