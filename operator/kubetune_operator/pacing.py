@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .progress import RateSample
 
 MAX_SCRAPE_INTERVAL = 300.0
 # A progress write gives way to job creations (throttle.py) only while the status it would
@@ -38,6 +41,10 @@ ESTIMATES = frozenset({"etaSeconds", "eta", "tokensPerSecond"})
 class Pace:
     last_write: float = -math.inf  # monotonic time of our last status write
     next_scrape: float = 0.0  # monotonic time rank 0 may be scraped again
+    # The current attempt's first (time, step), for the ETA: kept here, not in a map keyed by
+    # attempt, so forgetting a deleted job is one pop (no scan over every job's samples).
+    rate: RateSample | None = None
+    rate_attempt: int = -1
 
 
 def classify(patch: dict[str, Any]) -> str:

@@ -4,7 +4,6 @@ must end a waiting job's entry promptly, and shutdown must stop the scheduler cl
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 
@@ -38,19 +37,18 @@ def test_deletion_and_shutdown_end_a_waiting_job(
         wait_for(lambda: cluster.get(JOBS, NS, "other-a1"), what="other's Job")
         scheduler = memo.scheduler
         assert {(NS, "llama-lora"), (NS, "other")} <= set(scheduler.entries)
-        t0 = time.monotonic()
         cluster.delete(FTJ, NS, "llama-lora")
+        # Gone within wait_for's limit, far inside the hour: only the deletion's poke can have
+        # made its entry due (no elapsed-time bound of our own: a loaded CI machine is slow).
         wait_for(lambda: cluster.get(FTJ, NS, "llama-lora") is None, what="the FineTuneJob gone")
-        assert time.monotonic() - t0 < 10
-        # Its entry ended, the deletion made it due at once; its state is gone with it.
+        # Its entry ended; its state is gone with it.
         assert (NS, "llama-lora") not in scheduler.entries
         assert (NS, "llama-lora") not in memo.paces
         assert not forced(caplog), forced(caplog)
         assert (NS, "other") in scheduler.entries  # still waiting
         caplog.clear()
-        t0 = time.monotonic()
-    # Shutdown: the cleanup handler stops the scheduler; kopf has nothing to cancel.
-    assert time.monotonic() - t0 < 10
+    # Shutdown: the cleanup handler stops the scheduler; kopf has nothing to cancel (a task
+    # that did not end by itself would be in `forced`).
     assert scheduler.in_flight() == 0
     assert scheduler._task is not None and scheduler._task.done()
     assert not forced(caplog), forced(caplog)

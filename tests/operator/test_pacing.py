@@ -1,12 +1,17 @@
-"""Pure pacing rules (pacing.py: what is written now, later or never; how often to scrape)
+"""Pacing rules (pacing.py: what is written now, later or never; how often to scrape)
 and API flow control (throttle.py: QPS/burst, Retry-After)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import kopf
 import pytest
 
+from kubetune_api.constants import TrainerMetric
+from kubetune_operator.config import OperatorConfig
+from kubetune_operator.handlers import reconcile
 from kubetune_operator.pacing import (
     MAX_DEFERRED_INTERVALS,
     MAX_SCRAPE_INTERVAL,
@@ -94,3 +99,33 @@ def test_retry_after_is_a_floor_with_backoff_and_a_cap():
     assert retry_after({"Retry-After": "1"}, 2) == 2  # backoff grows past a small ask
     assert retry_after({"Retry-After": "3600"}, 0) == 60  # capped
     assert retry_after({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, 0) == 0.5
+
+
+def test_each_attempt_measures_its_own_step_rate_in_the_jobs_pace():
+    """The ETA's first sample lives in the job's Pace (one pop forgets a deleted job); a new
+    attempt (a retry resuming at an earlier step) starts a sample of its own."""
+
+    class Rank0:
+        step = 0
+
+        async def scrape(self, ip: str, port: int) -> str:
+            return f"{TrainerMetric.STEP} {self.step}\n{TrainerMetric.TOTAL_STEPS} 100\n"
+
+    memo = kopf.Memo(config=OperatorConfig(status_interval=0.0), paces={})
+    rank0, log = Rank0(), logging.getLogger("test")
+
+    def look(attempt: int, step: int) -> object:
+        rank0.step = step
+        memo.paces[("ns", "a")].next_scrape = 0.0  # due now
+        return asyncio.run(reconcile._progress(memo, rank0, "ns", "a", attempt, "ip", 1, log))
+
+    memo.paces[("ns", "a")] = Pace()
+    look(1, 10)
+    p = look(1, 60)
+    pace = memo.paces[("ns", "a")]
+    assert (pace.rate_attempt, pace.rate.step) == (1, 10) and p.eta_seconds is not None
+    p = look(2, 40)  # attempt 2 resumed from a checkpoint at step 40: no rate from attempt 1's
+    assert (pace.rate_attempt, pace.rate.step) == (2, 40) and p.eta_seconds is None
+    memo.accepted, memo.preflights = {}, {}
+    reconcile.forget(memo, "ns", "a")
+    assert not memo.paces  # the sample went with the pace

@@ -218,7 +218,6 @@ def test_stop_drops_the_entry_and_forgets_the_jobs_state():
         accepted={A: ("u1", "{}"), B: ("u2", "{}")},
         preflights={A: (("u1", 1), None)},
         paces={A: object(), B: object()},
-        rates={("ns", "a", 1): object(), ("ns", "a", 2): object(), ("ns", "b", 1): object()},
         written=Written(),
     )
     memo.written.ftjs[A] = {"status": {}}
@@ -244,7 +243,6 @@ def test_stop_drops_the_entry_and_forgets_the_jobs_state():
     s = run(scenario())
     assert set(s.entries) == {B}
     assert set(memo.accepted) == {B} and not memo.preflights and set(memo.paces) == {B}
-    assert set(memo.rates) == {("ns", "b", 1)}
     assert not memo.written.ftjs and not memo.written.jobs
 
 

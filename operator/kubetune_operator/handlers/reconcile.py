@@ -58,9 +58,7 @@ def forget(memo: kopf.Memo, namespace: str, name: str) -> None:
     memo.accepted.pop((namespace, name), None)
     memo.preflights.pop((namespace, name), None)
     view.written(memo).forget(namespace, name)
-    memo.paces.pop((namespace, name), None)
-    for key in [k for k in memo.rates if k[:2] == (namespace, name)]:
-        del memo.rates[key]
+    memo.paces.pop((namespace, name), None)  # with its rate sample
 
 
 async def reconcile_once(
@@ -220,7 +218,9 @@ async def _progress(
         pace.next_scrape = now + config.reconcile_interval
         return None
     step = int(values.get("step", 0))
-    first = memo.rates.setdefault((ns, name, attempt), RateSample(now, step))
+    if pace.rate is None or pace.rate_attempt != attempt:  # a new attempt starts its own
+        pace.rate, pace.rate_attempt = RateSample(now, step), attempt
+    first = pace.rate
     step_seconds = (now - first.t) / (step - first.step) if step > first.step else None
     pace.next_scrape = now + scrape_interval(step_seconds, config.status_interval)
     return to_progress(values, now, first)

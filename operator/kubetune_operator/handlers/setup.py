@@ -57,8 +57,7 @@ def configure(
     memo.accepted = {}  # (namespace, name) -> (uid, accepted spec as JSON): read once per job
     memo.listings = Listings()  # per namespace: the spec ConfigMaps listed at the first miss
     memo.preflights = {}  # (namespace, name) -> ((uid, generation), memory preflight verdict)
-    memo.rates = {}  # (namespace, name, attempt) -> progress.RateSample for the ETA
-    memo.paces = {}  # (namespace, name) -> pacing.Pace: last status write, next scrape
+    memo.paces = {}  # (namespace, name) -> pacing.Pace: last write, next scrape, ETA sample
     memo.written = Written()  # statuses we wrote that the watch has not shown yet
     # Set here, in the operator's memo: with a plain kopf.Memo (not a SharedMemo) kopf gives
     # each object a shallow copy, so only what exists before the copies is shared.
