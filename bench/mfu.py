@@ -1,6 +1,11 @@
 """Model FLOP utilisation of kubetune's default pipeline on this CPU.
 
-    python bench/mfu.py [--quick] [--reps 3]
+    python bench/mfu.py [--quick] [--reps 3] [--large]
+
+--large: TinyLlama-1.1B's whole shape (hidden 2048, 22 layers, 32k untied vocabulary, GQA;
+workload.LARGE_32K), one full epoch of its 64 examples per run: the size class users bring
+(7B+ is larger still), where matmuls rather than per-element work fill a step. The default
+is the 30M model the throughput benchmarks use.
 
 Peak: the best torch matmul rate over square sizes, fp32 and bf16, with torch's default
 thread count (the trainer uses the same). Also the rate at the model's own matmul shapes
@@ -44,7 +49,7 @@ def _rate(m: int, k: int, n: int, dtype: Any, seconds: float = 1.0) -> float:
     return 2 * m * k * n * count / (time.perf_counter() - t0)
 
 
-def peak_worker(quick: bool) -> None:
+def peak_worker(quick: bool, hidden: int = 512, mlp: int = 1408) -> None:
     import torch
 
     sizes = [1024, 2048] if quick else [1024, 2048, 4096]
@@ -53,10 +58,10 @@ def peak_worker(quick: bool) -> None:
         rates = {s: _rate(s, s, s, dt, 0.3 if quick else 1.0) for s in sizes}
         out[f"{name}_peak"] = max(rates.values())
         out[f"{name}_by_size"] = {str(k): v for k, v in rates.items()}
-        # The model's shapes: 8 rows x 512 tokens of hidden 512 through q/o and the MLP.
+        # The model's shapes: 8 rows x 512 tokens through q/o and the MLP.
         out[f"{name}_model_shapes"] = {
-            "4096x512@512x512": _rate(4096, 512, 512, dt, 0.3 if quick else 1.0),
-            "4096x512@512x1408": _rate(4096, 512, 1408, dt, 0.3 if quick else 1.0),
+            f"4096x{hidden}@{hidden}x{n}": _rate(4096, hidden, n, dt, 0.3 if quick else 1.0)
+            for n in (hidden, mlp)
         }
     emit(out)
 
@@ -77,12 +82,12 @@ def lora_params(flops: dict[str, int], r: int, targets: list[str]) -> int:
     return flops["layers"] * len(targets) * r * 2 * d  # q_proj/v_proj: A (r x d) + B (d x r)
 
 
-def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False, reps: int | None = None, large: bool = False) -> dict[str, Any]:
     from throughput import CONFIGS, LORA, _lengths, model_flops
-    from workload import FULL, QUICK, build
+    from workload import FULL, LARGE_32K, QUICK, build
 
     assert "kubetune" in CONFIGS
-    size = QUICK if quick else FULL
+    size = QUICK if quick else LARGE_32K if large else FULL
     folder = build(size)
     # Training runs measured by throughput.py in this same session are reused (the MFU of
     # exactly those runs); otherwise kubetune's default configuration is trained here.
@@ -90,6 +95,9 @@ def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
 
     prior = load_results().get("throughput.quick" if quick else "throughput", {})
     reused = [r for r in prior.get("runs", {}).get("kubetune", []) if r["size"] == size.name]
+    shape = [f"--hidden={size.hidden}", f"--mlp={size.intermediate}"]
+    # The large model runs one whole epoch (throughput.STEPS counts steps for the 30M only).
+    train_args = [f"--size={size.name}", "--epoch"] if large and not quick else []
     reps = reps or max(len(reused), 1 if quick else 2)
     flops = model_flops(folder / "model")
     lengths = _lengths(folder, size)
@@ -99,11 +107,11 @@ def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
     rows = []
     quick_flag = ["--quick"] if quick else []
     for rep in range(reps):
-        peak = Child("mfu", ["peak", *quick_flag]).run()
+        peak = Child("mfu", ["peak", *quick_flag, *shape]).run()
         train = (
             reused[rep]
             if rep < len(reused)
-            else Child("throughput", ["kubetune", *quick_flag], kubetune=True).run()
+            else Child("throughput", ["kubetune", *quick_flag, *train_args], kubetune=True).run()
         )
         achieved = train["tokens_per_second"] * per_token
         dtype = "bf16" if train["precision"] == "bf16" else "fp32"
@@ -126,6 +134,7 @@ def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
         )
     return {
         "size": size.name,
+        "large": large,
         "quick": quick,
         "flops": flops,
         "lengths": lengths,
@@ -144,13 +153,15 @@ def run(quick: bool = False, reps: int | None = None) -> dict[str, Any]:
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--worker" and sys.argv[2] == "peak":
-        peak_worker("--quick" in sys.argv)
+        opt = {a[2:].split("=")[0]: int(a.split("=")[1]) for a in sys.argv if "=" in a}
+        peak_worker("--quick" in sys.argv, **opt)
         return
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int)
+    p.add_argument("--large", action="store_true", help="TinyLlama-1.1B's shape, whole epochs")
     a = p.parse_args()
-    res = run(a.quick, a.reps)
+    res = run(a.quick, a.reps, a.large)
     print(json.dumps({k: res[k] for k in ("mfu", "fp32_peak", "bf16_peak", "achieved")}, indent=1))
 
 

@@ -308,6 +308,9 @@ def run(quick: bool = False, sizes: list[int] | None = None, window: float = 0) 
             f"{r['requests_per_s_per_running_job']:.4f} req/s/job, "
             f"{r['writes_per_job_life']:.1f} writes/job, RSS {r['rss_hwm'] / 2**20:.0f} MiB"
         )
+        # The whole row too: a run stopped before its last size (5000 jobs take an hour)
+        # keeps the rows it finished in its log.
+        say(f"lifecycle row {json.dumps(r, default=str, sort_keys=True)}")
     return {
         "quick": quick,
         "rows": rows,

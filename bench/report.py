@@ -139,8 +139,14 @@ def mfu(r: dict[str, Any]) -> list[str]:
         for dt in ("fp32", "bf16")
         for k, v in peak[f"{dt}_model_shapes"].items()
     )
+    title = (
+        "### 2b. Model FLOP utilisation at TinyLlama-1.1B's shape (hidden 2048, 22 layers, "
+        "32k untied vocabulary, GQA), one epoch per run\n"
+        if r.get("large")
+        else "## 2. Model FLOP utilisation\n"
+    )
     return [
-        "## 2. Model FLOP utilisation\n",
+        title,
         f"Matmul peak (torch, {peak['threads']} threads, best square size), GFLOP/s min / median: "
         f"fp32 {_mm(r['fp32_peak'], 1e9)}, bf16 {_mm(r['bf16_peak'], 1e9)}. At the model's own "
         f"shapes (GFLOP/s): {shapes}.\n",
@@ -454,6 +460,7 @@ SECTIONS = {
     "throughput": throughput,
     "throughput-vs": throughput_vs,
     "mfu": mfu,
+    "mfu-large": mfu,
     "memory": memory,
     "memory-large": memory,
     "operator": operator,

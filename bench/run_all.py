@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, git_state, machine, save_result, say
 
 NAMES = (
-    "throughput", "throughput-vs", "mfu", "memory", "memory-large", "operator",
+    "throughput", "throughput-vs", "mfu", "mfu-large", "memory", "memory-large", "operator",
     "operator-lifecycle", "checkpoint", "data-scale", "first-step",
 )  # fmt: skip
 
@@ -38,10 +38,10 @@ def _run_one(name: str, quick: bool) -> dict:
         import throughput
 
         return throughput.run_vs(quick)
-    if name == "mfu":
+    if name in ("mfu", "mfu-large"):
         import mfu
 
-        return mfu.run(quick)
+        return mfu.run(quick, large=name == "mfu-large")
     if name in ("memory", "memory-large"):
         import memory
 

@@ -37,6 +37,7 @@ from alternatives import build as build_alternative
 from common import Child, emit, loadavg, peak_rss_bytes, say, stats
 from workload import (
     FULL,
+    LARGE_32K,
     QUICK,
     VS,
     VS_49K,
@@ -458,7 +459,7 @@ def main() -> None:
         print(json.dumps(saved["boundary"]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        sizes = {s.name: s for s in (*VS.values(), *VS_QUICK.values(), VS_49K, VS_1024)}
+        sizes = {s.name: s for s in (*VS.values(), *VS_QUICK.values(), VS_49K, VS_1024, LARGE_32K)}
         size = next((sizes[a[7:]] for a in sys.argv if a.startswith("--size=")), None)
         worker(sys.argv[2], "--quick" in sys.argv, size, "--epoch" in sys.argv)
         return
