@@ -149,7 +149,8 @@ def mfu(r: dict[str, Any]) -> list[str]:
         title,
         f"Matmul peak (torch, {peak['threads']} threads, best square size), GFLOP/s min / median: "
         f"fp32 {_mm(r['fp32_peak'], 1e9)}, bf16 {_mm(r['bf16_peak'], 1e9)}. At the model's own "
-        f"shapes (GFLOP/s): {shapes}.\n",
+        f"shapes (GFLOP/s): {shapes}. The peak MFU divides by is the fastest of all of these, "
+        "of any dtype.\n",
         f"FLOPs per real token (LoRA 4·N + 6·N_lora + {_attn(r)}): "
         f"{r['flops_per_token'] / 1e6:.1f} MFLOP (full fine-tuning would be "
         f"{r['full_ft_flops_per_token'] / 1e6:.1f}). MFU is against the best matmul peak of any "
