@@ -1,9 +1,10 @@
 """Per-kernel breakdown of one training step on kubetune's default path (torch profiler).
 
-    python bench/profile_step.py [--vocab49k] [--step 3] [--top 15]
+    python bench/profile_step.py [--vocab49k | --large] [--step 3] [--top 15]
 
 Builds the same trainer as throughput.py's `kubetune` configuration (engine.setup.load_all,
-engine.args.training_kwargs, recipes.sft.build_trainer) on the maxSeqLength-512 workload,
+engine.args.training_kwargs, recipes.sft.build_trainer) on the maxSeqLength-512 workload
+(--large: TinyLlama-1.1B's shape, the model of `run_all.py mfu-large`),
 runs until step `--step` (the earlier ones warm up allocator and kernels), profiles that
 whole step (forward, backward, optimizer) and prints the top ops by self CPU time.
 """
@@ -16,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from throughput import _kubetune, _timer
-from workload import VS, VS_49K, build
+from workload import LARGE_32K, VS, VS_49K, build
 
 
-def profile(vocab49k: bool, step: int, top: int) -> str:
+def profile(vocab49k: bool, step: int, top: int, large: bool = False) -> str:
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
     from transformers import TrainerCallback
 
-    size = VS_49K if vocab49k else VS[512]
+    size = LARGE_32K if large else VS_49K if vocab49k else VS[512]
     model_dir = build(size) / "model"
     holder: dict[str, Any] = {}
 
@@ -63,10 +64,11 @@ def profile(vocab49k: bool, step: int, top: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--vocab49k", action="store_true")
+    p.add_argument("--large", action="store_true", help="TinyLlama-1.1B's shape")
     p.add_argument("--step", type=int, default=3)
     p.add_argument("--top", type=int, default=15)
     a = p.parse_args()
-    print(profile(a.vocab49k, a.step, a.top))
+    print(profile(a.vocab49k, a.step, a.top, a.large))
 
 
 if __name__ == "__main__":
