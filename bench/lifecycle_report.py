@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 from typing import Any
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -134,10 +135,17 @@ def _f(x: dict[str, Any], key: str, fmt: str = ".1f") -> str:
 
 
 def _doubling(rows: list[dict[str, Any]], key: str) -> str:
-    pairs = itertools.pairwise(rows)
-    text = ", ".join(
-        f"{a['jobs']}->{b['jobs']} {b[key] / a[key]:.2f}x" for a, b in pairs if a.get(key)
-    )
+    """Each step's ratio, and per doubling where the step is not one (2000 -> 5000 is 2.5x
+    the jobs: its ratio to the power 1 / log2(2.5))."""
+
+    def one(a: dict[str, Any], b: dict[str, Any]) -> str:
+        ratio, times = b[key] / a[key], b["jobs"] / a["jobs"]
+        text = f"{a['jobs']}->{b['jobs']} {ratio:.2f}x"
+        if times != 2:
+            text += f" ({ratio ** (1 / math.log2(times)):.2f}x per doubling)"
+        return text
+
+    text = ", ".join(one(a, b) for a, b in itertools.pairwise(rows) if a.get(key))
     return text or "one size only"
 
 
