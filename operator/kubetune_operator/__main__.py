@@ -47,8 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reconcile-interval", type=float, default=10.0,
                    help="seconds between looks at a running job without events")  # fmt: skip
     p.add_argument("--status-interval", type=float, default=30.0,
-                   help="seconds between progress-only status writes of a running job "
-                   "(phase and condition changes are written at once)")  # fmt: skip
+                   help="seconds between progress-only status writes of a running job, "
+                   "longer when running jobs would take over half of --qps (phase and "
+                   "condition changes are written at once)")  # fmt: skip
     p.add_argument("--image", default=DEFAULT_IMAGE, help="default trainer image")
     p.add_argument("--trainer-defaults", metavar="FILE",
                    help="YAML of trainer-pod defaults for every job: pull secrets, env, "

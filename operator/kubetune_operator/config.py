@@ -90,8 +90,9 @@ class OperatorConfig:
     # How often a running FineTuneJob is looked at without any event (progress scraping,
     # deadlines); Job/Pod events and spec changes make it due at once.
     reconcile_interval: float = 10.0
-    # A running job's progress is written to its status at most this often (seconds); a
-    # phase or condition change is written at once (pacing.py).
+    # A running job's progress is written to its status at most this often (seconds), longer
+    # when the running jobs would take over half of api_qps; a phase or condition change is
+    # written at once (pacing.py).
     status_interval: float = 30.0
     # Client-side cap on Kubernetes API requests (like controller-runtime's QPS/burst):
     # a token bucket of `api_burst` tokens refilled at `api_qps` per second.

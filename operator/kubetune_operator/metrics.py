@@ -79,6 +79,7 @@ class OperatorMetrics:
             ["verb"], registry=r,
         )  # fmt: skip
         self._phases: dict[tuple[str, str], str] = {}
+        self._counts: dict[str, int] = dict.fromkeys(Phase.ALL, 0)  # the gauge's values
 
     def set_phase(
         self, namespace: str, name: str, phase: str | None, entered: tuple[float, str] | None = None
@@ -96,6 +97,7 @@ class OperatorMetrics:
             return
         if old is not None:
             self.jobs.labels(old).dec()
+            self._counts[old] -= 1
         if phase is None:
             self._phases.pop(key, None)
             # A deleted job leaves no series behind: no per-job history in the operator.
@@ -104,6 +106,11 @@ class OperatorMetrics:
         else:
             self._phases[key] = phase
             self.jobs.labels(phase).inc()
+            self._counts[phase] = self._counts.get(phase, 0) + 1
+
+    def count(self, phase: str) -> int:
+        """Jobs in `phase` now (what the kubetune_jobs gauge shows)."""
+        return self._counts.get(phase, 0)
 
     @staticmethod
     def phase_entered(status: FineTuneJobStatus, created: str | None) -> tuple[float, str]:

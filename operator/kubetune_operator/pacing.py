@@ -9,7 +9,11 @@ hundreds of status PATCHes a second. So (per job):
     (etaSeconds, its display eta, tokensPerSecond: no step was done). Besides, a restarted
     operator knows no rate until it has seen steps advance: its first look would erase
     every job's ETA, a write per job that says nothing new;
-  * rank 0 is scraped no more often than a write could show it (status_interval), and
+  * with many running jobs the interval grows so that progress writes take at most
+    PROGRESS_SHARE of the --qps budget (progress_interval): 5000 running jobs written every
+    30 s would be 167 writes/s against a cap of 50, and the creations and phase changes
+    behind them would wait for the whole fleet's progress;
+  * rank 0 is scraped no more often than a write could show it (that interval), and
     no more often than a step finishes (a slow model's step can take minutes), capped
     at MAX_SCRAPE_INTERVAL so a job is never unwatched for long.
 One small record per job, dropped with the job (its STOP): no per-job history. A record starts
@@ -33,6 +37,9 @@ MAX_SCRAPE_INTERVAL = 300.0
 # (2 min at the default 30 s), and a short interval does not end the priority lane at once.
 MAX_DEFERRED_INTERVALS = 4
 MIN_DEFERRED_SECONDS = 60.0
+# At most this share of --qps goes to progress writes: the rest stays free for creations,
+# phase changes and deletions, however many jobs run.
+PROGRESS_SHARE = 0.5
 # Progress fields that are estimates derived from the others (they move between steps).
 ESTIMATES = frozenset({"etaSeconds", "eta", "tokensPerSecond"})
 
@@ -57,6 +64,13 @@ def classify(patch: dict[str, Any]) -> str:
     if isinstance(progress, dict) and set(progress) <= ESTIMATES:
         return "estimates"
     return "progress"
+
+
+def progress_interval(status_interval: float, running: int, qps: float) -> float:
+    """Seconds between a job's progress writes: --status-interval, or longer when `running`
+    jobs written that often would take more than PROGRESS_SHARE of `qps` requests/s
+    (1000 running jobs at --qps 50: 40 s; 5000: 200 s)."""
+    return max(status_interval, running / (PROGRESS_SHARE * qps))
 
 
 def should_write(patch: dict[str, Any], pace: Pace, now: float, status_interval: float) -> bool:

@@ -4,8 +4,10 @@ status writes are paced, and the API client honours 429 Retry-After and its QPS 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 
+from kubetune_api.constants import TrainerMetric
 from kubetune_operator.config import OperatorConfig
 from tests.support.kube.cluster import FTJ, api_path, run_operator, wait_for
 from tests.support.kube.job_play import create_pods, set_job_status, set_running, set_terminated
@@ -153,3 +155,63 @@ def test_requests_per_second_are_capped_with_a_burst(cluster):
         for j in range(i + 1, len(times)):
             assert j - i + 1 <= burst + qps * (times[j] - times[i]) + 1, (i, j)
     assert waited > 0
+
+
+def test_progress_writes_stretch_to_a_share_of_the_qps_with_many_running_jobs(
+    cluster, rank0_metrics
+):
+    """With more running jobs than --qps can write every --status-interval, each job's
+    progress is written less often (pacing.progress_interval): here 2 running jobs at
+    --qps 2, so half of it (1 write/s) for 2 jobs is one write per job every 2 s, not 0.5 s."""
+    port, gauges = rank0_metrics
+    gauges[TrainerMetric.TOTAL_STEPS].set(10**6)
+    config = OperatorConfig(
+        reconcile_interval=0.1, status_interval=0.5, metrics_port=None, api_qps=2, api_burst=4
+    )
+    names = ("llama-lora", "other")
+    stop = threading.Event()
+
+    def train() -> None:  # a step every 0.05 s: progress changes at every look
+        while not stop.wait(0.05):
+            gauges[TrainerMetric.STEP].inc()
+
+    trainer = threading.Thread(target=train, daemon=True)
+    trainer.start()
+    try:
+        with run_operator(cluster, [NS], config):
+            for name in names:
+                doc = load_ftj(metrics={"port": port}, distributed={"nodes": 1})
+                doc["metadata"]["name"] = name
+                cluster.create(FTJ, doc)
+            for name in names:
+                wait_for(lambda n=name: cluster.get(JOBS, NS, f"{n}-a1"), what=f"{name}'s Job")
+                for pod in create_pods(cluster, NS, f"{name}-a1"):
+                    set_running(cluster, NS, pod, "127.0.0.1")
+            for name in names:
+                wait_for(
+                    lambda n=name: status(cluster, n).get("phase") == "Running", what="Running"
+                )
+            since = len(cluster.requests())
+            wait_for(
+                lambda: all(len(_progress_since(cluster, n, since)) >= 4 for n in names),
+                timeout=40,
+                what="4 progress writes of each job",
+            )
+    finally:
+        stop.set()
+        trainer.join()
+    for name in names:
+        times = _progress_since(cluster, name, since)
+        # >= 2 s apart (the stretched interval), where --status-interval alone allows 0.5 s.
+        assert all(b - a >= 2.0 - 0.3 for a, b in itertools.pairwise(times)), (name, times)
+
+
+def _progress_since(cluster, name: str, since: int) -> list[float]:
+    """Arrival times of our progress-only status writes of one job after request `since`."""
+    return [
+        cluster.emu.received[r.id]
+        for r in cluster.requests()[since:]
+        if r.method.value == "PATCH"
+        and r.url.path == api_path(FTJ, NS, name, "status")
+        and set((r.data or {}).get("status") or {}) == {"progress"}
+    ]

@@ -12,13 +12,16 @@ import pytest
 from kubetune_api.constants import TrainerMetric
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.handlers import reconcile
+from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.pacing import (
     MAX_DEFERRED_INTERVALS,
     MAX_SCRAPE_INTERVAL,
     MIN_DEFERRED_SECONDS,
+    PROGRESS_SHARE,
     Pace,
     classify,
     may_defer,
+    progress_interval,
     scrape_interval,
     should_write,
 )
@@ -111,7 +114,9 @@ def test_each_attempt_measures_its_own_step_rate_in_the_jobs_pace():
         async def scrape(self, ip: str, port: int) -> str:
             return f"{TrainerMetric.STEP} {self.step}\n{TrainerMetric.TOTAL_STEPS} 100\n"
 
-    memo = kopf.Memo(config=OperatorConfig(status_interval=0.0), paces={})
+    memo = kopf.Memo(
+        config=OperatorConfig(status_interval=0.0), paces={}, metrics=OperatorMetrics()
+    )
     rank0, log = Rank0(), logging.getLogger("test")
 
     def look(attempt: int, step: int) -> object:
@@ -129,3 +134,24 @@ def test_each_attempt_measures_its_own_step_rate_in_the_jobs_pace():
     memo.accepted, memo.preflights = {}, {}
     reconcile.forget(memo, "ns", "a")
     assert not memo.paces  # the sample went with the pace
+
+
+def test_progress_interval_keeps_the_fleets_progress_within_its_share_of_the_qps():
+    assert progress_interval(30, 0, 50) == 30
+    assert progress_interval(30, 500, 50) == 30  # 500 jobs / 30 s = 17 writes/s: within 25
+    assert progress_interval(30, 1000, 50) == 40  # 25 writes/s, not 33
+    assert progress_interval(30, 5000, 50) == 200
+    assert progress_interval(30, 5000, 500) == 30  # a raised cap keeps the configured pace
+    for running in (1, 10, 100, 1000, 10**4, 10**5):
+        assert running / progress_interval(30, running, 50) <= PROGRESS_SHARE * 50 + 1e-9
+
+
+def test_the_phase_counts_follow_each_jobs_phase():
+    m = OperatorMetrics()
+    m.set_phase("ns", "a", "Running")
+    m.set_phase("ns", "b", "Running")
+    m.set_phase("ns", "a", "Running")  # a pass that changed nothing
+    assert m.count("Running") == 2
+    m.set_phase("ns", "a", "Succeeded")
+    m.set_phase("ns", "b", None)  # deleted
+    assert (m.count("Running"), m.count("Succeeded"), m.count("Failed")) == (0, 1, 0)

@@ -38,7 +38,14 @@ from ..listing import Listings
 from ..memcheck import refusal
 from ..metrics import OperatorMetrics
 from ..observe import observe
-from ..pacing import Pace, classify, may_defer, scrape_interval, should_write
+from ..pacing import (
+    Pace,
+    classify,
+    may_defer,
+    progress_interval,
+    scrape_interval,
+    should_write,
+)
 from ..progress import RateSample, parse_metrics, to_progress
 from ..schedule import IDLE, STOP, Entry, step_aside
 from ..status import dump_status, merge_patch, parse_time
@@ -222,8 +229,16 @@ async def _progress(
         pace.rate, pace.rate_attempt = RateSample(now, step), attempt
     first = pace.rate
     step_seconds = (now - first.t) / (step - first.step) if step > first.step else None
-    pace.next_scrape = now + scrape_interval(step_seconds, config.status_interval)
+    pace.next_scrape = now + scrape_interval(step_seconds, _progress_interval(memo))
     return to_progress(values, now, first)
+
+
+def _progress_interval(memo: kopf.Memo) -> float:
+    """--status-interval, stretched so the running jobs' progress takes a bounded share of
+    --qps (pacing.progress_interval)."""
+    config: OperatorConfig = memo.config
+    running = memo.metrics.count(c.Phase.RUNNING)
+    return progress_interval(config.status_interval, running, config.api_qps)
 
 
 async def _execute(
@@ -234,7 +249,6 @@ async def _execute(
     logger: Any,
 ) -> None:
     client: KubeClient = memo.client
-    config: OperatorConfig = memo.config
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     owner = b.Owner(name=name, namespace=ns, uid=meta["uid"])
@@ -245,10 +259,11 @@ async def _execute(
     patch = merge_patch(body.get("status") or {}, dump_status(plan.status))
     pace = memo.paces.setdefault((ns, name), Pace(last_write=time.monotonic()))
     now = time.monotonic()
-    if plan.status_changed and should_write(patch, pace, now, config.status_interval):
+    interval = _progress_interval(memo)
+    if plan.status_changed and should_write(patch, pace, now, interval):
         # Progress alone gives way to creations: the next look writes it (not paced yet),
         # unless the job's status has waited for too long already.
-        defer = classify(patch) == "progress" and may_defer(pace, now, config.status_interval)
+        defer = classify(patch) == "progress" and may_defer(pace, now, interval)
         try:
             fresh = await client.patch(
                 FINETUNEJOBS, ns, name, {"status": patch}, "status", deferrable=defer
