@@ -9,8 +9,12 @@ import kopf
 
 from kubetune_api import constants as c
 
-from . import cache
+from . import cache, kopf_fixes
 from .handlers import delete, setup
+
+# kopf's start-up wakes every waiting object worker per object listed (quadratic in the
+# objects of indexed resources): fixed before kopf builds its toggle sets.
+kopf_fixes.install()
 
 
 @kopf.on.startup()
