@@ -1,0 +1,96 @@
+"""An operator restart with N running jobs, alone: how long until it has looked at them all.
+
+    python bench/operator_resync.py 3000 [--profile out.prof]
+
+The quick companion of operator_lifecycle.py (which measures the whole lifecycle, over an
+hour at 5000 jobs): N FineTuneJobs brought to Running with the cap raised (--qps 500, so the
+creation takes a minute, not ten), the operator stopped and started again, then the seconds
+until every running job's rank 0 was scraped (its first pass) and the operator's CPU
+seconds. --profile runs the restarted operator under cProfile (how the quadratic start-up
+in bench/findings.md was found). A restart sends no capped request besides the spec
+ConfigMaps' listing, so the raised cap does not set the resync's pace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from common import free_port, say
+from lifecycle_report import is_op, method
+from operator_lifecycle import (
+    FTJ,
+    NS,
+    Kubelet,
+    Looks,
+    Rank0,
+    _await_watch,
+    _cpu_seconds,
+    _manifest,
+    _phases,
+    _start_operator,
+    _stop,
+    _tests,
+    pod_ip,
+)
+
+CAP = (500.0, 1000)
+
+
+def run(n: int, profile: str | None = None) -> dict[str, float]:
+    kc, play = _tests()
+    port = free_port()
+    with (
+        tempfile.TemporaryDirectory(prefix="kt-resync-") as tmp,
+        kc.EmulatorServer(Path(tmp)) as cluster,
+        Rank0([pod_ip(i) for i in range(n)], port) as rank0,
+    ):
+        cluster.apply_crd()
+        cluster.create_namespace(NS)
+        cluster.http.timeout = 120
+        log = Path(tmp) / "operator.log"
+        proc = _start_operator(cluster.kubeconfig, log, CAP)
+        _await_watch(cluster, proc, log)
+        kubelet = Kubelet(cluster, play, rank0)
+        kubelet.thread.start()
+        t0 = time.monotonic()
+        for i in range(n):
+            cluster.create(FTJ, _manifest(i, port), NS)
+        while _phases(cluster.emu)["Running"] < n and time.monotonic() - t0 < max(600, n):
+            time.sleep(1)
+        say(f"{n} Running after {time.monotonic() - t0:.0f} s; restarting the operator")
+        time.sleep(5)
+        _stop(proc)
+        r0, tr0 = len(cluster.requests()), time.monotonic()
+        program = ("-m", "cProfile", "-o", profile, "-m", "kubetune_operator") if profile else None
+        proc = _start_operator(
+            cluster.kubeconfig, log, CAP, **({"program": program} if program else {})
+        )
+        looks = Looks(rank0, tr0)
+        while looks() < n and time.monotonic() - tr0 < max(900, n):
+            time.sleep(0.5)
+        resync, cpu = time.monotonic() - tr0, _cpu_seconds(proc.pid)
+        sent = collections.Counter(
+            f"{method(r)} {r.url.path}" for r in cluster.requests()[r0:] if is_op(r)
+        )
+        say(f"resync {resync:.1f} s, operator CPU {cpu:.1f} s; requests {sent.most_common(5)}")
+        _stop(proc)
+        kubelet.stop.set()
+        kubelet.thread.join()
+    return {"jobs": n, "looked": looks(), "resync_seconds": resync, "operator_cpu": cpu}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("jobs", type=int)
+    p.add_argument("--profile", help="cProfile output of the restarted operator")
+    a = p.parse_args()
+    print(json.dumps(run(a.jobs, a.profile)))
+
+
+if __name__ == "__main__":
+    main()
