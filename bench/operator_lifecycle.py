@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import dataclasses
 import json
 import os
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,21 +166,38 @@ def _failover(
     }
 
 
-def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dict[str, Any]:
+@contextlib.contextmanager
+def emulated_fleet(n: int, prefix: str) -> Iterator[Fleet]:
+    """The API emulator with the CRD and namespace, and rank 0's /metrics for n pods: what
+    every operator benchmark runs against (this one, operator_memory, operator_resync)."""
     kc, play = _tests()
     port = free_port()
-    ips = [pod_ip(i) for i in range(n)]
     with (
-        tempfile.TemporaryDirectory(prefix="kt-oplife-") as tmp,
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
         kc.EmulatorServer(Path(tmp)) as cluster,
-        Rank0(ips, port) as rank0,
+        Rank0([pod_ip(i) for i in range(n)], port) as rank0,
     ):
         cluster.apply_crd()
         cluster.create_namespace(NS)
         # The simulated kubelet's own client: the emulator serving thousands of watches and
         # the operator can take longer than the tests' 10 s to answer.
         cluster.http.timeout = 120
-        log = Path(tmp) / "operator.log"
+        yield Fleet(cluster, play, rank0, port, Path(tmp))
+
+
+@dataclasses.dataclass
+class Fleet:
+    cluster: Any
+    play: Any  # tests/support/kube/job_play.py
+    rank0: Rank0
+    port: int  # rank 0's /metrics port (every FineTuneJob's spec.metrics.port)
+    tmp: Path
+
+
+def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dict[str, Any]:
+    with emulated_fleet(n, "kt-oplife-") as fleet:
+        cluster, play, rank0, port = fleet.cluster, fleet.play, fleet.rank0, fleet.port
+        log = fleet.tmp / "operator.log"
         proc = _start_operator(cluster.kubeconfig, log, cap)
         emu = cluster.emu
         _await_watch(cluster, proc, log)

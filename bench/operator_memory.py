@@ -18,14 +18,13 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
 from typing import Any
 
-from common import free_port, rss_bytes, say
-from lifecycle_pods import NS, Kubelet, Rank0, pod_ip
+from common import rss_bytes, say
+from lifecycle_pods import NS, Kubelet
 from operator_lifecycle import (
     DEFAULT_CAP,
     FTJ,
@@ -34,7 +33,7 @@ from operator_lifecycle import (
     _phases,
     _start_operator,
     _stop,
-    _tests,
+    emulated_fleet,
 )
 
 
@@ -93,17 +92,9 @@ def report(before: dict[str, list[int]], after: dict[str, list[int]], n: int) ->
 
 
 def main(n: int) -> None:
-    kc, play = _tests()
-    port = free_port()
-    with (
-        tempfile.TemporaryDirectory(prefix="kt-opmem-") as tmp,
-        kc.EmulatorServer(Path(tmp)) as cluster,
-        Rank0([pod_ip(i) for i in range(n)], port) as rank0,
-    ):
-        cluster.apply_crd()
-        cluster.create_namespace(NS)
-        cluster.http.timeout = 120
-        base, log = Path(tmp) / "snap", Path(tmp) / "operator.log"
+    with emulated_fleet(n, "kt-opmem-") as fleet:
+        cluster, play, rank0, port = fleet.cluster, fleet.play, fleet.rank0, fleet.port
+        base, log = fleet.tmp / "snap", fleet.tmp / "operator.log"
         proc = _start_operator(cluster.kubeconfig, log, DEFAULT_CAP, program=(__file__, "--child"),
                                env={"KT_SNAPSHOT": str(base)})  # fmt: skip
         try:

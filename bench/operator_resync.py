@@ -16,43 +16,31 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import tempfile
 import time
-from pathlib import Path
 
-from common import free_port, say
+from common import say
 from lifecycle_report import is_op, method
 from operator_lifecycle import (
     FTJ,
     NS,
     Kubelet,
     Looks,
-    Rank0,
     _await_watch,
     _cpu_seconds,
     _manifest,
     _phases,
     _start_operator,
     _stop,
-    _tests,
-    pod_ip,
+    emulated_fleet,
 )
 
 CAP = (500.0, 1000)
 
 
 def run(n: int, profile: str | None = None) -> dict[str, float]:
-    kc, play = _tests()
-    port = free_port()
-    with (
-        tempfile.TemporaryDirectory(prefix="kt-resync-") as tmp,
-        kc.EmulatorServer(Path(tmp)) as cluster,
-        Rank0([pod_ip(i) for i in range(n)], port) as rank0,
-    ):
-        cluster.apply_crd()
-        cluster.create_namespace(NS)
-        cluster.http.timeout = 120
-        log = Path(tmp) / "operator.log"
+    with emulated_fleet(n, "kt-resync-") as fleet:
+        cluster, play, rank0, port = fleet.cluster, fleet.play, fleet.rank0, fleet.port
+        log = fleet.tmp / "operator.log"
         proc = _start_operator(cluster.kubeconfig, log, CAP)
         _await_watch(cluster, proc, log)
         kubelet = Kubelet(cluster, play, rank0)
