@@ -28,8 +28,11 @@ class OperatorMetrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.jobs = Gauge("kubetune_jobs", "FineTuneJobs by phase.", ["phase"], registry=r)
+        # Jobs per phase, counted once: the gauge reads it at scrape time, the pacing
+        # (reconcile._progress_interval) through count().
+        self._counts: dict[str, int] = {}
         for phase in Phase.ALL:
-            self.jobs.labels(phase).set(0)
+            self._count_phase(phase)
         self.reconcile_seconds = Histogram(
             "kubetune_reconcile_seconds", "Time of one reconciliation.", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
@@ -79,7 +82,6 @@ class OperatorMetrics:
             ["verb"], registry=r,
         )  # fmt: skip
         self._phases: dict[tuple[str, str], str] = {}
-        self._counts: dict[str, int] = dict.fromkeys(Phase.ALL, 0)  # the gauge's values
 
     def set_phase(
         self, namespace: str, name: str, phase: str | None, entered: tuple[float, str] | None = None
@@ -96,7 +98,6 @@ class OperatorMetrics:
         if old == phase:
             return
         if old is not None:
-            self.jobs.labels(old).dec()
             self._counts[old] -= 1
         if phase is None:
             self._phases.pop(key, None)
@@ -105,8 +106,13 @@ class OperatorMetrics:
                 self.restarts.remove(*labels)
         else:
             self._phases[key] = phase
-            self.jobs.labels(phase).inc()
-            self._counts[phase] = self._counts.get(phase, 0) + 1
+            self._count_phase(phase)
+            self._counts[phase] += 1
+
+    def _count_phase(self, phase: str) -> None:
+        if phase not in self._counts:
+            self._counts[phase] = 0
+            self.jobs.labels(phase).set_function(lambda: self._counts[phase])
 
     def count(self, phase: str) -> int:
         """Jobs in `phase` now (what the kubetune_jobs gauge shows)."""
