@@ -122,3 +122,17 @@ def test_it_is_chosen_only_for_position_id_packing_of_known_causal_lms() -> None
     )  # fmt: skip
     windowed = MistralForCausalLM(config)
     assert not pa.use(windowed, "auto", "position_ids", row)  # its window needs the mask
+
+
+def test_each_example_runs_on_the_flash_kernel_not_the_math_fallback() -> None:
+    """SDPA takes only 4-D inputs into its CPU flash kernel and silently falls back to the
+    math kernel (the whole score matrix) for anything else: with only flash allowed, the
+    per-example call must still run, GQA included."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    _, packed = _models()  # 4 heads over 2 kv heads
+    batch = _batch()
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        out = packed(**batch)
+        out.loss.backward()
+    assert torch.isfinite(out.loss)

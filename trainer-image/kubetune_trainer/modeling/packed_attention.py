@@ -86,14 +86,18 @@ def attention(
     gqa = {"enable_gqa": True} if kv_heads != heads else {}
 
     def flat(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        n = t.shape[1]  # [batch, n, L, d] -> [n, batch*L, d], split into the examples
-        return t.transpose(0, 1).reshape(n, batch * length, t.shape[-1]).split(lengths, dim=1)
+        # [batch, n, L, d] -> [1, n, batch*L, d], split into the examples. The leading 1
+        # matters: the CPU flash kernel takes only 4-D inputs and SDPA quietly falls back
+        # to its math kernel (the full score matrix) for 3-D ones.
+        n = t.shape[1]
+        flat_t = t.transpose(0, 1).reshape(1, n, batch * length, t.shape[-1])
+        return flat_t.split(lengths, dim=2)
 
     outs = [
         F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, **gqa)
         for q, k, v in zip(flat(query), flat(key), flat(value), strict=True)
     ]
-    out = torch.cat(outs, dim=1).view(heads, batch, length, value.shape[-1])
+    out = torch.cat(outs, dim=2).view(heads, batch, length, value.shape[-1])
     return out.permute(1, 2, 0, 3).contiguous(), None
 
 
