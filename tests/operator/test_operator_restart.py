@@ -82,3 +82,13 @@ def test_a_restart_with_running_jobs_writes_nothing_when_nothing_changed(
     path = f"/api/v1/namespaces/{NS}/configmaps"
     assert [q.get("limit") for p, q in reads if p == path] == ["500"], reads
     assert not [p for p, _ in reads if p != path], reads
+    # kopf's own start-up LISTs of the jobs and their children come in pages too
+    # (handlers/setup.py: LIST_PAGE), not as one response holding every object.
+    lists = [
+        dict(r.url.query)
+        for r in cluster.requests()[since:]
+        if r.method.value == "GET"
+        and r.url.path.endswith(("/finetunejobs", "/jobs", "/pods"))
+        and "watch" not in dict(r.url.query)
+    ]
+    assert len(lists) >= 3 and all(q.get("limit") == "500" for q in lists), lists

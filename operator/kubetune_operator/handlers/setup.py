@@ -21,6 +21,7 @@ from . import reconcile
 from .view import CREATING_AT_ONCE
 
 CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={MANAGED_BY}"
+LIST_PAGE = 500  # objects per page of kopf's LISTs (client-go's pager default)
 
 
 def configure(
@@ -43,6 +44,10 @@ def configure(
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    # The start-up LISTs (every start, restart and failover) in pages, as client-go's pager
+    # does: kopf's default asks for every object in one response, which the API server must
+    # build and the operator parse whole (5000 pods: tens of MB of JSON at once).
+    settings.watching.chunk_size = LIST_PAGE
     # Watch only our own Jobs and Pods, filtered by the API server: never every pod of
     # the cluster.
     settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
