@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bind", default="0.0.0.0", help="address of the metrics/health servers")
     p.add_argument("--reconcile-interval", type=float, default=10.0,
                    help="seconds between looks at a running job without events")  # fmt: skip
-    p.add_argument("--status-interval", type=float, default=30.0,
+    p.add_argument("--status-interval", type=float, default=60.0,
                    help="seconds between progress-only status writes of a running job, "
                    "longer when running jobs would take over half of --qps (phase and "
                    "condition changes are written at once)")  # fmt: skip

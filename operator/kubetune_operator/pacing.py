@@ -5,13 +5,13 @@ hundreds of status PATCHes a second. So (per job):
   * a status change beyond `progress` (phase, a condition, the message, the attempt...)
     is written at once;
   * a change of `progress` alone is written at most once per `status_interval`
-    (--status-interval, default 30 s), and not at all if only the estimates moved
+    (--status-interval, default 60 s), and not at all if only the estimates moved
     (etaSeconds, its display eta, tokensPerSecond: no step was done). Besides, a restarted
     operator knows no rate until it has seen steps advance: its first look would erase
     every job's ETA, a write per job that says nothing new;
   * with many running jobs the interval grows so that progress writes take at most
     PROGRESS_SHARE of the --qps budget (progress_interval): 5000 running jobs written every
-    30 s would be 167 writes/s against a cap of 50, and the creations and phase changes
+    60 s would be 83 writes/s against a cap of 50, and the creations and phase changes
     behind them would wait for the whole fleet's progress;
   * rank 0 is scraped no more often than a write could show it (that interval), and
     no more often than a step finishes (a slow model's step can take minutes), capped
@@ -34,7 +34,7 @@ MAX_SCRAPE_INTERVAL = 300.0
 # A progress write gives way to job creations (throttle.py) only while the status it would
 # update is younger than this many status intervals, and at least MIN_DEFERRED_SECONDS: a
 # long burst of new jobs cannot hold a running job's progress back for the whole burst
-# (2 min at the default 30 s), and a short interval does not end the priority lane at once.
+# (4 min at the default 60 s), and a short interval does not end the priority lane at once.
 MAX_DEFERRED_INTERVALS = 4
 MIN_DEFERRED_SECONDS = 60.0
 # At most this share of --qps goes to progress writes: the rest stays free for creations,
@@ -69,7 +69,7 @@ def classify(patch: dict[str, Any]) -> str:
 def progress_interval(status_interval: float, running: int, qps: float) -> float:
     """Seconds between a job's progress writes: --status-interval, or longer when `running`
     jobs written that often would take more than PROGRESS_SHARE of `qps` requests/s
-    (1000 running jobs at --qps 50: 40 s; 5000: 200 s)."""
+    (2000 running jobs at --qps 50: 80 s; 5000: 200 s; up to 1500 the status interval)."""
     return max(status_interval, running / (PROGRESS_SHARE * qps))
 
 

@@ -146,6 +146,20 @@ def test_progress_interval_keeps_the_fleets_progress_within_its_share_of_the_qps
         assert running / progress_interval(30, running, 50) <= PROGRESS_SHARE * 50 + 1e-9
 
 
+def test_by_default_a_long_running_job_writes_its_progress_at_most_once_a_minute():
+    """Issue 21's write budget: <= 1 progress write per running minute. A job whose step
+    advances every second, looked at every reconcile interval for an hour, at the defaults."""
+    config = OperatorConfig()
+    pace = Pace(last_write=0.0)  # as a pace starts: as if just written
+    writes, now = 0, 0.0
+    while now < 3600:
+        now += config.reconcile_interval
+        interval = progress_interval(config.status_interval, 1, config.api_qps)
+        if should_write({"progress": {"step": int(now)}}, pace, now, interval):
+            pace.last_write, writes = now, writes + 1
+    assert 50 <= writes <= 60  # still written: about once a minute
+
+
 def test_the_phase_counts_follow_each_jobs_phase():
     m = OperatorMetrics()
     m.set_phase("ns", "a", "Running")
