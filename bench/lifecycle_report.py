@@ -129,6 +129,14 @@ EMULATOR_LIMITS = (
 )
 
 
+def _takeover(x: dict[str, Any]) -> str:
+    """The failover replica's RSS at the end and its peak, where the row has them (rows
+    measured before they were kept folded that peak into rss_hwm)."""
+    if "rss_hwm_takeover" not in x:
+        return ""
+    return f" ({x['rss_takeover_end'] / 2**20:.0f} / {x['rss_hwm_takeover'] / 2**20:.0f})"
+
+
 def _f(x: dict[str, Any], key: str, fmt: str = ".1f") -> str:
     v = x.get(key)
     return "-" if v is None else format(v, fmt)
@@ -169,7 +177,8 @@ def report(r: dict[str, Any]) -> list[str]:
         "| all Running (status) after s | req/s per running job "
         "| status writes per job-minute | writes/job over its life (other + progress in its "
         "running minutes) | operator CPU s/job "
-        "| RSS steady / peak MiB | restart: resync s, creates, status writes (+ paced progress) "
+        "| RSS steady / peak MiB (the replica that took over: at the end / peak) "
+        "| restart: resync s, creates, status writes (+ paced progress) "
         "| failover: Lease taken / first look / all looked s | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -191,7 +200,8 @@ def report(r: dict[str, Any]) -> list[str]:
             )
             + " | "
             f"{x['cpu_seconds_per_job']:.3f} | {x['rss_steady'] / 2**20:.0f} / "
-            f"{x['rss_hwm'] / 2**20:.0f} | {x['resync_seconds']:.1f}, {x['restart_creates']}, "
+            f"{x['rss_hwm'] / 2**20:.0f}{_takeover(x)} | {x['resync_seconds']:.1f}, "
+            f"{x['restart_creates']}, "
             f"{x['restart_status_writes']} (+{x.get('restart_progress_writes', '?')}) | "
             f"{_f(x, 'failover_lease_seconds')} / {_f(x, 'failover_first_look_seconds')} / "
             f"{_f(x, 'failover_all_looked_seconds')} | {x['load_end']} |"

@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,8 @@ from typing import Any
 from common import OPERATOR_TESTS, PY, ROOT, free_port, hwm_bytes, loadavg, rss_bytes, say
 from lifecycle_pods import NS, STEP_SECONDS, Kubelet, Rank0, _raw, objects, pod_ip
 from lifecycle_report import figures, is_op, method
+
+from kubetune_operator.config import OperatorConfig
 
 FTJ = "kubetune.io/v1alpha1/finetunejobs"
 
@@ -194,6 +197,32 @@ class Fleet:
     tmp: Path
 
 
+class MemoryWatch:
+    """The operator's RSS five times a second, and when (in which phase) its peak (VmHWM) was
+    reached: a peak shorter than the main loop's one-second look would show only as VmHWM."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.phase, self.t0 = pid, "start", time.monotonic()
+        self.samples: list[int] = []
+        self.peak, self.peak_at, self.peak_phase = 0, 0.0, "start"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(OSError):
+                self.samples.append(rss_bytes(self.pid))
+                hwm = hwm_bytes(self.pid)
+                if hwm > self.peak + 2**20:
+                    self.peak, self.peak_at = hwm, time.monotonic() - self.t0
+                    self.peak_phase = self.phase
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dict[str, Any]:
     with emulated_fleet(n, "kt-oplife-") as fleet:
         cluster, play, rank0, port = fleet.cluster, fleet.play, fleet.rank0, fleet.port
@@ -203,36 +232,39 @@ def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dic
         _await_watch(cluster, proc, log)
         kubelet = Kubelet(cluster, play, rank0)
         kubelet.thread.start()
-        rss: list[int] = []
+        memory = MemoryWatch(proc.pid)
+        memory.phase = "posting"
         cpu0, start = _cpu_seconds(proc.pid), len(cluster.requests())
         t0 = time.monotonic()
         for i in range(n):
             cluster.create(FTJ, _manifest(i, port), NS)
         posted = time.monotonic() - t0
         say(f"{n}: POSTed in {posted:.1f} s")
+        memory.phase = "creating"
         limit = max(300.0, n * 0.5)
         while len(kubelet.running) < n and time.monotonic() - t0 < limit:
             time.sleep(1)
-            rss.append(rss_bytes(proc.pid))
         all_running = time.monotonic() - t0
         cpu_create = _cpu_seconds(proc.pid) - cpu0
         say(f"{n}: {len(kubelet.running)} pods running after {all_running:.1f} s")
         # The operator has caught up: every FineTuneJob says Running (the status writes
         # of the Pending -> Running transitions share the --qps budget with creation).
+        memory.phase = "statuses"
         while _phases(emu)["Running"] < n and time.monotonic() - t0 < limit + all_running:
             time.sleep(1)
-            rss.append(rss_bytes(proc.pid))
         all_running_status = time.monotonic() - t0
         say(f"{n}: every status Running after {all_running_status:.1f} s")
         # Steady state: after one status interval, `window` seconds.
-        time.sleep(35)
+        memory.phase = "first interval"
+        time.sleep(OperatorConfig().status_interval + 5)
+        memory.phase = "steady"
         w0, wcpu0, wt0 = len(cluster.requests()), _cpu_seconds(proc.pid), time.monotonic()
         while time.monotonic() - wt0 < window:
             time.sleep(1)
-            rss.append(rss_bytes(proc.pid))
         w1, wcpu1, wt1 = len(cluster.requests()), _cpu_seconds(proc.pid), time.monotonic()
         rss_steady = rss_bytes(proc.pid)
         hwm = hwm_bytes(proc.pid)
+        memory.stop()
         cpu_total_first = _cpu_seconds(proc.pid) - cpu0
         say(f"{n}: steady window done; restarting the operator")
         # Restart with every job running.
@@ -283,7 +315,8 @@ def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dic
         done = succeeded()
         time.sleep(3)
         cpu1 = _cpu_seconds(proc.pid) - cpu_b0  # the finish only (resyncs: own figures)
-        hwm = max(hwm, hwm_bytes(proc.pid))
+        # The replica that took over: its start-up resync and the finish, a process of its own.
+        rss_takeover, hwm_takeover = rss_bytes(proc.pid), hwm_bytes(proc.pid)
         _stop(proc)
         reqs = cluster.requests()
         received = dict(emu.received)
@@ -291,7 +324,9 @@ def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dic
         "post_seconds": posted, "all_running_seconds": all_running,
         "window_seconds": wt1 - wt0, "window_cpu": wcpu1 - wcpu0,
         "cpu_create": cpu_create, "cpu_first_operator": cpu_total_first, "cpu_second": cpu1,
-        "rss_steady": rss_steady, "rss_max_sampled": max(rss or [0]), "rss_hwm": hwm,
+        "rss_steady": rss_steady, "rss_max_sampled": max(memory.samples or [0]), "rss_hwm": hwm,
+        "rss_hwm_phase": memory.peak_phase, "rss_hwm_at": memory.peak_at,
+        "rss_takeover_end": rss_takeover, "rss_hwm_takeover": hwm_takeover,
         "resync_seconds": resync, "restart_creates": restart_creates,
         "restart_status_writes": restart_status, "restart_progress_writes": restart_progress,
         "restart_status_keys": dict(restart_keys), "phases_at_restart": phases_at_restart,
@@ -336,7 +371,7 @@ def run(quick: bool = False, sizes: list[int] | None = None, window: float = 0) 
         "rows": rows,
         "settings": {
             "reconcile_interval": 10,
-            "status_interval": 30,
+            "status_interval": OperatorConfig().status_interval,
             "qps": DEFAULT_CAP[0],
             "burst": DEFAULT_CAP[1],
             "raised_qps": RAISED_CAP[0],

@@ -2,7 +2,10 @@
 bench/operator_lifecycle.py), one look inside the operator before the burst and one with
 every job running; the growth by object type, divided by N.
 
-    python bench/operator_memory.py [N]        # default 500; prints the table, saves nothing
+    python bench/operator_memory.py [N] [--restart]   # default 500; prints, saves nothing
+
+--restart: then a new operator process starts with every job running (as after a restart or
+a failover) and is looked inside too, once it has looked at every job.
 
 A probe for findings.md, not a benchmark in run_all. The census (objects the garbage
 collector tracks, by type, shallow sizes) costs nothing until it is taken, where tracemalloc
@@ -13,6 +16,7 @@ strings, numbers or the allocator's overhead, which RSS includes.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import json
 import os
@@ -28,6 +32,7 @@ from lifecycle_pods import NS, Kubelet
 from operator_lifecycle import (
     DEFAULT_CAP,
     FTJ,
+    Looks,
     _await_watch,
     _manifest,
     _phases,
@@ -35,6 +40,8 @@ from operator_lifecycle import (
     _stop,
     emulated_fleet,
 )
+
+from kubetune_operator.config import OperatorConfig
 
 
 def _census() -> dict[str, list[int]]:
@@ -63,6 +70,8 @@ def _child() -> None:
         os.replace(base + ".tmp", base)  # complete when it appears
 
     signal.signal(signal.SIGUSR2, dump)
+    # SIGUSR1: glibc's malloc_trim(0), to tell freed heap the allocator kept from live memory.
+    signal.signal(signal.SIGUSR1, lambda *_: ctypes.CDLL("libc.so.6").malloc_trim(0))
     import runpy
 
     sys.argv = ["kubetune_operator", *sys.argv[2:]]
@@ -91,7 +100,7 @@ def report(before: dict[str, list[int]], after: dict[str, list[int]], n: int) ->
         print(f"| {k} | {count / n:.1f} | {size / n / 1024:.2f} |")
 
 
-def main(n: int) -> None:
+def main(n: int, restart: bool = False) -> None:
     with emulated_fleet(n, "kt-opmem-") as fleet:
         cluster, play, rank0, port = fleet.cluster, fleet.play, fleet.rank0, fleet.port
         base, log = fleet.tmp / "snap", fleet.tmp / "operator.log"
@@ -108,10 +117,29 @@ def main(n: int) -> None:
             t0 = time.monotonic()
             while _phases(cluster.emu)["Running"] < n and time.monotonic() - t0 < max(600, n):
                 time.sleep(2)
-            say(f"{n} running after {time.monotonic() - t0:.0f} s; settling 40 s")
-            time.sleep(40)  # one status interval: progress written and paced
+            settle = OperatorConfig().status_interval + 10
+            say(f"{n} running after {time.monotonic() - t0:.0f} s; settling {settle:.0f} s")
+            time.sleep(settle)  # one status interval: progress written and paced
             rss1 = rss_bytes(proc.pid)
             after = _snapshot(proc, base, 2)
+            if restart:  # the same jobs, seen by a new operator through its start-up listing
+                _stop(proc)
+                proc.wait(60)
+                looks = Looks(rank0, time.monotonic())
+                proc = _start_operator(cluster.kubeconfig, log, DEFAULT_CAP,
+                                       program=(__file__, "--child"),
+                                       env={"KT_SNAPSHOT": f"{base}.r"})  # fmt: skip
+                t1 = time.monotonic()
+                while looks() < n and time.monotonic() - t1 < max(600, n):
+                    time.sleep(1)
+                say(f"restarted: {looks()} jobs looked at after {time.monotonic() - t1:.0f} s; "
+                    f"settling {settle:.0f} s")  # fmt: skip
+                time.sleep(settle)
+                rss2 = rss_bytes(proc.pid)
+                restarted = _snapshot(proc, Path(f"{base}.r"), 1)
+                proc.send_signal(signal.SIGUSR1)  # only the process we started
+                time.sleep(3)
+                trimmed = rss_bytes(proc.pid)
             kubelet.stop.set()
             kubelet.thread.join()
         finally:
@@ -120,10 +148,18 @@ def main(n: int) -> None:
     print(f"RSS {rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB: "
           f"{(rss1 - rss0) / n / 1024:.1f} KiB per job")  # fmt: skip
     report(before, after, n)
+    if restart:
+        print(
+            f"\nRestarted operator: RSS {rss2 / 2**20:.0f} MiB "
+            f"({(rss2 - rss0) / n / 1024:.1f} KiB per job over the first one's start); "
+            f"{trimmed / 2**20:.0f} MiB after malloc_trim(0)"
+        )
+        report(before, restarted, n)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child()
     else:
-        main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)
+        args = [a for a in sys.argv[1:] if a != "--restart"]
+        main(int(args[0]) if args else 500, restart="--restart" in sys.argv)

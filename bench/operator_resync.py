@@ -18,13 +18,14 @@ import collections
 import json
 import time
 
-from common import say
+from common import hwm_bytes, rss_bytes, say
 from lifecycle_report import is_op, method
 from operator_lifecycle import (
     FTJ,
     NS,
     Kubelet,
     Looks,
+    MemoryWatch,
     _await_watch,
     _cpu_seconds,
     _manifest,
@@ -59,17 +60,29 @@ def run(n: int, profile: str | None = None) -> dict[str, float]:
             cluster.kubeconfig, log, CAP, **({"program": program} if program else {})
         )
         looks = Looks(rank0, tr0)
+        memory = MemoryWatch(proc.pid)
+        memory.phase = "resync"
         while looks() < n and time.monotonic() - tr0 < max(900, n):
             time.sleep(0.5)
         resync, cpu = time.monotonic() - tr0, _cpu_seconds(proc.pid)
+        memory.phase = "after"
+        time.sleep(10)
+        memory.stop()
+        rss = {
+            "rss_after": rss_bytes(proc.pid) >> 20,
+            "rss_peak": hwm_bytes(proc.pid) >> 20,
+            "rss_peak_phase": memory.peak_phase,
+            "rss_peak_at": round(memory.peak_at, 1),
+        }
         sent = collections.Counter(
             f"{method(r)} {r.url.path}" for r in cluster.requests()[r0:] if is_op(r)
         )
         say(f"resync {resync:.1f} s, operator CPU {cpu:.1f} s; requests {sent.most_common(5)}")
+        say(f"restarted operator's memory (MiB): {rss}")
         _stop(proc)
         kubelet.stop.set()
         kubelet.thread.join()
-    return {"jobs": n, "looked": looks(), "resync_seconds": resync, "operator_cpu": cpu}
+    return {"jobs": n, "looked": looks(), "resync_seconds": resync, "operator_cpu": cpu, **rss}
 
 
 def main() -> None:
