@@ -133,7 +133,7 @@ def _takeover(x: dict[str, Any]) -> str:
     """The failover replica's RSS at the end and its peak, where the row has them (rows
     measured before they were kept folded that peak into rss_hwm)."""
     if "rss_hwm_takeover" not in x:
-        return ""
+        return " (incl. the takeover replica)"
     return f" ({x['rss_takeover_end'] / 2**20:.0f} / {x['rss_hwm_takeover'] / 2**20:.0f})"
 
 
