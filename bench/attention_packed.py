@@ -23,17 +23,21 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
+from workload import FULL
+
 SHAPES = {"large": (32, 4, 64), "small": (8, 8, 64)}
 
 
 def packed_positions(rows: int, row: int, seed: int = 0) -> list[list[int]]:
-    """Position ids of `rows` rows filled first-fit with lognormal example lengths."""
+    """Position ids of `rows` rows filled first-fit with the workload's lognormal example
+    lengths (workload.Size's median, sigma and minimum)."""
     rnd = random.Random(seed)
+    mu, sigma, shortest = math.log(FULL.median_len), FULL.sigma, FULL.min_len
     out = []
     for _ in range(rows):
         pos: list[int] = []
         while len(pos) < row:
-            n = max(16, min(row, round(rnd.lognormvariate(math.log(120), 0.8))))
+            n = max(shortest, min(row, round(rnd.lognormvariate(mu, sigma))))
             pos.extend(range(min(n, row - len(pos))))
         out.append(pos)
     return out

@@ -32,7 +32,7 @@ class OperatorMetrics:
         # (reconcile._progress_interval) through count().
         self._counts: dict[str, int] = {}
         for phase in Phase.ALL:
-            self._count_phase(phase)
+            self._register_phase(phase)
         self.reconcile_seconds = Histogram(
             "kubetune_reconcile_seconds", "Time of one reconciliation.", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
@@ -106,10 +106,11 @@ class OperatorMetrics:
                 self.restarts.remove(*labels)
         else:
             self._phases[key] = phase
-            self._count_phase(phase)
+            self._register_phase(phase)
             self._counts[phase] += 1
 
-    def _count_phase(self, phase: str) -> None:
+    def _register_phase(self, phase: str) -> None:
+        """A count for `phase` from 0, which the gauge's series reads at scrape time."""
         if phase not in self._counts:
             self._counts[phase] = 0
             self.jobs.labels(phase).set_function(lambda: self._counts[phase])
