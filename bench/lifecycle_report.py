@@ -137,6 +137,15 @@ def _takeover(x: dict[str, Any]) -> str:
     return f" ({x['rss_takeover_end'] / 2**20:.0f} / {x['rss_hwm_takeover'] / 2**20:.0f})"
 
 
+def _allocators(rows: list[dict[str, Any]]) -> str:
+    """What the operator ran on (kubetune_api/allocator.py); rows measured before it was
+    recorded ran on glibc's malloc with pymalloc."""
+    names = {x.get("allocator", "system") for x in rows}
+    text = {"jemalloc": "jemalloc, Python's objects through it too (the image's default)",
+            "system": "glibc's malloc with pymalloc"}  # fmt: skip
+    return "; ".join(text.get(n, n) for n in sorted(names))
+
+
 def _f(x: dict[str, Any], key: str, fmt: str = ".1f") -> str:
     v = x.get(key)
     return "-" if v is None else format(v, fmt)
@@ -172,6 +181,7 @@ def report(r: dict[str, Any]) -> list[str]:
         f"the last row runs the smallest burst again with --qps {s.get('raised_qps', 0):g} "
         f"--burst {s.get('raised_burst', 0)}.\n",
         f"Emulator limits: {EMULATOR_LIMITS}\n",
+        f"The operator's allocator: {_allocators(r['rows'])}.\n",
         "| jobs | --qps / --burst | create->Job p50 / p99 s (p99 of: POST->first status "
         "write + that->Job) | capped requests per creation "
         "| all Running (status) after s | req/s per running job "

@@ -39,6 +39,8 @@ from common import OPERATOR_TESTS, PY, ROOT, free_port, hwm_bytes, loadavg, rss_
 from lifecycle_pods import NS, STEP_SECONDS, Kubelet, Rank0, _raw, objects, pod_ip
 from lifecycle_report import figures, is_op, method
 
+from kubetune_api import allocator
+from kubetune_operator.__main__ import MALLOC_SETTINGS
 from kubetune_operator.config import OperatorConfig
 
 FTJ = "kubetune.io/v1alpha1/finetunejobs"
@@ -75,10 +77,13 @@ def _start_operator(
 ) -> Any:
     """The operator as its Deployment runs it: --standalone, or one replica electing a
     leader through the Lease (default timings: 15 s lease, 2 s retry). `program`: what
-    Python runs (operator_memory.py runs it inside its probe)."""
+    Python runs (operator_memory.py runs it inside its probe). The allocator is the one
+    `python -m kubetune_operator` re-executes onto (jemalloc when installed; the image has
+    it), set here so a probe program runs on it too; KUBETUNE_ALLOCATOR=system for glibc's."""
     import subprocess
 
     env = {**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig)}
+    env = allocator.preload_env(env, default="auto", settings=MALLOC_SETTINGS) or env
     cmd = [PY, *program, "--namespace", NS,
            "--metrics-port", "0", "--liveness-port", "0",
            "--qps", f"{cap[0]:g}", "--burst", str(cap[1])]  # fmt: skip
@@ -230,6 +235,7 @@ def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dic
         proc = _start_operator(cluster.kubeconfig, log, cap)
         emu = cluster.emu
         _await_watch(cluster, proc, log)
+        malloc = allocator.in_use(f"/proc/{proc.pid}/maps")
         kubelet = Kubelet(cluster, play, rank0)
         kubelet.thread.start()
         memory = MemoryWatch(proc.pid)
@@ -331,7 +337,7 @@ def one_size(n: int, window: float, cap: tuple[float, int] = (50.0, 100)) -> dic
         "restart_status_writes": restart_status, "restart_progress_writes": restart_progress,
         "restart_status_keys": dict(restart_keys), "phases_at_restart": phases_at_restart,
         "cpu_restart_resync": cpu_restart, "all_running_status_seconds": all_running_status,
-        "qps": cap[0], "burst": cap[1], **failover,
+        "qps": cap[0], "burst": cap[1], "allocator": malloc, **failover,
         "succeeded": done, "scrapes": rank0.scrapes,
         "load_end": loadavg(),
     })  # fmt: skip

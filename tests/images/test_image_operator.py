@@ -90,6 +90,8 @@ def test_operator_container_reaches_the_api_and_creates_the_job(
             what="operator metrics",
         )
         assert "kubetune_reconcile_seconds_bucket" in text
+        # The image installs libjemalloc2 and the operator re-executes itself onto it.
+        assert "memory allocator: jemalloc" in log.read_text()
         container.signal(signal.SIGTERM)
         code = container.wait(60)
     finally:

@@ -14,10 +14,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
+from kubetune_api import allocator
 from kubetune_operator import rbac
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.leader import LeaseConfig
@@ -166,6 +168,13 @@ def test_module_entry_point_serves_health_metrics_and_reconciles(cluster: Emulat
             what="operator metrics",
         )
         assert "kubetune_reconcile_seconds_bucket" in text
+        # jemalloc whenever installed (make test installs it), Python's objects through it
+        # too: re-executed in place, so the PID is the one started.
+        if allocator.library() or os.environ.get("CI"):
+            assert allocator.in_use(f"/proc/{proc.pid}/maps") == "jemalloc"
+            environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+            assert b"PYTHONMALLOC=malloc" in environ
+            assert "memory allocator: jemalloc" in log.read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)

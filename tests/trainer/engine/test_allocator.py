@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kubetune_api import allocator as shared
 from kubetune_trainer import allocator
 
 JEMALLOC = allocator.library()
@@ -35,7 +36,8 @@ def test_the_environment_preloads_jemalloc_before_what_was_there() -> None:
 def test_jemalloc_asked_for_but_not_installed_is_refused_by_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(allocator, "library", lambda: None)  # a machine without libjemalloc2
+    # A machine without libjemalloc2 (the lookup is kubetune_api's, shared with the operator).
+    monkeypatch.setattr(shared, "library", lambda: None)
     with pytest.raises(SystemExit, match=r"KUBETUNE_ALLOCATOR=jemalloc: .* apt-get install"):
         allocator.preload_env({allocator.ENV: "jemalloc"})
     assert allocator.preload_env({}) is None  # the default needs nothing installed
