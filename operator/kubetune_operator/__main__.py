@@ -54,9 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, default=8080, help="/metrics port (0: off)")
     p.add_argument("--liveness-port", type=int, default=8081, help="/healthz port (0: off)")
     p.add_argument("--bind", default="0.0.0.0", help="address of the metrics/health servers")
-    p.add_argument("--reconcile-interval", type=float, default=10.0,
+    p.add_argument("--reconcile-interval", type=float, default=OperatorConfig.reconcile_interval,
                    help="seconds between looks at a running job without events")  # fmt: skip
-    p.add_argument("--status-interval", type=float, default=60.0,
+    p.add_argument("--status-interval", type=float, default=OperatorConfig.status_interval,
                    help="seconds between progress-only status writes of a running job, "
                    "longer when running jobs would take over half of --qps (phase and "
                    "condition changes are written at once)")  # fmt: skip
@@ -94,12 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--allowed-service-account", action="append", default=[], metavar="NAME",
                    help="service accounts FineTuneJobs may run as (repeatable; "
                    "default: any)")  # fmt: skip
-    p.add_argument("--api-timeout", type=float, default=30.0,
+    p.add_argument("--api-timeout", type=float, default=OperatorConfig.api_timeout,
                    help="seconds before a Kubernetes API request is retried")  # fmt: skip
-    p.add_argument("--qps", type=float, default=50.0,
+    p.add_argument("--qps", type=float, default=OperatorConfig.api_qps,
                    help="Kubernetes API requests per second the operator's client sends at "
                    "most, after a burst (like controller-runtime's QPS)")  # fmt: skip
-    p.add_argument("--burst", type=int, default=100,
+    p.add_argument("--burst", type=int, default=OperatorConfig.api_burst,
                    help="requests sent at once before --qps applies")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)

@@ -11,8 +11,8 @@ hundreds of status PATCHes a second. So (per job):
     every job's ETA, a write per job that says nothing new;
   * with many running jobs the interval grows so that progress writes take at most
     PROGRESS_SHARE of the --qps budget (progress_interval): 5000 running jobs written every
-    60 s would be 83 writes/s against a cap of 50, and the creations and phase changes
-    behind them would wait for the whole fleet's progress;
+    60 s would be 83 writes/s against a --qps of 50 (a small shared API server), and the
+    creations and phase changes behind them would wait for the whole fleet's progress;
   * rank 0 is scraped no more often than a write could show it (that interval), and
     no more often than a step finishes (a slow model's step can take minutes), capped
     at MAX_SCRAPE_INTERVAL so a job is never unwatched for long.
