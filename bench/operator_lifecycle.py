@@ -357,11 +357,13 @@ def _sizes() -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def run(quick: bool = False, sizes: list[int] | None = None, window: float = 0) -> dict[str, Any]:
-    """Every size at the default cap, then the smallest at the other cap."""
+def run(
+    quick: bool = False, sizes: list[int] | None = None, window: float = 0, other: bool = True
+) -> dict[str, Any]:
+    """Every size at the default cap, then (`other`) the smallest at the other cap."""
     sizes = sizes or ([50] if quick else _sizes())
     window = window or (20.0 if quick else 60.0)
-    runs = [(n, DEFAULT_CAP) for n in sizes] + [(sizes[0], OTHER_CAP)]
+    runs = [(n, DEFAULT_CAP) for n in sizes] + ([(sizes[0], OTHER_CAP)] if other else [])
     rows = []
     for n, cap in runs:
         r = one_size(n, window, cap)
@@ -403,9 +405,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sizes")
     p.add_argument("--window", type=float, default=0)
+    p.add_argument("--default-cap-only", action="store_true",
+                   help="skip the trade-off row at the other --qps/--burst")  # fmt: skip
     a = p.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")] if a.sizes else None
-    print(json.dumps(run(a.quick, sizes, a.window)["rows"], indent=1, default=str))
+    rows = run(a.quick, sizes, a.window, other=not a.default_cap_only)["rows"]
+    print(json.dumps(rows, indent=1, default=str))
 
 
 if __name__ == "__main__":
