@@ -141,8 +141,8 @@ def _allocators(rows: list[dict[str, Any]]) -> str:
     """What the operator ran on (kubetune_api/allocator.py); rows measured before it was
     recorded ran on glibc's malloc with pymalloc."""
     names = {x.get("allocator", "system") for x in rows}
-    text = {"jemalloc": "jemalloc, Python's objects through it too (the image's default)",
-            "system": "glibc's malloc with pymalloc"}  # fmt: skip
+    text = {"jemalloc": "jemalloc, Python's objects through it too (KUBETUNE_ALLOCATOR)",
+            "system": "glibc's malloc with pymalloc (the default)"}  # fmt: skip
     return "; ".join(text.get(n, n) for n in sorted(names))
 
 

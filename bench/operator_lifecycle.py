@@ -40,7 +40,7 @@ from lifecycle_pods import NS, STEP_SECONDS, Kubelet, Rank0, _raw, objects, pod_
 from lifecycle_report import figures, is_op, method
 
 from kubetune_api import allocator
-from kubetune_operator.__main__ import MALLOC_SETTINGS
+from kubetune_operator.__main__ import ALLOCATOR_DEFAULT, MALLOC_SETTINGS
 from kubetune_operator.config import OperatorConfig
 
 FTJ = "kubetune.io/v1alpha1/finetunejobs"
@@ -78,12 +78,12 @@ def _start_operator(
     """The operator as its Deployment runs it: --standalone, or one replica electing a
     leader through the Lease (default timings: 15 s lease, 2 s retry). `program`: what
     Python runs (operator_memory.py runs it inside its probe). The allocator is the one
-    `python -m kubetune_operator` re-executes onto (jemalloc when installed; the image has
-    it), set here so a probe program runs on it too; KUBETUNE_ALLOCATOR=system for glibc's."""
+    `python -m kubetune_operator` would re-execute onto (glibc's by default;
+    KUBETUNE_ALLOCATOR=jemalloc), set here so a probe program runs on it too."""
     import subprocess
 
     env = {**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig)}
-    env = allocator.preload_env(env, default="auto", settings=MALLOC_SETTINGS) or env
+    env = allocator.preload_env(env, default=ALLOCATOR_DEFAULT, settings=MALLOC_SETTINGS) or env
     cmd = [PY, *program, "--namespace", NS,
            "--metrics-port", "0", "--liveness-port", "0",
            "--qps", f"{cap[0]:g}", "--burst", str(cap[1])]  # fmt: skip
@@ -145,7 +145,8 @@ def _failover(
     """Two replicas with the Lease: A leads and has looked at every job, B stands by; A is
     killed (SIGKILL by its PID: no release of the Lease, like a lost node). Seconds from
     the kill to B holding the Lease, to B's first look at a job, to B having looked at all.
-    Returns B (still running) and the figures."""
+    Returns B (still running), a MemoryWatch on B (its phase names where its peak came) and
+    the figures."""
     looks = Looks(rank0, time.monotonic())
     a = _start_operator(cluster.kubeconfig, log, cap, lease=True)
     t0 = time.monotonic()
@@ -155,23 +156,31 @@ def _failover(
     while looks() < n and time.monotonic() - t0 < limit:
         time.sleep(0.5)
     b = _start_operator(cluster.kubeconfig, log, cap, lease=True)
+    watch = MemoryWatch(b.pid)
+    watch.phase = "standby"
     time.sleep(5)  # B is up and polling the Lease
     cpu_a = _cpu_seconds(a.pid)
     killed = time.monotonic()
     looks = Looks(rank0, killed)
     a.kill()  # only the process we started
     a.wait(10)
+    watch.phase = "taking over"
     while _lease_holder(cluster) in ("", holder_a) and time.monotonic() - killed < 120:
         time.sleep(0.1)
     took_lease = time.monotonic() - killed
     while looks() < n and time.monotonic() - killed < limit:
         time.sleep(0.5)
-    return b, {
-        "failover_lease_seconds": took_lease,
-        "failover_first_look_seconds": (looks.first_at - killed) if looks.first_at else None,
-        "failover_all_looked_seconds": time.monotonic() - killed,
-        "failover_leader_cpu": cpu_a,
-    }
+    watch.phase = "after the takeover"
+    return (
+        b,
+        watch,
+        {
+            "failover_lease_seconds": took_lease,
+            "failover_first_look_seconds": (looks.first_at - killed) if looks.first_at else None,
+            "failover_all_looked_seconds": time.monotonic() - killed,
+            "failover_leader_cpu": cpu_a,
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -209,6 +218,7 @@ class MemoryWatch:
     def __init__(self, pid: int) -> None:
         self.pid, self.phase, self.t0 = pid, "start", time.monotonic()
         self.samples: list[int] = []
+        self.by_phase: dict[str, int] = {}  # the largest RSS sampled in each phase
         self.peak, self.peak_at, self.peak_phase = 0, 0.0, "start"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -217,7 +227,9 @@ class MemoryWatch:
     def _run(self) -> None:
         while not self._stop.wait(0.2):
             with contextlib.suppress(OSError):
-                self.samples.append(rss_bytes(self.pid))
+                rss, phase = rss_bytes(self.pid), self.phase
+                self.samples.append(rss)
+                self.by_phase[phase] = max(rss, self.by_phase.get(phase, 0))
                 hwm = hwm_bytes(self.pid)
                 if hwm > self.peak + 2**20:
                     self.peak, self.peak_at = hwm, time.monotonic() - self.t0
@@ -284,6 +296,7 @@ def one_size(n: int, window: float, cap: tuple[float, int] | None = None) -> dic
             time.sleep(0.5)
         resync = time.monotonic() - tr0
         time.sleep(10)
+        rss_restarted, hwm_restarted = rss_bytes(proc.pid), hwm_bytes(proc.pid)
         cpu_restart = _cpu_seconds(proc.pid)
         after = [r for r in cluster.requests()[r0:] if is_op(r)]
         restart_creates = sum(
@@ -301,9 +314,10 @@ def one_size(n: int, window: float, cap: tuple[float, int] | None = None) -> dic
         )
         say(f"{n}: resync {resync:.1f} s; failover with two replicas")
         _stop(proc)
-        proc, failover = _failover(cluster, rank0, log, n, limit, cap)
+        proc, takeover, failover = _failover(cluster, rank0, log, n, limit, cap)
         cpu_b0 = _cpu_seconds(proc.pid)
         say(f"{n}: failover {failover}; finishing the jobs")
+        takeover.phase = "finishing"
         # The end: every pod succeeds, every Job completes.
         kubelet.stop.set()
         kubelet.thread.join()
@@ -324,6 +338,7 @@ def one_size(n: int, window: float, cap: tuple[float, int] | None = None) -> dic
         cpu1 = _cpu_seconds(proc.pid) - cpu_b0  # the finish only (resyncs: own figures)
         # The replica that took over: its start-up resync and the finish, a process of its own.
         rss_takeover, hwm_takeover = rss_bytes(proc.pid), hwm_bytes(proc.pid)
+        takeover.stop()
         _stop(proc)
         reqs = cluster.requests()
         received = dict(emu.received)
@@ -334,6 +349,9 @@ def one_size(n: int, window: float, cap: tuple[float, int] | None = None) -> dic
         "rss_steady": rss_steady, "rss_max_sampled": max(memory.samples or [0]), "rss_hwm": hwm,
         "rss_hwm_phase": memory.peak_phase, "rss_hwm_at": memory.peak_at,
         "rss_takeover_end": rss_takeover, "rss_hwm_takeover": hwm_takeover,
+        "rss_hwm_takeover_phase": takeover.peak_phase,
+        "rss_takeover_by_phase": takeover.by_phase,
+        "rss_restarted": rss_restarted, "rss_hwm_restarted": hwm_restarted,
         "resync_seconds": resync, "restart_creates": restart_creates,
         "restart_status_writes": restart_status, "restart_progress_writes": restart_progress,
         "restart_status_keys": dict(restart_keys), "phases_at_restart": phases_at_restart,

@@ -4,12 +4,10 @@ One mechanism for both images; each chooses its default from its own measurement
 
 - The trainer (kubetune_trainer/allocator.py): glibc's malloc by default, jemalloc opt-in.
   jemalloc lowers peak RSS 10-17% but costs 7-37% of the speed (findings, "jemalloc").
-- The operator (kubetune_operator/__main__.py): jemalloc whenever it is installed (the
-  operator image has it), with Python's small objects routed through it too. An operator
-  that starts with thousands of jobs running handles every listed object at once, and
-  pymalloc's arenas stay fragmented afterwards: 246-258 MiB against 157 for the operator
-  that created the same 2000 jobs; with jemalloc, 163 (findings, "Where the 5000-job RSS
-  peak is").
+- The operator (kubetune_operator/__main__.py): glibc's by default as well; with jemalloc
+  (opt-in, Python's small objects routed through it too) a replica that took over 5000
+  running jobs holds 337 MiB instead of 513 afterwards, for 10-25% more CPU per job and the
+  same start-up peak (findings, "jemalloc for the operator").
 
 The allocator must be in place before the process starts, so the process re-executes
 itself once with LD_PRELOAD (`reexec`); its children inherit the variables.

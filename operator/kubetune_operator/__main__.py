@@ -32,10 +32,11 @@ from . import main as _routing  # noqa: F401  (registers the handlers)
 from .config import OperatorConfig
 from .handlers.setup import SharedMemo, healthz
 
-# jemalloc whenever installed (the image has it; kubetune_api/allocator.py says why), with
-# Python's small objects through it too and freed pages returned within a second: a replica
-# that takes over thousands of running jobs would otherwise keep ~1.6x the RSS of the one
-# that created them. KUBETUNE_ALLOCATOR=system turns it off.
+# KUBETUNE_ALLOCATOR=jemalloc (opt-in; the image has libjemalloc2): Python's small objects
+# through jemalloc too, freed pages returned within a second. At 5000 running jobs a replica
+# that took over then holds 337 MiB instead of 513, but its start-up peak is the same (~520
+# MiB) and it costs 10-25% more CPU per job (bench/findings.md, "jemalloc for the operator").
+ALLOCATOR_DEFAULT = "system"
 MALLOC_SETTINGS = {
     "PYTHONMALLOC": "malloc",
     "MALLOC_CONF": "dirty_decay_ms:1000,muzzy_decay_ms:1000",
@@ -219,5 +220,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    allocator.reexec("kubetune_operator", sys.argv[1:], default="auto", settings=MALLOC_SETTINGS)
+    allocator.reexec(
+        "kubetune_operator", sys.argv[1:], default=ALLOCATOR_DEFAULT, settings=MALLOC_SETTINGS
+    )
     main()

@@ -64,7 +64,8 @@ def test_operator_container_reaches_the_api_and_creates_the_job(
                 "--reconcile-interval",
                 "0.5",
             ],
-            env={"KUBECONFIG": "/etc/kubetune/kubeconfig"},
+            # The opt-in allocator: the image's libjemalloc2, re-executed onto.
+            env={"KUBECONFIG": "/etc/kubetune/kubeconfig", "KUBETUNE_ALLOCATOR": "jemalloc"},
             mounts=[
                 Mount(volumes["/tmp"], "/tmp"),
                 Mount(Path(cluster.kubeconfig), "/etc/kubetune/kubeconfig", readonly=True),
@@ -90,7 +91,6 @@ def test_operator_container_reaches_the_api_and_creates_the_job(
             what="operator metrics",
         )
         assert "kubetune_reconcile_seconds_bucket" in text
-        # The image installs libjemalloc2 and the operator re-executes itself onto it.
         assert "memory allocator: jemalloc" in log.read_text()
         container.signal(signal.SIGTERM)
         code = container.wait(60)

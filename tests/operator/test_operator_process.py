@@ -130,6 +130,10 @@ def test_rbac_is_exactly_what_a_lifecycle_uses(cluster: EmulatorServer, clusterw
 def test_module_entry_point_serves_health_metrics_and_reconciles(cluster: EmulatorServer):
     metrics, health = free_port(), free_port()
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    # The opt-in allocator where it is installed (make test installs libjemalloc2).
+    jemalloc = bool(allocator.library() or os.environ.get("CI"))
+    if jemalloc:
+        env[allocator.ENV] = "jemalloc"
     cmd = [
         sys.executable,
         "-m",
@@ -168,9 +172,9 @@ def test_module_entry_point_serves_health_metrics_and_reconciles(cluster: Emulat
             what="operator metrics",
         )
         assert "kubetune_reconcile_seconds_bucket" in text
-        # jemalloc whenever installed (make test installs it), Python's objects through it
-        # too: re-executed in place, so the PID is the one started.
-        if allocator.library() or os.environ.get("CI"):
+        # Re-executed in place onto jemalloc (the PID is the one started), Python's objects
+        # through it too.
+        if jemalloc:
             assert allocator.in_use(f"/proc/{proc.pid}/maps") == "jemalloc"
             environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
             assert b"PYTHONMALLOC=malloc" in environ

@@ -1,5 +1,5 @@
-"""kubetune_api/allocator.py's defaults: the operator's "auto" (jemalloc whenever it is
-installed, with its settings) beside the trainer's opt-in (tests/trainer/engine/
+"""kubetune_api/allocator.py's defaults: "auto" (jemalloc whenever it is installed, with a
+process's settings), the operator's opt-in beside the trainer's (tests/trainer/engine/
 test_allocator.py); the user's own variables win over the process's settings."""
 
 from __future__ import annotations
@@ -43,3 +43,14 @@ def test_auto_without_jemalloc_keeps_the_system_malloc_silently(
 def test_auto_is_a_default_not_a_value_a_user_sets(installed) -> None:
     with pytest.raises(SystemExit, match=r"KUBETUNE_ALLOCATOR='auto': use 'system' or"):
         allocator.preload_env({allocator.ENV: "auto"}, default="auto")
+
+
+def test_the_operator_runs_on_the_system_malloc_unless_asked(installed) -> None:
+    from kubetune_operator.__main__ import ALLOCATOR_DEFAULT, MALLOC_SETTINGS
+
+    # jemalloc costs the operator CPU and does not lower its start-up peak (findings).
+    assert allocator.preload_env({}, default=ALLOCATOR_DEFAULT, settings=MALLOC_SETTINGS) is None
+    env = allocator.preload_env(
+        {allocator.ENV: "jemalloc"}, default=ALLOCATOR_DEFAULT, settings=MALLOC_SETTINGS
+    )
+    assert env is not None and env["PYTHONMALLOC"] == "malloc"
