@@ -7,8 +7,9 @@ hour at 5000 jobs): N FineTuneJobs brought to Running with the cap raised (--qps
 creation takes a minute, not ten), the operator stopped and started again, then the seconds
 until every running job's rank 0 was scraped (its first pass) and the operator's CPU
 seconds. --profile runs the restarted operator under cProfile (how the quadratic start-up
-in bench/findings.md was found). A restart sends no capped request besides the spec
-ConfigMaps' listing, so the raised cap does not set the resync's pace.
+in bench/findings.md was found), --profile-creation the one that creates the jobs. A
+restart sends no capped request besides the spec ConfigMaps' listing, so the raised cap
+does not set the resync's pace.
 """
 
 from __future__ import annotations
@@ -38,11 +39,20 @@ from operator_lifecycle import (
 CAP = (500.0, 1000)
 
 
-def run(n: int, profile: str | None = None) -> dict[str, float]:
+def _program(profile: str | None) -> dict[str, tuple[str, ...]]:
+    """_start_operator's `program` for an operator under cProfile (written at its exit)."""
+    return (
+        {"program": ("-m", "cProfile", "-o", profile, "-m", "kubetune_operator")} if profile else {}
+    )
+
+
+def run(
+    n: int, profile: str | None = None, profile_creation: str | None = None
+) -> dict[str, float]:
     with emulated_fleet(n, "kt-resync-") as fleet:
         cluster, play, rank0, port = fleet.cluster, fleet.play, fleet.rank0, fleet.port
         log = fleet.tmp / "operator.log"
-        proc = _start_operator(cluster.kubeconfig, log, CAP)
+        proc = _start_operator(cluster.kubeconfig, log, CAP, **_program(profile_creation))
         _await_watch(cluster, proc, log)
         kubelet = Kubelet(cluster, play, rank0)
         kubelet.thread.start()
@@ -55,10 +65,7 @@ def run(n: int, profile: str | None = None) -> dict[str, float]:
         time.sleep(5)
         _stop(proc)
         r0, tr0 = len(cluster.requests()), time.monotonic()
-        program = ("-m", "cProfile", "-o", profile, "-m", "kubetune_operator") if profile else None
-        proc = _start_operator(
-            cluster.kubeconfig, log, CAP, **({"program": program} if program else {})
-        )
+        proc = _start_operator(cluster.kubeconfig, log, CAP, **_program(profile))
         looks = Looks(rank0, tr0)
         memory = MemoryWatch(proc.pid)
         memory.phase = "resync"
@@ -89,8 +96,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("jobs", type=int)
     p.add_argument("--profile", help="cProfile output of the restarted operator")
+    p.add_argument("--profile-creation", help="cProfile output of the operator that creates")
     a = p.parse_args()
-    print(json.dumps(run(a.jobs, a.profile)))
+    print(json.dumps(run(a.jobs, a.profile, a.profile_creation)))
 
 
 if __name__ == "__main__":
