@@ -146,12 +146,6 @@ def _allocators(rows: list[dict[str, Any]]) -> str:
     return "; ".join(text.get(n, n) for n in sorted(names))
 
 
-def _other(s: dict[str, Any]) -> tuple[float, int]:
-    """The trade-off row's cap (results before the 500/500 default called it raised_*)."""
-    qps = s.get("other_qps", s.get("raised_qps", 0))
-    return qps, s.get("other_burst", s.get("raised_burst", 0))
-
-
 def _f(x: dict[str, Any], key: str, fmt: str = ".1f") -> str:
     v = x.get(key)
     return "-" if v is None else format(v, fmt)
@@ -184,8 +178,8 @@ def report(r: dict[str, Any]) -> list[str]:
         "timings: 15 s lease, 2 s retry), the leader killed (SIGKILL, no release); then every "
         f"pod Succeeded. Operator defaults: --reconcile-interval {s['reconcile_interval']}, "
         f"--status-interval {s['status_interval']}, --qps {s['qps']:g} --burst {s['burst']}; "
-        f"the last row runs the smallest burst again with --qps {_other(s)[0]:g} "
-        f"--burst {_other(s)[1]}.\n",
+        f"the last row runs the smallest burst again with --qps {s['other_qps']:g} "
+        f"--burst {s['other_burst']}.\n",
         f"Emulator limits: {EMULATOR_LIMITS}\n",
         f"The operator's allocator: {_allocators(r['rows'])}.\n",
         "| jobs | --qps / --burst | create->Job p50 / p99 s (p99 of: POST->first status "

@@ -40,8 +40,7 @@ from lifecycle_pods import NS, STEP_SECONDS, Kubelet, Rank0, _raw, objects, pod_
 from lifecycle_report import figures, is_op, method
 
 from kubetune_api import allocator
-from kubetune_operator.__main__ import ALLOCATOR_DEFAULT, MALLOC_SETTINGS
-from kubetune_operator.config import OperatorConfig
+from kubetune_operator.config import MALLOC_SETTINGS, OperatorConfig
 
 FTJ = "kubetune.io/v1alpha1/finetunejobs"
 
@@ -83,7 +82,7 @@ def _start_operator(
     import subprocess
 
     env = {**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig)}
-    env = allocator.preload_env(env, default=ALLOCATOR_DEFAULT, settings=MALLOC_SETTINGS) or env
+    env = allocator.preload_env(env, settings=MALLOC_SETTINGS) or env
     cmd = [PY, *program, "--namespace", NS,
            "--metrics-port", "0", "--liveness-port", "0",
            "--qps", f"{cap[0]:g}", "--burst", str(cap[1])]  # fmt: skip

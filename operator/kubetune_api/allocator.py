@@ -1,18 +1,17 @@
 """Which malloc a kubetune process runs with, and re-executing it with jemalloc.
 
-One mechanism for both images; each chooses its default from its own measurements:
+One mechanism for both images, and in both glibc's malloc is the default and jemalloc
+(KUBETUNE_ALLOCATOR=jemalloc) an opt-in, from measurements:
 
-- The trainer (kubetune_trainer/allocator.py): glibc's malloc by default, jemalloc opt-in.
-  jemalloc lowers peak RSS 10-17% but costs 7-37% of the speed (findings, "jemalloc").
-- The operator (kubetune_operator/__main__.py): glibc's by default as well; with jemalloc
-  (opt-in, Python's small objects routed through it too) a replica that took over 5000
-  running jobs holds 337 MiB instead of 513 afterwards, for 10-25% more CPU per job and the
-  same start-up peak (findings, "jemalloc for the operator").
+- The trainer (kubetune_trainer/allocator.py): jemalloc lowers peak RSS 10-17% but costs
+  7-37% of the speed (findings, "jemalloc").
+- The operator (kubetune_operator/__main__.py, with config.MALLOC_SETTINGS): a replica that
+  took over 5000 running jobs then holds 337 MiB instead of 513 afterwards, for 3-25% more
+  CPU per job and the same start-up peak (findings, "jemalloc for the operator").
 
 The allocator must be in place before the process starts, so the process re-executes
 itself once with LD_PRELOAD (`reexec`); its children inherit the variables.
-KUBETUNE_ALLOCATOR=system|jemalloc overrides the default; asked for and not installed,
-jemalloc is refused by name.
+Asked for and not installed, jemalloc is refused by name.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-ENV = "KUBETUNE_ALLOCATOR"  # system | jemalloc (unset: the process's default)
+ENV = "KUBETUNE_ALLOCATOR"  # system (default) | jemalloc
 LIBRARY = "libjemalloc.so.2"
-CHOICES = ("system", "jemalloc")
 # Set on the re-executed process: it never re-executes again.
 REEXEC_MARK = "KUBETUNE_ALLOCATOR_REEXEC"
 
@@ -50,31 +48,21 @@ def library() -> str | None:
 
 
 def preload_env(
-    env: Mapping[str, str],
-    *,
-    default: str = "system",
-    settings: Mapping[str, str] | None = None,
+    env: Mapping[str, str], *, settings: Mapping[str, str] | None = None
 ) -> dict[str, str] | None:
-    """`env` with jemalloc preloaded, or None when it is not wanted or there already.
-
-    `default` applies when KUBETUNE_ALLOCATOR is unset: "system", "jemalloc" (refused when
-    not installed) or "auto" (jemalloc when installed, else the system's, silently).
-    `settings` (e.g. MALLOC_CONF) are added where `env` does not set them already: the
-    user's own values win."""
-    raw = (env.get(ENV) or "").strip().lower()
-    choice = raw or default
+    """`env` with jemalloc preloaded when KUBETUNE_ALLOCATOR=jemalloc asks for it, or None
+    when it is not wanted (unset or system) or there already. `settings` (e.g. MALLOC_CONF)
+    are added where `env` does not set them already: the user's own values win."""
+    choice = (env.get(ENV) or "system").strip().lower()
     if choice == "system":
         return None
+    if choice != "jemalloc":
+        raise SystemExit(f"{ENV}={choice!r}: use 'system' (the default) or 'jemalloc'")
     lib = library()
-    if choice == "auto" and not raw:
-        if lib is None:
-            return None
-    elif choice != "jemalloc":
-        raise SystemExit(f"{ENV}={choice!r}: use 'system' or 'jemalloc'")
-    elif lib is None:
+    if lib is None:
         raise SystemExit(
             f"{ENV}=jemalloc: {LIBRARY} is not installed here (Debian/Ubuntu: apt-get install "
-            f"libjemalloc2; kubetune's images have it); set {ENV}=system for the system malloc"
+            f"libjemalloc2; kubetune's images have it); unset {ENV} for the system malloc"
         )
     if lib in env.get("LD_PRELOAD", "").split(":"):
         return None
@@ -82,13 +70,7 @@ def preload_env(
     return {**(settings or {}), **env, "LD_PRELOAD": preload, REEXEC_MARK: "1"}
 
 
-def reexec(
-    module: str,
-    args: Sequence[str],
-    *,
-    default: str = "system",
-    settings: Mapping[str, str] | None = None,
-) -> None:
+def reexec(module: str, args: Sequence[str], *, settings: Mapping[str, str] | None = None) -> None:
     """Replace this process by `python -m module *args` with jemalloc preloaded.
 
     Returns (and the caller goes on as it is) when jemalloc is loaded already or not wanted,
@@ -96,7 +78,7 @@ def reexec(
     SystemExit naming the package (preload_env)."""
     if os.environ.get(REEXEC_MARK) or in_use() != "system":
         return
-    env = preload_env(os.environ, default=default, settings=settings)
+    env = preload_env(os.environ, settings=settings)
     if env is None:
         return
     sys.stdout.flush()

@@ -29,18 +29,8 @@ from kubetune_api.trainer_defaults import (
 
 from . import DEFAULT_IMAGE, leader, netpol
 from . import main as _routing  # noqa: F401  (registers the handlers)
-from .config import OperatorConfig
+from .config import MALLOC_SETTINGS, OperatorConfig
 from .handlers.setup import SharedMemo, healthz
-
-# KUBETUNE_ALLOCATOR=jemalloc (opt-in; the image has libjemalloc2): Python's small objects
-# through jemalloc too, freed pages returned within a second. At 5000 running jobs a replica
-# that took over then holds 337 MiB instead of 513, but its start-up peak is the same (~520
-# MiB) and it costs 10-25% more CPU per job (bench/findings.md, "jemalloc for the operator").
-ALLOCATOR_DEFAULT = "system"
-MALLOC_SETTINGS = {
-    "PYTHONMALLOC": "malloc",
-    "MALLOC_CONF": "dirty_decay_ms:1000,muzzy_decay_ms:1000",
-}
 
 # Where a pod's own namespace is (the service-account mount): the Lease's default home.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -220,7 +210,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    allocator.reexec(
-        "kubetune_operator", sys.argv[1:], default=ALLOCATOR_DEFAULT, settings=MALLOC_SETTINGS
-    )
+    allocator.reexec("kubetune_operator", sys.argv[1:], settings=MALLOC_SETTINGS)
     main()
