@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="kubetune-operator", description=__doc__.splitlines()[0])
     scope = p.add_mutually_exclusive_group(required=True)
     scope.add_argument("-n", "--namespace", action="append", default=[],
-                       help="watch this namespace (repeatable; globs allowed)")  # fmt: skip
+                       help="watch this namespace (repeatable; kopf's patterns allowed, "
+                       "then Jobs and pods are watched cluster-wide and filtered)")  # fmt: skip
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch the cluster")
     p.add_argument("--metrics-port", type=int, default=8080, help="/metrics port (0: off)")
     p.add_argument("--liveness-port", type=int, default=8081, help="/healthz port (0: off)")
@@ -143,9 +144,7 @@ async def run_elected(args: argparse.Namespace, memo: kopf.Memo) -> None:
         else None
     )
     try:
-        await leader.run_with_lease(
-            args.lease, stop, memo, clusterwide=args.all_namespaces, namespaces=args.namespace
-        )
+        await leader.run_with_lease(args.lease, stop, memo, **memo.config.kopf_scope())
     finally:
         if health is not None:
             health.close()
@@ -178,6 +177,7 @@ def operator_config(args: argparse.Namespace) -> OperatorConfig:
         network_policy=args.network_policy,
         metrics_peers=tuple(args.metrics_peer),
         api_timeout=args.api_timeout,
+        namespaces=() if args.all_namespaces else tuple(args.namespace),
         s3_endpoint_allow=tuple(args.s3_endpoint_allow),
         model_config_roots=tuple(args.model_config_root),
         allowed_images=tuple(args.allowed_image),
@@ -201,8 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     liveness = f"http://{args.bind}:{args.liveness_port}/healthz" if args.liveness_port else None
     kopf.run(
-        clusterwide=args.all_namespaces,
-        namespaces=args.namespace,
+        **config.kopf_scope(),
         standalone=True,
         liveness_endpoint=liveness,
         memo=memo,

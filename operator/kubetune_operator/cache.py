@@ -2,10 +2,10 @@
 
 A running job's reconcile reads nothing from the API server: its FineTuneJob is the copy
 the scheduler keeps (`trim_ftj`, replaced on every watch event), its Jobs and pods come
-from two kopf indexes fed by the same watches that wake the job (main.py). kopf calls no
-event handler (which is what registers a job with the scheduler) before every index holds
-its initial listing, so an absent entry means absent, except right after our own create
-(the event is on its way): then one GET, counted in kubetune_cache_misses_total.
+from the two stores our informers keep (informer.py) from the same watches that wake the
+job. The scheduler runs no pass before every informer holds its initial listing, so an
+absent entry means absent, except right after our own create (the event is on its way):
+then one GET, counted in kubetune_cache_misses_total.
 
 Memory per job is bounded: an index keeps only the fields observe() reads (no pod spec,
 no managedFields, no template, only the labels read), one entry per object, dropped with
@@ -147,7 +147,7 @@ class Written:
     without it, the reconcile right after a status patch would decide from the old status."""
 
     ftjs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    # Jobs we created (trimmed), until the Job index has them: the look right after a
+    # Jobs we created (trimmed), until the Job store has them: the look right after a
     # create (woken by another event) would otherwise GET the Job and list its pods.
     jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
 

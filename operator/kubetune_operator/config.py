@@ -121,6 +121,10 @@ class OperatorConfig:
     # port besides the job's own pods (NetworkPolicyPeer objects: the operator, Prometheus).
     network_policy: bool = False
     metrics_peers: tuple[dict[str, Any], ...] = ()
+    # The namespaces served (--namespace; kopf's patterns allowed: "team-*", "!kube-*");
+    # empty: the whole cluster (--all-namespaces). kopf watches the FineTuneJobs there, our
+    # informers (informer.py) the Jobs and pods.
+    namespaces: tuple[str, ...] = ()
     # Peering (HA): several replicas, one active; the chart creates the KopfPeering object.
     peering_name: str = "kubetune"
     # Seconds before a Kubernetes API request is given up (then retried with backoff).
@@ -137,6 +141,10 @@ class OperatorConfig:
     # The platform's trainer-pod settings (--trainer-defaults FILE; the chart's
     # trainerDefaults values); each job's spec.pod refines them (pod_settings.py).
     trainer_defaults: TrainerDefaults = field(default_factory=TrainerDefaults)
+
+    def kopf_scope(self) -> dict[str, Any]:
+        """kopf.operator's scope arguments for `namespaces`."""
+        return {"clusterwide": not self.namespaces, "namespaces": list(self.namespaces)}
 
     @property
     def policy(self) -> Policy:

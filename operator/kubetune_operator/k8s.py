@@ -164,6 +164,9 @@ def _authorization(info: kopf.ConnectionInfo) -> str | None:
 MAX_SCRAPE_BYTES = 4 * 1024 * 1024
 # Seconds for one whole scrape (connect + body): a slow pod cannot stall its job's pass.
 SCRAPE_TIMEOUT = 3.0
+# One watch event's JSON (one line of the stream). A pod is a few KiB, with managedFields
+# tens; a line past this is refused (the stream restarts) rather than buffered without end.
+MAX_EVENT_BYTES = 8 * 1024 * 1024
 _log = logging.getLogger(__name__)
 
 
@@ -339,6 +342,36 @@ class KubeClient:
                 return
             params["continue"] = token
 
+    async def watch(
+        self, res: Resource, ns: str | None, params: dict[str, str], read_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One WATCH stream's events as the server sends them, until it ends the stream
+        (`timeoutSeconds` in `params`) or sends nothing for `read_timeout` seconds. The
+        start takes a token of the cap like any request; 410 Gone is an ApiError(410)."""
+        await self.bucket.acquire(False)
+        self.metrics.api_requests.labels("watch").inc()
+        headers = {"Authorization": self.auth} if self.auth else {}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
+        try:
+            async with self.session.get(
+                self.server + res.path(ns), params={**params, "watch": "true"},
+                headers=headers, timeout=timeout,
+            ) as resp:  # fmt: skip
+                if resp.status >= 400:
+                    if resp.status == 401:  # a rotated token: read it again for the next try
+                        self.auth = _authorization(login())
+                    text = (await resp.content.read(4096)).decode("utf-8", "replace")
+                    self.metrics.api_errors.labels("watch", str(resp.status)).inc()
+                    raise ApiError(resp.status, f"WATCH {res.path(ns)}: {text[:200]}")
+                async for line in _lines(resp.content):
+                    yield json.loads(line)
+        except TimeoutError as exc:
+            self.metrics.api_errors.labels("watch", "timeout").inc()
+            raise ApiError(0, f"WATCH {res.path(ns)}: nothing for {read_timeout:g}s") from exc
+        except aiohttp.ClientError as exc:
+            self.metrics.api_errors.labels("watch", "connection").inc()
+            raise ApiError(0, f"WATCH {res.path(ns)}: {exc}") from exc
+
     async def create_if_missing(
         self, res: Resource, obj: dict[str, Any], owner_uid: str | None
     ) -> dict[str, Any] | None:
@@ -381,3 +414,20 @@ class KubeClient:
             return True
         except NotFound:
             return False
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """A watch stream's lines (one JSON event each), none longer than MAX_EVENT_BYTES."""
+    buf = bytearray()
+    async for chunk in content.iter_any():
+        buf += chunk
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            if end > start:
+                yield bytes(buf[start:end])
+            start = end + 1
+        del buf[:start]
+        if len(buf) > MAX_EVENT_BYTES:
+            raise ApiError(0, f"a watch event over {MAX_EVENT_BYTES} bytes")
+    if buf.strip():
+        yield bytes(buf)

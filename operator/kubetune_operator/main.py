@@ -9,12 +9,7 @@ import kopf
 
 from kubetune_api import constants as c
 
-from . import cache, kopf_fixes
 from .handlers import delete, setup
-
-# kopf's start-up wakes every waiting object worker per object listed (quadratic in the
-# objects of indexed resources): fixed before kopf builds its toggle sets.
-kopf_fixes.install()
 
 
 @kopf.on.startup()
@@ -22,12 +17,11 @@ async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
     logger: logging.Logger,
-    child_jobs: kopf.Index,
-    child_pods: kopf.Index,
     **_: Any,
 ) -> None:
-    """Finalizer, annotation storage, watch timeouts; API client, metrics, the scheduler."""
-    setup.configure(settings, memo, logger, (child_jobs, child_pods))
+    """Finalizer, annotation storage, watch timeouts; API client, metrics, the informers of
+    our Jobs and pods, the scheduler."""
+    setup.configure(settings, memo, logger)
 
 
 @kopf.on.cleanup()
@@ -50,20 +44,6 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
     return k8s_login()
 
 
-@kopf.index("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT})
-def child_jobs(namespace: str, labels: Any, body: kopf.Body, **_: Any) -> Any:
-    """Our Jobs by (namespace, FineTuneJob, attempt), trimmed to what observe() reads."""
-    key = cache.child_key(namespace, labels)
-    return {key: cache.trim_job(body)} if key else None
-
-
-@kopf.index("v1", "pods", labels={c.LABEL_JOB: kopf.PRESENT})
-def child_pods(namespace: str, labels: Any, body: kopf.Body, **_: Any) -> Any:
-    """Our pods by (namespace, FineTuneJob, attempt), trimmed (no spec)."""
-    key = cache.child_key(namespace, labels)
-    return {key: cache.trim_pod(body)} if key else None
-
-
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
 async def finetunejob_event(
     memo: kopf.Memo, event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, **_: Any
@@ -71,18 +51,6 @@ async def finetunejob_event(
     """Create and follow the job (schedule.py): its copy kept current, due now when new, on a
     new spec generation (suspend, run policy, a rejected edit) and on its deletion."""
     setup.ftj_event(memo, event.get("type"), namespace, name, body)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT})
-async def job_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
-    """A Job of ours changed: its FineTuneJob is due now."""
-    setup.poke(memo, namespace, dict(labels))
-
-
-@kopf.on.event("v1", "pods", labels={c.LABEL_JOB: kopf.PRESENT})
-async def pod_event(memo: kopf.Memo, namespace: str, labels: Any, **_: Any) -> None:
-    """A pod of ours changed: its FineTuneJob is due now."""
-    setup.poke(memo, namespace, dict(labels))
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL)

@@ -96,9 +96,11 @@ class Scheduler:
         interval: float,
         transient: tuple[type[BaseException], ...] = (),
         at_once: int = AT_ONCE,
+        ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._reconcile = reconcile
         self._forget = forget
+        self._ready = ready  # awaited before the first pass: the children's caches are warm
         self._logger_for = logger_for
         self.interval = interval
         self.transient = transient
@@ -189,6 +191,8 @@ class Scheduler:
             heapq.heapify(self._heap)
 
     async def _run(self) -> None:
+        if self._ready is not None:
+            await self._ready()
         while True:
             await self._slots.acquire()
             try:

@@ -7,6 +7,7 @@ import threading
 
 from kubetune_api.constants import TrainerMetric
 from kubetune_operator.config import OperatorConfig
+from kubetune_operator.handlers.setup import CHILD_SELECTOR
 from kubetune_operator.handlers.view import CREATING_AT_ONCE
 from tests.support.kube.cluster import FTJ, run_operator, wait_for
 from tests.support.kube.operator import NS, load_ftj, op_metric, operator_posts, start_attempt
@@ -15,12 +16,14 @@ JOBS = "batch/v1/jobs"
 
 
 def _ours(cluster) -> list[tuple[str, str]]:
-    """(method, path) of our capped client's requests, watches left out."""
+    """(method, path) of our capped client's requests, the informers' (their start-up LISTs
+    of our Jobs and pods, their watches) left out."""
     return [
         (r.method.value, r.url.path)
         for r in cluster.requests()
         if r.headers.get("User-Agent") == "kubetune-operator"
         and r.params.get("watch") not in ("true", "1")
+        and r.params.get("labelSelector") != CHILD_SELECTOR
     ]
 
 

@@ -313,23 +313,25 @@ def test_six_writes_take_a_job_to_its_pods(operator):
 
 def test_startup_settings_reach_the_wire(operator):
     """setup.configure(): watch requests end server-side after 5 minutes (timeoutSeconds),
-    our Jobs and Pods are watched with a server-side label selector, our finalizer."""
+    our Jobs and Pods are watched by our informers with a server-side label selector, our
+    finalizer."""
     cluster = operator
     cluster.create(FTJ, load_ftj())
     wait_for(lambda: cluster.get(JOBS, NS, "llama-lora-a1"), what="the Job")
-    watches = [
-        r
-        for r in cluster.requests()
-        if r.params.get("watch") == "true" and r.headers.get("User-Agent", "").startswith("kopf")
-    ]
+    watches = [r for r in cluster.requests() if r.params.get("watch") == "true"]
     by_plural = {r.resource.plural: r for r in watches}
     assert {"finetunejobs", "jobs", "pods", "namespaces"} <= set(by_plural), set(by_plural)
     assert {r.params.get("timeoutSeconds") for r in watches} == {"300"}
+    # kopf watches the FineTuneJobs; our informers (informer.py) the Jobs and pods, with
+    # bookmarks and a server-side label selector.
+    assert by_plural["finetunejobs"].headers["User-Agent"].startswith("kopf")
+    assert "labelSelector" not in by_plural["finetunejobs"].params
     for plural in ("jobs", "pods"):
+        assert by_plural[plural].headers["User-Agent"] == "kubetune-operator"
         assert by_plural[plural].params["labelSelector"] == (
             "app.kubernetes.io/managed-by=kubetune-operator"
         )
-    assert "labelSelector" not in by_plural["finetunejobs"].params
+        assert by_plural[plural].params["allowWatchBookmarks"] == "true"
     finalizers = cluster.get(FTJ, NS, "llama-lora")["metadata"]["finalizers"]
     assert finalizers == [c.FINALIZER]  # and the progress annotations: test_operator_failures
 

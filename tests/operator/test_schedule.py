@@ -396,3 +396,23 @@ def test_the_liveness_probe_fails_once_the_scheduler_loop_is_not_running():
     seen = run(scenario())
     assert seen[0] == {"jobs": 1, "passes": seen[0]["passes"]}  # type: ignore[index]
     assert "no job is followed" in str(seen[1])
+
+
+def test_no_pass_runs_before_the_caches_are_ready():
+    """The children's informers gate every pass (setup.listed): a job known before the
+    Jobs and pods are listed waits, so a creation never decides from an empty cache."""
+
+    async def scenario() -> tuple[int, int]:
+        ready = asyncio.Event()
+        fake = Fake()
+        s = fake.scheduler(ready=ready.wait)
+        s.start()
+        s.upsert(A, body("a"))
+        await asyncio.sleep(0.2)
+        before = fake.count("a")
+        ready.set()
+        await until(lambda: fake.count("a") == 1)
+        await s.stop()
+        return before, fake.count("a")
+
+    assert run(scenario()) == (0, 1)

@@ -53,7 +53,7 @@ async def foreign_child(
 
     Three GETs per creation would be most of a new job's requests (and with the --qps cap,
     of a burst's latency), so they are made only while a conflict is stored (is it gone?).
-    Otherwise the Job index answers for a Job with our labels, and a create's 409 on an
+    Otherwise the Job store answers for a Job with our labels, and a create's 409 on an
     object we do not own raises ForeignObject (then the conflict is decided and stored)."""
     if not _conflict_stored(status):
         job = view.cached_job(src, ns, name, attempt)

@@ -3,10 +3,10 @@
 The scheduler (schedule.py) runs the passes: one task for every job, never two passes of a
 job at once, so a pass is the only writer of its job's status (no races between handlers).
 A job is due again at the reconcile interval (progress scraping, deadlines, backoff) or at
-once when poked: Job and Pod events (server-side filtered by our managed-by label), spec
-updates and the job's deletion poke it (setup.py), so reactions do not wait for the
-interval. `run_pass` reads what the scheduler holds (the trimmed FineTuneJob) and kopf's
-two child indexes; `forget` drops the job's state when its entry goes.
+once when poked: Job and Pod events (our informers, server-side filtered by our managed-by
+label), spec updates and the job's deletion poke it (setup.py), so reactions do not wait
+for the interval. `run_pass` reads what the scheduler holds (the trimmed FineTuneJob) and
+the informers' two stores; `forget` drops the job's state when its entry goes.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from . import children, view
 
 
 async def run_pass(memo: kopf.Memo, entry: Entry, logger: Any) -> float | None:
-    """The scheduler's pass over one job: its entry's body, kopf's indexes (setup.py)."""
+    """The scheduler's pass over one job: its entry's body, the informers' stores."""
     jobs, pods = memo.indexes
     src = view.Sources(body=entry.body, jobs=jobs, pods=pods)
     return await reconcile_once(memo, entry.key[0], entry.key[1], logger, src)

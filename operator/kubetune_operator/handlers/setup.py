@@ -7,13 +7,15 @@ import logging
 from typing import Any
 
 import kopf
+from kopf._cogs.structs.references import match_namespace  # kopf's own pattern semantics
 
 from kubetune_api import constants as c
 
 from ..builders import MANAGED_BY
-from ..cache import Written, trim_ftj
+from ..cache import Key, Written, trim_ftj, trim_job, trim_pod
 from ..config import OperatorConfig
-from ..k8s import ApiError, KubeClient, login
+from ..informer import LIST_PAGE, Informer, Store
+from ..k8s import JOBS, PODS, ApiError, KubeClient, login
 from ..listing import Listings
 from ..metrics import OperatorMetrics
 from ..schedule import Entry, Scheduler
@@ -21,12 +23,10 @@ from . import reconcile
 from .view import CREATING_AT_ONCE
 
 CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={MANAGED_BY}"
-LIST_PAGE = 500  # objects per page of kopf's LISTs (client-go's pager default)
+_PATTERN = "*?[!,"  # kopf's namespace patterns: globs, negations, comma-separated parts
 
 
-def configure(
-    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, indexes: Any
-) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger) -> None:
     config: OperatorConfig = memo.get("config") or OperatorConfig()
     memo.config = config
     # Our own finalizer name: `kubectl get -o yaml` tells whose it is, and an uninstalled
@@ -46,12 +46,8 @@ def configure(
     settings.watching.connect_timeout = 10
     # The start-up LISTs (every start, restart and failover) in pages, as client-go's pager
     # does: kopf's default asks for every object in one response, which the API server must
-    # build and the operator parse whole (5000 pods: tens of MB of JSON at once).
+    # build and the operator parse whole (5000 FineTuneJobs: tens of MB of JSON at once).
     settings.watching.chunk_size = LIST_PAGE
-    # Watch only our own Jobs and Pods, filtered by the API server: never every pod of
-    # the cluster.
-    settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
-    settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
     # HA is a Lease (leader.py): kopf runs only on the leader, so kopf's own peering (its
     # CRDs, equal priorities pausing every replica) is never used.
     settings.peering.standalone = True
@@ -71,14 +67,49 @@ def configure(
         login(), memo.metrics, timeout=config.api_timeout, qps=config.api_qps,
         burst=config.api_burst,
     )  # fmt: skip
-    # kopf's two child indexes (Jobs, pods): the same objects all along, filled by the
-    # watches; a pass reads them (reconcile.run_pass).
-    memo.indexes = indexes
+    # The children's stores (Jobs, pods), kept by our informers; a pass reads them
+    # (reconcile.run_pass) and runs only once every informer has listed.
+    memo.indexes = (Store(trim_job), Store(trim_pod))
+    memo.informers = informers(memo, config)
     memo.scheduler = scheduler(settings, memo, config)
     memo.scheduler.start()
     if memo.get("metrics_server") is None:  # a standby already serves it (leader.py)
         memo.metrics_server = serve_metrics(memo)
     logger.info("kubetune operator configured (reconcile every %ss)", config.reconcile_interval)
+
+
+def informers(memo: kopf.Memo, config: OperatorConfig) -> list[tuple[Informer, asyncio.Task[None]]]:
+    """A Job and a pod informer per namespace served; one cluster-wide pair, filtered, for
+    the whole cluster or kopf's namespace patterns (as kopf matches its own watches)."""
+    served = config.namespaces
+    patterns = [n for n in served if any(ch in n for ch in _PATTERN)]
+    scopes: list[str | None] = [None] if patterns or not served else list(served)
+
+    def keep(ns: str) -> bool:
+        return any(match_namespace(ns, p) for p in served)
+
+    out = []
+    loop = asyncio.get_running_loop()
+    for res, store in zip((JOBS, PODS), memo.indexes, strict=True):
+        for ns in scopes:
+            informer = Informer(
+                memo.client,
+                res,
+                ns,
+                store,
+                CHILD_SELECTOR,
+                lambda key: poke(memo, key),
+                keep if patterns else None,
+            )
+            task = loop.create_task(informer.run(), name=f"kubetune-informer {informer.where}")
+            out.append((informer, task))
+    return out
+
+
+async def listed(memo: kopf.Memo) -> None:
+    """Until every informer has its first LIST (the scheduler's gate)."""
+    for informer, _ in memo.informers:
+        await informer.listed.wait()
 
 
 def scheduler(
@@ -98,6 +129,7 @@ def scheduler(
         logger_for,
         interval=config.reconcile_interval,
         transient=(ApiError,),
+        ready=lambda: listed(memo),
     )
 
 
@@ -130,6 +162,10 @@ async def shutdown(memo: kopf.Memo) -> None:
     running: Scheduler | None = memo.get("scheduler")
     if running is not None:  # its passes use the client
         await running.stop()
+    tasks = [task for _, task in memo.get("informers") or ()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     client: KubeClient | None = memo.get("client")
     if client is not None:
         await client.close()
@@ -189,9 +225,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def poke(memo: kopf.Memo, namespace: str | None, labels: dict[str, str]) -> None:
-    """A child changed: reconcile its FineTuneJob now instead of at the next interval."""
-    name = labels.get(c.LABEL_JOB)
+def poke(memo: kopf.Memo, key: Key) -> None:
+    """A child (Job or pod) changed: reconcile its FineTuneJob now, not at the next
+    interval."""
     scheduler: Scheduler | None = memo.get("scheduler")
-    if name and namespace and scheduler is not None:
-        scheduler.poke((namespace, name))
+    if scheduler is not None:
+        scheduler.poke(key[:2])

@@ -14,17 +14,18 @@ from kubetune_api import constants as c
 
 from .. import builders as b
 from ..cache import CONTROLLER_UID_LABELS, Written, child_key, one
+from ..informer import Store
 from ..k8s import FINETUNEJOBS, JOBS, PODS, ForeignObject, KubeClient, owned_by
 
 
 @dataclass
 class Sources:
-    """The scheduler's copy of the FineTuneJob and kopf's two child indexes (None: read
+    """The scheduler's copy of the FineTuneJob and the informers' two stores (None: read
     the API)."""
 
     body: Mapping[str, Any] | None = None
-    jobs: Any = None  # kopf.Index[Key, trimmed Job]
-    pods: Any = None  # kopf.Index[Key, trimmed pod]
+    jobs: Store | None = None  # trimmed Jobs by child key (informer.py)
+    pods: Store | None = None  # trimmed pods by child key
 
 
 def _miss(memo: kopf.Memo, kind: str) -> None:
@@ -74,7 +75,7 @@ def pod_of(pod: Mapping[str, Any], job_uid: str) -> bool:
 
 
 def cached_job(src: Sources, ns: str, name: str, number: int) -> dict[str, Any] | None:
-    """The attempt's Job as the Job index has it (None: not there, or no index)."""
+    """The attempt's Job as the Job store has it (None: not there, or no store)."""
     if src.jobs is None:
         return None
     key = child_key(ns, {c.LABEL_JOB: name, c.LABEL_ATTEMPT: str(number)})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Iterator
@@ -192,6 +193,8 @@ def run_operator(
     config = config or OperatorConfig(
         reconcile_interval=0.5, status_interval=0.5, metrics_port=None
     )
+    if namespaces is not None:  # the served namespaces are the config's, as in __main__
+        config = dataclasses.replace(config, namespaces=tuple(namespaces))
     memo = memo if memo is not None else SharedMemo()  # as __main__ makes it
     memo.config = config
     cluster.op_memo = memo  # the latest operator's: tests read what it counted
@@ -201,7 +204,7 @@ def run_operator(
     old_kubeconfig = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(cluster.kubeconfig)  # kopf/our login read it at start
 
-    scope: dict[str, Any] = {"namespaces": namespaces or [], "clusterwide": not namespaces}
+    scope = config.kopf_scope()
 
     async def elected(lease: LeaseConfig) -> None:
         stopping = asyncio.Event()
