@@ -14,7 +14,8 @@ What it does, as client-go's reflector does:
 - a stream the server ends, or a dropped one, resumes from the last version seen; 410 Gone
   (too old) lists again and replaces the store, poking the jobs whose children changed;
 - failures back off from 1 s, doubling to 30 s, and are logged with the reason (a 403 names
-  the missing RBAC);
+  the missing RBAC); an event that is not one (or any other surprise) lists afresh, since
+  an update may be lost: the task never dies while the operator runs;
 - `listed` is set after the first complete LIST: the scheduler runs no pass before every
   informer's (setup.py), so a Job absent from the store is absent (no duplicate creates).
 """
@@ -139,8 +140,16 @@ class Informer:
             except Expired:
                 log.info(f"watch of {self.where}: resourceVersion too old; listing again")
                 version = None
-            except (ApiError, ValueError) as exc:
+            except ApiError as exc:  # resumes from `version` (a LIST again if it failed)
                 log.warning(f"watch of {self.where} failed: {exc}; again in {delay:g}s")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+            except Exception as exc:  # a malformed event (or a bug): an event may be lost
+                if isinstance(exc, ValueError):
+                    log.warning(f"watch of {self.where}: {exc}; listing again in {delay:g}s")
+                else:
+                    log.exception(f"watch of {self.where} failed; listing again in {delay:g}s")
+                version = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
 
@@ -180,7 +189,10 @@ class Informer:
 
     def _apply(self, event: Mapping[str, Any]) -> str | None:
         """One watch event into the store; the version it brings."""
-        kind, obj = event.get("type"), event.get("object") or {}
+        kind = event.get("type") if isinstance(event, dict) else None
+        obj = event.get("object") if isinstance(event, dict) else None
+        if not isinstance(obj, dict):
+            raise ValueError(f"WATCH {self.where}: not a watch event: {str(event)[:200]}")
         if kind == "ERROR":
             code = int(obj.get("code") or 0)
             if code == 410:

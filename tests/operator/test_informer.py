@@ -178,3 +178,45 @@ def test_a_watch_line_past_the_limit_is_refused(monkeypatch):
             await runner.cleanup()
 
     assert "over 4096 bytes" in asyncio.run(main())
+
+
+def test_a_malformed_watch_event_is_logged_and_the_informer_lists_again(caplog):
+    """Whatever a server sends, the informer does not die (its store would go stale while
+    the scheduler trusts it): it logs, backs off and lists afresh."""
+    port = free_port()
+    seen: list[str] = []
+
+    async def pods(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        seen.append("watch" if request.query.get("watch") else "list")
+        if not request.query.get("watch"):
+            return aiohttp.web.json_response({"metadata": {"resourceVersion": "1"}, "items": []})
+        resp = aiohttp.web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b'[1, 2]\n{"type": "ADDED", "object": {"metadata": "nonsense"}}\n')
+        await asyncio.sleep(5)
+        return resp
+
+    async def main() -> bool:
+        app = aiohttp.web.Application()
+        app.router.add_get("/api/v1/pods", pods)
+        runner = aiohttp.web.AppRunner(app)
+        await runner.setup()
+        await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+        client = KubeClient(
+            kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}"), OperatorMetrics()
+        )
+        informer = inf.Informer(client, PODS, None, inf.Store(trim_pod), CHILD_SELECTOR, print)
+        task = asyncio.create_task(informer.run())
+        try:
+            await until(lambda: seen.count("list") >= 2, "a second listing", timeout=15)
+            return not task.done()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.close()
+            await runner.cleanup()
+
+    assert asyncio.run(main())
+    assert seen[:3] == ["list", "watch", "list"]  # a malformed event: list afresh
+    assert "not a watch event: [1, 2]" in caplog.text
