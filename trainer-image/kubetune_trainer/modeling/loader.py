@@ -21,7 +21,7 @@ from kubetune_api.spec import FineTuneJobSpec
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.errors import ConfigError
 
-from . import builtin, frozen16, lora_dropout, quantized, stream_quant
+from . import builtin, cpu_4bit, frozen16, lora_dropout, quantized, stream_quant
 from .cache import cache_root
 from .gguf import convert_gguf
 
@@ -190,6 +190,8 @@ def load_base_model(
     if device == "cpu":
         release_checkpoint_maps(model)
         keep_4bit_training_layout(model)
+        if spec.quantization.mode == "4bit":
+            cpu_4bit.install()  # dequantize into one reused buffer, not a new tensor a call
     model._kubetune_frozen_bf16 = frozen_bf16
     return model
 
