@@ -83,6 +83,10 @@ def dequantize(
     return out
 
 
+# Weight dtype -> gradient dtype whose kernel output equals dequantize-then-cast.
+_DIRECT = {torch.float32: torch.bfloat16}
+
+
 def _absmax(state: Any) -> torch.Tensor:
     """A QuantState's per-block scales (double quantization: dequantized first)."""
     if not state.nested:
@@ -141,10 +145,12 @@ def install() -> bool:
         grad_bias = grad_output.sum(0, dtype=ctx.dtype_bias) if need_bias else None
         grad_a = None
         if need_a:
-            st = ctx.state  # as bitsandbytes: dequantized in its dtype, then grad's
-            weight = dequantize(
-                packed, _absmax(st), st.blocksize, st.quant_type, st.shape, st.dtype
-            )
+            st = ctx.state
+            # bitsandbytes dequantizes in the weight's dtype, then casts to the gradient's.
+            # From fp32, the kernel's bf16 output is that cast, bit for bit (tested): no
+            # second weight-sized tensor.
+            dtype = grad_output.dtype if _DIRECT.get(st.dtype) == grad_output.dtype else st.dtype
+            weight = dequantize(packed, _absmax(st), st.blocksize, st.quant_type, st.shape, dtype)
             grad_a = torch.matmul(grad_output, weight.to(grad_output.dtype))
         return grad_a, None, None, grad_bias, None
 
