@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp.web
@@ -147,11 +147,27 @@ def test_a_cluster_wide_watch_keeps_only_the_namespaces_served(cluster, monkeypa
     assert kept == [f"{NS}/ft-0", "team-b/ft-0", "team-b/ft-1"]
 
 
+@contextlib.asynccontextmanager
+async def _hostile(handler: Any) -> AsyncIterator[KubeClient]:
+    """Our client against a server on 127.0.0.1 whose /api/v1/pods is `handler`."""
+    app = aiohttp.web.Application()
+    app.router.add_get("/api/v1/pods", handler)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    client = KubeClient(kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}"), OperatorMetrics())
+    try:
+        yield client
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
 def test_a_watch_line_past_the_limit_is_refused(monkeypatch):
     """A stream that never ends its line (a broken proxy, a hostile server) is not
     buffered without end: the watch fails, and the informer would back off and retry."""
     monkeypatch.setattr("kubetune_operator.k8s.MAX_EVENT_BYTES", 4096)
-    port = free_port()
 
     async def endless(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         resp = aiohttp.web.StreamResponse()
@@ -161,21 +177,11 @@ def test_a_watch_line_past_the_limit_is_refused(monkeypatch):
         return resp
 
     async def main() -> str:
-        app = aiohttp.web.Application()
-        app.router.add_get("/api/v1/pods", endless)
-        runner = aiohttp.web.AppRunner(app)
-        await runner.setup()
-        await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-        info = kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}")
-        client = KubeClient(info, OperatorMetrics())
-        try:
+        async with _hostile(endless) as client:
             with pytest.raises(ApiError) as caught:
                 async for _ in client.watch(PODS, None, {}, 10):
                     pass
             return str(caught.value)
-        finally:
-            await client.close()
-            await runner.cleanup()
 
     assert "over 4096 bytes" in asyncio.run(main())
 
@@ -183,7 +189,6 @@ def test_a_watch_line_past_the_limit_is_refused(monkeypatch):
 def test_a_malformed_watch_event_is_logged_and_the_informer_lists_again(caplog):
     """Whatever a server sends, the informer does not die (its store would go stale while
     the scheduler trusts it): it logs, backs off and lists afresh."""
-    port = free_port()
     seen: list[str] = []
 
     async def pods(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
@@ -197,25 +202,16 @@ def test_a_malformed_watch_event_is_logged_and_the_informer_lists_again(caplog):
         return resp
 
     async def main() -> bool:
-        app = aiohttp.web.Application()
-        app.router.add_get("/api/v1/pods", pods)
-        runner = aiohttp.web.AppRunner(app)
-        await runner.setup()
-        await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-        client = KubeClient(
-            kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}"), OperatorMetrics()
-        )
-        informer = inf.Informer(client, PODS, None, inf.Store(trim_pod), CHILD_SELECTOR, print)
-        task = asyncio.create_task(informer.run())
-        try:
-            await until(lambda: seen.count("list") >= 2, "a second listing", timeout=15)
-            return not task.done()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await client.close()
-            await runner.cleanup()
+        async with _hostile(pods) as client:
+            informer = inf.Informer(client, PODS, None, inf.Store(trim_pod), CHILD_SELECTOR, print)
+            task = asyncio.create_task(informer.run())
+            try:
+                await until(lambda: seen.count("list") >= 2, "a second listing", timeout=15)
+                return not task.done()
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     assert asyncio.run(main())
     assert seen[:3] == ["list", "watch", "list"]  # a malformed event: list afresh
