@@ -22,8 +22,9 @@ returns None): other architectures (logit soft-capping, scaling), classification
 masked-LM heads, a trainable or adapted head, a head partitioned by ZeRO-3 or FSDP, label
 smoothing.
 
-Opt-in: `KUBETUNE_LOSS=fused` turns it on, `select` keeps only step 2 (the head on kept
-rows, one block); the default, `model`, is the model's own loss (see mode()).
+The default (`fused`) since it measured faster end to end, not only leaner (bench/
+findings.md, "The chunked loss by default"); `KUBETUNE_LOSS=model` is the model's own
+loss, `select` only step 2 (the head on kept rows, one block).
 """
 
 from __future__ import annotations
@@ -50,11 +51,10 @@ CHUNK_ELEMENTS = 1 << 24
 
 
 def mode() -> str:
-    # Opt-in (KUBETUNE_LOSS=fused) until it shows an end-to-end win: it saves memory and loss
-    # time at a 49k vocabulary, but no tokens/s gain was measured here, and its fp32 head
-    # (the model's own runs under bf16 autocast) took a 12-step lr-0.02 run elsewhere
-    # (test_base_sources: eval loss 5.52 -> 5.49 instead of more than 0.1 lower).
-    value = os.environ.get("KUBETUNE_LOSS", "model")
+    # The default: on a quiet machine, kubetune's default path ran 1.08x the tokens/s with it
+    # at an 8k vocabulary and 1.59x at 49k (interleaved, 3 each; bench/findings.md), beside
+    # the peak RSS it saves. KUBETUNE_LOSS=model is the model's own loss.
+    value = os.environ.get("KUBETUNE_LOSS", "fused")
     if value not in MODES:
         raise ConfigError(f"KUBETUNE_LOSS={value!r}: use one of {', '.join(MODES)} (or unset it)")
     return value

@@ -166,7 +166,7 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
 class _Trainer(Trainer):
     """A Trainer whose evaluation batches use their own (padding) collator, whose
     length-grouped training order is seeded (resumable), and whose causal-LM training loss
-    can skip the full logits tensor (opt-in, KUBETUNE_LOSS: recipes/lm_loss.py)."""
+    can skip the full logits tensor (by default; KUBETUNE_LOSS: recipes/lm_loss.py)."""
 
     def compute_loss(
         self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
