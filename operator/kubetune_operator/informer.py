@@ -97,11 +97,17 @@ class Store:
             del self._by_key[key]
         return [key]
 
-    def replace(self, fresh: Store) -> set[Key]:
-        """Take over a new LIST's objects; the keys whose objects differ."""
-        changed = {k for k in self._by_key.keys() | fresh._by_key.keys()
+    def replace(self, fresh: Store, namespace: str | None = None) -> set[Key]:
+        """Take over a new LIST's objects of `namespace` (None: every namespace), leaving
+        the other namespaces' (their informers share this store); the keys that differ."""
+        mine = [k for k in self._by_key if namespace is None or k[0] == namespace]
+        changed = {k for k in {*mine, *fresh._by_key}
                    if self._by_key.get(k) != fresh._by_key.get(k)}  # fmt: skip
-        self._by_key, self._key_of = fresh._by_key, fresh._key_of
+        for key in mine:
+            for uid in self._by_key.pop(key):
+                del self._key_of[uid]
+        self._by_key.update(fresh._by_key)
+        self._key_of.update(fresh._key_of)
         return changed
 
 
@@ -167,7 +173,7 @@ class Informer:
             if not meta.get("continue"):
                 break
             params["continue"] = meta["continue"]
-        changed = self.store.replace(fresh)
+        changed = self.store.replace(fresh, self.namespace)
         if self.listed.is_set():  # a re-list: what changed meanwhile was never seen
             for key in changed:
                 self.on_change(key)

@@ -147,6 +147,40 @@ def test_a_cluster_wide_watch_keeps_only_the_namespaces_served(cluster, monkeypa
     assert kept == [f"{NS}/ft-0", "team-b/ft-0", "team-b/ft-1"]
 
 
+def test_informers_of_two_namespaces_share_one_store_and_keep_each_others_objects(
+    cluster, monkeypatch
+):
+    """`--namespace team-a --namespace team-b`: one informer per namespace, one store per
+    kind. A namespace's listing (the first, or one after a 410) replaces only its own."""
+    cluster.create_namespace("team-b")
+    for ns in (NS, "team-b"):
+        cluster.create(PODS_PATH, _pod("ft-0", ns=ns), ns)
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+
+    async def main() -> list[list[str]]:
+        client = KubeClient(login(), OperatorMetrics())
+        store = inf.Store(trim_pod)
+        informers = [
+            inf.Informer(client, PODS, ns, store, CHILD_SELECTOR, lambda key: None)
+            for ns in (NS, "team-b")
+        ]
+        tasks = [asyncio.create_task(i.run()) for i in informers]
+        try:
+            for i in informers:
+                await asyncio.wait_for(i.listed.wait(), 10)
+            seen = [sorted(k[0] for k in store._by_key)]
+            await informers[0]._list()  # team-a lists again (as after a 410)
+            seen.append(sorted(k[0] for k in store._by_key))
+            return seen
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.close()
+
+    assert asyncio.run(main()) == [[NS, "team-b"], [NS, "team-b"]]
+
+
 @contextlib.asynccontextmanager
 async def _hostile(handler: Any) -> AsyncIterator[KubeClient]:
     """Our client against a server on 127.0.0.1 whose /api/v1/pods is `handler`."""
