@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .cache import Key, child_key
-from .k8s import ApiError, KubeClient, Resource
+from .k8s import ApiError, KubeClient, Resource, selector_text
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Informer:
         res: Resource,
         namespace: str | None,
         store: Store,
-        selector: str,
+        selector: dict[str, str],
         on_change: Callable[[Key], None],
         keep: Callable[[str], bool] | None = None,
     ) -> None:
@@ -161,18 +161,13 @@ class Informer:
 
     async def _list(self) -> str:
         fresh = Store(self.store.trim)
-        params = {"labelSelector": self.selector, "limit": str(LIST_PAGE)}
         version = ""
-        while True:
-            data = await self.client.request("GET", self.res.path(self.namespace), params=params)
-            meta = data.get("metadata") or {}
-            version = version or str(meta.get("resourceVersion") or "")
-            for obj in data.get("items") or []:
+        pages = self.client.list_pages(self.res, self.namespace, self.selector, LIST_PAGE)
+        async for page, page_version in pages:
+            version = version or page_version  # the first page's: the list's snapshot
+            for obj in page:
                 if self._wanted(obj):
                     fresh.put(obj)
-            if not meta.get("continue"):
-                break
-            params["continue"] = meta["continue"]
         changed = self.store.replace(fresh, self.namespace)
         if self.listed.is_set():  # a re-list: what changed meanwhile was never seen
             for key in changed:
@@ -180,7 +175,7 @@ class Informer:
         return version
 
     async def _watch(self, version: str) -> str:
-        params = {"labelSelector": self.selector, "resourceVersion": version,
+        params = {"labelSelector": selector_text(self.selector), "resourceVersion": version,
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)}  # fmt: skip
         stream = self.client.watch(self.res, self.namespace, params, READ_TIMEOUT)
         try:

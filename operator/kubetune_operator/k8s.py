@@ -323,21 +323,23 @@ class KubeClient:
             return None
 
     async def list(self, res: Resource, ns: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-        sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        data = await self.request("GET", res.path(ns), params={"labelSelector": sel})
+        data = await self.request(
+            "GET", res.path(ns), params={"labelSelector": selector_text(selector)}
+        )
         return list(data.get("items") or [])
 
     async def list_pages(
-        self, res: Resource, ns: str, selector: dict[str, str], limit: int
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+        self, res: Resource, ns: str | None, selector: dict[str, str], limit: int
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         """The matching objects `limit` at a time (the API's limit/continue chunks), so a
-        namespace with thousands of them is never one response in memory."""
-        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))}
-        params["limit"] = str(limit)
+        namespace with thousands of them is never one response in memory; each page with
+        its resourceVersion (a paged LIST is one snapshot: the first page's is the list's)."""
+        params = {"labelSelector": selector_text(selector), "limit": str(limit)}
         while True:
             data = await self.request("GET", res.path(ns), params=params)
-            yield list(data.get("items") or [])
-            token = (data.get("metadata") or {}).get("continue")
+            meta = data.get("metadata") or {}
+            yield list(data.get("items") or []), str(meta.get("resourceVersion") or "")
+            token = meta.get("continue")
             if not token:
                 return
             params["continue"] = token
@@ -414,6 +416,11 @@ class KubeClient:
             return True
         except NotFound:
             return False
+
+
+def selector_text(selector: Mapping[str, str]) -> str:
+    """A label selector of equalities as the API takes it: "k=v,k2=v2"."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:

@@ -66,7 +66,7 @@ class Listings:
 
 async def _list(client: KubeClient, ns: str) -> Listing:
     listing = Listing(at=time.monotonic())
-    async for page in client.list_pages(CONFIGMAPS, ns, SPEC_CONFIGMAPS, PAGE):
+    async for page, _ in client.list_pages(CONFIGMAPS, ns, SPEC_CONFIGMAPS, PAGE):
         for cm in page:
             job = ((cm.get("metadata") or {}).get("labels") or {}).get(c.LABEL_JOB)
             if not job or cm["metadata"].get("name") != b.configmap_name(job):

@@ -18,7 +18,7 @@ from kubetune_api import constants as c
 from kubetune_operator import informer as inf
 from kubetune_operator.builders import MANAGED_BY
 from kubetune_operator.cache import trim_pod
-from kubetune_operator.handlers.setup import CHILD_SELECTOR
+from kubetune_operator.handlers.setup import CHILD_LABELS, CHILD_SELECTOR
 from kubetune_operator.k8s import PODS, ApiError, KubeClient, login
 from kubetune_operator.metrics import OperatorMetrics
 from tests.support.kube.job_play import set_running
@@ -54,7 +54,7 @@ def _run(cluster, monkeypatch, scenario: Callable[..., Awaitable[Any]], **kw: An
         client = KubeClient(login(), OperatorMetrics())
         pokes: list[tuple[str, str, str]] = []
         informer = inf.Informer(
-            client, PODS, kw.get("ns", NS), inf.Store(trim_pod), CHILD_SELECTOR, pokes.append,
+            client, PODS, kw.get("ns", NS), inf.Store(trim_pod), CHILD_LABELS, pokes.append,
             kw.get("keep"),
         )  # fmt: skip
         task = asyncio.create_task(informer.run())
@@ -161,7 +161,7 @@ def test_informers_of_two_namespaces_share_one_store_and_keep_each_others_object
         client = KubeClient(login(), OperatorMetrics())
         store = inf.Store(trim_pod)
         informers = [
-            inf.Informer(client, PODS, ns, store, CHILD_SELECTOR, lambda key: None)
+            inf.Informer(client, PODS, ns, store, CHILD_LABELS, lambda key: None)
             for ns in (NS, "team-b")
         ]
         tasks = [asyncio.create_task(i.run()) for i in informers]
@@ -237,7 +237,7 @@ def test_a_malformed_watch_event_is_logged_and_the_informer_lists_again(caplog):
 
     async def main() -> bool:
         async with _hostile(pods) as client:
-            informer = inf.Informer(client, PODS, None, inf.Store(trim_pod), CHILD_SELECTOR, print)
+            informer = inf.Informer(client, PODS, None, inf.Store(trim_pod), CHILD_LABELS, print)
             task = asyncio.create_task(informer.run())
             try:
                 await until(lambda: seen.count("list") >= 2, "a second listing", timeout=15)

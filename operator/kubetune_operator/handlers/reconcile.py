@@ -55,7 +55,7 @@ from . import children, view
 
 async def run_pass(memo: kopf.Memo, entry: Entry, logger: Any) -> float | None:
     """The scheduler's pass over one job: its entry's body, the informers' stores."""
-    jobs, pods = memo.indexes
+    jobs, pods = memo.stores
     src = view.Sources(body=entry.body, jobs=jobs, pods=pods)
     return await reconcile_once(memo, entry.key[0], entry.key[1], logger, src)
 

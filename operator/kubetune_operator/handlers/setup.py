@@ -15,14 +15,15 @@ from ..builders import MANAGED_BY
 from ..cache import Key, Written, trim_ftj, trim_job, trim_pod
 from ..config import OperatorConfig
 from ..informer import LIST_PAGE, Informer, Store
-from ..k8s import JOBS, PODS, ApiError, KubeClient, login
+from ..k8s import JOBS, PODS, ApiError, KubeClient, login, selector_text
 from ..listing import Listings
 from ..metrics import OperatorMetrics
 from ..schedule import Entry, Scheduler
 from . import reconcile
 from .view import CREATING_AT_ONCE
 
-CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={MANAGED_BY}"
+CHILD_LABELS = {c.LABEL_MANAGED_BY: MANAGED_BY}  # what our informers list and watch
+CHILD_SELECTOR = selector_text(CHILD_LABELS)
 _PATTERN = "*?[!,"  # kopf's namespace patterns: globs, negations, comma-separated parts
 
 
@@ -69,7 +70,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     )  # fmt: skip
     # The children's stores (Jobs, pods), kept by our informers; a pass reads them
     # (reconcile.run_pass) and runs only once every informer has listed.
-    memo.indexes = (Store(trim_job), Store(trim_pod))
+    memo.stores = (Store(trim_job), Store(trim_pod))
     memo.informers = informers(memo, config)
     memo.scheduler = scheduler(settings, memo, config)
     memo.scheduler.start()
@@ -90,14 +91,14 @@ def informers(memo: kopf.Memo, config: OperatorConfig) -> list[tuple[Informer, a
 
     out = []
     loop = asyncio.get_running_loop()
-    for res, store in zip((JOBS, PODS), memo.indexes, strict=True):
+    for res, store in zip((JOBS, PODS), memo.stores, strict=True):
         for ns in scopes:
             informer = Informer(
                 memo.client,
                 res,
                 ns,
                 store,
-                CHILD_SELECTOR,
+                CHILD_LABELS,
                 lambda key: poke(memo, key),
                 keep if patterns else None,
             )
