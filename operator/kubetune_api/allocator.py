@@ -5,9 +5,10 @@ One mechanism for both images, and in both glibc's malloc is the default and jem
 
 - The trainer (kubetune_trainer/allocator.py): jemalloc lowers peak RSS 10-17% but costs
   7-37% of the speed (findings, "jemalloc").
-- The operator (kubetune_operator/__main__.py, with config.MALLOC_SETTINGS): a replica that
-  took over 5000 running jobs then holds 337 MiB instead of 513 afterwards, for 3-25% more
-  CPU per job and the same start-up peak (findings, "jemalloc for the operator").
+- The operator (kubetune_operator/__main__.py, with config.MALLOC_SETTINGS): measured when
+  a replica taking over 5000 running jobs peaked at ~510 MiB (kopf's indexes, since replaced
+  by informer.py: ~210 MiB), jemalloc gave the start-up's transient back afterwards but not
+  the peak, for 3-25% more CPU per job (findings, "jemalloc for the operator").
 
 The allocator must be in place before the process starts, so the process re-executes
 itself once with LD_PRELOAD (`reexec`); its children inherit the variables.
