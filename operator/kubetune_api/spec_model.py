@@ -58,7 +58,7 @@ class ModelSpec(SpecModel):
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         default="auto",
         description="Attention kernel; auto picks sdpa, flash_attention_2 on GPU, and on a CPU "
-        "attention inside each example for position_ids-packed rows of 2048+ tokens.",
+        "attention inside each example for position_ids-packed rows of 512+ tokens.",
     )
 
     @field_validator("base")

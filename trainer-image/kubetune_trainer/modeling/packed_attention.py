@@ -4,9 +4,9 @@ Position-id packing puts several examples in one row, their positions restarting
 transformers' sdpa path then builds a dense block-diagonal causal mask over the whole row and
 SDPA computes every block of it, the masked ones too: at 2048-token rows holding ~12
 examples, most of the square is wasted work (attention alone was 291 ms per layer, forward +
-backward, for 4 such rows; bench/findings.md). Here the flattened queries, keys and values are
-split into the examples (torch.split: views, one cat in backward) and each example gets a
-causal SDPA of its own; the outputs are concatenated back. The result is the masked call's.
+backward, for 4 such rows; bench/findings.md). Here each example gets a causal attention of
+its own (modeling/segment_attention.py: the CPU flash kernel forward, a backward of batched
+matmuls, the flash kernel's backward being ~6x its forward). The result is the masked call's.
 
 Registered with transformers as the attention implementation "kubetune_packed". Its mask
 function builds no mask when there is no padding mask (packed training rows), and is
@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import (
@@ -32,11 +31,14 @@ from transformers.masking_utils import (
     sdpa_mask,
 )
 
+from kubetune_trainer.modeling import segment_attention
+
 NAME = "kubetune_packed"
-# Rows at least this long: measured on the llama30m workload (bf16, 2 cores), rows of 2048
-# ran 1.28x faster this way, rows of 1024 and 512 0.94x and 0.89x (the split/cat copies
-# cost more than the masked blocks there), so shorter rows keep the dense mask.
-MIN_ROW = 2048
+# Rows at least this long. Measured (bench/findings.md, "Attention per example with its own
+# backward"): whole epochs at rows of 512 ran 1.08-1.15x faster than the dense mask (the 30M
+# model and TinyLlama-1.1B's shape), rows of 2048 1.11x faster than per-example flash
+# attention. Shorter rows were not measured and keep the dense mask.
+MIN_ROW = 512
 
 
 def segment_lengths(position_ids: torch.Tensor | None, batch: int, length: int) -> list[int] | None:
@@ -68,7 +70,7 @@ def attention(
 ) -> tuple[torch.Tensor, None]:
     """query [batch, heads, L, dim], key/value [batch, kv_heads, L, dim] -> [batch, L, heads,
     dim], as transformers' sdpa_attention_forward returns it."""
-    batch, heads, length = query.shape[:3]
+    batch, length = query.shape[0], query.shape[2]
     lengths = None
     if (
         attention_mask is None
@@ -82,23 +84,8 @@ def attention(
         return sdpa_attention_forward(  # type: ignore[no-any-return]
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    kv_heads = key.shape[1]
-    gqa = {"enable_gqa": True} if kv_heads != heads else {}
-
-    def flat(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # [batch, n, L, d] -> [1, n, batch*L, d], split into the examples. The leading 1
-        # matters: the CPU flash kernel takes only 4-D inputs and SDPA quietly falls back
-        # to its math kernel (the full score matrix) for 3-D ones.
-        n = t.shape[1]
-        flat_t = t.transpose(0, 1).reshape(1, n, batch * length, t.shape[-1])
-        return flat_t.split(lengths, dim=2)
-
-    outs = [
-        F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, **gqa)
-        for q, k, v in zip(flat(query), flat(key), flat(value), strict=True)
-    ]
-    out = torch.cat(outs, dim=2).view(heads, batch, length, value.shape[-1])
-    return out.permute(1, 2, 0, 3).contiguous(), None
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    return segment_attention.attention(query, key, value, lengths, scale), None
 
 
 def mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
