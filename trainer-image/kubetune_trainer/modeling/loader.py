@@ -21,7 +21,7 @@ from kubetune_api.spec import FineTuneJobSpec
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.errors import ConfigError
 
-from . import builtin, cpu_4bit, frozen16, lora_dropout, quantized, stream_quant
+from . import builtin, cpu_4bit, cpu_norm, frozen16, lora_dropout, quantized, stream_quant
 from .cache import cache_root
 from .gguf import convert_gguf
 
@@ -271,6 +271,7 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
             f"spec.adapter.targetModules: {exc}. Linear modules in this model: {', '.join(names)}"
         ) from None
     lora_dropout.install(peft_model)  # a cheaper mask than nn.Dropout's on the CPU
+    cpu_norm.install(peft_model)  # RMSNorm in fewer passes (CPU tensors only)
     if frozen_bf16:
         saved = frozen16.apply(peft_model)
         release_checkpoint_maps(peft_model, only=torch.float32)
