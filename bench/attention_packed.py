@@ -6,8 +6,10 @@ One attention call, forward and backward, in bf16, on `--rows` rows of `--row` t
 with the workload's lognormal example lengths (workload.Size: median 120, sigma 0.8):
 - `dense`: transformers' sdpa attention with the block-diagonal causal mask its masking
   utilities build for position-id packing (with GQA, its repeat_kv expands the kv heads);
-- `per_example`: modeling/packed_attention.attention (no mask, one causal SDPA per example,
-  native GQA).
+- `flash_per_example`: one causal SDPA per example under autograd (the flash kernel's own
+  backward; the per-example path before modeling/segment_attention.py);
+- `per_example`: modeling/packed_attention.attention (no mask; segment_attention: the flash
+  forward per example, its own backward of batched matmuls).
 The two alternate, best of `--reps` each. `--shape large` is TinyLlama-1.1B's attention (32
 heads, 4 kv heads, head dim 64), `small` the 30M workload model's (8 heads, no GQA). Used to
 choose where packed_attention.use switches (findings.md, "Attention over packed rows").
@@ -45,6 +47,7 @@ def packed_positions(rows: int, row: int, seed: int = 0) -> list[list[int]]:
 
 def measure(shape: str, rows: int, row: int, reps: int, math_too: bool = False) -> dict[str, Any]:
     import torch
+    import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import find_packed_sequence_indices
@@ -77,6 +80,8 @@ def measure(shape: str, rows: int, row: int, reps: int, math_too: bool = False) 
         with chosen:
             if kind.startswith("dense"):
                 out, _ = sdpa_attention_forward(module, q, k, v, dense_mask, is_causal=False)
+            elif kind == "flash_per_example":
+                out = flash_per_example(q, k, v)
             else:
                 out, _ = packed_attention.attention(
                     module, q, k, v, None, position_ids=position_ids
@@ -84,7 +89,24 @@ def measure(shape: str, rows: int, row: int, reps: int, math_too: bool = False) 
             out.float().sum().backward()
         return time.perf_counter() - start
 
-    kinds = ["dense", "per_example"] + (["dense_math", "per_example_math"] if math_too else [])
+    lengths = packed_attention.segment_lengths(position_ids, rows, row)
+    assert lengths is not None
+
+    def flash_per_example(q: Any, k: Any, v: Any) -> Any:
+        # The per-example path before segment_attention: one causal SDPA per example under
+        # autograd (the flash kernel's own backward).
+        def flat(t: Any) -> Any:
+            n = t.shape[1]
+            return t.transpose(0, 1).reshape(1, n, rows * row, dim).split(lengths, dim=2)
+
+        outs = [
+            F.scaled_dot_product_attention(a, b, c, is_causal=True, enable_gqa=kv_heads != heads)
+            for a, b, c in zip(flat(q), flat(k), flat(v), strict=True)
+        ]
+        return torch.cat(outs, 2)
+
+    kinds = ["dense", "flash_per_example", "per_example"]
+    kinds += ["dense_math", "per_example_math"] if math_too else []
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     for kind in times:
         step(kind)  # warm-up
@@ -103,6 +125,7 @@ def measure(shape: str, rows: int, row: int, reps: int, math_too: bool = False) 
         "examples": examples,
         **{f"{kind}_ms": round(t * 1e3, 1) for kind, t in best.items()},
         "speedup": round(best["dense"] / best["per_example"], 2),
+        "over_flash_per_example": round(best["flash_per_example"] / best["per_example"], 2),
         "threads": torch.get_num_threads(),
     }
 
