@@ -175,6 +175,15 @@ def emit(result: dict[str, Any]) -> None:
     print("RESULT:" + json.dumps(result), flush=True)
 
 
+def stamp(result: dict[str, Any], state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Mark a result with the code it measured (`state`: git_state() taken when it started),
+    the machine and the time it finished."""
+    result.update(state if state is not None else git_state())
+    result["machine"] = machine()  # hosts differ: AMX or not
+    result["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return result
+
+
 def save_result(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -28,7 +28,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import Child, emit, loadavg, peak_rss_bytes, rss_bytes, say, stats
+from common import (
+    Child,
+    emit,
+    git_state,
+    load_results,
+    loadavg,
+    peak_rss_bytes,
+    rss_bytes,
+    save_result,
+    say,
+    stamp,
+    stats,
+)
 
 MODES: dict[str, dict[str, Any]] = {
     "fp32": {"training": {"precision": "fp32"}},
@@ -218,7 +230,6 @@ def run(
         os.environ["KUBETUNE_CACHE"] = str(BENCH_CACHE)
         builtin.smollm2_dir()
     reps = reps or 1
-    from common import load_results
 
     saved = load_results().get(result_name(quick, large), {}) if modes else {}
     default = QUICK_MODES if quick else (LARGE_MODES if large else FULL_MODES)
@@ -304,11 +315,15 @@ def main() -> None:
     p.add_argument("--reps", type=int)
     p.add_argument("--modes", help="comma-separated; merged into bench/results/memory.json")
     a = p.parse_args()
+    state = git_state()  # at the start, as run_all takes it
     res = run(a.quick, a.reps, a.modes.split(",") if a.modes else None, a.large)
     if a.modes:
-        from common import save_result
-
-        save_result(result_name(a.quick, a.large), res)
+        # The merged file holds runs of two measurements: the new stamp is the merge's, the
+        # earlier one is kept beside it with the modes that were measured again.
+        earlier = load_results().get(result_name(a.quick, a.large), {})
+        res["earlier"] = {k: earlier.get(k) for k in ("commit", "dirty", "finished_at")}
+        res["modes_measured"] = a.modes.split(",")
+        save_result(result_name(a.quick, a.large), stamp(res, state))
     print(json.dumps(res["summary"], indent=1))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, git_state, machine, save_result, say
+from common import ROOT, git_state, machine, save_result, say, stamp
 
 NAMES = (
     "throughput", "throughput-vs", "mfu", "mfu-large", "memory", "memory-large", "operator",
@@ -29,7 +29,7 @@ NAMES = (
 )  # fmt: skip
 
 
-def _run_one(name: str, quick: bool) -> dict:
+def _run_one(name: str, quick: bool, reps: int | None = None) -> dict:
     if name == "throughput":
         import throughput
 
@@ -45,7 +45,7 @@ def _run_one(name: str, quick: bool) -> dict:
     if name in ("memory", "memory-large"):
         import memory
 
-        return memory.run(quick, large=name == "memory-large")
+        return memory.run(quick, reps, large=name == "memory-large")
     if name == "operator":
         import operator_scale
 
@@ -72,6 +72,7 @@ def main() -> int:
     p.add_argument("names", nargs="*", choices=[*NAMES, []], help="benchmarks (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--reps", type=int, help="repetitions where a benchmark takes them (memory)")
     a = p.parse_args()
     names = a.names or list(NAMES)
     failed = []
@@ -81,15 +82,13 @@ def main() -> int:
             t0 = time.monotonic()
             state = git_state()  # at the start: commits made while it runs are not measured
             try:
-                result = _run_one(name, a.quick)
+                result = _run_one(name, a.quick, a.reps)
             except Exception:  # one broken benchmark must not hide the others' figures
                 traceback.print_exc()
                 failed.append(name)
                 continue
             result["seconds"] = round(time.monotonic() - t0, 1)
-            result.update(state)  # which code these figures measured
-            result["machine"] = machine()  # and on which CPU (hosts differ: AMX or not)
-            result["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            stamp(result, state)  # which code these figures measured, on which CPU
             save_result(f"{name}.quick" if a.quick else name, result)
             say(f"== {name} done in {result['seconds']:.0f} s")
     import report
