@@ -279,7 +279,16 @@ def run(
         "like_for_like": like_for_like(summary),
         "cold_vs_warm": cold_vs_warm(summary),
         "targets": {"nf4_bytes_per_param": 0.56, "nf4_peak_vs_fp32": 0.35, "cold_vs_warm": 1.5},
+        # Merged into earlier runs (`modes`): which were measured now, and the earlier stamp.
+        **(
+            {"modes_measured": modes, "earlier": {k: saved.get(k) for k in STAMP_KEYS}}
+            if saved
+            else {}
+        ),
     }
+
+
+STAMP_KEYS = ("commit", "dirty", "finished_at")
 
 
 def like_for_like(summary: dict[str, Any]) -> dict[str, float]:
@@ -318,11 +327,8 @@ def main() -> None:
     state = git_state()  # at the start, as run_all takes it
     res = run(a.quick, a.reps, a.modes.split(",") if a.modes else None, a.large)
     if a.modes:
-        # The merged file holds runs of two measurements: the new stamp is the merge's, the
-        # earlier one is kept beside it with the modes that were measured again.
-        earlier = load_results().get(result_name(a.quick, a.large), {})
-        res["earlier"] = {k: earlier.get(k) for k in ("commit", "dirty", "finished_at")}
-        res["modes_measured"] = a.modes.split(",")
+        # The merged file holds runs of two measurements: the new stamp is the merge's (run()
+        # keeps the earlier one beside it, with the modes measured again).
         save_result(result_name(a.quick, a.large), stamp(res, state))
     print(json.dumps(res["summary"], indent=1))
 

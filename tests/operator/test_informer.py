@@ -18,8 +18,8 @@ from kubetune_api import constants as c
 from kubetune_operator import informer as inf
 from kubetune_operator.builders import MANAGED_BY
 from kubetune_operator.cache import trim_pod
-from kubetune_operator.handlers.setup import CHILD_LABELS, CHILD_SELECTOR
-from kubetune_operator.k8s import PODS, ApiError, KubeClient, login
+from kubetune_operator.handlers.setup import CHILD_LABELS
+from kubetune_operator.k8s import PODS, ApiError, KubeClient, login, selector_text
 from kubetune_operator.metrics import OperatorMetrics
 from tests.support.kube.job_play import set_running
 from tests.support.kube.operator import NS
@@ -106,7 +106,7 @@ def test_a_paged_listing_then_the_watch_keep_the_store_and_poke_the_job(cluster,
     gets = [r for r in cluster.requests()[since:] if r.method.value == "GET"]
     lists = [dict(r.url.query) for r in gets if r.url.path == path and "watch" not in r.url.query]
     assert [q.get("limit") for q in lists] == ["2", "2", "2"]
-    assert all(q["labelSelector"] == CHILD_SELECTOR for q in lists)
+    assert all(q["labelSelector"] == selector_text(CHILD_LABELS) for q in lists)
 
 
 def test_a_watch_too_old_lists_again_and_pokes_what_changed_meanwhile(cluster, monkeypatch):

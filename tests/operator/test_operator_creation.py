@@ -7,8 +7,9 @@ import threading
 
 from kubetune_api.constants import TrainerMetric
 from kubetune_operator.config import OperatorConfig
-from kubetune_operator.handlers.setup import CHILD_SELECTOR
+from kubetune_operator.handlers.setup import CHILD_LABELS
 from kubetune_operator.handlers.view import CREATING_AT_ONCE
+from kubetune_operator.k8s import selector_text
 from tests.support.kube.cluster import FTJ, run_operator, wait_for
 from tests.support.kube.operator import NS, load_ftj, op_metric, operator_posts, start_attempt
 
@@ -23,7 +24,7 @@ def _ours(cluster) -> list[tuple[str, str]]:
         for r in cluster.requests()
         if r.headers.get("User-Agent") == "kubetune-operator"
         and r.params.get("watch") not in ("true", "1")
-        and r.params.get("labelSelector") != CHILD_SELECTOR
+        and r.params.get("labelSelector") != selector_text(CHILD_LABELS)
     ]
 
 

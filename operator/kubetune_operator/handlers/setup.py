@@ -15,7 +15,7 @@ from ..builders import MANAGED_BY
 from ..cache import Key, Written, trim_ftj, trim_job, trim_pod
 from ..config import OperatorConfig
 from ..informer import LIST_PAGE, Informer, Store
-from ..k8s import JOBS, PODS, ApiError, KubeClient, login, selector_text
+from ..k8s import JOBS, PODS, ApiError, KubeClient, login
 from ..listing import Listings
 from ..metrics import OperatorMetrics
 from ..schedule import Entry, Scheduler
@@ -23,7 +23,6 @@ from . import reconcile
 from .view import CREATING_AT_ONCE
 
 CHILD_LABELS = {c.LABEL_MANAGED_BY: MANAGED_BY}  # what our informers list and watch
-CHILD_SELECTOR = selector_text(CHILD_LABELS)
 _PATTERN = "*?[!,"  # kopf's namespace patterns: globs, negations, comma-separated parts
 
 
