@@ -21,7 +21,16 @@ from kubetune_api.spec import FineTuneJobSpec
 from kubetune_api.uris import scheme_of
 from kubetune_trainer.errors import ConfigError
 
-from . import builtin, cpu_4bit, cpu_norm, frozen16, lora_dropout, quantized, stream_quant
+from . import (
+    builtin,
+    cpu_4bit,
+    cpu_norm,
+    file_pages,
+    frozen16,
+    lora_dropout,
+    quantized,
+    stream_quant,
+)
 from .cache import cache_root
 from .gguf import convert_gguf
 
@@ -217,8 +226,10 @@ def release_checkpoint_maps(model: Any, only: torch.dtype | None = None) -> None
     On a CPU, from_pretrained leaves them as views into the memory-mapped checkpoint, and
     one view keeps its whole shard mapped: every page quantization (or frozen16's cast)
     read stays resident (4.4 GB of file pages under a 0.6 GB 4-bit 1.1B model). Copying
-    the few tensors left lets the maps go. `only`: just the tensors of that dtype (after
-    frozen16's cast, the fp32 ones: its bf16 copies have memory of their own already).
+    the few tensors left lets the maps go, unless quantized weights still view them (then
+    attach_lora's file_pages.release_unused drops the pages those copies read). `only`: just
+    the tensors of that dtype (after frozen16's cast, the fp32 ones: its bf16 copies have
+    memory of their own already).
     """
     for module in model.modules():
         for store in (module._parameters, module._buffers):
@@ -276,6 +287,9 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
         saved = frozen16.apply(peft_model)
         release_checkpoint_maps(peft_model, only=torch.float32)
         log.info("frozen weights stored in bf16 (bf16 autocast): %d MiB saved", saved >> 20)
+    if all(p.device.type == "cpu" for p in peft_model.parameters()):
+        # A 4-bit base keeps its shards mapped: drop the pages of what was copied and cast.
+        file_pages.release_unused(peft_model)
     return peft_model
 
 
