@@ -98,30 +98,38 @@ def _present(start: int, end: int) -> int:
     return sum(w >> 63 for (w,) in struct.iter_unpack("<Q", words))
 
 
+def _unused_present(model: torch.nn.Module) -> int:
+    """Resident pages of the model's checkpoint mappings that none of its tensors lies in."""
+    live = file_pages.live_ranges(file_pages._tensors(model))
+    shards = [m for m in file_pages.mappings() if any(a < m.end and b > m.start for a, b in live)]
+    assert shards, "the checkpoint is no longer mapped: this test checks nothing"
+    return sum(_present(a, b) for m in shards for a, b in file_pages.gaps(m.start, m.end, live))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_a_4bit_cpu_base_keeps_only_pages_its_tensors_live_in(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
 ) -> None:
-    """After attach_lora no page of the cached copy's mappings outside the model's tensors
-    is resident (without the release, the pages read to copy and cast the embedding and
-    the head are); both models compute the same logits."""
+    """Quantizing in memory (first load) and reading the cached copy (second) both leave no
+    page of the checkpoint's mappings resident outside the model's tensors, after loading
+    and after attach_lora; without the release, the pages read to quantize and to copy and
+    cast the embedding and the head are. Both compute the same logits."""
     monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path / "cache"))
     spec = make_job(tmp_path / "out", quantization={"mode": "4bit", "doubleQuant": True}).spec
     base = loader.resolve_base(spec, training_texts(prepared()))
-    loader.load_base_model(spec, base, "bf16")  # quantizes into the cache
     ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    first = loader.load_base_model(spec, base, precision)  # quantizes, then caches
+    assert _unused_present(first) == 0
 
     def load(release: bool) -> tuple[torch.nn.Module, int]:
         with monkeypatch.context() as m:
             if not release:
                 m.setattr(file_pages, "release_unused", lambda model: 0)
-            model = loader.attach_lora(spec, loader.load_base_model(spec, base, "bf16"), False)
-        live = file_pages.live_ranges(file_pages._tensors(model))
-        shards = [
-            m for m in file_pages.mappings() if any(a < m.end and b > m.start for a, b in live)
-        ]
-        assert shards, "the cached copy is no longer mapped: this test checks nothing"
-        unused = [g for m in shards for g in file_pages.gaps(m.start, m.end, live)]
-        return model, sum(_present(a, b) for a, b in unused)
+            loaded = loader.load_base_model(spec, base, precision)  # the cached copy
+            if release:
+                assert _unused_present(loaded) == 0
+            model = loader.attach_lora(spec, loaded, False)
+        return model, _unused_present(model)
 
     kept, kept_unused = load(release=False)
     model, unused = load(release=True)

@@ -54,18 +54,6 @@ def test_second_4bit_load_reads_the_cached_quantized_copy(
     assert len(list((tmp_path / "cache" / "quantized").iterdir())) == 2
 
 
-def test_unquantized_tensors_leave_the_checkpoint_maps(tmp_path: Path) -> None:
-    """After a quantized CPU load the embedding owns its memory (no view into the mmap)."""
-    spec = make_job(tmp_path / "out", quantization={"mode": "4bit"}).spec
-    base = loader.resolve_base(spec, training_texts(prepared()))
-    model = loader.load_base_model(spec, base, "fp32")
-    # Storage that wraps the checkpoint's map is not resizable (measured: False straight
-    # out of from_pretrained); a copy of its own is.
-    assert model.get_input_embeddings().weight.untyped_storage().resizable()
-    norms = [m.weight for n, m in model.named_modules() if n.endswith("norm")]
-    assert norms and all(w.untyped_storage().resizable() for w in norms)
-
-
 def test_a_failed_save_keeps_the_loaded_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -197,7 +197,9 @@ def load_base_model(
 
     model = quantized.load_or_quantize(key, load, base.location, stream=stream)
     if device == "cpu":
-        release_checkpoint_maps(model)
+        # The pages quantizing (or anything else) read and no tensor holds: out of RSS. The
+        # unquantized tensors stay views of the map, resident only where read.
+        file_pages.release_unused(model)
         keep_4bit_training_layout(model)
         if spec.quantization.mode == "4bit":
             cpu_4bit.install()  # dequantize into one reused buffer, not a new tensor a call
@@ -226,10 +228,10 @@ def release_checkpoint_maps(model: Any, only: torch.dtype | None = None) -> None
     On a CPU, from_pretrained leaves them as views into the memory-mapped checkpoint, and
     one view keeps its whole shard mapped: every page quantization (or frozen16's cast)
     read stays resident (4.4 GB of file pages under a 0.6 GB 4-bit 1.1B model). Copying
-    the few tensors left lets the maps go, unless quantized weights still view them (then
-    attach_lora's file_pages.release_unused drops the pages those copies read). `only`: just
-    the tensors of that dtype (after frozen16's cast, the fp32 ones: its bf16 copies have
-    memory of their own already).
+    the few tensors left lets the maps go. `only`: just the tensors of that dtype (after
+    frozen16's cast, the fp32 ones: its bf16 copies have memory of their own already).
+    A quantized base is not copied: its packed weights may keep the maps anyway, so
+    file_pages.release_unused drops the pages no tensor holds instead.
     """
     for module in model.modules():
         for store in (module._parameters, module._buffers):
@@ -245,6 +247,7 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     a = spec.adapter
+    frozen_bf16 = getattr(model, "_kubetune_frozen_bf16", False)
     if spec.quantization.mode != "none":
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing
@@ -267,7 +270,6 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
         modules_to_save=a.modules_to_save or None,
         task_type=task_type,
     )
-    frozen_bf16 = getattr(model, "_kubetune_frozen_bf16", False)
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as exc:
