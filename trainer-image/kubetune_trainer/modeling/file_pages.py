@@ -1,10 +1,11 @@
 """Give back the pages of a memory-mapped checkpoint that no tensor uses any more.
 
 On a CPU, from_pretrained leaves tensors as views into each safetensors shard, mapped
-privately. A 4-bit base keeps every shard mapped (its packed weights are such views), so
-the pages of tensors that were copied and cast while loading (the embedding and the head,
-upcast by peft's prepare_model_for_kbit_training, then stored in bf16 by frozen16) stay in
-RSS for the whole run though nothing reads them: 250 MiB of a 1.1B model's 2 GB peak.
+privately. A 4-bit base read from the quantized cache keeps every shard mapped (its packed
+weights are such views), so the pages of tensors that were read to be copied or cast while
+loading (the fp32 head, cast to bf16 by frozen16; what quantizing in memory read) stayed in
+RSS for the whole run though nothing reads them again: 250 MiB of a 1.1B model's 2 GB peak.
+The loader calls this after loading a quantized base and again after attaching LoRA.
 
 release_unused() tells the kernel (madvise MADV_DONTNEED) to drop the pages of those
 mappings that lie outside every tensor the model still holds. For a private file mapping
@@ -49,6 +50,8 @@ def mappings(suffix: str = ".safetensors", smaps: str = SMAPS) -> list[Mapping]:
     with open(smaps) as f:
         for line in f:
             head = line.split(maxsplit=5)
+            if not head:
+                continue
             if "-" in head[0] and not head[0].endswith(":"):  # a new mapping's header
                 if current:
                     out.append(Mapping(**current))
