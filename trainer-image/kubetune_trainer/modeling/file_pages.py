@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MADV_DONTNEED = 4
 PAGE = mmap.PAGESIZE
 SMAPS = "/proc/self/smaps"
+SUFFIX = ".safetensors"
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,11 @@ class Mapping:
     rss_kb: int
 
 
-def mappings(suffix: str = ".safetensors", smaps: str = SMAPS) -> list[Mapping]:
-    """This process's file mappings whose path ends with `suffix`."""
+def mappings() -> list[Mapping]:
+    """This process's mappings of safetensors files."""
     out: list[Mapping] = []
     current: dict[str, Any] | None = None
-    with open(smaps) as f:
+    with open(SMAPS) as f:
         for line in f:
             head = line.split(maxsplit=5)
             if not head:
@@ -58,7 +59,7 @@ def mappings(suffix: str = ".safetensors", smaps: str = SMAPS) -> list[Mapping]:
                 path = head[5].strip() if len(head) > 5 else ""
                 start, end = (int(x, 16) for x in head[0].split("-"))
                 current = None
-                if path.endswith(suffix):
+                if path.endswith(SUFFIX):
                     current = {"start": start, "end": end, "path": path}
                     current |= {"anonymous_kb": 0, "rss_kb": 0}
             elif current is not None and head[0] in ("Anonymous:", "Rss:"):

@@ -247,7 +247,6 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     a = spec.adapter
-    frozen_bf16 = getattr(model, "_kubetune_frozen_bf16", False)
     if spec.quantization.mode != "none":
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing
@@ -270,6 +269,7 @@ def attach_lora(spec: FineTuneJobSpec, model: Any, gradient_checkpointing: bool)
         modules_to_save=a.modules_to_save or None,
         task_type=task_type,
     )
+    frozen_bf16 = getattr(model, "_kubetune_frozen_bf16", False)
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as exc:
